@@ -1,0 +1,196 @@
+// paraflex-sim: runs scheduling policies side by side on a workload in the simulator
+// (contract: formats.md §3-§5). With no arguments it runs the embedded default workload, profile
+// and 8-GPU cluster and prints a comparison table.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "paraflex/cost/profile.hpp"
+#include "paraflex/cost/profile_cost_model.hpp"
+#include "paraflex/executor/simulated.hpp"
+#include "paraflex/sim/chrome_trace.hpp"
+#include "paraflex/sim/metrics.hpp"
+#include "paraflex/sim/workload_csv.hpp"
+#include "builtin_policies.hpp"
+#include "embedded_data.hpp"
+#include "sim_report.hpp"
+
+namespace {
+
+using namespace paraflex;
+
+constexpr int exit_bad_input = 2;
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "paraflex-sim: error: %s\n", message.c_str());
+  std::exit(exit_bad_input);
+}
+
+// "ID@SECONDS" -> device failure; "ID@SECONDS:FACTOR" -> straggler.
+void parse_fault(const std::string& flag, const std::string& text, bool with_factor, simulation_faults& f, int gpus) {
+  const auto at = text.find('@');
+  auto bad = [&](const std::string& why) { fail(fmt::format("{} '{}': {}", flag, text, why)); };
+  if (at == std::string::npos) bad(with_factor ? "expected ID@SECONDS:FACTOR" : "expected ID@SECONDS");
+  long id = -1;
+  double seconds = -1, factor = 1;
+  try {
+    std::size_t pos = 0;
+    id = std::stol(text.substr(0, at), &pos);
+    if (pos != at) bad("device id is not an integer");
+    std::string rest = text.substr(at + 1);
+    std::string fac;
+    if (with_factor) {
+      const auto colon = rest.find(':');
+      if (colon == std::string::npos) bad("expected ID@SECONDS:FACTOR");
+      fac = rest.substr(colon + 1);
+      rest = rest.substr(0, colon);
+      factor = std::stod(fac, &pos);
+      if (pos != fac.size() || !(factor > 0) || !std::isfinite(factor)) bad("FACTOR must be a number > 0");
+    }
+    seconds = std::stod(rest, &pos);
+    if (pos != rest.size()) bad("SECONDS is not a number");
+  } catch (const std::logic_error&) {
+    bad("not a number");
+  }
+  if (id < 0 || id >= gpus) bad(fmt::format("device id must be in [0, {}]", gpus - 1));
+  const auto t = to_ticks(seconds);
+  if (!t || *t < 0) bad("SECONDS must be a finite number >= 0");
+  if (with_factor) f.stragglers.push_back({static_cast<device_id>(id), *t, factor});
+  else f.device_failures.push_back({static_cast<device_id>(id), *t});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"paraflex-sim: compare GPU-parallelism scheduling policies for DiT serving in the simulator.\n"
+               "With no arguments: the embedded default workload, profile and 8-GPU cluster."};
+  std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out;
+  int gpus = 8, gpus_per_node = 0;
+  std::uint64_t seed = 0;
+  double fail_rate = 0, jitter = 0;
+  bool bound = false, quiet = false, list = false;
+  std::vector<std::string> fail_devices, stragglers;
+  app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload");
+  app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile");
+  app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)");
+  app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
+  app.add_option("--seed", seed, "seed for every random draw (jitter, faults)");
+  app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run");
+  app.add_flag("--bound", bound, "add an upper bound on SLO attainment to each result");
+  app.add_option("--fail-device", fail_devices, "lose device ID at SECONDS (ID@SECONDS); repeatable");
+  app.add_option("--straggler", stragglers, "device ID runs FACTOR times slower from SECONDS (ID@SECONDS:FACTOR); repeatable");
+  app.add_option("--fail-rate", fail_rate, "probability that a launched task fails")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--jitter", jitter, "task durations vary uniformly by +-JITTER (fraction)")->check(CLI::Range(0.0, 0.9));
+  app.add_flag("--quiet", quiet, "no progress lines on stderr");
+  app.add_flag("--list-policies", list, "list the built-in policies and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    fail(e.what());
+  }
+  if (bound) fail("--bound: the upper bound is not built yet (issue 3)");
+  if (gpus_per_node == 0) gpus_per_node = gpus;
+  if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
+
+  policy_registry registry = paraflex_bench::builtin_registry(gpus);
+  if (list) {
+    for (const auto& n : registry.names()) std::printf("%-18s %s\n", n.c_str(), registry.summary(n).c_str());
+    return 0;
+  }
+
+  try {
+    // Profile.
+    profile_table table = [&] {
+      if (profile_file.empty()) {
+        std::istringstream in{std::string(paraflex_bench::embedded_profile_csv)};
+        return read_profile_csv(in, "<embedded profile>").value_or_throw();
+      }
+      return load_profile_csv(profile_file).value_or_throw();
+    }();
+    if (!gpu_type.empty() && !table.has_gpu(gpu_type)) {
+      fail(fmt::format("--gpu '{}': the profile {} has no rows for it (it has: {})", gpu_type, table.source, join_names(table.gpus())));
+    }
+    const auto known_models = gpu_type.empty() ? table.models() : table.models_on(gpu_type);
+
+    // Workload.
+    workload w = [&] {
+      if (workload_file.empty()) {
+        std::istringstream in{std::string(paraflex_bench::embedded_workload_csv)};
+        return read_workload_csv(in, "<embedded workload>", known_models).value_or_throw();
+      }
+      return load_workload_csv(workload_file, known_models).value_or_throw();
+    }();
+    if (gpu_type.empty()) {
+      std::vector<std::string> models;
+      for (const auto& r : w.requests) models.push_back(r.shape.model);
+      std::sort(models.begin(), models.end());
+      models.erase(std::unique(models.begin(), models.end()), models.end());
+      gpu_type = default_gpu_for(table, models, table.source).value_or_throw();
+    }
+    const profile_cost_model cost = profile_cost_model::from_profile(table, gpu_type).value_or_throw();
+
+    std::vector<std::string> specs = policies.empty() ? paraflex_bench::default_policy_list(gpus) : policy_registry::split_list(policies);
+    std::vector<any_policy> built;
+    for (const auto& s : specs) built.push_back(registry.make(s).value_or_throw());
+
+    simulation_faults faults;
+    faults.fail_rate = fail_rate;
+    faults.jitter = jitter;
+    for (const auto& f : fail_devices) parse_fault("--fail-device", f, false, faults, gpus);
+    for (const auto& f : stragglers) parse_fault("--straggler", f, true, faults, gpus);
+
+    const cluster topology{gpus, gpus_per_node, gpu_type};
+    paraflex_bench::report report;
+    report.workload_file = w.source;
+    report.requests = w.requests.size();
+    report.topology = topology;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      simulated_executor executor(seed, faults);
+      scheduler sched(topology, built[i], executor, cost);
+      chrome_trace_recorder trace;
+      if (i == 0 && !trace_out.empty()) trace.attach(sched);
+      for (const auto& r : w.requests) sched.submit(r);
+      sched.run();
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      run_metrics m = compute_metrics(specs[i], sched.state().requests, gpus, sched.gpu_busy_seconds());
+      set_decision_timings(m, sched.stats().host_us, wall);
+      paraflex_bench::policy_result pr{std::move(m), std::nullopt};
+      report.results.push_back(std::move(pr));
+      if (!quiet) {
+        std::fprintf(stderr, "paraflex-sim: %s: %zu requests, %llu decisions, %.2f s\n", specs[i].c_str(), w.requests.size(),
+                     static_cast<unsigned long long>(sched.stats().decisions), wall);
+      }
+      if (i == 0 && !trace_out.empty()) {
+        std::ofstream out(trace_out, std::ios::binary);
+        if (!out) fail(fmt::format("--trace-out '{}': cannot open for writing", trace_out));
+        trace.write(out, gpus);
+        if (!out) fail(fmt::format("--trace-out '{}': write failed", trace_out));
+      }
+    }
+    if (!quiet) {
+      for (const auto& note : cost.extrapolation_notes()) std::fprintf(stderr, "paraflex-sim: note: %s\n", note.c_str());
+    }
+    if (format == "json") std::cout << paraflex_bench::to_json(report) << '\n';
+    else std::cout << paraflex_bench::to_table(report);
+    return 0;
+  } catch (const input_exception& e) {
+    fail(e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "paraflex-sim: internal error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,353 @@
+// paraflex/core/csv.hpp - a small, strict CSV tokenizer shared by every reader (profiles, workloads).
+//
+// Reads a std::istream record by record and keeps 1-based physical line numbers, so that every error
+// can name file, line and column (formats.md §5). What it accepts:
+//   - RFC 4180 fields: "quoted", "with ""doubled"" quotes", "commas, inside", and line breaks inside
+//     quotes (the record then spans several physical lines and is reported at its first line);
+//   - LF or CRLF line ends, and a UTF-8 byte-order mark at the start of the file;
+//   - comment lines (first non-blank character `#`) and blank lines, anywhere outside quotes.
+// What it rejects (never guesses): a quote inside an unquoted field, text after a closing quote, an
+// unterminated quote, a header with an empty or duplicate column name, and a row whose field count
+// differs from the header's.
+//
+// Unquoted fields are trimmed of spaces and tabs; quoted fields keep their content exactly. Column
+// names are trimmed. Typical use:
+//
+//   csv_reader csv(in, "w.csv");
+//   if (auto h = csv.read_header(); !h) return h.error();
+//   auto col = csv.require_column("steps");            // error at the header line when missing
+//   if (!col) return col.error();
+//   for (;;) {
+//     auto more = csv.next_row();
+//     if (!more) return more.error();
+//     if (!more.value()) break;                         // end of input
+//     auto steps = csv.get_int(col.value());            // input_error naming file, line, column
+//   }
+#pragma once
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <istream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fast_float/fast_float.h>
+
+#include "paraflex/core/error.hpp"
+
+namespace paraflex {
+
+/// `s` without leading and trailing spaces, tabs and carriage returns.
+[[nodiscard]] inline std::string_view trim(std::string_view s) noexcept {
+  constexpr std::string_view blanks = " \t\r";
+  const auto first = s.find_first_not_of(blanks);
+  if (first == std::string_view::npos) return {};
+  const auto last = s.find_last_not_of(blanks);
+  return s.substr(first, last - first + 1);
+}
+
+/// A value parsed from one field, or why not. The message has no location: the reader (or the caller)
+/// adds file, line and column when it turns it into an input_error.
+template <class T>
+struct parsed {
+  std::optional<T> value;
+  std::string message;  ///< empty exactly when value holds
+
+  [[nodiscard]] bool has_value() const noexcept { return value.has_value(); }
+  explicit operator bool() const noexcept { return value.has_value(); }
+};
+
+namespace detail {
+
+/// Quotes a field for an error message, shortened so that a pasted binary blob stays readable.
+[[nodiscard]] inline std::string quote_for_message(std::string_view s) {
+  constexpr std::size_t max_shown = 40;
+  if (s.size() <= max_shown) return "'" + std::string(s) + "'";
+  return "'" + std::string(s.substr(0, max_shown)) + "...'";
+}
+
+/// from_chars (std and fast_float) reject a leading '+'; people write "+5". A sign after the '+' stays
+/// an error ("+-5").
+[[nodiscard]] inline std::string_view drop_plus(std::string_view s) noexcept {
+  if (s.size() >= 2 && s[0] == '+' && s[1] != '+' && s[1] != '-') s.remove_prefix(1);
+  return s;
+}
+
+}  // namespace detail
+
+/// A finite double. The whole (trimmed) field must be a number: "1.5" yes, "1.5s", "", "nan", "inf" no.
+[[nodiscard]] inline parsed<double> parse_double(std::string_view field) {
+  const std::string_view t = trim(field);
+  if (t.empty()) return {std::nullopt, "expected a number, got an empty field"};
+  const std::string_view s = detail::drop_plus(t);
+  double v = 0.0;
+  const auto [ptr, ec] = fast_float::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || ptr != s.data() + s.size()) {
+    return {std::nullopt, "expected a number, got " + detail::quote_for_message(t)};
+  }
+  // fast_float accepts "nan"/"inf" and turns "1e999" into inf: none is a usable input.
+  if (!std::isfinite(v)) return {std::nullopt, "expected a finite number, got " + detail::quote_for_message(t)};
+  return {v, {}};
+}
+
+/// An integer of type T (int by default). The whole (trimmed) field must be an integer: "12" yes, "12.0",
+/// "1e3", "" no; out-of-range values are an error, never wrapped.
+template <class T = int>
+  requires std::is_integral_v<T>
+[[nodiscard]] parsed<T> parse_integer(std::string_view field) {
+  const std::string_view t = trim(field);
+  if (t.empty()) return {std::nullopt, "expected an integer, got an empty field"};
+  const std::string_view s = detail::drop_plus(t);
+  T v{};
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec == std::errc::result_out_of_range) {
+    return {std::nullopt, "integer out of range: " + detail::quote_for_message(t)};
+  }
+  if (ec != std::errc{} || ptr != s.data() + s.size()) {
+    return {std::nullopt, "expected an integer, got " + detail::quote_for_message(t)};
+  }
+  return {v, {}};
+}
+
+[[nodiscard]] inline parsed<int> parse_int(std::string_view field) { return parse_integer<int>(field); }
+
+/// Record-by-record reader of one CSV stream with a header row. Not copyable (it refers to the stream).
+class csv_reader {
+ public:
+  /// `file` is the name used in error messages (a path, or "<memory>").
+  csv_reader(std::istream& in, std::string file) : in_(&in), file_(std::move(file)) {}
+  csv_reader(const csv_reader&) = delete;
+  csv_reader& operator=(const csv_reader&) = delete;
+  csv_reader(csv_reader&&) = default;
+  csv_reader& operator=(csv_reader&&) = default;
+
+  /// Reads the first record as the header and returns its column count. Errors: no header at all
+  /// (empty input or only comments), an empty column name, a duplicate column name, a malformed record.
+  [[nodiscard]] result<std::size_t> read_header() {
+    if (header_read_) throw std::logic_error("csv_reader::read_header called twice");
+    auto got = read_record();
+    if (!got) return got.error();
+    if (!got.value()) return error_at_file("empty file: expected a header row");
+    header_read_ = true;
+    header_line_ = record_line_;
+    names_.clear();
+    for (std::size_t i = 0; i < spans_.size(); ++i) {
+      std::string name(trim(raw(i)));
+      if (name.empty()) {
+        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
+      }
+      for (std::size_t j = 0; j < names_.size(); ++j) {
+        if (names_[j] == name) {
+          return input_error{file_, header_line_, name,
+                             "duplicate column name in header (columns " + std::to_string(j + 1) + " and " +
+                                 std::to_string(i + 1) + ")"};
+        }
+      }
+      names_.push_back(std::move(name));
+    }
+    return names_.size();
+  }
+
+  /// Advances to the next data row: true when there is one, false at the end of the input, an error for
+  /// a malformed record or a wrong field count. After an error the reader stays at the end.
+  [[nodiscard]] result<bool> next_row() {
+    if (!header_read_) throw std::logic_error("csv_reader::next_row called before read_header");
+    auto got = read_record();
+    if (!got || !got.value()) return got;
+    if (spans_.size() != names_.size()) {
+      failed_ = true;
+      return input_error{file_, record_line_, {},
+                         "expected " + std::to_string(names_.size()) + " fields as in the header on line " +
+                             std::to_string(header_line_) + ", got " + std::to_string(spans_.size())};
+    }
+    ++rows_;
+    return true;
+  }
+
+  // --- header -------------------------------------------------------------------------------------
+
+  [[nodiscard]] const std::string& file() const noexcept { return file_; }
+  [[nodiscard]] long header_line() const noexcept { return header_line_; }
+  [[nodiscard]] const std::vector<std::string>& column_names() const noexcept { return names_; }
+  [[nodiscard]] std::size_t column_count() const noexcept { return names_.size(); }
+
+  [[nodiscard]] std::optional<std::size_t> column_index(std::string_view name) const noexcept {
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      if (names_[i] == name) return i;
+    }
+    return std::nullopt;
+  }
+  [[nodiscard]] bool has_column(std::string_view name) const noexcept { return column_index(name).has_value(); }
+
+  /// Index of a column that must be present; otherwise an error at the header line naming it and
+  /// listing the columns the file has.
+  [[nodiscard]] result<std::size_t> require_column(std::string_view name) const {
+    if (auto i = column_index(name)) return *i;
+    std::string have;
+    for (const auto& n : names_) have += (have.empty() ? "" : ", ") + n;
+    return input_error{file_, header_line_, std::string(name), "missing required column (the header has: " + have + ")"};
+  }
+
+  // --- current row --------------------------------------------------------------------------------
+
+  /// 1-based line where the current record starts (the header's line before the first next_row()).
+  [[nodiscard]] long line() const noexcept { return record_line_; }
+  /// Data rows returned so far by next_row().
+  [[nodiscard]] long rows_read() const noexcept { return rows_; }
+
+  /// Field `index` of the current row: trimmed when unquoted, exact when quoted. Valid until next_row().
+  [[nodiscard]] std::string_view field(std::size_t index) const {
+    if (index >= spans_.size()) throw std::out_of_range("csv_reader::field: index past the last field");
+    return raw(index);
+  }
+  /// Field of the current row by column name; std::out_of_range when the header has no such column
+  /// (a caller bug: check has_column / require_column first).
+  [[nodiscard]] std::string_view field(std::string_view column) const {
+    const auto i = column_index(column);
+    if (!i) throw std::out_of_range("csv_reader::field: no column '" + std::string(column) + "'");
+    return raw(*i);
+  }
+
+  /// The current row's field in `index` as a finite double, or an input_error naming file, line, column.
+  [[nodiscard]] result<double> get_double(std::size_t index) const { return located(parse_double(field(index)), index); }
+  [[nodiscard]] result<int> get_int(std::size_t index) const { return located(parse_int(field(index)), index); }
+  [[nodiscard]] result<double> get_double(std::string_view column) const { return get_double(index_of(column)); }
+  [[nodiscard]] result<int> get_int(std::string_view column) const { return get_int(index_of(column)); }
+
+  /// An input_error at the current row and the named column (for checks the caller makes itself).
+  [[nodiscard]] input_error error_at(std::string_view column, std::string message) const {
+    return input_error{file_, record_line_, std::string(column), std::move(message)};
+  }
+  [[nodiscard]] input_error error_at(std::size_t index, std::string message) const {
+    return error_at(index < names_.size() ? std::string_view(names_[index]) : std::string_view{}, std::move(message));
+  }
+  /// An input_error about the file as a whole (line 0).
+  [[nodiscard]] input_error error_at_file(std::string message) const {
+    return input_error{file_, 0, {}, std::move(message)};
+  }
+
+ private:
+  struct span {
+    std::size_t offset;
+    std::size_t size;
+  };
+
+  [[nodiscard]] std::string_view raw(std::size_t i) const noexcept {
+    return std::string_view(buf_).substr(spans_[i].offset, spans_[i].size);
+  }
+
+  [[nodiscard]] std::size_t index_of(std::string_view column) const {
+    const auto i = column_index(column);
+    if (!i) throw std::out_of_range("csv_reader: no column '" + std::string(column) + "'");
+    return *i;
+  }
+
+  template <class T>
+  [[nodiscard]] result<T> located(parsed<T> p, std::size_t index) const {
+    if (p.value) return *p.value;
+    return error_at(index, std::move(p.message));
+  }
+
+  /// One physical line without its line end; false at the end of the input.
+  bool read_line(std::string& out) {
+    if (!std::getline(*in_, out)) return false;
+    ++physical_line_;
+    if (physical_line_ == 1 && out.size() >= 3 && out.compare(0, 3, "\xEF\xBB\xBF") == 0) out.erase(0, 3);
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    return true;
+  }
+
+  /// Splits the next record (skipping comments and blank lines) into buf_/spans_.
+  result<bool> read_record() {
+    spans_.clear();
+    buf_.clear();
+    if (failed_) return false;
+    std::string& line = line_;
+    for (;;) {
+      if (!read_line(line)) return false;
+      const std::string_view t = trim(line);
+      if (!t.empty() && t.front() != '#') break;
+    }
+    record_line_ = physical_line_;
+
+    std::size_t pos = 0;  // position in `line`
+    for (;;) {
+      // One field starting at pos. Leading blanks are insignificant in both forms.
+      while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+      const std::size_t start = buf_.size();
+      if (pos < line.size() && line[pos] == '"') {
+        ++pos;
+        for (;;) {
+          if (pos >= line.size()) {
+            // The quoted field continues on the next physical line; the line break is part of it.
+            if (!read_line(line)) {
+              return fail(record_line_, "unterminated quoted field (the quote opens on line " +
+                                            std::to_string(record_line_) + ")");
+            }
+            buf_ += '\n';
+            pos = 0;
+            continue;
+          }
+          const char c = line[pos++];
+          if (c != '"') {
+            buf_ += c;
+          } else if (pos < line.size() && line[pos] == '"') {
+            buf_ += '"';
+            ++pos;
+          } else {
+            break;  // closing quote
+          }
+        }
+        spans_.push_back({start, buf_.size() - start});
+        while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+        if (pos < line.size() && line[pos] != ',') {
+          return fail(physical_line_, "field " + std::to_string(spans_.size()) +
+                                          ": unexpected text after a closing quote (a quote inside a field must "
+                                          "be doubled)");
+        }
+      } else {
+        const std::size_t end = std::min(line.find(',', pos), line.size());
+        const std::string_view text = trim(std::string_view(line).substr(pos, end - pos));
+        if (text.find('"') != std::string_view::npos) {
+          return fail(physical_line_, "field " + std::to_string(spans_.size() + 1) +
+                                          ": quote inside an unquoted field (quote the whole field and double "
+                                          "the quote)");
+        }
+        buf_.append(text);
+        spans_.push_back({start, text.size()});
+        pos = end;
+      }
+      if (pos >= line.size()) return true;
+      ++pos;  // the comma; a trailing comma means one more (empty) field
+    }
+  }
+
+  result<bool> fail(long at_line, std::string message) {
+    failed_ = true;
+    spans_.clear();
+    return input_error{file_, at_line, {}, std::move(message)};
+  }
+
+  std::istream* in_;
+  std::string file_;
+  std::vector<std::string> names_;
+  std::string line_;        // the physical line being split (kept to reuse its capacity)
+  std::string buf_;         // unquoted/unescaped text of the current record's fields, back to back
+  std::vector<span> spans_;
+  long physical_line_ = 0;
+  long record_line_ = 0;
+  long header_line_ = 0;
+  long rows_ = 0;
+  bool header_read_ = false;
+  bool failed_ = false;
+};
+
+}  // namespace paraflex

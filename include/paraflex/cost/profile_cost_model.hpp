@@ -1,0 +1,368 @@
+// paraflex/cost/profile_cost_model.hpp - the CostModel built from a step-latency profile.
+//
+// For one GPU type, step_seconds(shape, k) is, in order of preference:
+//   1. exact          the profile row for (shape, k), returned unchanged (so closed-form checks such as
+//                     static:K against an FCFS queue match to the microsecond);
+//   2. anchored fit   a profiled shape at an unprofiled degree: the fitted model (fitted_model.hpp)
+//                     times the shape's own measured/fitted ratio, interpolated in log k between the
+//                     two measured degrees around k (or taken from the nearest one outside them). The
+//                     fit supplies the shape of the curve in k, the measurements its level: a shape the
+//                     fit misses by 20% at its measured degrees is missed by about as much in between.
+//   3. fit            any other shape: the fitted model alone.
+// Cases 2 and 3 are `fitted_interpolated` when the request's latent tokens and degree lie inside the
+// ranges profiled for that model, else `extrapolated`; each distinct extrapolated (shape, degree) is
+// recorded once in extrapolation_notes() so that a tool can tell the user.
+//
+// allows_degree: degree >= 1, and heads % degree == 0 where the profile states the model's heads.
+// There is no upper bound here: the cluster size is the policy's business.
+// Latent tokens use latent_tokens(shape) with the 16-pixel factor for every model. A model with another
+// VAE factor (Wan2.2: 32) only sees all its token counts scaled by the same constant, which the fit absorbs.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "paraflex/core/error.hpp"
+#include "paraflex/cost/concepts.hpp"
+#include "paraflex/cost/fitted_model.hpp"
+#include "paraflex/cost/profile.hpp"
+#include "paraflex/trajectory/request.hpp"
+
+namespace paraflex {
+
+/// Where a step time came from.
+enum class provenance : unsigned char {
+  exact,                ///< a profile row
+  fitted_interpolated,  ///< the fitted model inside the profiled token and degree ranges
+  extrapolated,         ///< the fitted model outside them
+};
+
+[[nodiscard]] constexpr const char* to_string(provenance p) noexcept {
+  switch (p) {
+    case provenance::exact: return "exact";
+    case provenance::fitted_interpolated: return "fitted_interpolated";
+    case provenance::extrapolated: return "extrapolated";
+  }
+  return "?";
+}
+
+/// A step time and where it came from.
+struct step_estimate {
+  double seconds = 0.0;
+  provenance source = provenance::exact;
+};
+
+/// The GPU type to use when the user names none: the only one the profile has rows for among `models`
+/// (all models of the profile when `models` is empty). An error naming `file` when there is none or more
+/// than one.
+[[nodiscard]] inline result<std::string> default_gpu_for(const profile_table& table, const std::vector<std::string>& models,
+                                                         const std::string& file) {
+  std::vector<std::string> gpus;
+  if (models.empty()) {
+    gpus = table.gpus();
+  } else {
+    for (const auto& m : models) {
+      for (auto& g : table.gpus_for(m)) gpus.push_back(std::move(g));
+    }
+    std::sort(gpus.begin(), gpus.end());
+    gpus.erase(std::unique(gpus.begin(), gpus.end()), gpus.end());
+  }
+  if (gpus.size() == 1) return gpus.front();
+  if (gpus.empty()) {
+    return input_error{file, 0, {},
+                       "the profile has no rows for model(s) " + join_names(models) + " (it knows " +
+                           join_names(table.models()) + ")"};
+  }
+  return input_error{file, 0, {},
+                     "the profile has several GPU types for " +
+                         (models.empty() ? std::string("its models") : "model(s) " + join_names(models)) + ": " +
+                         join_names(gpus) + "; choose one (e.g. --gpu " + gpus.front() + ")"};
+}
+
+/// CostModel backed by one GPU type's rows of a profile. Copyable; safe to share between threads
+/// (the only mutable state, the extrapolation notes, is guarded).
+class profile_cost_model {
+ public:
+  /// Builds the model for `gpu`. Precondition: `table` is valid (validate_profile) and has rows for `gpu`;
+  /// std::invalid_argument otherwise. from_profile is the checked way.
+  profile_cost_model(const profile_table& table, std::string gpu, migration_cost migration = {})
+      : gpu_(std::move(gpu)), migration_(migration) {
+    for (const auto& r : table.rows) {
+      if (r.gpu != gpu_) continue;
+      auto& m = models_[r.shape.model];
+      auto& s = m.shapes[shape_key(r.shape)];
+      s.tokens = latent_tokens(r.shape);
+      s.measured.emplace_back(r.degree, r.step_s);
+    }
+    if (models_.empty()) throw std::invalid_argument("profile_cost_model: the profile has no rows for gpu '" + gpu_ + "'");
+    for (auto& [name, m] : models_) {
+      std::vector<fit_sample> samples;
+      for (auto& [key, s] : m.shapes) {
+        std::sort(s.measured.begin(), s.measured.end());
+        for (const auto& [k, sec] : s.measured) samples.push_back({s.tokens, k, sec});
+      }
+      m.fit = fitted_step_model::fit(samples);
+      for (auto& [key, s] : m.shapes) {
+        for (const auto& [k, sec] : s.measured) s.log_ratio.push_back(std::log(sec / m.fit.predict(s.tokens, k)));
+      }
+      m.heads = table.heads_of(name);
+    }
+  }
+
+  /// The model for `gpu`, or an input_error (naming the table's source) when the table is invalid or has
+  /// no rows for that GPU type (listing the ones it has).
+  [[nodiscard]] static result<profile_cost_model> from_profile(const profile_table& table, std::string gpu,
+                                                              migration_cost migration = {}) {
+    if (auto e = validate_profile(table)) return *e;
+    if (!table.has_gpu(gpu)) {
+      return input_error{table.source, 0, "gpu",
+                         "the profile has no rows for gpu '" + gpu + "' (it has: " + join_names(table.gpus()) + ")"};
+    }
+    return profile_cost_model(table, std::move(gpu), migration);
+  }
+
+  // --- CostModel ----------------------------------------------------------------------------------
+
+  /// Seconds per denoising step of `s` on `degree` GPUs. std::out_of_range for a model the profile does
+  /// not know on this GPU type (workload readers reject those first, with knows_model).
+  [[nodiscard]] double step_seconds(const request_shape& s, int degree) const { return estimate(s, degree).seconds; }
+
+  /// degree >= 1, and heads % degree == 0 when the profile states the model's heads. False for an
+  /// unknown model.
+  [[nodiscard]] bool allows_degree(const request_shape& s, int degree) const noexcept {
+    if (degree < 1) return false;
+    const auto it = models_.find(s.model);
+    if (it == models_.end()) return false;
+    return !it->second.heads || *it->second.heads % degree == 0;
+  }
+
+  [[nodiscard]] double migration_seconds(const request_shape& s, int from_degree, int to_degree, bool cross_node) const noexcept {
+    (void)from_degree, (void)to_degree;  // the state is a few MB whatever the layout; links dominate
+    return migration_.seconds(s, cross_node);
+  }
+
+  // --- beyond the concept -------------------------------------------------------------------------
+
+  /// Step time with its provenance. degree < 1 is treated as 1 (allows_degree says it is not allowed).
+  [[nodiscard]] step_estimate estimate(const request_shape& s, int degree) const {
+    const model_data& m = model(s.model);
+    const int k = std::max(degree, 1);
+    const double tokens = latent_tokens(s);
+
+    double seconds = 0.0;
+    const auto sh = m.shapes.find(shape_key(s));
+    if (sh != m.shapes.end()) {
+      const auto& meas = sh->second.measured;
+      const auto it = std::lower_bound(meas.begin(), meas.end(), k, [](const auto& p, int d) { return p.first < d; });
+      if (it != meas.end() && it->first == k) return {it->second, provenance::exact};
+      seconds = m.fit.predict(tokens, k) * std::exp(anchor_log_ratio(sh->second, k));
+    } else {
+      seconds = m.fit.predict(tokens, k);
+    }
+    seconds = std::max(seconds, m.fit.floor_seconds());
+
+    if (m.fit.in_range(tokens, k)) return {seconds, provenance::fitted_interpolated};
+    notes_.add(s, k, describe_extrapolation(s, k, tokens, m.fit));
+    return {seconds, provenance::extrapolated};
+  }
+
+  [[nodiscard]] const std::string& gpu() const noexcept { return gpu_; }
+  [[nodiscard]] bool knows_model(std::string_view name) const { return models_.find(name) != models_.end(); }
+  /// Models with rows for this GPU type, sorted.
+  [[nodiscard]] std::vector<std::string> models() const {
+    std::vector<std::string> out;
+    for (const auto& [name, m] : models_) out.push_back(name);
+    return out;
+  }
+  [[nodiscard]] std::optional<int> heads_of(std::string_view model_name) const {
+    const auto it = models_.find(model_name);
+    return it == models_.end() ? std::nullopt : it->second.heads;
+  }
+  /// The fitted model of one model (nullptr when unknown): coefficients and profiled ranges.
+  [[nodiscard]] const fitted_step_model* fit_for(std::string_view model_name) const {
+    const auto it = models_.find(model_name);
+    return it == models_.end() ? nullptr : &it->second.fit;
+  }
+  [[nodiscard]] const migration_cost& migration() const noexcept { return migration_; }
+
+  /// One line per distinct (shape, degree) answered by extrapolation so far, in the order first seen.
+  [[nodiscard]] std::vector<std::string> extrapolation_notes() const { return notes_.lines(); }
+  void clear_extrapolation_notes() const { notes_.clear(); }
+
+ private:
+  using shape_id = std::tuple<int, int, int>;  // height, width, frames
+
+  struct shape_data {
+    double tokens = 1.0;
+    std::vector<std::pair<int, double>> measured;  ///< (degree, seconds), sorted by degree
+    std::vector<double> log_ratio;                 ///< log(measured / fit), same order
+  };
+  struct model_data {
+    fitted_step_model fit;
+    std::map<shape_id, shape_data> shapes;
+    std::optional<int> heads;
+  };
+
+  /// Distinct lines, in insertion order, behind a mutex; copies get their own mutex.
+  class note_log {
+   public:
+    note_log() = default;
+    note_log(const note_log& o) : lines_(o.lines()), seen_(o.seen()) {}
+    note_log& operator=(const note_log& o) {
+      if (this != &o) {
+        auto l = o.lines();
+        auto s = o.seen();
+        const std::lock_guard lock(mutex_);
+        lines_ = std::move(l);
+        seen_ = std::move(s);
+      }
+      return *this;
+    }
+    void add(const request_shape& s, int degree, const std::string& line) {
+      const std::lock_guard lock(mutex_);
+      if (seen_.emplace(s, degree).second) lines_.push_back(line);
+    }
+    [[nodiscard]] std::vector<std::string> lines() const {
+      const std::lock_guard lock(mutex_);
+      return lines_;
+    }
+    void clear() {
+      const std::lock_guard lock(mutex_);
+      lines_.clear();
+      seen_.clear();
+    }
+
+   private:
+    [[nodiscard]] std::set<std::pair<request_shape, int>> seen() const {
+      const std::lock_guard lock(mutex_);
+      return seen_;
+    }
+    mutable std::mutex mutex_;
+    std::vector<std::string> lines_;
+    std::set<std::pair<request_shape, int>> seen_;
+  };
+
+  [[nodiscard]] static shape_id shape_key(const request_shape& s) noexcept { return {s.height, s.width, s.frames}; }
+
+  [[nodiscard]] const model_data& model(std::string_view name) const {
+    const auto it = models_.find(name);
+    if (it == models_.end()) {
+      throw std::out_of_range("profile_cost_model: unknown model '" + std::string(name) + "' on gpu '" + gpu_ +
+                              "' (known: " + join_names(models()) + ")");
+    }
+    return it->second;
+  }
+
+  /// log(measured / fit) at degree k for a profiled shape: linear in log k between the measured degrees
+  /// around k, constant beyond the outermost ones.
+  [[nodiscard]] static double anchor_log_ratio(const shape_data& s, int k) {
+    const auto& d = s.measured;
+    if (k <= d.front().first) return s.log_ratio.front();
+    if (k >= d.back().first) return s.log_ratio.back();
+    std::size_t hi = 1;
+    while (d[hi].first < k) ++hi;
+    const double x0 = std::log(static_cast<double>(d[hi - 1].first));
+    const double x1 = std::log(static_cast<double>(d[hi].first));
+    const double w = (std::log(static_cast<double>(k)) - x0) / (x1 - x0);
+    return (1.0 - w) * s.log_ratio[hi - 1] + w * s.log_ratio[hi];
+  }
+
+  [[nodiscard]] std::string describe_extrapolation(const request_shape& s, int k, double tokens,
+                                                   const fitted_step_model& fit) const {
+    std::string line = s.model + " " + std::to_string(s.height) + "x" + std::to_string(s.width);
+    if (s.frames != 1) line += "x" + std::to_string(s.frames);
+    line += " at degree " + std::to_string(k) + " on " + gpu_ + ": extrapolated (";
+    bool first = true;
+    const auto fmt_num = [](double v) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.0f", v);
+      return std::string(buf);
+    };
+    if (tokens < fit.min_tokens() || tokens > fit.max_tokens()) {
+      line += "latent tokens " + fmt_num(tokens) + " outside the profiled " + fmt_num(fit.min_tokens()) + ".." +
+              fmt_num(fit.max_tokens());
+      first = false;
+    }
+    if (k < fit.min_degree() || k > fit.max_degree()) {
+      if (!first) line += "; ";
+      line += "degree outside the profiled " + std::to_string(fit.min_degree()) + ".." + std::to_string(fit.max_degree());
+    }
+    return line + ")";
+  }
+
+  std::string gpu_;
+  migration_cost migration_;
+  std::map<std::string, model_data, std::less<>> models_;
+  mutable note_log notes_;
+};
+
+static_assert(CostModel<profile_cost_model>);
+
+/// What leave_one_out holds out at a time.
+enum class holdout : unsigned char {
+  row,    ///< one profile row (its shape usually stays profiled at other degrees: anchored fit)
+  shape,  ///< every row of one shape (the shape becomes unprofiled: plain fit)
+};
+
+/// Cross-validation of the cost model on its own profile, for one (model, gpu).
+struct loo_summary {
+  std::string model;
+  std::string gpu;
+  std::size_t predicted = 0;            ///< rows predicted (rows whose removal left nothing to fit are skipped)
+  std::vector<double> relative_errors;  ///< (predicted - measured) / measured, in profile order
+  double median_abs = 0.0;              ///< median of |relative error|
+  double max_abs = 0.0;                 ///< largest |relative error|
+};
+
+/// For every (model, gpu) of a valid table: remove each row (or each shape's rows), rebuild the
+/// profile_cost_model from the rest, and predict what was removed. Cost: one fit per held-out unit.
+[[nodiscard]] inline std::vector<loo_summary> leave_one_out(const profile_table& table, holdout unit = holdout::row) {
+  std::vector<loo_summary> out;
+  for (const auto& gpu : table.gpus()) {
+    for (const auto& model : table.models_on(gpu)) {
+      loo_summary sum{model, gpu, 0, {}, 0.0, 0.0};
+      const auto mine = [&](const profile_row& r) { return r.gpu == gpu && r.shape.model == model; };
+      for (const auto& held : table.rows) {
+        if (!mine(held)) continue;
+        profile_table rest;
+        rest.source = table.source;
+        rest.heads = table.heads;
+        bool left = false;
+        for (const auto& r : table.rows) {
+          const bool out_now = unit == holdout::row ? &r == &held : (mine(r) && r.shape == held.shape);
+          if (out_now) continue;
+          left = left || mine(r);
+          rest.rows.push_back(r);
+        }
+        if (!left) continue;
+        const profile_cost_model cm(rest, gpu);
+        const double e = cm.step_seconds(held.shape, held.degree) / held.step_s - 1.0;
+        sum.relative_errors.push_back(e);
+      }
+      sum.predicted = sum.relative_errors.size();
+      if (sum.predicted > 0) {
+        std::vector<double> a;
+        for (double e : sum.relative_errors) a.push_back(std::abs(e));
+        std::sort(a.begin(), a.end());
+        const std::size_t n = a.size();
+        sum.median_abs = n % 2 == 1 ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+        sum.max_abs = a.back();
+      }
+      out.push_back(std::move(sum));
+    }
+  }
+  return out;
+}
+
+}  // namespace paraflex

@@ -1,0 +1,74 @@
+// paraflex/executor/concepts.hpp - the Executor concept family: where tasks actually run.
+//
+// The runtime hands an executor one task at a time (launch returns at once) and later collects what
+// happened (poll). Completions, failures and lost devices come back as events, in order.
+//
+//   Executor             launch(task_launch), poll(std::vector<executor_event>&), now() -> tick
+//   VirtualTimeExecutor  + next_event_time() -> tick, advance_to(tick): time moves only when told,
+//                          so a whole day of serving simulates in milliseconds (the simulator, and
+//                          fake executors in tests)
+//   BlockingExecutor     + wait_until(tick): real time; blocks until an event is ready or the time
+//                          passes (CPU-thread and CUDA executors)
+//
+//   struct fake { void launch(const task_launch&); void poll(std::vector<executor_event>&);
+//                 tick now() const; };                                    // valid: Executor
+//   struct runs_inline { void run(const task_launch&); };                 // invalid: no launch/poll
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/policy/decision.hpp"
+#include "paraflex/resource/group.hpp"
+#include "paraflex/trajectory/request.hpp"
+#include "paraflex/trajectory/trajectory.hpp"
+
+namespace paraflex {
+
+using launch_id = std::uint64_t;
+
+/// One unit of work for an executor. For task_kind::migrate, `source` holds the request's state and
+/// `group` receives it; otherwise the task runs on `group` (rank i = group[i]).
+struct task_launch {
+  launch_id id = 0;
+  request_handle request = 0;
+  task_desc task;
+  device_group group;
+  device_group source;           ///< migrate only
+  const request_shape* shape = nullptr;  ///< valid until the request ends
+  tick expected_duration = 0;    ///< the cost model's figure; a simulator uses it as the duration
+};
+
+enum class executor_event_kind : unsigned char {
+  task_done,    ///< the launch finished successfully
+  task_failed,  ///< the launch failed; the request's state is as before the task
+  device_lost,  ///< `device` is gone for good; launches on it are reported failed first
+};
+
+struct executor_event {
+  tick time = 0;
+  executor_event_kind kind = executor_event_kind::task_done;
+  launch_id id = 0;             ///< task_done / task_failed
+  request_handle request = 0;   ///< task_done / task_failed
+  device_id device = 0;         ///< device_lost
+};
+
+template <class E>
+concept Executor = requires(E& e, const E& ce, const task_launch& l, std::vector<executor_event>& out) {
+  e.launch(l);
+  e.poll(out);
+  { ce.now() } -> std::convertible_to<tick>;
+};
+
+template <class E>
+concept VirtualTimeExecutor = Executor<E> && requires(E& e, const E& ce, tick t) {
+  { ce.next_event_time() } -> std::convertible_to<tick>;
+  e.advance_to(t);
+};
+
+template <class E>
+concept BlockingExecutor = Executor<E> && requires(E& e, tick t) { e.wait_until(t); };
+
+}  // namespace paraflex

@@ -1,0 +1,114 @@
+// paraflex/executor/simulated.hpp - a discrete-event executor on a virtual clock.
+//
+// A task takes exactly its expected duration unless jitter, a straggler or an injected fault says
+// otherwise; every random draw comes from one seeded generator, so a run is reproducible bit for bit.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <queue>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "paraflex/executor/concepts.hpp"
+
+namespace paraflex {
+
+/// Faults and noise to inject. All off by default.
+struct simulation_faults {
+  double jitter = 0.0;     ///< task durations scaled by a factor uniform in [1 - jitter, 1 + jitter]
+  double fail_rate = 0.0;  ///< probability that a launched task fails (at a uniform point of its run)
+  struct device_failure { device_id device = 0; tick at = 0; };
+  struct straggler { device_id device = 0; tick from = 0; double factor = 1.0; };
+  std::vector<device_failure> device_failures;  ///< device lost for good at a time
+  std::vector<straggler> stragglers;            ///< tasks touching the device run `factor` times longer
+};
+
+class simulated_executor {
+ public:
+  explicit simulated_executor(std::uint64_t seed = 0, simulation_faults faults = {})
+      : rng_(seed), faults_(std::move(faults)) {
+    for (const auto& f : faults_.device_failures) push(f.at, executor_event{f.at, executor_event_kind::device_lost, 0, 0, f.device});
+  }
+
+  [[nodiscard]] tick now() const noexcept { return now_; }
+
+  void launch(const task_launch& l) {
+    double duration = static_cast<double>(l.expected_duration);
+    if (faults_.jitter > 0) duration *= 1.0 + faults_.jitter * (2.0 * uniform() - 1.0);
+    for (const auto& s : faults_.stragglers) {
+      if (now_ >= s.from && (l.group.contains(s.device) || l.source.contains(s.device))) duration *= s.factor;
+    }
+    tick end = now_ + std::max<tick>(0, static_cast<tick>(std::llround(duration)));
+    auto kind = executor_event_kind::task_done;
+    if (faults_.fail_rate > 0 && l.task.kind != task_kind::migrate && uniform() < faults_.fail_rate) {
+      kind = executor_event_kind::task_failed;
+      end = now_ + static_cast<tick>(std::llround(uniform() * static_cast<double>(end - now_)));
+    }
+    inflight_[l.id] = flight{l.group, l.source, l.request};
+    push(end, executor_event{end, kind, l.id, l.request, 0});
+  }
+
+  void poll(std::vector<executor_event>& out) {
+    while (!queue_.empty() && queue_.top().ev.time <= now_) {
+      const executor_event ev = queue_.top().ev;
+      queue_.pop();
+      if (ev.kind == executor_event_kind::device_lost) {
+        lose_device(ev.device, out);
+        out.push_back(ev);
+        continue;
+      }
+      auto it = inflight_.find(ev.id);
+      if (it == inflight_.end()) continue;  // already reported failed by a device loss
+      inflight_.erase(it);
+      out.push_back(ev);
+    }
+  }
+
+  [[nodiscard]] tick next_event_time() const noexcept { return queue_.empty() ? never : queue_.top().ev.time; }
+  void advance_to(tick t) {
+    if (t < now_) throw std::logic_error("simulated_executor: time cannot go backwards");
+    now_ = t;
+  }
+
+ private:
+  struct flight { device_group group, source; request_handle request; };
+  struct entry {
+    executor_event ev;
+    std::uint64_t seq;
+    bool operator>(const entry& o) const noexcept { return ev.time != o.ev.time ? ev.time > o.ev.time : seq > o.seq; }
+  };
+
+  void push(tick t, executor_event ev) {
+    ev.time = t;
+    queue_.push(entry{ev, seq_++});
+  }
+  // Launches touching a lost device fail now, in launch order, before the loss itself is reported.
+  void lose_device(device_id d, std::vector<executor_event>& out) {
+    std::vector<launch_id> hit;
+    for (const auto& [id, f] : inflight_) {
+      if (f.group.contains(d) || f.source.contains(d)) hit.push_back(id);
+    }
+    std::sort(hit.begin(), hit.end());
+    for (launch_id id : hit) {
+      out.push_back(executor_event{now_, executor_event_kind::task_failed, id, inflight_[id].request, 0});
+      inflight_.erase(id);
+    }
+  }
+  double uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }  // same on every platform
+
+  tick now_ = 0;
+  std::uint64_t seq_ = 0;
+  std::mt19937_64 rng_;
+  simulation_faults faults_;
+  std::priority_queue<entry, std::vector<entry>, std::greater<>> queue_;
+  std::unordered_map<launch_id, flight> inflight_;
+};
+
+static_assert(VirtualTimeExecutor<simulated_executor>);
+
+}  // namespace paraflex

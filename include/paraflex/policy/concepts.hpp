@@ -1,0 +1,104 @@
+// paraflex/policy/concepts.hpp - the Policy concept family.
+//
+// A policy computes decisions from a read-only scheduler_view and writes them into a runtime-owned
+// decision_buffer. It never sees the executor, so the same policy object runs unchanged in the
+// simulator, on CPU threads and on GPUs.
+//
+//   struct fcfs_on_one_gpu {                                        // valid: models Policy
+//     void decide(const scheduler_view& v, decision_buffer& out);
+//   };
+//   struct returns_list { std::vector<int> decide(const scheduler_view&); };  // invalid: wrong signature
+//
+// Optional hooks, detected by refinement (a policy without them is called the same way, the
+// runtime just skips the call):
+//   ArrivalAwarePolicy     on_arrival(view, handle)            after a request arrives, before decide
+//   CompletionAwarePolicy  on_request_end(view, handle)        after a request completes or is dropped
+//   TaskAwarePolicy        on_task_end(view, handle, ok)       after each task (ok = false: it failed)
+//   PeriodicPolicy         tick_period() -> tick               decide is also called every period
+//                                                              (round-based policies); on_tick(view)
+//                                                              is called first when present
+//   NamedPolicy            name() -> string                    shown in results and errors
+#pragma once
+
+#include <concepts>
+#include <string>
+
+#include "paraflex/policy/decision.hpp"
+#include "paraflex/runtime/view.hpp"
+
+namespace paraflex {
+
+template <class P>
+concept Policy = requires(P& p, const scheduler_view& v, decision_buffer& out) {
+  { p.decide(v, out) } -> std::same_as<void>;
+};
+
+template <class P>
+concept ArrivalAwarePolicy = Policy<P> && requires(P& p, const scheduler_view& v, request_handle h) {
+  p.on_arrival(v, h);
+};
+
+template <class P>
+concept CompletionAwarePolicy = Policy<P> && requires(P& p, const scheduler_view& v, request_handle h) {
+  p.on_request_end(v, h);
+};
+
+template <class P>
+concept TaskAwarePolicy = Policy<P> && requires(P& p, const scheduler_view& v, request_handle h, bool ok) {
+  p.on_task_end(v, h, ok);
+};
+
+template <class P>
+concept PeriodicPolicy = Policy<P> && requires(const P& p) {
+  { p.tick_period() } -> std::convertible_to<tick>;
+};
+
+template <class P>
+concept TickHookPolicy = PeriodicPolicy<P> && requires(P& p, const scheduler_view& v) { p.on_tick(v); };
+
+template <class P>
+concept NamedPolicy = Policy<P> && requires(const P& p) {
+  { p.name() } -> std::convertible_to<std::string>;
+};
+
+/// The name of a policy for reports: its name() if it has one, else "policy".
+template <Policy P>
+[[nodiscard]] std::string policy_name(const P& p) {
+  if constexpr (NamedPolicy<P>) {
+    return std::string(p.name());
+  } else {
+    (void)p;
+    return "policy";
+  }
+}
+
+/// The hooks as free functions with no-op defaults: the runtime calls these, never the members.
+namespace hooks {
+template <Policy P>
+void on_arrival(P& p, const scheduler_view& v, request_handle h) {
+  if constexpr (ArrivalAwarePolicy<P>) p.on_arrival(v, h);
+  else (void)p, (void)v, (void)h;
+}
+template <Policy P>
+void on_request_end(P& p, const scheduler_view& v, request_handle h) {
+  if constexpr (CompletionAwarePolicy<P>) p.on_request_end(v, h);
+  else (void)p, (void)v, (void)h;
+}
+template <Policy P>
+void on_task_end(P& p, const scheduler_view& v, request_handle h, bool ok) {
+  if constexpr (TaskAwarePolicy<P>) p.on_task_end(v, h, ok);
+  else (void)p, (void)v, (void)h, (void)ok;
+}
+template <Policy P>
+[[nodiscard]] tick tick_period(const P& p) {
+  if constexpr (PeriodicPolicy<P>) return static_cast<tick>(p.tick_period());
+  else return (void)p, never;
+}
+template <Policy P>
+void on_tick(P& p, const scheduler_view& v) {
+  if constexpr (TickHookPolicy<P>) p.on_tick(v);
+  else (void)p, (void)v;
+}
+}  // namespace hooks
+
+}  // namespace paraflex

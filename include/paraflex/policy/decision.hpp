@@ -1,0 +1,70 @@
+// paraflex/policy/decision.hpp - what a policy may ask of the runtime at one rescheduling point.
+//
+// A policy never touches the executor: it writes decisions into a buffer the runtime owns and reuses
+// (no allocation per call once warm). The runtime validates every decision before acting on it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/resource/group.hpp"
+
+namespace paraflex {
+
+/// Dense index of a request inside one runtime (submission order). Stable for the request's life.
+using request_handle = std::uint32_t;
+
+/// Run the next `tasks` tasks of `request` back to back on `group`. If the request's state lives on
+/// other devices, the runtime first migrates it (occupying source and destination devices).
+struct assign_decision {
+  request_handle request = 0;
+  device_group group;
+  std::uint32_t tasks = 1;
+};
+
+/// End `request` now without running it further. `reason` is a short stable identifier
+/// (e.g. "deadline_unreachable") reported in dropped_by_reason.
+struct drop_decision {
+  request_handle request = 0;
+  std::string reason;
+};
+
+/// The runtime-owned output of one policy call. Anything not assigned simply waits (deferred).
+class decision_buffer {
+ public:
+  /// Largest task count: "everything that is left" (the runtime clips it to the remaining tasks).
+  static constexpr std::uint32_t all_tasks = 0xFFFFFFFFu;
+
+  void assign(request_handle r, device_group group, std::uint32_t tasks = 1) {
+    assigns_.push_back(assign_decision{r, std::move(group), tasks});
+  }
+  /// Assign every remaining task: the request holds the group until it ends (static parallelism).
+  void assign_to_completion(request_handle r, device_group group) { assign(r, std::move(group), all_tasks); }
+  void drop(request_handle r, std::string_view reason) { drops_.push_back(drop_decision{r, std::string(reason)}); }
+  /// Call the policy again at time t even if nothing else happens (t <= now is ignored).
+  void wake_at(tick t) {
+    if (t < wake_) wake_ = t;
+  }
+
+  [[nodiscard]] const std::vector<assign_decision>& assigns() const noexcept { return assigns_; }
+  [[nodiscard]] const std::vector<drop_decision>& drops() const noexcept { return drops_; }
+  [[nodiscard]] tick wake_time() const noexcept { return wake_; }
+  [[nodiscard]] bool empty() const noexcept { return assigns_.empty() && drops_.empty() && wake_ == never; }
+
+  /// Called by the runtime before each policy call; keeps the capacity.
+  void clear() noexcept {
+    assigns_.clear();
+    drops_.clear();
+    wake_ = never;
+  }
+
+ private:
+  std::vector<assign_decision> assigns_;
+  std::vector<drop_decision> drops_;
+  tick wake_ = never;
+};
+
+}  // namespace paraflex

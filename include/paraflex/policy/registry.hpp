@@ -1,0 +1,197 @@
+// paraflex/policy/registry.hpp - policies by name with parameters: "NAME[:KEY=VALUE]...".
+//
+// formats §5: `round-based:round_steps=5`, `slo-aware:admission=strict`; a bare value is the
+// policy's positional parameter (`static:4` = `static:degree=4`). An unknown key or a bad value is
+// an input_error naming the policy and the key. Users add their own policies with add().
+#pragma once
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "paraflex/core/error.hpp"
+#include "paraflex/policy/any_policy.hpp"
+#include "paraflex/policy/static_degree.hpp"
+
+namespace paraflex {
+
+/// The parameters of one policy spec. Getters record which keys were read so that unknown keys
+/// can be reported after the factory ran; a bad value throws input_exception.
+class policy_params {
+ public:
+  policy_params(std::string policy, std::map<std::string, std::string> values)
+      : policy_(std::move(policy)), values_(std::move(values)) {}
+
+  [[nodiscard]] const std::string& policy() const noexcept { return policy_; }
+  [[nodiscard]] bool has(const std::string& key) const { return values_.contains(key); }
+
+  [[nodiscard]] std::string get_string(const std::string& key, std::string fallback) {
+    used_.insert(key);
+    auto it = values_.find(key);
+    return it == values_.end() ? std::move(fallback) : it->second;
+  }
+  [[nodiscard]] long long get_int(const std::string& key, long long fallback, long long min_value, long long max_value) {
+    used_.insert(key);
+    auto it = values_.find(key);
+    if (it == values_.end()) return fallback;
+    long long v = 0;
+    const auto& s = it->second;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size()) fail(key, fmt::format("expected an integer, got '{}'", s));
+    if (v < min_value || v > max_value) fail(key, fmt::format("{} is out of range [{}, {}]", v, min_value, max_value));
+    return v;
+  }
+  [[nodiscard]] double get_double(const std::string& key, double fallback, double min_value, double max_value) {
+    used_.insert(key);
+    auto it = values_.find(key);
+    if (it == values_.end()) return fallback;
+    const auto& s = it->second;
+    double v = 0;
+    std::size_t pos = 0;
+    try {
+      v = std::stod(s, &pos);
+    } catch (...) {
+      pos = 0;
+    }
+    if (pos != s.size() || s.empty() || !std::isfinite(v)) fail(key, fmt::format("expected a number, got '{}'", s));
+    if (v < min_value || v > max_value) fail(key, fmt::format("{} is out of range [{}, {}]", s, min_value, max_value));
+    return v;
+  }
+  /// One of `choices`.
+  [[nodiscard]] std::string get_choice(const std::string& key, std::string fallback, const std::vector<std::string>& choices) {
+    auto v = get_string(key, std::move(fallback));
+    for (const auto& c : choices) {
+      if (c == v) return v;
+    }
+    std::string list;
+    for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+    fail(key, fmt::format("'{}' is not one of: {}", v, list));
+  }
+  /// Keys given but never read by the factory.
+  [[nodiscard]] std::vector<std::string> unused() const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : values_) {
+      if (!used_.contains(k)) out.push_back(k);
+    }
+    return out;
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const {
+    throw input_exception(input_error{"--policy", 0, "", fmt::format("policy '{}', parameter '{}': {}", policy_, key, message)});
+  }
+
+ private:
+  std::string policy_;
+  std::map<std::string, std::string> values_;
+  std::set<std::string> used_;
+};
+
+class policy_registry {
+ public:
+  using factory = std::function<any_policy(policy_params&)>;
+
+  /// Registers `name`; `positional` is the key a bare value stands for (empty: none allowed).
+  void add(std::string name, std::string positional, std::string summary, factory f) {
+    entries_[name] = entry{std::move(positional), std::move(summary), std::move(f)};
+  }
+  [[nodiscard]] bool contains(const std::string& name) const { return entries_.contains(name); }
+  [[nodiscard]] std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [n, e] : entries_) out.push_back(n);
+    return out;
+  }
+  [[nodiscard]] const std::string& summary(const std::string& name) const { return entries_.at(name).summary; }
+
+  /// Builds a policy from "NAME[:KEY=VALUE]..."; input_error on any problem.
+  [[nodiscard]] result<any_policy> make(std::string_view spec) const {
+    try {
+      return make_or_throw(spec);
+    } catch (const input_exception& e) {
+      return e.error();
+    }
+  }
+
+  /// Splits a comma-separated list of specs ("static:1,rssp"). Commas only separate policies.
+  [[nodiscard]] static std::vector<std::string> split_list(std::string_view list) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      const auto comma = list.find(',', start);
+      const auto end = comma == std::string_view::npos ? list.size() : comma;
+      out.emplace_back(list.substr(start, end - start));
+      if (comma == std::string_view::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  }
+
+ private:
+  struct entry {
+    std::string positional, summary;
+    factory make;
+  };
+
+  any_policy make_or_throw(std::string_view spec) const {
+    auto bad = [&](const std::string& msg) { return input_exception(input_error{"--policy", 0, "", msg}); };
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (true) {
+      const auto colon = spec.find(':', start);
+      parts.emplace_back(spec.substr(start, colon == std::string_view::npos ? std::string_view::npos : colon - start));
+      if (colon == std::string_view::npos) break;
+      start = colon + 1;
+    }
+    const std::string name = parts.front();
+    auto it = entries_.find(name);
+    if (it == entries_.end()) {
+      std::string known;
+      for (const auto& [n, e] : entries_) known += (known.empty() ? "" : ", ") + n;
+      throw bad(fmt::format("unknown policy '{}' (known: {})", name, known));
+    }
+    std::map<std::string, std::string> values;
+    for (std::size_t i = 1; i < parts.size(); ++i) {
+      const auto& p = parts[i];
+      const auto eq = p.find('=');
+      std::string key, value;
+      if (eq == std::string::npos) {
+        if (it->second.positional.empty() || i != 1) throw bad(fmt::format("policy '{}': expected KEY=VALUE, got '{}'", name, p));
+        key = it->second.positional;
+        value = p;
+      } else {
+        key = p.substr(0, eq);
+        value = p.substr(eq + 1);
+      }
+      if (key.empty()) throw bad(fmt::format("policy '{}': empty parameter name in '{}'", name, p));
+      if (!values.emplace(key, value).second) throw bad(fmt::format("policy '{}': parameter '{}' given twice", name, key));
+    }
+    policy_params params(name, std::move(values));
+    any_policy p = it->second.make(params);
+    if (auto unknown = params.unused(); !unknown.empty()) {
+      throw bad(fmt::format("policy '{}': unknown parameter '{}'", name, unknown.front()));
+    }
+    return p;
+  }
+
+  std::map<std::string, entry> entries_;
+};
+
+/// Adds the fixed-parallelism baselines: static (static:K) and rssp.
+/// `gpus` bounds static's degree (K > G is a usage error, formats §5).
+inline void register_static_policies(policy_registry& r, int gpus) {
+  r.add("static", "degree", "every request on a fixed group of K GPUs for its whole life, FCFS",
+        [gpus](policy_params& p) -> any_policy {
+          if (!p.has("degree")) p.fail("degree", "required (static:K)");
+          return static_degree_policy(static_cast<int>(p.get_int("degree", 1, 1, gpus)));
+        });
+  r.add("rssp", "", "best fixed degree per shape (fewest GPU-seconds that meets the SLO alone), FCFS",
+        [](policy_params&) -> any_policy { return rssp_policy{}; });
+}
+
+}  // namespace paraflex

@@ -1,0 +1,98 @@
+// paraflex/policy/static_degree.hpp - the fixed-parallelism baselines: static:K and rssp.
+//
+// Both reproduce what xDiT-style engines do today: a request gets one group for its whole life and
+// holds it until it ends; requests are served strictly in arrival order (nothing overtakes).
+//   static_degree_policy  floor(G/K) fixed groups of K consecutive devices (formats §5 "static:K").
+//   rssp_policy           per request, the degree chosen from its shape: among allowed degrees whose
+//                         latency alone meets the SLO, the fewest GPU-seconds; otherwise the fastest.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/placement.hpp"
+
+namespace paraflex {
+
+class static_degree_policy {
+ public:
+  explicit static_degree_policy(int degree) : degree_(degree) {
+    if (degree < 1) throw std::invalid_argument("static: degree must be >= 1");
+  }
+  [[nodiscard]] std::string name() const { return fmt::format("static:{}", degree_); }
+  [[nodiscard]] int degree() const noexcept { return degree_; }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    const int groups = v.device_count() / degree_;
+    for (request_handle h : v.waiting()) {
+      if (!v.allows_degree(h, degree_)) {
+        out.drop(h, "degree_not_allowed");  // heads % K != 0: this model can never run at K
+        continue;
+      }
+      const auto& sg = v.request(h).state_group;
+      if (!sg.empty() && v.free_devices().contains_all(sg)) {  // after a failed task: retry in place
+        out.assign_to_completion(h, sg);
+        continue;
+      }
+      bool placed = false;
+      for (int j = 0; j < groups && !placed; ++j) {
+        auto g = device_group::contiguous(static_cast<device_id>(j * degree_), static_cast<std::size_t>(degree_));
+        if (!v.free_devices().contains_all(g) || taken(g)) continue;
+        out.assign_to_completion(h, g);
+        taken_.push_back(g);
+        placed = true;
+      }
+      if (!placed) break;  // strict FCFS: nobody overtakes the head of the queue
+    }
+    taken_.clear();
+  }
+
+ private:
+  bool taken(const device_group& g) const {
+    for (const auto& t : taken_) {
+      if (t == g) return true;
+    }
+    return false;
+  }
+  int degree_;
+  std::vector<device_group> taken_;  // groups handed out in this call (free_devices() is a snapshot)
+};
+
+class rssp_policy {
+ public:
+  [[nodiscard]] std::string name() const { return "rssp"; }
+
+  /// The degree rssp gives request h: the cheapest (GPU-seconds) allowed degree whose latency alone
+  /// meets the SLO; if none does or there is no SLO, the fastest.
+  [[nodiscard]] static int degree_for(const scheduler_view& v, request_handle h) {
+    const auto& r = v.request(h);
+    int best = 0;
+    double best_cost = 0;
+    for (int k : v.allowed_degrees(h)) {
+      const tick t = v.remaining_time(h, k);
+      if (!r.has_deadline() || t > r.spec.slo) continue;
+      const double cost = static_cast<double>(t) * k;
+      if (best == 0 || cost < best_cost) best = k, best_cost = cost;
+    }
+    return best != 0 ? best : v.costs(h).fastest_degree;
+  }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    device_set available = v.free_devices();
+    for (request_handle h : v.waiting()) {
+      const int k = degree_for(v, h);
+      auto g = place(v, h, k, available);
+      if (!g) break;  // arrival order, no overtaking
+      available.reset(*g);
+      out.assign_to_completion(h, std::move(*g));
+    }
+  }
+};
+
+static_assert(Policy<static_degree_policy> && NamedPolicy<static_degree_policy>);
+static_assert(Policy<rssp_policy> && NamedPolicy<rssp_policy>);
+
+}  // namespace paraflex

@@ -1,0 +1,122 @@
+// paraflex/resource/group.hpp - devices, device sets, and a group of devices as a value.
+//
+// GF-DiT's "group-free" idea: a communication group is nothing but an ordered list of ranks with a
+// hash; forming one costs no communication. Here a device_group is exactly that value - cheap to
+// build, compare and hash - and collectives take it as an argument.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <boost/container/small_vector.hpp>
+
+namespace paraflex {
+
+/// Index of a device (GPU) in the cluster, 0-based and dense.
+using device_id = std::uint32_t;
+
+/// An ordered list of distinct devices plus its hash. Rank i of the group is devices()[i].
+/// Up to 16 devices live inline (no allocation); larger groups spill to the heap.
+class device_group {
+ public:
+  device_group() = default;
+  device_group(std::initializer_list<device_id> ranks) : ranks_(ranks) { rehash(); }
+  explicit device_group(std::span<const device_id> ranks) : ranks_(ranks.begin(), ranks.end()) { rehash(); }
+
+  /// Devices first, first+1, ..., first+count-1: the common contiguous case.
+  [[nodiscard]] static device_group contiguous(device_id first, std::size_t count) {
+    device_group g;
+    g.ranks_.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) g.ranks_.push_back(first + static_cast<device_id>(i));
+    g.rehash();
+    return g;
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return ranks_.empty(); }
+  [[nodiscard]] std::span<const device_id> devices() const noexcept { return {ranks_.data(), ranks_.size()}; }
+  [[nodiscard]] device_id operator[](std::size_t rank) const noexcept { return ranks_[rank]; }
+  [[nodiscard]] auto begin() const noexcept { return ranks_.begin(); }
+  [[nodiscard]] auto end() const noexcept { return ranks_.end(); }
+  [[nodiscard]] std::uint64_t hash() const noexcept { return hash_; }
+  [[nodiscard]] bool contains(device_id d) const noexcept { return std::find(begin(), end(), d) != end(); }
+
+  /// Same devices regardless of rank order (state held by one is usable by the other without a move).
+  [[nodiscard]] bool same_devices(const device_group& o) const {
+    if (size() != o.size()) return false;
+    return std::all_of(begin(), end(), [&](device_id d) { return o.contains(d); });
+  }
+
+  friend bool operator==(const device_group& a, const device_group& b) noexcept {
+    return a.hash_ == b.hash_ && std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+
+  /// "{0,1,2,3}" for logs and traces.
+  [[nodiscard]] std::string to_string() const {
+    std::string s = "{";
+    for (std::size_t i = 0; i < size(); ++i) s += (i ? "," : "") + std::to_string(ranks_[i]);
+    return s + "}";
+  }
+
+ private:
+  void rehash() noexcept {  // FNV-1a over the ranks: stable across runs and platforms
+    std::uint64_t h = 1469598103934665603ULL;
+    for (device_id d : ranks_) {
+      for (int b = 0; b < 4; ++b) h = (h ^ ((d >> (8 * b)) & 0xFFu)) * 1099511628211ULL;
+    }
+    hash_ = h;
+  }
+  boost::container::small_vector<device_id, 16> ranks_;
+  std::uint64_t hash_ = 1469598103934665603ULL;
+};
+
+/// A set of devices as a bitmap: the scheduler's free/busy bookkeeping. Sized for any cluster.
+class device_set {
+ public:
+  device_set() = default;
+  explicit device_set(std::size_t device_count, bool all = false)
+      : n_(device_count), words_((device_count + 63) / 64, all ? ~0ULL : 0ULL) {
+    trim();
+  }
+  [[nodiscard]] std::size_t capacity() const noexcept { return n_; }
+  [[nodiscard]] bool test(device_id d) const noexcept { return d < n_ && ((words_[d / 64] >> (d % 64)) & 1ULL); }
+  void set(device_id d) noexcept { words_[d / 64] |= 1ULL << (d % 64); }
+  void reset(device_id d) noexcept { words_[d / 64] &= ~(1ULL << (d % 64)); }
+  void set(const device_group& g) noexcept { for (device_id d : g) set(d); }
+  void reset(const device_group& g) noexcept { for (device_id d : g) reset(d); }
+  /// True when every device of g is in the set.
+  [[nodiscard]] bool contains_all(const device_group& g) const noexcept {
+    return std::all_of(g.begin(), g.end(), [&](device_id d) { return test(d); });
+  }
+  [[nodiscard]] std::size_t count() const noexcept {
+    std::size_t c = 0;
+    for (auto w : words_) c += static_cast<std::size_t>(std::popcount(w));
+    return c;
+  }
+  [[nodiscard]] bool none() const noexcept { return count() == 0; }
+  /// Calls f(d) for every member in increasing order.
+  template <class F>
+  void for_each(F&& f) const {
+    for (std::size_t w = 0; w < words_.size(); ++w) {
+      for (std::uint64_t bits = words_[w]; bits; bits &= bits - 1) {
+        f(static_cast<device_id>(w * 64 + static_cast<std::size_t>(std::countr_zero(bits))));
+      }
+    }
+  }
+  friend bool operator==(const device_set&, const device_set&) = default;
+
+ private:
+  void trim() noexcept {
+    if (n_ % 64 && !words_.empty()) words_.back() &= (1ULL << (n_ % 64)) - 1;
+  }
+  std::size_t n_ = 0;
+  std::vector<std::uint64_t> words_;
+};
+
+}  // namespace paraflex

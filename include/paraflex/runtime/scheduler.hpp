@@ -1,0 +1,526 @@
+// paraflex/runtime/scheduler.hpp - the event-driven runtime: requests -> tasks -> policy -> executor.
+//
+// Single-threaded. Executor calls return at once; completions, failures, lost devices, arrivals and
+// timer wake-ups come back as events that are processed in time order. The loop (hooks marked *):
+//
+//   loop:
+//     t = earliest(next arrival, policy wake-up, periodic tick, executor event)
+//     advance executor to t; now = t
+//     for each executor event at t (in order):
+//       task done     -> request advances; next task of its assignment launches on the same group,
+//                        or the request ends (*on_task_end, *on_request_end) or waits (*on_task_end)
+//       task failed   -> request waits at the same position (retried); too many failures: dropped
+//       device lost   -> device never used again; requests whose state it held restart from scratch
+//     for each arrival at t: intern its shape (costs computed once), *on_arrival
+//     periodic tick due: *on_tick
+//     if anything changed: buffer.clear(); *decide(view, buffer); validate; apply:
+//       drops; claims of every assignment's devices; migrations (source + destination busy);
+//       launches
+//   until every submitted request has ended
+//
+// Invariants it enforces: a device runs one thing at a time; a request's tasks run in order, one at
+// a time; a request ends exactly once (completed, or dropped with a reason); time never goes back.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <queue>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "paraflex/cost/concepts.hpp"
+#include "paraflex/executor/concepts.hpp"
+#include "paraflex/policy/concepts.hpp"
+#include "paraflex/runtime/view.hpp"
+#include "paraflex/trajectory/trajectory.hpp"
+
+namespace paraflex {
+
+/// A policy asked for something the runtime cannot do (a busy device, a disallowed degree, ...).
+class policy_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+/// One finished (or failed) task, for observers: traces, invariant checks, dashboards.
+struct task_record {
+  request_handle request = 0;
+  task_desc task;
+  device_group devices;  ///< every device the task occupied (for a migration: destination + idle sources)
+  tick start = 0;
+  tick end = 0;
+  bool ok = true;
+};
+
+struct scheduler_options {
+  /// true: an invalid decision throws policy_error (a bug to fix). false: it is skipped and counted.
+  bool strict = true;
+  /// Failed attempts of one request after which it is dropped with reason "task_failed".
+  std::uint32_t max_failures = 8;
+  /// Policy calls in a row that change nothing while nothing runs and nothing is due, after which
+  /// the waiting requests are dropped with reason "policy_stalled" (no run can hang).
+  std::uint32_t stall_limit = 64;
+};
+
+/// Host-time statistics of the policy calls (not part of the deterministic output).
+struct decision_stats {
+  std::uint64_t decisions = 0;
+  std::uint64_t rejected = 0;  ///< invalid decisions skipped (strict = false)
+  std::vector<double> host_us; ///< one sample per call
+};
+
+template <Policy P, Executor E, CostModel C>
+class scheduler {
+ public:
+  scheduler(cluster topology, P& policy, E& executor, const C& cost, scheduler_options options = {})
+      : policy_(policy), executor_(executor), cost_(cost), options_(options), view_(state_) {
+    if (!topology.valid()) throw std::invalid_argument(fmt::format("scheduler: invalid cluster ({} GPUs, {} per node)", topology.gpus, topology.gpus_per_node));
+    state_.topology = std::move(topology);
+    const auto n = state_.topology.device_count();
+    state_.free = device_set(n, true);
+    state_.lost = device_set(n, false);
+    state_.busy_until.assign(n, 0);
+    state_.now = executor_.now();
+    period_ = hooks::tick_period(policy_);
+    next_tick_ = period_ == never || period_ <= 0 ? never : state_.now + period_;
+  }
+
+  /// Submit a request; it arrives at spec.arrival (not before now). Returns its handle.
+  request_handle submit(request_spec spec) {
+    if (spec.steps <= 0) throw std::invalid_argument("scheduler::submit: steps must be > 0");
+    spec.arrival = std::max(spec.arrival, state_.now);
+    const auto h = static_cast<request_handle>(state_.requests.size());
+    request_record r;
+    r.shape = intern_shape(spec.shape);
+    r.trajectory = &trajectories_.for_steps(spec.steps);
+    r.spec = std::move(spec);
+    r.phase = request_phase::waiting;
+    const tick at = r.spec.arrival;
+    state_.requests.push_back(std::move(r));
+    arrivals_.push({at, h});
+    ++unended_;
+    return h;
+  }
+
+  /// Ends a request on behalf of its client. Waiting: dropped now. Running: dropped when its task in
+  /// flight ends (a task is never interrupted). Ended: no effect.
+  void cancel(request_handle h, std::string reason = "cancelled") {
+    auto& r = state_.requests.at(h);
+    if (r.ended()) return;
+    cancel_reason_[h] = std::move(reason);
+    dirty_ = true;
+  }
+
+  /// Called once for each request as it ends (completed or dropped).
+  void on_request_end(std::function<void(const request_record&)> f) { request_end_ = std::move(f); }
+  /// Called for every task and migration as it ends (ok or failed).
+  void on_task_record(std::function<void(const task_record&)> f) { task_end_ = std::move(f); }
+
+  /// Runs on a virtual clock until every submitted request has ended.
+  void run() requires VirtualTimeExecutor<E> {
+    while (unended_ > 0) {
+      tick t = std::min({next_arrival(), wake_, next_tick_, static_cast<tick>(executor_.next_event_time())});
+      if (t == never) {
+        stall_all("policy_stalled");
+        break;
+      }
+      executor_.advance_to(t);
+      if (t < state_.now) throw std::logic_error("scheduler: time went backwards");
+      state_.now = t;
+      process_due();
+    }
+  }
+
+  [[nodiscard]] const scheduler_state& state() const noexcept { return state_; }
+  [[nodiscard]] scheduler_view view() const noexcept { return view_; }
+  [[nodiscard]] const request_record& request(request_handle h) const { return state_.requests.at(h); }
+  [[nodiscard]] const decision_stats& stats() const noexcept { return stats_; }
+  [[nodiscard]] double gpu_busy_seconds() const noexcept { return to_seconds(gpu_busy_ticks_); }
+  [[nodiscard]] std::size_t unended() const noexcept { return unended_; }
+  /// Messages of invalid decisions that were skipped (strict = false), at most 100 kept.
+  [[nodiscard]] const std::vector<std::string>& rejections() const noexcept { return rejections_; }
+
+  /// Processes everything due at the current time and calls the policy if something changed.
+  /// run() calls this; an embedding with a real-time executor calls it from its own loop.
+  void process_due() {
+    events_.clear();
+    executor_.poll(events_);
+    for (const auto& ev : events_) handle_event(ev);
+    while (!arrivals_.empty() && arrivals_.top().first <= state_.now) {
+      const request_handle h = arrivals_.top().second;
+      arrivals_.pop();
+      arrive(h);
+    }
+    if (wake_ <= state_.now) {
+      wake_ = never;
+      dirty_ = true;
+    }
+    if (next_tick_ <= state_.now) {
+      // Ticks only while there is something to schedule, so an idle periodic policy cannot spin.
+      next_tick_ = unended_ > 0 ? state_.now + period_ : never;
+      hooks::on_tick(policy_, view_);
+      dirty_ = true;
+    }
+    if (!cancel_reason_.empty()) apply_cancellations();
+    if (dirty_) call_policy();
+  }
+
+ private:
+  using arrival = std::pair<tick, request_handle>;
+
+  [[nodiscard]] tick next_arrival() const noexcept { return arrivals_.empty() ? never : arrivals_.top().first; }
+
+  std::uint32_t intern_shape(const request_shape& s) {
+    auto it = shape_index_.find(s);
+    if (it != shape_index_.end()) return it->second;
+    shape_costs c;
+    c.shape = s;
+    const auto g = static_cast<std::size_t>(state_.topology.gpus);
+    c.step.assign(g + 1, 0);
+    c.encode.assign(g + 1, 0);
+    c.decode.assign(g + 1, 0);
+    tick best = never;
+    for (int k = 1; k <= state_.topology.gpus; ++k) {
+      if (!cost_.allows_degree(s, k)) continue;
+      const auto kk = static_cast<std::size_t>(k);
+      c.step[kk] = std::max<tick>(1, round_cost(cost_.step_seconds(s, k), s, k));  // 0 means "not allowed"
+      c.encode[kk] = round_cost(stage_seconds_of(cost_, s, stage_kind::encode, k), s, k);
+      c.decode[kk] = round_cost(stage_seconds_of(cost_, s, stage_kind::decode, k), s, k);
+      c.allowed_degrees.push_back(k);
+      if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;
+    }
+    c.migrate_intra_node = round_cost(cost_.migration_seconds(s, 1, 1, false), s, 0);
+    c.migrate_inter_node = round_cost(cost_.migration_seconds(s, 1, 1, true), s, 0);
+    const auto idx = static_cast<std::uint32_t>(state_.shapes.size());
+    state_.shapes.push_back(std::move(c));
+    shape_index_.emplace(s, idx);
+    return idx;
+  }
+
+  static tick round_cost(double seconds, const request_shape& s, int k) {
+    const auto t = to_ticks(seconds);
+    if (!t || *t < 0) {
+      throw std::invalid_argument(fmt::format("cost model: invalid time {} s for {} {}x{}x{} on {} devices", seconds,
+                                              s.model, s.height, s.width, s.frames, k));
+    }
+    return *t;
+  }
+
+  void arrive(request_handle h) {
+    auto& r = state_.requests[h];
+    const auto& c = state_.shapes[r.shape];
+    if (c.allowed_degrees.empty()) {
+      end_request(h, request_phase::dropped, "no_allowed_degree");
+      return;
+    }
+    state_.insert_sorted(state_.waiting, h);
+    if (next_tick_ == never && period_ != never && period_ > 0) next_tick_ = state_.now + period_;
+    hooks::on_arrival(policy_, view_, h);
+    dirty_ = true;
+  }
+
+  void handle_event(const executor_event& ev) {
+    if (ev.kind == executor_event_kind::device_lost) {
+      lose_device(ev.device);
+      return;
+    }
+    auto& r = state_.requests.at(ev.request);
+    if (r.phase != request_phase::running || r.launch != ev.id) return;  // stale (already handled)
+    const tick start = r.launch_start;
+    const device_group occupied = std::move(r.occupied);
+    release(occupied);
+    const tick spent = (state_.now - start) * static_cast<tick>(occupied.size());
+    gpu_busy_ticks_ += spent;
+    r.gpu_busy_s += to_seconds(spent);
+    const task_desc done = r.launch_task;
+    if (task_end_) task_end_(task_record{ev.request, done, occupied, start, state_.now, ev.kind == executor_event_kind::task_done});
+
+    if (ev.kind == executor_event_kind::task_failed) {
+      ++r.failures;
+      r.chunk_left = 0;
+      hooks::on_task_end(policy_, view_, ev.request, false);
+      if (r.failures >= options_.max_failures) {
+        end_request(ev.request, request_phase::dropped, "task_failed");
+      } else {
+        to_waiting(ev.request);
+      }
+      return;
+    }
+    if (done.kind == task_kind::migrate) {
+      r.state_group = r.run_group;
+      ++r.migrations;
+      ++migrations_;
+      launch_next(ev.request);
+      return;
+    }
+    ++r.position;
+    --r.chunk_left;
+    r.last_degree = static_cast<int>(r.run_group.size());
+    r.state_group = r.run_group;
+    hooks::on_task_end(policy_, view_, ev.request, true);
+    if (r.position == r.tasks_total()) {
+      end_request(ev.request, request_phase::completed, {});
+    } else if (r.chunk_left > 0 && !cancel_reason_.contains(ev.request)) {
+      launch_next(ev.request);
+    } else {
+      to_waiting(ev.request);
+    }
+  }
+
+  void lose_device(device_id d) {
+    if (d >= state_.topology.device_count() || state_.lost.test(d)) return;
+    state_.lost.set(d);
+    state_.free.reset(d);
+    for (auto& r : state_.requests) {
+      if (!r.ended() && r.state_group.contains(d)) {
+        r.state_group = device_group{};  // its latent is gone: start over from the text encoder
+        r.position = 0;
+      }
+    }
+    dirty_ = true;
+  }
+
+  void to_waiting(request_handle h) {
+    auto& r = state_.requests[h];
+    r.phase = request_phase::waiting;
+    r.run_group = device_group{};
+    r.running_until = never;
+    state_.erase_sorted(state_.running, h);
+    state_.insert_sorted(state_.waiting, h);
+    dirty_ = true;
+  }
+
+  void end_request(request_handle h, request_phase how, std::string reason) {
+    auto& r = state_.requests[h];
+    if (r.ended()) throw std::logic_error("scheduler: request ended twice");
+    if (r.phase == request_phase::running) state_.erase_sorted(state_.running, h);
+    else state_.erase_sorted(state_.waiting, h);
+    r.phase = how;
+    r.finish = state_.now;
+    r.drop_reason = std::move(reason);
+    r.run_group = device_group{};
+    r.running_until = never;
+    cancel_reason_.erase(h);
+    --unended_;
+    dirty_ = true;
+    hooks::on_request_end(policy_, view_, h);
+    if (request_end_) request_end_(r);
+  }
+
+  void apply_cancellations() {
+    for (auto it = cancel_reason_.begin(); it != cancel_reason_.end();) {
+      const request_handle h = it->first;
+      auto& r = state_.requests[h];
+      if (r.phase == request_phase::waiting) {
+        std::string reason = std::move(it->second);
+        it = cancel_reason_.erase(it);
+        end_request(h, request_phase::dropped, std::move(reason));
+      } else {
+        ++it;  // running: dropped when its task ends (handle_event sends it to waiting first)
+      }
+    }
+  }
+
+  void stall_all(const char* reason) {
+    auto waiting = state_.waiting;
+    for (request_handle h : waiting) end_request(h, request_phase::dropped, reason);
+    while (!arrivals_.empty()) {  // cannot happen with a finite next_arrival, kept for safety
+      const auto h = arrivals_.top().second;
+      arrivals_.pop();
+      end_request(h, request_phase::dropped, reason);
+    }
+  }
+
+  void release(const device_group& g) {
+    for (device_id d : g) {
+      if (!state_.lost.test(d)) state_.free.set(d);
+      state_.busy_until[d] = state_.now;
+    }
+  }
+
+  // Requests that can never run again on what is left of the cluster are dropped.
+  void drop_unplaceable() {
+    const int usable = view_.usable_device_count();
+    if (usable == state_.topology.gpus) return;
+    auto waiting = state_.waiting;
+    for (request_handle h : waiting) {
+      if (state_.shapes[state_.requests[h].shape].allowed_degrees.front() > usable) {
+        end_request(h, request_phase::dropped, "device_lost_no_capacity");
+      }
+    }
+  }
+
+  void call_policy() {
+    dirty_ = false;
+    drop_unplaceable();
+    if (state_.waiting.empty() && period_ == never) return;  // nothing to decide
+    buffer_.clear();
+    const auto t0 = std::chrono::steady_clock::now();
+    policy_.decide(view_, buffer_);
+    const auto t1 = std::chrono::steady_clock::now();
+    ++stats_.decisions;
+    stats_.host_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    const bool changed = apply(buffer_);
+    if (buffer_.wake_time() > state_.now && buffer_.wake_time() < wake_) wake_ = buffer_.wake_time();
+    // Stall guard: nothing runs, nothing arrives, and the policy keeps changing nothing.
+    const bool quiescent = state_.running.empty() && arrivals_.empty() && !state_.waiting.empty();
+    if (changed || !quiescent) {
+      idle_calls_ = 0;
+    } else if (++idle_calls_ >= options_.stall_limit || (wake_ == never && next_tick_ == never)) {
+      idle_calls_ = 0;
+      stall_all("policy_stalled");
+    }
+  }
+
+  bool reject(const std::string& why) {
+    if (options_.strict) throw policy_error(fmt::format("{}: invalid decision at t={}us: {}", policy_name(policy_), state_.now, why));
+    ++stats_.rejected;
+    if (rejections_.size() < 100) rejections_.push_back(why);
+    return false;
+  }
+
+  bool apply(const decision_buffer& b) {
+    bool changed = false;
+    for (const auto& d : b.drops()) {
+      if (d.request >= state_.requests.size()) { reject(fmt::format("drop of unknown request {}", d.request)); continue; }
+      auto& r = state_.requests[d.request];
+      if (r.phase != request_phase::waiting) {
+        reject(fmt::format("drop of request '{}' which is {}", r.spec.id, r.ended() ? "already ended" : "running"));
+        continue;
+      }
+      end_request(d.request, request_phase::dropped, d.reason.empty() ? std::string("dropped_by_policy") : d.reason);
+      changed = true;
+    }
+    // Phase 1: validate every assignment and claim its destination devices.
+    accepted_.clear();
+    claimed_ = state_.free;
+    for (std::size_t i = 0; i < b.assigns().size(); ++i) {
+      const auto& a = b.assigns()[i];
+      if (a.request >= state_.requests.size()) { reject(fmt::format("assignment of unknown request {}", a.request)); continue; }
+      const auto& r = state_.requests[a.request];
+      if (r.phase != request_phase::waiting) {
+        reject(fmt::format("request '{}' is not waiting ({})", r.spec.id, r.ended() ? "ended" : "running or assigned twice"));
+        continue;
+      }
+      if (a.group.empty() || a.tasks == 0) { reject(fmt::format("request '{}': empty group or zero tasks", r.spec.id)); continue; }
+      const int k = static_cast<int>(a.group.size());
+      if (!state_.shapes[r.shape].allows(k)) {
+        reject(fmt::format("request '{}': degree {} is not allowed for {}", r.spec.id, k, r.spec.shape.model));
+        continue;
+      }
+      std::size_t claimed_here = 0;
+      for (device_id d : a.group) {
+        if (d >= state_.topology.device_count() || !claimed_.test(d)) break;
+        claimed_.reset(d);
+        ++claimed_here;
+      }
+      if (claimed_here != a.group.size()) {
+        for (std::size_t j = 0; j < claimed_here; ++j) claimed_.set(a.group[j]);  // undo the partial claim
+        const device_id d = a.group[claimed_here];
+        reject(fmt::format("request '{}': device {} in {} is {}", r.spec.id, d, a.group.to_string(),
+                           d >= state_.topology.device_count() ? "out of range"
+                           : state_.lost.test(d)              ? "lost"
+                                                               : "busy or used twice"));
+        continue;
+      }
+      state_.requests[a.request].phase = request_phase::running;  // marks "assigned" against duplicates
+      accepted_.push_back(i);
+    }
+    // Phase 2: start migrations (sources that stay idle are occupied too) and launches.
+    for (std::size_t i : accepted_) {
+      const auto& a = b.assigns()[i];
+      auto& r = state_.requests[a.request];
+      state_.erase_sorted(state_.waiting, a.request);
+      state_.insert_sorted(state_.running, a.request);
+      r.run_group = a.group;
+      r.chunk_left = std::min(a.tasks, r.tasks_remaining());
+      if (r.first_start == never) r.first_start = state_.now;
+      if (view_.needs_migration(a.request, a.group)) {
+        std::vector<device_id> occupied(a.group.begin(), a.group.end());
+        for (device_id d : r.state_group) {
+          if (claimed_.test(d) && !a.group.contains(d)) {
+            claimed_.reset(d);
+            occupied.push_back(d);
+          }
+        }
+        start(a.request, task_desc{task_kind::migrate, -1}, device_group(std::span<const device_id>(occupied)),
+              view_.migration_time(a.request, a.group));
+      } else {
+        launch_next(a.request);
+      }
+      changed = true;
+    }
+    return changed;
+  }
+
+  void launch_next(request_handle h) {
+    auto& r = state_.requests[h];
+    const task_desc t = r.next_task();
+    start(h, t, r.run_group, view_.tasks_time(h, static_cast<int>(r.run_group.size()), 1));
+  }
+
+  void start(request_handle h, task_desc t, device_group occupied, tick duration) {
+    auto& r = state_.requests[h];
+    task_launch l;
+    l.id = ++next_launch_;
+    l.request = h;
+    l.task = t;
+    l.shape = &state_.shapes[r.shape].shape;
+    l.expected_duration = duration;
+    if (t.kind == task_kind::migrate) {
+      l.group = r.run_group;
+      l.source = r.state_group;
+    } else {
+      l.group = r.run_group;
+    }
+    for (device_id d : occupied) {
+      state_.free.reset(d);
+      state_.busy_until[d] = state_.now + duration;
+    }
+    r.phase = request_phase::running;
+    r.running_until = state_.now + (t.kind == task_kind::migrate ? duration + view_.tasks_time(h, static_cast<int>(r.run_group.size()), r.chunk_left)
+                                                                 : view_.tasks_time(h, static_cast<int>(r.run_group.size()), r.chunk_left));
+    r.launch = l.id;
+    r.launch_start = state_.now;
+    r.launch_task = t;
+    r.occupied = std::move(occupied);
+    executor_.launch(l);
+  }
+
+  P& policy_;
+  E& executor_;
+  const C& cost_;
+  scheduler_options options_;
+  scheduler_state state_;
+  scheduler_view view_;
+  trajectory_library trajectories_;
+  std::map<request_shape, std::uint32_t> shape_index_;
+  std::priority_queue<arrival, std::vector<arrival>, std::greater<>> arrivals_;
+  std::map<request_handle, std::string> cancel_reason_;
+  std::vector<executor_event> events_;
+  decision_buffer buffer_;
+  std::vector<std::size_t> accepted_;
+  device_set claimed_;
+  decision_stats stats_;
+  std::vector<std::string> rejections_;
+  std::function<void(const request_record&)> request_end_;
+  std::function<void(const task_record&)> task_end_;
+  std::size_t unended_ = 0;
+  std::uint64_t next_launch_ = 0;
+  std::uint64_t migrations_ = 0;
+  tick gpu_busy_ticks_ = 0;
+  tick wake_ = never;
+  tick period_ = never;
+  tick next_tick_ = never;
+  std::uint32_t idle_calls_ = 0;
+  bool dirty_ = false;
+};
+
+}  // namespace paraflex

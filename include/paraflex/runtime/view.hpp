@@ -1,0 +1,180 @@
+// paraflex/runtime/view.hpp - the read-only view of scheduler state that a policy decides from.
+//
+// A scheduler_view is valid for one policy call and is never a copy: it reads the runtime's own
+// tables. Costs are precomputed per (shape, degree) in integer microseconds when a shape first
+// arrives, so a policy's inner loops are table look-ups.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/policy/decision.hpp"
+#include "paraflex/resource/cluster.hpp"
+#include "paraflex/resource/group.hpp"
+#include "paraflex/trajectory/request.hpp"
+#include "paraflex/trajectory/trajectory.hpp"
+
+namespace paraflex {
+
+enum class request_phase : unsigned char {
+  waiting,    ///< arrived; no task in flight; the policy may assign it
+  running,    ///< a task (or a migration) is in flight on run_group
+  completed,  ///< ended: all tasks done
+  dropped,    ///< ended: dropped with a reason
+};
+
+/// Costs of one shape on this cluster, rounded once to microseconds. Index k = degree; a 0 entry
+/// (and index 0) means the degree is not allowed for this shape.
+struct shape_costs {
+  request_shape shape;
+  std::vector<tick> step;    ///< one denoising step on k devices
+  std::vector<tick> encode;  ///< text encoding on k devices
+  std::vector<tick> decode;  ///< VAE decoding on k devices
+  tick migrate_intra_node = 0;
+  tick migrate_inter_node = 0;
+  std::vector<int> allowed_degrees;  ///< increasing
+  int fastest_degree = 1;            ///< allowed degree with the smallest step time (ties: fewer devices)
+
+  [[nodiscard]] bool allows(int k) const noexcept {
+    return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
+  }
+  [[nodiscard]] tick step_time(int k) const noexcept { return step[static_cast<std::size_t>(k)]; }
+};
+
+/// Everything the runtime knows about one request.
+struct request_record {
+  request_spec spec;
+  std::uint32_t shape = 0;                  ///< index into the shape table
+  const trajectory_template* trajectory = nullptr;
+  std::uint32_t position = 0;               ///< tasks completed so far
+  request_phase phase = request_phase::waiting;
+  device_group state_group;                 ///< where the request's state lives; empty before its first task
+  device_group run_group;                   ///< devices of the task in flight (running only)
+  std::uint32_t chunk_left = 0;             ///< tasks still to run in the current assignment
+  tick running_until = never;               ///< expected end of the current assignment (running only)
+  tick first_start = never;
+  tick finish = never;
+  int last_degree = 0;                      ///< degree of the last task run; 0 before the first
+  std::uint32_t migrations = 0;
+  std::uint32_t failures = 0;               ///< failed task attempts (retried)
+  double gpu_busy_s = 0;                    ///< device-seconds spent on this request, migrations included
+  std::string drop_reason;
+
+  // The launch in flight (runtime bookkeeping; meaningful while running).
+  std::uint64_t launch = 0;
+  tick launch_start = 0;
+  task_desc launch_task;
+  device_group occupied;  ///< devices the launch holds: run_group, plus idle migration sources
+
+  [[nodiscard]] bool ended() const noexcept { return phase == request_phase::completed || phase == request_phase::dropped; }
+  [[nodiscard]] std::uint32_t tasks_total() const noexcept { return static_cast<std::uint32_t>(trajectory->task_count()); }
+  [[nodiscard]] std::uint32_t tasks_remaining() const noexcept { return tasks_total() - position; }
+  [[nodiscard]] int steps_remaining() const noexcept { return trajectory->steps_remaining(position); }
+  [[nodiscard]] const task_desc& next_task() const { return trajectory->task_at(position); }
+  [[nodiscard]] tick deadline() const noexcept { return spec.deadline(); }
+  [[nodiscard]] bool has_deadline() const noexcept { return spec.has_deadline(); }
+};
+
+/// The mutable state the runtime owns; policies see it only through scheduler_view.
+struct scheduler_state {
+  cluster topology;
+  tick now = 0;
+  std::vector<request_record> requests;   ///< by handle
+  std::vector<shape_costs> shapes;
+  std::vector<request_handle> waiting;    ///< phase waiting, sorted by handle (= arrival order)
+  std::vector<request_handle> running;    ///< phase running, sorted by handle
+  device_set free;                        ///< devices with nothing in flight and not lost
+  device_set lost;                        ///< devices that failed; never used again
+  std::vector<tick> busy_until;           ///< expected end of what each device runs (now when free)
+
+  static void insert_sorted(std::vector<request_handle>& v, request_handle h) {
+    v.insert(std::lower_bound(v.begin(), v.end(), h), h);
+  }
+  static void erase_sorted(std::vector<request_handle>& v, request_handle h) {
+    auto it = std::lower_bound(v.begin(), v.end(), h);
+    if (it != v.end() && *it == h) v.erase(it);
+  }
+};
+
+/// Read-only view handed to a policy. Cheap to pass by reference; valid for one call.
+class scheduler_view {
+ public:
+  explicit scheduler_view(const scheduler_state& s) noexcept : s_(&s) {}
+
+  [[nodiscard]] tick now() const noexcept { return s_->now; }
+  [[nodiscard]] const cluster& topology() const noexcept { return s_->topology; }
+  [[nodiscard]] int device_count() const noexcept { return s_->topology.gpus; }
+  /// Devices with nothing in flight (lost devices excluded).
+  [[nodiscard]] const device_set& free_devices() const noexcept { return s_->free; }
+  [[nodiscard]] const device_set& lost_devices() const noexcept { return s_->lost; }
+  /// Devices usable at all (not lost).
+  [[nodiscard]] int usable_device_count() const noexcept { return device_count() - static_cast<int>(s_->lost.count()); }
+  /// Expected time at which device d finishes what it runs (now() when it is free).
+  [[nodiscard]] tick busy_until(device_id d) const noexcept { return s_->busy_until[d]; }
+
+  /// Requests that arrived, have not ended and have no task in flight, in arrival order.
+  [[nodiscard]] std::span<const request_handle> waiting() const noexcept { return s_->waiting; }
+  /// Requests with a task or migration in flight, in arrival order.
+  [[nodiscard]] std::span<const request_handle> running() const noexcept { return s_->running; }
+  [[nodiscard]] const request_record& request(request_handle h) const noexcept { return s_->requests[h]; }
+  [[nodiscard]] const shape_costs& costs(request_handle h) const noexcept { return s_->shapes[request(h).shape]; }
+
+  [[nodiscard]] bool allows_degree(request_handle h, int k) const noexcept { return costs(h).allows(k); }
+  [[nodiscard]] std::span<const int> allowed_degrees(request_handle h) const noexcept { return costs(h).allowed_degrees; }
+  [[nodiscard]] tick step_time(request_handle h, int k) const noexcept { return costs(h).step_time(k); }
+
+  /// Time of the next `n` tasks of h on k devices from its current position (no migration).
+  [[nodiscard]] tick tasks_time(request_handle h, int k, std::uint32_t n) const noexcept {
+    const auto& r = request(h);
+    const auto& c = costs(h);
+    const auto kk = static_cast<std::size_t>(k);
+    tick t = 0;
+    const std::uint32_t end = std::min(r.position + n, r.tasks_total());
+    for (std::uint32_t p = r.position; p < end; ++p) {
+      switch (r.trajectory->task_at(p).kind) {
+        case task_kind::encode: t += c.encode[kk]; break;
+        case task_kind::decode: t += c.decode[kk]; break;
+        default: t += c.step[kk]; break;
+      }
+    }
+    return t;
+  }
+  /// Time for everything h has left, all on k devices (closed form: stages + steps x step time).
+  [[nodiscard]] tick remaining_time(request_handle h, int k) const noexcept {
+    const auto& r = request(h);
+    const auto& c = costs(h);
+    const auto kk = static_cast<std::size_t>(k);
+    tick t = static_cast<tick>(r.steps_remaining()) * c.step[kk] + c.decode[kk];
+    if (r.position == 0) t += c.encode[kk];
+    return t;
+  }
+
+  /// True when running h on g means moving its state first.
+  [[nodiscard]] bool needs_migration(request_handle h, const device_group& g) const {
+    const auto& sg = request(h).state_group;
+    return !sg.empty() && !sg.same_devices(g);
+  }
+  /// Cost of moving h's state onto g (0 when no move is needed).
+  [[nodiscard]] tick migration_time(request_handle h, const device_group& g) const {
+    if (!needs_migration(h, g)) return 0;
+    const auto& sg = request(h).state_group;
+    const bool cross = !s_->topology.within_one_node(g) || s_->topology.node_of(sg[0]) != s_->topology.node_of(g[0]);
+    return cross ? costs(h).migrate_inter_node : costs(h).migrate_intra_node;
+  }
+  /// Whether assigning h to g now would be accepted given `available` devices (typically a copy of
+  /// free_devices() minus what this call already handed out). Only the destination must be free: a
+  /// migration also occupies the source devices that are idle, but a busy source serves the few-MB
+  /// copy from its copy engine without stopping its own step.
+  [[nodiscard]] bool placeable(const device_group& g, const device_set& available) const noexcept {
+    return !g.empty() && available.contains_all(g);
+  }
+
+ private:
+  const scheduler_state* s_;
+};
+
+}  // namespace paraflex

@@ -1,0 +1,53 @@
+// paraflex/trajectory/request.hpp - what a client asks for: one image or video generation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+
+namespace paraflex {
+
+/// The shape of a generation: everything the cost of one denoising step depends on.
+struct request_shape {
+  std::string model;
+  int height = 0;
+  int width = 0;
+  int frames = 1;  ///< 1 = image
+
+  friend bool operator==(const request_shape&, const request_shape&) = default;
+  friend auto operator<=>(const request_shape&, const request_shape&) = default;
+};
+
+/// Latent tokens of a shape: (H/s)(W/s) per latent frame, and 1+(F-1)/4 latent frames for video
+/// (8x VAE with 2x2 patches gives s = 16; Wan2.2's 16x VAE gives s = 32). Integer division as the
+/// models themselves do; never less than 1 so that cost formulas stay defined for tiny shapes.
+[[nodiscard]] inline double latent_tokens(const request_shape& s, int spatial_factor = 16) noexcept {
+  const double per_frame = static_cast<double>(s.height / spatial_factor) * static_cast<double>(s.width / spatial_factor);
+  const double latent_frames = s.frames <= 1 ? 1.0 : 1.0 + static_cast<double>((s.frames - 1) / 4);
+  const double t = per_frame * latent_frames;
+  return t < 1.0 ? 1.0 : t;
+}
+
+/// One request as read from a workload: identity, shape, work and objective.
+struct request_spec {
+  std::string id;           ///< unique within a workload (default: the 1-based line number)
+  tick arrival = 0;         ///< when the request reaches the scheduler
+  request_shape shape;
+  int steps = 0;            ///< denoising steps (> 0)
+  tick slo = never;         ///< latency objective; never = none
+  int priority = 0;         ///< larger = more important
+  std::string class_label;  ///< for per-class metrics; may be empty
+
+  [[nodiscard]] bool has_deadline() const noexcept { return slo != never; }
+  [[nodiscard]] tick deadline() const noexcept { return add_sat(arrival, slo); }
+};
+
+/// A workload: requests sorted by arrival (stable), and where they came from.
+struct workload {
+  std::string source;  ///< file path, or a description for generated workloads
+  std::vector<request_spec> requests;
+};
+
+}  // namespace paraflex
