@@ -2,11 +2,10 @@
 //
 //   cost_model_loo [PROFILE.csv]      default: the repository's bench/data/profiles/step_latency.csv
 //
-// For each (model, gpu) it prints, as a Markdown table, the median and maximum relative error when
-//   - one row is removed and predicted from the rest, as served (exact rows + anchored fit + fit);
-//   - one row is removed and predicted by the fitted model alone (no anchoring to the shape's other rows);
-//   - every row of one shape is removed (the shape becomes unprofiled) and predicted from the rest;
-// then the fitted coefficients on the full profile.
+// For each (model, gpu) it prints, as a Markdown table, the median and maximum relative error when one
+// row ("row out") or every row of one shape ("shape out": the shape becomes unprofiled) is removed and
+// predicted from the rest, both as profile_cost_model serves it (fit + corrections from the measured
+// neighbours) and by the fitted model alone; then the coefficients fitted on the whole profile.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -36,15 +35,18 @@ stats summarize(std::vector<double> errors) {
   return s;
 }
 
-/// Row held out, predicted by the plain fit on the remaining rows of the same (model, gpu).
-stats fit_only_loo(const profile_table& t, const std::string& model, const std::string& gpu) {
+/// Each row (or each shape's rows) held out, predicted by the plain fit on the remaining rows of the same
+/// (model, gpu): what the corrections in profile_cost_model are measured against.
+stats fit_only_loo(const profile_table& t, const std::string& model, const std::string& gpu, holdout unit) {
   const auto rows = t.rows_for(model, gpu);
   std::vector<double> errors;
-  for (std::size_t held = 0; held < rows.size() && rows.size() > 1; ++held) {
+  for (std::size_t held = 0; held < rows.size(); ++held) {
     std::vector<fit_sample> samples;
     for (std::size_t i = 0; i < rows.size(); ++i) {
-      if (i != held) samples.push_back({latent_tokens(rows[i].shape), rows[i].degree, rows[i].step_s});
+      const bool out = unit == holdout::row ? i == held : rows[i].shape == rows[held].shape;
+      if (!out) samples.push_back({latent_tokens(rows[i].shape), rows[i].degree, rows[i].step_s});
     }
+    if (samples.empty()) continue;
     const auto fit = fitted_step_model::fit(samples);
     errors.push_back(fit.predict(latent_tokens(rows[held].shape), rows[held].degree) / rows[held].step_s - 1.0);
   }
@@ -81,18 +83,21 @@ int main(int argc, char** argv) {
   const auto by_shape = leave_one_out(table, holdout::shape);
 
   std::printf("Leave-one-out relative error of step time (profile: %s)\n\n", path.c_str());
-  std::printf("| model | gpu | rows | row out, as served: median / max | row out, fit only: median / max | "
-              "shape out: median / max | fit RMS (all rows) |\n");
-  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+  std::printf("| model | gpu | rows | row out: served | row out: fit only | shape out: served | shape out: fit only "
+              "| fit RMS, all rows |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < by_row.size(); ++i) {
     const auto& r = by_row[i];
     const auto& s = by_shape[i];
-    const auto f = fit_only_loo(table, r.model, r.gpu);
+    const auto fr = fit_only_loo(table, r.model, r.gpu, holdout::row);
+    const auto fs = fit_only_loo(table, r.model, r.gpu, holdout::shape);
     const profile_cost_model cm(table, r.gpu);
-    std::printf("| %s | %s | %zu | %s / %s | %s / %s | %s / %s | %s |\n", r.model.c_str(), r.gpu.c_str(), r.predicted,
-                pct(r.median_abs).c_str(), pct(r.max_abs).c_str(), pct(f.median).c_str(), pct(f.max).c_str(),
-                pct(s.median_abs).c_str(), pct(s.max_abs).c_str(), pct(cm.fit_for(r.model)->rms_relative_error()).c_str());
+    std::printf("| %s | %s | %zu | %s / %s | %s / %s | %s / %s | %s / %s | %s |\n", r.model.c_str(), r.gpu.c_str(),
+                r.predicted, pct(r.median_abs).c_str(), pct(r.max_abs).c_str(), pct(fr.median).c_str(),
+                pct(fr.max).c_str(), pct(s.median_abs).c_str(), pct(s.max_abs).c_str(), pct(fs.median).c_str(),
+                pct(fs.max).c_str(), pct(cm.fit_for(r.model)->rms_relative_error()).c_str());
   }
+  std::printf("\nCells: median / max of |predicted - measured| / measured.\n");
 
   std::printf("\nFitted on all rows (seconds; T = latent tokens, k = degree)\n\n");
   std::printf("| model | gpu | t(T, k) | floor |\n|---|---|---|---:|\n");

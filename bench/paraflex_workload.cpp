@@ -171,6 +171,13 @@ class step_times {
   g.seed = o.seed;
   g.requests = o.requests;
 
+  // Flags that the chosen mode would ignore are mistakes, not no-ops.
+  const bool poisson = o.arrivals == "poisson";
+  if (o.duration_s != 0.0 && !poisson) throw usage_error{"--duration: only for --arrivals poisson"};
+  if (o.rate && !poisson && o.arrivals.rfind("trace:", 0) != 0) throw usage_error{"--rate: not for --arrivals phases"};
+  if (!o.weights.empty() && o.mix != "weighted") throw usage_error{"--weights: only with --mix weighted"};
+  if (!o.base_slo.empty() && o.slo_rule.rfind("fixed", 0) != 0) throw usage_error{"--base-slo: only with --slo-rule fixed"};
+
   std::vector<std::string> models;
   for (const auto& text : split(o.shapes, ',')) {
     shape_class c;
@@ -263,10 +270,34 @@ class step_times {
   return g;
 }
 
+/// The flags, for the output's comment line; the output path is left out so that the same workload
+/// written to two files is the same bytes.
 [[nodiscard]] std::string command_line(int argc, char** argv) {
   std::string s = tool;
-  for (int i = 1; i < argc; ++i) s += std::string(" ") + argv[i];
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "-o" || a == "--output") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--output=", 0) == 0 || (a.rfind("-o", 0) == 0 && a.rfind("--", 0) != 0)) continue;
+    s += " ";
+    s += a;
+  }
   return s;
+}
+
+/// A generator configuration error in the words of the flag that set the field.
+[[nodiscard]] std::string generator_message(const input_error& e) {
+  static const std::pair<const char*, const char*> flags[] = {
+      {"requests", "--requests"}, {"rate", "--rate"},         {"duration_s", "--duration"},
+      {"phases", "--arrivals"},   {"trace", "--arrivals"},    {"arrivals", "--arrivals"},
+      {"shapes", "--shapes"},     {"steps", "--steps"},       {"slo", "--slo-rule"},
+      {"load", "--load"},         {"gpus", "--gpus"},         {"priority_weights", "--priority-weights"}};
+  for (const auto& [field, flag] : flags) {
+    if (e.column == field) return std::string(flag) + ": " + e.message;
+  }
+  return e.what();
 }
 
 }  // namespace
@@ -333,7 +364,8 @@ int main(int argc, char** argv) {
     std::cerr << tool << ": error: " << e.message << "\n";
     return 2;
   } catch (const input_exception& e) {
-    std::cerr << tool << ": error: " << e.what() << "\n";
+    const auto& err = e.error();
+    std::cerr << tool << ": error: " << (err.file == "<generator>" ? generator_message(err) : err.what()) << "\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << tool << ": internal error: " << e.what() << "\n";

@@ -28,7 +28,7 @@ struct input_error {
   }
 };
 
-/// Thrown by the convenience wrappers (load_* functions) when a result holds an error.
+/// Thrown by result<T>::value_or_throw() when a result holds an error.
 class input_exception : public std::runtime_error {
  public:
   explicit input_exception(input_error e) : std::runtime_error(e.what()), error_(std::move(e)) {}

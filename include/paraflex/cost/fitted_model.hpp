@@ -7,8 +7,9 @@
 //   t(T, k) = c0                 fixed per-step cost (launches, timestep embedding, tiny kernels)
 //           + c1 * T / k         token-linear work (projections, MLP, norms), split over k ranks
 //           + c2 * T^2 / k       attention, quadratic in the sequence and split over k ranks
-//           + c3 * T (k-1) / k   sequence-parallel traffic: each rank exchanges (k-1)/k of the
-//                                activations (all-to-all / KV ring) over links shared by the group
+//           + c3 * T (k-1) / k^2 sequence-parallel traffic: in an all-to-all each rank sends (k-1)/k of
+//                                its T/k tokens' activations over its own link (why going from 1 to 2
+//                                GPUs gains less than going from 2 to 8 in the profiles)
 //           + c4 * (k - 1)       per-peer latency: collective set-up and synchronisation grow with the
 //                                group (why Qwen-Image 512x512 gets slower on 4 GPUs)
 //
@@ -59,8 +60,8 @@ inline constexpr std::size_t step_feature_count = 5;
     case step_feature::fixed: return "fixed";
     case step_feature::linear: return "T/k";
     case step_feature::attention: return "T^2/k";
-    case step_feature::traffic: return "T(k-1)/k";
-    case step_feature::peers: return "k-1";
+    case step_feature::traffic: return "T(k-1)/k^2";
+    case step_feature::peers: return "(k-1)";
   }
   return "?";
 }

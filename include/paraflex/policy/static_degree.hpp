@@ -27,17 +27,23 @@ class static_degree_policy {
 
   void decide(const scheduler_view& v, decision_buffer& out) {
     const int groups = v.device_count() / degree_;
+    if (!v.lost_devices().none() && intact_groups(v, groups) == 0) {
+      for (request_handle h : v.waiting()) out.drop(h, "device_lost_no_capacity");
+      return;
+    }
     for (request_handle h : v.waiting()) {
       if (!v.allows_degree(h, degree_)) {
         out.drop(h, "degree_not_allowed");  // heads % K != 0: this model can never run at K
         continue;
       }
+      // After a failed task the request retries on its own group when that is free (no migration).
       const auto& sg = v.request(h).state_group;
-      if (!sg.empty() && v.free_devices().contains_all(sg)) {  // after a failed task: retry in place
-        out.assign_to_completion(h, sg);
-        continue;
-      }
       bool placed = false;
+      if (!sg.empty() && sg.size() == static_cast<std::size_t>(degree_) && v.free_devices().contains_all(sg) && !taken(sg)) {
+        out.assign_to_completion(h, sg);
+        taken_.push_back(sg);
+        placed = true;
+      }
       for (int j = 0; j < groups && !placed; ++j) {
         auto g = device_group::contiguous(static_cast<device_id>(j * degree_), static_cast<std::size_t>(degree_));
         if (!v.free_devices().contains_all(g) || taken(g)) continue;
@@ -51,6 +57,15 @@ class static_degree_policy {
   }
 
  private:
+  int intact_groups(const scheduler_view& v, int groups) const {
+    int intact = 0;
+    for (int j = 0; j < groups; ++j) {
+      bool ok = true;
+      for (int d = j * degree_; d < (j + 1) * degree_; ++d) ok = ok && !v.lost_devices().test(static_cast<device_id>(d));
+      intact += ok;
+    }
+    return intact;
+  }
   bool taken(const device_group& g) const {
     for (const auto& t : taken_) {
       if (t == g) return true;

@@ -36,6 +36,7 @@
 #include <fmt/format.h>
 
 #include "paraflex/cost/concepts.hpp"
+#include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/executor/concepts.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/runtime/view.hpp"
@@ -180,24 +181,7 @@ class scheduler {
   std::uint32_t intern_shape(const request_shape& s) {
     auto it = shape_index_.find(s);
     if (it != shape_index_.end()) return it->second;
-    shape_costs c;
-    c.shape = s;
-    const auto g = static_cast<std::size_t>(state_.topology.gpus);
-    c.step.assign(g + 1, 0);
-    c.encode.assign(g + 1, 0);
-    c.decode.assign(g + 1, 0);
-    tick best = never;
-    for (int k = 1; k <= state_.topology.gpus; ++k) {
-      if (!cost_.allows_degree(s, k)) continue;
-      const auto kk = static_cast<std::size_t>(k);
-      c.step[kk] = std::max<tick>(1, round_cost(cost_.step_seconds(s, k), s, k));  // 0 means "not allowed"
-      c.encode[kk] = round_cost(stage_seconds_of(cost_, s, stage_kind::encode, k), s, k);
-      c.decode[kk] = round_cost(stage_seconds_of(cost_, s, stage_kind::decode, k), s, k);
-      c.allowed_degrees.push_back(k);
-      if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;
-    }
-    c.migrate_intra_node = round_cost(cost_.migration_seconds(s, 1, 1, false), s, 0);
-    c.migrate_inter_node = round_cost(cost_.migration_seconds(s, 1, 1, true), s, 0);
+    shape_costs c = make_shape_costs(cost_, s, state_.topology.gpus);
     const auto idx = static_cast<std::uint32_t>(state_.shapes.size());
     state_.shapes.push_back(std::move(c));
     shape_index_.emplace(s, idx);

@@ -133,14 +133,14 @@ struct rate_phase {
 /// afresh at its boundary). With workload_generator::requests == 0 the phases run once; otherwise
 /// they repeat cyclically until that many requests arrived (a daily pattern, say).
 struct phased_arrivals {
-  std::vector<rate_phase> phases;
+  std::vector<rate_phase> phases{};
 };
 
 /// Replay of recorded arrival times (seconds; see read_arrival_trace). The first
 /// workload_generator::requests of them are used (0 = all), shifted to start at 0. With rate > 0 the
 /// times are scaled so that the mean rate, (n - 1) / span, equals it.
 struct trace_arrivals {
-  std::vector<double> times_s;
+  std::vector<double> times_s{};
   double rate = 0.0;
 };
 
@@ -378,11 +378,12 @@ namespace generators_detail {
       for (const auto ns : stamps_ns) times.push_back(static_cast<double>(ns - first) * 1e-9);
     }
   } else {
+    const std::string_view all = text;  // lines are views into it (text.substr would copy, then dangle)
     std::size_t pos = 0;
     long line_no = 0;
-    while (pos < text.size()) {
-      const std::size_t nl = std::min(text.find('\n', pos), text.size());
-      std::string_view line = trim(text.substr(pos, nl - pos));
+    while (pos < all.size()) {
+      const std::size_t nl = std::min(all.find('\n', pos), all.size());
+      std::string_view line = trim(all.substr(pos, nl - pos));
       if (pos == 0 && line.substr(0, 3) == "\xEF\xBB\xBF") line = trim(line.substr(3));
       pos = nl + 1;
       ++line_no;
@@ -433,11 +434,11 @@ namespace generators_detail {
 
 /// One kind of request in a mix, with what the rules below may need about it.
 struct shape_class {
-  request_shape shape;
+  request_shape shape{};
   double weight = 1.0;      ///< relative frequency under shape_mix::weighted
   double base_slo_s = 0.0;  ///< base latency objective under slo_rule::kind::fixed (> 0 there)
   int priority = 0;         ///< used unless workload_generator::priority_weights is set
-  std::string class_label;  ///< used under class_labels::per_shape; empty = resolution label
+  std::string class_label{};  ///< used under class_labels::per_shape; empty = resolution label
 };
 
 enum class shape_mix {
@@ -461,7 +462,7 @@ struct slo_rule {
   };
   kind rule = kind::none;
   double scale = 1.0;
-  step_time_fn step_s;  ///< latency_multiple only: seconds per step (at degree 1, or the fastest degree)
+  step_time_fn step_s{};  ///< latency_multiple only: seconds per step (at degree 1, or the fastest degree)
 
   [[nodiscard]] static slo_rule none() { return {}; }
   [[nodiscard]] static slo_rule fixed(double scale) { return {kind::fixed, scale, {}}; }
@@ -474,7 +475,7 @@ struct slo_rule {
 struct load_target {
   double load = 1.0;
   int gpus = 1;
-  step_time_fn step_s;  ///< seconds per step on one GPU
+  step_time_fn step_s{};  ///< seconds per step on one GPU
 };
 
 /// Everything that defines a generated workload. Same config (seed included) -> same workload.
@@ -483,14 +484,14 @@ struct workload_generator {
   std::uint64_t seed = 1;
   std::size_t requests = 0;          ///< 0 = as many as the arrival process yields (duration, phases, trace)
   arrival_process arrivals = poisson_arrivals{};
-  std::vector<shape_class> shapes;   ///< at least one
+  std::vector<shape_class> shapes{};  ///< at least one
   shape_mix mix = shape_mix::uniform;
   int spatial_factor = 16;           ///< for latent tokens under shape_mix::skewed and class_labels::size
   std::vector<int> steps = {50};     ///< one value = fixed; several = drawn uniformly
-  slo_rule slo;
+  slo_rule slo{};
   class_labels labels = class_labels::per_shape;
-  std::vector<double> priority_weights;  ///< non-empty: priority i drawn with weight [i], overriding per shape
-  std::optional<load_target> load;       ///< applied last
+  std::vector<double> priority_weights{};  ///< non-empty: priority i drawn with weight [i], overriding per shape
+  std::optional<load_target> load{};       ///< applied last
 };
 
 /// "1024px" for a square image, "768x1360" (height x width) for other images, "720x1280x129" for video.

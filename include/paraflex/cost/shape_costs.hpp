@@ -1,0 +1,56 @@
+// paraflex/cost/shape_costs.hpp - a cost model's answers for one shape, rounded once to microseconds.
+//
+// The runtime prices every (shape, degree) exactly once, when the shape first arrives, and then only
+// reads integer tables. Anything else that must agree with the runtime to the microsecond (the fluid
+// upper bound in sim/fluid_bound.hpp, offline planners) calls the same function, so that both see
+// identical durations: a bound computed from slightly different rounding could undercut a real run.
+#pragma once
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/cost/concepts.hpp"
+#include "paraflex/runtime/view.hpp"
+
+namespace paraflex {
+
+/// Seconds from a cost model to whole microseconds; a value that is not finite, is negative or does
+/// not fit is an input error naming the shape and the degree (0 = not degree-specific).
+[[nodiscard]] inline tick round_cost_seconds(double seconds, const request_shape& s, int degree) {
+  const auto t = to_ticks(seconds);
+  if (!t || *t < 0) {
+    throw std::invalid_argument(fmt::format("cost model: invalid time {} s for {} {}x{}x{} on {} devices", seconds, s.model,
+                                            s.height, s.width, s.frames, degree));
+  }
+  return *t;
+}
+
+/// Step, encode and decode times of `s` on 1..gpus devices, plus migration times. A step is never
+/// shorter than 1 us, because a 0 entry in shape_costs::step means "degree not allowed".
+template <CostModel C>
+[[nodiscard]] shape_costs make_shape_costs(const C& cost, const request_shape& s, int gpus) {
+  shape_costs c;
+  c.shape = s;
+  const auto g = static_cast<std::size_t>(std::max(gpus, 0));
+  c.step.assign(g + 1, 0);
+  c.encode.assign(g + 1, 0);
+  c.decode.assign(g + 1, 0);
+  tick best = never;
+  for (int k = 1; k <= gpus; ++k) {
+    if (!cost.allows_degree(s, k)) continue;
+    const auto kk = static_cast<std::size_t>(k);
+    c.step[kk] = std::max<tick>(1, round_cost_seconds(static_cast<double>(cost.step_seconds(s, k)), s, k));
+    c.encode[kk] = round_cost_seconds(stage_seconds_of(cost, s, stage_kind::encode, k), s, k);
+    c.decode[kk] = round_cost_seconds(stage_seconds_of(cost, s, stage_kind::decode, k), s, k);
+    c.allowed_degrees.push_back(k);
+    if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;  // strict: ties keep fewer devices
+  }
+  c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
+  c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);
+  return c;
+}
+
+}  // namespace paraflex

@@ -1,0 +1,505 @@
+// paraflex/policy/compose.hpp - a policy built from four replaceable parts.
+//
+// Most continuous policies differ in one of four choices, so paraflex lets a user swap one without
+// touching the others:
+//
+//   Admission  which waiting requests take part now: admit, run in the background only, defer, or
+//              drop (with a reason)
+//   Order      a priority key over waiting requests (smaller key = served first): FCFS, EDF, ...
+//   Sizing     which degree a request gets, given the devices still available in this call
+//   Placement  which devices form that group (default: the request's own devices, then free ones)
+//
+// composed_policy<Admission, Order, Sizing, Placement> models Policy. At every rescheduling point
+// (arrival, task end, wake-up) it does, in one pass:
+//
+//   keys     <- Order::key(v, h) for every waiting h; sort once by (key, h)
+//   for h in that order: Admission::judge(v, h) -> drop / admit (tier 1) / background (tier 2) / defer
+//   available <- free devices
+//   for h in tier 1, then tier 2:                               (stops as soon as nothing is free)
+//     k <- Sizing::degree(v, h, available); 0 = wait
+//     g <- Placement::place(v, h, k, available, preferred); assign the next `chunk` tasks of h to g
+//   spare devices (options.widen): tier-1 requests, in order, move to a wider group when that is
+//     strictly faster, migration included (GF-DiT's work-conserving scale-up)
+//
+// "preferred" is `available` minus devices that hold the state of another waiting request not yet
+// served in this call, so that a newcomer does not evict someone's latent when idle devices exist.
+//
+// Parts are plain classes checked by C++20 concepts (no virtual base classes). Every part may also
+// have `begin(view)` (called once per decision, before any other call of that part) and the runtime
+// hooks `on_arrival`, `on_request_end`, `on_task_end`; composed_policy forwards each hook to the parts
+// that have it and models the matching refinement of Policy only when one part does.
+//
+// Cost of one decision: O(W log W) for W waiting requests (one sort) plus, per group handed out,
+// O(allowed degrees) for sizing and O(G) for placement. Deferred requests cost one key and one judge.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/placement.hpp"
+
+namespace paraflex {
+
+// ============================================================================================
+// Shared estimates
+// ============================================================================================
+
+/// Migration time that running h on k devices taken from `available` would cost: 0 when its state
+/// can stay where it is (same size, its devices available) or it has no state yet.
+[[nodiscard]] inline tick expected_migration(const scheduler_view& v, request_handle h, int k, const device_set& available) {
+  const auto& sg = v.request(h).state_group;
+  if (sg.empty() || (static_cast<int>(sg.size()) == k && available.contains_all(sg))) return 0;
+  const auto& c = v.costs(h);
+  return k <= v.topology().gpus_per_node ? c.migrate_intra_node : c.migrate_inter_node;
+}
+
+/// Expected finish of h if it ran everything it has left on k devices from now on, uninterrupted.
+[[nodiscard]] inline tick estimated_finish(const scheduler_view& v, request_handle h, int k, const device_set& available) {
+  return add_sat(v.now(), expected_migration(v, h, k, available) + v.remaining_time(h, k));
+}
+
+/// True when h cannot meet its deadline even alone at its fastest degree on an empty cluster.
+[[nodiscard]] inline bool deadline_unreachable(const scheduler_view& v, request_handle h) {
+  const auto& r = v.request(h);
+  if (!r.has_deadline()) return false;
+  tick best = never;
+  for (int k : v.allowed_degrees(h)) {
+    if (k > v.usable_device_count()) break;
+    best = std::min(best, v.remaining_time(h, k));
+  }
+  return best == never || add_sat(v.now(), best) > r.deadline();
+}
+
+// ============================================================================================
+// Admission
+// ============================================================================================
+
+enum class admission_verdict : unsigned char {
+  admit,       ///< scheduled now, in key order (tier 1)
+  background,  ///< scheduled only on devices tier 1 left over (tier 2); never widened
+  defer,       ///< not scheduled in this call; asked again at the next one
+  drop,        ///< ended now with `reason`
+};
+
+/// What an Admission part says about one request.
+struct admission {
+  admission_verdict verdict = admission_verdict::admit;
+  std::string_view reason;  ///< for drop: a short stable identifier with static storage
+
+  [[nodiscard]] static constexpr admission admit() noexcept { return {admission_verdict::admit, {}}; }
+  [[nodiscard]] static constexpr admission background() noexcept { return {admission_verdict::background, {}}; }
+  [[nodiscard]] static constexpr admission defer() noexcept { return {admission_verdict::defer, {}}; }
+  [[nodiscard]] static constexpr admission drop(std::string_view why) noexcept { return {admission_verdict::drop, why}; }
+};
+
+/// Decides, for each waiting request in key order, whether it takes part in this decision.
+///
+///   struct admit_small {                                                   // valid: models Admission
+///     admission judge(const scheduler_view& v, request_handle h) {
+///       return v.request(h).spec.shape.height <= 1024 ? admission::admit() : admission::defer();
+///     }
+///   };
+///   struct says_yes { bool judge(const scheduler_view&, request_handle); };  // invalid: returns bool
+template <class A>
+concept Admission = requires(A& a, const scheduler_view& v, request_handle h) {
+  { a.judge(v, h) } -> std::same_as<admission>;
+};
+
+/// Admits every request; never drops (GF-DiT, static parallelism).
+struct admit_all {
+  [[nodiscard]] admission judge(const scheduler_view&, request_handle) const noexcept { return admission::admit(); }
+};
+
+/// Drops a request with "deadline_unreachable" once it cannot meet its deadline even alone at its
+/// fastest degree; admits every other one.
+struct drop_unreachable {
+  [[nodiscard]] admission judge(const scheduler_view& v, request_handle h) const {
+    return deadline_unreachable(v, h) ? admission::drop("deadline_unreachable") : admission::admit();
+  }
+};
+
+// ============================================================================================
+// Order
+// ============================================================================================
+
+/// A priority key per waiting request; smaller keys are served first, ties go to the earlier
+/// arrival (smaller handle). The key is computed once per request per decision.
+///
+///   struct shortest_first {                                                // valid: models Order
+///     tick key(const scheduler_view& v, request_handle h) const { return v.remaining_time(h, 1); }
+///   };
+///   struct by_name { std::string key(request_handle h) const; };          // invalid: no view argument
+///   struct unordered_key { std::complex<double> key(const scheduler_view&, request_handle); };
+///                                                                          // invalid: not totally ordered
+template <class O>
+concept Order = requires(O& o, const scheduler_view& v, request_handle h) {
+  { o.key(v, h) } -> std::totally_ordered;
+  requires std::movable<std::remove_cvref_t<decltype(o.key(v, h))>>;
+};
+
+/// First come, first served.
+struct fcfs_order {
+  [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept { return v.request(h).spec.arrival; }
+};
+
+/// Earliest deadline first; requests without a deadline after all others, in arrival order.
+struct edf_order {
+  [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept { return v.request(h).deadline(); }
+};
+
+/// Least slack first: deadline - now - time left alone at the fastest degree. Favours big requests
+/// whose deadline is near in terms of their own work, where EDF only sees the clock.
+struct least_slack_order {
+  [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept {
+    const auto& r = v.request(h);
+    if (!r.has_deadline()) return never;
+    return r.deadline() - v.now() - v.remaining_time(h, v.costs(h).fastest_degree);
+  }
+};
+
+/// Higher priority class (request_spec::priority) first, then the earliest deadline. A request
+/// without a deadline gets the virtual deadline arrival + best_effort_age x its latency alone at
+/// the fastest degree (never when best_effort_age <= 0): best effort comes after deadline traffic
+/// of its class but cannot be overtaken forever.
+struct priority_edf_order {
+  double best_effort_age = 0;
+
+  struct key_type {
+    int neg_priority = 0;
+    tick deadline = never;
+    friend auto operator<=>(const key_type&, const key_type&) = default;
+  };
+  [[nodiscard]] key_type key(const scheduler_view& v, request_handle h) const noexcept {
+    const auto& r = v.request(h);
+    return {-r.spec.priority, effective_deadline(v, h, best_effort_age)};
+  }
+  /// The deadline, or the virtual one of a best-effort request (see above).
+  [[nodiscard]] static tick effective_deadline(const scheduler_view& v, request_handle h, double age) noexcept {
+    const auto& r = v.request(h);
+    if (r.has_deadline()) return r.deadline();
+    if (age <= 0) return never;
+    const auto& c = v.costs(h);
+    const double alone = static_cast<double>(static_cast<tick>(r.spec.steps) * c.step_time(c.fastest_degree));
+    return add_sat(r.spec.arrival, static_cast<tick>(age * alone));
+  }
+};
+
+// ============================================================================================
+// Sizing
+// ============================================================================================
+
+/// The degree for request h given the devices still available in this call: an allowed degree
+/// no larger than available.count(), or 0 to leave h waiting.
+///
+///   struct always_two {                                                    // valid: models Sizing
+///     int degree(const scheduler_view& v, request_handle h, const device_set& avail) const {
+///       return v.allows_degree(h, 2) && avail.count() >= 2 ? 2 : 0;
+///     }
+///   };
+///   struct no_devices { int degree(const scheduler_view&, request_handle) const; };  // invalid
+template <class S>
+concept Sizing = requires(S& s, const scheduler_view& v, request_handle h, const device_set& available) {
+  { s.degree(v, h, available) } -> std::convertible_to<int>;
+};
+
+/// GF-DiT's best fit: the smallest degree that fits in `available` and whose estimated finish
+/// (migration included) meets the deadline; when none does, the fastest that fits. Without a
+/// deadline every degree "meets" it, so the smallest that fits.
+struct smallest_meeting_degree {
+  [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
+    const auto& r = v.request(h);
+    const int free = static_cast<int>(available.count());
+    int fastest = 0;
+    tick fastest_t = never;
+    for (int k : v.allowed_degrees(h)) {  // increasing
+      if (k > free) break;
+      const tick t = estimated_finish(v, h, k, available);
+      if (t <= r.deadline()) return k;
+      if (t < fastest_t) fastest = k, fastest_t = t;
+    }
+    return fastest;
+  }
+};
+
+/// The fastest degree that fits in `available` (migration included; ties: fewer devices).
+struct fastest_degree {
+  [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
+    const int free = static_cast<int>(available.count());
+    int best = 0;
+    tick best_t = never;
+    for (int k : v.allowed_degrees(h)) {
+      if (k > free) break;
+      const tick t = estimated_finish(v, h, k, available);
+      if (t < best_t) best = k, best_t = t;
+    }
+    return best;
+  }
+};
+
+/// Among the degrees that fit and meet the deadline, the fewest GPU-seconds (k x time left);
+/// when none meets it, the fastest that fits. Without a deadline: the fewest GPU-seconds.
+struct cheapest_degree {
+  [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
+    const auto& r = v.request(h);
+    const int free = static_cast<int>(available.count());
+    int cheap = 0, fastest = 0;
+    tick cheap_cost = never, fastest_t = never;
+    for (int k : v.allowed_degrees(h)) {
+      if (k > free) break;
+      const tick t = estimated_finish(v, h, k, available);
+      if (t < fastest_t) fastest = k, fastest_t = t;
+      const tick cost = static_cast<tick>(k) * (t - v.now());
+      if (t <= r.deadline() && cost < cheap_cost) cheap = k, cheap_cost = cost;
+    }
+    return cheap != 0 ? cheap : fastest;
+  }
+};
+
+// ============================================================================================
+// Placement
+// ============================================================================================
+
+/// k devices for h out of `available`, or nullopt. `preferred` (a subset of available) excludes
+/// devices holding the state of other waiting requests not yet served in this call. The result
+/// must have exactly k distinct devices, all in `available`.
+///
+///   struct lowest_ids {                                                    // valid: models Placement
+///     std::optional<device_group> place(const scheduler_view& v, request_handle, int k,
+///                                       const device_set& avail, const device_set&) const {
+///       return find_free_group(avail, k, v.topology());
+///     }
+///   };
+///   struct any_k { device_group place(int k); };                            // invalid: signature
+template <class P>
+concept Placement = requires(P& p, const scheduler_view& v, request_handle h, int k, const device_set& available,
+                             const device_set& preferred) {
+  { p.place(v, h, k, available, preferred) } -> std::same_as<std::optional<device_group>>;
+};
+
+/// The request's own devices when it keeps its degree (no migration); else a group from the
+/// preferred devices; else from any available ones (find_free_group's node-aware best fit).
+struct sticky_placement {
+  [[nodiscard]] std::optional<device_group> place(const scheduler_view& v, request_handle h, int k,
+                                                  const device_set& available, const device_set& preferred) const {
+    const auto& sg = v.request(h).state_group;
+    if (static_cast<int>(sg.size()) == k && available.contains_all(sg)) return sg;
+    if (auto g = find_free_group(preferred, k, v.topology())) return g;
+    return find_free_group(available, k, v.topology());
+  }
+};
+
+/// paraflex::place() as is: own devices, else find_free_group over everything available.
+struct packed_placement {
+  [[nodiscard]] std::optional<device_group> place(const scheduler_view& v, request_handle h, int k,
+                                                  const device_set& available, const device_set&) const {
+    return paraflex::place(v, h, k, available);
+  }
+};
+
+// ============================================================================================
+// composed_policy
+// ============================================================================================
+
+struct compose_options {
+  std::string name = "composed";
+  std::uint32_t chunk = 1;  ///< tasks per assignment: 1 = decide again at every step boundary
+  bool widen = true;        ///< give spare devices to tier-1 requests that get strictly faster
+};
+
+namespace detail {
+template <class T>
+concept has_begin = requires(T& t, const scheduler_view& v) { t.begin(v); };
+template <class T>
+concept has_on_arrival = requires(T& t, const scheduler_view& v, request_handle h) { t.on_arrival(v, h); };
+template <class T>
+concept has_on_request_end = requires(T& t, const scheduler_view& v, request_handle h) { t.on_request_end(v, h); };
+template <class T>
+concept has_on_task_end = requires(T& t, const scheduler_view& v, request_handle h, bool ok) { t.on_task_end(v, h, ok); };
+}  // namespace detail
+
+template <Admission A, Order O, Sizing S, Placement P = sticky_placement>
+class composed_policy {
+ public:
+  using admission_type = A;
+  using order_type = O;
+  using sizing_type = S;
+  using placement_type = P;
+  using key_type = std::remove_cvref_t<decltype(std::declval<O&>().key(std::declval<const scheduler_view&>(), request_handle{}))>;
+
+  explicit composed_policy(A a = {}, O o = {}, S s = {}, P p = {}, compose_options options = {})
+      : admission_(std::move(a)), order_(std::move(o)), sizing_(std::move(s)), placement_(std::move(p)),
+        options_(std::move(options)) {
+    if (options_.chunk == 0) options_.chunk = 1;
+  }
+
+  [[nodiscard]] std::string name() const { return options_.name; }
+  [[nodiscard]] const compose_options& options() const noexcept { return options_; }
+  [[nodiscard]] A& admission_part() noexcept { return admission_; }
+  [[nodiscard]] O& order_part() noexcept { return order_; }
+  [[nodiscard]] S& sizing_part() noexcept { return sizing_; }
+  [[nodiscard]] P& placement_part() noexcept { return placement_; }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    begin_part(admission_, v);
+    begin_part(order_, v);
+    begin_part(sizing_, v);
+    begin_part(placement_, v);
+
+    keyed_.clear();
+    for (request_handle h : v.waiting()) keyed_.emplace_back(order_.key(v, h), h);
+    std::sort(keyed_.begin(), keyed_.end());
+
+    tier1_.clear();
+    tier2_.clear();
+    for (const auto& [key, h] : keyed_) {
+      const admission a = admission_.judge(v, h);
+      switch (a.verdict) {
+        case admission_verdict::admit: tier1_.push_back(h); break;
+        case admission_verdict::background: tier2_.push_back(h); break;
+        case admission_verdict::defer: break;
+        case admission_verdict::drop: out.drop(h, a.reason.empty() ? std::string_view("dropped_by_policy") : a.reason); break;
+      }
+    }
+
+    available_ = v.free_devices();
+    plan_.clear();
+    if (!available_.none() && (!tier1_.empty() || !tier2_.empty())) {
+      mark_contested(v);
+      serve(v, tier1_, true);
+      serve(v, tier2_, false);
+      if (options_.widen) widen(v);
+    }
+    for (auto& p : plan_) out.assign(p.request, std::move(p.group), options_.chunk);
+  }
+
+  // Hooks: each exists only when some part has it, so the runtime skips the call otherwise.
+  void on_arrival(const scheduler_view& v, request_handle h)
+    requires(detail::has_on_arrival<A> || detail::has_on_arrival<O> || detail::has_on_arrival<S> || detail::has_on_arrival<P>)
+  {
+    if constexpr (detail::has_on_arrival<A>) admission_.on_arrival(v, h);
+    if constexpr (detail::has_on_arrival<O>) order_.on_arrival(v, h);
+    if constexpr (detail::has_on_arrival<S>) sizing_.on_arrival(v, h);
+    if constexpr (detail::has_on_arrival<P>) placement_.on_arrival(v, h);
+  }
+  void on_request_end(const scheduler_view& v, request_handle h)
+    requires(detail::has_on_request_end<A> || detail::has_on_request_end<O> || detail::has_on_request_end<S> ||
+             detail::has_on_request_end<P>)
+  {
+    if constexpr (detail::has_on_request_end<A>) admission_.on_request_end(v, h);
+    if constexpr (detail::has_on_request_end<O>) order_.on_request_end(v, h);
+    if constexpr (detail::has_on_request_end<S>) sizing_.on_request_end(v, h);
+    if constexpr (detail::has_on_request_end<P>) placement_.on_request_end(v, h);
+  }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok)
+    requires(detail::has_on_task_end<A> || detail::has_on_task_end<O> || detail::has_on_task_end<S> || detail::has_on_task_end<P>)
+  {
+    if constexpr (detail::has_on_task_end<A>) admission_.on_task_end(v, h, ok);
+    if constexpr (detail::has_on_task_end<O>) order_.on_task_end(v, h, ok);
+    if constexpr (detail::has_on_task_end<S>) sizing_.on_task_end(v, h, ok);
+    if constexpr (detail::has_on_task_end<P>) placement_.on_task_end(v, h, ok);
+  }
+
+ private:
+  struct planned {
+    request_handle request;
+    device_group group;
+    bool widenable;
+  };
+
+  template <class Part>
+  static void begin_part(Part& part, const scheduler_view& v) {
+    if constexpr (detail::has_begin<Part>) part.begin(v);
+    else (void)part, (void)v;
+  }
+
+  // Free devices holding the state of a request still to be served: others avoid them if they can.
+  void mark_contested(const scheduler_view& v) {
+    contested_.assign(static_cast<std::size_t>(v.device_count()), 0);
+    preferred_ = available_;
+    for (const auto* tier : {&tier1_, &tier2_}) {
+      for (request_handle h : *tier) {
+        for (device_id d : v.request(h).state_group) {
+          if (!available_.test(d)) continue;
+          ++contested_[d];
+          preferred_.reset(d);
+        }
+      }
+    }
+  }
+  void release_contested(const scheduler_view& v, request_handle h) {
+    for (device_id d : v.request(h).state_group) {
+      if (!available_.test(d) || contested_[d] == 0) continue;
+      if (--contested_[d] == 0) preferred_.set(d);
+    }
+  }
+
+  void serve(const scheduler_view& v, const std::vector<request_handle>& tier, bool widenable) {
+    for (request_handle h : tier) {
+      if (available_.none()) return;
+      release_contested(v, h);
+      const int k = sizing_.degree(v, h, available_);
+      if (k <= 0) continue;
+      auto g = placement_.place(v, h, k, available_, preferred_);
+      if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) continue;
+      available_.reset(*g);
+      preferred_.reset(*g);
+      plan_.push_back(planned{h, std::move(*g), widenable});
+    }
+  }
+
+  // GF-DiT's work-conserving scale-up: in priority order, a wider group if strictly faster.
+  void widen(const scheduler_view& v) {
+    for (auto& p : plan_) {
+      if (available_.none()) return;
+      if (!p.widenable) continue;
+      device_set pool = available_;
+      pool.set(p.group);
+      const int k0 = static_cast<int>(p.group.size());
+      const int limit = k0 + static_cast<int>(available_.count());
+      const tick current = v.migration_time(p.request, p.group) + v.remaining_time(p.request, k0);
+      int best = k0;
+      tick best_t = current;
+      for (int k : v.allowed_degrees(p.request)) {
+        if (k <= k0) continue;
+        if (k > limit) break;
+        const tick t = expected_migration(v, p.request, k, pool) + v.remaining_time(p.request, k);
+        if (t < best_t) best = k, best_t = t;
+      }
+      if (best == k0) continue;
+      auto g = placement_.place(v, p.request, best, pool, pool);
+      if (!g || g->size() != static_cast<std::size_t>(best) || !pool.contains_all(*g)) continue;
+      pool.reset(*g);
+      available_ = std::move(pool);
+      p.group = std::move(*g);
+    }
+  }
+
+  A admission_;
+  O order_;
+  S sizing_;
+  P placement_;
+  compose_options options_;
+  // Scratch reused across calls (no allocation per decision once warm).
+  std::vector<std::pair<key_type, request_handle>> keyed_;
+  std::vector<request_handle> tier1_, tier2_;
+  std::vector<planned> plan_;
+  std::vector<std::uint32_t> contested_;
+  device_set available_, preferred_;
+};
+
+static_assert(Admission<admit_all> && Admission<drop_unreachable>);
+static_assert(Order<fcfs_order> && Order<edf_order> && Order<least_slack_order> && Order<priority_edf_order>);
+static_assert(Sizing<smallest_meeting_degree> && Sizing<fastest_degree> && Sizing<cheapest_degree>);
+static_assert(Placement<sticky_placement> && Placement<packed_placement>);
+static_assert(Policy<composed_policy<admit_all, fcfs_order, fastest_degree>> &&
+              NamedPolicy<composed_policy<admit_all, fcfs_order, fastest_degree>>);
+static_assert(!ArrivalAwarePolicy<composed_policy<admit_all, fcfs_order, fastest_degree>>);
+
+}  // namespace paraflex

@@ -1,0 +1,645 @@
+// paraflex/policy/round_based.hpp - TetriServe's round-based step-level scheduling (arXiv 2510.01565).
+//
+// Time is cut into rounds of length tau. At each round boundary every request that is waiting (or
+// will be within one reference step) gets a degree and a number of tasks that fit in the round:
+//
+//   tau     round_s seconds when given, else round_steps x the median step time over the active
+//           requests (waiting ones at the degree Step A picks, running ones at their current degree).
+//   Step A  per request with a deadline: the allocation of its remaining steps that meets the deadline
+//           with the fewest GPU-seconds sum k*T(k), possibly mixing two degrees: as many steps as
+//           possible at the cheaper degree and only as many at the faster one as the slack needs.
+//           The two degrees are adjacent vertices of the lower convex hull of (T(k), k*T(k)) over the
+//           allowed degrees (a mix of non-adjacent degrees is never cheaper). The faster steps run
+//           first (the round that holds the wide group for them is the one being planned; later rounds
+//           are not promised), and a round at the faster degree runs the whole round at it.
+//           No allocation meets the deadline -> the request is late.
+//   Step B  group knapsack over the requests with deadlines that are not late, capacity N = GPUs free
+//           now or within one reference step: options {none, run the Step-A degree this round}; an
+//           option "survives" if next_round_start + (remaining steps after it) x fastest step time
+//           <= deadline (a request that finishes inside the round survives if it finishes in time).
+//           Maximise the number of survivors, then use the fewest GPUs. Exact DP, O(R * N * options).
+//   then    requests with slack that the DP left out run anyway on leftover GPUs (EDF order, work
+//           conservation); late requests and requests without a deadline get at most 1 GPU (their
+//           smallest allowed degree), best effort, in arrival order; scale-up (scale_up=on) widens the
+//           chosen non-late requests, most urgent first, where a wider degree is strictly faster.
+//   place   a request keeping its degree stays on its devices (place(): no migration); the others
+//           are placed widest first. A chosen request whose devices are not free yet (soon-free
+//           capacity) launches when they are, with the tasks that still fit in the round.
+//
+// Each chosen request gets one assignment of n tasks: every task whose cost still fits in what is left
+// of the round, at least one denoising step, and zero-cost tasks (encode/decode in the profile model)
+// always ride along, so a request never waits a round for a free decode.
+//
+// Rounds are driven by decision_buffer::wake_at, not PeriodicPolicy: tau follows the active mix of
+// shapes (the runtime's tick_period() is fixed at construction), an idle cluster does not tick, and a
+// request that arrives at an idle cluster starts a round at once instead of waiting up to tau.
+//
+// Mid-round arrivals (mid_round parameter): `wait` (TetriServe) - they, and requests whose round
+// assignment ended early, wait for the next boundary; `admit` - they are admitted onto GPUs that are
+// idle and not promised to the round's plan, with the tasks that fit in the rest of the round.
+//
+// Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), scale_up (on|off),
+// mid_round (wait|admit). The policy never drops a request.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/placement.hpp"
+#include "paraflex/policy/registry.hpp"
+#include "paraflex/runtime/view.hpp"
+
+namespace paraflex {
+
+// ------------------------------------------------------------------------------------------------
+// Building blocks, public so that tests and other policies can use them.
+
+/// The allowed degrees of a shape worth using, cheapest (fewest GPU-seconds per step) first and
+/// fastest last: the lower convex hull of the points (T(k), k*T(k)). A degree slower than the
+/// cheapest one, or above the hull, is never part of a GPU-second-optimal allocation.
+[[nodiscard]] inline std::vector<int> efficient_degrees(const shape_costs& c) {
+  struct point {
+    int k;
+    tick t;
+    tick cost;
+  };
+  std::vector<point> pts;
+  for (int k : c.allowed_degrees) pts.push_back({k, c.step_time(k), c.step_time(k) * k});
+  if (pts.empty()) return {};
+  // Cheapest degree (ties: the faster, then the narrower).
+  const point cheapest = *std::min_element(pts.begin(), pts.end(), [](const point& a, const point& b) {
+    if (a.cost != b.cost) return a.cost < b.cost;
+    if (a.t != b.t) return a.t < b.t;
+    return a.k < b.k;
+  });
+  std::erase_if(pts, [&](const point& p) { return p.t > cheapest.t || (p.t == cheapest.t && p.k != cheapest.k); });
+  // Fastest first; at equal time keep the cheapest only.
+  std::sort(pts.begin(), pts.end(), [](const point& a, const point& b) {
+    if (a.t != b.t) return a.t < b.t;
+    if (a.cost != b.cost) return a.cost < b.cost;
+    return a.k < b.k;
+  });
+  pts.erase(std::unique(pts.begin(), pts.end(), [](const point& a, const point& b) { return a.t == b.t; }), pts.end());
+  // Lower hull, x = step time ascending (monotone chain); it ends at the cheapest point.
+  std::vector<point> hull;
+  auto cross = [](const point& o, const point& a, const point& b) {
+    // (a - o) x (b - o) in 128-bit-safe long double: ticks x ticks can exceed 2^63 for long steps.
+    return static_cast<long double>(a.t - o.t) * static_cast<long double>(b.cost - o.cost) -
+           static_cast<long double>(a.cost - o.cost) * static_cast<long double>(b.t - o.t);
+  };
+  for (const point& p : pts) {
+    while (hull.size() >= 2 && cross(hull[hull.size() - 2], hull.back(), p) <= 0) hull.pop_back();
+    hull.push_back(p);
+  }
+  std::vector<int> out;
+  for (auto it = hull.rbegin(); it != hull.rend(); ++it) out.push_back(it->k);
+  return out;
+}
+
+/// Step A's answer for one request: `steps - fast_steps` steps at slow_degree and fast_steps at
+/// fast_degree (fast_steps == 0: one degree only).
+struct mixed_allocation {
+  int slow_degree = 0;
+  int fast_degree = 0;
+  int fast_steps = 0;
+  int steps = 0;
+  tick time = 0;         ///< total time, stages included
+  tick device_time = 0;  ///< GPU-microseconds: sum over steps of k x T(k), stages included
+  bool feasible = false; ///< time <= budget; false: the fastest degree alone, which misses the budget
+
+  /// The degree of the next round: the faster steps go first.
+  [[nodiscard]] int round_degree() const noexcept { return fast_steps > 0 ? fast_degree : slow_degree; }
+};
+
+/// The allocation of `steps` denoising steps (plus the encode when `with_encode`, and the decode) that
+/// finishes within `budget` with the fewest GPU-seconds, mixing at most two adjacent degrees of `hull`
+/// (efficient_degrees(c)). Stage times are charged at the more expensive of the two degrees.
+[[nodiscard]] inline mixed_allocation cheapest_allocation(const shape_costs& c, std::span<const int> hull, int steps,
+                                                          bool with_encode, tick budget) {
+  mixed_allocation a;
+  if (hull.empty()) return a;
+  auto stages = [&](int k) {
+    const auto kk = static_cast<std::size_t>(k);
+    return (with_encode ? c.encode[kk] : 0) + c.decode[kk];
+  };
+  auto single = [&](int k, bool ok) {
+    mixed_allocation s;
+    s.slow_degree = s.fast_degree = k;
+    s.steps = steps;
+    s.time = stages(k) + steps * c.step_time(k);
+    s.device_time = s.time * k;
+    s.feasible = ok;
+    return s;
+  };
+  const int cheapest = hull.front();
+  if (stages(cheapest) + steps * c.step_time(cheapest) <= budget) return single(cheapest, true);
+  for (std::size_t j = 1; j < hull.size(); ++j) {
+    const int hi = hull[j];
+    if (stages(hi) + steps * c.step_time(hi) > budget) continue;
+    const int lo = hull[j - 1];
+    const tick t_lo = c.step_time(lo);
+    const tick t_hi = c.step_time(hi);
+    const tick st = std::max(stages(lo), stages(hi));
+    // Fewest steps at `hi` such that st + s*t_hi + (steps - s)*t_lo <= budget.
+    const tick excess = st + steps * t_lo - budget;  // > 0, else `lo` alone would fit
+    tick s = excess <= 0 ? 0 : (excess + (t_lo - t_hi) - 1) / (t_lo - t_hi);
+    s = std::clamp<tick>(s, 0, steps);
+    mixed_allocation m;
+    m.slow_degree = lo;
+    m.fast_degree = hi;
+    m.fast_steps = static_cast<int>(s);
+    m.steps = steps;
+    m.time = st + s * t_hi + (steps - s) * t_lo;
+    m.device_time = st * std::max(lo, hi) + s * t_hi * hi + (steps - s) * t_lo * lo;
+    m.feasible = m.time <= budget;
+    if (!m.feasible || m.fast_steps == steps) return single(hi, true);  // rounding: the fast degree alone
+    return m;
+  }
+  return single(c.fastest_degree, false);
+}
+
+/// Exact group knapsack: each item takes exactly one of its options - "none" (weight 0, value
+/// none_value) or one added with add_option - within `capacity`; maximises the total value, then
+/// minimises the total weight, then prefers "none" and earlier options (deterministic).
+/// O(items x capacity x options) time, items x capacity choice table. Buffers are reused.
+class group_knapsack {
+ public:
+  void clear() {
+    first_.clear();
+    none_value_.clear();
+    options_.clear();
+    result_.clear();
+  }
+  /// Starts a new item; returns its index.
+  std::size_t add_item(std::int64_t none_value = 0) {
+    first_.push_back(options_.size());
+    none_value_.push_back(none_value);
+    return first_.size() - 1;
+  }
+  /// Adds an option to the last item.
+  void add_option(int weight, std::int64_t value) { options_.push_back({std::max(0, weight), value}); }
+  [[nodiscard]] std::size_t items() const noexcept { return first_.size(); }
+
+  void solve(int capacity) {
+    capacity = std::max(0, capacity);
+    const auto width = static_cast<std::size_t>(capacity) + 1;
+    const std::size_t n = first_.size();
+    value_.assign(width, 0);
+    weight_.assign(width, 0);
+    choice_.assign(n * width, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t begin = first_[i];
+      const std::size_t end = i + 1 < n ? first_[i + 1] : options_.size();
+      next_value_.resize(width);
+      next_weight_.resize(width);
+      for (std::size_t c = 0; c < width; ++c) {
+        std::int64_t best_v = value_[c] + none_value_[i];
+        int best_w = weight_[c];
+        std::uint32_t best_o = 0;
+        for (std::size_t o = begin; o < end; ++o) {
+          const auto w = static_cast<std::size_t>(options_[o].weight);
+          if (w > c) continue;
+          const std::int64_t v = value_[c - w] + options_[o].value;
+          const int wt = weight_[c - w] + options_[o].weight;
+          if (v > best_v || (v == best_v && wt < best_w)) {
+            best_v = v;
+            best_w = wt;
+            best_o = static_cast<std::uint32_t>(o - begin + 1);
+          }
+        }
+        next_value_[c] = best_v;
+        next_weight_[c] = best_w;
+        choice_[i * width + c] = best_o;
+      }
+      value_.swap(next_value_);
+      weight_.swap(next_weight_);
+    }
+    best_value_ = value_[width - 1];
+    best_weight_ = weight_[width - 1];
+    result_.assign(n, -1);
+    std::size_t c = width - 1;
+    for (std::size_t i = n; i-- > 0;) {
+      const std::uint32_t o = choice_[i * width + c];
+      if (o == 0) continue;
+      result_[i] = static_cast<int>(o - 1);
+      c -= static_cast<std::size_t>(options_[first_[i] + o - 1].weight);
+    }
+  }
+  /// After solve(): the option chosen for item i (-1 = none).
+  [[nodiscard]] int choice(std::size_t i) const { return result_.at(i); }
+  [[nodiscard]] std::int64_t best_value() const noexcept { return best_value_; }
+  [[nodiscard]] int best_weight() const noexcept { return best_weight_; }
+
+ private:
+  struct option {
+    int weight;
+    std::int64_t value;
+  };
+  std::vector<std::size_t> first_;
+  std::vector<std::int64_t> none_value_;
+  std::vector<option> options_;
+  std::vector<std::int64_t> value_, next_value_;
+  std::vector<int> weight_, next_weight_;
+  std::vector<std::uint32_t> choice_;
+  std::vector<int> result_;
+  std::int64_t best_value_ = 0;
+  int best_weight_ = 0;
+};
+
+namespace round_based_detail {
+
+[[nodiscard]] inline tick task_cost(const shape_costs& c, task_kind kind, int k) noexcept {
+  const auto kk = static_cast<std::size_t>(k);
+  switch (kind) {
+    case task_kind::encode: return c.encode[kk];
+    case task_kind::decode: return c.decode[kk];
+    default: return c.step[kk];
+  }
+}
+
+/// Time of everything left from task position `pos` on k devices.
+[[nodiscard]] inline tick time_from(const request_record& r, const shape_costs& c, std::uint32_t pos, int k) noexcept {
+  if (pos >= r.tasks_total()) return 0;
+  const auto kk = static_cast<std::size_t>(k);
+  tick t = static_cast<tick>(r.trajectory->steps_remaining(pos)) * c.step[kk] + c.decode[kk];
+  if (pos == 0) t += c.encode[kk];
+  return t;
+}
+
+struct fit {
+  std::uint32_t tasks = 0;
+  tick time = 0;
+};
+
+/// Tasks from `pos` on k devices that fit in `budget`: at least one denoising step, and zero-cost
+/// tasks always (a free decode never waits for the next round).
+[[nodiscard]] inline fit fit_tasks(const request_record& r, const shape_costs& c, std::uint32_t pos, int k, tick budget) {
+  fit f;
+  bool stepped = false;
+  for (std::uint32_t p = pos; p < r.tasks_total(); ++p) {
+    const task_kind kind = r.trajectory->task_at(p).kind;
+    const tick cost = task_cost(c, kind, k);
+    if (stepped && cost > 0 && f.time + cost > budget) break;
+    f.time += cost;
+    ++f.tasks;
+    if (kind == task_kind::step) stepped = true;
+  }
+  return f;
+}
+
+/// Per-shape cache of efficient_degrees, keyed by the runtime's shape index and checked against the
+/// shape, so a policy object reused with another runtime recomputes instead of reading stale data.
+class hull_cache {
+ public:
+  const std::vector<int>& get(const scheduler_view& v, request_handle h) {
+    const std::uint32_t idx = v.request(h).shape;
+    const shape_costs& c = v.costs(h);
+    if (idx >= entries_.size()) entries_.resize(idx + 1);
+    entry& e = entries_[idx];
+    if (!e.valid || e.table_size != c.step.size() || !(e.shape == c.shape)) {
+      e.shape = c.shape;
+      e.table_size = c.step.size();
+      e.hull = efficient_degrees(c);
+      e.valid = true;
+    }
+    return e.hull;
+  }
+
+ private:
+  struct entry {
+    request_shape shape;
+    std::size_t table_size = 0;
+    std::vector<int> hull;
+    bool valid = false;
+  };
+  std::vector<entry> entries_;
+};
+
+}  // namespace round_based_detail
+
+// ------------------------------------------------------------------------------------------------
+
+struct round_based_options {
+  int round_steps = 5;           ///< tau = round_steps x reference step time (when round == 0)
+  tick round = 0;                ///< fixed tau in ticks; 0 = adaptive
+  bool scale_up = true;          ///< widen chosen requests onto leftover GPUs where strictly faster
+  bool admit_mid_round = false;  ///< mid-round arrivals take idle GPUs at once (else: next round)
+};
+
+class round_based_policy {
+ public:
+  round_based_policy() = default;
+  explicit round_based_policy(round_based_options o) : opt_(o) {
+    opt_.round_steps = std::max(1, opt_.round_steps);
+    opt_.round = std::max<tick>(0, opt_.round);
+  }
+
+  [[nodiscard]] std::string name() const { return "round-based"; }
+  [[nodiscard]] const round_based_options& options() const noexcept { return opt_; }
+  /// The current round (start, end); end <= start before the first round.
+  [[nodiscard]] tick round_start() const noexcept { return round_start_; }
+  [[nodiscard]] tick round_end() const noexcept { return round_end_; }
+  [[nodiscard]] std::uint64_t rounds() const noexcept { return rounds_; }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    ++calls_;
+    if (rounds_ == 0 || v.now() >= round_end_) start_round(v, out);
+    else mid_round(v, out);
+    out.wake_at(round_end_);
+  }
+
+ private:
+  using fit = round_based_detail::fit;
+
+  struct candidate {
+    request_handle h = 0;
+    tick start = 0;              ///< when it can start: now (waiting) or its running_until (soon waiting)
+    std::uint32_t pos = 0;       ///< task position at start
+    tick deadline = never;
+    int degree = 0;              ///< degree for this round
+    bool late = false;           ///< has a deadline that no allocation can meet any more
+    bool survive_run = false;
+    bool survive_none = false;
+    bool chosen = false;
+    bool waiting = true;         ///< false: soon waiting (running now)
+  };
+  struct planned {
+    request_handle h;
+    int degree;
+  };
+
+  void start_round(const scheduler_view& v, decision_buffer& out) {
+    using namespace round_based_detail;
+    const tick now = v.now();
+    ++rounds_;
+    for (const auto& p : pending_) set_pending(p.h, false);
+    pending_.clear();
+    cands_.clear();
+    samples_.clear();
+
+    for (request_handle h : v.waiting()) cands_.push_back(make_candidate(v, h, now, v.request(h).position, true));
+    for (request_handle h : v.running()) {
+      const auto& r = v.request(h);
+      if (!r.run_group.empty()) samples_.push_back(v.step_time(h, static_cast<int>(r.run_group.size())));
+    }
+    for (const auto& c : cands_) samples_.push_back(v.step_time(c.h, c.degree));
+    tick reference = ticks_per_second;
+    if (!samples_.empty()) {
+      auto mid = samples_.begin() + static_cast<std::ptrdiff_t>(samples_.size() / 2);
+      std::nth_element(samples_.begin(), mid, samples_.end());
+      reference = std::max<tick>(1, *mid);
+    }
+    const tick tau = opt_.round > 0 ? opt_.round : reference * opt_.round_steps;
+    const tick window = std::max<tick>(0, tau / opt_.round_steps);  // "soon": within one reference step
+    round_start_ = now;
+    round_end_ = add_sat(now, std::max<tick>(1, tau));
+
+    // Requests whose assignment ends within the window plan with the others (their devices too).
+    for (request_handle h : v.running()) {
+      const auto& r = v.request(h);
+      const std::uint32_t after = r.position + r.chunk_left;
+      if (r.running_until <= now + window && after < r.tasks_total()) {
+        cands_.push_back(make_candidate(v, h, std::max(now, r.running_until), after, false));
+      }
+    }
+    int capacity = 0;
+    for (int d = 0; d < v.device_count(); ++d) {
+      const auto id = static_cast<device_id>(d);
+      if (v.lost_devices().test(id)) continue;
+      if (v.free_devices().test(id) || v.busy_until(id) <= now + window) ++capacity;
+    }
+
+    // Survival of each option (Step B's test).
+    for (auto& c : cands_) {
+      if (c.deadline == never || c.late) continue;
+      const auto& r = v.request(c.h);
+      const auto& costs = v.costs(c.h);
+      const int fastest = costs.fastest_degree;
+      const fit f = fit_tasks(r, costs, c.pos, c.degree, std::max<tick>(0, round_end_ - c.start));
+      const std::uint32_t after = c.pos + f.tasks;
+      const tick end = c.start + f.time;
+      if (after >= r.tasks_total()) {
+        c.survive_run = end <= c.deadline;
+      } else {
+        c.survive_run = add_sat(std::max(round_end_, end), time_from(r, costs, after, fastest)) <= c.deadline;
+      }
+      c.survive_none = add_sat(std::max(round_end_, c.start), time_from(r, costs, c.pos, fastest)) <= c.deadline;
+    }
+
+    // Step B: only requests that survive if and only if they run matter to the count.
+    knapsack_.clear();
+    item_of_.clear();
+    for (std::size_t i = 0; i < cands_.size(); ++i) {
+      const auto& c = cands_[i];
+      if (c.deadline == never || c.late || !c.survive_run || c.survive_none) continue;
+      knapsack_.add_item(0);
+      knapsack_.add_option(c.degree, 1);
+      item_of_.push_back(i);
+    }
+    int used = 0;
+    if (knapsack_.items() > 0) {
+      knapsack_.solve(capacity);
+      for (std::size_t j = 0; j < item_of_.size(); ++j) {
+        if (knapsack_.choice(j) >= 0) {
+          cands_[item_of_[j]].chosen = true;
+          used += cands_[item_of_[j]].degree;
+        }
+      }
+    }
+
+    // Work conservation: requests with a deadline that the DP left out, most urgent first...
+    order_.clear();
+    for (std::size_t i = 0; i < cands_.size(); ++i) order_.push_back(i);
+    std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
+      const auto& x = cands_[a];
+      const auto& y = cands_[b];
+      const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;  // urgent, then late, then no deadline
+      const int cy = y.deadline == never ? 2 : y.late ? 1 : 0;
+      if (cx != cy) return cx < cy;
+      if (cx == 0 && x.deadline != y.deadline) return x.deadline < y.deadline;
+      return x.h < y.h;  // best effort: arrival order
+    });
+    for (std::size_t i : order_) {
+      auto& c = cands_[i];
+      if (c.chosen || used + c.degree > capacity) continue;
+      c.chosen = true;
+      used += c.degree;
+    }
+    // ... then scale-up: leftover GPUs to chosen requests that get strictly faster (not late ones).
+    if (opt_.scale_up) {
+      for (std::size_t i : order_) {
+        if (used >= capacity) break;
+        auto& c = cands_[i];
+        if (!c.chosen || c.late) continue;
+        int best = c.degree;
+        for (int k : v.allowed_degrees(c.h)) {
+          if (k > c.degree && k - c.degree <= capacity - used && v.step_time(c.h, k) < v.step_time(c.h, best)) best = k;
+        }
+        used += best - c.degree;
+        c.degree = best;
+      }
+    }
+
+    for (const auto& c : cands_) {
+      if (!c.chosen) continue;
+      pending_.push_back({c.h, c.degree});
+      set_pending(c.h, true);
+    }
+    device_set available = v.free_devices();
+    launch_pending(v, out, available);
+  }
+
+  void mid_round(const scheduler_view& v, decision_buffer& out) {
+    device_set available = v.free_devices();
+    launch_pending(v, out, available);
+    if (opt_.admit_mid_round) admit(v, out, available);
+  }
+
+  /// Launches the planned requests that are waiting and whose devices are free: those keeping their
+  /// devices first (nobody takes them), then the widest.
+  void launch_pending(const scheduler_view& v, decision_buffer& out, device_set& available) {
+    if (pending_.empty()) return;
+    const tick budget = std::max<tick>(0, round_end_ - v.now());
+    std::sort(pending_.begin(), pending_.end(), [](const planned& a, const planned& b) {
+      return a.degree != b.degree ? a.degree > b.degree : a.h < b.h;
+    });
+    auto launch = [&](planned& p, device_group g) {
+      const auto& r = v.request(p.h);
+      const fit f = round_based_detail::fit_tasks(r, v.costs(p.h), r.position, p.degree, budget);
+      available.reset(g);
+      out.assign(p.h, std::move(g), std::max<std::uint32_t>(1, f.tasks));
+      set_pending(p.h, false);
+      mark_assigned(p.h);
+      p.degree = 0;  // launched
+    };
+    for (auto& p : pending_) {
+      const auto& r = v.request(p.h);
+      if (r.ended()) {
+        set_pending(p.h, false);
+        p.degree = 0;
+        continue;
+      }
+      if (r.phase != request_phase::waiting) continue;
+      if (static_cast<int>(r.state_group.size()) == p.degree && available.contains_all(r.state_group)) launch(p, r.state_group);
+    }
+    for (auto& p : pending_) {
+      if (p.degree == 0 || v.request(p.h).phase != request_phase::waiting) continue;
+      if (auto g = place(v, p.h, p.degree, available)) launch(p, std::move(*g));
+    }
+    std::erase_if(pending_, [](const planned& p) { return p.degree == 0; });
+  }
+
+  /// mid_round=admit: waiting requests outside the plan take GPUs that the plan does not need.
+  void admit(const scheduler_view& v, decision_buffer& out, device_set& available) {
+    int reserved = 0;
+    for (const auto& p : pending_) reserved += p.degree;
+    int spare = static_cast<int>(available.count()) - reserved;
+    if (spare <= 0) return;
+    const tick now = v.now();
+    cands_.clear();
+    for (request_handle h : v.waiting()) {
+      if (is_pending(h) || assigned_now(h)) continue;
+      cands_.push_back(make_candidate(v, h, now, v.request(h).position, true));
+    }
+    std::sort(cands_.begin(), cands_.end(), [](const candidate& x, const candidate& y) {
+      const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;
+      const int cy = y.deadline == never ? 2 : y.late ? 1 : 0;
+      if (cx != cy) return cx < cy;
+      if (cx == 0 && x.deadline != y.deadline) return x.deadline < y.deadline;
+      return x.h < y.h;
+    });
+    const tick budget = std::max<tick>(0, round_end_ - now);
+    for (const auto& c : cands_) {
+      if (spare <= 0) break;
+      if (c.degree > spare) continue;
+      auto g = place(v, c.h, c.degree, available);
+      if (!g) continue;
+      const auto& r = v.request(c.h);
+      const fit f = round_based_detail::fit_tasks(r, v.costs(c.h), r.position, c.degree, budget);
+      available.reset(*g);
+      spare -= c.degree;
+      out.assign(c.h, std::move(*g), std::max<std::uint32_t>(1, f.tasks));
+    }
+  }
+
+  /// Step A for one request starting at `start` from task `pos`: its degree for the round.
+  candidate make_candidate(const scheduler_view& v, request_handle h, tick start, std::uint32_t pos, bool waiting) {
+    const auto& r = v.request(h);
+    const auto& costs = v.costs(h);
+    const auto& hull = hulls_.get(v, h);
+    candidate c;
+    c.h = h;
+    c.start = start;
+    c.pos = pos;
+    c.waiting = waiting;
+    c.deadline = r.has_deadline() ? r.deadline() : never;
+    if (c.deadline == never) {
+      c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();  // best effort, most efficient
+      return c;
+    }
+    const mixed_allocation a = cheapest_allocation(costs, hull, r.trajectory->steps_remaining(pos), pos == 0,
+                                                   c.deadline - start);
+    if (a.feasible) {
+      c.degree = a.round_degree();
+    } else {
+      c.late = true;
+      c.degree = costs.allowed_degrees.front();  // at most 1 GPU (or the smallest allowed degree)
+    }
+    return c;
+  }
+
+  void set_pending(request_handle h, bool on) {
+    if (h >= pending_flag_.size()) pending_flag_.resize(static_cast<std::size_t>(h) + 1, 0);
+    pending_flag_[h] = on ? 1 : 0;
+  }
+  [[nodiscard]] bool is_pending(request_handle h) const { return h < pending_flag_.size() && pending_flag_[h] != 0; }
+  void mark_assigned(request_handle h) {
+    if (h >= assigned_call_.size()) assigned_call_.resize(static_cast<std::size_t>(h) + 1, 0);
+    assigned_call_[h] = calls_;
+  }
+  [[nodiscard]] bool assigned_now(request_handle h) const { return h < assigned_call_.size() && assigned_call_[h] == calls_; }
+
+  round_based_options opt_;
+  tick round_start_ = 0;
+  tick round_end_ = 0;
+  std::uint64_t rounds_ = 0;
+  round_based_detail::hull_cache hulls_;
+  std::vector<planned> pending_;         // chosen this round, not launched yet
+  std::vector<unsigned char> pending_flag_;  // by handle
+  std::vector<std::uint64_t> assigned_call_; // by handle: the call that last assigned it
+  std::uint64_t calls_ = 0;
+  // Scratch, kept between calls for their capacity.
+  std::vector<candidate> cands_;
+  std::vector<tick> samples_;
+  std::vector<std::size_t> item_of_, order_;
+  group_knapsack knapsack_;
+};
+
+static_assert(Policy<round_based_policy> && NamedPolicy<round_based_policy>);
+
+/// Registers "round-based" (parameters round_steps, round_s, scale_up, mid_round).
+inline void register_round_based(policy_registry& r) {
+  r.add("round-based", "",
+        "TetriServe: rounds of ~round_steps steps; per round the fewest-GPU-seconds allocation per request "
+        "and a knapsack that maximises requests still able to meet their deadline",
+        [](policy_params& p) -> any_policy {
+          round_based_options o;
+          o.round_steps = static_cast<int>(p.get_int("round_steps", 5, 1, 1000));
+          const double round_s = p.get_double("round_s", 0.0, 0.0, 86400.0);
+          o.round = to_ticks(round_s).value_or(0);
+          o.scale_up = p.get_choice("scale_up", "on", {"on", "off"}) == "on";
+          o.admit_mid_round = p.get_choice("mid_round", "wait", {"wait", "admit"}) == "admit";
+          return round_based_policy(o);
+        });
+}
+
+}  // namespace paraflex

@@ -1,0 +1,239 @@
+// paraflex/policy/throughput_first.hpp - most completed requests per GPU-second.
+//
+// Every request runs at its most efficient degree e = argmin_k k*T(k) (fewest GPU-seconds per step;
+// degree 1 for every FLUX image shape on the L20 profile), so no GPU-second is spent on scaling loss.
+// At each decision (every chunk boundary):
+//   order     shortest remaining work first: remaining GPU-seconds at e (SRPT on the GPU-time the
+//             request still needs); ties by deadline, then arrival. Deadlines are otherwise ignored.
+//   guard     a request older than starvation_factor x its own latency alone at e (or older than
+//             starvation_s, when set) is "aged": aged requests go first, oldest first, so large
+//             requests cannot starve behind a stream of small ones.
+//   fill      requests take devices in that order; one that does not fit at e takes the most
+//             efficient allowed degree that does fit, so a device never idles while work waits
+//             (work conservation); a request whose smallest degree does not fit is skipped.
+//   widen     only when nothing is left waiting and devices are still idle: the requests placed in
+//             this call are widened, in order, to the fastest allowed degree that fits, is strictly
+//             faster, and costs at most max_inefficiency x the GPU-seconds per step of e.
+//   place     a request keeping its degree stays on its devices (place(): no migration); others are
+//             placed widest first.
+// Each assignment covers chunk_steps denoising steps (the encode before the first step and the decode
+// after the last ride along): 1 = re-decide at every step boundary (preemption at step granularity),
+// larger = fewer decisions and fewer migrations.
+//
+// Cost per decision: O(W) to key the W waiting requests plus O(P log W) for the P placed (a heap), so
+// thousands of waiting requests cost microseconds when only a few devices are free.
+//
+// Parameters ("throughput-first:KEY=VALUE"): chunk_steps (1), max_inefficiency (1.25),
+// starvation_factor (10; 0 = off), starvation_s (0 = off). The policy never drops a request.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/placement.hpp"
+#include "paraflex/policy/registry.hpp"
+#include "paraflex/runtime/view.hpp"
+
+namespace paraflex {
+
+struct throughput_first_options {
+  int chunk_steps = 1;             ///< denoising steps per assignment
+  double max_inefficiency = 1.25;  ///< widening may cost at most this x the best GPU-seconds per step
+  double starvation_factor = 10;   ///< aged after this x its latency alone (0 = off)
+  tick starvation = 0;             ///< aged after this long in the system (0 = off)
+};
+
+class throughput_first_policy {
+ public:
+  throughput_first_policy() = default;
+  explicit throughput_first_policy(throughput_first_options o) : opt_(o) {
+    opt_.chunk_steps = std::max(1, opt_.chunk_steps);
+    opt_.max_inefficiency = std::max(1.0, opt_.max_inefficiency);
+    opt_.starvation_factor = std::max(0.0, opt_.starvation_factor);
+    opt_.starvation = std::max<tick>(0, opt_.starvation);
+  }
+
+  [[nodiscard]] std::string name() const { return "throughput-first"; }
+  [[nodiscard]] const throughput_first_options& options() const noexcept { return opt_; }
+
+  /// The most efficient allowed degree of h's shape (fewest GPU-seconds per step; ties: faster, then
+  /// narrower).
+  [[nodiscard]] int efficient_degree(const scheduler_view& v, request_handle h) { return info(v, h).order.front(); }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    int free_count = static_cast<int>(v.free_devices().count());
+    if (free_count == 0 || v.waiting().empty()) return;
+    const tick now = v.now();
+
+    heap_.clear();
+    for (request_handle h : v.waiting()) heap_.push_back(make_key(v, h, now));
+    auto later = [](const key& a, const key& b) {  // heap "less": b comes first
+      if (a.aged != b.aged) return !a.aged;
+      if (a.primary != b.primary) return a.primary > b.primary;
+      if (a.deadline != b.deadline) return a.deadline > b.deadline;
+      return a.h > b.h;
+    };
+    std::make_heap(heap_.begin(), heap_.end(), later);
+
+    // Fill: degrees by counting only (find_free_group succeeds whenever enough devices are free).
+    picks_.clear();
+    while (!heap_.empty() && free_count > 0) {
+      std::pop_heap(heap_.begin(), heap_.end(), later);
+      const request_handle h = heap_.back().h;
+      heap_.pop_back();
+      const shape_info& s = info(v, h);
+      int k = 0;
+      for (int d : s.order) {  // most efficient first
+        if (d <= free_count) {
+          k = d;
+          break;
+        }
+      }
+      if (k == 0) continue;  // even its smallest degree does not fit now
+      free_count -= k;
+      picks_.push_back({h, k});
+    }
+
+    // Widen only when nobody is left waiting for the idle devices.
+    if (heap_.empty() && free_count > 0) {
+      for (auto& p : picks_) {
+        if (free_count == 0) break;
+        const shape_info& s = info(v, p.h);
+        const double limit = opt_.max_inefficiency * static_cast<double>(s.best_cost);
+        int best = p.degree;
+        for (int k : v.allowed_degrees(p.h)) {
+          if (k <= p.degree || k - p.degree > free_count) continue;
+          const tick t = v.step_time(p.h, k);
+          if (t < v.step_time(p.h, best) && static_cast<double>(t) * k <= limit) best = k;
+        }
+        free_count -= best - p.degree;
+        p.degree = best;
+      }
+    }
+
+    // Place: keepers on their own devices first, then widest first.
+    device_set available = v.free_devices();
+    std::stable_sort(picks_.begin(), picks_.end(), [](const pick& a, const pick& b) { return a.degree > b.degree; });
+    for (auto& p : picks_) {
+      const auto& sg = v.request(p.h).state_group;
+      if (static_cast<int>(sg.size()) == p.degree && available.contains_all(sg)) {
+        available.reset(sg);
+        out.assign(p.h, sg, chunk_tasks(v, p.h));
+        p.degree = 0;
+      }
+    }
+    for (auto& p : picks_) {
+      if (p.degree == 0) continue;
+      if (auto g = place(v, p.h, p.degree, available)) {
+        available.reset(*g);
+        out.assign(p.h, std::move(*g), chunk_tasks(v, p.h));
+      }
+    }
+  }
+
+ private:
+  struct key {
+    request_handle h;
+    bool aged;
+    tick primary;  ///< aged: arrival; else remaining GPU-microseconds at the efficient degree
+    tick deadline;
+  };
+  struct pick {
+    request_handle h;
+    int degree;
+  };
+  struct shape_info {
+    request_shape shape;
+    std::size_t table_size = 0;
+    std::vector<int> order;  ///< allowed degrees by GPU-seconds per step, then step time, then width
+    tick best_cost = 0;      ///< k x T(k) of order.front()
+    bool valid = false;
+  };
+
+  /// Per-shape degree order, cached by the runtime's shape index (checked against the shape so that a
+  /// policy object reused with another runtime does not read stale data).
+  const shape_info& info(const scheduler_view& v, request_handle h) {
+    const std::uint32_t idx = v.request(h).shape;
+    const shape_costs& c = v.costs(h);
+    if (idx >= shapes_.size()) shapes_.resize(idx + 1);
+    shape_info& s = shapes_[idx];
+    if (!s.valid || s.table_size != c.step.size() || !(s.shape == c.shape)) {
+      s.shape = c.shape;
+      s.table_size = c.step.size();
+      s.order.assign(c.allowed_degrees.begin(), c.allowed_degrees.end());
+      std::sort(s.order.begin(), s.order.end(), [&](int a, int b) {
+        const tick ca = c.step_time(a) * a, cb = c.step_time(b) * b;
+        if (ca != cb) return ca < cb;
+        if (c.step_time(a) != c.step_time(b)) return c.step_time(a) < c.step_time(b);
+        return a < b;
+      });
+      s.best_cost = s.order.empty() ? 0 : c.step_time(s.order.front()) * s.order.front();
+      s.valid = true;
+    }
+    return s;
+  }
+
+  key make_key(const scheduler_view& v, request_handle h, tick now) {
+    const auto& r = v.request(h);
+    const shape_info& s = info(v, h);
+    const int e = s.order.front();
+    key k{h, false, v.remaining_time(h, e) * e, r.has_deadline() ? r.deadline() : never};
+    const tick age = now - r.spec.arrival;
+    if (opt_.starvation > 0 && age > opt_.starvation) k.aged = true;
+    if (opt_.starvation_factor > 0) {
+      const auto& c = v.costs(h);
+      const auto ee = static_cast<std::size_t>(e);
+      const tick alone = c.encode[ee] + static_cast<tick>(r.spec.steps) * c.step[ee] + c.decode[ee];
+      if (static_cast<double>(age) > opt_.starvation_factor * static_cast<double>(alone)) k.aged = true;
+    }
+    if (k.aged) k.primary = r.spec.arrival;
+    return k;
+  }
+
+  /// Tasks covering the next chunk_steps denoising steps, with the encode before and the decode after.
+  [[nodiscard]] std::uint32_t chunk_tasks(const scheduler_view& v, request_handle h) const {
+    const auto& r = v.request(h);
+    std::uint32_t n = 0;
+    int steps = 0;
+    for (std::uint32_t p = r.position; p < r.tasks_total(); ++p) {
+      const task_kind kind = r.trajectory->task_at(p).kind;
+      if (kind == task_kind::step) {
+        if (steps == opt_.chunk_steps) break;
+        ++steps;
+      }
+      ++n;
+    }
+    return std::max<std::uint32_t>(1, n);
+  }
+
+  throughput_first_options opt_;
+  std::vector<shape_info> shapes_;
+  std::vector<key> heap_;
+  std::vector<pick> picks_;
+};
+
+static_assert(Policy<throughput_first_policy> && NamedPolicy<throughput_first_policy>);
+
+/// Registers "throughput-first" (parameters chunk_steps, max_inefficiency, starvation_factor,
+/// starvation_s).
+inline void register_throughput_first(policy_registry& r) {
+  r.add("throughput-first", "",
+        "most completed requests per GPU-second: each request at its most GPU-efficient degree, shortest "
+        "remaining work first, no idle device while work waits",
+        [](policy_params& p) -> any_policy {
+          throughput_first_options o;
+          o.chunk_steps = static_cast<int>(p.get_int("chunk_steps", 1, 1, 1'000'000));
+          o.max_inefficiency = p.get_double("max_inefficiency", 1.25, 1.0, 1e6);
+          o.starvation_factor = p.get_double("starvation_factor", 10.0, 0.0, 1e9);
+          o.starvation = to_ticks(p.get_double("starvation_s", 0.0, 0.0, 1e9)).value_or(0);
+          return throughput_first_policy(o);
+        });
+}
+
+}  // namespace paraflex

@@ -1,0 +1,472 @@
+// paraflex/sim/fluid_bound.hpp - an upper bound on SLO attainment that no schedule can beat.
+//
+// For a workload, a cluster of G devices and a cost model, this header builds (solver-agnostic) the
+// time-indexed fluid LP relaxation of "serve as many requests by their deadline as possible", and
+// computes two cheaper bounds that need no solver. A solver adapter (bench/clp_bound.hpp) solves the
+// LP; the figure it reports is certified from the solver's duals here, so it stays valid even when
+// the solver stops early or is inexact.
+//
+// The LP. Only requests with a deadline count (the denominator of slo_attainment); the others are
+// left out, which only frees capacity. A request r arrives at a_r, is due at d_r, and is a chain of
+// stages: text encode (1 unit), `steps` denoising steps (1 unit each), VAE decode (1 unit); a unit of
+// stage s on k devices takes T_s(k), exactly the runtime's rounded duration (make_shape_costs).
+// Time is cut at every arrival and deadline, giving intervals i of length L_i. Variables:
+//   x_r in [0,1]              the fraction of r that is served on time (objective: maximise sum x_r)
+//   u_{r,s,k,i} in [0,1]      the fraction of interval i during which r runs stage s on k devices
+//                             (only for intervals inside r's window; upper bound min(1, F_s(k)/L_i)
+//                             where F_s(k) = units_s T_s(k) is the whole stage on k devices)
+// Rows:
+//   work      per (r,s):  x_r - sum_{k,i} (L_i / F_s(k)) u_{r,s,k,i} <= 0   (the stage is done x_r times)
+//   one-at-a-time  per (r,i): sum_{s,k} u_{r,s,k,i} <= 1     (a request runs one task at a time)
+//   capacity  per i:      sum_{r,s,k} k u_{r,s,k,i} <= G        (G devices)
+// Stages are kept apart because they scale differently with k: one work unit "whole request at degree
+// k" would undercount a schedule that runs the encoder on 1 device and the steps on 8.
+//
+// Why it is a valid bound. Take any schedule the runtime can produce - any placement, any degree per
+// task, migrations, retries, lost devices - and let A be its set of requests finished by their
+// deadline. Put x_r = 1 for r in A, 0 otherwise, and let u_{r,s,k,i} L_i be the time within interval
+// i during which the successful run of one of r's stage-s tasks on k devices is in flight (r in A
+// only; everything else 0). Every task of r in A ran to completion inside [a_r, d_r] (it cannot start
+// before arrival, and r finished by d_r), each taking exactly T_s(k), so the work rows hold with
+// equality. A request has at most one task in flight, so the one-at-a-time rows hold. A device runs
+// one thing at a time and at most G are usable, so the capacity rows hold; migrations, failed attempts
+// and the requests outside A only use time and devices, which the LP does not ask to be counted. So
+// the point is feasible with objective |A|, and LP optimum >= |A| for every schedule; integrality
+// (|A| is a whole number) lets the figure be rounded down. Step granularity, placement on concrete
+// devices and precedence between stages are all relaxed away, which is why this is an upper bound and
+// not a schedule.
+// Reductions that keep the optimum: a degree k is dropped for a stage when another k' is at least as
+// fast and uses no more device-time (T(k') <= T(k), k'T(k') <= kT(k): any use of k can be replaced by
+// less time and fewer device-seconds on k'); requests that cannot finish by their deadline even alone
+// on the fastest degrees are fixed at x_r = 0; stage windows are narrowed to the part of [a_r, d_r]
+// where that stage can run given the minimum time of the stages before and after it; rows that can
+// never bind (their columns' upper bounds already satisfy them) are not emitted. Cut points closer than
+// fluid_bound_options::min_interval_s may be merged, rounding windows outwards: a relaxation (still
+// valid, looser, smaller LP); 0 merges nothing beyond equal times.
+//
+// Certification. For max c.x, A x <= b, l <= x <= u, any y >= 0 gives c.x <= b.y + sum_j max(l_j d_j,
+// u_j d_j) with d = c - A^T y (weak duality with boxed columns). fluid_lp::attainment_from_duals takes
+// whatever row duals a solver returns, clamps them to y >= 0, and evaluates that expression; with y = 0
+// it is the per-request bound. A margin of 1e-6 requests covers floating-point summation before the
+// count is rounded down.
+//
+// Cheap bounds (no solver): per_request_bound = requests that could meet their deadline alone / N;
+// capacity_bound partitions time into disjoint segments and, in each, keeps only as many of the
+// requests whose whole window lies inside as fit by least device-seconds into G x segment length.
+//
+// Durations: the bound assumes tasks take at least their nominal times. When the executor may run a
+// task faster (--jitter, a straggler factor below 1), pass that factor as speed_factor.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "paraflex/core/time.hpp"
+#include "paraflex/cost/concepts.hpp"
+#include "paraflex/cost/shape_costs.hpp"
+#include "paraflex/runtime/view.hpp"
+#include "paraflex/trajectory/request.hpp"
+
+namespace paraflex {
+
+struct fluid_bound_options {
+  /// Smallest factor by which the executor may shorten a nominal duration (1 = never faster).
+  double speed_factor = 1.0;
+  /// Cut points closer than this to the previous kept one are merged (0 = exact LP).
+  double min_interval_s = 0.0;
+  /// Breakpoints of the capacity bound's segment search (more = tighter, O(P^2 n)).
+  int capacity_breakpoints = 64;
+};
+
+/// Requests of headroom added before a certified LP value is rounded down to a whole count.
+inline constexpr double fluid_bound_margin = 1e-6;
+
+/// maximise c.x  subject to  A x <= b,  lower <= x <= upper (all finite). A by columns (CSC).
+struct sparse_lp {
+  std::vector<double> objective, col_lower, col_upper;
+  std::vector<double> row_upper;
+  std::vector<int> column_start{0};  ///< size cols + 1
+  std::vector<int> row_index;
+  std::vector<double> value;
+
+  [[nodiscard]] int cols() const noexcept { return static_cast<int>(objective.size()); }
+  [[nodiscard]] int rows() const noexcept { return static_cast<int>(row_upper.size()); }
+  [[nodiscard]] std::size_t nonzeros() const noexcept { return value.size(); }
+
+  int add_row(double upper) {
+    row_upper.push_back(upper);
+    return rows() - 1;
+  }
+  /// Starts a column; its entries follow through add_entry until the next add_column.
+  int add_column(double obj, double lower, double upper) {
+    objective.push_back(obj);
+    col_lower.push_back(lower);
+    col_upper.push_back(upper);
+    if (value.size() >= static_cast<std::size_t>(std::numeric_limits<int>::max())) throw std::length_error("sparse_lp: too many nonzeros");
+    column_start.push_back(static_cast<int>(value.size()));
+    return cols() - 1;
+  }
+  void add_entry(int row, double v) {
+    row_index.push_back(row);
+    value.push_back(v);
+    column_start.back() = static_cast<int>(value.size());
+  }
+
+  /// Weak-duality bound from any row multipliers (negative or non-finite ones are taken as 0).
+  [[nodiscard]] double dual_bound(std::span<const double> duals) const {
+    std::vector<double> y(row_upper.size(), 0.0);
+    for (std::size_t i = 0; i < y.size() && i < duals.size(); ++i) y[i] = std::isfinite(duals[i]) && duals[i] > 0 ? duals[i] : 0.0;
+    long double total = 0;  // long double: thousands of terms, the margin stays far above the error
+    for (std::size_t i = 0; i < y.size(); ++i) total += static_cast<long double>(row_upper[i]) * y[i];
+    for (std::size_t j = 0; j < objective.size(); ++j) {
+      long double d = objective[j];
+      for (auto e = static_cast<std::size_t>(column_start[j]); e < static_cast<std::size_t>(column_start[j + 1]); ++e) {
+        d -= static_cast<long double>(value[e]) * y[static_cast<std::size_t>(row_index[e])];
+      }
+      total += std::max(d * col_lower[j], d * col_upper[j]);
+    }
+    return static_cast<double>(total);
+  }
+  /// c.x and the largest violation of a row or a bound by x (for checking a primal solution).
+  [[nodiscard]] std::pair<double, double> evaluate(std::span<const double> x) const {
+    std::vector<double> activity(row_upper.size(), 0.0);
+    double obj = 0, worst = 0;
+    for (std::size_t j = 0; j < objective.size(); ++j) {
+      obj += objective[j] * x[j];
+      worst = std::max({worst, col_lower[j] - x[j], x[j] - col_upper[j]});
+      for (auto e = static_cast<std::size_t>(column_start[j]); e < static_cast<std::size_t>(column_start[j + 1]); ++e) {
+        activity[static_cast<std::size_t>(row_index[e])] += value[e] * x[j];
+      }
+    }
+    for (std::size_t i = 0; i < activity.size(); ++i) worst = std::max(worst, activity[i] - row_upper[i]);
+    return {obj, worst};
+  }
+};
+
+/// One stage of a request as the bound sees it: its non-dominated degrees (by increasing time).
+struct fluid_stage {
+  int units = 1;                ///< steps for the denoising stage, 1 for encode/decode
+  std::vector<int> degree;      ///< non-dominated degrees, fastest last
+  std::vector<double> unit_us;  ///< time of one unit on degree[j], microseconds (speed-scaled)
+
+  [[nodiscard]] double min_unit_us() const noexcept { return unit_us.empty() ? 0.0 : unit_us.back(); }
+  [[nodiscard]] double min_time_us() const noexcept { return units * min_unit_us(); }
+};
+
+/// A request with a deadline that could meet it running alone.
+struct fluid_request {
+  std::size_t index = 0;  ///< position in the workload
+  tick arrival = 0, deadline = 0;
+  std::vector<fluid_stage> stages;  ///< stages that take time, in run order (encode, steps, decode)
+  double min_time_us = 0;           ///< fastest completion alone, degrees mixed freely
+  double min_device_us = 0;         ///< a lower bound on device-microseconds to finish within the window
+};
+
+/// The workload as the bound sees it.
+struct fluid_workload {
+  int gpus = 0;
+  std::size_t with_deadline = 0;        ///< N: the denominator of slo_attainment
+  std::vector<fluid_request> requests;  ///< those that could meet their deadline alone
+};
+
+namespace fluid_detail {
+
+// A nominal duration as the bound uses it: scaled by the speed factor, and 1 us less for the executor's
+// rounding of a scaled duration, so it never exceeds what the executor can produce.
+[[nodiscard]] inline double scaled_us(tick t, double speed) noexcept {
+  if (speed >= 1.0) return static_cast<double>(t);
+  return std::max(0.0, static_cast<double>(t) * speed - 1.0);
+}
+
+// Non-dominated degrees of one stage: keep k only if every faster (or equally fast, fewer-device)
+// degree uses strictly more device-time. Empty when some allowed degree makes the stage free.
+[[nodiscard]] inline std::optional<fluid_stage> make_stage(const std::vector<tick>& table, const std::vector<int>& allowed, int units,
+                                                          double speed) {
+  std::vector<std::pair<double, int>> by_time;
+  for (int k : allowed) {
+    const double t = scaled_us(table[static_cast<std::size_t>(k)], speed);
+    if (t <= 0) return std::nullopt;  // free on k: the stage constrains nothing
+    by_time.emplace_back(t, k);
+  }
+  if (by_time.empty()) return std::nullopt;
+  std::sort(by_time.begin(), by_time.end());  // by time, ties: fewer devices first
+  fluid_stage st;
+  st.units = units;
+  double best_device_time = std::numeric_limits<double>::infinity();
+  std::vector<std::pair<double, int>> kept;
+  for (const auto& [t, k] : by_time) {
+    if (k * t < best_device_time) {
+      kept.emplace_back(t, k);
+      best_device_time = k * t;
+    }
+  }
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) st.degree.push_back(it->second), st.unit_us.push_back(it->first);
+  return st;
+}
+
+// Least device-time for a stage when its units must all run within `budget_us` (mixing at most two
+// frontier degrees is optimal for this two-constraint LP). Infinity when even the fastest is too slow.
+[[nodiscard]] inline double min_device_time(const fluid_stage& st, double budget_us) {
+  const double n = st.units;
+  double best = std::numeric_limits<double>::infinity();
+  const std::size_t m = st.degree.size();
+  for (std::size_t p = 0; p < m; ++p) {
+    const double tp = st.unit_us[p], cp = st.degree[p] * tp;
+    if (n * tp <= budget_us) best = std::min(best, n * cp);
+    for (std::size_t q = 0; q < m; ++q) {
+      const double tq = st.unit_us[q], cq = st.degree[q] * tq;
+      if (!(tp * n > budget_us && tq * n <= budget_us)) continue;
+      const double alpha = (tp - budget_us / n) / (tp - tq);  // share of units on the faster q
+      best = std::min(best, n * ((1 - alpha) * cp + alpha * cq));
+    }
+  }
+  return best;
+}
+
+}  // namespace fluid_detail
+
+/// Prepares the bound's view of a workload; `costs[j]` are the runtime's costs of request j's shape.
+[[nodiscard]] inline fluid_workload prepare_fluid_workload(std::span<const request_spec> requests,
+                                                           std::span<const shape_costs* const> costs, int gpus,
+                                                           const fluid_bound_options& o = {}) {
+  if (costs.size() != requests.size()) throw std::invalid_argument("prepare_fluid_workload: one shape_costs per request");
+  if (gpus < 1) throw std::invalid_argument("prepare_fluid_workload: gpus must be >= 1");
+  if (!(o.speed_factor > 0) || o.speed_factor > 1) throw std::invalid_argument("prepare_fluid_workload: speed_factor must be in (0, 1]");
+  fluid_workload w;
+  w.gpus = gpus;
+  for (std::size_t j = 0; j < requests.size(); ++j) {
+    const auto& spec = requests[j];
+    if (!spec.has_deadline()) continue;
+    ++w.with_deadline;
+    const shape_costs& c = *costs[j];
+    if (c.allowed_degrees.empty() || spec.steps <= 0) continue;  // the runtime drops it: a miss
+    fluid_request r;
+    r.index = j;
+    r.arrival = spec.arrival;
+    r.deadline = spec.deadline();
+    for (int s = 0; s < 3; ++s) {
+      const auto& table = s == 0 ? c.encode : s == 1 ? c.step : c.decode;
+      if (auto st = fluid_detail::make_stage(table, c.allowed_degrees, s == 1 ? spec.steps : 1, o.speed_factor)) {
+        r.min_time_us += st->min_time_us();
+        r.stages.push_back(std::move(*st));
+      }
+    }
+    const double window_us = static_cast<double>(r.deadline - r.arrival);
+    // Exact in integers when speed_factor = 1 (sums of whole microseconds below 2^53).
+    if (r.min_time_us > window_us) continue;
+    for (const auto& st : r.stages) {
+      // Each stage gets at most the window less the minimum time of the others.
+      const double budget = window_us - (r.min_time_us - st.min_time_us());
+      r.min_device_us += fluid_detail::min_device_time(st, budget);
+    }
+    r.min_device_us *= 1.0 - 1e-9;  // rounding must never make it exceed the true minimum
+    w.requests.push_back(std::move(r));
+  }
+  return w;
+}
+
+/// Same, pricing each shape once with the runtime's own rounding (make_shape_costs).
+template <CostModel C>
+[[nodiscard]] fluid_workload prepare_fluid_workload(std::span<const request_spec> requests, const C& cost, int gpus,
+                                                    const fluid_bound_options& o = {}) {
+  std::map<request_shape, shape_costs> table;
+  std::vector<const shape_costs*> per_request;
+  per_request.reserve(requests.size());
+  for (const auto& r : requests) {
+    auto it = table.find(r.shape);
+    if (it == table.end()) it = table.emplace(r.shape, make_shape_costs(cost, r.shape, gpus)).first;
+    per_request.push_back(&it->second);
+  }
+  return prepare_fluid_workload(requests, std::span<const shape_costs* const>(per_request), gpus, o);
+}
+
+/// Bound (a): requests that could meet their deadline alone / N. Empty when no request has a deadline.
+[[nodiscard]] inline std::optional<double> per_request_bound(const fluid_workload& w) {
+  if (w.with_deadline == 0) return std::nullopt;
+  return static_cast<double>(w.requests.size()) / static_cast<double>(w.with_deadline);
+}
+
+/// Bound (b): capacity over disjoint time segments. On a segment [s, e] the requests whose window lies
+/// inside must spend their least device-time inside it; at most the cheapest ones that fit in
+/// G (e - s) can be on time. Segments are chosen by dynamic programming over up to P breakpoints.
+[[nodiscard]] inline std::optional<double> capacity_bound(const fluid_workload& w, const fluid_bound_options& o = {}) {
+  if (w.with_deadline == 0) return std::nullopt;
+  std::vector<tick> pts;
+  for (const auto& r : w.requests) pts.push_back(r.arrival), pts.push_back(r.deadline);
+  std::sort(pts.begin(), pts.end());
+  pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
+  const std::size_t p_max = static_cast<std::size_t>(std::max(2, o.capacity_breakpoints));
+  if (pts.size() > p_max) {  // quantiles of the event times, ends included
+    std::vector<tick> q;
+    for (std::size_t j = 0; j < p_max; ++j) q.push_back(pts[j * (pts.size() - 1) / (p_max - 1)]);
+    q.erase(std::unique(q.begin(), q.end()), q.end());
+    pts = std::move(q);
+  }
+  std::vector<const fluid_request*> by_cost;
+  for (const auto& r : w.requests) by_cost.push_back(&r);
+  std::sort(by_cost.begin(), by_cost.end(), [](const auto* a, const auto* b) { return a->min_device_us < b->min_device_us; });
+  // best[j]: most requests that must miss, over partitions of [pts[0], pts[j]].
+  std::vector<std::size_t> best(pts.size(), 0);
+  for (std::size_t j = 1; j < pts.size(); ++j) {
+    best[j] = best[j - 1];
+    for (std::size_t i = 0; i < j; ++i) {
+      const double capacity = static_cast<double>(w.gpus) * static_cast<double>(pts[j] - pts[i]);
+      double used = 0;
+      std::size_t inside = 0, fit = 0;
+      for (const auto* r : by_cost) {
+        if (r->arrival < pts[i] || r->deadline > pts[j]) continue;
+        ++inside;
+        used += r->min_device_us;
+        if (used <= capacity) ++fit;
+      }
+      best[j] = std::max(best[j], best[i] + (inside - fit));
+    }
+  }
+  const std::size_t on_time = w.requests.size() - (pts.empty() ? 0 : best.back());
+  return static_cast<double>(on_time) / static_cast<double>(w.with_deadline);
+}
+
+/// The fluid LP of a workload, with what is needed to turn solver output into a certified bound.
+struct fluid_lp {
+  sparse_lp lp;
+  std::size_t with_deadline = 0;  ///< N
+  std::size_t requests = 0;       ///< requests in the LP (could meet their deadline alone)
+  std::size_t intervals = 0;
+  std::size_t capacity_rows = 0, one_at_a_time_rows = 0, work_rows = 0;
+  std::vector<int> x_column;      ///< column of x_r, by position in fluid_workload::requests
+
+  /// Certified bound on SLO attainment from any row multipliers (see the header comment); the LP's
+  /// optimal duals give the LP optimum. Empty when no request has a deadline.
+  [[nodiscard]] std::optional<double> attainment_from_duals(std::span<const double> duals) const {
+    if (with_deadline == 0) return std::nullopt;
+    double count = std::min(lp.dual_bound(duals), static_cast<double>(requests));
+    count = std::floor(std::max(0.0, count) + fluid_bound_margin);  // on-time requests are a whole number
+    return std::min(1.0, count / static_cast<double>(with_deadline));
+  }
+};
+
+/// Builds the fluid LP (see the header comment for the model and why it bounds every schedule).
+[[nodiscard]] inline fluid_lp build_fluid_lp(const fluid_workload& w, const fluid_bound_options& o = {}) {
+  fluid_lp out;
+  out.with_deadline = w.with_deadline;
+  out.requests = w.requests.size();
+  if (w.requests.empty()) return out;
+
+  // Cut points: every arrival and deadline; with min_interval_s, points too close to the last kept
+  // one are dropped (windows are then rounded outwards below, so this only relaxes).
+  std::vector<tick> all;
+  for (const auto& r : w.requests) all.push_back(r.arrival), all.push_back(r.deadline);
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  const double min_gap = std::max(0.0, o.min_interval_s) * static_cast<double>(ticks_per_second);
+  std::vector<tick> pts{all.front()};
+  for (std::size_t j = 1; j < all.size(); ++j) {
+    if (static_cast<double>(all[j] - pts.back()) >= min_gap) pts.push_back(all[j]);
+  }
+  if (pts.back() != all.back()) {
+    if (pts.size() > 1) pts.back() = all.back();  // stretch the last interval to the end
+    else pts.push_back(all.back());
+  }
+  const std::size_t intervals = pts.size() - 1;
+  out.intervals = intervals;
+  std::vector<double> len(intervals);
+  for (std::size_t i = 0; i < intervals; ++i) len[i] = static_cast<double>(pts[i + 1] - pts[i]);
+  auto first_interval = [&](double t) {  // the interval containing t (rounding the window start down)
+    const auto it = std::upper_bound(pts.begin(), pts.end(), static_cast<tick>(std::floor(t)));
+    const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, (it - pts.begin()) - 1));
+    return std::min(i, intervals - 1);
+  };
+  auto last_interval = [&](double t) {  // the interval containing t (rounding the window end up)
+    const auto it = std::lower_bound(pts.begin(), pts.end(), static_cast<tick>(std::ceil(t)));
+    const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(1, it - pts.begin()) - 1);
+    return std::min(i, intervals - 1);
+  };
+
+  // The columns of one request: stage s on frontier degree j in interval i, with their upper bound.
+  struct column { std::size_t stage, degree_pos, interval; double upper; };
+  std::vector<column> cols;
+  auto columns_of = [&](const fluid_request& r) {
+    cols.clear();
+    double before = 0;  // minimum time of the stages before this one
+    for (std::size_t s = 0; s < r.stages.size(); ++s) {
+      const auto& st = r.stages[s];
+      const double after = r.min_time_us - before - st.min_time_us();
+      const double lo = static_cast<double>(r.arrival) + before, hi = static_cast<double>(r.deadline) - after;
+      const std::size_t i0 = first_interval(lo), i1 = std::max(i0, last_interval(hi));
+      for (std::size_t i = i0; i <= i1; ++i) {
+        for (std::size_t d = 0; d < st.degree.size(); ++d) {
+          cols.push_back({s, d, i, std::min(1.0, st.units * st.unit_us[d] / len[i])});
+        }
+      }
+      before += st.min_time_us();
+    }
+  };
+
+  // Pass 1: which capacity rows can bind (their columns could put more than G devices to use).
+  std::vector<double> load(intervals, 0.0);
+  for (const auto& r : w.requests) {
+    columns_of(r);
+    for (const auto& c : cols) load[c.interval] += r.stages[c.stage].degree[c.degree_pos] * c.upper;
+  }
+  std::vector<int> cap_row(intervals, -1);
+  for (std::size_t i = 0; i < intervals; ++i) {
+    if (load[i] > w.gpus) cap_row[i] = out.lp.add_row(static_cast<double>(w.gpus)), ++out.capacity_rows;
+  }
+
+  // Pass 2: per request, its work rows, the one-at-a-time rows that can bind, then its columns.
+  std::vector<double> per_interval(intervals, 0.0);
+  std::vector<int> one_row(intervals, -1);
+  std::vector<int> work_row;
+  for (const auto& r : w.requests) {
+    columns_of(r);
+    work_row.clear();
+    for (std::size_t s = 0; s < r.stages.size(); ++s) work_row.push_back(out.lp.add_row(0.0)), ++out.work_rows;
+    for (const auto& c : cols) per_interval[c.interval] += c.upper;
+    for (const auto& c : cols) {
+      if (per_interval[c.interval] > 1.0 && one_row[c.interval] < 0) one_row[c.interval] = out.lp.add_row(1.0), ++out.one_at_a_time_rows;
+    }
+    out.x_column.push_back(out.lp.add_column(1.0, 0.0, 1.0));
+    for (int row : work_row) out.lp.add_entry(row, 1.0);
+    for (const auto& c : cols) {
+      const auto& st = r.stages[c.stage];
+      const int k = st.degree[c.degree_pos];
+      out.lp.add_column(0.0, 0.0, c.upper);
+      // Rows were created in the order capacity < work < one-at-a-time: entries stay sorted.
+      if (cap_row[c.interval] >= 0) out.lp.add_entry(cap_row[c.interval], static_cast<double>(k));
+      out.lp.add_entry(work_row[c.stage], -len[c.interval] / (st.units * st.unit_us[c.degree_pos]));
+      if (one_row[c.interval] >= 0) out.lp.add_entry(one_row[c.interval], 1.0);
+    }
+    for (const auto& c : cols) per_interval[c.interval] = 0.0, one_row[c.interval] = -1;
+  }
+  return out;
+}
+
+/// What a bound run reports: each bound that was computed, and the least of them.
+struct fluid_bound_result {
+  std::optional<double> slo_attainment;  ///< min of the bounds below; empty when no request has a deadline
+  std::optional<double> per_request, capacity, lp;
+};
+
+/// Combines the cheap bounds with an LP figure (when a solver produced one).
+[[nodiscard]] inline fluid_bound_result combine_bounds(const fluid_workload& w, std::optional<double> lp_bound,
+                                                       const fluid_bound_options& o = {}) {
+  fluid_bound_result b;
+  b.per_request = per_request_bound(w);
+  b.capacity = capacity_bound(w, o);
+  b.lp = lp_bound;
+  for (const auto& v : {b.per_request, b.capacity, b.lp}) {
+    if (v) b.slo_attainment = b.slo_attainment ? std::min(*b.slo_attainment, *v) : *v;
+  }
+  return b;
+}
+
+}  // namespace paraflex
