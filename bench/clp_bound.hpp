@@ -3,18 +3,24 @@
 // The solver is a dependency of the tools only: the library builds the LP and certifies the result,
 // this adapter just loads it into Clp, runs the chosen algorithm and hands the row duals back.
 // Whatever Clp returns (optimal, stopped by the time limit, or numerically troubled) is turned into a
-// bound by fluid_lp::attainment_from_duals, which is valid for any multipliers; a poor solve can only
-// make the figure looser, never wrong. Dual simplex is the default: it keeps the duals feasible, so
-// even an interrupted solve gives a usable bound.
+// bound by fluid_lp::certified_requests, which is valid for any multipliers; a poor solve can only
+// make the figure looser, never wrong. The workload is first split where traffic has quiet gaps (the
+// parts' LPs share no row) and each part is solved alone. Primal simplex (with presolve) is the
+// default: on these LPs it was the fastest of Clp's methods - 3,000 Azure-arrival requests on 8 GPUs
+// (0.2-1.1 million columns) in 1.4-6 s on 2 cores, where dual simplex and barrier took 2-6x as long.
+// A time limit still yields a valid bound (looser: an unfinished primal's duals are not optimal).
 //
 // Clp's sign convention: for a maximisation, dualRowSolution() of a binding "<=" row is >= 0, the
 // multiplier y of fluid_bound.hpp as is.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <ClpSimplex.hpp>
 #include <ClpSolve.hpp>
@@ -26,16 +32,16 @@ namespace paraflex {
 enum class clp_method { dual, primal, barrier, automatic };
 
 struct clp_options {
-  clp_method method = clp_method::dual;
+  clp_method method = clp_method::primal;
   bool presolve = true;
-  double max_seconds = 600;  ///< Clp stops here; the duals it has still give a valid (looser) bound
+  double max_seconds = 600;  ///< per run of Clp (clp_fluid_bound: in all); a stopped run still gives a valid, looser bound
   int log_level = 0;
 };
 
 struct clp_report {
   std::optional<double> bound;     ///< certified bound on SLO attainment
   double primal_objective = 0;     ///< Clp's objective (requests served on time in the LP)
-  double certified_requests = 0;   ///< the weak-duality figure before rounding down
+  double certified_requests = 0;   ///< the weak-duality figure (clamped to the LP's requests), before rounding down
   bool optimal = false;
   int status = -1;                 ///< Clp status: 0 optimal, 1 infeasible, 2 unbounded, 3 stopped, 4 errors
   int iterations = 0;
@@ -75,10 +81,60 @@ struct clp_report {
   rep.optimal = model.isProvenOptimal();
   rep.iterations = model.getIterationCount();
   rep.primal_objective = model.objectiveValue();
-  const std::span<const double> duals(model.dualRowSolution(), static_cast<std::size_t>(lp.rows()));
-  rep.certified_requests = lp.dual_bound(duals);
+  const double* row_duals = model.dualRowSolution();  // null only if Clp failed before solving: bound from y = 0
+  const std::span<const double> duals(row_duals, row_duals ? static_cast<std::size_t>(lp.rows()) : 0);
+  rep.certified_requests = f.certified_requests(duals);
   rep.bound = f.attainment_from_duals(duals);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+/// What clp_fluid_bound did: the certified LP bound and the size and cost of getting it.
+struct clp_fluid_report {
+  std::optional<double> bound;          ///< certified bound on SLO attainment (fluid LP)
+  double primal_requests = 0;           ///< sum of Clp's objectives
+  double certified_requests = 0;        ///< sum of the parts' certified counts
+  bool optimal = true;                  ///< every part solved to optimality
+  std::size_t parts = 0, requests = 0, intervals = 0, rows = 0, cols = 0, nonzeros = 0;
+  std::size_t largest_part_cols = 0;
+  int iterations = 0;
+  double build_seconds = 0, solve_seconds = 0;
+};
+
+/// The fluid LP bound of a workload: split into independent parts, each built and solved with Clp.
+[[nodiscard]] inline clp_fluid_report clp_fluid_bound(const fluid_workload& w, const fluid_bound_options& fo = {},
+                                                      const clp_options& co = {}) {
+  clp_fluid_report rep;
+  if (w.with_deadline == 0) return rep;
+  double left = co.max_seconds;
+  for (const fluid_workload& part : split_fluid_workload(w)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const fluid_lp lp = build_fluid_lp(part, fo);
+    rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++rep.parts;
+    rep.requests += lp.requests;
+    rep.intervals += lp.intervals;
+    rep.rows += static_cast<std::size_t>(lp.lp.rows());
+    rep.cols += static_cast<std::size_t>(lp.lp.cols());
+    rep.nonzeros += lp.lp.nonzeros();
+    rep.largest_part_cols = std::max(rep.largest_part_cols, static_cast<std::size_t>(lp.lp.cols()));
+    if (left <= 0) {  // out of time: the part counts in full (the bound with all multipliers 0)
+      rep.optimal = false;
+      rep.certified_requests += static_cast<double>(lp.requests);
+      rep.primal_requests += static_cast<double>(lp.requests);
+      continue;
+    }
+    clp_options o = co;
+    o.max_seconds = left;
+    const clp_report r = solve_fluid_lp_clp(lp, o);
+    left -= r.seconds;
+    rep.solve_seconds += r.seconds;
+    rep.iterations += r.iterations;
+    rep.optimal = rep.optimal && r.optimal;
+    rep.primal_requests += r.primal_objective;
+    rep.certified_requests += r.certified_requests;
+  }
+  rep.bound = attainment_from_count(rep.certified_requests, w.with_deadline);
   return rep;
 }
 

@@ -18,9 +18,10 @@
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "paraflex/sim/simulate.hpp"
 #include "paraflex/sim/workload_csv.hpp"
 #include "builtin_policies.hpp"
-#include "embedded_data.hpp"
+#include "sim_inputs.hpp"
 #include "sim_report.hpp"
 #ifdef PARAFLEX_HAVE_CLP
 #include "clp_bound.hpp"
@@ -115,35 +116,10 @@ int main(int argc, char** argv) {
   }
 
   try {
-    // Profile.
-    profile_table table = [&] {
-      if (profile_file.empty()) {
-        std::istringstream in{std::string(paraflex_bench::embedded_profile_csv)};
-        return read_profile_csv(in, "<embedded profile>").value_or_throw();
-      }
-      return load_profile_csv(profile_file).value_or_throw();
-    }();
-    if (!gpu_type.empty() && !table.has_gpu(gpu_type)) {
-      fail(fmt::format("--gpu '{}': the profile {} has no rows for it (it has: {})", gpu_type, table.source, join_names(table.gpus())));
-    }
-    const auto known_models = gpu_type.empty() ? table.models() : table.models_on(gpu_type);
-
-    // Workload.
-    workload w = [&] {
-      if (workload_file.empty()) {
-        std::istringstream in{std::string(paraflex_bench::embedded_workload_csv)};
-        return read_workload_csv(in, "<embedded workload>", known_models).value_or_throw();
-      }
-      return load_workload_csv(workload_file, known_models).value_or_throw();
-    }();
-    if (gpu_type.empty()) {
-      std::vector<std::string> models;
-      for (const auto& r : w.requests) models.push_back(r.shape.model);
-      std::sort(models.begin(), models.end());
-      models.erase(std::unique(models.begin(), models.end()), models.end());
-      gpu_type = default_gpu_for(table, models, table.source).value_or_throw();
-    }
-    const profile_cost_model cost = profile_cost_model::from_profile(table, gpu_type).value_or_throw();
+    auto inputs = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu_type);
+    const workload& w = inputs.workload;
+    const profile_cost_model& cost = inputs.cost;
+    gpu_type = inputs.gpu;
 
     std::vector<std::string> specs = policies.empty() ? paraflex_bench::default_policy_list(gpus) : policy_registry::split_list(policies);
     std::vector<any_policy> built;
@@ -165,17 +141,15 @@ int main(int argc, char** argv) {
       const fluid_workload fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
       std::optional<double> lp_bound;
 #ifdef PARAFLEX_HAVE_CLP
-      const auto b0 = std::chrono::steady_clock::now();
-      const fluid_lp lp = build_fluid_lp(fw, bo);
-      const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
-      const clp_report solved = solve_fluid_lp_clp(lp);
+      const clp_fluid_report solved = clp_fluid_bound(fw, bo);
       lp_bound = solved.bound;
       if (!quiet) {
         std::fprintf(stderr,
-                     "paraflex-sim: bound: fluid LP %d rows x %d columns, %zu nonzeros (%zu of %zu requests, %zu intervals); "
-                     "built in %.2f s, Clp %s in %.2f s (%d iterations)\n",
-                     lp.lp.rows(), lp.lp.cols(), lp.lp.nonzeros(), lp.requests, lp.with_deadline, lp.intervals, build_s,
-                     solved.optimal ? "optimal" : "not optimal (bound from its duals)", solved.seconds, solved.iterations);
+                     "paraflex-sim: bound: fluid LP of %zu/%zu requests in %zu independent parts: %zu rows x %zu columns, %zu nonzeros, "
+                     "%zu intervals (largest part %zu columns); built in %.2f s, Clp %s in %.2f s (%d iterations)\n",
+                     solved.requests, fw.with_deadline, solved.parts, solved.rows, solved.cols, solved.nonzeros, solved.intervals,
+                     solved.largest_part_cols, solved.build_seconds, solved.optimal ? "optimal" : "stopped early (bound from its duals)",
+                     solved.solve_seconds, solved.iterations);
       }
 #else
       std::fprintf(stderr, "paraflex-sim: bound: built without COIN-OR Clp: no fluid LP, reporting the looser solver-free bounds\n");
@@ -192,24 +166,19 @@ int main(int argc, char** argv) {
     report.workload_file = w.source;
     report.requests = w.requests.size();
     report.topology = topology;
+    simulation_options options{seed, faults, {}};
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      simulated_executor executor(seed, faults);
-      scheduler sched(topology, built[i], executor, cost);
       chrome_trace_recorder trace;
-      if (i == 0 && !trace_out.empty()) trace.attach(sched);
-      for (const auto& r : w.requests) sched.submit(r);
-      sched.run();
-      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      run_metrics m = compute_metrics(specs[i], sched.state().requests, gpus, sched.gpu_busy_seconds());
-      set_decision_timings(m, sched.stats().host_us, wall);
-      paraflex_bench::policy_result pr{std::move(m), upper_bound};
-      report.results.push_back(std::move(pr));
+      const bool tracing = i == 0 && !trace_out.empty();
+      run_metrics m = simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
+        if (tracing) trace.attach(sched);
+      });
       if (!quiet) {
         std::fprintf(stderr, "paraflex-sim: %s: %zu requests, %llu decisions, %.2f s\n", specs[i].c_str(), w.requests.size(),
-                     static_cast<unsigned long long>(sched.stats().decisions), wall);
+                     static_cast<unsigned long long>(m.decisions), m.wall_s);
       }
-      if (i == 0 && !trace_out.empty()) {
+      report.results.push_back(paraflex_bench::policy_result{std::move(m), upper_bound});
+      if (tracing) {
         std::ofstream out(trace_out, std::ios::binary);
         if (!out) fail(fmt::format("--trace-out '{}': cannot open for writing", trace_out));
         trace.write(out, gpus);

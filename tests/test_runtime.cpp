@@ -8,7 +8,7 @@
 #include <set>
 
 #include "paraflex/executor/simulated.hpp"
-#include "paraflex/policy/registry.hpp"
+#include "paraflex/policy/builtin.hpp"
 #include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/sim/metrics.hpp"
@@ -216,7 +216,7 @@ TEST_CASE("A trajectory runs encode, every step in order, then decode", "[trajec
   REQUIRE(t.steps_remaining(4) == 0);
   REQUIRE(boost::num_vertices(t.dag()) == 5);
   trajectory_library lib;
-  REQUIRE(&lib.for_steps(50) == &lib.for_steps(50));  // one template per step count
+  REQUIRE(lib.for_steps(50) == lib.for_steps(50));  // one template per step count
   REQUIRE(lib.size() == 1);
 }
 
@@ -256,11 +256,17 @@ TEST_CASE("rssp picks the cheapest degree that meets the SLO alone, else the fas
 // ---- invariant sweeps ----------------------------------------------------------------------------
 
 namespace {
+// Every built-in policy (by name, as the tools build them), plus a static degree that does not divide G.
 std::vector<std::pair<std::string, std::function<any_policy()>>> sweep_policies() {
-  return {{"static:1", [] { return any_policy(static_degree_policy(1)); }},
-          {"static:2", [] { return any_policy(static_degree_policy(2)); }},
-          {"static:3", [] { return any_policy(static_degree_policy(3)); }},
-          {"rssp", [] { return any_policy(rssp_policy{}); }}};
+  std::vector<std::pair<std::string, std::function<any_policy()>>> out;
+  auto names = default_policy_list(1);
+  names.push_back("static:3");
+  names.push_back("round-based:round_steps=1:mid_round=admit");
+  names.push_back("slo-aware:admission=off");
+  for (const auto& n : names) {
+    out.emplace_back(n, [n] { return builtin_policies(64).make(n).value_or_throw(); });
+  }
+  return out;
 }
 }  // namespace
 

@@ -21,6 +21,14 @@
 //   spare devices (options.widen): tier-1 requests, in order, move to a wider group when that is
 //     strictly faster, migration included (GF-DiT's work-conserving scale-up)
 //
+// With options.hold, running requests take part in the order too (Admission::judge is then also
+// asked about them; anything but admit means "no hold"): when a running tier-1 request is reached
+// and Sizing wants more devices for it than it has, that many free devices are held idle for it
+// until its task ends. Without this, a request mid-step never sees the devices freed meanwhile:
+// they go to less urgent requests at every boundary, and an urgent one can stay stuck at degree 1.
+// Held devices are backfilled: a waiting request left without devices may use some of them when
+// its next assignment (migration included) ends before the holder's task does.
+//
 // "preferred" is `available` minus devices that hold the state of another waiting request not yet
 // served in this call, so that a newcomer does not evict someone's latent when idle devices exist.
 //
@@ -29,8 +37,9 @@
 // hooks `on_arrival`, `on_request_end`, `on_task_end`; composed_policy forwards each hook to the parts
 // that have it and models the matching refinement of Policy only when one part does.
 //
-// Cost of one decision: O(W log W) for W waiting requests (one sort) plus, per group handed out,
-// O(allowed degrees) for sizing and O(G) for placement. Deferred requests cost one key and one judge.
+// Cost of one decision: O(W log W) for W waiting requests (one sort; with hold, running ones too)
+// plus, per group handed out, O(allowed degrees) for sizing and O(G) for placement. Deferred
+// requests cost one key and one judge; backfill looks at no more than 64 of them.
 #pragma once
 
 #include <algorithm>
@@ -65,15 +74,25 @@ namespace paraflex {
   return add_sat(v.now(), expected_migration(v, h, k, available) + v.remaining_time(h, k));
 }
 
+/// Time h needs for everything it has left at its fastest degree (by step time) that the usable
+/// devices can hold; never when none fits. O(1) unless devices were lost.
+[[nodiscard]] inline tick fastest_remaining_time(const scheduler_view& v, request_handle h) {
+  const int usable = v.usable_device_count();
+  const int fast = v.costs(h).fastest_degree;
+  if (fast <= usable) return v.remaining_time(h, fast);
+  tick best = never;
+  for (int k : v.allowed_degrees(h)) {
+    if (k > usable) break;
+    best = std::min(best, v.remaining_time(h, k));
+  }
+  return best;
+}
+
 /// True when h cannot meet its deadline even alone at its fastest degree on an empty cluster.
 [[nodiscard]] inline bool deadline_unreachable(const scheduler_view& v, request_handle h) {
   const auto& r = v.request(h);
   if (!r.has_deadline()) return false;
-  tick best = never;
-  for (int k : v.allowed_degrees(h)) {
-    if (k > v.usable_device_count()) break;
-    best = std::min(best, v.remaining_time(h, k));
-  }
+  const tick best = fastest_remaining_time(v, h);
   return best == never || add_sat(v.now(), best) > r.deadline();
 }
 
@@ -99,7 +118,8 @@ struct admission {
   [[nodiscard]] static constexpr admission drop(std::string_view why) noexcept { return {admission_verdict::drop, why}; }
 };
 
-/// Decides, for each waiting request in key order, whether it takes part in this decision.
+/// Decides, for each waiting request in key order, whether it takes part in this decision (and,
+/// with compose_options::hold, for each running one whether devices may be held for it).
 ///
 ///   struct admit_small {                                                   // valid: models Admission
 ///     admission judge(const scheduler_view& v, request_handle h) {
@@ -177,8 +197,7 @@ struct priority_edf_order {
     friend auto operator<=>(const key_type&, const key_type&) = default;
   };
   [[nodiscard]] key_type key(const scheduler_view& v, request_handle h) const noexcept {
-    const auto& r = v.request(h);
-    return {-r.spec.priority, effective_deadline(v, h, best_effort_age)};
+    return {-v.request(h).spec.priority, effective_deadline(v, h, best_effort_age)};
   }
   /// The deadline, or the virtual one of a best-effort request (see above).
   [[nodiscard]] static tick effective_deadline(const scheduler_view& v, request_handle h, double age) noexcept {
@@ -211,17 +230,23 @@ concept Sizing = requires(S& s, const scheduler_view& v, request_handle h, const
 
 /// GF-DiT's best fit: the smallest degree that fits in `available` and whose estimated finish
 /// (migration included) meets the deadline; when none does, the fastest that fits. Without a
-/// deadline every degree "meets" it, so the smallest that fits.
+/// deadline every degree "meets" it, so the smallest that fits. With margin m > 0 the finish must
+/// come within the first (1 - m) of the time left, so a request that is later preempted for a
+/// step or two by more urgent ones still makes it (margin 0 = GF-DiT).
 struct smallest_meeting_degree {
+  double margin = 0;
+
   [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
     const auto& r = v.request(h);
     const int free = static_cast<int>(available.count());
     int fastest = 0;
     tick fastest_t = never;
+    const tick left = r.has_deadline() ? r.deadline() - v.now() : never;
+    const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
     for (int k : v.allowed_degrees(h)) {  // increasing
       if (k > free) break;
       const tick t = estimated_finish(v, h, k, available);
-      if (t <= r.deadline()) return k;
+      if (t <= target) return k;
       if (t < fastest_t) fastest = k, fastest_t = t;
     }
     return fastest;
@@ -311,6 +336,7 @@ struct compose_options {
   std::string name = "composed";
   std::uint32_t chunk = 1;  ///< tasks per assignment: 1 = decide again at every step boundary
   bool widen = true;        ///< give spare devices to tier-1 requests that get strictly faster
+  bool hold = false;        ///< keep free devices idle for running tier-1 requests that want more
 };
 
 namespace detail {
@@ -354,12 +380,19 @@ class composed_policy {
 
     keyed_.clear();
     for (request_handle h : v.waiting()) keyed_.emplace_back(order_.key(v, h), h);
+    if (options_.hold) {
+      for (request_handle h : v.running()) keyed_.emplace_back(order_.key(v, h), h);
+    }
     std::sort(keyed_.begin(), keyed_.end());
 
     tier1_.clear();
     tier2_.clear();
     for (const auto& [key, h] : keyed_) {
       const admission a = admission_.judge(v, h);
+      if (v.request(h).phase == request_phase::running) {
+        if (a.verdict == admission_verdict::admit) tier1_.push_back(h);
+        continue;
+      }
       switch (a.verdict) {
         case admission_verdict::admit: tier1_.push_back(h); break;
         case admission_verdict::background: tier2_.push_back(h); break;
@@ -369,11 +402,17 @@ class composed_policy {
     }
 
     available_ = v.free_devices();
+    free_count_ = static_cast<int>(available_.count());
     plan_.clear();
-    if (!available_.none() && (!tier1_.empty() || !tier2_.empty())) {
+    if (free_count_ > 0 && (!tier1_.empty() || !tier2_.empty())) {
       mark_contested(v);
+      if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
+      held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
+      held_count_ = 0;
+      unserved_.clear();
       serve(v, tier1_, true);
       serve(v, tier2_, false);
+      if (held_count_ > 0) backfill(v);
       if (options_.widen) widen(v);
     }
     for (auto& p : plan_) out.assign(p.request, std::move(p.group), options_.chunk);
@@ -442,27 +481,85 @@ class composed_policy {
 
   void serve(const scheduler_view& v, const std::vector<request_handle>& tier, bool widenable) {
     for (request_handle h : tier) {
-      if (available_.none()) return;
+      const bool running = v.request(h).phase == request_phase::running;
+      if (free_count_ == 0) {
+        if (held_count_ == 0 || unserved_.size() >= backfill_candidates) return;
+        if (!running) unserved_.push_back(h);
+        continue;
+      }
+      if (running) {
+        hold_for(v, h);
+        continue;
+      }
       release_contested(v, h);
       const int k = sizing_.degree(v, h, available_);
-      if (k <= 0) continue;
-      auto g = placement_.place(v, h, k, available_, preferred_);
-      if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) continue;
+      auto g = k > 0 ? placement_.place(v, h, k, available_, preferred_) : std::nullopt;
+      if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) {
+        if (unserved_.size() < backfill_candidates) unserved_.push_back(h);
+        continue;
+      }
       available_.reset(*g);
       preferred_.reset(*g);
+      free_count_ -= k;
       plan_.push_back(planned{h, std::move(*g), widenable});
+    }
+  }
+
+  // A running request that wants more devices than it has keeps free ones idle until its task ends.
+  void hold_for(const scheduler_view& v, request_handle h) {
+    const auto& rg = v.request(h).run_group;
+    device_set pool = available_;
+    pool.set(rg);
+    const int want = sizing_.degree(v, h, pool) - static_cast<int>(rg.size());
+    if (want <= 0) return;
+    auto g = find_free_group(available_, std::min(want, free_count_), v.topology());
+    if (!g) return;
+    available_.reset(*g);
+    preferred_.reset(*g);
+    free_count_ -= static_cast<int>(g->size());
+    if (held_until_.size() < static_cast<std::size_t>(v.device_count())) held_until_.resize(static_cast<std::size_t>(v.device_count()));
+    for (device_id d : *g) held_until_[d] = v.request(h).running_until;
+    held_.set(*g);
+    held_count_ += static_cast<int>(g->size());
+  }
+
+  // Held devices idle until their holder's task ends: a waiting request whose next assignment
+  // ends before that may use them meanwhile (smallest degree that fits in time).
+  void backfill(const scheduler_view& v) {
+    for (request_handle h : unserved_) {
+      if (held_count_ == 0) return;
+      for (int k : v.allowed_degrees(h)) {
+        if (k > held_count_) break;
+        const tick end = add_sat(v.now(), expected_migration(v, h, k, held_) + v.tasks_time(h, k, options_.chunk));
+        picked_.clear();
+        const auto& sg = v.request(h).state_group;
+        const auto fits = [&](device_id d) { return held_.test(d) && held_until_[d] >= end; };
+        if (static_cast<int>(sg.size()) == k && std::all_of(sg.begin(), sg.end(), fits)) {
+          picked_.assign(sg.begin(), sg.end());  // its own devices: no migration
+        } else {
+          held_.for_each([&](device_id d) {
+            if (static_cast<int>(picked_.size()) < k && held_until_[d] >= end) picked_.push_back(d);
+          });
+        }
+        if (static_cast<int>(picked_.size()) < k) continue;
+        device_group g{std::span<const device_id>(picked_)};
+        held_.reset(g);
+        held_count_ -= k;
+        plan_.push_back(planned{h, std::move(g), false});
+        break;
+      }
     }
   }
 
   // GF-DiT's work-conserving scale-up: in priority order, a wider group if strictly faster.
   void widen(const scheduler_view& v) {
     for (auto& p : plan_) {
-      if (available_.none()) return;
+      if (free_count_ == 0) return;
       if (!p.widenable) continue;
       device_set pool = available_;
       pool.set(p.group);
       const int k0 = static_cast<int>(p.group.size());
-      const int limit = k0 + static_cast<int>(available_.count());
+      const int limit = k0 + free_count_;
       const tick current = v.migration_time(p.request, p.group) + v.remaining_time(p.request, k0);
       int best = k0;
       tick best_t = current;
@@ -477,6 +574,7 @@ class composed_policy {
       if (!g || g->size() != static_cast<std::size_t>(best) || !pool.contains_all(*g)) continue;
       pool.reset(*g);
       available_ = std::move(pool);
+      free_count_ -= best - k0;
       p.group = std::move(*g);
     }
   }
@@ -486,12 +584,20 @@ class composed_policy {
   S sizing_;
   P placement_;
   compose_options options_;
-  // Scratch reused across calls (no allocation per decision once warm).
+  // Scratch reused across calls.
   std::vector<std::pair<key_type, request_handle>> keyed_;
   std::vector<request_handle> tier1_, tier2_;
   std::vector<planned> plan_;
   std::vector<std::uint32_t> contested_;
   device_set available_, preferred_;
+  int free_count_ = 0;  // available_.count(), kept up to date
+  // Devices held for running requests, until when, and who may fill them meanwhile.
+  static constexpr std::size_t backfill_candidates = 64;
+  device_set held_;
+  std::vector<tick> held_until_;
+  int held_count_ = 0;
+  std::vector<request_handle> unserved_;
+  std::vector<device_id> picked_;
 };
 
 static_assert(Admission<admit_all> && Admission<drop_unreachable>);

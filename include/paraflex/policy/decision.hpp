@@ -44,7 +44,8 @@ class decision_buffer {
   /// Assign every remaining task: the request holds the group until it ends (static parallelism).
   void assign_to_completion(request_handle r, device_group group) { assign(r, std::move(group), all_tasks); }
   void drop(request_handle r, std::string_view reason) { drops_.push_back(drop_decision{r, std::string(reason)}); }
-  /// Call the policy again at time t even if nothing else happens (t <= now is ignored).
+  /// Call the policy again at time t even if nothing else happens (t <= now is ignored). As at any
+  /// rescheduling point, the call is skipped when no request is waiting then (there is nothing to decide).
   void wake_at(tick t) {
     if (t < wake_) wake_ = t;
   }

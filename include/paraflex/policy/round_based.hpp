@@ -1,45 +1,53 @@
 // paraflex/policy/round_based.hpp - TetriServe's round-based step-level scheduling (arXiv 2510.01565).
 //
-// Time is cut into rounds of length tau. At each round boundary every request that is waiting (or
-// will be within one reference step) gets a degree and a number of tasks that fit in the round:
+// Time is cut into rounds of length tau. At each round boundary every request that is waiting, or
+// whose assignment ends within the round, gets a degree and a number of tasks that fit in the round:
 //
-//   tau     round_s seconds when given, else round_steps x the median step time over the active
-//           requests (waiting ones at the degree Step A picks, running ones at their current degree).
+//   tau     round_s seconds when given, else round_steps x a reference step time: the round_quantile
+//           (default 0.5: the median) of the step times of the active requests - waiting ones at the
+//           degree Step A picks, running ones at their current degree.
 //   Step A  per request with a deadline: the allocation of its remaining steps that meets the deadline
 //           with the fewest GPU-seconds sum k*T(k), possibly mixing two degrees: as many steps as
 //           possible at the cheaper degree and only as many at the faster one as the slack needs.
 //           The two degrees are adjacent vertices of the lower convex hull of (T(k), k*T(k)) over the
-//           allowed degrees (a mix of non-adjacent degrees is never cheaper). The faster steps run
-//           first (the round that holds the wide group for them is the one being planned; later rounds
-//           are not promised), and a round at the faster degree runs the whole round at it.
+//           allowed degrees that fit the usable devices (efficient_degrees; for the continuous problem
+//           a mix of non-adjacent degrees is never cheaper). The faster steps run first - the round
+//           being planned is the one that holds the wide group; later rounds are not promised - and a
+//           round at the faster degree runs the whole round at it (the group is reserved anyway).
 //           No allocation meets the deadline -> the request is late.
-//   Step B  group knapsack over the requests with deadlines that are not late, capacity N = GPUs free
-//           now or within one reference step: options {none, run the Step-A degree this round}; an
-//           option "survives" if next_round_start + (remaining steps after it) x fastest step time
-//           <= deadline (a request that finishes inside the round survives if it finishes in time).
-//           Maximise the number of survivors, then use the fewest GPUs. Exact DP, O(R * N * options).
-//   then    requests with slack that the DP left out run anyway on leftover GPUs (EDF order, work
-//           conservation); late requests and requests without a deadline get at most 1 GPU (their
-//           smallest allowed degree), best effort, in arrival order; scale-up (scale_up=on) widens the
-//           chosen non-late requests, most urgent first, where a wider degree is strictly faster.
+//   Step B  group knapsack over the requests with deadlines that are not late, capacity N = usable
+//           GPUs free now or freeing within the round: options {none, run the Step-A degree this
+//           round}; an option "survives" if next_round_start + (remaining steps after it) x fastest
+//           step time <= deadline (one that finishes inside the round: if it finishes in time).
+//           Maximise the number of survivors, then use the fewest GPUs: exact DP, O(R * N * options)
+//           (group_knapsack), over the requests whose survival depends on running this round.
+//   then    requests with slack that the DP left out run anyway on leftover GPUs, most urgent first
+//           (work conservation); late requests and requests without a deadline get best effort after
+//           them, in arrival order: late ones at most 1 GPU (their smallest allowed degree), ones
+//           without a deadline their most GPU-efficient degree; scale-up (scale_up=on) widens chosen
+//           requests that are not late, most urgent first, where a wider degree is strictly faster.
 //   place   a request keeping its degree stays on its devices (place(): no migration); the others
-//           are placed widest first. A chosen request whose devices are not free yet (soon-free
-//           capacity) launches when they are, with the tasks that still fit in the round.
+//           are placed widest first. A chosen request whose devices are still busy (they free within
+//           the round) launches when they free, with the tasks that still fit in the round.
 //
 // Each chosen request gets one assignment of n tasks: every task whose cost still fits in what is left
 // of the round, at least one denoising step, and zero-cost tasks (encode/decode in the profile model)
-// always ride along, so a request never waits a round for a free decode.
+// always ride along, so a request never waits a round for a free decode. A task of this round that
+// fails is retried within the round on its planned degree.
 //
 // Rounds are driven by decision_buffer::wake_at, not PeriodicPolicy: tau follows the active mix of
 // shapes (the runtime's tick_period() is fixed at construction), an idle cluster does not tick, and a
 // request that arrives at an idle cluster starts a round at once instead of waiting up to tau.
 //
-// Mid-round arrivals (mid_round parameter): `wait` (TetriServe) - they, and requests whose round
-// assignment ended early, wait for the next boundary; `admit` - they are admitted onto GPUs that are
-// idle and not promised to the round's plan, with the tasks that fit in the rest of the round.
+// Mid-round arrivals (mid_round parameter): `wait` (TetriServe, default) - they, and requests whose
+// assignment ended early, wait for the next boundary; `admit` - they are admitted at once onto GPUs
+// that are idle and not promised to the round's plan, with the tasks that fit in the rest of the round.
 //
-// Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), scale_up (on|off),
-// mid_round (wait|admit). The policy never drops a request.
+// Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), round_quantile
+// (0.5), scale_up (on|off), mid_round (wait|admit). The policy never drops a request.
+//
+// Cost: a round boundary is O(W (log W + H)) for W candidates and hulls of H degrees, plus the DP; a
+// call inside a round only launches the plan's pending requests (and, with admit, sorts the waiting).
 #pragma once
 
 #include <algorithm>
@@ -49,8 +57,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "paraflex/core/time.hpp"
 #include "paraflex/policy/concepts.hpp"
@@ -63,17 +69,19 @@ namespace paraflex {
 // ------------------------------------------------------------------------------------------------
 // Building blocks, public so that tests and other policies can use them.
 
-/// The allowed degrees of a shape worth using, cheapest (fewest GPU-seconds per step) first and
-/// fastest last: the lower convex hull of the points (T(k), k*T(k)). A degree slower than the
-/// cheapest one, or above the hull, is never part of a GPU-second-optimal allocation.
-[[nodiscard]] inline std::vector<int> efficient_degrees(const shape_costs& c) {
+/// The allowed degrees (up to max_degree) of a shape worth using, cheapest (fewest GPU-seconds per
+/// step) first and fastest last: the lower convex hull of the points (T(k), k*T(k)). A degree slower
+/// than the cheapest one, or above the hull, is never part of a GPU-second-optimal allocation.
+[[nodiscard]] inline std::vector<int> efficient_degrees(const shape_costs& c, int max_degree = 1 << 30) {
   struct point {
     int k;
     tick t;
     tick cost;
   };
   std::vector<point> pts;
-  for (int k : c.allowed_degrees) pts.push_back({k, c.step_time(k), c.step_time(k) * k});
+  for (int k : c.allowed_degrees) {
+    if (k <= max_degree) pts.push_back({k, c.step_time(k), c.step_time(k) * k});
+  }
   if (pts.empty()) return {};
   // Cheapest degree (ties: the faster, then the narrower).
   const point cheapest = *std::min_element(pts.begin(), pts.end(), [](const point& a, const point& b) {
@@ -164,7 +172,7 @@ struct mixed_allocation {
     if (!m.feasible || m.fast_steps == steps) return single(hi, true);  // rounding: the fast degree alone
     return m;
   }
-  return single(c.fastest_degree, false);
+  return single(hull.back(), false);
 }
 
 /// Exact group knapsack: each item takes exactly one of its options - "none" (weight 0, value
@@ -296,19 +304,24 @@ struct fit {
   return f;
 }
 
-/// Per-shape cache of efficient_degrees, keyed by the runtime's shape index and checked against the
-/// shape, so a policy object reused with another runtime recomputes instead of reading stale data.
+/// Per-shape cache of efficient_degrees over the usable devices, keyed by the runtime's shape index
+/// and checked against the shape once per policy call (`epoch`), so a policy object reused with
+/// another runtime recomputes instead of reading stale data. Recomputed when devices are lost.
 class hull_cache {
  public:
-  const std::vector<int>& get(const scheduler_view& v, request_handle h) {
+  const std::vector<int>& get(const scheduler_view& v, request_handle h, std::uint64_t epoch) {
     const std::uint32_t idx = v.request(h).shape;
-    const shape_costs& c = v.costs(h);
     if (idx >= entries_.size()) entries_.resize(idx + 1);
     entry& e = entries_[idx];
-    if (!e.valid || e.table_size != c.step.size() || !(e.shape == c.shape)) {
+    if (e.valid && e.checked == epoch) return e.hull;
+    e.checked = epoch;
+    const shape_costs& c = v.costs(h);
+    const int usable = v.usable_device_count();
+    if (!e.valid || e.table_size != c.step.size() || e.usable != usable || !(e.shape == c.shape)) {
       e.shape = c.shape;
       e.table_size = c.step.size();
-      e.hull = efficient_degrees(c);
+      e.usable = usable;
+      e.hull = efficient_degrees(c, usable);
       e.valid = true;
     }
     return e.hull;
@@ -319,6 +332,8 @@ class hull_cache {
     request_shape shape;
     std::size_t table_size = 0;
     std::vector<int> hull;
+    int usable = 0;
+    std::uint64_t checked = 0;
     bool valid = false;
   };
   std::vector<entry> entries_;
@@ -333,6 +348,7 @@ struct round_based_options {
   tick round = 0;                ///< fixed tau in ticks; 0 = adaptive
   bool scale_up = true;          ///< widen chosen requests onto leftover GPUs where strictly faster
   bool admit_mid_round = false;  ///< mid-round arrivals take idle GPUs at once (else: next round)
+  double reference_quantile = 0.5;  ///< reference step = this quantile of the active step times
 };
 
 class round_based_policy {
@@ -341,6 +357,7 @@ class round_based_policy {
   explicit round_based_policy(round_based_options o) : opt_(o) {
     opt_.round_steps = std::max(1, opt_.round_steps);
     opt_.round = std::max<tick>(0, opt_.round);
+    opt_.reference_quantile = std::clamp(opt_.reference_quantile, 0.0, 1.0);
   }
 
   [[nodiscard]] std::string name() const { return "round-based"; }
@@ -349,6 +366,15 @@ class round_based_policy {
   [[nodiscard]] tick round_start() const noexcept { return round_start_; }
   [[nodiscard]] tick round_end() const noexcept { return round_end_; }
   [[nodiscard]] std::uint64_t rounds() const noexcept { return rounds_; }
+
+  /// A failed task of a request this round launched is retried within the round on the devices the
+  /// plan gave it (the runtime calls decide right after), instead of idling them until the boundary.
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) {
+    if (ok || h >= launched_round_.size() || launched_round_[h] != rounds_ || is_pending(h)) return;
+    if (v.request(h).ended()) return;
+    pending_.push_back({h, launched_degree_[h]});
+    set_pending(h, true);
+  }
 
   void decide(const scheduler_view& v, decision_buffer& out) {
     ++calls_;
@@ -362,7 +388,7 @@ class round_based_policy {
 
   struct candidate {
     request_handle h = 0;
-    tick start = 0;              ///< when it can start: now (waiting) or its running_until (soon waiting)
+    tick start = 0;              ///< when it can start: now (waiting) or its running_until (running)
     std::uint32_t pos = 0;       ///< task position at start
     tick deadline = never;
     int degree = 0;              ///< degree for this round
@@ -370,7 +396,6 @@ class round_based_policy {
     bool survive_run = false;
     bool survive_none = false;
     bool chosen = false;
-    bool waiting = true;         ///< false: soon waiting (running now)
   };
   struct planned {
     request_handle h;
@@ -386,7 +411,7 @@ class round_based_policy {
     cands_.clear();
     samples_.clear();
 
-    for (request_handle h : v.waiting()) cands_.push_back(make_candidate(v, h, now, v.request(h).position, true));
+    for (request_handle h : v.waiting()) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     for (request_handle h : v.running()) {
       const auto& r = v.request(h);
       if (!r.run_group.empty()) samples_.push_back(v.step_time(h, static_cast<int>(r.run_group.size())));
@@ -394,12 +419,13 @@ class round_based_policy {
     for (const auto& c : cands_) samples_.push_back(v.step_time(c.h, c.degree));
     tick reference = ticks_per_second;
     if (!samples_.empty()) {
-      auto mid = samples_.begin() + static_cast<std::ptrdiff_t>(samples_.size() / 2);
+      const auto at = static_cast<std::size_t>(opt_.reference_quantile * static_cast<double>(samples_.size() - 1));
+      auto mid = samples_.begin() + static_cast<std::ptrdiff_t>(at);
       std::nth_element(samples_.begin(), mid, samples_.end());
       reference = std::max<tick>(1, *mid);
     }
     const tick tau = opt_.round > 0 ? opt_.round : reference * opt_.round_steps;
-    const tick window = std::max<tick>(0, tau / opt_.round_steps);  // "soon": within one reference step
+    const tick window = tau;  // devices that free during the round are the round's capacity too
     round_start_ = now;
     round_end_ = add_sat(now, std::max<tick>(1, tau));
 
@@ -408,7 +434,7 @@ class round_based_policy {
       const auto& r = v.request(h);
       const std::uint32_t after = r.position + r.chunk_left;
       if (r.running_until <= now + window && after < r.tasks_total()) {
-        cands_.push_back(make_candidate(v, h, std::max(now, r.running_until), after, false));
+        cands_.push_back(make_candidate(v, h, std::max(now, r.running_until), after));
       }
     }
     int capacity = 0;
@@ -423,7 +449,8 @@ class round_based_policy {
       if (c.deadline == never || c.late) continue;
       const auto& r = v.request(c.h);
       const auto& costs = v.costs(c.h);
-      const int fastest = costs.fastest_degree;
+      const auto& hull = hulls_.get(v, c.h, calls_);
+      const int fastest = hull.empty() ? costs.fastest_degree : hull.back();  // among usable devices
       const fit f = fit_tasks(r, costs, c.pos, c.degree, std::max<tick>(0, round_end_ - c.start));
       const std::uint32_t after = c.pos + f.tasks;
       const tick end = c.start + f.time;
@@ -518,7 +545,7 @@ class round_based_policy {
       available.reset(g);
       out.assign(p.h, std::move(g), std::max<std::uint32_t>(1, f.tasks));
       set_pending(p.h, false);
-      mark_assigned(p.h);
+      mark_assigned(p.h, p.degree);
       p.degree = 0;  // launched
     };
     for (auto& p : pending_) {
@@ -548,7 +575,7 @@ class round_based_policy {
     cands_.clear();
     for (request_handle h : v.waiting()) {
       if (is_pending(h) || assigned_now(h)) continue;
-      cands_.push_back(make_candidate(v, h, now, v.request(h).position, true));
+      cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     }
     std::sort(cands_.begin(), cands_.end(), [](const candidate& x, const candidate& y) {
       const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;
@@ -568,19 +595,19 @@ class round_based_policy {
       available.reset(*g);
       spare -= c.degree;
       out.assign(c.h, std::move(*g), std::max<std::uint32_t>(1, f.tasks));
+      mark_assigned(c.h, c.degree);
     }
   }
 
   /// Step A for one request starting at `start` from task `pos`: its degree for the round.
-  candidate make_candidate(const scheduler_view& v, request_handle h, tick start, std::uint32_t pos, bool waiting) {
+  candidate make_candidate(const scheduler_view& v, request_handle h, tick start, std::uint32_t pos) {
     const auto& r = v.request(h);
     const auto& costs = v.costs(h);
-    const auto& hull = hulls_.get(v, h);
+    const auto& hull = hulls_.get(v, h, calls_);
     candidate c;
     c.h = h;
     c.start = start;
     c.pos = pos;
-    c.waiting = waiting;
     c.deadline = r.has_deadline() ? r.deadline() : never;
     if (c.deadline == never) {
       c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();  // best effort, most efficient
@@ -602,9 +629,15 @@ class round_based_policy {
     pending_flag_[h] = on ? 1 : 0;
   }
   [[nodiscard]] bool is_pending(request_handle h) const { return h < pending_flag_.size() && pending_flag_[h] != 0; }
-  void mark_assigned(request_handle h) {
-    if (h >= assigned_call_.size()) assigned_call_.resize(static_cast<std::size_t>(h) + 1, 0);
+  void mark_assigned(request_handle h, int degree) {
+    if (h >= assigned_call_.size()) {
+      assigned_call_.resize(static_cast<std::size_t>(h) + 1, 0);
+      launched_round_.resize(static_cast<std::size_t>(h) + 1, 0);
+      launched_degree_.resize(static_cast<std::size_t>(h) + 1, 0);
+    }
     assigned_call_[h] = calls_;
+    launched_round_[h] = rounds_;
+    launched_degree_[h] = degree;
   }
   [[nodiscard]] bool assigned_now(request_handle h) const { return h < assigned_call_.size() && assigned_call_[h] == calls_; }
 
@@ -616,6 +649,8 @@ class round_based_policy {
   std::vector<planned> pending_;         // chosen this round, not launched yet
   std::vector<unsigned char> pending_flag_;  // by handle
   std::vector<std::uint64_t> assigned_call_; // by handle: the call that last assigned it
+  std::vector<std::uint64_t> launched_round_;  // by handle: the round that last launched it
+  std::vector<int> launched_degree_;           // by handle: at which degree
   std::uint64_t calls_ = 0;
   // Scratch, kept between calls for their capacity.
   std::vector<candidate> cands_;
@@ -624,9 +659,9 @@ class round_based_policy {
   group_knapsack knapsack_;
 };
 
-static_assert(Policy<round_based_policy> && NamedPolicy<round_based_policy>);
+static_assert(Policy<round_based_policy> && NamedPolicy<round_based_policy> && TaskAwarePolicy<round_based_policy>);
 
-/// Registers "round-based" (parameters round_steps, round_s, scale_up, mid_round).
+/// Registers "round-based" (parameters round_steps, round_s, round_quantile, scale_up, mid_round).
 inline void register_round_based(policy_registry& r) {
   r.add("round-based", "",
         "TetriServe: rounds of ~round_steps steps; per round the fewest-GPU-seconds allocation per request "
@@ -635,9 +670,10 @@ inline void register_round_based(policy_registry& r) {
           round_based_options o;
           o.round_steps = static_cast<int>(p.get_int("round_steps", 5, 1, 1000));
           const double round_s = p.get_double("round_s", 0.0, 0.0, 86400.0);
-          o.round = to_ticks(round_s).value_or(0);
+          o.round = round_s > 0 ? std::max<tick>(1, to_ticks(round_s).value_or(1)) : 0;
           o.scale_up = p.get_choice("scale_up", "on", {"on", "off"}) == "on";
           o.admit_mid_round = p.get_choice("mid_round", "wait", {"wait", "admit"}) == "admit";
+          o.reference_quantile = p.get_double("round_quantile", 0.5, 0.0, 1.0);
           return round_based_policy(o);
         });
 }

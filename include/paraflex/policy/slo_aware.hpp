@@ -3,46 +3,55 @@
 // Both decide at every step boundary (no rounds) and are compositions of the parts in compose.hpp.
 //
 // edf_best_fit_policy ("edf-best-fit", no parameters) reproduces GF-DiT's headline policy:
-//   admit_all, edf_order, smallest_meeting_degree, sticky_placement, spare devices widen.
+//   admit_all + edf_order + smallest_meeting_degree + sticky_placement, spare devices widen.
 //   In deadline order each waiting request's next task gets the smallest degree whose estimated
 //   finish (migration included) meets its deadline; a doomed request gets the fastest degree that
-//   fits; then spare devices go, most urgent first, to a request that gets strictly faster. It
-//   never drops or defers, so under overload it spends GPU time on requests that miss anyway.
+//   fits; then spare devices go, most urgent first, to a request that gets strictly faster; a
+//   request keeps its devices when it keeps its degree. It never drops or defers, so under
+//   overload it spends GPU time on requests that miss anyway.
 //
-// slo_aware_policy ("slo-aware") replaces only the admission and the order:
-//   slo_admission, priority_edf_order, smallest_meeting_degree, sticky_placement.
+// slo_aware_policy ("slo-aware") = slo_admission + priority_edf_order + smallest_meeting_degree
+// (with a margin) + sticky_placement, spare devices widen, devices held for running requests:
 //   1. Unreachable: a request that cannot meet its deadline even alone at its fastest degree on an
-//      empty cluster is dropped ("deadline_unreachable"). It counts as a miss either way; running
-//      it late would only take devices from requests that can still make it (and lengthen the mean
-//      latency of completed requests), so dropping is never worse for SLO attainment.
-//   2. Capacity: at every decision, the requests with a deadline (running and waiting) are
-//      checked against the cluster in every deadline window, as on a fluid machine of G devices:
-//      for each deadline d, the GPU-time still needed by requests due by d, each at its cheapest
-//      degree that meets its deadline from now, must fit in capacity x G x (d - now). When a window
-//      overflows, the request to set aside is the one with the lowest priority class, then the
-//      largest demand (Moore-Hodgson's rule, which maximises the number of on-time jobs on one
-//      machine). Requests set aside are not admitted: with admission=relaxed they run in the
-//      background on devices the admitted ones leave idle (and may still make it, or be admitted
-//      again when room appears); with admission=strict a request that has not started yet is
-//      dropped at once ("over_capacity") so its client can go elsewhere; admission=off skips the
-//      check (only unreachable requests are dropped).
-//   3. Reserve: a request whose SLO is longer than the mean SLO of the arrivals so far is admitted
-//      against capacity - reserve in its own window, so long jobs cannot fill the cluster and a
-//      little room stays for short-deadline requests arriving next.
-//   4. Order: higher priority class first, then the earliest deadline; requests without a
-//      deadline are best effort: they run in the background, and once older than best_effort_age
-//      times their latency alone they are admitted with that virtual deadline (never starved).
-//   5. Sizing, placement, scale-up: as edf-best-fit (smallest meeting degree, own devices first,
-//      devices holding other waiting requests' state avoided, spare devices to admitted requests).
+//      empty cluster is dropped ("deadline_unreachable"). It is a miss either way; running it late
+//      only takes devices from requests that can still make it (and lengthens the mean latency of
+//      completed requests), so dropping it is never worse for SLO attainment. The same holds for a
+//      deferred request: it is kept only while it can still make it, then dropped.
+//   2. Capacity: at every decision the requests with a deadline (running and waiting) are checked
+//      against the cluster in every deadline window, as on a fluid machine of G devices: for each
+//      deadline d, the GPU-time still needed by the requests due by d must fit in
+//      capacity x G x (d - now). A request's need is the cheapest mix of degrees that meets its
+//      deadline from now (TetriServe's step A: as many steps as possible at a cheap degree, the
+//      rest at a faster one, on the lower convex hull of GPU-time against step time). When a window
+//      overflows, the request set aside is the one of the lowest priority class, then the largest
+//      need (Moore-Hodgson's rule, which maximises the number of on-time jobs on one machine). A
+//      request set aside is not run: admission=relaxed defers it (it waits and is admitted when
+//      room appears, or dropped once unreachable); admission=strict drops it at once
+//      ("over_capacity") if it has not started, so its client can go elsewhere; admission=off
+//      skips the check. A request alone in its window is always admitted.
+//      Measured: running set-aside requests in the background on devices the admitted ones leave
+//      idle did worse than deferring them (they occupy devices at the next arrival), so they wait.
+//   3. Reserve: a request whose SLO is longer than the mean SLO of the arrivals so far is checked
+//      against capacity - reserve, so long jobs cannot fill the cluster and some room stays for
+//      the short-deadline requests that arrive next.
+//   4. Order: higher priority class first, then the earliest deadline. Requests without a
+//      deadline are best effort: they run in the background (on devices the admitted requests
+//      leave) and, once older than best_effort_age x their latency alone, are admitted with that
+//      virtual deadline, so they are never starved.
+//   5. Sizing with a margin (finish within the first 1 - margin of the time left), placement on
+//      the request's own devices first and away from other waiting requests' state, spare devices
+//      to admitted requests that get strictly faster, and devices held for running requests that
+//      want more (compose_options::hold).
 //   Parameters (registry): admission=relaxed|strict|off (relaxed), capacity=0.9, reserve=0.1,
-//   chunk=1 (tasks per assignment), best_effort_age=10, widen=1.
+//   margin=0.2, chunk=1 (tasks per assignment), best_effort_age=10, widen=1, hold=1.
 //
-// Cost per decision: O(R log R) over the R unfinished requests (one sort by deadline, one heap),
-// the cheapest meeting degree by binary search over a per-shape cost/time frontier.
+// Cost per decision: O(R log R) for the R unfinished requests (one sort by deadline, one heap);
+// a request's need is a binary search on its shape's hull, computed once per shape.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,70 +67,74 @@ enum class admission_mode : unsigned char { off, relaxed, strict };
 class slo_admission {
  public:
   admission_mode mode = admission_mode::relaxed;
-  double capacity = 0.9;         ///< share of the devices admitted work may plan on
-  double reserve = 0.1;          ///< kept from long-SLO requests for short-SLO ones
-  double best_effort_age = 10;   ///< best effort admitted after this many times its latency alone
-  bool background = true;
+  double capacity = 0.9;        ///< share of the devices that admitted work may plan on
+  double reserve = 0.1;         ///< taken off capacity for requests with a longer-than-mean SLO
+  double best_effort_age = 10;  ///< best effort is admitted after this many times its latency alone
 
   void on_arrival(const scheduler_view& v, request_handle h) {
     const auto& r = v.request(h);
     if (!r.has_deadline()) return;
     slo_sum_ += static_cast<double>(r.spec.slo);
     ++slo_count_;
+    track(v, h);
   }
 
   void begin(const scheduler_view& v) {
-    jobs_.clear();
     const tick now = v.now();
-    auto visit = [&](request_handle h, bool waiting) {
-      if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, verdict::admit);
-      const auto& r = v.request(h);
-      if (!r.has_deadline()) {
-        const tick virtual_deadline = priority_edf_order::effective_deadline(v, h, best_effort_age);
-        verdict_[h] = virtual_deadline <= now ? verdict::admit : verdict::background;
-        return;
-      }
-      verdict_[h] = verdict::admit;
-      if (waiting && deadline_unreachable(v, h)) {
-        verdict_[h] = verdict::unreachable;
-        return;
-      }
-      if (mode == admission_mode::off) return;
-      const tick w = demand(v, h);
-      if (w < 0) return;  // running and already late: dropped when its task ends
-      const bool long_slo = slo_count_ > 0 && static_cast<double>(r.spec.slo) > slo_sum_ / static_cast<double>(slo_count_);
-      jobs_.push_back(job{r.deadline(), h, w, r.spec.priority, long_slo});
-    };
-    for (request_handle h : v.running()) visit(h, false);
-    for (request_handle h : v.waiting()) visit(h, true);
-    if (mode == admission_mode::off) return;
-
-    // Moore-Hodgson over deadline windows: keep the windows within capacity, setting aside the
-    // lowest priority, then the largest demand.
-    std::sort(jobs_.begin(), jobs_.end(), [](const job& a, const job& b) { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; });
-    heap_.clear();
-    const auto evict_first = [](const job& a, const job& b) {  // heap top = first to set aside
-      if (a.priority != b.priority) return a.priority > b.priority;
-      if (a.w != b.w) return a.w < b.w;
-      return a.h < b.h;
-    };
-    const double devices = static_cast<double>(v.usable_device_count());
-    double demand_sum = 0;
-    for (const job& j : jobs_) {
-      heap_.push_back(j);
-      std::push_heap(heap_.begin(), heap_.end(), evict_first);
-      demand_sum += static_cast<double>(j.w);
-      const double share = j.long_slo ? capacity - reserve : capacity;
-      const double limit = share * devices * static_cast<double>(j.deadline - now);
-      while (demand_sum > limit && !heap_.empty()) {
-        std::pop_heap(heap_.begin(), heap_.end(), evict_first);
-        const job& out = heap_.back();
-        demand_sum -= static_cast<double>(out.w);
-        const bool started = v.request(out.h).first_start != never;
-        verdict_[out.h] = mode == admission_mode::strict && !started ? verdict::reject : (background ? verdict::background : verdict::deferred);
-        heap_.pop_back();
+    // Best effort, and requests this part was not told about (no on_arrival: tracked now).
+    for (const std::span<const request_handle> list : {v.running(), v.waiting()}) {
+      for (request_handle h : list) {
+        if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, verdict::admit);
+        verdict_[h] = verdict::admit;
+        if (v.request(h).has_deadline()) {
+          track(v, h);
+        } else if (priority_edf_order::effective_deadline(v, h, best_effort_age) > now) {
+          verdict_[h] = verdict::background;
+        }
       }
     }
+    // Moore-Hodgson over the deadline windows, walking the requests by deadline (kept sorted
+    // across calls: deadlines never change, so no sort per decision); ended ones are removed.
+    const auto set_aside_first = [](const job& a, const job& b) {  // heap top: lowest class, largest need
+      if (a.priority != b.priority) return a.priority > b.priority;
+      if (a.w != b.w) return a.w < b.w;
+      return a.h < b.h;  // later arrival first
+    };
+    const double mean_slo = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : 0.0;
+    const int usable = v.usable_device_count();
+    if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable;  // a device was lost
+    const double devices = static_cast<double>(usable);
+    heap_.clear();
+    double need = 0;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < by_deadline_.size(); ++i) {
+      const auto [deadline, h] = by_deadline_[i];
+      const auto& r = v.request(h);
+      if (r.ended()) continue;
+      by_deadline_[kept++] = by_deadline_[i];
+      const tick w = demand(v, h);
+      if (w < 0) {  // too late even alone at the fastest degree
+        if (r.phase == request_phase::waiting) verdict_[h] = verdict::unreachable;
+        continue;   // running: dropped when its task ends
+      }
+      if (mode == admission_mode::off) continue;
+      heap_.push_back(job{h, w, r.spec.priority});
+      std::push_heap(heap_.begin(), heap_.end(), set_aside_first);
+      need += static_cast<double>(w);
+      const bool long_slo = slo_count_ > 0 && static_cast<double>(r.spec.slo) > mean_slo;
+      const double share = long_slo ? capacity - reserve : capacity;
+      // A request alone in its window always fits: only competition sets one aside.
+      const double limit = std::max(share * devices * static_cast<double>(deadline - now), static_cast<double>(w));
+      while (need > limit) {
+        std::pop_heap(heap_.begin(), heap_.end(), set_aside_first);
+        const job out = heap_.back();
+        heap_.pop_back();
+        need -= static_cast<double>(out.w);
+        const bool started = v.request(out.h).first_start != never;
+        verdict_[out.h] = mode == admission_mode::strict && !started ? verdict::reject : verdict::deferred;
+      }
+    }
+    by_deadline_.resize(kept);
   }
 
   [[nodiscard]] admission judge(const scheduler_view&, request_handle h) const {
@@ -135,61 +148,107 @@ class slo_admission {
     return admission::admit();
   }
 
-  /// GPU-time (device x microseconds) h still needs at its cheapest degree that meets its deadline
-  /// if it runs from now on; -1 when no degree meets it.
+  /// GPU-time (device x microseconds) h still needs to meet its deadline from now on, running its
+  /// steps at the cheapest mix of degrees that is fast enough (as many steps as possible on the
+  /// cheaper degree, TetriServe's step A, priced on the lower convex hull of cost against time);
+  /// -1 when even the fastest degree is too slow.
   [[nodiscard]] tick demand(const scheduler_view& v, request_handle h) {
-    const auto& f = frontier(v, h);
-    const tick slack = v.request(h).deadline() - v.now();
-    const int usable = v.usable_device_count();
-    // Along the frontier the cost grows and the time shrinks: the first entry that meets the
-    // deadline is the cheapest one.
-    std::size_t lo = 0, hi = f.size();
+    if (hull_devices_ < 0) hull_devices_ = v.usable_device_count();  // begin() refreshes it
+    const auto& hull = cost_hull(v, h);
+    if (hull.empty()) return -1;
+    const auto& r = v.request(h);
+    const tick slack = r.deadline() - v.now();
+    const auto steps = static_cast<double>(r.steps_remaining());
+    const int fast = hull.back().k;
+    const tick stages = v.remaining_time(h, fast) - static_cast<tick>(r.steps_remaining()) * v.step_time(h, fast);
+    const double budget = static_cast<double>(slack - stages);  // for the steps
+    if (budget < steps * static_cast<double>(hull.back().time)) return -1;
+    const double per_step = steps > 0 ? budget / steps : static_cast<double>(never);
+    // hull: by growing cost and shrinking time; find the first point fast enough.
+    std::size_t i = 0;
+    std::size_t lo = 0, hi = hull.size() - 1;
     while (lo < hi) {
       const std::size_t mid = (lo + hi) / 2;
-      if (v.remaining_time(h, f[mid]) <= slack) hi = mid;
+      if (static_cast<double>(hull[mid].time) <= per_step) hi = mid;
       else lo = mid + 1;
     }
-    for (std::size_t i = lo; i < f.size(); ++i) {
-      const int k = f[i];
-      const tick t = v.remaining_time(h, k);
-      if (k <= usable && t <= slack) return static_cast<tick>(k) * t;
+    i = lo;
+    double cost_per_step = static_cast<double>(hull[i].cost);
+    if (i > 0) {  // mix the slower, cheaper point i-1 with point i
+      const auto& a = hull[i - 1];
+      const auto& b = hull[i];
+      const double x = (per_step - static_cast<double>(b.time)) / static_cast<double>(a.time - b.time);
+      cost_per_step = x * static_cast<double>(a.cost) + (1 - x) * static_cast<double>(b.cost);
     }
-    return -1;
+    return static_cast<tick>(steps * cost_per_step) + static_cast<tick>(fast) * stages;
   }
+
 
  private:
   enum class verdict : unsigned char { admit, background, deferred, unreachable, reject };
   struct job {
-    tick deadline;
     request_handle h;
-    tick w;
+    tick w;  ///< need: device-microseconds
     int priority;
-    bool long_slo;
   };
 
-  // Degrees of a shape on the cost/time Pareto frontier: by growing GPU-seconds per step, each one
-  // strictly faster than every cheaper one. Computed once per shape.
-  const std::vector<int>& frontier(const scheduler_view& v, request_handle h) {
-    const std::uint32_t s = v.request(h).shape;
-    if (frontiers_.size() <= s) frontiers_.resize(static_cast<std::size_t>(s) + 1);
-    auto& f = frontiers_[s];
-    if (!f.empty()) return f;
-    const auto& c = v.costs(h);
-    std::vector<std::pair<tick, int>> by_cost;
-    for (int k : c.allowed_degrees) by_cost.emplace_back(static_cast<tick>(k) * c.step_time(k), k);
-    std::sort(by_cost.begin(), by_cost.end());
-    tick best = never;
-    for (const auto& [cost, k] : by_cost) {
-      if (c.step_time(k) < best) f.push_back(k), best = c.step_time(k);
-    }
-    return f;
+  // Inserts h into the deadline order once.
+  void track(const scheduler_view& v, request_handle h) {
+    if (tracked_.size() <= h) tracked_.resize(static_cast<std::size_t>(h) + 1, 0);
+    if (tracked_[h]) return;
+    tracked_[h] = 1;
+    const std::pair<tick, request_handle> e{v.request(h).deadline(), h};
+    by_deadline_.insert(std::lower_bound(by_deadline_.begin(), by_deadline_.end(), e), e);
   }
+
+  struct hull_point {
+    int k;
+    tick time;  ///< one step on k devices
+    tick cost;  ///< k x time
+  };
+  // The lower convex hull of (step time, GPU-time per step) over a shape's allowed degrees that
+  // fit the usable devices, from the cheapest to the fastest: mixing two neighbours on it is the
+  // cheapest way to reach any speed in between. Computed once per shape (and device loss).
+  const std::vector<hull_point>& cost_hull(const scheduler_view& v, request_handle h) {
+    const int usable = hull_devices_;
+    const std::uint32_t s = v.request(h).shape;
+    if (hulls_.size() <= s) hulls_.resize(static_cast<std::size_t>(s) + 1);
+    auto& hull = hulls_[s];
+    if (!hull.empty()) return hull;
+    const auto& c = v.costs(h);
+    // Pareto front first: by growing cost, keep a degree only if faster than every cheaper one.
+    std::vector<hull_point> front;
+    for (int k : c.allowed_degrees) {
+      if (k <= usable) front.push_back({k, c.step_time(k), static_cast<tick>(k) * c.step_time(k)});
+    }
+    std::sort(front.begin(), front.end(), [](const hull_point& a, const hull_point& b) {
+      return a.cost != b.cost ? a.cost < b.cost : a.time < b.time;
+    });
+    for (const auto& p : front) {
+      if (!hull.empty() && p.time >= hull.back().time) continue;
+      // Then convexity: drop the last point while it lies on or above the chord to p.
+      while (hull.size() >= 2) {
+        const auto& a = hull[hull.size() - 2];
+        const auto& b = hull.back();
+        const double cross = static_cast<double>(b.time - a.time) * static_cast<double>(p.cost - a.cost) -
+                             static_cast<double>(b.cost - a.cost) * static_cast<double>(p.time - a.time);
+        if (cross < 0) break;
+        hull.pop_back();
+      }
+      hull.push_back(p);
+    }
+    return hull;
+  }
+
 
   double slo_sum_ = 0;
   std::uint64_t slo_count_ = 0;
   std::vector<verdict> verdict_;  // by handle, refreshed for every unfinished request in begin()
-  std::vector<job> jobs_, heap_;
-  std::vector<std::vector<int>> frontiers_;
+  std::vector<job> heap_;
+  std::vector<std::pair<tick, request_handle>> by_deadline_;  // unfinished requests with a deadline
+  std::vector<unsigned char> tracked_;                         // by handle
+  std::vector<std::vector<hull_point>> hulls_;
+  int hull_devices_ = -1;
 };
 
 // ============================================================================================
@@ -204,18 +263,19 @@ struct slo_aware_options {
   admission_mode admission = admission_mode::relaxed;
   double capacity = 0.9;
   double reserve = 0.1;
+  double margin = 0.2;
   std::uint32_t chunk = 1;
   double best_effort_age = 10;
   bool widen = true;
-  bool background = true;
+  bool hold = true;
 };
 
 /// EDF-best-fit plus admission control, priority classes and best effort (see the header comment).
 class slo_aware_policy : public composed_policy<slo_admission, priority_edf_order, smallest_meeting_degree, sticky_placement> {
  public:
   explicit slo_aware_policy(slo_aware_options o = {})
-      : composed_policy(make_admission(o), priority_edf_order{o.best_effort_age}, {}, {},
-                        compose_options{"slo-aware", o.chunk, o.widen}) {}
+      : composed_policy(make_admission(o), priority_edf_order{o.best_effort_age}, smallest_meeting_degree{o.margin}, {},
+                        compose_options{"slo-aware", o.chunk, o.widen, o.hold}) {}
 
  private:
   static slo_admission make_admission(const slo_aware_options& o) {
@@ -224,7 +284,6 @@ class slo_aware_policy : public composed_policy<slo_admission, priority_edf_orde
     a.capacity = o.capacity;
     a.reserve = o.reserve;
     a.best_effort_age = o.best_effort_age;
-    a.background = o.background;
     return a;
   }
 };
@@ -239,13 +298,14 @@ inline void register_slo_aware(policy_registry& r) {
           slo_aware_options o;
           const auto mode = p.get_choice("admission", "relaxed", {"relaxed", "strict", "off"});
           o.admission = mode == "strict" ? admission_mode::strict : mode == "off" ? admission_mode::off : admission_mode::relaxed;
-          o.capacity = p.get_double("capacity", o.capacity, 0.05, 2.0);
-          o.reserve = p.get_double("reserve", o.reserve, 0.0, 0.95);
+          o.capacity = p.get_double("capacity", o.capacity, 0.05, 4.0);
+          o.reserve = p.get_double("reserve", o.reserve, 0.0, 1.0);
           if (o.reserve >= o.capacity) p.fail("reserve", "must be smaller than capacity");
+          o.margin = p.get_double("margin", o.margin, 0.0, 0.9);
           o.chunk = static_cast<std::uint32_t>(p.get_int("chunk", o.chunk, 1, 1000000));
           o.best_effort_age = p.get_double("best_effort_age", o.best_effort_age, 0.0, 1e6);
           o.widen = p.get_int("widen", 1, 0, 1) != 0;
-          o.background = p.get_int("background", 1, 0, 1) != 0;
+          o.hold = p.get_int("hold", 1, 0, 1) != 0;
           return slo_aware_policy(o);
         });
   r.add("edf-best-fit", "", "GF-DiT: EDF, smallest degree meeting the deadline, spare GPUs widen; never drops",

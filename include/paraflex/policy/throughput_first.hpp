@@ -20,8 +20,11 @@
 // after the last ride along): 1 = re-decide at every step boundary (preemption at step granularity),
 // larger = fewer decisions and fewer migrations.
 //
-// Cost per decision: O(W) to key the W waiting requests plus O(P log W) for the P placed (a heap), so
-// thousands of waiting requests cost microseconds when only a few devices are free.
+// Cost: the waiting requests live in an ordered set kept up to date by the arrival / task-end /
+// request-end hooks (O(log W) each), so a decision costs O(P log W) for the P requests it places, not
+// O(W): thousands of waiting requests cost microseconds when one device frees. decide() rebuilds the
+// set from the view when the two disagree (a lost device resets positions; a host that does not
+// forward the hooks), so correctness never depends on the hooks.
 //
 // Parameters ("throughput-first:KEY=VALUE"): chunk_steps (1), max_inefficiency (1.25),
 // starvation_factor (10; 0 = off), starvation_s (0 = off). The policy never drops a request.
@@ -30,6 +33,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <queue>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,27 +72,46 @@ class throughput_first_policy {
   /// narrower).
   [[nodiscard]] int efficient_degree(const scheduler_view& v, request_handle h) { return info(v, h).order.front(); }
 
+  // Hooks keep the queue of waiting requests up to date, so a decision costs O(P log W) rather than
+  // O(W). decide() checks the queue against the view and rebuilds it when they disagree (a device
+  // was lost, or the policy runs somewhere that does not forward the hooks).
+  void on_arrival(const scheduler_view& v, request_handle h) {
+    ++epoch_;
+    enqueue(v, h);
+  }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) {
+    ++epoch_;
+    const auto& r = v.request(h);
+    if (!ok || (r.chunk_left == 0 && r.position < r.tasks_total())) enqueue(v, h);  // it waits next
+  }
+  void on_request_end(const scheduler_view&, request_handle h) { dequeue(h); }
+
   void decide(const scheduler_view& v, decision_buffer& out) {
-    int free_count = static_cast<int>(v.free_devices().count());
-    if (free_count == 0 || v.waiting().empty()) return;
+    ++epoch_;
     const tick now = v.now();
+    if (stale_ || queue_.size() != v.waiting().size() || v.lost_devices().count() != lost_seen_) rebuild(v);
+    // Requests that aged while waiting move to the front group.
+    while (!aging_.empty() && aging_.top().first < now) {
+      const request_handle h = aging_.top().second;
+      aging_.pop();
+      if (queued(h) && !key_of_[h].aged) {
+        dequeue(h);
+        enqueue(v, h);
+      }
+    }
+    int free_count = static_cast<int>(v.free_devices().count());
+    if (free_count == 0 || queue_.empty()) return;
 
-    heap_.clear();
-    for (request_handle h : v.waiting()) heap_.push_back(make_key(v, h, now));
-    auto later = [](const key& a, const key& b) {  // heap "less": b comes first
-      if (a.aged != b.aged) return !a.aged;
-      if (a.primary != b.primary) return a.primary > b.primary;
-      if (a.deadline != b.deadline) return a.deadline > b.deadline;
-      return a.h > b.h;
-    };
-    std::make_heap(heap_.begin(), heap_.end(), later);
-
-    // Fill: degrees by counting only (find_free_group succeeds whenever enough devices are free).
+    // Fill, best first: degrees by counting only (find_free_group succeeds whenever enough devices are
+    // free).
     picks_.clear();
-    while (!heap_.empty() && free_count > 0) {
-      std::pop_heap(heap_.begin(), heap_.end(), later);
-      const request_handle h = heap_.back().h;
-      heap_.pop_back();
+    bool all_taken = true;
+    for (auto it = queue_.begin(); it != queue_.end() && free_count > 0; ++it) {
+      const request_handle h = it->h;
+      if (v.request(h).phase != request_phase::waiting) {  // out of sync: rebuild next time
+        stale_ = true;
+        continue;
+      }
       const shape_info& s = info(v, h);
       int k = 0;
       for (int d : s.order) {  // most efficient first
@@ -95,13 +120,17 @@ class throughput_first_policy {
           break;
         }
       }
-      if (k == 0) continue;  // even its smallest degree does not fit now
+      if (k == 0) {  // even its smallest degree does not fit now
+        all_taken = false;
+        continue;
+      }
       free_count -= k;
       picks_.push_back({h, k});
     }
+    if (picks_.size() < queue_.size()) all_taken = false;
 
     // Widen only when nobody is left waiting for the idle devices.
-    if (heap_.empty() && free_count > 0) {
+    if (all_taken && free_count > 0) {
       for (auto& p : picks_) {
         if (free_count == 0) break;
         const shape_info& s = info(v, p.h);
@@ -125,6 +154,7 @@ class throughput_first_policy {
       if (static_cast<int>(sg.size()) == p.degree && available.contains_all(sg)) {
         available.reset(sg);
         out.assign(p.h, sg, chunk_tasks(v, p.h));
+        dequeue(p.h);
         p.degree = 0;
       }
     }
@@ -133,6 +163,7 @@ class throughput_first_policy {
       if (auto g = place(v, p.h, p.degree, available)) {
         available.reset(*g);
         out.assign(p.h, std::move(*g), chunk_tasks(v, p.h));
+        dequeue(p.h);
       }
     }
   }
@@ -144,6 +175,14 @@ class throughput_first_policy {
     tick primary;  ///< aged: arrival; else remaining GPU-microseconds at the efficient degree
     tick deadline;
   };
+  struct key_order {  // aged first (oldest first), then shortest remaining work, deadline, arrival
+    bool operator()(const key& a, const key& b) const noexcept {
+      if (a.aged != b.aged) return a.aged;
+      if (a.primary != b.primary) return a.primary < b.primary;
+      if (a.deadline != b.deadline) return a.deadline < b.deadline;
+      return a.h < b.h;
+    }
+  };
   struct pick {
     request_handle h;
     int degree;
@@ -153,6 +192,7 @@ class throughput_first_policy {
     std::size_t table_size = 0;
     std::vector<int> order;  ///< allowed degrees by GPU-seconds per step, then step time, then width
     tick best_cost = 0;      ///< k x T(k) of order.front()
+    std::uint64_t checked = 0;  ///< epoch of the last check against the runtime's shape table
     bool valid = false;
   };
 
@@ -163,6 +203,8 @@ class throughput_first_policy {
     const shape_costs& c = v.costs(h);
     if (idx >= shapes_.size()) shapes_.resize(idx + 1);
     shape_info& s = shapes_[idx];
+    if (s.valid && s.checked == epoch_) return s;
+    s.checked = epoch_;
     if (!s.valid || s.table_size != c.step.size() || !(s.shape == c.shape)) {
       s.shape = c.shape;
       s.table_size = c.step.size();
@@ -179,21 +221,65 @@ class throughput_first_policy {
     return s;
   }
 
-  key make_key(const scheduler_view& v, request_handle h, tick now) {
+  /// When h counts as starving: arrival + the tighter of the two thresholds (never when both are off).
+  tick aged_at(const scheduler_view& v, request_handle h) {
     const auto& r = v.request(h);
-    const shape_info& s = info(v, h);
-    const int e = s.order.front();
-    key k{h, false, v.remaining_time(h, e) * e, r.has_deadline() ? r.deadline() : never};
-    const tick age = now - r.spec.arrival;
-    if (opt_.starvation > 0 && age > opt_.starvation) k.aged = true;
+    tick at = never;
+    if (opt_.starvation > 0) at = add_sat(r.spec.arrival, opt_.starvation);
     if (opt_.starvation_factor > 0) {
+      const int e = info(v, h).order.front();
       const auto& c = v.costs(h);
       const auto ee = static_cast<std::size_t>(e);
-      const tick alone = c.encode[ee] + static_cast<tick>(r.spec.steps) * c.step[ee] + c.decode[ee];
-      if (static_cast<double>(age) > opt_.starvation_factor * static_cast<double>(alone)) k.aged = true;
+      const double alone = static_cast<double>(c.encode[ee] + static_cast<tick>(r.spec.steps) * c.step[ee] + c.decode[ee]);
+      const double limit = opt_.starvation_factor * alone;
+      if (limit < 4e18) at = std::min(at, add_sat(r.spec.arrival, static_cast<tick>(limit)));
     }
-    if (k.aged) k.primary = r.spec.arrival;
+    return at;
+  }
+
+  key make_key(const scheduler_view& v, request_handle h) {
+    const auto& r = v.request(h);
+    const int e = info(v, h).order.front();
+    key k{h, false, v.remaining_time(h, e) * e, r.has_deadline() ? r.deadline() : never};
+    if (aged_at(v, h) < v.now()) {
+      k.aged = true;
+      k.primary = r.spec.arrival;
+    }
     return k;
+  }
+
+  [[nodiscard]] bool queued(request_handle h) const { return h < in_queue_.size() && in_queue_[h] != 0; }
+
+  void enqueue(const scheduler_view& v, request_handle h) {
+    if (queued(h)) dequeue(h);
+    if (h >= in_queue_.size()) {
+      in_queue_.resize(static_cast<std::size_t>(h) + 1, 0);
+      key_of_.resize(static_cast<std::size_t>(h) + 1);
+      aging_pushed_.resize(static_cast<std::size_t>(h) + 1, 0);
+    }
+    const key k = make_key(v, h);
+    key_of_[h] = k;
+    in_queue_[h] = 1;
+    queue_.insert(k);
+    if (!k.aged && !aging_pushed_[h]) {  // once per request: the time it starts to starve
+      const tick at = aged_at(v, h);
+      if (at != never) aging_.emplace(at, h);
+      aging_pushed_[h] = 1;
+    }
+  }
+
+  void dequeue(request_handle h) {
+    if (!queued(h)) return;
+    queue_.erase(key_of_[h]);
+    in_queue_[h] = 0;
+  }
+
+  void rebuild(const scheduler_view& v) {
+    for (const auto& k : queue_) in_queue_[k.h] = 0;
+    queue_.clear();
+    for (request_handle h : v.waiting()) enqueue(v, h);
+    lost_seen_ = v.lost_devices().count();
+    stale_ = false;
   }
 
   /// Tasks covering the next chunk_steps denoising steps, with the encode before and the decode after.
@@ -214,7 +300,13 @@ class throughput_first_policy {
 
   throughput_first_options opt_;
   std::vector<shape_info> shapes_;
-  std::vector<key> heap_;
+  std::set<key, key_order> queue_;               // waiting requests, best first
+  std::vector<key> key_of_;                      // by handle: its key in queue_
+  std::vector<unsigned char> in_queue_, aging_pushed_;  // by handle
+  std::priority_queue<std::pair<tick, request_handle>, std::vector<std::pair<tick, request_handle>>, std::greater<>> aging_;
+  std::size_t lost_seen_ = 0;
+  bool stale_ = false;
+  std::uint64_t epoch_ = 0;  // decide() calls: shape caches check their key once per call
   std::vector<pick> picks_;
 };
 

@@ -100,7 +100,7 @@ class scheduler {
     const auto h = static_cast<request_handle>(state_.requests.size());
     request_record r;
     r.shape = intern_shape(spec.shape);
-    r.trajectory = &trajectories_.for_steps(spec.steps);
+    r.trajectory = trajectories_.for_steps(spec.steps);
     r.spec = std::move(spec);
     r.phase = request_phase::waiting;
     const tick at = r.spec.arrival;
@@ -344,7 +344,9 @@ class scheduler {
   void call_policy() {
     dirty_ = false;
     drop_unplaceable();
-    if (state_.waiting.empty() && period_ == never) return;  // nothing to decide
+    // Nothing waits: no decision is possible (running tasks cannot be reassigned), so the call is
+    // skipped, also at a requested wake-up; the policy runs again at the next event.
+    if (state_.waiting.empty() && period_ == never) return;
     buffer_.clear();
     const auto t0 = std::chrono::steady_clock::now();
     policy_.decide(view_, buffer_);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -49,7 +50,7 @@ struct shape_costs {
 struct request_record {
   request_spec spec;
   std::uint32_t shape = 0;                  ///< index into the shape table
-  const trajectory_template* trajectory = nullptr;
+  std::shared_ptr<const trajectory_template> trajectory;  ///< shared by all requests with this step count
   std::uint32_t position = 0;               ///< tasks completed so far
   request_phase phase = request_phase::waiting;
   device_group state_group;                 ///< where the request's state lives; empty before its first task

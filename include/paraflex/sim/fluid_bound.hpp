@@ -28,21 +28,25 @@
 // i during which the successful run of one of r's stage-s tasks on k devices is in flight (r in A
 // only; everything else 0). Every task of r in A ran to completion inside [a_r, d_r] (it cannot start
 // before arrival, and r finished by d_r), each taking exactly T_s(k), so the work rows hold with
-// equality. A request has at most one task in flight, so the one-at-a-time rows hold. A device runs
+// equality, and u <= min(1, F_s(k)/L_i) since that time fits both in the interval and in the stage. A request has at most one task in flight, so the one-at-a-time rows hold. A device runs
 // one thing at a time and at most G are usable, so the capacity rows hold; migrations, failed attempts
 // and the requests outside A only use time and devices, which the LP does not ask to be counted. So
 // the point is feasible with objective |A|, and LP optimum >= |A| for every schedule; integrality
 // (|A| is a whole number) lets the figure be rounded down. Step granularity, placement on concrete
-// devices and precedence between stages are all relaxed away, which is why this is an upper bound and
-// not a schedule.
-// Reductions that keep the optimum: a degree k is dropped for a stage when another k' is at least as
-// fast and uses no more device-time (T(k') <= T(k), k'T(k') <= kT(k): any use of k can be replaced by
-// less time and fewer device-seconds on k'); requests that cannot finish by their deadline even alone
-// on the fastest degrees are fixed at x_r = 0; stage windows are narrowed to the part of [a_r, d_r]
-// where that stage can run given the minimum time of the stages before and after it; rows that can
-// never bind (their columns' upper bounds already satisfy them) are not emitted. Cut points closer than
-// fluid_bound_options::min_interval_s may be merged, rounding windows outwards: a relaxation (still
-// valid, looser, smaller LP); 0 merges nothing beyond equal times.
+// devices and (beyond the stage windows below) precedence between tasks are relaxed away, which is
+// why this is an upper bound and not a schedule.
+//
+// Reductions that keep the optimum: per stage, only degrees on the lower convex hull of (time,
+// device-time) per unit are kept - a dominated degree (another is as fast with no more device-time) or
+// one above the chord of two others (mixing those two gives the same time with less device-time) can
+// always be replaced inside the same interval; requests that cannot finish by their deadline even alone
+// on the fastest degrees are fixed at x_r = 0; a stage's window is narrowed to the part of [a_r, d_r]
+// where it can run given the minimum time of the stages before and after it (the final, successful
+// chain encode -> steps -> decode runs in that order); rows that can never bind (their columns' upper
+// bounds already satisfy them) are not emitted; and the workload is split where no window spans a
+// point in time (split_fluid_workload), since such parts share no interval and their optima add up.
+// Cut points closer than fluid_bound_options::min_interval_s may be merged, rounding windows outwards:
+// a relaxation (still valid, looser, smaller LP); the default 0 merges only equal times.
 //
 // Certification. For max c.x, A x <= b, l <= x <= u, any y >= 0 gives c.x <= b.y + sum_j max(l_j d_j,
 // u_j d_j) with d = c - A^T y (weak duality with boxed columns). fluid_lp::attainment_from_duals takes
@@ -54,8 +58,13 @@
 // capacity_bound partitions time into disjoint segments and, in each, keeps only as many of the
 // requests whose whole window lies inside as fit by least device-seconds into G x segment length.
 //
-// Durations: the bound assumes tasks take at least their nominal times. When the executor may run a
-// task faster (--jitter, a straggler factor below 1), pass that factor as speed_factor.
+// Durations: the bound assumes tasks take at least their nominal times, as in the simulated executor.
+// When it may run a task faster (--jitter, a straggler factor below 1), pass the smallest factor as
+// speed_factor. Lost devices, failed tasks and stragglers slowing down only take capacity away.
+//
+// Size: one x column per request and one work row per (request, stage); per request, about (intervals in its
+// window) x (hull degrees) columns and as many one-at-a-time rows as intervals where it could use more
+// than the interval. For 3,000 requests on 8 GPUs: 0.2-1.1 million columns, 40-190 thousand rows.
 #pragma once
 
 #include <algorithm>
@@ -202,12 +211,23 @@ namespace fluid_detail {
   fluid_stage st;
   st.units = units;
   double best_device_time = std::numeric_limits<double>::infinity();
-  std::vector<std::pair<double, int>> kept;
+  std::vector<std::pair<double, int>> kept;  // by increasing time, strictly decreasing device-time
   for (const auto& [t, k] : by_time) {
-    if (k * t < best_device_time) {
-      kept.emplace_back(t, k);
-      best_device_time = k * t;
+    if (k * t >= best_device_time) continue;  // dominated
+    // Lower convex hull of (time, device-time) per unit: a point clearly above the chord of its
+    // neighbours is matched by mixing them (same time, less device-time), so it adds nothing.
+    while (kept.size() >= 2) {
+      const auto [t0, k0] = kept[kept.size() - 2];
+      const auto [t1, k1] = kept.back();
+      const long double ax = t1 - t0, ay = static_cast<long double>(k1) * t1 - static_cast<long double>(k0) * t0;
+      const long double bx = t - t0, by = static_cast<long double>(k) * t - static_cast<long double>(k0) * t0;
+      const long double cross = ax * by - ay * bx;  // < 0: (t1, k1 t1) lies above the chord
+      const long double scale = std::abs(ax * by) + std::abs(ay * bx);
+      if (cross >= -1e-9L * scale) break;  // on or below it (or too close to tell): keep it, always safe
+      kept.pop_back();
     }
+    kept.emplace_back(t, k);
+    best_device_time = k * t;
   }
   for (auto it = kept.rbegin(); it != kept.rend(); ++it) st.degree.push_back(it->second), st.unit_us.push_back(it->first);
   return st;
@@ -289,6 +309,36 @@ template <CostModel C>
   return prepare_fluid_workload(requests, std::span<const shape_costs* const>(per_request), gpus, o);
 }
 
+/// Splits the workload where no request's window spans a point in time: the LP has no row linking
+/// the parts (their intervals are disjoint), so its optimum is the sum of the parts' optima and each
+/// part can be solved on its own - far faster than one LP when traffic has quiet gaps.
+[[nodiscard]] inline std::vector<fluid_workload> split_fluid_workload(const fluid_workload& w) {
+  std::vector<const fluid_request*> order;
+  for (const auto& r : w.requests) order.push_back(&r);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->arrival < b->arrival; });
+  std::vector<fluid_workload> parts;
+  tick end = never;
+  for (const auto* r : order) {
+    if (parts.empty() || r->arrival >= end) {  // windows that only touch share no interval
+      parts.push_back(fluid_workload{w.gpus, w.with_deadline, {}});
+      end = r->deadline;
+    }
+    parts.back().requests.push_back(*r);
+    end = std::max(end, r->deadline);
+  }
+  return parts;
+}
+
+/// A certified count of on-time requests (any real number, e.g. a sum over parts) as a bound on SLO
+/// attainment: the margin covers floating-point error, then the count is rounded down, because the
+/// number of on-time requests is a whole number.
+[[nodiscard]] inline std::optional<double> attainment_from_count(double count, std::size_t with_deadline) {
+  if (with_deadline == 0) return std::nullopt;
+  const double n = static_cast<double>(with_deadline);
+  count = std::floor(std::clamp(count, 0.0, n) + fluid_bound_margin);
+  return std::min(1.0, count / n);
+}
+
 /// Bound (a): requests that could meet their deadline alone / N. Empty when no request has a deadline.
 [[nodiscard]] inline std::optional<double> per_request_bound(const fluid_workload& w) {
   if (w.with_deadline == 0) return std::nullopt;
@@ -344,13 +394,14 @@ struct fluid_lp {
   std::size_t capacity_rows = 0, one_at_a_time_rows = 0, work_rows = 0;
   std::vector<int> x_column;      ///< column of x_r, by position in fluid_workload::requests
 
-  /// Certified bound on SLO attainment from any row multipliers (see the header comment); the LP's
-  /// optimal duals give the LP optimum. Empty when no request has a deadline.
+  /// Certified upper bound on the number of on-time requests among this LP's, from any row
+  /// multipliers (see the header comment); the LP's optimal duals give the LP optimum.
+  [[nodiscard]] double certified_requests(std::span<const double> duals) const {
+    return std::clamp(lp.dual_bound(duals), 0.0, static_cast<double>(requests));
+  }
+  /// The same as a bound on SLO attainment. Empty when no request has a deadline.
   [[nodiscard]] std::optional<double> attainment_from_duals(std::span<const double> duals) const {
-    if (with_deadline == 0) return std::nullopt;
-    double count = std::min(lp.dual_bound(duals), static_cast<double>(requests));
-    count = std::floor(std::max(0.0, count) + fluid_bound_margin);  // on-time requests are a whole number
-    return std::min(1.0, count / static_cast<double>(with_deadline));
+    return attainment_from_count(certified_requests(duals), with_deadline);
   }
 };
 
@@ -380,13 +431,13 @@ struct fluid_lp {
   out.intervals = intervals;
   std::vector<double> len(intervals);
   for (std::size_t i = 0; i < intervals; ++i) len[i] = static_cast<double>(pts[i + 1] - pts[i]);
-  auto first_interval = [&](double t) {  // the interval containing t (rounding the window start down)
-    const auto it = std::upper_bound(pts.begin(), pts.end(), static_cast<tick>(std::floor(t)));
+  auto first_interval = [&](tick t) {  // the interval containing t (rounding the window start down)
+    const auto it = std::upper_bound(pts.begin(), pts.end(), t);
     const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, (it - pts.begin()) - 1));
     return std::min(i, intervals - 1);
   };
-  auto last_interval = [&](double t) {  // the interval containing t (rounding the window end up)
-    const auto it = std::lower_bound(pts.begin(), pts.end(), static_cast<tick>(std::ceil(t)));
+  auto last_interval = [&](tick t) {  // the interval containing t (rounding the window end up)
+    const auto it = std::lower_bound(pts.begin(), pts.end(), t);
     const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(1, it - pts.begin()) - 1);
     return std::min(i, intervals - 1);
   };
@@ -400,7 +451,9 @@ struct fluid_lp {
     for (std::size_t s = 0; s < r.stages.size(); ++s) {
       const auto& st = r.stages[s];
       const double after = r.min_time_us - before - st.min_time_us();
-      const double lo = static_cast<double>(r.arrival) + before, hi = static_cast<double>(r.deadline) - after;
+      // Rounded outwards to whole microseconds; both stay inside [arrival, deadline] (the request fits).
+      const tick lo = r.arrival + static_cast<tick>(std::floor(before));
+      const tick hi = r.deadline - static_cast<tick>(std::floor(std::max(0.0, after)));
       const std::size_t i0 = first_interval(lo), i1 = std::max(i0, last_interval(hi));
       for (std::size_t i = i0; i <= i1; ++i) {
         for (std::size_t d = 0; d < st.degree.size(); ++d) {

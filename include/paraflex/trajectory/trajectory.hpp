@@ -101,18 +101,19 @@ class trajectory_template {
 
 static_assert(Trajectory<trajectory_template>);
 
-/// Owns one template per step count; references stay valid for the library's lifetime.
+/// One shared template per step count. Templates are shared_ptr so that a request_record copied out
+/// of a scheduler stays usable after the scheduler is gone.
 class trajectory_library {
  public:
-  const trajectory_template& for_steps(int steps) {
+  std::shared_ptr<const trajectory_template> for_steps(int steps) {
     auto it = templates_.find(steps);
-    if (it == templates_.end()) it = templates_.emplace(steps, std::make_unique<trajectory_template>(steps)).first;
-    return *it->second;
+    if (it == templates_.end()) it = templates_.emplace(steps, std::make_shared<const trajectory_template>(steps)).first;
+    return it->second;
   }
   [[nodiscard]] std::size_t size() const noexcept { return templates_.size(); }
 
  private:
-  std::map<int, std::unique_ptr<trajectory_template>> templates_;
+  std::map<int, std::shared_ptr<const trajectory_template>> templates_;
 };
 
 }  // namespace paraflex

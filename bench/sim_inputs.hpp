@@ -1,0 +1,60 @@
+// Loading what a simulation needs from the command line's files (or the embedded defaults):
+// the profile, the workload, the GPU type and the cost model. Shared by paraflex-sim and paraflex-tune.
+#pragma once
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "embedded_data.hpp"
+#include "paraflex/cost/profile.hpp"
+#include "paraflex/cost/profile_cost_model.hpp"
+#include "paraflex/sim/workload_csv.hpp"
+
+namespace paraflex_bench {
+
+struct sim_inputs {
+  paraflex::profile_table table;
+  paraflex::workload workload;
+  std::string gpu;
+  paraflex::profile_cost_model cost;
+};
+
+/// Empty file names select the embedded default profile / workload. An empty `gpu` selects the only
+/// GPU type the profile has for the workload's models. Throws paraflex::input_exception on bad input.
+inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu) {
+  using namespace paraflex;
+  profile_table table = [&] {
+    if (profile_file.empty()) {
+      std::istringstream in{std::string(embedded_profile_csv)};
+      return read_profile_csv(in, "<embedded profile>").value_or_throw();
+    }
+    return load_profile_csv(profile_file).value_or_throw();
+  }();
+  if (!gpu.empty() && !table.has_gpu(gpu)) {
+    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu,
+                                                                  table.source, join_names(table.gpus()))});
+  }
+  const auto known_models = gpu.empty() ? table.models() : table.models_on(gpu);
+  workload w = [&] {
+    if (workload_file.empty()) {
+      std::istringstream in{std::string(embedded_workload_csv)};
+      return read_workload_csv(in, "<embedded workload>", known_models).value_or_throw();
+    }
+    return load_workload_csv(workload_file, known_models).value_or_throw();
+  }();
+  if (gpu.empty()) {
+    std::vector<std::string> models;
+    for (const auto& r : w.requests) models.push_back(r.shape.model);
+    std::sort(models.begin(), models.end());
+    models.erase(std::unique(models.begin(), models.end()), models.end());
+    gpu = default_gpu_for(table, models, table.source).value_or_throw();
+  }
+  auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
+  return sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
+}
+
+}  // namespace paraflex_bench

@@ -1,0 +1,374 @@
+// The upper bound on SLO attainment (sim/fluid_bound.hpp, bench/clp_bound.hpp): hand-computable cases,
+// degree pruning, the certificate, and - the point of a bound - that no policy ever beats it on random
+// workloads, with and without encode/decode stages and jitter.
+//
+// The LP needs COIN-OR Clp: these tests run where the build links it (PkgConfig::CLP) and puts bench/
+// on the include path; elsewhere only the solver-free parts are tested.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "paraflex/executor/simulated.hpp"
+#include "paraflex/policy/static_degree.hpp"
+#include "paraflex/runtime/scheduler.hpp"
+#include "paraflex/sim/fluid_bound.hpp"
+#include "paraflex/sim/metrics.hpp"
+
+#if __has_include(<ClpSimplex.hpp>) && __has_include("clp_bound.hpp")
+#include "clp_bound.hpp"
+#define PARAFLEX_TEST_CLP 1
+#endif
+
+using namespace paraflex;
+
+namespace {
+
+/// Step times from a table indexed by degree (0 = not allowed), the same for every shape, scaled by
+/// the shape's height / 256 so that shapes can differ. Migrations are nearly free.
+struct table_cost {
+  std::vector<double> step;  ///< seconds at degree k = step[k]
+  [[nodiscard]] double step_seconds(const request_shape& s, int k) const { return step[static_cast<std::size_t>(k)] * s.height / 256.0; }
+  [[nodiscard]] bool allows_degree(const request_shape&, int k) const {
+    return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
+  }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool) const { return 1e-3; }
+};
+
+/// A DiT-like model: step time = serial part + parallel part / k + communication growing with k;
+/// degrees must divide 24 heads. With Stages, text encode is fixed and VAE decode scales as 1/sqrt(k).
+template <bool Stages>
+struct toy_cost {
+  [[nodiscard]] double step_seconds(const request_shape& s, int k) const {
+    const double work = 2e-4 * latent_tokens(s);
+    return work * (0.1 + 0.9 / k) + 0.004 * (k - 1);
+  }
+  [[nodiscard]] bool allows_degree(const request_shape&, int k) const { return k >= 1 && 24 % k == 0; }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.02 : 0.005; }
+  [[nodiscard]] double stage_seconds(const request_shape& s, stage_kind kind, int k) const
+    requires Stages
+  {
+    return kind == stage_kind::encode ? 0.05 : 1e-5 * latent_tokens(s) / std::sqrt(static_cast<double>(k));
+  }
+};
+
+/// Earliest deadline first with admission, one task at a time: a request that can no longer meet its
+/// deadline even on its fastest degree is dropped; the others, most urgent first, get the fewest
+/// devices that still meet the deadline for their next task. Simple, and close to the bound (within
+/// 4-7 points on Azure-arrival workloads), so it tests the bound where it matters.
+struct edf_admission_policy {
+  [[nodiscard]] std::string name() const { return "edf-admission"; }
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    std::vector<request_handle> queue(v.waiting().begin(), v.waiting().end());
+    std::stable_sort(queue.begin(), queue.end(), [&](request_handle a, request_handle b) { return v.request(a).deadline() < v.request(b).deadline(); });
+    device_set free = v.free_devices();
+    for (request_handle h : queue) {
+      const auto& r = v.request(h);
+      const tick best = v.remaining_time(h, v.costs(h).fastest_degree);
+      if (r.has_deadline() && add_sat(v.now(), best) > r.deadline()) {
+        out.drop(h, "deadline_unreachable");
+        continue;
+      }
+      int pick = v.costs(h).fastest_degree;
+      for (int k : v.allowed_degrees(h)) {
+        if (!r.has_deadline() || v.now() + v.remaining_time(h, k) <= r.deadline()) {
+          pick = k;
+          break;
+        }
+      }
+      if (free.count() < static_cast<std::size_t>(pick)) continue;  // smaller ones behind may still fit
+      std::vector<device_id> ids;
+      free.for_each([&](device_id d) {
+        if (ids.size() < static_cast<std::size_t>(pick)) ids.push_back(d);
+      });
+      const device_group g{std::span<const device_id>(ids)};
+      free.reset(g);
+      out.assign(h, g, 1);
+    }
+  }
+};
+
+template <class P, class C>
+double attainment_of(const workload& w, const C& cost, int gpus, P policy, simulation_faults faults = {}, std::uint64_t seed = 0) {
+  simulated_executor executor(seed, std::move(faults));
+  scheduler sched(cluster{gpus, gpus, "test"}, policy, executor, cost);
+  for (const auto& r : w.requests) sched.submit(r);
+  sched.run();
+  const run_metrics m = compute_metrics(policy_name(policy), sched.state().requests, gpus, sched.gpu_busy_seconds());
+  REQUIRE(m.slo_attainment.has_value());
+  return *m.slo_attainment;
+}
+
+request_spec make_request(double arrival_s, int height, int steps, std::optional<double> slo_s) {
+  request_spec r;
+  r.id = std::to_string(arrival_s);
+  r.arrival = *to_ticks(arrival_s);
+  r.shape = request_shape{"toy", height, height, 1};
+  r.steps = steps;
+  if (slo_s) r.slo = *to_ticks(*slo_s);
+  return r;
+}
+
+/// Poisson arrivals at an offered load (formats §5 "Load"), four image sizes, SLOs between 1.2x and
+/// 4x the fastest latency alone, one request in ten without an SLO.
+template <class C>
+workload random_workload(const C& cost, int gpus, int n, double load, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int sizes[] = {256, 512, 1024, 2048};
+  const int steps[] = {20, 28, 50};
+  std::vector<request_spec> rs;
+  double work = 0;
+  for (int j = 0; j < n; ++j) {
+    const int size = sizes[rng() % 4], st = steps[rng() % 3];
+    const request_shape shape{"toy", size, size, 1};
+    const shape_costs c = make_shape_costs(cost, shape, gpus);
+    tick fastest = never;
+    for (int k : c.allowed_degrees) fastest = std::min(fastest, c.encode[static_cast<std::size_t>(k)] + st * c.step[static_cast<std::size_t>(k)] + c.decode[static_cast<std::size_t>(k)]);
+    work += st * to_seconds(c.step[1]);
+    const double alpha = std::uniform_real_distribution<double>(1.2, 4.0)(rng);
+    auto r = make_request(0, size, st, std::nullopt);
+    r.id = std::to_string(j + 1);
+    if (rng() % 10 != 0) r.slo = static_cast<tick>(alpha * static_cast<double>(fastest));
+    rs.push_back(std::move(r));
+  }
+  const double rate = load * gpus / (work / n);  // requests per second
+  std::exponential_distribution<double> gap(rate);
+  double t = 0;
+  workload w;
+  w.source = "random";
+  for (auto& r : rs) {
+    t += gap(rng);
+    r.arrival = *to_ticks(t);
+    w.requests.push_back(std::move(r));
+  }
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("a stage keeps only degrees on the lower convex hull of time versus device-time", "[bound]") {
+  const std::vector<int> all{1, 2, 3, 4};
+  SECTION("perfect scaling: every degree costs the same device-time, only the fastest is kept") {
+    const auto st = fluid_detail::make_stage({0, 8000, 4000, 2667, 2000}, all, 1, 1.0);
+    REQUIRE(st);
+    CHECK(st->degree == std::vector<int>{4});  // 1 and 2 tie with 4 on device-time, 3 (8001) is worse
+  }
+  SECTION("a degree above the chord of its neighbours is matched by mixing them") {
+    // (time, device-time): 1 -> (10, 10), 2 -> (9, 18), 4 -> (4, 16): 4 is faster and cheaper than 2.
+    const auto st = fluid_detail::make_stage({0, 10, 9, 0, 4}, {1, 2, 4}, 1, 1.0);
+    REQUIRE(st);
+    CHECK(st->degree == std::vector<int>{1, 4});
+    // 1 -> (10, 10), 2 -> (6, 12), 4 -> (4, 16): 2 lies below the chord (10,10)-(4,16) at t=6 (14): kept.
+    const auto convex = fluid_detail::make_stage({0, 10, 6, 0, 4}, {1, 2, 4}, 1, 1.0);
+    REQUIRE(convex);
+    CHECK(convex->degree == std::vector<int>{1, 2, 4});
+    // 2 -> (7, 14) lies above that chord (13 at t = 7): 1 and 4 half and half do as well. Dropped.
+    const auto concave = fluid_detail::make_stage({0, 10, 7, 0, 4}, {1, 2, 4}, 1, 1.0);
+    REQUIRE(concave);
+    CHECK(concave->degree == std::vector<int>{1, 4});
+  }
+  SECTION("a stage that is free on some degree constrains nothing") {
+    CHECK_FALSE(fluid_detail::make_stage({0, 5, 0}, {1, 2}, 1, 1.0));
+  }
+}
+
+TEST_CASE("without deadlines there is no bound, and requests without one do not count", "[bound]") {
+  const table_cost cost{{0, 1.0}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 4, std::nullopt));
+  auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 1);
+  CHECK(fw.with_deadline == 0);
+  CHECK_FALSE(combine_bounds(fw, std::nullopt).slo_attainment);
+
+  w.requests.push_back(make_request(0, 256, 4, 4.0));  // fits exactly after nothing; the other has no SLO
+  fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 1);
+  CHECK(fw.with_deadline == 1);
+  CHECK(combine_bounds(fw, std::nullopt).slo_attainment == Approx(1.0));
+}
+
+TEST_CASE("with every multiplier at 0 the certificate is the per-request bound", "[bound]") {
+  const toy_cost<false> cost;
+  const workload w = random_workload(cost, 8, 60, 1.5, 7);
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 8);
+  const fluid_lp lp = build_fluid_lp(fw);
+  CHECK(lp.certified_requests({}) == Approx(static_cast<double>(fw.requests.size())));
+  CHECK(*lp.attainment_from_duals({}) == Approx(*per_request_bound(fw)));
+  const std::vector<double> junk(static_cast<std::size_t>(lp.lp.rows()), -3.0);  // wrong signs are clamped, never trusted
+  CHECK(*lp.attainment_from_duals(junk) == Approx(*per_request_bound(fw)));
+}
+
+#ifdef PARAFLEX_TEST_CLP
+
+namespace {
+
+struct solved {
+  fluid_bound_result bounds;
+  clp_fluid_report lp;
+};
+
+template <class C>
+solved bound_of(const workload& w, const C& cost, int gpus, const fluid_bound_options& o = {}) {
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, o);
+  solved s;
+  s.lp = clp_fluid_bound(fw, o);
+  s.bounds = combine_bounds(fw, s.lp.bound, o);
+  REQUIRE(s.lp.optimal);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a request whose window is shorter than its fastest run has bound 0", "[bound]") {
+  const table_cost cost{{0, 1.0, 0.6}};  // 4 steps: 4 s on 1 GPU, 2.4 s on 2
+  workload w;
+  w.requests.push_back(make_request(0, 256, 4, 2.399999));
+  const auto s = bound_of(w, cost, 2);
+  CHECK(*s.bounds.per_request == 0.0);
+  CHECK(*s.bounds.slo_attainment == 0.0);
+}
+
+TEST_CASE("a request whose SLO equals its fastest run exactly has bound 1, and static reaches it", "[bound]") {
+  const table_cost cost{{0, 1.0, 0.6}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 4, 2.4));
+  const auto s = bound_of(w, cost, 2);
+  CHECK(*s.bounds.slo_attainment == 1.0);
+  CHECK(attainment_of(w, cost, 2, static_degree_policy(2)) == 1.0);
+  w.requests[0].slo -= 1;  // one microsecond less: impossible
+  CHECK(*bound_of(w, cost, 2).bounds.slo_attainment == 0.0);
+}
+
+TEST_CASE("two requests competing for one GPU: the LP serves 1.5, the bound is one of two", "[bound]") {
+  const table_cost cost{{0, 1.0}};  // 10 steps of 1 s each, both due 15 s after arriving together
+  workload w;
+  w.requests.push_back(make_request(0, 256, 10, 15.0));
+  w.requests.push_back(make_request(0, 256, 10, 15.0));
+  const auto s = bound_of(w, cost, 1);
+  CHECK(s.lp.primal_requests == Approx(1.5).margin(1e-7));     // 15 s of GPU for 2 x 10 s of work
+  CHECK(s.lp.certified_requests == Approx(1.5).margin(1e-7));
+  CHECK(*s.bounds.lp == 0.5);  // whole requests only
+  CHECK(*s.bounds.capacity == 0.5);
+  CHECK(*s.bounds.slo_attainment == 0.5);
+  CHECK(attainment_of(w, cost, 1, static_degree_policy(1)) == 0.5);
+}
+
+TEST_CASE("G capacity binding: 16 perfectly scaling requests, room for 8", "[bound]") {
+  const table_cost cost{{0, 2.0, 1.0, 0, 0.5, 0, 0, 0, 0.25}};  // 4 steps = 8 GPU-seconds on any degree
+  workload w;
+  for (int j = 0; j < 16; ++j) w.requests.push_back(make_request(0, 256, 4, 8.0));
+  const auto s = bound_of(w, cost, 8);
+  CHECK(s.lp.primal_requests == Approx(8.0).margin(1e-7));
+  CHECK(*s.bounds.per_request == 1.0);
+  CHECK(*s.bounds.slo_attainment == 0.5);
+  CHECK(attainment_of(w, cost, 8, static_degree_policy(1)) == 0.5);
+  CHECK(attainment_of(w, cost, 8, static_degree_policy(8)) == 0.5);
+}
+
+TEST_CASE("capacity is per interval: work that must happen early cannot use later capacity", "[bound]") {
+  // One GPU. A and B (3 s each) are due at 4 s; C (3 s) arrives at 4 s, due at 8 s. Over [0, 8] the
+  // GPU has room for 8 s of the 9 s of work (2.67 requests); in time only A or B fits before 4 s.
+  const table_cost cost{{0, 1.0}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 3, 4.0));
+  w.requests.push_back(make_request(0, 256, 3, 4.0));
+  w.requests.push_back(make_request(4, 256, 3, 4.0));
+  const auto s = bound_of(w, cost, 1);
+  CHECK(s.lp.primal_requests == Approx(4.0 / 3.0 + 1.0).margin(1e-7));
+  CHECK(*s.bounds.slo_attainment == Approx(2.0 / 3.0));
+}
+
+TEST_CASE("the certificate matches the solver, parts add up, and merging intervals only loosens", "[bound]") {
+  const toy_cost<false> cost;
+  const workload w = random_workload(cost, 8, 150, 1.2, 11);
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 8);
+  const clp_fluid_report parts = clp_fluid_bound(fw);
+  REQUIRE(parts.optimal);
+  CHECK(parts.certified_requests == Approx(parts.primal_requests).margin(1e-6));
+  const clp_report whole = solve_fluid_lp_clp(build_fluid_lp(fw));  // one LP for everything
+  REQUIRE(whole.optimal);
+  CHECK(whole.certified_requests == Approx(parts.certified_requests).margin(1e-6));
+  fluid_bound_options coarse;
+  coarse.min_interval_s = 5.0;
+  const clp_fluid_report merged = clp_fluid_bound(fw, coarse);
+  CHECK(merged.intervals < parts.intervals);
+  CHECK(merged.certified_requests >= parts.certified_requests - 1e-6);
+}
+
+TEST_CASE("no policy beats the bound on random workloads, and the bound is at most 1", "[bound]") {
+  const toy_cost<false> cost;
+  for (const int gpus : {4, 8}) {
+    for (const double load : {0.5, 1.0, 2.0}) {
+      for (std::uint32_t seed = 1; seed <= 3; ++seed) {
+        const workload w = random_workload(cost, gpus, 120, load, seed * 100 + static_cast<std::uint32_t>(gpus));
+        const auto s = bound_of(w, cost, gpus);
+        const double ub = *s.bounds.slo_attainment;
+        INFO("gpus " << gpus << " load " << load << " seed " << seed << " bound " << ub);
+        CHECK(ub <= 1.0);
+        CHECK(ub >= 0.0);
+        CHECK(ub <= *s.bounds.per_request);
+        CHECK(ub <= *s.bounds.capacity);
+        CHECK(attainment_of(w, cost, gpus, static_degree_policy(1)) <= ub);
+        CHECK(attainment_of(w, cost, gpus, static_degree_policy(gpus)) <= ub);
+        CHECK(attainment_of(w, cost, gpus, rssp_policy{}) <= ub);
+        CHECK(attainment_of(w, cost, gpus, edf_admission_policy{}) <= ub);
+      }
+    }
+  }
+}
+
+TEST_CASE("with encode and decode stages the bound still holds, to the microsecond", "[bound]") {
+  const toy_cost<true> cost;
+  SECTION("a lone request due exactly at its fastest run (steps and decode on their own fastest degrees)") {
+    workload w;
+    w.requests.push_back(make_request(0, 1024, 20, std::nullopt));
+    const shape_costs c = make_shape_costs(cost, w.requests[0].shape, 8);
+    tick e = never, st = never, d = never;
+    for (int k : c.allowed_degrees) {
+      const auto kk = static_cast<std::size_t>(k);
+      e = std::min(e, c.encode[kk]), st = std::min(st, c.step[kk]), d = std::min(d, c.decode[kk]);
+    }
+    w.requests[0].slo = e + 20 * st + d;
+    CHECK(*bound_of(w, cost, 8).bounds.slo_attainment == 1.0);
+    w.requests[0].slo -= 1;
+    CHECK(*bound_of(w, cost, 8).bounds.slo_attainment == 0.0);
+  }
+  SECTION("random workloads") {
+    for (std::uint32_t seed = 1; seed <= 3; ++seed) {
+      const workload w = random_workload(cost, 8, 120, 1.2, seed);
+      const double ub = *bound_of(w, cost, 8).bounds.slo_attainment;
+      INFO("seed " << seed << " bound " << ub);
+      CHECK(ub <= 1.0);
+      CHECK(attainment_of(w, cost, 8, static_degree_policy(2)) <= ub);
+      CHECK(attainment_of(w, cost, 8, rssp_policy{}) <= ub);
+      CHECK(attainment_of(w, cost, 8, edf_admission_policy{}) <= ub);
+    }
+  }
+}
+
+TEST_CASE("with jitter the bound uses the fastest a task may run and still holds", "[bound]") {
+  const toy_cost<false> cost;
+  simulation_faults faults;
+  faults.jitter = 0.3;
+  fluid_bound_options o;
+  o.speed_factor = 1.0 - faults.jitter;
+  for (std::uint32_t seed = 1; seed <= 3; ++seed) {
+    const workload w = random_workload(cost, 8, 120, 1.5, seed + 50);
+    const double ub = *bound_of(w, cost, 8, o).bounds.slo_attainment;
+    CHECK(ub >= *bound_of(w, cost, 8).bounds.slo_attainment);
+    CHECK(attainment_of(w, cost, 8, edf_admission_policy{}, faults, seed) <= ub);
+    CHECK(attainment_of(w, cost, 8, rssp_policy{}, faults, seed) <= ub);
+  }
+}
+
+#else
+
+TEST_CASE("the fluid LP bound is not tested: built without COIN-OR Clp", "[bound]") {
+  WARN("link PkgConfig::CLP and add bench/ to the include path to test the fluid LP");
+}
+
+#endif
