@@ -9,6 +9,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -31,29 +32,30 @@ class static_degree_policy {
       for (request_handle h : v.waiting()) out.drop(h, "device_lost_no_capacity");
       return;
     }
+    // Which fixed groups are free at this call; each is handed out at most once. O(G + waiting).
+    open_.assign(static_cast<std::size_t>(groups), 0);
+    for (int j = 0; j < groups; ++j) open_[static_cast<std::size_t>(j)] = v.free_devices().contains_all(group(j));
+    int next = 0;  // lowest group index that may still be open
     for (request_handle h : v.waiting()) {
       if (!v.allows_degree(h, degree_)) {
         out.drop(h, "degree_not_allowed");  // heads % K != 0: this model can never run at K
         continue;
       }
-      // After a failed task the request retries on its own group when that is free (no migration).
+      // After a failed task the request retries on its own group when that is open (no migration).
       const auto& sg = v.request(h).state_group;
-      bool placed = false;
-      if (!sg.empty() && sg.size() == static_cast<std::size_t>(degree_) && v.free_devices().contains_all(sg) && !taken(sg)) {
-        out.assign_to_completion(h, sg);
-        taken_.push_back(sg);
-        placed = true;
+      int j = -1;
+      if (sg.size() == static_cast<std::size_t>(degree_) && sg[0] % static_cast<device_id>(degree_) == 0) {
+        const int own = static_cast<int>(sg[0]) / degree_;
+        if (own < groups && group(own) == sg && open_[static_cast<std::size_t>(own)]) j = own;
       }
-      for (int j = 0; j < groups && !placed; ++j) {
-        auto g = device_group::contiguous(static_cast<device_id>(j * degree_), static_cast<std::size_t>(degree_));
-        if (!v.free_devices().contains_all(g) || taken(g)) continue;
-        out.assign_to_completion(h, g);
-        taken_.push_back(g);
-        placed = true;
+      while (j < 0 && next < groups) {
+        if (open_[static_cast<std::size_t>(next)]) j = next;
+        ++next;
       }
-      if (!placed) break;  // strict FCFS: nobody overtakes the head of the queue
+      if (j < 0) break;  // strict FCFS: nobody overtakes the head of the queue
+      open_[static_cast<std::size_t>(j)] = 0;
+      out.assign_to_completion(h, group(j));
     }
-    taken_.clear();
   }
 
  private:
@@ -66,14 +68,11 @@ class static_degree_policy {
     }
     return intact;
   }
-  bool taken(const device_group& g) const {
-    for (const auto& t : taken_) {
-      if (t == g) return true;
-    }
-    return false;
+  [[nodiscard]] device_group group(int j) const {
+    return device_group::contiguous(static_cast<device_id>(j * degree_), static_cast<std::size_t>(degree_));
   }
   int degree_;
-  std::vector<device_group> taken_;  // groups handed out in this call (free_devices() is a snapshot)
+  std::vector<char> open_;  // per fixed group: free and not yet handed out in this call
 };
 
 class rssp_policy {
