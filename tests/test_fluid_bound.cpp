@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "paraflex/executor/simulated.hpp"
+#include "paraflex/policy/builtin.hpp"
 #include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
@@ -316,6 +317,10 @@ TEST_CASE("no policy beats the bound on random workloads, and the bound is at mo
         CHECK(attainment_of(w, cost, gpus, static_degree_policy(gpus)) <= ub);
         CHECK(attainment_of(w, cost, gpus, rssp_policy{}) <= ub);
         CHECK(attainment_of(w, cost, gpus, edf_admission_policy{}) <= ub);
+        for (const auto& name : default_policy_list(gpus)) {  // every built-in policy, by name
+          INFO(name);
+          CHECK(attainment_of(w, cost, gpus, builtin_policies(gpus).make(name).value_or_throw()) <= ub);
+        }
       }
     }
   }

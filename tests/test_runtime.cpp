@@ -68,8 +68,8 @@ struct invariant_checker {
       if (t.end < last_end) time_monotonic = false;
       last_end = t.end;
     });
-    s.on_request_end([this, &s](const request_record& r) {
-      ++ends[static_cast<request_handle>(&r - s.state().requests.data())];
+    s.on_request_end([this](const request_record& r) {
+      ++ends[r.handle];
       if (r.finish < last_end) time_monotonic = false;
     });
   }

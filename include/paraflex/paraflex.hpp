@@ -4,11 +4,15 @@
 // cost/profile_cost_model.hpp, workload generators (nlohmann json) with sim/generators.hpp.
 #pragma once
 
+#include "paraflex/collectives/concepts.hpp"
+#include "paraflex/collectives/migration_plan.hpp"
+#include "paraflex/collectives/shared_memory.hpp"
 #include "paraflex/core/error.hpp"
 #include "paraflex/core/time.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/executor/concepts.hpp"
 #include "paraflex/executor/simulated.hpp"
+#include "paraflex/executor/thread_executor.hpp"
 #include "paraflex/policy/any_policy.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/decision.hpp"

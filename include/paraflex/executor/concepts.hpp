@@ -9,6 +9,11 @@
 //                          fake executors in tests)
 //   BlockingExecutor     + wait_until(tick): real time; blocks until an event is ready or the time
 //                          passes (CPU-thread and CUDA executors)
+//   ReleasingExecutor    + release(request_handle): called by the runtime once when a request is
+//                          dropped, so that the state it left on devices is freed (a completed
+//                          request's state is the executor's to free after its decode)
+//   NotifiableExecutor   + notify(): callable from any thread; wakes a wait_until early (the runtime
+//                          uses it when a request is submitted from another thread)
 //
 //   struct fake { void launch(const task_launch&); void poll(std::vector<executor_event>&);
 //                 tick now() const; };                                    // valid: Executor
@@ -70,5 +75,11 @@ concept VirtualTimeExecutor = Executor<E> && requires(E& e, const E& ce, tick t)
 
 template <class E>
 concept BlockingExecutor = Executor<E> && requires(E& e, tick t) { e.wait_until(t); };
+
+template <class E>
+concept ReleasingExecutor = Executor<E> && requires(E& e, request_handle h) { e.release(h); };
+
+template <class E>
+concept NotifiableExecutor = Executor<E> && requires(E& e) { e.notify(); };
 
 }  // namespace paraflex

@@ -20,13 +20,21 @@
 //
 // Invariants it enforces: a device runs one thing at a time; a request's tasks run in order, one at
 // a time; a request ends exactly once (completed, or dropped with a reason); time never goes back.
+//
+// Two loops drive it: run() on a VirtualTimeExecutor advances the clock to the next event; run() on
+// a BlockingExecutor (threads, GPUs) waits in real time with executor.wait_until(t) and takes
+// executor.now() as the time. Everything runs on the thread that calls run(), except
+// submit_async(), open_inbox() and close_inbox(), which any thread may call.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <queue>
 #include <stdexcept>
 #include <string>
@@ -99,6 +107,7 @@ class scheduler {
     spec.arrival = std::max(spec.arrival, state_.now);
     const auto h = static_cast<request_handle>(state_.requests.size());
     request_record r;
+    r.handle = h;
     r.shape = intern_shape(spec.shape);
     r.trajectory = trajectories_.for_steps(spec.steps);
     r.spec = std::move(spec);
@@ -109,6 +118,35 @@ class scheduler {
     ++unended_;
     return h;
   }
+
+  /// Submits a request from any thread (submit() itself is for the scheduler's thread only). It
+  /// waits in an inbox until process_due() next runs on the scheduler's thread; it gets its handle
+  /// there, so none is returned here: match completions by spec.id. It then arrives at spec.arrival
+  /// in the executor's clock, or at once if that has passed. To wake a run() that is waiting, the
+  /// executor's notify() is called when it has one (thread_executor does); otherwise run() rechecks
+  /// the inbox every inbox_poll_interval. (With a virtual-time executor the inbox is drained too, but
+  /// run() there only waits for requests it already knows.)
+  void submit_async(request_spec spec) {
+    if (spec.steps <= 0) throw std::invalid_argument("scheduler::submit_async: steps must be > 0");
+    {
+      std::lock_guard lk(inbox_->mu);
+      inbox_->specs.push_back(std::move(spec));
+      inbox_->pending.store(true, std::memory_order_release);
+    }
+    wake_executor();
+  }
+  /// While the inbox is open, run() on a blocking executor keeps serving when every request has
+  /// ended, waiting for submit_async(); close_inbox() lets it return once all submitted requests
+  /// (inbox included) have ended. Without open_inbox(), run() may return between two submissions
+  /// from another thread. Any thread.
+  void open_inbox() { inbox_->open.store(true, std::memory_order_release); }
+  void close_inbox() {
+    inbox_->open.store(false, std::memory_order_release);
+    wake_executor();
+  }
+  /// Longest real-time wait of run() on a blocking executor without notify(), so that submit_async
+  /// is noticed (microseconds).
+  static constexpr tick inbox_poll_interval = 1000;
 
   /// Ends a request on behalf of its client. Waiting: dropped now. Running: dropped when its task in
   /// flight ends (a task is never interrupted). Ended: no effect.
@@ -139,6 +177,27 @@ class scheduler {
     }
   }
 
+  /// Serves in real time until every submitted request has ended (and, while the inbox is open,
+  /// beyond): t = earliest(arrival, wake-up, tick); executor.wait_until(t) returns early when a task
+  /// ends or submit_async notifies; now = executor.now() (never backwards); process_due().
+  /// Arrival times are read in the executor's clock.
+  void run() requires(BlockingExecutor<E> && !VirtualTimeExecutor<E>) {
+    for (;;) {
+      const auto t_exec = static_cast<tick>(executor_.now());
+      if (t_exec > state_.now) state_.now = t_exec;
+      process_due();
+      if (unended_ == 0 && !inbox_->busy()) break;
+      tick t = std::min({next_arrival(), wake_, next_tick_});
+      if (t == never && unended_ > 0 && state_.running.empty() && !inbox_->busy()) {
+        stall_all("policy_stalled");  // nothing runs and nothing can happen: waiting would hang
+        if (unended_ == 0) break;
+        continue;
+      }
+      if constexpr (!notifiable) t = std::min(t, add_sat(state_.now, inbox_poll_interval));
+      executor_.wait_until(t);
+    }
+  }
+
   [[nodiscard]] const scheduler_state& state() const noexcept { return state_; }
   [[nodiscard]] scheduler_view view() const noexcept { return view_; }
   [[nodiscard]] const request_record& request(request_handle h) const { return state_.requests.at(h); }
@@ -151,6 +210,7 @@ class scheduler {
   /// Processes everything due at the current time and calls the policy if something changed.
   /// run() calls this; an embedding with a real-time executor calls it from its own loop.
   void process_due() {
+    if (inbox_->pending.load(std::memory_order_acquire)) drain_inbox();
     events_.clear();
     executor_.poll(events_);
     for (const auto& ev : events_) handle_event(ev);
@@ -177,6 +237,32 @@ class scheduler {
   using arrival = std::pair<tick, request_handle>;
 
   [[nodiscard]] tick next_arrival() const noexcept { return arrivals_.empty() ? never : arrivals_.top().first; }
+
+  // Requests from other threads. Behind a pointer so the scheduler stays movable.
+  struct async_inbox {
+    std::mutex mu;
+    std::vector<request_spec> specs;
+    std::atomic<bool> pending{false};  // specs is not empty: lets process_due skip the lock
+    std::atomic<bool> open{false};
+    [[nodiscard]] bool busy() const noexcept {
+      return pending.load(std::memory_order_acquire) || open.load(std::memory_order_acquire);
+    }
+  };
+  static constexpr bool notifiable = NotifiableExecutor<E>;
+
+  void wake_executor() {
+    if constexpr (notifiable) executor_.notify();
+  }
+
+  void drain_inbox() {
+    std::vector<request_spec> specs;
+    {
+      std::lock_guard lk(inbox_->mu);
+      specs.swap(inbox_->specs);
+      inbox_->pending.store(false, std::memory_order_release);
+    }
+    for (auto& spec : specs) submit(std::move(spec));
+  }
 
   std::uint32_t intern_shape(const request_shape& s) {
     auto it = shape_index_.find(s);
@@ -294,6 +380,9 @@ class scheduler {
     cancel_reason_.erase(h);
     --unended_;
     dirty_ = true;
+    if constexpr (ReleasingExecutor<E>) {
+      if (how == request_phase::dropped) executor_.release(h);  // its state on the devices is not needed
+    }
     hooks::on_request_end(policy_, view_, h);
     if (request_end_) request_end_(r);
   }
@@ -507,6 +596,7 @@ class scheduler {
   tick next_tick_ = never;
   std::uint32_t idle_calls_ = 0;
   bool dirty_ = false;
+  std::unique_ptr<async_inbox> inbox_ = std::make_unique<async_inbox>();
 };
 
 }  // namespace paraflex

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,6 +49,7 @@ struct shape_costs {
 
 /// Everything the runtime knows about one request.
 struct request_record {
+  request_handle handle = 0;                ///< this record's index in the runtime (for callbacks)
   request_spec spec;
   std::uint32_t shape = 0;                  ///< index into the shape table
   std::shared_ptr<const trajectory_template> trajectory;  ///< shared by all requests with this step count
@@ -85,7 +87,7 @@ struct scheduler_state {
   cluster topology;
   tick now = 0;
   std::vector<request_record> requests;   ///< by handle
-  std::vector<shape_costs> shapes;
+  std::deque<shape_costs> shapes;          ///< deque: task_launch::shape points in, and must not move
   std::vector<request_handle> waiting;    ///< phase waiting, sorted by handle (= arrival order)
   std::vector<request_handle> running;    ///< phase running, sorted by handle
   device_set free;                        ///< devices with nothing in flight and not lost

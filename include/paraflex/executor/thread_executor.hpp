@@ -1,0 +1,659 @@
+// paraflex/executor/thread_executor.hpp - a BlockingExecutor whose devices are CPU threads.
+//
+// One worker thread per device. launch() returns at once after queueing the task on every device it
+// occupies (its group, and for a migration also the source devices); each worker runs its queue in
+// order, and a task starts on all of its devices together (gang start) once every one of them has
+// reached it. Because every launch is queued on all its devices at once, in one global order, the
+// oldest queued task can always start: gang starts cannot deadlock. A device therefore runs one task
+// at a time; a migration whose source device is still busy with another request's step starts when
+// that step ends (a CPU thread has no copy engine to overlap it with).
+//
+// What a task does is a task_body, called once per device of the launch, concurrently, with a
+// task_context: the launch, the device's rank, the shared shm_transport (group-free collectives)
+// and the device's state store. The default body, cpu_dit_body, is a real CPU stand-in for a DiT
+// under Ulysses sequence parallelism: every rank holds a contiguous slice of the latent's rows,
+// a step is all_to_all -> a cross-row "attention" mix -> all_to_all -> a per-element "MLP", encode
+// creates the latent and decode all_gathers it and checks it bit for bit against a serial
+// reference. A migration moves the real rows with point-to-point copies planned by
+// plan_migration (collectives/migration_plan.hpp).
+//
+// Outcomes are transactional per launch: a body writes its new state into the store's staging
+// area, and the executor commits every device's staged state when all ranks returned, or discards
+// it when any rank threw - the request's state is then exactly as before the task, as the Executor
+// concept promises for task_failed. A throwing rank aborts the launch's devices in the transport so
+// its peers cannot stay blocked in a collective, and the transport is reset for them afterwards.
+//
+// Time is real: now() is microseconds since construction (steady_clock). wait_until(t) blocks until
+// an event is ready, notify() is called (from any thread), or t passes.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "paraflex/collectives/migration_plan.hpp"
+#include "paraflex/collectives/shared_memory.hpp"
+#include "paraflex/executor/concepts.hpp"
+
+namespace paraflex {
+
+/// One device's slice of a request's latent: rows [row_begin, row_begin + rows) of a
+/// total_rows x channels matrix, row-major.
+struct latent_shard {
+  std::vector<float> data;
+  std::size_t row_begin = 0;
+  std::size_t rows = 0;
+  std::size_t total_rows = 0;
+  std::size_t channels = 0;
+  int steps_done = 0;   ///< denoising steps applied so far (the sampler's state)
+  device_group layout;  ///< layout[i] holds shard_range(i, layout.size(), total_rows)
+};
+
+/// The state one device holds, by request. Bodies read the committed shard and stage changes; the
+/// executor commits or discards the staged changes when the whole launch has ended.
+class device_store {
+ public:
+  /// The committed shard of h here, or nullptr. Stays valid until h's launch in flight ends.
+  [[nodiscard]] const latent_shard* find(request_handle h) const {
+    std::lock_guard lk(mu_);
+    auto it = committed_.find(h);
+    return it == committed_.end() ? nullptr : &it->second;
+  }
+  /// Stages h's new shard on this device (visible through find() once the launch succeeded).
+  void put(request_handle h, latent_shard s) {
+    std::lock_guard lk(mu_);
+    staged_[h] = std::move(s);
+  }
+  /// Stages the removal of h's shard from this device.
+  void erase(request_handle h) {
+    std::lock_guard lk(mu_);
+    staged_[h] = std::nullopt;
+  }
+  /// Committed shards held (requests whose state lives here at least in part).
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard lk(mu_);
+    return committed_.size();
+  }
+  /// Calls f(const latent_shard&) under the store's lock if h has a committed shard here.
+  template <class F>
+  bool visit(request_handle h, F&& f) const {
+    std::lock_guard lk(mu_);
+    auto it = committed_.find(h);
+    if (it == committed_.end()) return false;
+    std::forward<F>(f)(it->second);
+    return true;
+  }
+
+ private:
+  friend class thread_executor;
+  void commit(request_handle h) {
+    std::lock_guard lk(mu_);
+    auto it = staged_.find(h);
+    if (it == staged_.end()) return;
+    if (it->second) committed_[h] = std::move(*it->second);
+    else committed_.erase(h);
+    staged_.erase(it);
+  }
+  void discard(request_handle h) {
+    std::lock_guard lk(mu_);
+    staged_.erase(h);
+  }
+  void drop(request_handle h) {
+    std::lock_guard lk(mu_);
+    committed_.erase(h);
+    staged_.erase(h);
+  }
+
+  mutable std::mutex mu_;
+  std::map<request_handle, latent_shard> committed_;
+  std::map<request_handle, std::optional<latent_shard>> staged_;  // nullopt: erase on commit
+};
+
+/// What a task body gets, once per device of a launch.
+struct task_context {
+  static constexpr std::size_t no_rank = static_cast<std::size_t>(-1);
+  const task_launch& launch;  ///< launch.shape points to a copy owned by the executor
+  std::size_t rank;           ///< index of `device` in launch.group; no_rank for a migration source outside it
+  device_id device;
+  shm_transport& transport;
+  device_store& store;
+  std::chrono::steady_clock::time_point started;  ///< gang start, the same for every rank
+};
+
+/// Runs one rank of a launch; throwing fails the launch. Called concurrently from every worker, so
+/// it must be safe to call from several threads at once.
+using task_body = std::function<void(const task_context&)>;
+
+namespace cpu_dit {
+
+// Values are integers below a prime held exactly in floats, and every operation is integer
+// arithmetic: results do not depend on evaluation order, FMA contraction or the degree, so the
+// parallel run must match the serial reference bit for bit.
+inline constexpr std::uint32_t modulus = 65521;
+
+[[nodiscard]] inline std::uint64_t mix64(std::uint64_t x) noexcept {  // splitmix64 finaliser
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+[[nodiscard]] inline float initial(request_handle h, std::size_t row, std::size_t ch, std::size_t channels) noexcept {
+  return static_cast<float>(mix64((std::uint64_t{h} << 40) ^ (row * channels + ch)) % modulus);
+}
+[[nodiscard]] inline std::uint32_t to_int(float v) noexcept { return static_cast<std::uint32_t>(v); }
+// The cross-row part of a step ("attention"): each value takes in the sum of its column.
+[[nodiscard]] inline float attend(float v, std::uint64_t column_sum, std::size_t row, int step) noexcept {
+  const std::uint64_t x = std::uint64_t{to_int(v)} * 241 + column_sum % modulus + row + static_cast<std::uint64_t>(step);
+  return static_cast<float>(x % modulus);
+}
+// The per-element part ("MLP"): `work` multiply-adds.
+[[nodiscard]] inline float mlp(float v, std::size_t ch, int step, int work) noexcept {
+  std::uint64_t x = to_int(v);
+  for (int w = 0; w < work; ++w) x = (x * 241 + ch + static_cast<std::uint64_t>(step + w)) % modulus;
+  return static_cast<float>(x);
+}
+
+/// The latent after `steps` steps, computed serially: what any parallel schedule must produce.
+[[nodiscard]] inline std::vector<float> reference(request_handle h, std::size_t rows, std::size_t channels, int steps, int work) {
+  std::vector<float> x(rows * channels);
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t c = 0; c < channels; ++c) x[r * channels + c] = initial(h, r, c, channels);
+  }
+  for (int s = 0; s < steps; ++s) {
+    for (std::size_t c = 0; c < channels; ++c) {
+      std::uint64_t sum = 0;
+      for (std::size_t r = 0; r < rows; ++r) sum += to_int(x[r * channels + c]);
+      for (std::size_t r = 0; r < rows; ++r) x[r * channels + c] = attend(x[r * channels + c], sum, r, s);
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t c = 0; c < channels; ++c) x[r * channels + c] = mlp(x[r * channels + c], c, s, work);
+    }
+  }
+  return x;
+}
+
+[[nodiscard]] inline std::size_t index_in(const device_group& g, device_id d) noexcept {
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    if (g[i] == d) return i;
+  }
+  return g.size();
+}
+[[nodiscard]] inline std::span<const std::byte> bytes_of(std::span<const float> v) noexcept { return std::as_bytes(v); }
+[[nodiscard]] inline std::span<std::byte> bytes_of(std::span<float> v) noexcept { return std::as_writable_bytes(v); }
+
+}  // namespace cpu_dit
+
+/// The default task body: a real CPU stand-in for a DiT step under Ulysses sequence parallelism.
+struct cpu_dit_body {
+  double time_scale = 1.0;    ///< then sleep until start + expected_duration x time_scale (0: no sleep)
+  std::size_t channels = 64;  ///< latent channels per token (rows = latent tokens of the shape)
+  int work = 4;               ///< multiply-adds per element per step
+  bool verify = true;         ///< decode replays every step serially and compares (costly for videos)
+
+  /// Rows of the latent for a shape: its latent tokens.
+  [[nodiscard]] static std::size_t rows_of(const request_shape& s) noexcept { return static_cast<std::size_t>(latent_tokens(s)); }
+
+  void operator()(const task_context& c) const {
+    if (!c.launch.shape) throw std::invalid_argument("cpu_dit_body: the launch has no shape");
+    if (channels == 0) throw std::invalid_argument("cpu_dit_body: channels must be > 0");
+    switch (c.launch.task.kind) {
+      case task_kind::encode: encode(c); break;
+      case task_kind::step: step(c); break;
+      case task_kind::decode: decode(c); break;
+      case task_kind::migrate: migrate(c); break;
+    }
+    if (time_scale > 0 && c.launch.expected_duration > 0) {
+      const auto us = static_cast<std::int64_t>(static_cast<double>(c.launch.expected_duration) * time_scale);
+      std::this_thread::sleep_until(c.started + std::chrono::microseconds(us));
+    }
+  }
+
+ private:
+  static const latent_shard& held(const task_context& c, const char* what) {
+    const latent_shard* s = c.store.find(c.launch.request);
+    if (!s) {
+      throw std::logic_error(std::string("cpu_dit_body: ") + what + " of request " + std::to_string(c.launch.request) + " on device " +
+                             std::to_string(c.device) + ", which holds no state for it");
+    }
+    if (!s->layout.same_devices(c.launch.group) && c.launch.task.kind != task_kind::migrate) {
+      throw std::logic_error(std::string("cpu_dit_body: ") + what + " on " + c.launch.group.to_string() + " but the state lives on " +
+                             s->layout.to_string() + " (a migration is missing)");
+    }
+    return *s;
+  }
+
+  void encode(const task_context& c) const {
+    const std::size_t k = c.launch.group.size();
+    const std::size_t total = rows_of(*c.launch.shape);
+    const element_range mine = shard_range(c.rank, k, total);
+    latent_shard s;
+    s.row_begin = mine.begin;
+    s.rows = mine.count;
+    s.total_rows = total;
+    s.channels = channels;
+    s.layout = c.launch.group;
+    s.data.resize(mine.count * channels);
+    for (std::size_t r = 0; r < mine.count; ++r) {
+      for (std::size_t ch = 0; ch < channels; ++ch) s.data[r * channels + ch] = cpu_dit::initial(c.launch.request, mine.begin + r, ch, channels);
+    }
+    c.store.put(c.launch.request, std::move(s));
+  }
+
+  // all_to_all (rows -> channels), column mix over all rows, all_to_all back (re-sharded in the
+  // group's rank order, which costs nothing extra), per-element mix.
+  void step(const task_context& c) const {
+    const latent_shard& in = held(c, "step");
+    if (in.steps_done != c.launch.task.step) {
+      throw std::logic_error("cpu_dit_body: step " + std::to_string(c.launch.task.step) + " of request " + std::to_string(c.launch.request) +
+                             " on a latent after " + std::to_string(in.steps_done) + " steps");
+    }
+    const device_group& g = c.launch.group;
+    const std::size_t k = g.size(), i = c.rank, T = in.total_rows, C = in.channels;
+    const std::size_t max_rows = (T + k - 1) / k, max_ch = (C + k - 1) / k, chunk = max_rows * max_ch;
+    const element_range my_ch = shard_range(i, k, C);
+
+    std::vector<float> send(k * chunk, 0.0f), recv(k * chunk);
+    for (std::size_t j = 0; j < k; ++j) {
+      const element_range cj = shard_range(j, k, C);
+      for (std::size_t r = 0; r < in.rows; ++r) {
+        std::copy_n(in.data.data() + r * C + cj.begin, cj.count, send.data() + j * chunk + r * max_ch);
+      }
+    }
+    c.transport.all_to_all(g, c.device, cpu_dit::bytes_of(std::span<const float>(send)), cpu_dit::bytes_of(std::span<float>(recv)));
+
+    // Every row of my channels, in row order: rank r sent the rows its layout slice holds.
+    const std::size_t m = my_ch.count;
+    std::vector<float> cols(T * m);
+    for (std::size_t r = 0; r < k; ++r) {
+      const element_range rows = shard_range(cpu_dit::index_in(in.layout, g[r]), k, T);
+      for (std::size_t t = 0; t < rows.count; ++t) std::copy_n(recv.data() + r * chunk + t * max_ch, m, cols.data() + (rows.begin + t) * m);
+    }
+    for (std::size_t cc = 0; cc < m; ++cc) {
+      std::uint64_t sum = 0;
+      for (std::size_t t = 0; t < T; ++t) sum += cpu_dit::to_int(cols[t * m + cc]);
+      for (std::size_t t = 0; t < T; ++t) cols[t * m + cc] = cpu_dit::attend(cols[t * m + cc], sum, t, in.steps_done);
+    }
+
+    // Back to rows, now laid out in g's rank order: rank j gets shard_range(j, k, T).
+    std::fill(send.begin(), send.end(), 0.0f);
+    for (std::size_t j = 0; j < k; ++j) {
+      const element_range rj = shard_range(j, k, T);
+      for (std::size_t t = 0; t < rj.count; ++t) std::copy_n(cols.data() + (rj.begin + t) * m, m, send.data() + j * chunk + t * max_ch);
+    }
+    c.transport.all_to_all(g, c.device, cpu_dit::bytes_of(std::span<const float>(send)), cpu_dit::bytes_of(std::span<float>(recv)));
+
+    const element_range mine = shard_range(i, k, T);
+    latent_shard out;
+    out.row_begin = mine.begin;
+    out.rows = mine.count;
+    out.total_rows = T;
+    out.channels = C;
+    out.steps_done = in.steps_done + 1;
+    out.layout = g;
+    out.data.resize(mine.count * C);
+    for (std::size_t r = 0; r < k; ++r) {
+      const element_range cr = shard_range(r, k, C);
+      for (std::size_t t = 0; t < mine.count; ++t) std::copy_n(recv.data() + r * chunk + t * max_ch, cr.count, out.data.data() + t * C + cr.begin);
+    }
+    for (std::size_t t = 0; t < mine.count; ++t) {
+      for (std::size_t ch = 0; ch < C; ++ch) out.data[t * C + ch] = cpu_dit::mlp(out.data[t * C + ch], ch, in.steps_done, work);
+    }
+    c.store.put(c.launch.request, std::move(out));
+  }
+
+  // all_gather of the whole latent; rank 0 checks it against the serial reference.
+  void decode(const task_context& c) const {
+    const latent_shard& in = held(c, "decode");
+    const device_group& g = c.launch.group;
+    const std::size_t k = g.size(), T = in.total_rows, C = in.channels;
+    const std::size_t max_rows = (T + k - 1) / k, chunk = 1 + max_rows * C;  // [steps done, rows...]
+    std::vector<float> send(chunk, 0.0f), recv(k * chunk);
+    send[0] = static_cast<float>(in.steps_done);
+    std::copy(in.data.begin(), in.data.end(), send.begin() + 1);
+    c.transport.all_gather(g, c.device, cpu_dit::bytes_of(std::span<const float>(send)), cpu_dit::bytes_of(std::span<float>(recv)));
+    if (c.rank == 0 && verify) {
+      std::vector<float> full(T * C);
+      for (std::size_t r = 0; r < k; ++r) {
+        if (recv[r * chunk] != send[0]) throw std::runtime_error("cpu_dit_body: decode: ranks disagree on the steps done");
+        const element_range rows = shard_range(cpu_dit::index_in(in.layout, g[r]), k, T);
+        std::copy_n(recv.data() + r * chunk + 1, rows.count * C, full.data() + rows.begin * C);
+      }
+      if (full != cpu_dit::reference(c.launch.request, T, C, in.steps_done, work)) {
+        throw std::runtime_error("cpu_dit_body: decode: request " + std::to_string(c.launch.request) + " latent differs from the serial reference after " +
+                                 std::to_string(in.steps_done) + " steps");
+      }
+    }
+    c.store.erase(c.launch.request);
+  }
+
+  // Source rank 0 tells destination-only devices the sampler state and the source layout; then every
+  // edge of the plan is a local copy or one send/recv pair.
+  void migrate(const task_context& c) const {
+    const device_group& src = c.launch.source;
+    const device_group& dst = c.launch.group;
+    const request_handle h = c.launch.request;
+    const bool is_src = src.contains(c.device), is_dst = dst.contains(c.device);
+    const std::size_t total = rows_of(*c.launch.shape);
+
+    const latent_shard* mine = nullptr;
+    int steps = 0;
+    device_group layout;
+    std::vector<std::uint64_t> meta(1 + src.size());
+    if (is_src) {
+      mine = &held(c, "migrate");
+      if (!mine->layout.same_devices(src) || mine->total_rows != total || mine->channels != channels) {
+        throw std::logic_error("cpu_dit_body: migrate from " + src.to_string() + " but the state of request " + std::to_string(h) + " lives on " +
+                               mine->layout.to_string());
+      }
+      steps = mine->steps_done;
+      layout = mine->layout;
+      if (c.device == src[0]) {
+        meta[0] = static_cast<std::uint64_t>(steps);
+        for (std::size_t i = 0; i < src.size(); ++i) meta[1 + i] = layout[i];
+        for (device_id d : dst) {
+          if (!src.contains(d)) c.transport.send(c.device, d, std::as_bytes(std::span<const std::uint64_t>(meta)));
+        }
+      }
+    } else {
+      c.transport.recv(c.device, src[0], std::as_writable_bytes(std::span<std::uint64_t>(meta)));
+      steps = static_cast<int>(meta[0]);
+      std::vector<device_id> devs(src.size());
+      for (std::size_t i = 0; i < src.size(); ++i) devs[i] = static_cast<device_id>(meta[1 + i]);
+      layout = device_group(std::span<const device_id>(devs));
+    }
+
+    const migration_plan plan = plan_migration(layout, dst, total);
+    const std::size_t C = channels;
+    if (is_src) {
+      for (const auto& e : plan.edges) {
+        if (layout[e.src_rank] != c.device || e.local) continue;
+        const std::span<const float> rows(mine->data.data() + (e.offset - mine->row_begin) * C, e.count * C);
+        c.transport.send(c.device, dst[e.dst_rank], cpu_dit::bytes_of(rows));
+      }
+    }
+    if (is_dst) {
+      const element_range want = shard_range(cpu_dit::index_in(plan.layout, c.device), dst.size(), total);
+      latent_shard out;
+      out.row_begin = want.begin;
+      out.rows = want.count;
+      out.total_rows = total;
+      out.channels = C;
+      out.steps_done = steps;
+      out.layout = plan.layout;
+      out.data.resize(want.count * C);
+      for (const auto& e : plan.edges) {
+        if (dst[e.dst_rank] != c.device) continue;
+        float* to = out.data.data() + (e.offset - want.begin) * C;
+        if (e.local) {
+          std::copy_n(mine->data.data() + (e.offset - mine->row_begin) * C, e.count * C, to);
+        } else {
+          c.transport.recv(c.device, layout[e.src_rank], cpu_dit::bytes_of(std::span<float>(to, e.count * C)));
+        }
+      }
+      c.store.put(h, std::move(out));
+    } else {
+      c.store.erase(h);
+    }
+  }
+};
+
+class thread_executor {
+ public:
+  /// `devices` worker threads, devices 0 .. devices-1. An empty body means cpu_dit_body{}.
+  explicit thread_executor(std::size_t devices, task_body body = {})
+      : body_(body ? std::move(body) : task_body(cpu_dit_body{})), transport_(devices == 0 ? 1 : devices), origin_(clock::now()) {
+    if (devices == 0) throw std::invalid_argument("thread_executor: needs at least one device");
+    stores_.reserve(devices);
+    for (std::size_t d = 0; d < devices; ++d) stores_.push_back(std::make_unique<device_store>());
+    queues_.resize(devices);
+    wake_ = std::make_unique<std::condition_variable[]>(devices);
+    workers_.reserve(devices);
+    for (std::size_t d = 0; d < devices; ++d) workers_.emplace_back([this, d] { work(static_cast<device_id>(d)); });
+  }
+  thread_executor(const thread_executor&) = delete;
+  thread_executor& operator=(const thread_executor&) = delete;
+
+  /// Stops taking tasks, aborts collectives in progress, and joins every worker. Tasks already
+  /// running finish (their bodies are not interrupted); queued ones are abandoned.
+  ~thread_executor() {
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+      for (std::size_t d = 0; d < queues_.size(); ++d) wake_[d].notify_all();
+      waiter_.notify_all();
+    }
+    std::vector<device_id> all(queues_.size());
+    for (std::size_t d = 0; d < all.size(); ++d) all[d] = static_cast<device_id>(d);
+    transport_.abort(all);
+    for (auto& t : workers_) t.join();
+  }
+
+  void launch(const task_launch& l) {
+    if (l.group.empty()) throw std::invalid_argument("thread_executor::launch: empty group");
+    if (l.task.kind == task_kind::migrate && l.source.empty()) throw std::invalid_argument("thread_executor::launch: migration without a source");
+    auto j = std::make_shared<job>();
+    j->launch = l;
+    if (l.shape) {
+      // The runtime's shape table may grow (and move) while the task runs: keep a copy.
+      j->shape = *l.shape;
+      j->launch.shape = &j->shape;
+    }
+    j->devices.assign(l.group.begin(), l.group.end());
+    if (l.task.kind == task_kind::migrate) {
+      for (device_id d : l.source) {
+        if (!l.group.contains(d)) j->devices.push_back(d);
+      }
+    }
+    for (std::size_t a = 0; a < j->devices.size(); ++a) {
+      if (j->devices[a] >= queues_.size()) {
+        throw std::invalid_argument("thread_executor::launch: device " + std::to_string(j->devices[a]) + " out of range (" +
+                                    std::to_string(queues_.size()) + " devices)");
+      }
+      for (std::size_t b = a + 1; b < j->devices.size(); ++b) {
+        if (j->devices[a] == j->devices[b]) throw std::invalid_argument("thread_executor::launch: device " + std::to_string(j->devices[a]) + " twice in " + l.group.to_string());
+      }
+    }
+    std::lock_guard lk(mu_);
+    if (stopping_) throw std::logic_error("thread_executor::launch: the executor is shutting down");
+    for (device_id d : j->devices) {  // all queues at once, under one lock: one global order
+      queues_[d].push_back(j);
+      wake_[d].notify_all();
+    }
+    ++launched_;
+  }
+
+  /// Appends the events of launches that ended since the last poll, in the order they ended.
+  void poll(std::vector<executor_event>& out) {
+    std::lock_guard lk(mu_);
+    out.insert(out.end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+
+  /// Microseconds since construction.
+  [[nodiscard]] tick now() const noexcept { return std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - origin_).count(); }
+
+  /// Blocks until an event is ready to poll, notify() was called since the last wait, or now() >= t.
+  void wait_until(tick t) {
+    std::unique_lock lk(mu_);
+    // Far-future and `never` waits are cut to a day: the caller just asks again.
+    const tick cap = add_sat(now(), tick{86'400} * ticks_per_second);
+    const auto deadline = origin_ + std::chrono::microseconds(std::min(t, cap));
+    waiter_.wait_until(lk, deadline, [&] { return !done_.empty() || kicked_ || stopping_; });
+    kicked_ = false;
+  }
+
+  /// Wakes a wait_until in progress, or makes the next one return at once. Any thread.
+  void notify() {
+    std::lock_guard lk(mu_);
+    kicked_ = true;
+    waiter_.notify_all();
+  }
+
+  /// Forgets h's state on every device (a dropped request's latent; completed ones are freed by decode).
+  void release(request_handle h) {
+    for (auto& s : stores_) s->drop(h);
+  }
+
+  [[nodiscard]] std::size_t device_count() const noexcept { return queues_.size(); }
+  [[nodiscard]] shm_transport& transport() noexcept { return transport_; }
+  [[nodiscard]] device_store& store(device_id d) { return *stores_.at(d); }
+
+  /// Devices holding committed state of h, in increasing order.
+  [[nodiscard]] std::vector<device_id> state_devices(request_handle h) const {
+    std::vector<device_id> out;
+    for (std::size_t d = 0; d < stores_.size(); ++d) {
+      if (stores_[d]->visit(h, [](const latent_shard&) {})) out.push_back(static_cast<device_id>(d));
+    }
+    return out;
+  }
+
+  /// A checksum of h's whole latent (values, positions and steps done) that does not depend on how
+  /// it is sharded: equal before and after a migration that moved it intact. nullopt when h has no
+  /// state, or its shards do not tile the latent exactly once (a gap, an overlap, disagreeing shapes).
+  /// Call it while no launch of h is in flight.
+  [[nodiscard]] std::optional<std::uint64_t> state_checksum(request_handle h) const {
+    struct piece {
+      std::size_t begin, rows, total, channels;
+      int steps;
+    };
+    std::vector<piece> pieces;
+    std::uint64_t sum = 0;
+    for (const auto& s : stores_) {
+      s->visit(h, [&](const latent_shard& sh) {
+        pieces.push_back({sh.row_begin, sh.rows, sh.total_rows, sh.channels, sh.steps_done});
+        for (std::size_t i = 0; i < sh.data.size(); ++i) {
+          std::uint32_t bits = 0;
+          std::memcpy(&bits, &sh.data[i], sizeof bits);
+          sum += cpu_dit::mix64(((sh.row_begin * sh.channels + i) << 32) ^ bits);
+        }
+      });
+    }
+    if (pieces.empty()) return std::nullopt;
+    std::sort(pieces.begin(), pieces.end(), [](const piece& a, const piece& b) { return a.begin < b.begin; });
+    std::size_t next = 0;
+    for (const auto& p : pieces) {
+      if (p.begin != next || p.total != pieces[0].total || p.channels != pieces[0].channels || p.steps != pieces[0].steps) return std::nullopt;
+      next += p.rows;
+    }
+    if (next != pieces[0].total) return std::nullopt;
+    return sum ^ cpu_dit::mix64(static_cast<std::uint64_t>(pieces[0].steps) + 0x51ED270B2A3C4D5EULL);
+  }
+
+  /// Launches queued, ended successfully, and failed so far.
+  [[nodiscard]] std::uint64_t launched() const { std::lock_guard lk(mu_); return launched_; }
+  [[nodiscard]] std::uint64_t succeeded() const { std::lock_guard lk(mu_); return succeeded_; }
+  [[nodiscard]] std::uint64_t failed() const { std::lock_guard lk(mu_); return failed_; }
+  /// Why launches failed ("launch 12 (step 3 of request 4) on device 2: ..."), the first 100.
+  [[nodiscard]] std::vector<std::string> errors() const { std::lock_guard lk(mu_); return errors_; }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  struct job {
+    task_launch launch;
+    request_shape shape;
+    std::vector<device_id> devices;  // group, then the migration sources outside it
+    std::size_t arrived = 0;         // workers that reached this job
+    std::size_t finished = 0;        // bodies that returned or threw
+    bool failed = false;
+    std::string error;
+    clock::time_point started;
+  };
+
+  void work(device_id d) {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      wake_[d].wait(lk, [&] { return stopping_ || !queues_[d].empty(); });
+      if (stopping_) return;
+      std::shared_ptr<job> j = std::move(queues_[d].front());
+      queues_[d].pop_front();
+      const std::size_t n = j->devices.size();
+      if (++j->arrived == n) {  // gang start: the last device to arrive releases the others
+        j->started = clock::now();
+        for (device_id e : j->devices) wake_[e].notify_all();
+      } else {
+        wake_[d].wait(lk, [&] { return j->arrived == n || stopping_; });
+        if (j->arrived != n) return;  // shutting down before the gang formed
+      }
+      const std::size_t rank = cpu_dit::index_in(j->launch.group, d);
+      lk.unlock();
+      std::string error;
+      try {
+        body_(task_context{j->launch, rank < j->launch.group.size() ? rank : task_context::no_rank, d, transport_, *stores_[d], j->started});
+      } catch (const std::exception& e) {
+        error = e.what();
+        if (error.empty()) error = "exception";
+      } catch (...) {
+        error = "unknown exception";
+      }
+      lk.lock();
+      if (!error.empty() && !j->failed) {  // the first error is the cause; peers then fail as aborted
+        j->failed = true;
+        j->error = "device " + std::to_string(d) + ": " + error;
+        transport_.abort(j->devices);
+      }
+      if (++j->finished == n) finish(*j);
+    }
+  }
+
+  // All ranks have returned (mu_ held): commit or roll back, then report.
+  void finish(job& j) {
+    const request_handle h = j.launch.request;
+    if (!j.failed) {
+      for (device_id d : j.devices) stores_[d]->commit(h);
+      if (j.launch.task.kind == task_kind::encode) {  // a restart: state left elsewhere is stale
+        for (std::size_t d = 0; d < stores_.size(); ++d) {
+          if (!j.launch.group.contains(static_cast<device_id>(d))) stores_[d]->drop(h);
+        }
+      }
+      ++succeeded_;
+    } else {
+      for (device_id d : j.devices) stores_[d]->discard(h);
+      transport_.reset(j.devices);  // every rank has left its calls: safe to forget them
+      ++failed_;
+      if (errors_.size() < 100) {
+        errors_.push_back("launch " + std::to_string(j.launch.id) + " (" + to_string(j.launch.task.kind) +
+                          (j.launch.task.kind == task_kind::step ? " " + std::to_string(j.launch.task.step) : std::string()) +
+                          " of request " + std::to_string(h) + ") on " + j.error);
+      }
+    }
+    done_.push_back(executor_event{now(), j.failed ? executor_event_kind::task_failed : executor_event_kind::task_done, j.launch.id, h, 0});
+    waiter_.notify_all();
+  }
+
+  task_body body_;
+  shm_transport transport_;
+  clock::time_point origin_;
+  std::vector<std::unique_ptr<device_store>> stores_;
+  mutable std::mutex mu_;
+  std::vector<std::deque<std::shared_ptr<job>>> queues_;  // per device, in launch order
+  std::unique_ptr<std::condition_variable[]> wake_;       // per device: queue not empty, or gang formed
+  std::condition_variable waiter_;                        // wait_until
+  std::deque<executor_event> done_;
+  std::vector<std::string> errors_;
+  std::uint64_t launched_ = 0, succeeded_ = 0, failed_ = 0;
+  bool kicked_ = false;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;  // last: started after everything above exists
+};
+
+static_assert(BlockingExecutor<thread_executor>);
+static_assert(!VirtualTimeExecutor<thread_executor>);
+
+}  // namespace paraflex
