@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    auto inputs = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu_type);
+    auto inputs = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu_type, gpus);
     const workload& w = inputs.workload;
     const profile_cost_model& cost = inputs.cost;
     gpu_type = inputs.gpu;

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   if (gpus_per_node == 0) gpus_per_node = gpus;
   if (gpus_per_node > gpus) fail("--gpus-per-node exceeds --gpus");
   try {
-    auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu);
+    auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu, gpus);
     const auto registry = paraflex_bench::builtin_registry(gpus);
     const paraflex::cluster topology{gpus, gpus_per_node, in.gpu};
     std::vector<param_axis> axes;

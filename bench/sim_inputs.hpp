@@ -12,6 +12,7 @@
 #include "embedded_data.hpp"
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/cost/profile_cost_model.hpp"
+#include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/sim/workload_csv.hpp"
 
 namespace paraflex_bench {
@@ -24,8 +25,10 @@ struct sim_inputs {
 };
 
 /// Empty file names select the embedded default profile / workload. An empty `gpu` selects the only
-/// GPU type the profile has for the workload's models. Throws paraflex::input_exception on bad input.
-inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu) {
+/// GPU type the profile has for the workload's models. Every request is priced on 1..gpus devices up
+/// front, so that a shape the cost model cannot price is an input error, not a failure mid-run.
+/// Throws paraflex::input_exception on bad input.
+inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu, int gpus) {
   using namespace paraflex;
   profile_table table = [&] {
     if (profile_file.empty()) {
@@ -54,6 +57,8 @@ inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::s
     gpu = default_gpu_for(table, models, table.source).value_or_throw();
   }
   auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
+  if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(*e);
+  cost.clear_extrapolation_notes();  // the check priced every degree; the run reports what it uses
   return sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
 }
 

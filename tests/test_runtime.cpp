@@ -5,6 +5,7 @@
 #include <map>
 #include <queue>
 #include <random>
+#include <limits>
 #include <set>
 
 #include "paraflex/executor/simulated.hpp"
@@ -12,6 +13,7 @@
 #include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/testing/archetypes.hpp"
 
 using namespace paraflex;
@@ -467,4 +469,32 @@ TEST_CASE("Policy specs parse positional and keyed parameters and name bad ones"
   bad("rssp:speed=2", "unknown parameter 'speed'");
   bad("nope", "unknown policy 'nope'");
   REQUIRE(policy_registry::split_list("static:1,rssp").size() == 2);
+}
+
+// ---- pricing a workload before a run -------------------------------------------------------------
+
+namespace {
+struct nan_for_bad_model : toy_cost {  // a broken cost model: no time for model "bad"
+  double step_seconds(const request_shape& s, int k) const {
+    return s.model == "bad" ? std::numeric_limits<double>::quiet_NaN() : toy_cost::step_seconds(s, k);
+  }
+};
+}  // namespace
+
+TEST_CASE("A request the cost model cannot price, or whose run overflows the clock, is an input error", "[runtime][input]") {
+  workload w{"w.csv", {}};
+  w.requests.push_back(request_spec{"ok", 0, {"toy", 512, 512, 1}, 20, never, 0, "", 2});
+  REQUIRE_FALSE(check_workload_costs(w, toy_cost{}, 8).has_value());
+
+  w.requests.push_back(request_spec{"huge", 0, {"bad", 512, 512, 1}, 20, never, 0, "", 3});
+  auto e = check_workload_costs(w, nan_for_bad_model{}, 8);
+  REQUIRE(e.has_value());
+  REQUIRE(e->file == "w.csv");
+  REQUIRE(e->line == 3);
+  REQUIRE(e->what().find("request 'huge'") != std::string::npos);
+
+  w.requests.back() = request_spec{"long", *to_ticks(4.0e12), {"toy", 2048, 2048, 1}, 100'000, never, 0, "", 4};
+  e = check_workload_costs(w, toy_cost{}, 8);
+  REQUIRE(e.has_value());
+  REQUIRE(e->column == "steps");
 }

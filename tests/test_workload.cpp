@@ -608,3 +608,11 @@ TEST_CASE("rescaling rejects a workload whose requests all arrive at once", "[wo
   CHECK(rescale_to_load(w, 0.5, 1, toy_step).has_value());
   CHECK_FALSE(rescale_to_load(w, 0.5, 1, [](const request_shape&) { return 0.0; }).has_value());
 }
+
+TEST_CASE("a request with more steps than a trajectory may have is rejected", "[workload]") {
+  std::istringstream in("arrival_s,model,height,width,steps\n0,flux-dev,512,512,100001\n");
+  auto w = paraflex::read_workload_csv(in, "w.csv");
+  REQUIRE_FALSE(w.has_value());
+  REQUIRE(w.error().line == 2);
+  REQUIRE(w.error().column == "steps");
+}

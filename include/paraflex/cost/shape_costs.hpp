@@ -7,10 +7,13 @@
 #pragma once
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
+#include "paraflex/core/error.hpp"
 #include "paraflex/core/time.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/runtime/view.hpp"
@@ -51,6 +54,38 @@ template <CostModel C>
   c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
   c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);
   return c;
+}
+
+/// Checks before a run that every request of `w` can be priced on 1..gpus devices and that its whole
+/// trajectory, run on one device after its arrival, still fits the microsecond clock. Returns an
+/// input_error naming the workload file, the request's line and id, or nothing when all is well.
+/// (The runtime would otherwise fail in the middle of a run with the cost model's message.)
+template <CostModel C>
+[[nodiscard]] std::optional<input_error> check_workload_costs(const workload& w, const C& cost, int gpus) {
+  std::map<request_shape, tick> slowest;  // per shape: the longest step or stage over allowed degrees
+  for (const auto& r : w.requests) {
+    auto it = slowest.find(r.shape);
+    if (it == slowest.end()) {
+      tick worst = 0;
+      try {
+        const shape_costs c = make_shape_costs(cost, r.shape, gpus);
+        for (int k : c.allowed_degrees) {
+          const auto kk = static_cast<std::size_t>(k);
+          worst = std::max({worst, c.step[kk], c.encode[kk], c.decode[kk]});
+        }
+      } catch (const std::exception& e) {
+        return input_error{w.source, r.source_line, "", fmt::format("request '{}': {}", r.id, e.what())};
+      }
+      it = slowest.emplace(r.shape, worst).first;
+    }
+    const double total = static_cast<double>(r.arrival) + static_cast<double>(it->second) * (r.steps + 2.0);
+    if (total > 4.0e18) {  // the same headroom as to_ticks: sums of two in-range times cannot overflow
+      return input_error{w.source, r.source_line, "steps",
+                         fmt::format("request '{}': {} steps of up to {} s each do not fit in the microsecond clock", r.id,
+                                     r.steps, to_seconds(it->second))};
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace paraflex

@@ -101,6 +101,10 @@ inline void write_text(std::ostream& out, std::string_view s) {
 
 }  // namespace workload_csv_detail
 
+/// Most denoising steps a request may have. DiTs use 1-1000; the bound keeps a typo (or a fuzzer) from
+/// building a trajectory of billions of tasks.
+inline constexpr int max_steps = 100'000;
+
 /// Reads a workload CSV from `in`. `file_name` names the input in errors and becomes workload::source.
 /// `known_models`: the models a request may name (the cost profile's); empty = accept any model.
 [[nodiscard]] inline result<workload> read_workload_csv(std::istream& in, std::string file_name,
@@ -151,6 +155,9 @@ inline void write_text(std::ostream& out, std::string_view s) {
       if (!v) return v.error();
       *out = v.value();
     }
+    if (r.steps > max_steps) {
+      return csv.error_at(c_steps, fmt::format("{} steps is more than the {} a trajectory may have", r.steps, max_steps));
+    }
     if (c_frames && !trim(csv.field(*c_frames)).empty()) {
       auto v = positive_int(csv, *c_frames);
       if (!v) return v.error();
@@ -175,6 +182,7 @@ inline void write_text(std::ostream& out, std::string_view s) {
       return csv.error_at("request_id", fmt::format("duplicate request_id '{}' (first used on line {})", r.id,
                                                     it->second));
     }
+    r.source_line = csv.line();
     w.requests.push_back(std::move(r));
   }
   if (w.requests.empty()) return csv.error_at_file("no requests: the file has a header but no data rows");

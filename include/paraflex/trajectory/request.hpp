@@ -39,6 +39,7 @@ struct request_spec {
   tick slo = never;         ///< latency objective; never = none
   int priority = 0;         ///< larger = more important
   std::string class_label;  ///< for per-class metrics; may be empty
+  long source_line = 0;     ///< 1-based line in the workload file it was read from; 0 if not from a file
 
   [[nodiscard]] bool has_deadline() const noexcept { return slo != never; }
   [[nodiscard]] tick deadline() const noexcept { return add_sat(arrival, slo); }
