@@ -70,12 +70,21 @@ struct timed_first_call {
   }
 };
 
-void BM_decision(benchmark::State& state) {
+// The arguments every benchmark here takes: policy index, request count, GPU count.
+struct bench_args {
+  std::string name;
+  int n, gpus;
+  policy_registry registry;
+};
+bench_args args_of(benchmark::State& state) {
   const auto& name = policy_names()[static_cast<std::size_t>(state.range(0))];
-  const int n = static_cast<int>(state.range(1));
-  const int gpus = static_cast<int>(state.range(2));
   state.SetLabel(name);
-  auto registry = paraflex_bench::builtin_registry(gpus);
+  const int gpus = static_cast<int>(state.range(2));
+  return {name, static_cast<int>(state.range(1)), gpus, paraflex_bench::builtin_registry(gpus)};
+}
+
+void BM_decision(benchmark::State& state) {
+  auto [name, n, gpus, registry] = args_of(state);
   bench_cost cost;
   simulated_executor ex;
   timed_first_call p{&registry, name, &state};
@@ -85,11 +94,7 @@ void BM_decision(benchmark::State& state) {
 }
 
 void BM_simulation(benchmark::State& state) {
-  const auto& name = policy_names()[static_cast<std::size_t>(state.range(0))];
-  const int n = static_cast<int>(state.range(1));
-  const int gpus = static_cast<int>(state.range(2));
-  state.SetLabel(name);
-  auto registry = paraflex_bench::builtin_registry(gpus);
+  auto [name, n, gpus, registry] = args_of(state);
   bench_cost cost;
   // Arrivals spaced so that the offered load is roughly 0.9 of the cluster at degree 1.
   const auto reqs = make_requests(n, 50 * 0.25 / (0.9 * gpus), 2);
