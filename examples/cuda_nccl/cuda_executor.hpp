@@ -64,6 +64,7 @@
 
 #include <paraflex/collectives/migration_plan.hpp>
 #include <paraflex/executor/concepts.hpp>
+#include <paraflex/executor/realtime_waiter.hpp>
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
@@ -87,7 +88,7 @@ class cuda_executor {
  public:
   /// One worker per device of `transport`'s world. Throws cuda_error when a device cannot be set up.
   explicit cuda_executor(nccl_transport& transport, standin_config model = {})
-      : transport_(transport), model_(model), origin_(clock::now()) {
+      : transport_(transport), model_(model) {
     if (model_.hidden < 1 || model_.channels < 1 || model_.layers < 0 || model_.prompt_tokens < 0 || model_.prompt_dim < 0) {
       throw std::invalid_argument("cuda_executor: invalid stand-in sizes");
     }
@@ -125,7 +126,7 @@ class cuda_executor {
       j->error = e.what();
       std::lock_guard lk(mu_);
       finished_.push_back(finished_job{j, now()});
-      waiter_.notify_all();
+      waiter_.wake();
       return;
     }
     std::lock_guard lk(mu_);
@@ -152,23 +153,15 @@ class cuda_executor {
     }
   }
 
-  [[nodiscard]] tick now() const noexcept {
-    return std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - origin_).count();
-  }
+  [[nodiscard]] tick now() const noexcept { return waiter_.now(); }
 
   void wait_until(tick t) {
     std::unique_lock lk(mu_);
-    const tick cap = add_sat(now(), tick{3600} * ticks_per_second);  // `never`: wake hourly and ask again
-    waiter_.wait_until(lk, origin_ + std::chrono::microseconds(std::min(t, cap)), [&] { return !finished_.empty() || kicked_; });
-    kicked_ = false;
+    waiter_.wait_until(lk, t, [&] { return !finished_.empty(); });
   }
 
   /// Wakes a wait_until in progress (from any thread), e.g. after a submit from another thread.
-  void notify() {
-    std::lock_guard lk(mu_);
-    kicked_ = true;
-    waiter_.notify_all();
-  }
+  void notify() { waiter_.notify(mu_); }
 
   // --- beyond the concept ------------------------------------------------------------------------------
 
@@ -474,7 +467,7 @@ class cuda_executor {
       return;
     }
     finished_.push_back(finished_job{j, now()});
-    waiter_.notify_all();
+    waiter_.wake();
   }
 
   // --- device work (worker thread, its GPU current) -----------------------------------------------------
@@ -698,15 +691,13 @@ class cuda_executor {
 
   nccl_transport& transport_;
   standin_config model_;
-  clock::time_point origin_;
   std::vector<std::unique_ptr<worker>> workers_;
   std::mutex mu_;
-  std::condition_variable waiter_;    // wait_until
+  paraflex::realtime_waiter waiter_;  // now, wait_until, notify
   std::condition_variable ready_cv_;  // workers set up
   std::size_t ready_ = 0;
   std::string init_error_;
   std::deque<finished_job> finished_;
-  bool kicked_ = false;
   bool stopping_ = false;
   // Runtime-thread only:
   std::map<request_handle, state_ptr> states_;

@@ -50,6 +50,7 @@
 #include "paraflex/collectives/migration_plan.hpp"
 #include "paraflex/collectives/shared_memory.hpp"
 #include "paraflex/executor/concepts.hpp"
+#include "paraflex/executor/realtime_waiter.hpp"
 
 namespace paraflex {
 
@@ -418,7 +419,7 @@ class thread_executor {
  public:
   /// `devices` worker threads, devices 0 .. devices-1. An empty body means cpu_dit_body{}.
   explicit thread_executor(std::size_t devices, task_body body = {})
-      : body_(body ? std::move(body) : task_body(cpu_dit_body{})), transport_(devices == 0 ? 1 : devices), origin_(clock::now()) {
+      : body_(body ? std::move(body) : task_body(cpu_dit_body{})), transport_(devices == 0 ? 1 : devices) {
     if (devices == 0) throw std::invalid_argument("thread_executor: needs at least one device");
     stores_.reserve(devices);
     for (std::size_t d = 0; d < devices; ++d) stores_.push_back(std::make_unique<device_store>());
@@ -437,7 +438,7 @@ class thread_executor {
       std::lock_guard lk(mu_);
       stopping_ = true;
       for (std::size_t d = 0; d < queues_.size(); ++d) wake_[d].notify_all();
-      waiter_.notify_all();
+      waiter_.wake();
     }
     std::vector<device_id> all(queues_.size());
     for (std::size_t d = 0; d < all.size(); ++d) all[d] = static_cast<device_id>(d);
@@ -487,24 +488,16 @@ class thread_executor {
   }
 
   /// Microseconds since construction.
-  [[nodiscard]] tick now() const noexcept { return std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - origin_).count(); }
+  [[nodiscard]] tick now() const noexcept { return waiter_.now(); }
 
   /// Blocks until an event is ready to poll, notify() was called since the last wait, or now() >= t.
   void wait_until(tick t) {
     std::unique_lock lk(mu_);
-    // Far-future and `never` waits are cut to a day: the caller just asks again.
-    const tick cap = add_sat(now(), tick{86'400} * ticks_per_second);
-    const auto deadline = origin_ + std::chrono::microseconds(std::min(t, cap));
-    waiter_.wait_until(lk, deadline, [&] { return !done_.empty() || kicked_ || stopping_; });
-    kicked_ = false;
+    waiter_.wait_until(lk, t, [&] { return !done_.empty() || stopping_; });
   }
 
   /// Wakes a wait_until in progress, or makes the next one return at once. Any thread.
-  void notify() {
-    std::lock_guard lk(mu_);
-    kicked_ = true;
-    waiter_.notify_all();
-  }
+  void notify() { waiter_.notify(mu_); }
 
   /// Forgets h's state on every device (a dropped request's latent; completed ones are freed by decode).
   void release(request_handle h) {
@@ -634,21 +627,19 @@ class thread_executor {
       }
     }
     done_.push_back(executor_event{now(), j.failed ? executor_event_kind::task_failed : executor_event_kind::task_done, j.launch.id, h, 0});
-    waiter_.notify_all();
+    waiter_.wake();
   }
 
   task_body body_;
   shm_transport transport_;
-  clock::time_point origin_;
   std::vector<std::unique_ptr<device_store>> stores_;
   mutable std::mutex mu_;
   std::vector<std::deque<std::shared_ptr<job>>> queues_;  // per device, in launch order
   std::unique_ptr<std::condition_variable[]> wake_;       // per device: queue not empty, or gang formed
-  std::condition_variable waiter_;                        // wait_until
+  realtime_waiter waiter_;                                // now, wait_until, notify
   std::deque<executor_event> done_;
   std::vector<std::string> errors_;
   std::uint64_t launched_ = 0, succeeded_ = 0, failed_ = 0;
-  bool kicked_ = false;
   bool stopping_ = false;
   std::vector<std::thread> workers_;  // last: started after everything above exists
 };
