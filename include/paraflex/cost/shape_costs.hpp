@@ -41,7 +41,7 @@ template <CostModel C>
   c.step.assign(g + 1, 0);
   c.encode.assign(g + 1, 0);
   c.decode.assign(g + 1, 0);
-  tick best = never;
+  tick best = never, best_work = never;
   for (int k = 1; k <= gpus; ++k) {
     if (!cost.allows_degree(s, k)) continue;
     const auto kk = static_cast<std::size_t>(k);
@@ -50,6 +50,8 @@ template <CostModel C>
     c.decode[kk] = round_cost_seconds(stage_seconds_of(cost, s, stage_kind::decode, k), s, k);
     c.allowed_degrees.push_back(k);
     if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;  // strict: ties keep fewer devices
+    // <=: of two degrees with equal work the wider one has the shorter step, so it wins the tie.
+    if (const tick work = c.step[kk] * k; work <= best_work) best_work = work, c.efficient_degree = k;
   }
   c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
   c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);

@@ -14,6 +14,9 @@
 //                          request's state is the executor's to free after its decode)
 //   NotifiableExecutor   + notify(): callable from any thread; wakes a wait_until early (the runtime
 //                          uses it when a request is submitted from another thread)
+//   SignallingExecutor   + on_ready(std::function<void()>): the executor calls it, from any thread,
+//                          whenever an event becomes ready to poll, so that an event loop that is not
+//                          the runtime's (scheduler::on_wakeup) learns of completions without polling
 //
 //   struct fake { void launch(const task_launch&); void poll(std::vector<executor_event>&);
 //                 tick now() const; };                                    // valid: Executor
@@ -22,6 +25,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "paraflex/core/time.hpp"
@@ -81,5 +85,8 @@ concept ReleasingExecutor = Executor<E> && requires(E& e, request_handle h) { e.
 
 template <class E>
 concept NotifiableExecutor = Executor<E> && requires(E& e) { e.notify(); };
+
+template <class E>
+concept SignallingExecutor = Executor<E> && requires(E& e, std::function<void()> f) { e.on_ready(std::move(f)); };
 
 }  // namespace paraflex

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,13 @@
 #include "paraflex/resource/group.hpp"
 
 namespace paraflex {
+
+/// A policy asked for something the runtime cannot do (a busy device, a disallowed degree, ...), or
+/// asked the view a question that has no answer (the step time of a degree the shape does not allow).
+class policy_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
 
 /// Dense index of a request inside one runtime (submission order). Stable for the request's life.
 using request_handle = std::uint32_t;

@@ -21,10 +21,12 @@
 // Invariants it enforces: a device runs one thing at a time; a request's tasks run in order, one at
 // a time; a request ends exactly once (completed, or dropped with a reason); time never goes back.
 //
-// Two loops drive it: run() on a VirtualTimeExecutor advances the clock to the next event; run() on
+// Three ways drive it: run() on a VirtualTimeExecutor advances the clock to the next event; run() on
 // a BlockingExecutor (threads, GPUs) waits in real time with executor.wait_until(t) and takes
-// executor.now() as the time. Everything runs on the thread that calls run(), except
-// submit_async(), open_inbox() and close_inbox(), which any thread may call.
+// executor.now() as the time; an embedding with its own event loop calls turn() (or turn_to(t) on
+// virtual time) whenever next_wakeup() passes or on_wakeup() fires. Everything runs on one thread,
+// the scheduler's, except client() (runtime/client.hpp): submit, cancel and status by id from any
+// thread.
 #pragma once
 
 #include <algorithm>
@@ -47,16 +49,11 @@
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/executor/concepts.hpp"
 #include "paraflex/policy/concepts.hpp"
+#include "paraflex/runtime/client.hpp"
 #include "paraflex/runtime/view.hpp"
 #include "paraflex/trajectory/trajectory.hpp"
 
 namespace paraflex {
-
-/// A policy asked for something the runtime cannot do (a busy device, a disallowed degree, ...).
-class policy_error : public std::logic_error {
- public:
-  using std::logic_error::logic_error;
-};
 
 /// One finished (or failed) task, for observers: traces, invariant checks, dashboards.
 struct task_record {
@@ -99,11 +96,27 @@ class scheduler {
     state_.now = executor_.now();
     period_ = hooks::tick_period(policy_);
     next_tick_ = period_ == never || period_ <= 0 ? never : state_.now + period_;
+    shared_->counters.devices = static_cast<std::size_t>(n);
+    // A submit or cancel from another thread wakes a run() waiting in the executor, and an own loop.
+    shared_->wake = [this] {
+      if constexpr (notifiable) executor_.notify();
+      if (auto* f = wakeup_.load(std::memory_order_acquire)) (*f)();
+    };
+    if constexpr (SignallingExecutor<E>) {
+      executor_.on_ready([this] {
+        if (auto* f = wakeup_.load(std::memory_order_acquire)) (*f)();
+      });
+    }
   }
+  // The executor and the client's wake-up refer to this object: it stays where it was built.
+  scheduler(const scheduler&) = delete;
+  scheduler& operator=(const scheduler&) = delete;
 
-  /// Submit a request; it arrives at spec.arrival (not before now). Returns its handle.
+  /// Submits a request on the scheduler's thread; it arrives at spec.arrival (not before now).
+  /// Returns its handle. The raw path (the simulator's): no id check, no status by id - a server
+  /// uses client() instead. Throws std::invalid_argument for a spec the runtime cannot run.
   request_handle submit(request_spec spec) {
-    if (spec.steps <= 0) throw std::invalid_argument("scheduler::submit: steps must be > 0");
+    if (auto why = check_request_spec(spec); !why.empty()) throw std::invalid_argument(fmt::format("scheduler::submit: request '{}': {}", spec.id, why));
     spec.arrival = std::max(spec.arrival, state_.now);
     const auto h = static_cast<request_handle>(state_.requests.size());
     request_record r;
@@ -119,41 +132,25 @@ class scheduler {
     return h;
   }
 
-  /// Submits a request from any thread (submit() itself is for the scheduler's thread only). It
-  /// waits in an inbox until process_due() next runs on the scheduler's thread; it gets its handle
-  /// there, so none is returned here: match completions by spec.id. It then arrives at spec.arrival
-  /// in the executor's clock, or at once if that has passed. To wake a run() that is waiting, the
-  /// executor's notify() is called when it has one (thread_executor does); otherwise run() rechecks
-  /// the inbox every inbox_poll_interval. (With a virtual-time executor the inbox is drained too, but
-  /// run() there only waits for requests it already knows.)
-  void submit_async(request_spec spec) {
-    if (spec.steps <= 0) throw std::invalid_argument("scheduler::submit_async: steps must be > 0");
-    {
-      std::lock_guard lk(inbox_->mu);
-      inbox_->specs.push_back(std::move(spec));
-      inbox_->pending.store(true, std::memory_order_release);
-    }
-    wake_executor();
-  }
-  /// While the inbox is open, run() on a blocking executor keeps serving when every request has
-  /// ended, waiting for submit_async(); close_inbox() lets it return once all submitted requests
-  /// (inbox included) have ended. Without open_inbox(), run() may return between two submissions
-  /// from another thread. Any thread.
-  void open_inbox() { inbox_->open.store(true, std::memory_order_release); }
-  void close_inbox() {
-    inbox_->open.store(false, std::memory_order_release);
-    wake_executor();
-  }
-  /// Longest real-time wait of run() on a blocking executor without notify(), so that submit_async
-  /// is noticed (microseconds).
+  /// The thread-safe client: submit, cancel and status by id from any thread (runtime/client.hpp).
+  /// Valid as long as the scheduler.
+  [[nodiscard]] request_client& client() noexcept { return client_; }
+
+  /// Shorthands for client().submit(spec), client().open() and client().close().
+  std::string submit_async(request_spec spec) { return client_.submit(std::move(spec)); }
+  void open_inbox() { client_.open(); }
+  void close_inbox() { client_.close(); }
+  /// Longest real-time wait of run() on a blocking executor without notify(), so that a submission
+  /// from another thread is noticed (microseconds).
   static constexpr tick inbox_poll_interval = 1000;
 
-  /// Ends a request on behalf of its client. Waiting: dropped now. Running: dropped when its task in
-  /// flight ends (a task is never interrupted). Ended: no effect.
+  /// Ends a request on behalf of its client (scheduler's thread; other threads use client().cancel).
+  /// Waiting: dropped now. Running: dropped when its task in flight ends - a migration included -
+  /// and nothing is launched for it afterwards (a task is never interrupted). Ended: no effect.
   void cancel(request_handle h, std::string reason = "cancelled") {
     auto& r = state_.requests.at(h);
     if (r.ended()) return;
-    cancel_reason_[h] = std::move(reason);
+    cancel_reason_.try_emplace(h, reason.empty() ? std::string("cancelled") : std::move(reason));
     dirty_ = true;
   }
 
@@ -162,40 +159,81 @@ class scheduler {
   /// Called for every task and migration as it ends (ok or failed).
   void on_task_record(std::function<void(const task_record&)> f) { task_end_ = std::move(f); }
 
-  /// Runs on a virtual clock until every submitted request has ended.
+  /// Runs on a virtual clock until every submitted request has ended (client submissions already
+  /// queued included; an open client does not keep a virtual clock running: nothing could arrive).
   void run() requires VirtualTimeExecutor<E> {
-    while (unended_ > 0) {
-      tick t = std::min({next_arrival(), wake_, next_tick_, static_cast<tick>(executor_.next_event_time())});
+    while (unended_ > 0 || shared_->pending.load(std::memory_order_acquire)) {
+      const tick t = next_wakeup();
       if (t == never) {
         stall_all("policy_stalled");
         break;
       }
-      executor_.advance_to(t);
-      if (t < state_.now) throw std::logic_error("scheduler: time went backwards");
-      state_.now = t;
-      process_due();
+      turn_to(t);
     }
   }
 
-  /// Serves in real time until every submitted request has ended (and, while the inbox is open,
-  /// beyond): t = earliest(arrival, wake-up, tick); executor.wait_until(t) returns early when a task
-  /// ends or submit_async notifies; now = executor.now() (never backwards); process_due().
-  /// Arrival times are read in the executor's clock.
+  /// Serves in real time until every submitted request has ended (and, while the client is open,
+  /// beyond): t = next_wakeup(); executor.wait_until(t) returns early when a task ends or a client
+  /// call notifies; turn(). Arrival times are read in the executor's clock.
   void run() requires(BlockingExecutor<E> && !VirtualTimeExecutor<E>) {
     for (;;) {
-      const auto t_exec = static_cast<tick>(executor_.now());
-      if (t_exec > state_.now) state_.now = t_exec;
-      process_due();
-      if (unended_ == 0 && !inbox_->busy()) break;
-      tick t = std::min({next_arrival(), wake_, next_tick_});
-      if (t == never && unended_ > 0 && state_.running.empty() && !inbox_->busy()) {
-        stall_all("policy_stalled");  // nothing runs and nothing can happen: waiting would hang
-        if (unended_ == 0) break;
-        continue;
-      }
+      tick t = turn();
+      if (unended_ == 0 && !client_busy()) break;
       if constexpr (!notifiable) t = std::min(t, add_sat(state_.now, inbox_poll_interval));
       executor_.wait_until(t);
     }
+  }
+
+  // ---- Driving the scheduler from an event loop of your own (scheduler's thread only) ----------
+  //
+  //   sched.on_wakeup([&] { loop.post([&] { again(); }); });    // any thread: "turn soon"
+  //   again(): t = sched.turn(); if (t != never) timer.expires_at(t) -> again()
+  //
+  // turn() never blocks. Executor completions reach the loop through on_wakeup when the executor
+  // has on_ready() (SignallingExecutor; thread_executor does); otherwise poll turn() periodically.
+
+  /// Real-time executors: now = executor.now() (never backwards); processes everything due
+  /// (completions, arrivals, client submissions and cancels, wake-ups) and calls the policy if
+  /// anything changed. Returns next_wakeup(). Drops the waiting requests ("policy_stalled") when
+  /// nothing runs and nothing can ever happen, so a loop cannot wait forever.
+  tick turn() requires(!VirtualTimeExecutor<E>) {
+    const auto t_exec = static_cast<tick>(executor_.now());
+    if (t_exec > state_.now) state_.now = t_exec;
+    process_due();
+    if (unended_ > 0 && state_.running.empty() && !client_busy() && next_wakeup() == never) {
+      stall_all("policy_stalled");  // nothing runs and nothing can happen: waiting would hang
+    }
+    return next_wakeup();
+  }
+  /// Virtual-time executors: advances the executor and the clock to t (which must not pass
+  /// next_wakeup(), nor go back), then as turn(). Returns next_wakeup().
+  tick turn_to(tick t) requires VirtualTimeExecutor<E> {
+    if (t < state_.now) throw std::logic_error(fmt::format("scheduler::turn_to: time went backwards ({} < {})", t, state_.now));
+    if (t > next_wakeup()) throw std::logic_error(fmt::format("scheduler::turn_to: {} skips the event due at {}", t, next_wakeup()));
+    executor_.advance_to(t);
+    state_.now = t;
+    process_due();
+    return next_wakeup();
+  }
+  /// When the scheduler next needs a turn: now when client calls wait to be applied; else the earliest
+  /// arrival, policy wake-up or periodic tick (and, on virtual time, executor event); never when only
+  /// a completion or a future client call can wake it.
+  [[nodiscard]] tick next_wakeup() const {
+    if (shared_->pending.load(std::memory_order_acquire)) return state_.now;  // client calls to apply
+    tick t = std::min({next_arrival(), wake_, next_tick_});
+    if constexpr (VirtualTimeExecutor<E>) t = std::min(t, static_cast<tick>(executor_.next_event_time()));
+    if (t != never && t < state_.now) t = state_.now;
+    return t;
+  }
+  /// Nothing left: every request ended, the client has nothing queued and is closed.
+  [[nodiscard]] bool finished() const noexcept { return unended_ == 0 && !client_busy(); }
+  /// f is called, from any thread, when the scheduler should take a turn soon: a client submitted
+  /// or cancelled, or (SignallingExecutor) the executor has an event ready. Set it before other
+  /// threads use the client; f must not call into the scheduler itself (post to your loop instead).
+  void on_wakeup(std::function<void()> f) {
+    // Earlier callbacks stay alive: another thread may be calling one right now.
+    wakeup_fns_.push_back(std::make_unique<std::function<void()>>(std::move(f)));
+    wakeup_.store(wakeup_fns_.back().get(), std::memory_order_release);
   }
 
   [[nodiscard]] const scheduler_state& state() const noexcept { return state_; }
@@ -210,7 +248,7 @@ class scheduler {
   /// Processes everything due at the current time and calls the policy if something changed.
   /// run() calls this; an embedding with a real-time executor calls it from its own loop.
   void process_due() {
-    if (inbox_->pending.load(std::memory_order_acquire)) drain_inbox();
+    if (shared_->pending.load(std::memory_order_acquire)) drain_client();
     events_.clear();
     executor_.poll(events_);
     for (const auto& ev : events_) handle_event(ev);
@@ -231,6 +269,7 @@ class scheduler {
     }
     if (!cancel_reason_.empty()) apply_cancellations();
     if (dirty_) call_policy();
+    if (client_used_) publish_counters();
   }
 
  private:
@@ -238,30 +277,69 @@ class scheduler {
 
   [[nodiscard]] tick next_arrival() const noexcept { return arrivals_.empty() ? never : arrivals_.top().first; }
 
-  // Requests from other threads. Behind a pointer so the scheduler stays movable.
-  struct async_inbox {
-    std::mutex mu;
-    std::vector<request_spec> specs;
-    std::atomic<bool> pending{false};  // specs is not empty: lets process_due skip the lock
-    std::atomic<bool> open{false};
-    [[nodiscard]] bool busy() const noexcept {
-      return pending.load(std::memory_order_acquire) || open.load(std::memory_order_acquire);
-    }
-  };
   static constexpr bool notifiable = NotifiableExecutor<E>;
+  static constexpr std::uint32_t no_slot = 0xFFFFFFFFu;
 
-  void wake_executor() {
-    if constexpr (notifiable) executor_.notify();
+  // Client submissions or cancels not yet applied, or an open client: run() must not return.
+  [[nodiscard]] bool client_busy() const noexcept {
+    return shared_->pending.load(std::memory_order_acquire) || shared_->open.load(std::memory_order_acquire);
   }
 
-  void drain_inbox() {
-    std::vector<request_spec> specs;
+  // Applies what other threads queued: submissions first, so a cancel queued right after its
+  // submit finds the request.
+  void drain_client() {
+    drained_submits_.clear();
+    drained_cancels_.clear();
     {
-      std::lock_guard lk(inbox_->mu);
-      specs.swap(inbox_->specs);
-      inbox_->pending.store(false, std::memory_order_release);
+      std::lock_guard lk(shared_->mu);
+      drained_submits_.swap(shared_->submits);
+      drained_cancels_.swap(shared_->cancels);
+      shared_->pending.store(false, std::memory_order_release);
     }
-    for (auto& spec : specs) submit(std::move(spec));
+    client_used_ = true;
+    for (auto& p : drained_submits_) {
+      const request_handle h = submit(std::move(p.spec));
+      if (slot_of_handle_.size() <= h) slot_of_handle_.resize(static_cast<std::size_t>(h) + 1, no_slot);
+      slot_of_handle_[h] = p.slot;
+      if (handle_of_slot_.size() <= p.slot) handle_of_slot_.resize(static_cast<std::size_t>(p.slot) + 1, no_slot);
+      handle_of_slot_[p.slot] = h;
+      publish(h);  // its arrival in the scheduler's clock
+    }
+    for (auto& c : drained_cancels_) {
+      if (c.slot < handle_of_slot_.size() && handle_of_slot_[c.slot] != no_slot) cancel(handle_of_slot_[c.slot], std::move(c.reason));
+    }
+  }
+
+  // Copies a client-submitted request's state into the client's table (no-op for other requests).
+  void publish(request_handle h) {
+    if (h >= slot_of_handle_.size() || slot_of_handle_[h] == no_slot) return;
+    const auto& r = state_.requests[h];
+    std::lock_guard lk(shared_->mu);
+    auto& st = shared_->slots[slot_of_handle_[h]];
+    switch (r.phase) {
+      case request_phase::waiting: st.state = request_state::waiting; break;
+      case request_phase::running: st.state = request_state::running; break;
+      case request_phase::completed: st.state = request_state::completed; ++shared_->counters.completed; break;
+      case request_phase::dropped: st.state = request_state::dropped; ++shared_->counters.dropped; break;
+    }
+    st.arrival = r.spec.arrival;
+    st.first_start = r.first_start;
+    st.finish = r.finish;
+    st.degree = r.phase == request_phase::running && !r.run_group.empty() ? static_cast<int>(r.run_group.size()) : r.last_degree;
+    st.migrations = r.migrations;
+    st.steps_done = r.spec.steps - r.steps_remaining();
+    if (r.ended()) {
+      st.reason = r.drop_reason;
+      st.cancel_requested = false;
+    }
+  }
+
+  void publish_counters() {
+    std::lock_guard lk(shared_->mu);
+    auto& c = shared_->counters;
+    c.waiting = state_.waiting.size();
+    c.running = state_.running.size();
+    c.busy_devices = static_cast<std::size_t>(view_.usable_device_count()) - state_.free.count();
   }
 
   std::uint32_t intern_shape(const request_shape& s) {
@@ -285,6 +363,7 @@ class scheduler {
 
   void arrive(request_handle h) {
     auto& r = state_.requests[h];
+    if (r.ended()) return;  // cancelled before it arrived
     const auto& c = state_.shapes[r.shape];
     if (c.allowed_degrees.empty()) {
       end_request(h, request_phase::dropped, "no_allowed_degree");
@@ -327,7 +406,8 @@ class scheduler {
       r.state_group = r.run_group;
       ++r.migrations;
       ++migrations_;
-      launch_next(ev.request);
+      if (cancel_reason_.contains(ev.request)) to_waiting(ev.request);  // cancelled meanwhile: no step after it
+      else launch_next(ev.request);
       return;
     }
     ++r.position;
@@ -365,6 +445,7 @@ class scheduler {
     state_.erase_sorted(state_.running, h);
     state_.insert_sorted(state_.waiting, h);
     dirty_ = true;
+    publish(h);
   }
 
   void end_request(request_handle h, request_phase how, std::string reason) {
@@ -383,6 +464,7 @@ class scheduler {
     if constexpr (ReleasingExecutor<E>) {
       if (how == request_phase::dropped) executor_.release(h);  // its state on the devices is not needed
     }
+    publish(h);
     hooks::on_request_end(policy_, view_, h);
     if (request_end_) request_end_(r);
   }
@@ -407,7 +489,7 @@ class scheduler {
     while (!arrivals_.empty()) {  // cannot happen with a finite next_arrival, kept for safety
       const auto h = arrivals_.top().second;
       arrivals_.pop();
-      end_request(h, request_phase::dropped, reason);
+      if (!state_.requests[h].ended()) end_request(h, request_phase::dropped, reason);
     }
   }
 
@@ -466,11 +548,16 @@ class scheduler {
     for (const auto& d : b.drops()) {
       if (d.request >= state_.requests.size()) { reject(fmt::format("drop of unknown request {}", d.request)); continue; }
       auto& r = state_.requests[d.request];
-      if (r.phase != request_phase::waiting) {
-        reject(fmt::format("drop of request '{}' which is {}", r.spec.id, r.ended() ? "already ended" : "running"));
+      if (r.ended()) {
+        reject(fmt::format("drop of request '{}' which has already ended", r.spec.id));
         continue;
       }
-      end_request(d.request, request_phase::dropped, d.reason.empty() ? std::string("dropped_by_policy") : d.reason);
+      std::string reason = d.reason.empty() ? std::string("dropped_by_policy") : d.reason;
+      if (r.phase == request_phase::running) {  // like a cancel: ends when its task in flight ends
+        cancel_reason_.try_emplace(d.request, std::move(reason));
+        continue;
+      }
+      end_request(d.request, request_phase::dropped, std::move(reason));
       changed = true;
     }
     // Phase 1: validate every assignment and claim its destination devices.
@@ -567,6 +654,7 @@ class scheduler {
     r.launch_task = t;
     r.occupied = std::move(occupied);
     executor_.launch(l);
+    publish(h);
   }
 
   P& policy_;
@@ -596,7 +684,15 @@ class scheduler {
   tick next_tick_ = never;
   std::uint32_t idle_calls_ = 0;
   bool dirty_ = false;
-  std::unique_ptr<async_inbox> inbox_ = std::make_unique<async_inbox>();
+  // The client: shared with other threads behind a pointer; the rest is the scheduler thread's.
+  std::unique_ptr<detail::client_shared> shared_ = std::make_unique<detail::client_shared>();
+  request_client client_{*shared_};
+  std::vector<std::uint32_t> slot_of_handle_, handle_of_slot_;
+  std::vector<detail::client_shared::pending_submit> drained_submits_;
+  std::vector<detail::client_shared::pending_cancel> drained_cancels_;
+  bool client_used_ = false;
+  std::vector<std::unique_ptr<std::function<void()>>> wakeup_fns_;
+  std::atomic<std::function<void()>*> wakeup_{nullptr};
 };
 
 }  // namespace paraflex

@@ -40,11 +40,24 @@ struct shape_costs {
   tick migrate_inter_node = 0;
   std::vector<int> allowed_degrees;  ///< increasing
   int fastest_degree = 1;            ///< allowed degree with the smallest step time (ties: fewer devices)
+  int efficient_degree = 1;          ///< allowed degree with the fewest device-microseconds per step, k x T(k)
+                                     ///< (ties: faster, then fewer devices)
 
   [[nodiscard]] bool allows(int k) const noexcept {
     return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
   }
-  [[nodiscard]] tick step_time(int k) const noexcept { return step[static_cast<std::size_t>(k)]; }
+  /// One step on k devices. Asking for a degree the shape does not allow is a policy_error (an
+  /// answer of 0 would silently corrupt sort keys and estimates).
+  [[nodiscard]] tick step_time(int k) const {
+    if (!allows(k)) [[unlikely]] throw_not_allowed(k);
+    return step[static_cast<std::size_t>(k)];
+  }
+  [[noreturn]] void throw_not_allowed(int k) const {
+    std::string list;
+    for (int a : allowed_degrees) list += (list.empty() ? "" : ",") + std::to_string(a);
+    throw policy_error("degree " + std::to_string(k) + " is not allowed for " + shape.model + " " + std::to_string(shape.height) + "x" +
+                       std::to_string(shape.width) + "x" + std::to_string(shape.frames) + " (allowed: " + (list.empty() ? "none" : list) + ")");
+  }
 };
 
 /// Everything the runtime knows about one request.
@@ -128,12 +141,15 @@ class scheduler_view {
 
   [[nodiscard]] bool allows_degree(request_handle h, int k) const noexcept { return costs(h).allows(k); }
   [[nodiscard]] std::span<const int> allowed_degrees(request_handle h) const noexcept { return costs(h).allowed_degrees; }
-  [[nodiscard]] tick step_time(request_handle h, int k) const noexcept { return costs(h).step_time(k); }
+  /// One denoising step of h on k devices. The time accessors below throw policy_error for a degree
+  /// h's shape does not allow (allows_degree / allowed_degrees say which are).
+  [[nodiscard]] tick step_time(request_handle h, int k) const { return costs(h).step_time(k); }
 
   /// Time of the next `n` tasks of h on k devices from its current position (no migration).
-  [[nodiscard]] tick tasks_time(request_handle h, int k, std::uint32_t n) const noexcept {
+  [[nodiscard]] tick tasks_time(request_handle h, int k, std::uint32_t n) const {
     const auto& r = request(h);
     const auto& c = costs(h);
+    if (!c.allows(k)) [[unlikely]] c.throw_not_allowed(k);
     const auto kk = static_cast<std::size_t>(k);
     tick t = 0;
     const std::uint32_t end = std::min(r.position + n, r.tasks_total());
@@ -147,14 +163,20 @@ class scheduler_view {
     return t;
   }
   /// Time for everything h has left, all on k devices (closed form: stages + steps x step time).
-  [[nodiscard]] tick remaining_time(request_handle h, int k) const noexcept {
+  [[nodiscard]] tick remaining_time(request_handle h, int k) const {
     const auto& r = request(h);
     const auto& c = costs(h);
+    if (!c.allows(k)) [[unlikely]] c.throw_not_allowed(k);
     const auto kk = static_cast<std::size_t>(k);
     tick t = static_cast<tick>(r.steps_remaining()) * c.step[kk] + c.decode[kk];
     if (r.position == 0) t += c.encode[kk];
     return t;
   }
+  /// GPU-time h still needs on k devices, in device-microseconds: k x remaining_time(h, k).
+  [[nodiscard]] tick remaining_work(request_handle h, int k) const { return static_cast<tick>(k) * remaining_time(h, k); }
+  /// GPU-time h still needs at its most GPU-efficient degree (shape_costs::efficient_degree), in
+  /// device-microseconds: the least any schedule must spend on it. to_seconds() gives GPU-seconds.
+  [[nodiscard]] tick remaining_work(request_handle h) const { return remaining_work(h, costs(h).efficient_degree); }
 
   /// True when running h on g means moving its state first.
   [[nodiscard]] bool needs_migration(request_handle h, const device_group& g) const {
