@@ -8,7 +8,10 @@
 //                          so a whole day of serving simulates in milliseconds (the simulator, and
 //                          fake executors in tests)
 //   BlockingExecutor     + wait_until(tick): real time; blocks until an event is ready or the time
-//                          passes (CPU-thread and CUDA executors)
+//                          passes (CPU-thread and CUDA executors); t may be `never` (wait for an
+//                          event) or already past
+//
+// Every call is made on the scheduler's thread except notify(); docs/embedding.md has the contract.
 //   ReleasingExecutor    + release(request_handle): called by the runtime once when a request is
 //                          dropped, so that the state it left on devices is freed (a completed
 //                          request's state is the executor's to free after its decode)
@@ -46,7 +49,7 @@ struct task_launch {
   task_desc task;
   device_group group;
   device_group source;           ///< migrate only
-  const request_shape* shape = nullptr;  ///< valid until the request ends
+  const request_shape* shape = nullptr;  ///< into the scheduler's shape table: valid for the scheduler's life
   tick expected_duration = 0;    ///< the cost model's figure; a simulator uses it as the duration
 };
 
@@ -57,7 +60,7 @@ enum class executor_event_kind : unsigned char {
 };
 
 struct executor_event {
-  tick time = 0;
+  tick time = 0;                ///< when it happened, for traces; the runtime uses the time of the turn that polls it
   executor_event_kind kind = executor_event_kind::task_done;
   launch_id id = 0;             ///< task_done / task_failed
   request_handle request = 0;   ///< task_done / task_failed
