@@ -11,7 +11,6 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "paraflex/executor/concepts.hpp"
@@ -49,22 +48,22 @@ class simulated_executor {
       kind = executor_event_kind::task_failed;
       end = now_ + static_cast<tick>(std::llround(uniform() * static_cast<double>(end - now_)));
     }
-    inflight_[l.id] = flight{l.group, l.source, l.request};
-    push(end, executor_event{end, kind, l.id, l.request, 0});
+    push(end, executor_event{end, kind, l.id, l.request, 0}, track(l));
   }
 
   void poll(std::vector<executor_event>& out) {
     while (!queue_.empty() && queue_.top().ev.time <= now_) {
       const executor_event ev = queue_.top().ev;
+      queue_top_slot_ = queue_.top().slot;
       queue_.pop();
       if (ev.kind == executor_event_kind::device_lost) {
         lose_device(ev.device, out);
         out.push_back(ev);
         continue;
       }
-      auto it = inflight_.find(ev.id);
-      if (it == inflight_.end()) continue;  // already reported failed by a device loss
-      inflight_.erase(it);
+      flight& f = flights_[queue_top_slot_];
+      if (!f.active || f.id != ev.id) continue;  // already reported failed by a device loss
+      untrack(queue_top_slot_);
       out.push_back(ev);
     }
   }
@@ -76,27 +75,58 @@ class simulated_executor {
   }
 
  private:
-  struct flight { device_group group, source; request_handle request; };
+  // Launches in flight live in reusable slots (no allocation per task once warm). Only a device loss
+  // needs to look at them all.
+  struct flight {
+    bool active = false;
+    launch_id id = 0;
+    request_handle request = 0;
+    device_group group, source;
+  };
   struct entry {
     executor_event ev;
     std::uint64_t seq;
+    std::uint32_t slot;  // flights_ index; unused for device losses
     bool operator>(const entry& o) const noexcept { return ev.time != o.ev.time ? ev.time > o.ev.time : seq > o.seq; }
   };
 
-  void push(tick t, executor_event ev) {
+  std::uint32_t track(const task_launch& l) {
+    std::uint32_t slot;
+    if (!free_slots_.empty()) {
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+    } else {
+      slot = static_cast<std::uint32_t>(flights_.size());
+      flights_.emplace_back();
+    }
+    flight& f = flights_[slot];
+    f.active = true;
+    f.id = l.id;
+    f.request = l.request;
+    f.group = l.group;
+    f.source = l.source;
+    return slot;
+  }
+  void untrack(std::uint32_t slot) {
+    flights_[slot].active = false;
+    free_slots_.push_back(slot);
+  }
+
+  void push(tick t, executor_event ev, std::uint32_t slot = 0) {
     ev.time = t;
-    queue_.push(entry{ev, seq_++});
+    queue_.push(entry{ev, seq_++, slot});
   }
   // Launches touching a lost device fail now, in launch order, before the loss itself is reported.
   void lose_device(device_id d, std::vector<executor_event>& out) {
-    std::vector<launch_id> hit;
-    for (const auto& [id, f] : inflight_) {
-      if (f.group.contains(d) || f.source.contains(d)) hit.push_back(id);
+    std::vector<std::pair<launch_id, std::uint32_t>> hit;
+    for (std::uint32_t slot = 0; slot < flights_.size(); ++slot) {
+      const flight& f = flights_[slot];
+      if (f.active && (f.group.contains(d) || f.source.contains(d))) hit.emplace_back(f.id, slot);
     }
     std::sort(hit.begin(), hit.end());
-    for (launch_id id : hit) {
-      out.push_back(executor_event{now_, executor_event_kind::task_failed, id, inflight_[id].request, 0});
-      inflight_.erase(id);
+    for (const auto& [id, slot] : hit) {
+      out.push_back(executor_event{now_, executor_event_kind::task_failed, id, flights_[slot].request, 0});
+      untrack(slot);
     }
   }
   double uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }  // same on every platform
@@ -106,7 +136,9 @@ class simulated_executor {
   std::mt19937_64 rng_;
   simulation_faults faults_;
   std::priority_queue<entry, std::vector<entry>, std::greater<>> queue_;
-  std::unordered_map<launch_id, flight> inflight_;
+  std::vector<flight> flights_;
+  std::vector<std::uint32_t> free_slots_;
+  std::uint32_t queue_top_slot_ = 0;
 };
 
 static_assert(VirtualTimeExecutor<simulated_executor>);

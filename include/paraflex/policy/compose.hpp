@@ -12,12 +12,13 @@
 // composed_policy<Admission, Order, Sizing, Placement> models Policy. At every rescheduling point
 // (arrival, task end, wake-up) it does, in one pass:
 //
-//   keys     <- Order::key(v, h) for every waiting h; sort once by (key, h)
-//   for h in that order: Admission::judge(v, h) -> drop / admit (tier 1) / background (tier 2) / defer
 //   available <- free devices
-//   for h in tier 1, then tier 2:                               (stops as soon as nothing is free)
-//     k <- Sizing::degree(v, h, available); 0 = wait
-//     g <- Placement::place(v, h, k, available, preferred); assign the next `chunk` tasks of h to g
+//   for h in (Order::key(v, h), h) order:          (kept between calls, or sorted per call; see Cost)
+//     Admission::judge(v, h) -> drop / admit (tier 1) / background (tier 2, served after tier 1) / defer
+//     tier 1: k <- Sizing::degree(v, h, available); 0 = wait
+//             g <- Placement::place(v, h, k, available, preferred); assign the next `chunk` tasks of h to g
+//     stop as soon as no device is left to give
+//   tier 2 the same, on what tier 1 left
 //   spare devices (options.widen): tier-1 requests, in order, move to a wider group when that is
 //     strictly faster, migration included (GF-DiT's work-conserving scale-up)
 //
@@ -37,14 +38,24 @@
 // hooks `on_arrival`, `on_request_end`, `on_task_end`; composed_policy forwards each hook to the parts
 // that have it and models the matching refinement of Policy only when one part does.
 //
-// Cost of one decision: O(W log W) for W waiting requests (one sort; with hold, running ones too)
-// plus, per group handed out, O(allowed degrees) for sizing and O(G) for placement. Deferred
-// requests cost one key and one judge; backfill looks at no more than 64 of them.
+// Cost of one decision. With a RequestKeyedOrder (every built-in order) the requests stay in key
+// order between calls (request_index, kept by the runtime hooks) and a decision walks only the head
+// of the order: it stops as soon as no device is left to give (or to backfill), so it costs
+// O(visited x log) - the requests it hands devices to, the deferred ones it passes on the way, and
+// the running ones ahead of them - not O(W). Otherwise every call keys and sorts the W waiting
+// requests: O(W log W). Per group handed out, O(allowed degrees) for sizing and O(G/64 + nodes) for
+// placement. Contested devices are found from the free devices' state holders (O(G)), and backfill
+// looks at no more than 64 unserved requests.
+//
+// Requests the walk does not reach are not judged in that call: a drop the Admission part would
+// decide for one of them happens when the walk reaches it, which is before it could take a device,
+// so schedules do not change.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -53,6 +64,7 @@
 
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/placement.hpp"
+#include "paraflex/policy/request_index.hpp"
 
 namespace paraflex {
 
@@ -121,6 +133,11 @@ struct admission {
 /// Decides, for each waiting request in key order, whether it takes part in this decision (and,
 /// with compose_options::hold, for each running one whether devices may be held for it).
 ///
+/// A decision walks only the head of the order (see Cost), so requests further down are not judged
+/// in every call. A part that must drop requests wherever they are in the order (a strict admission
+/// that tells clients at once) also provides `pending_drops()`: a range of handles that composed_policy
+/// judges (and drops, when judge says drop) at every call before the walk.
+///
 ///   struct admit_small {                                                   // valid: models Admission
 ///     admission judge(const scheduler_view& v, request_handle h) {
 ///       return v.request(h).spec.shape.height <= 1024 ? admission::admit() : admission::defer();
@@ -164,23 +181,49 @@ concept Order = requires(O& o, const scheduler_view& v, request_handle h) {
   requires std::movable<std::remove_cvref_t<decltype(o.key(v, h))>>;
 };
 
+/// An Order whose key for h depends only on h itself - its spec, its progress and its costs - never
+/// on the time or on other requests. composed_policy then keeps the requests in key order between
+/// decisions (request_index; re-keying a request when it finishes a task) instead of sorting them all
+/// at every call, and walks only the head of the order: a decision costs what it hands out, not the
+/// length of the queue. An order opts in with a constant:
+///
+///   struct by_deadline {                                                   // valid: kept between calls
+///     static constexpr bool key_depends_only_on_request = true;
+///     tick key(const scheduler_view& v, request_handle h) const { return v.request(h).deadline(); }
+///   };
+///   struct by_age {                                                        // must not opt in: the key
+///     tick key(const scheduler_view& v, request_handle h) const {           // changes with now(), so it
+///       return v.now() - v.request(h).spec.arrival; }                       // is sorted at every call
+///   };
+///
+/// (A key that shifts with now() for every request alike, like slack, can drop the now() term.)
+template <class O>
+concept RequestKeyedOrder = Order<O> && requires {
+  requires static_cast<bool>(O::key_depends_only_on_request);
+};
+
 /// First come, first served.
 struct fcfs_order {
+  static constexpr bool key_depends_only_on_request = true;
   [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept { return v.request(h).spec.arrival; }
 };
 
 /// Earliest deadline first; requests without a deadline after all others, in arrival order.
 struct edf_order {
+  static constexpr bool key_depends_only_on_request = true;
   [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept { return v.request(h).deadline(); }
 };
 
-/// Least slack first: deadline - now - time left alone at the fastest degree. Favours big requests
-/// whose deadline is near in terms of their own work, where EDF only sees the clock.
+/// Least slack first: slack = deadline - now - time left alone at the fastest degree. Favours big
+/// requests whose deadline is near in terms of their own work, where EDF only sees the clock. The key
+/// is the latest start that still meets the deadline, deadline - time left: slack plus now(), the same
+/// order, and a key that changes only when the request progresses (so it is kept between calls).
 struct least_slack_order {
-  [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const noexcept {
+  static constexpr bool key_depends_only_on_request = true;
+  [[nodiscard]] tick key(const scheduler_view& v, request_handle h) const {
     const auto& r = v.request(h);
     if (!r.has_deadline()) return never;
-    return r.deadline() - v.now() - v.remaining_time(h, v.costs(h).fastest_degree);
+    return r.deadline() - v.remaining_time(h, v.costs(h).fastest_degree);
   }
 };
 
@@ -189,6 +232,7 @@ struct least_slack_order {
 /// the fastest degree (never when best_effort_age <= 0): best effort comes after deadline traffic
 /// of its class but cannot be overtaken forever.
 struct priority_edf_order {
+  static constexpr bool key_depends_only_on_request = true;
   double best_effort_age = 0;
 
   struct key_type {
@@ -348,10 +392,16 @@ template <class T>
 concept has_on_request_end = requires(T& t, const scheduler_view& v, request_handle h) { t.on_request_end(v, h); };
 template <class T>
 concept has_on_task_end = requires(T& t, const scheduler_view& v, request_handle h, bool ok) { t.on_task_end(v, h, ok); };
+template <class T>
+concept has_pending_drops = requires(T& t) {
+  { t.pending_drops() } -> std::ranges::input_range;
+};
 }  // namespace detail
 
 template <Admission A, Order O, Sizing S, Placement P = sticky_placement>
 class composed_policy {
+  static constexpr bool kept_order = RequestKeyedOrder<O>;
+
  public:
   using admission_type = A;
   using order_type = O;
@@ -364,6 +414,15 @@ class composed_policy {
         options_(std::move(options)) {
     if (options_.chunk == 0) options_.chunk = 1;
   }
+  // The kept order is an intrusive tree: a copy or a move rebuilds it at its next decision.
+  composed_policy(const composed_policy& o)
+      : admission_(o.admission_), order_(o.order_), sizing_(o.sizing_), placement_(o.placement_), options_(o.options_) {}
+  composed_policy(composed_policy&& o) noexcept(std::is_nothrow_move_constructible_v<A> && std::is_nothrow_move_constructible_v<O> &&
+                                                 std::is_nothrow_move_constructible_v<S> && std::is_nothrow_move_constructible_v<P>)
+      : admission_(std::move(o.admission_)), order_(std::move(o.order_)), sizing_(std::move(o.sizing_)),
+        placement_(std::move(o.placement_)), options_(std::move(o.options_)) {}
+  composed_policy& operator=(const composed_policy&) = delete;
+  composed_policy& operator=(composed_policy&&) = delete;
 
   [[nodiscard]] std::string name() const { return options_.name; }
   [[nodiscard]] const compose_options& options() const noexcept { return options_; }
@@ -378,71 +437,82 @@ class composed_policy {
     begin_part(sizing_, v);
     begin_part(placement_, v);
 
-    keyed_.clear();
-    for (request_handle h : v.waiting()) keyed_.emplace_back(order_.key(v, h), h);
-    if (options_.hold) {
-      for (request_handle h : v.running()) keyed_.emplace_back(order_.key(v, h), h);
-    }
-    std::sort(keyed_.begin(), keyed_.end());
-
-    tier1_.clear();
-    tier2_.clear();
-    for (const auto& [key, h] : keyed_) {
-      const admission a = admission_.judge(v, h);
-      if (v.request(h).phase == request_phase::running) {
-        if (a.verdict == admission_verdict::admit) tier1_.push_back(h);
-        continue;
-      }
-      switch (a.verdict) {
-        case admission_verdict::admit: tier1_.push_back(h); break;
-        case admission_verdict::background: tier2_.push_back(h); break;
-        case admission_verdict::defer: break;
-        case admission_verdict::drop: out.drop(h, a.reason.empty() ? std::string_view("dropped_by_policy") : a.reason); break;
-      }
-    }
-
     available_ = v.free_devices();
     free_count_ = static_cast<int>(available_.count());
     plan_.clear();
-    if (free_count_ > 0 && (!tier1_.empty() || !tier2_.empty())) {
-      mark_contested(v);
-      if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
-      held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
-      held_count_ = 0;
-      unserved_.clear();
-      serve(v, tier1_, true);
-      serve(v, tier2_, false);
-      if (held_count_ > 0) backfill(v);
-      if (options_.widen) widen(v);
+    tier2_.clear();
+    unserved_.clear();
+    if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
+    held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
+    held_count_ = 0;
+    if (free_count_ > 0) mark_contested(v);
+    // Drops the Admission part wants now, whether or not the walk gets that far (a strict admission
+    // tells the client at once). Parts without pending_drops() are only asked during the walk.
+    ++call_;
+    if constexpr (detail::has_pending_drops<A>) {
+      for (request_handle h : admission_.pending_drops()) {
+        if (v.request(h).phase != request_phase::waiting || dropped_in(h)) continue;
+        const admission a = admission_.judge(v, h);
+        if (a.verdict != admission_verdict::drop) continue;
+        out.drop(h, a.reason.empty() ? std::string_view("dropped_by_policy") : a.reason);
+        mark_dropped(h);
+      }
     }
+
+    if constexpr (kept_order) {
+      if (!index_in_sync(v)) rebuild_index(v);
+      for (const auto& e : index_) {
+        if (!visit(v, e.h, out)) break;
+      }
+    } else {
+      keyed_.clear();
+      for (request_handle h : v.waiting()) keyed_.emplace_back(order_.key(v, h), h);
+      if (options_.hold) {
+        for (request_handle h : v.running()) keyed_.emplace_back(order_.key(v, h), h);
+      }
+      std::sort(keyed_.begin(), keyed_.end());
+      for (const auto& [key, h] : keyed_) {
+        if (!visit(v, h, out)) break;
+      }
+    }
+    for (request_handle h : tier2_) {  // background: what tier 1 left
+      if (!serve_one(v, h, false)) break;
+    }
+    if (held_count_ > 0) backfill(v);
+    if (options_.widen && free_count_ > 0) widen(v);
     for (auto& p : plan_) out.assign(p.request, std::move(p.group), options_.chunk);
   }
 
-  // Hooks: each exists only when some part has it, so the runtime skips the call otherwise.
+  // Hooks: each exists when some part has it, or when the policy keeps its order between calls.
   void on_arrival(const scheduler_view& v, request_handle h)
-    requires(detail::has_on_arrival<A> || detail::has_on_arrival<O> || detail::has_on_arrival<S> || detail::has_on_arrival<P>)
+    requires(kept_order || detail::has_on_arrival<A> || detail::has_on_arrival<O> || detail::has_on_arrival<S> ||
+             detail::has_on_arrival<P>)
   {
     if constexpr (detail::has_on_arrival<A>) admission_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<O>) order_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<S>) sizing_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<P>) placement_.on_arrival(v, h);
+    if constexpr (kept_order) index_.insert(h, order_.key(v, h));
   }
   void on_request_end(const scheduler_view& v, request_handle h)
-    requires(detail::has_on_request_end<A> || detail::has_on_request_end<O> || detail::has_on_request_end<S> ||
+    requires(kept_order || detail::has_on_request_end<A> || detail::has_on_request_end<O> || detail::has_on_request_end<S> ||
              detail::has_on_request_end<P>)
   {
     if constexpr (detail::has_on_request_end<A>) admission_.on_request_end(v, h);
     if constexpr (detail::has_on_request_end<O>) order_.on_request_end(v, h);
     if constexpr (detail::has_on_request_end<S>) sizing_.on_request_end(v, h);
     if constexpr (detail::has_on_request_end<P>) placement_.on_request_end(v, h);
+    if constexpr (kept_order) index_.erase(h);
   }
   void on_task_end(const scheduler_view& v, request_handle h, bool ok)
-    requires(detail::has_on_task_end<A> || detail::has_on_task_end<O> || detail::has_on_task_end<S> || detail::has_on_task_end<P>)
+    requires(kept_order || detail::has_on_task_end<A> || detail::has_on_task_end<O> || detail::has_on_task_end<S> ||
+             detail::has_on_task_end<P>)
   {
     if constexpr (detail::has_on_task_end<A>) admission_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<O>) order_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<S>) sizing_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<P>) placement_.on_task_end(v, h, ok);
+    if constexpr (kept_order) index_.insert(h, order_.key(v, h));  // its progress may move it
   }
 
  private:
@@ -458,19 +528,74 @@ class composed_policy {
     else (void)part, (void)v;
   }
 
-  // Free devices holding the state of a request still to be served: others avoid them if they can.
-  void mark_contested(const scheduler_view& v) {
-    contested_.assign(static_cast<std::size_t>(v.device_count()), 0);
-    preferred_ = available_;
-    for (const auto* tier : {&tier1_, &tier2_}) {
-      for (request_handle h : *tier) {
-        for (device_id d : v.request(h).state_group) {
-          if (!available_.test(d)) continue;
-          ++contested_[d];
-          preferred_.reset(d);
-        }
-      }
+  // One request met in key order: judged, then served (tier 1), set aside for later (tier 2), held
+  // for (running), dropped or skipped. False when nothing further down the order can matter: no
+  // device left to give, none held to backfill.
+  bool visit(const scheduler_view& v, request_handle h, decision_buffer& out) {
+    const auto& r = v.request(h);
+    if (r.ended()) {  // cannot happen while the hooks are forwarded; rebuild next time
+      index_stale_ = true;
+      return true;
     }
+    const bool running = r.phase == request_phase::running;
+    if (running && !options_.hold) return true;
+    if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_candidates)) return false;
+    const admission a = admission_.judge(v, h);
+    if (running) {
+      if (a.verdict == admission_verdict::admit && free_count_ > 0) hold_for(v, h);
+      return true;
+    }
+    switch (a.verdict) {
+      case admission_verdict::admit: serve_one(v, h, true); break;
+      case admission_verdict::background:
+        if (tier2_.size() < tier2_limit(v)) tier2_.push_back(h);
+        break;
+      case admission_verdict::defer: break;
+      case admission_verdict::drop:
+        if (!dropped_in(h)) {
+          out.drop(h, a.reason.empty() ? std::string_view("dropped_by_policy") : a.reason);
+          mark_dropped(h);
+        }
+        break;
+    }
+    return true;
+  }
+  [[nodiscard]] bool dropped_in(request_handle h) const noexcept { return h < dropped_call_.size() && dropped_call_[h] == call_; }
+  void mark_dropped(request_handle h) {
+    if (h >= dropped_call_.size()) dropped_call_.resize(static_cast<std::size_t>(h) + 1, 0);
+    dropped_call_[h] = call_;
+  }
+  // Background requests kept for the end of a call: more than could ever be placed is never needed.
+  static std::size_t tier2_limit(const scheduler_view& v) { return 2 * static_cast<std::size_t>(v.device_count()) + backfill_candidates; }
+
+  // Is the kept order exactly the unended arrived requests, keyed as of their last task? The hooks
+  // keep it so; this catches a host that does not forward them and devices lost (positions reset).
+  [[nodiscard]] bool index_in_sync(const scheduler_view& v) const {
+    return !index_stale_ && index_.size() == v.waiting().size() + v.running().size() && v.lost_devices().count() == lost_seen_;
+  }
+  void rebuild_index(const scheduler_view& v) {
+    index_.clear();
+    for (request_handle h : v.waiting()) index_.insert(h, order_.key(v, h));
+    for (request_handle h : v.running()) index_.insert(h, order_.key(v, h));
+    lost_seen_ = v.lost_devices().count();
+    index_stale_ = false;
+  }
+
+  // Free devices holding the state of a waiting request that takes part in this call (admit or
+  // background): others avoid them if they can. Found through the devices, not the queue: only the
+  // holders of a free device can contest it.
+  void mark_contested(const scheduler_view& v) {
+    if (contested_.size() != static_cast<std::size_t>(v.device_count())) contested_.assign(static_cast<std::size_t>(v.device_count()), 0);
+    preferred_ = available_;
+    available_.for_each([&](device_id d) {
+      contested_[d] = 0;
+      for (request_handle h : v.state_holders(d)) {
+        if (v.request(h).phase != request_phase::waiting) continue;
+        const admission_verdict verdict = admission_.judge(v, h).verdict;
+        if (verdict == admission_verdict::admit || verdict == admission_verdict::background) ++contested_[d];
+      }
+      if (contested_[d] > 0) preferred_.reset(d);
+    });
   }
   void release_contested(const scheduler_view& v, request_handle h) {
     for (device_id d : v.request(h).state_group) {
@@ -479,30 +604,25 @@ class composed_policy {
     }
   }
 
-  void serve(const scheduler_view& v, const std::vector<request_handle>& tier, bool widenable) {
-    for (request_handle h : tier) {
-      const bool running = v.request(h).phase == request_phase::running;
-      if (free_count_ == 0) {
-        if (held_count_ == 0 || unserved_.size() >= backfill_candidates) return;
-        if (!running) unserved_.push_back(h);
-        continue;
-      }
-      if (running) {
-        hold_for(v, h);
-        continue;
-      }
-      release_contested(v, h);
-      const int k = sizing_.degree(v, h, available_);
-      auto g = k > 0 ? placement_.place(v, h, k, available_, preferred_) : std::nullopt;
-      if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) {
-        if (unserved_.size() < backfill_candidates) unserved_.push_back(h);
-        continue;
-      }
-      available_.reset(*g);
-      preferred_.reset(*g);
-      free_count_ -= k;
-      plan_.push_back(planned{h, std::move(*g), widenable});
+  // Sizes and places one waiting request; false when no device is left at all.
+  bool serve_one(const scheduler_view& v, request_handle h, bool widenable) {
+    if (free_count_ == 0) {
+      if (held_count_ == 0 || unserved_.size() >= backfill_candidates) return false;
+      unserved_.push_back(h);
+      return true;
     }
+    release_contested(v, h);
+    const int k = sizing_.degree(v, h, available_);
+    auto g = k > 0 ? placement_.place(v, h, k, available_, preferred_) : std::nullopt;
+    if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) {
+      if (unserved_.size() < backfill_candidates) unserved_.push_back(h);
+      return true;
+    }
+    available_.reset(*g);
+    preferred_.reset(*g);
+    free_count_ -= k;
+    plan_.push_back(planned{h, std::move(*g), widenable});
+    return true;
   }
 
   // A running request that wants more devices than it has keeps free ones idle until its task ends.
@@ -584,9 +704,16 @@ class composed_policy {
   S sizing_;
   P placement_;
   compose_options options_;
+  // The kept order (RequestKeyedOrder): every unended arrived request, running ones included.
+  struct no_index {};
+  std::conditional_t<kept_order, request_index<key_type>, no_index> index_;
+  std::size_t lost_seen_ = 0;
+  bool index_stale_ = false;
+  std::uint64_t call_ = 0;                  // decide() calls
+  std::vector<std::uint64_t> dropped_call_;  // by handle: the call that dropped it (no drop twice)
   // Scratch reused across calls.
-  std::vector<std::pair<key_type, request_handle>> keyed_;
-  std::vector<request_handle> tier1_, tier2_;
+  std::vector<std::pair<key_type, request_handle>> keyed_;  // orders sorted per call
+  std::vector<request_handle> tier2_;
   std::vector<planned> plan_;
   std::vector<std::uint32_t> contested_;
   device_set available_, preferred_;
@@ -604,8 +731,10 @@ static_assert(Admission<admit_all> && Admission<drop_unreachable>);
 static_assert(Order<fcfs_order> && Order<edf_order> && Order<least_slack_order> && Order<priority_edf_order>);
 static_assert(Sizing<smallest_meeting_degree> && Sizing<fastest_degree> && Sizing<cheapest_degree>);
 static_assert(Placement<sticky_placement> && Placement<packed_placement>);
+static_assert(RequestKeyedOrder<fcfs_order> && RequestKeyedOrder<edf_order> && RequestKeyedOrder<least_slack_order> &&
+              RequestKeyedOrder<priority_edf_order>);
 static_assert(Policy<composed_policy<admit_all, fcfs_order, fastest_degree>> &&
               NamedPolicy<composed_policy<admit_all, fcfs_order, fastest_degree>>);
-static_assert(!ArrivalAwarePolicy<composed_policy<admit_all, fcfs_order, fastest_degree>>);
+static_assert(ArrivalAwarePolicy<composed_policy<admit_all, fcfs_order, fastest_degree>>);  // keeps its order
 
 }  // namespace paraflex

@@ -18,44 +18,43 @@
 namespace paraflex {
 
 /// k devices from `available`, by the order above (steps 2-4), or nullopt when fewer than k are free.
+/// No allocation for groups of up to 16 devices: free devices are counted per node with popcounts.
 [[nodiscard]] inline std::optional<device_group> find_free_group(const device_set& available, int k, const cluster& c) {
   if (k <= 0) return std::nullopt;
   const int g = c.gpus;
   const int per_node = c.gpus_per_node;
-  std::vector<int> free_per_node(static_cast<std::size_t>(c.node_count()), 0);
-  int total_free = 0;
-  available.for_each([&](device_id d) {
-    ++free_per_node[static_cast<std::size_t>(c.node_of(d))];
-    ++total_free;
-  });
-  if (total_free < k) return std::nullopt;
+  const auto node_range = [&](int n) {
+    const auto first = static_cast<device_id>(n * per_node);
+    return std::pair{first, static_cast<device_id>(std::min(g, n * per_node + per_node))};
+  };
+  if (static_cast<int>(available.count()) < k) return std::nullopt;
   if (k <= per_node) {
     // Best-fit node: the fewest free devices that still holds k.
     int best_node = -1;
+    std::size_t best_free = 0;
     for (int n = 0; n < c.node_count(); ++n) {
-      const int f = free_per_node[static_cast<std::size_t>(n)];
-      if (f >= k && (best_node < 0 || f < free_per_node[static_cast<std::size_t>(best_node)])) best_node = n;
+      const auto [first, end] = node_range(n);
+      const std::size_t f = available.count_range(first, end);
+      if (f >= static_cast<std::size_t>(k) && (best_node < 0 || f < best_free)) best_node = n, best_free = f;
     }
     if (best_node >= 0) {
-      const int node_first = best_node * per_node;
-      const int node_end = std::min(g, node_first + per_node);
-      for (int start = node_first; start + k <= node_end; start += k) {  // aligned blocks
-        bool all = true;
-        for (int d = start; d < start + k && all; ++d) all = available.test(static_cast<device_id>(d));
-        if (all) return device_group::contiguous(static_cast<device_id>(start), static_cast<std::size_t>(k));
+      const auto [node_first, node_end] = node_range(best_node);
+      const auto kk = static_cast<device_id>(k);
+      for (device_id start = node_first; start + kk <= node_end; start += kk) {  // aligned blocks
+        if (available.all_in_range(start, start + kk)) return device_group::contiguous(start, static_cast<std::size_t>(k));
       }
-      std::vector<device_id> picked;
-      for (int d = node_first; d < node_end && static_cast<int>(picked.size()) < k; ++d) {
-        if (available.test(static_cast<device_id>(d))) picked.push_back(static_cast<device_id>(d));
+      device_group::builder picked;
+      for (device_id d = node_first; d < node_end && static_cast<int>(picked.size()) < k; ++d) {
+        if (available.test(d)) picked.push_back(d);
       }
-      return device_group(std::span<const device_id>(picked));
+      return std::move(picked).build();
     }
   }
-  std::vector<device_id> picked;
+  device_group::builder picked;
   available.for_each([&](device_id d) {
     if (static_cast<int>(picked.size()) < k) picked.push_back(d);
   });
-  return device_group(std::span<const device_id>(picked));
+  return std::move(picked).build();
 }
 
 /// A group of k devices for request h: its current devices when it keeps the degree and they are

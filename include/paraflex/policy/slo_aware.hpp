@@ -82,8 +82,8 @@ class slo_admission {
   void begin(const scheduler_view& v) {
     const tick now = v.now();
     // Best effort, and requests this part was not told about (no on_arrival: tracked now).
-    for (const std::span<const request_handle> list : {v.running(), v.waiting()}) {
-      for (request_handle h : list) {
+    for (const handle_set* list : {&v.running(), &v.waiting()}) {
+      for (request_handle h : *list) {
         if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, verdict::admit);
         verdict_[h] = verdict::admit;
         if (v.request(h).has_deadline()) {
@@ -105,6 +105,7 @@ class slo_admission {
     if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable;  // a device was lost
     const double devices = static_cast<double>(usable);
     heap_.clear();
+    drops_.clear();
     double need = 0;
     std::size_t kept = 0;
     for (std::size_t i = 0; i < by_deadline_.size(); ++i) {
@@ -114,7 +115,7 @@ class slo_admission {
       by_deadline_[kept++] = by_deadline_[i];
       const tick w = demand(v, h);
       if (w < 0) {  // too late even alone at the fastest degree
-        if (r.phase == request_phase::waiting) verdict_[h] = verdict::unreachable;
+        if (r.phase == request_phase::waiting) verdict_[h] = verdict::unreachable, drops_.push_back(h);
         continue;   // running: dropped when its task ends
       }
       if (mode == admission_mode::off) continue;
@@ -132,10 +133,15 @@ class slo_admission {
         need -= static_cast<double>(out.w);
         const bool started = v.request(out.h).first_start != never;
         verdict_[out.h] = mode == admission_mode::strict && !started ? verdict::reject : verdict::deferred;
+        if (verdict_[out.h] == verdict::reject) drops_.push_back(out.h);
       }
     }
     by_deadline_.resize(kept);
   }
+
+  /// The requests begin() judged unreachable or rejected: composed_policy drops them at every call,
+  /// wherever they stand in the order.
+  [[nodiscard]] const std::vector<request_handle>& pending_drops() const noexcept { return drops_; }
 
   [[nodiscard]] admission judge(const scheduler_view&, request_handle h) const {
     switch (h < verdict_.size() ? verdict_[h] : verdict::admit) {
@@ -245,6 +251,7 @@ class slo_admission {
   std::uint64_t slo_count_ = 0;
   std::vector<verdict> verdict_;  // by handle, refreshed for every unfinished request in begin()
   std::vector<job> heap_;
+  std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<std::pair<tick, request_handle>> by_deadline_;  // unfinished requests with a deadline
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
@@ -288,7 +295,7 @@ class slo_aware_policy : public composed_policy<slo_admission, priority_edf_orde
   }
 };
 
-static_assert(Policy<edf_best_fit_policy> && NamedPolicy<edf_best_fit_policy> && !ArrivalAwarePolicy<edf_best_fit_policy>);
+static_assert(Policy<edf_best_fit_policy> && NamedPolicy<edf_best_fit_policy> && ArrivalAwarePolicy<edf_best_fit_policy>);
 static_assert(Policy<slo_aware_policy> && NamedPolicy<slo_aware_policy> && ArrivalAwarePolicy<slo_aware_policy>);
 
 /// Registers "slo-aware" (parameters above) and "edf-best-fit" (none).

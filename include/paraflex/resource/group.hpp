@@ -38,6 +38,22 @@ class device_group {
     return g;
   }
 
+  /// Collects ranks one by one without a heap allocation for up to 16 devices; build() hashes once.
+  class builder {
+   public:
+    void push_back(device_id d) { ranks_.push_back(d); }
+    [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
+    [[nodiscard]] device_group build() && {
+      device_group g;
+      g.ranks_ = std::move(ranks_);
+      g.rehash();
+      return g;
+    }
+
+   private:
+    boost::container::small_vector<device_id, 16> ranks_;
+  };
+
   [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
   [[nodiscard]] bool empty() const noexcept { return ranks_.empty(); }
   [[nodiscard]] std::span<const device_id> devices() const noexcept { return {ranks_.data(), ranks_.size()}; }
@@ -100,6 +116,24 @@ class device_set {
     return c;
   }
   [[nodiscard]] bool none() const noexcept { return count() == 0; }
+  /// Members in [begin, end).
+  [[nodiscard]] std::size_t count_range(device_id begin, device_id end) const noexcept {
+    end = static_cast<device_id>(std::min<std::size_t>(end, n_));
+    if (begin >= end) return 0;
+    std::size_t c = 0;
+    const std::size_t wb = begin / 64, we = (end - 1) / 64;
+    for (std::size_t w = wb; w <= we; ++w) {
+      std::uint64_t bits = words_[w];
+      if (w == wb) bits &= ~std::uint64_t{0} << (begin % 64);
+      if (w == we && end % 64 != 0) bits &= (std::uint64_t{1} << (end % 64)) - 1;
+      c += static_cast<std::size_t>(std::popcount(bits));
+    }
+    return c;
+  }
+  /// True when every device in [begin, end) is a member.
+  [[nodiscard]] bool all_in_range(device_id begin, device_id end) const noexcept {
+    return end <= n_ && count_range(begin, end) == static_cast<std::size_t>(end - begin);
+  }
   /// Calls f(d) for every member in increasing order.
   template <class F>
   void for_each(F&& f) const {

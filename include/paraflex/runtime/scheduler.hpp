@@ -45,6 +45,7 @@
 
 #include <fmt/format.h>
 
+#include "paraflex/core/duration_histogram.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/executor/concepts.hpp"
@@ -78,8 +79,8 @@ struct scheduler_options {
 /// Host-time statistics of the policy calls (not part of the deterministic output).
 struct decision_stats {
   std::uint64_t decisions = 0;
-  std::uint64_t rejected = 0;  ///< invalid decisions skipped (strict = false)
-  std::vector<double> host_us; ///< one sample per call
+  std::uint64_t rejected = 0;    ///< invalid decisions skipped (strict = false)
+  duration_histogram host_us;    ///< one sample per call, microseconds (constant memory)
 };
 
 template <Policy P, Executor E, CostModel C>
@@ -93,6 +94,7 @@ class scheduler {
     state_.free = device_set(n, true);
     state_.lost = device_set(n, false);
     state_.busy_until.assign(n, 0);
+    state_.holders.assign(n, {});
     state_.now = executor_.now();
     period_ = hooks::tick_period(policy_);
     next_tick_ = period_ == never || period_ <= 0 ? never : state_.now + period_;
@@ -369,7 +371,7 @@ class scheduler {
       end_request(h, request_phase::dropped, "no_allowed_degree");
       return;
     }
-    state_.insert_sorted(state_.waiting, h);
+    state_.waiting.insert(h);
     if (next_tick_ == never && period_ != never && period_ > 0) next_tick_ = state_.now + period_;
     hooks::on_arrival(policy_, view_, h);
     dirty_ = true;
@@ -403,7 +405,7 @@ class scheduler {
       return;
     }
     if (done.kind == task_kind::migrate) {
-      r.state_group = r.run_group;
+      set_state_group(ev.request, r.run_group);
       ++r.migrations;
       ++migrations_;
       if (cancel_reason_.contains(ev.request)) to_waiting(ev.request);  // cancelled meanwhile: no step after it
@@ -413,7 +415,7 @@ class scheduler {
     ++r.position;
     --r.chunk_left;
     r.last_degree = static_cast<int>(r.run_group.size());
-    r.state_group = r.run_group;
+    set_state_group(ev.request, r.run_group);
     hooks::on_task_end(policy_, view_, ev.request, true);
     if (r.position == r.tasks_total()) {
       end_request(ev.request, request_phase::completed, {});
@@ -428,13 +430,25 @@ class scheduler {
     if (d >= state_.topology.device_count() || state_.lost.test(d)) return;
     state_.lost.set(d);
     state_.free.reset(d);
-    for (auto& r : state_.requests) {
-      if (!r.ended() && r.state_group.contains(d)) {
-        r.state_group = device_group{};  // its latent is gone: start over from the text encoder
-        r.position = 0;
-      }
+    // Requests whose latent it held start over from the text encoder.
+    drop_list_.assign(state_.holders[d].begin(), state_.holders[d].end());
+    for (request_handle h : drop_list_) {
+      set_state_group(h, device_group{});
+      state_.requests[h].position = 0;
     }
     dirty_ = true;
+  }
+
+  // Where h's state lives, with the per-device holder lists kept in step.
+  void set_state_group(request_handle h, const device_group& g) {
+    auto& r = state_.requests[h];
+    if (r.state_group == g) return;
+    for (device_id d : r.state_group) {
+      auto& list = state_.holders[d];
+      list.erase(std::find(list.begin(), list.end(), h));
+    }
+    r.state_group = g;
+    for (device_id d : g) state_.holders[d].push_back(h);
   }
 
   void to_waiting(request_handle h) {
@@ -442,8 +456,8 @@ class scheduler {
     r.phase = request_phase::waiting;
     r.run_group = device_group{};
     r.running_until = never;
-    state_.erase_sorted(state_.running, h);
-    state_.insert_sorted(state_.waiting, h);
+    state_.running.erase(h);
+    state_.waiting.insert(h);
     dirty_ = true;
     publish(h);
   }
@@ -451,8 +465,9 @@ class scheduler {
   void end_request(request_handle h, request_phase how, std::string reason) {
     auto& r = state_.requests[h];
     if (r.ended()) throw std::logic_error("scheduler: request ended twice");
-    if (r.phase == request_phase::running) state_.erase_sorted(state_.running, h);
-    else state_.erase_sorted(state_.waiting, h);
+    if (r.phase == request_phase::running) state_.running.erase(h);
+    else state_.waiting.erase(h);
+    set_state_group(h, device_group{});  // its state is no longer needed anywhere
     r.phase = how;
     r.finish = state_.now;
     r.drop_reason = std::move(reason);
@@ -484,8 +499,8 @@ class scheduler {
   }
 
   void stall_all(const char* reason) {
-    auto waiting = state_.waiting;
-    for (request_handle h : waiting) end_request(h, request_phase::dropped, reason);
+    drop_list_.assign(state_.waiting.begin(), state_.waiting.end());
+    for (request_handle h : drop_list_) end_request(h, request_phase::dropped, reason);
     while (!arrivals_.empty()) {  // cannot happen with a finite next_arrival, kept for safety
       const auto h = arrivals_.top().second;
       arrivals_.pop();
@@ -504,8 +519,8 @@ class scheduler {
   void drop_unplaceable() {
     const int usable = view_.usable_device_count();
     if (usable == state_.topology.gpus) return;
-    auto waiting = state_.waiting;
-    for (request_handle h : waiting) {
+    drop_list_.assign(state_.waiting.begin(), state_.waiting.end());
+    for (request_handle h : drop_list_) {
       if (state_.shapes[state_.requests[h].shape].allowed_degrees.front() > usable) {
         end_request(h, request_phase::dropped, "device_lost_no_capacity");
       }
@@ -523,7 +538,7 @@ class scheduler {
     policy_.decide(view_, buffer_);
     const auto t1 = std::chrono::steady_clock::now();
     ++stats_.decisions;
-    stats_.host_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    stats_.host_us.add(std::chrono::duration<double, std::micro>(t1 - t0).count());
     const bool changed = apply(buffer_);
     if (buffer_.wake_time() > state_.now && buffer_.wake_time() < wake_) wake_ = buffer_.wake_time();
     // Stall guard: nothing runs, nothing arrives, and the policy keeps changing nothing.
@@ -599,8 +614,8 @@ class scheduler {
     for (std::size_t i : accepted_) {
       const auto& a = b.assigns()[i];
       auto& r = state_.requests[a.request];
-      state_.erase_sorted(state_.waiting, a.request);
-      state_.insert_sorted(state_.running, a.request);
+      state_.waiting.erase(a.request);
+      state_.running.insert(a.request);
       r.run_group = a.group;
       r.chunk_left = std::min(a.tasks, r.tasks_remaining());
       if (r.first_start == never) r.first_start = state_.now;
@@ -668,6 +683,7 @@ class scheduler {
   std::priority_queue<arrival, std::vector<arrival>, std::greater<>> arrivals_;
   std::map<request_handle, std::string> cancel_reason_;
   std::vector<executor_event> events_;
+  std::vector<request_handle> drop_list_;  // scratch: a copy of a set that is changed while walked
   decision_buffer buffer_;
   std::vector<std::size_t> accepted_;
   device_set claimed_;

@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
+#include "paraflex/core/handle_set.hpp"
 #include "paraflex/core/time.hpp"
 #include "paraflex/policy/decision.hpp"
 #include "paraflex/resource/cluster.hpp"
@@ -97,23 +100,18 @@ struct request_record {
 
 /// The mutable state the runtime owns; policies see it only through scheduler_view.
 struct scheduler_state {
+  using holder_list = boost::container::small_vector<request_handle, 4>;
+
   cluster topology;
   tick now = 0;
   std::vector<request_record> requests;   ///< by handle
   std::deque<shape_costs> shapes;          ///< deque: task_launch::shape points in, and must not move
-  std::vector<request_handle> waiting;    ///< phase waiting, sorted by handle (= arrival order)
-  std::vector<request_handle> running;    ///< phase running, sorted by handle
+  handle_set waiting;                     ///< phase waiting (arrived), in handle order
+  handle_set running;                     ///< phase running, in handle order
   device_set free;                        ///< devices with nothing in flight and not lost
   device_set lost;                        ///< devices that failed; never used again
   std::vector<tick> busy_until;           ///< expected end of what each device runs (now when free)
-
-  static void insert_sorted(std::vector<request_handle>& v, request_handle h) {
-    v.insert(std::lower_bound(v.begin(), v.end(), h), h);
-  }
-  static void erase_sorted(std::vector<request_handle>& v, request_handle h) {
-    auto it = std::lower_bound(v.begin(), v.end(), h);
-    if (it != v.end() && *it == h) v.erase(it);
-  }
+  std::vector<holder_list> holders;       ///< per device: unended requests whose state lives there
 };
 
 /// Read-only view handed to a policy. Cheap to pass by reference; valid for one call.
@@ -132,10 +130,16 @@ class scheduler_view {
   /// Expected time at which device d finishes what it runs (now() when it is free).
   [[nodiscard]] tick busy_until(device_id d) const noexcept { return s_->busy_until[d]; }
 
-  /// Requests that arrived, have not ended and have no task in flight, in arrival order.
-  [[nodiscard]] std::span<const request_handle> waiting() const noexcept { return s_->waiting; }
-  /// Requests with a task or migration in flight, in arrival order.
-  [[nodiscard]] std::span<const request_handle> running() const noexcept { return s_->running; }
+  /// Requests that arrived, have not ended and have no task in flight, in handle order (submission
+  /// order; arrival order for a workload). A set: O(1) size() and contains(), iteration in order.
+  [[nodiscard]] const handle_set& waiting() const noexcept { return s_->waiting; }
+  /// Requests with a task or migration in flight, in handle order.
+  [[nodiscard]] const handle_set& running() const noexcept { return s_->running; }
+  /// Unended requests whose state (latent) lives at least partly on device d: who would have to
+  /// migrate if d were given to someone else. Short: a device holds few requests' state.
+  [[nodiscard]] std::span<const request_handle> state_holders(device_id d) const noexcept {
+    return {s_->holders[d].data(), s_->holders[d].size()};
+  }
   [[nodiscard]] const request_record& request(request_handle h) const noexcept { return s_->requests[h]; }
   [[nodiscard]] const shape_costs& costs(request_handle h) const noexcept { return s_->shapes[request(h).shape]; }
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "paraflex/core/duration_histogram.hpp"
+
 #include "paraflex/core/time.hpp"
 #include "paraflex/runtime/view.hpp"
 
@@ -124,15 +126,12 @@ struct run_metrics {
 }
 
 /// Host-time figures of the policy calls: mean and p99 in microseconds.
-inline void set_decision_timings(run_metrics& m, std::vector<double> host_us, double wall_s) {
-  m.decisions = host_us.size();
+inline void set_decision_timings(run_metrics& m, const duration_histogram& host_us, double wall_s) {
+  m.decisions = host_us.count();
   m.wall_s = wall_s;
   if (host_us.empty()) return;
-  double sum = 0;
-  for (double x : host_us) sum += x;
-  m.decision_us_mean = sum / static_cast<double>(host_us.size());
-  std::sort(host_us.begin(), host_us.end());
-  m.decision_us_p99 = percentile_sorted(host_us, 0.99);
+  m.decision_us_mean = host_us.mean();
+  m.decision_us_p99 = host_us.quantile(0.99);
 }
 
 }  // namespace paraflex

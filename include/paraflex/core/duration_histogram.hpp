@@ -1,0 +1,67 @@
+// paraflex/core/duration_histogram.hpp - host-time samples in constant memory.
+//
+// The runtime times every policy call. A day of traffic is tens of millions of calls, so keeping each
+// sample (as a vector would) costs hundreds of MB; this histogram keeps a count, a sum, a maximum and
+// 16 logarithmic buckets per power of two from 1/16 us up, so a quantile is exact to within 4.5%.
+// Host timings are outside the deterministic output, so an approximate p99 is what a report needs.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace paraflex {
+
+class duration_histogram {
+ public:
+  static constexpr int buckets_per_octave = 16;
+  static constexpr int octaves = 40;  // 1/16 us .. 2^36 us (19 hours)
+  static constexpr double smallest_us = 1.0 / 16.0;
+
+  void add(double us) noexcept {
+    ++count_;
+    sum_ += us;
+    max_ = std::max(max_, us);
+    ++buckets_[bucket_of(us)];
+  }
+  [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
+  [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(count_); }
+  [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  [[nodiscard]] double sum() const noexcept { return sum_; }
+  [[nodiscard]] double max() const noexcept { return max_; }
+  [[nodiscard]] double mean() const noexcept { return count_ ? sum_ / static_cast<double>(count_) : 0.0; }
+  /// The q-quantile (0..1): the geometric middle of the bucket holding it, capped by the maximum.
+  [[nodiscard]] double quantile(double q) const noexcept {
+    if (count_ == 0) return 0.0;
+    const auto rank = static_cast<std::uint64_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(count_)));
+    std::uint64_t seen = 0;
+    for (std::size_t b = 0; b < buckets_.size(); ++b) {
+      seen += buckets_[b];
+      if (seen >= std::max<std::uint64_t>(rank, 1)) {
+        const double lo = lower_bound_us(b), hi = lower_bound_us(b + 1);
+        return std::min(max_, b == 0 ? hi : std::sqrt(lo * hi));
+      }
+    }
+    return max_;
+  }
+
+ private:
+  static constexpr std::size_t bucket_count = static_cast<std::size_t>(buckets_per_octave * octaves) + 1;
+  [[nodiscard]] static std::size_t bucket_of(double us) noexcept {
+    if (!(us > smallest_us)) return 0;
+    const double b = std::floor(std::log2(us / smallest_us) * buckets_per_octave) + 1;
+    return static_cast<std::size_t>(std::min(b, static_cast<double>(bucket_count - 1)));
+  }
+  [[nodiscard]] static double lower_bound_us(std::size_t b) noexcept {
+    return b == 0 ? 0.0 : smallest_us * std::exp2(static_cast<double>(b - 1) / buckets_per_octave);
+  }
+
+  std::uint64_t count_ = 0;
+  double sum_ = 0;
+  double max_ = 0;
+  std::array<std::uint64_t, bucket_count> buckets_{};
+};
+
+}  // namespace paraflex
