@@ -28,6 +28,12 @@ class any_policy {
   /// never when the wrapped policy is not periodic.
   [[nodiscard]] tick tick_period() const { return self_->tick_period(); }
   [[nodiscard]] std::string name() const { return self_->name(); }
+  /// The wrapped policy when it is a T (like std::function::target), else nullptr.
+  template <class T>
+  [[nodiscard]] T* target() noexcept {
+    auto* m = dynamic_cast<model<T>*>(self_.get());
+    return m ? &m->policy : nullptr;
+  }
 
  private:
   struct concept_base {

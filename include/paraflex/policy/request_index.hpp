@@ -87,8 +87,26 @@ class request_index {
   };
 
   request_index() = default;
-  request_index(const request_index&) = delete;  // the tree points into nodes_
-  request_index& operator=(const request_index&) = delete;
+  // The tree links nodes by address: a copy re-links its own nodes; a move keeps them where they are
+  // (a deque's move leaves its elements in place).
+  request_index(const request_index& o) : nodes_(o.nodes_) { relink(); }
+  request_index(request_index&& o) noexcept : nodes_(std::move(o.nodes_)), tree_(std::move(o.tree_)) {}
+  request_index& operator=(const request_index& o) {
+    if (this != &o) {
+      tree_.clear();
+      nodes_ = o.nodes_;
+      relink();
+    }
+    return *this;
+  }
+  request_index& operator=(request_index&& o) noexcept {
+    if (this != &o) {
+      tree_.clear();
+      nodes_ = std::move(o.nodes_);
+      tree_ = std::move(o.tree_);
+    }
+    return *this;
+  }
   ~request_index() { tree_.clear(); }
 
   [[nodiscard]] iterator begin() const { return iterator(tree_.cbegin()); }
@@ -130,6 +148,12 @@ class request_index {
   }
 
  private:
+  void relink() {  // copied nodes carry their keys and flags, not their links
+    for (auto& n : nodes_) {
+      if (n.linked) tree_.insert(n);
+    }
+  }
+
   std::deque<node> nodes_;  // by handle
   tree tree_;
 };

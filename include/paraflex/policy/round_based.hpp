@@ -46,8 +46,14 @@
 // Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), round_quantile
 // (0.5), scale_up (on|off), mid_round (wait|admit). The policy never drops a request.
 //
-// Cost: a round boundary is O(W (log W + H)) for W candidates and hulls of H degrees, plus the DP; a
-// call inside a round only launches the plan's pending requests (and, with admit, sorts the waiting).
+// Cost: the policy files its requests by deadline (and by age when late or without one) as they
+// arrive, so a round boundary looks at no more than the C = max(4096, 8 x G) most urgent waiting
+// requests of each kind instead of all W of them: O(C (log C + H)) for hulls of H degrees, plus the
+// DP over the requests whose survival depends on this round. Below C waiting requests per kind this
+// is exactly TetriServe's plan over all of them; above it, the rest (less urgent than C others that
+// already compete for G GPUs) waits for a later round and does not count in tau's reference step.
+// A call inside a round only launches the plan's pending requests (and, with admit, looks at the
+// same C most urgent ones).
 #pragma once
 
 #include <algorithm>
@@ -58,10 +64,12 @@
 #include <utility>
 #include <vector>
 
+#include "paraflex/core/handle_set.hpp"
 #include "paraflex/core/time.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "paraflex/policy/registry.hpp"
+#include "paraflex/policy/request_index.hpp"
 #include "paraflex/runtime/view.hpp"
 
 namespace paraflex {
@@ -376,8 +384,14 @@ class round_based_policy {
     set_pending(h, true);
   }
 
+  /// The hooks keep the waiting requests filed by urgency between rounds (see "Cost" above), so a
+  /// round looks at the most urgent ones instead of sorting them all.
+  void on_arrival(const scheduler_view& v, request_handle h) { file(v, h); }
+  void on_request_end(const scheduler_view&, request_handle h) { unfile(h); }
+
   void decide(const scheduler_view& v, decision_buffer& out) {
     ++calls_;
+    if (!files_in_sync(v)) refile(v);
     if (rounds_ == 0 || v.now() >= round_end_) start_round(v, out);
     else mid_round(v, out);
     out.wake_at(round_end_);
@@ -411,19 +425,14 @@ class round_based_policy {
     cands_.clear();
     samples_.clear();
 
-    for (request_handle h : v.waiting()) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
+    collect_waiting(v, false);
+    for (request_handle h : collected_) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     for (request_handle h : v.running()) {
       const auto& r = v.request(h);
       if (!r.run_group.empty()) samples_.push_back(v.step_time(h, static_cast<int>(r.run_group.size())));
     }
     for (const auto& c : cands_) samples_.push_back(v.step_time(c.h, c.degree));
-    tick reference = ticks_per_second;
-    if (!samples_.empty()) {
-      const auto at = static_cast<std::size_t>(opt_.reference_quantile * static_cast<double>(samples_.size() - 1));
-      auto mid = samples_.begin() + static_cast<std::ptrdiff_t>(at);
-      std::nth_element(samples_.begin(), mid, samples_.end());
-      reference = std::max<tick>(1, *mid);
-    }
+    const tick reference = reference_step(v);
     const tick tau = opt_.round > 0 ? opt_.round : reference * opt_.round_steps;
     const tick window = tau;  // devices that free during the round are the round's capacity too
     round_start_ = now;
@@ -573,10 +582,8 @@ class round_based_policy {
     if (spare <= 0) return;
     const tick now = v.now();
     cands_.clear();
-    for (request_handle h : v.waiting()) {
-      if (is_pending(h) || assigned_now(h)) continue;
-      cands_.push_back(make_candidate(v, h, now, v.request(h).position));
-    }
+    collect_waiting(v, true);
+    for (request_handle h : collected_) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     std::sort(cands_.begin(), cands_.end(), [](const candidate& x, const candidate& y) {
       const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;
       const int cy = y.deadline == never ? 2 : y.late ? 1 : 0;
@@ -624,6 +631,153 @@ class round_based_policy {
     return c;
   }
 
+  // ---- The waiting requests a round looks at --------------------------------------------------
+  // Every unended request is filed under exactly one of: by_deadline_ (a deadline not yet passed at
+  // the last round start, keyed by it), expired_ (its deadline passed: late for good) and
+  // no_deadline_. A round looks at the waiting requests of each file in the order it serves them
+  // (earliest deadline; oldest first): every one whose deadline falls within the band - where a
+  // request's plan depends on this round - and at least collect_cap() of each file. Beyond those,
+  // each request's plan is known without looking at it (its cheapest degree, no deadline at stake
+  // this round), so tau's reference step counts it through a per-file tally of static step times,
+  // and the plan is exactly TetriServe's over all requests unless more than collect_cap() requests
+  // of one file would be needed to fill the GPUs.
+
+  [[nodiscard]] static std::size_t collect_cap(const scheduler_view& v) {
+    return std::max<std::size_t>(256, 4 * static_cast<std::size_t>(v.device_count()));
+  }
+  enum class file_kind : unsigned char { none, by_deadline, expired, no_deadline };
+  // A request's step-time sample when the round does not look at it: Step A with all the time in
+  // the world (the cheapest efficient degree) for a deadline not at stake, the smallest allowed
+  // degree when late, the most efficient one without a deadline (make_candidate's answers).
+  [[nodiscard]] tick static_sample(const scheduler_view& v, request_handle h, file_kind k) {
+    const auto& c = v.costs(h);
+    if (c.allowed_degrees.empty()) return 0;
+    const auto& hull = hulls_.get(v, h, calls_);
+    const int degree = k == file_kind::expired || hull.empty() ? c.allowed_degrees.front() : hull.front();
+    return c.step_time(degree);
+  }
+  void tally(std::vector<std::pair<tick, std::int64_t>>& t, tick value, std::int64_t n) {
+    auto it = std::lower_bound(t.begin(), t.end(), value, [](const auto& e, tick x) { return e.first < x; });
+    if (it == t.end() || it->first != value) it = t.insert(it, {value, 0});  // a new distinct time: rare
+    it->second += n;
+  }
+  void file(const scheduler_view& v, request_handle h) {
+    const auto& r = v.request(h);
+    file_kind k = file_kind::by_deadline;
+    if (!r.has_deadline()) k = file_kind::no_deadline, no_deadline_.insert(h);
+    else if (rounds_ > 0 && r.deadline() < round_start_) k = file_kind::expired, expired_.insert(h);
+    else by_deadline_.insert(h, r.deadline());
+    set_file(v, h, k);
+  }
+  void set_file(const scheduler_view& v, request_handle h, file_kind k) {
+    if (h >= filed_.size()) filed_.resize(static_cast<std::size_t>(h) + 1, {file_kind::none, 0});
+    auto& f = filed_[h];
+    if (f.kind != file_kind::none) tally(static_samples_, f.sample, -1);
+    f.kind = k;
+    f.sample = k == file_kind::none ? 0 : static_sample(v, h, k);
+    if (k != file_kind::none) {
+      tally(static_samples_, f.sample, 1);
+      // Bounds for the band: a deadline this far away is not at stake in a round (see collect_waiting).
+      const auto& c = v.costs(h);
+      const auto& hull = hulls_.get(v, h, calls_);
+      const int cheap = hull.empty() ? (c.allowed_degrees.empty() ? 0 : c.allowed_degrees.front()) : hull.front();
+      if (cheap > 0) {
+        const auto kk = static_cast<std::size_t>(cheap);
+        longest_cheap_ = std::max(longest_cheap_, c.encode[kk] + c.decode[kk] + static_cast<tick>(steps_of(v, h)) * c.step[kk]);
+      }
+      for (int d : c.allowed_degrees) longest_step_ = std::max(longest_step_, c.step_time(d));
+    }
+  }
+  [[nodiscard]] static int steps_of(const scheduler_view& v, request_handle h) { return v.request(h).spec.steps; }
+  void unfile(request_handle h) {
+    by_deadline_.erase(h);
+    expired_.erase(h);
+    no_deadline_.erase(h);
+    if (h < filed_.size() && filed_[h].kind != file_kind::none) {
+      tally(static_samples_, filed_[h].sample, -1);
+      filed_[h] = {file_kind::none, 0};
+    }
+  }
+  [[nodiscard]] bool files_in_sync(const scheduler_view& v) const {
+    return by_deadline_.size() + expired_.size() + no_deadline_.size() == v.waiting().size() + v.running().size() &&
+           v.lost_devices().count() == lost_seen_;
+  }
+  void refile(const scheduler_view& v) {  // a host that does not forward the hooks, or lost devices
+    by_deadline_.clear();
+    expired_.clear();
+    no_deadline_.clear();
+    static_samples_.clear();
+    for (auto& f : filed_) f = {file_kind::none, 0};
+    lost_seen_ = v.lost_devices().count();
+    for (request_handle h : v.waiting()) file(v, h);
+    for (request_handle h : v.running()) file(v, h);
+  }
+  // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
+  // call, with `exclude_planned`), in handle order; outside_ <- the static samples of the others.
+  void collect_waiting(const scheduler_view& v, bool exclude_planned) {
+    const tick now = v.now();
+    while (!by_deadline_.empty() && (*by_deadline_.begin()).key < now) {
+      const request_handle h = (*by_deadline_.begin()).h;
+      by_deadline_.erase(h);
+      expired_.insert(h);
+      set_file(v, h, file_kind::expired);
+    }
+    collected_.clear();
+    outside_ = static_samples_;
+    const auto looked_at = [&](request_handle h) {
+      collected_.push_back(h);
+      tally(outside_, filed_[h].sample, -1);
+    };
+    for (request_handle h : v.running()) {
+      if (h < filed_.size() && filed_[h].kind != file_kind::none) tally(outside_, filed_[h].sample, -1);  // sampled at its degree
+    }
+    const std::size_t cap = collect_cap(v);
+    const tick tau_max = opt_.round > 0 ? opt_.round : longest_step_ * opt_.round_steps;
+    const tick band_end = add_sat(add_sat(now, tau_max), longest_cheap_);
+    std::size_t n = 0;
+    for (auto it = by_deadline_.begin(); it != by_deadline_.end() && (n < cap || (*it).key < band_end); ++it) {
+      const request_handle h = (*it).h;
+      if (v.request(h).phase != request_phase::waiting) continue;
+      if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
+      ++n;
+    }
+    for (const handle_set* file : {&expired_, &no_deadline_}) {
+      n = 0;
+      for (auto it = file->begin(); it != file->end() && n < cap; ++it) {
+        const request_handle h = *it;
+        if (v.request(h).phase != request_phase::waiting) continue;
+        if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
+        ++n;
+      }
+    }
+    if (exclude_planned) return;  // admit() needs no samples
+    std::sort(collected_.begin(), collected_.end());
+  }
+  // The reference step: the round_quantile of the step times of every active request - running ones
+  // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
+  // their static one (outside_) - found by merging the two in order.
+  [[nodiscard]] tick reference_step(const scheduler_view&) {
+    std::int64_t outside = 0;
+    for (const auto& [value, count] : outside_) outside += count;
+    const auto total = static_cast<std::int64_t>(samples_.size()) + outside;
+    if (total <= 0) return ticks_per_second;
+    const auto at = static_cast<std::int64_t>(opt_.reference_quantile * static_cast<double>(total - 1));
+    std::sort(samples_.begin(), samples_.end());
+    std::int64_t rank = 0;
+    std::size_t i = 0;
+    auto o = outside_.begin();
+    for (;;) {  // the next smallest value of either list, with its multiplicity
+      while (o != outside_.end() && o->second <= 0) ++o;
+      const bool from_samples = i < samples_.size() && (o == outside_.end() || samples_[i] <= o->first);
+      const tick value = from_samples ? samples_[i] : o->first;
+      const std::int64_t count = from_samples ? 1 : o->second;
+      if (rank + count > at) return std::max<tick>(1, value);
+      rank += count;
+      if (from_samples) ++i;
+      else ++o;
+    }
+  }
+
   void set_pending(request_handle h, bool on) {
     if (h >= pending_flag_.size()) pending_flag_.resize(static_cast<std::size_t>(h) + 1, 0);
     pending_flag_[h] = on ? 1 : 0;
@@ -652,14 +806,28 @@ class round_based_policy {
   std::vector<std::uint64_t> launched_round_;  // by handle: the round that last launched it
   std::vector<int> launched_degree_;           // by handle: at which degree
   std::uint64_t calls_ = 0;
+  request_index<tick> by_deadline_;  // see collect_waiting()
+  handle_set expired_, no_deadline_;
+  struct filing {
+    file_kind kind;
+    tick sample;  // static_sample() when filed
+  };
+  std::vector<filing> filed_;                                  // by handle
+  std::vector<std::pair<tick, std::int64_t>> static_samples_;  // (step time, requests) over all files, sorted
+  std::vector<std::pair<tick, std::int64_t>> outside_;         // ... minus those looked at and running
+  tick longest_cheap_ = 0;   // longest whole trajectory at its cheapest degree, over every request filed
+  tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
+  std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
+  std::vector<request_handle> collected_;
   std::vector<candidate> cands_;
   std::vector<tick> samples_;
   std::vector<std::size_t> item_of_, order_;
   group_knapsack knapsack_;
 };
 
-static_assert(Policy<round_based_policy> && NamedPolicy<round_based_policy> && TaskAwarePolicy<round_based_policy>);
+static_assert(Policy<round_based_policy> && NamedPolicy<round_based_policy> && TaskAwarePolicy<round_based_policy> &&
+              ArrivalAwarePolicy<round_based_policy> && CompletionAwarePolicy<round_based_policy>);
 
 /// Registers "round-based" (parameters round_steps, round_s, round_quantile, scale_up, mid_round).
 inline void register_round_based(policy_registry& r) {

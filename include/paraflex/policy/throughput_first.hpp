@@ -20,9 +20,10 @@
 // after the last ride along): 1 = re-decide at every step boundary (preemption at step granularity),
 // larger = fewer decisions and fewer migrations.
 //
-// Cost: the waiting requests live in an ordered set kept up to date by the arrival / task-end /
-// request-end hooks (O(log W) each), so a decision costs O(P log W) for the P requests it places, not
-// O(W): thousands of waiting requests cost microseconds when one device frees. decide() rebuilds the
+// Cost: the waiting requests live in an ordered index (request_index: no allocation once warm) kept
+// up to date by the arrival / task-end / request-end hooks (O(log W) each), so a decision costs
+// O(P log W) for the P requests it places, not O(W): thousands of waiting requests cost
+// microseconds when one device frees. decide() rebuilds the
 // set from the view when the two disagree (a lost device resets positions; a host that does not
 // forward the hooks), so correctness never depends on the hooks.
 //
@@ -35,7 +36,6 @@
 #include <cstdint>
 #include <functional>
 #include <queue>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +44,7 @@
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "paraflex/policy/registry.hpp"
+#include "paraflex/policy/request_index.hpp"
 #include "paraflex/runtime/view.hpp"
 
 namespace paraflex {
@@ -94,7 +95,7 @@ class throughput_first_policy {
     while (!aging_.empty() && aging_.top().first < now) {
       const request_handle h = aging_.top().second;
       aging_.pop();
-      if (queued(h) && !key_of_[h].aged) {
+      if (queued(h) && !queue_.key(h).aged) {
         dequeue(h);
         enqueue(v, h);
       }
@@ -107,7 +108,7 @@ class throughput_first_policy {
     picks_.clear();
     bool all_taken = true;
     for (auto it = queue_.begin(); it != queue_.end() && free_count > 0; ++it) {
-      const request_handle h = it->h;
+      const request_handle h = (*it).h;
       if (v.request(h).phase != request_phase::waiting) {  // out of sync: rebuild next time
         stale_ = true;
         continue;
@@ -175,12 +176,16 @@ class throughput_first_policy {
     tick primary;  ///< aged: arrival; else remaining GPU-microseconds at the efficient degree
     tick deadline;
   };
-  struct key_order {  // aged first (oldest first), then shortest remaining work, deadline, arrival
-    bool operator()(const key& a, const key& b) const noexcept {
+  // The queue's order: aged first (oldest first), then shortest remaining work, deadline, arrival
+  // (request_index breaks the last tie by handle).
+  struct queue_key {
+    bool aged = false;
+    tick primary = 0;
+    tick deadline = never;
+    friend bool operator<(const queue_key& a, const queue_key& b) noexcept {
       if (a.aged != b.aged) return a.aged;
       if (a.primary != b.primary) return a.primary < b.primary;
-      if (a.deadline != b.deadline) return a.deadline < b.deadline;
-      return a.h < b.h;
+      return a.deadline < b.deadline;
     }
   };
   struct pick {
@@ -248,19 +253,12 @@ class throughput_first_policy {
     return k;
   }
 
-  [[nodiscard]] bool queued(request_handle h) const { return h < in_queue_.size() && in_queue_[h] != 0; }
+  [[nodiscard]] bool queued(request_handle h) const { return queue_.contains(h); }
 
   void enqueue(const scheduler_view& v, request_handle h) {
-    if (queued(h)) dequeue(h);
-    if (h >= in_queue_.size()) {
-      in_queue_.resize(static_cast<std::size_t>(h) + 1, 0);
-      key_of_.resize(static_cast<std::size_t>(h) + 1);
-      aging_pushed_.resize(static_cast<std::size_t>(h) + 1, 0);
-    }
+    if (h >= aging_pushed_.size()) aging_pushed_.resize(static_cast<std::size_t>(h) + 1, 0);
     const key k = make_key(v, h);
-    key_of_[h] = k;
-    in_queue_[h] = 1;
-    queue_.insert(k);
+    queue_.insert(h, queue_key{k.aged, k.primary, k.deadline});  // re-files it when queued
     if (!k.aged && !aging_pushed_[h]) {  // once per request: the time it starts to starve
       const tick at = aged_at(v, h);
       if (at != never) aging_.emplace(at, h);
@@ -268,14 +266,9 @@ class throughput_first_policy {
     }
   }
 
-  void dequeue(request_handle h) {
-    if (!queued(h)) return;
-    queue_.erase(key_of_[h]);
-    in_queue_[h] = 0;
-  }
+  void dequeue(request_handle h) { queue_.erase(h); }
 
   void rebuild(const scheduler_view& v) {
-    for (const auto& k : queue_) in_queue_[k.h] = 0;
     queue_.clear();
     for (request_handle h : v.waiting()) enqueue(v, h);
     lost_seen_ = v.lost_devices().count();
@@ -300,9 +293,8 @@ class throughput_first_policy {
 
   throughput_first_options opt_;
   std::vector<shape_info> shapes_;
-  std::set<key, key_order> queue_;               // waiting requests, best first
-  std::vector<key> key_of_;                      // by handle: its key in queue_
-  std::vector<unsigned char> in_queue_, aging_pushed_;  // by handle
+  request_index<queue_key> queue_;               // waiting requests, best first (no allocation once warm)
+  std::vector<unsigned char> aging_pushed_;      // by handle
   std::priority_queue<std::pair<tick, request_handle>, std::vector<std::pair<tick, request_handle>>, std::greater<>> aging_;
   std::size_t lost_seen_ = 0;
   bool stale_ = false;

@@ -385,13 +385,17 @@ class scheduler {
     auto& r = state_.requests.at(ev.request);
     if (r.phase != request_phase::running || r.launch != ev.id) return;  // stale (already handled)
     const tick start = r.launch_start;
-    const device_group occupied = std::move(r.occupied);
-    release(occupied);
-    const tick spent = (state_.now - start) * static_cast<tick>(occupied.size());
-    gpu_busy_ticks_ += spent;
-    r.gpu_busy_s += to_seconds(spent);
+    {
+      // What the launch held: its group, or for a migration the group plus idle sources (occupied).
+      const device_group& held = r.occupied.empty() ? r.run_group : r.occupied;
+      release(held);
+      const tick spent = (state_.now - start) * static_cast<tick>(held.size());
+      gpu_busy_ticks_ += spent;
+      r.gpu_busy_s += to_seconds(spent);
+      if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ev.kind == executor_event_kind::task_done});
+    }
+    r.occupied = device_group{};
     const task_desc done = r.launch_task;
-    if (task_end_) task_end_(task_record{ev.request, done, occupied, start, state_.now, ev.kind == executor_event_kind::task_done});
 
     if (ev.kind == executor_event_kind::task_failed) {
       ++r.failures;
@@ -620,15 +624,15 @@ class scheduler {
       r.chunk_left = std::min(a.tasks, r.tasks_remaining());
       if (r.first_start == never) r.first_start = state_.now;
       if (view_.needs_migration(a.request, a.group)) {
-        std::vector<device_id> occupied(a.group.begin(), a.group.end());
+        device_group::builder occupied;
+        for (device_id d : a.group) occupied.push_back(d);
         for (device_id d : r.state_group) {
           if (claimed_.test(d) && !a.group.contains(d)) {
             claimed_.reset(d);
             occupied.push_back(d);
           }
         }
-        start(a.request, task_desc{task_kind::migrate, -1}, device_group(std::span<const device_id>(occupied)),
-              view_.migration_time(a.request, a.group));
+        start(a.request, task_desc{task_kind::migrate, -1}, std::move(occupied).build(), view_.migration_time(a.request, a.group));
       } else {
         launch_next(a.request);
       }
@@ -640,9 +644,11 @@ class scheduler {
   void launch_next(request_handle h) {
     auto& r = state_.requests[h];
     const task_desc t = r.next_task();
-    start(h, t, r.run_group, view_.tasks_time(h, static_cast<int>(r.run_group.size()), 1));
+    start(h, t, device_group{}, view_.tasks_time(h, static_cast<int>(r.run_group.size()), 1));
   }
 
+  // Launches task t of h on its run_group. `occupied` lists what a migration holds beyond that
+  // (destination + idle sources); empty for a task, which holds exactly run_group.
   void start(request_handle h, task_desc t, device_group occupied, tick duration) {
     auto& r = state_.requests[h];
     task_launch l;
@@ -651,13 +657,9 @@ class scheduler {
     l.task = t;
     l.shape = &state_.shapes[r.shape].shape;
     l.expected_duration = duration;
-    if (t.kind == task_kind::migrate) {
-      l.group = r.run_group;
-      l.source = r.state_group;
-    } else {
-      l.group = r.run_group;
-    }
-    for (device_id d : occupied) {
+    l.group = r.run_group;
+    if (t.kind == task_kind::migrate) l.source = r.state_group;
+    for (device_id d : occupied.empty() ? r.run_group : occupied) {
       state_.free.reset(d);
       state_.busy_until[d] = state_.now + duration;
     }

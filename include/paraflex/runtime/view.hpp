@@ -87,7 +87,7 @@ struct request_record {
   std::uint64_t launch = 0;
   tick launch_start = 0;
   task_desc launch_task;
-  device_group occupied;  ///< devices the launch holds: run_group, plus idle migration sources
+  device_group occupied;  ///< a migration in flight: the devices it holds (run_group + idle sources); else empty
 
   [[nodiscard]] bool ended() const noexcept { return phase == request_phase::completed || phase == request_phase::dropped; }
   [[nodiscard]] std::uint32_t tasks_total() const noexcept { return static_cast<std::uint32_t>(trajectory->task_count()); }
@@ -155,16 +155,9 @@ class scheduler_view {
     const auto& c = costs(h);
     if (!c.allows(k)) [[unlikely]] c.throw_not_allowed(k);
     const auto kk = static_cast<std::size_t>(k);
-    tick t = 0;
-    const std::uint32_t end = std::min(r.position + n, r.tasks_total());
-    for (std::uint32_t p = r.position; p < end; ++p) {
-      switch (r.trajectory->task_at(p).kind) {
-        case task_kind::encode: t += c.encode[kk]; break;
-        case task_kind::decode: t += c.decode[kk]; break;
-        default: t += c.step[kk]; break;
-      }
-    }
-    return t;
+    const std::uint64_t end = std::min<std::uint64_t>(std::uint64_t{r.position} + n, r.tasks_total());
+    const auto m = r.trajectory->counts(r.position, static_cast<std::size_t>(end));  // O(1)
+    return static_cast<tick>(m.encode) * c.encode[kk] + static_cast<tick>(m.step) * c.step[kk] + static_cast<tick>(m.decode) * c.decode[kk];
   }
   /// Time for everything h has left, all on k devices (closed form: stages + steps x step time).
   [[nodiscard]] tick remaining_time(request_handle h, int k) const {

@@ -18,8 +18,10 @@
 // once; the runtime then walks that order.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -79,6 +81,29 @@ class trajectory_template {
     boost::topological_sort(dag_, std::back_inserter(reverse_order));
     order_.reserve(reverse_order.size());
     for (auto it = reverse_order.rbegin(); it != reverse_order.rend(); ++it) order_.push_back(dag_[*it]);
+    // Prefix counts per kind, so that the cost of any run of tasks is O(1) (the runtime prices
+    // every assignment, and a static assignment is the whole trajectory).
+    prefix_.assign(order_.size() + 1, kind_counts{});
+    for (std::size_t p = 0; p < order_.size(); ++p) {
+      prefix_[p + 1] = prefix_[p];
+      switch (order_[p].kind) {
+        case task_kind::encode: ++prefix_[p + 1].encode; break;
+        case task_kind::decode: ++prefix_[p + 1].decode; break;
+        default: ++prefix_[p + 1].step; break;
+      }
+    }
+  }
+
+  /// How many tasks of each kind positions [begin, end) hold (end clipped to task_count()).
+  struct kind_counts {
+    std::uint32_t encode = 0, step = 0, decode = 0;
+  };
+  [[nodiscard]] kind_counts counts(std::size_t begin, std::size_t end) const noexcept {
+    end = std::min(end, order_.size());
+    if (begin >= end) return {};
+    const auto& a = prefix_[begin];
+    const auto& b = prefix_[end];
+    return {b.encode - a.encode, b.step - a.step, b.decode - a.decode};
   }
 
   [[nodiscard]] std::size_t task_count() const noexcept { return order_.size(); }
@@ -97,6 +122,7 @@ class trajectory_template {
   int steps_;
   graph dag_;
   std::vector<task_desc> order_;
+  std::vector<kind_counts> prefix_;  // prefix_[p]: kinds among positions [0, p)
 };
 
 static_assert(Trajectory<trajectory_template>);
