@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -94,6 +95,9 @@ struct clp_fluid_report {
   std::optional<double> bound;          ///< certified bound on SLO attainment (fluid LP)
   double primal_requests = 0;           ///< sum of Clp's objectives
   double certified_requests = 0;        ///< sum of the parts' certified counts
+  /// Sum over parts of min(certified count rounded down, the part's capacity count): the bound's count.
+  /// Each part's on-time requests are a whole number no greater than either, so this stays a bound.
+  double part_requests = 0;
   bool optimal = true;                  ///< every part solved to optimality
   std::size_t parts = 0, requests = 0, intervals = 0, rows = 0, cols = 0, nonzeros = 0;
   std::size_t largest_part_cols = 0;
@@ -122,6 +126,7 @@ struct clp_fluid_report {
       rep.optimal = false;
       rep.certified_requests += static_cast<double>(lp.requests);
       rep.primal_requests += static_cast<double>(lp.requests);
+      rep.part_requests += static_cast<double>(std::min(lp.requests, capacity_count(part, fo)));
       continue;
     }
     clp_options o = co;
@@ -133,8 +138,11 @@ struct clp_fluid_report {
     rep.optimal = rep.optimal && r.optimal;
     rep.primal_requests += r.primal_objective;
     rep.certified_requests += r.certified_requests;
+    // A part's on-time count is a whole number, at most its LP value and at most its capacity count.
+    const double whole = std::floor(r.certified_requests + fluid_bound_margin);
+    rep.part_requests += std::min(whole, static_cast<double>(capacity_count(part, fo)));
   }
-  rep.bound = attainment_from_count(rep.certified_requests, w.with_deadline);
+  rep.bound = attainment_from_count(rep.part_requests, w.with_deadline);
   return rep;
 }
 

@@ -16,6 +16,7 @@
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
+#include "paraflex/sim/fault_flags.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
 #include "paraflex/sim/metrics.hpp"
 #include "paraflex/sim/simulate.hpp"
@@ -38,37 +39,15 @@ constexpr int exit_bad_input = 2;
   std::exit(exit_bad_input);
 }
 
-// "ID@SECONDS" -> device failure; "ID@SECONDS:FACTOR" -> straggler.
-void parse_fault(const std::string& flag, const std::string& text, bool with_factor, simulation_faults& f, int gpus) {
-  const auto at = text.find('@');
-  auto bad = [&](const std::string& why) { fail(fmt::format("{} '{}': {}", flag, text, why)); };
-  if (at == std::string::npos) bad(with_factor ? "expected ID@SECONDS:FACTOR" : "expected ID@SECONDS");
-  long id = -1;
-  double seconds = -1, factor = 1;
-  try {
-    std::size_t pos = 0;
-    id = std::stol(text.substr(0, at), &pos);
-    if (pos != at) bad("device id is not an integer");
-    std::string rest = text.substr(at + 1);
-    std::string fac;
-    if (with_factor) {
-      const auto colon = rest.find(':');
-      if (colon == std::string::npos) bad("expected ID@SECONDS:FACTOR");
-      fac = rest.substr(colon + 1);
-      rest = rest.substr(0, colon);
-      factor = std::stod(fac, &pos);
-      if (pos != fac.size() || !(factor > 0) || !std::isfinite(factor)) bad("FACTOR must be a number > 0");
-    }
-    seconds = std::stod(rest, &pos);
-    if (pos != rest.size()) bad("SECONDS is not a number");
-  } catch (const std::logic_error&) {
-    bad("not a number");
+// --policy: a comma-separated list of specs. Empty text, or an empty element ("a,,b", "a,"), is a
+// usage error: it is a typo, not a request for the default list (which is what omitting --policy means).
+std::vector<std::string> policy_list(const std::string& text) {
+  if (text.empty()) fail("--policy: empty policy list (omit --policy to run every built-in policy; see --list-policies)");
+  auto specs = policy_registry::split_list(text);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].empty()) fail(fmt::format("--policy '{}': policy {} of {} is empty (two commas in a row, or one at an end)", text, i + 1, specs.size()));
   }
-  if (id < 0 || id >= gpus) bad(fmt::format("device id must be in [0, {}]", gpus - 1));
-  const auto t = to_ticks(seconds);
-  if (!t || *t < 0) bad("SECONDS must be a finite number >= 0");
-  if (with_factor) f.stragglers.push_back({static_cast<device_id>(id), *t, factor});
-  else f.device_failures.push_back({static_cast<device_id>(id), *t});
+  return specs;
 }
 
 }  // namespace
@@ -87,7 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)");
-  app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
+  auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
   app.add_option("--seed", seed, "seed for every random draw (jitter, faults)");
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run");
@@ -108,6 +87,13 @@ int main(int argc, char** argv) {
   }
   if (gpus_per_node == 0) gpus_per_node = gpus;
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
+  // Nodes are whole: a partial last node would be a different machine type the cost model knows nothing about.
+  if (gpus % gpus_per_node != 0) {
+    int divisor = gpus_per_node;
+    while (gpus % divisor != 0) --divisor;
+    fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole (e.g. --gpus {} or --gpus-per-node {})",
+                     gpus, gpus_per_node, (gpus / gpus_per_node + 1) * gpus_per_node, divisor));
+  }
 
   policy_registry registry = paraflex_bench::builtin_registry(gpus);
   if (list) {
@@ -121,15 +107,19 @@ int main(int argc, char** argv) {
     const profile_cost_model& cost = inputs.cost;
     gpu_type = inputs.gpu;
 
-    std::vector<std::string> specs = policies.empty() ? paraflex_bench::default_policy_list(gpus) : policy_registry::split_list(policies);
+    const std::vector<std::string> specs = policy_option->count() == 0 ? paraflex_bench::default_policy_list(gpus) : policy_list(policies);
     std::vector<any_policy> built;
-    for (const auto& s : specs) built.push_back(registry.make(s).value_or_throw());
+    for (const auto& s : specs) {
+      built.push_back(registry.make(s).value_or_throw());
+      // static:K must be able to run every model at K (formats §5: it never drops): refuse before any run.
+      if (auto e = check_policy_degrees(w, cost, gpus, built.back())) throw input_exception(*e);
+    }
 
     simulation_faults faults;
     faults.fail_rate = fail_rate;
     faults.jitter = jitter;
-    for (const auto& f : fail_devices) parse_fault("--fail-device", f, false, faults, gpus);
-    for (const auto& f : stragglers) parse_fault("--straggler", f, true, faults, gpus);
+    for (const auto& f : fail_devices) faults.device_failures.push_back(parse_device_failure(f, gpus).value_or_throw());
+    for (const auto& f : stragglers) faults.stragglers.push_back(parse_straggler(f, gpus).value_or_throw());
 
     const cluster topology{gpus, gpus_per_node, gpu_type};
     // --bound: computed once (it does not depend on the policy), reported with every result.
@@ -166,7 +156,15 @@ int main(int argc, char** argv) {
     report.workload_file = w.source;
     report.requests = w.requests.size();
     report.topology = topology;
-    simulation_options options{seed, faults, {}};
+    simulation_options options{.seed = seed, .faults = faults, .runtime = {}};
+    if (!quiet) {
+      // Only runs longer than a couple of seconds say how far they are; at most 2 lines a second.
+      options.progress = [](const simulation_progress& p) {
+        if (p.wall_s < 2.0) return;
+        std::fprintf(stderr, "paraflex-sim: %.*s: %zu/%zu requests ended, simulated %.1f s, %.1f s elapsed\n",
+                     static_cast<int>(p.label.size()), p.label.data(), p.ended, p.total, to_seconds(p.now), p.wall_s);
+      };
+    }
     for (std::size_t i = 0; i < specs.size(); ++i) {
       chrome_trace_recorder trace;
       const bool tracing = i == 0 && !trace_out.empty();
@@ -185,7 +183,7 @@ int main(int argc, char** argv) {
         if (!out) fail(fmt::format("--trace-out '{}': write failed", trace_out));
       }
     }
-    if (!quiet) {
+    if (!quiet) {  // one line per cause of extrapolation, with a count (never one per shape and degree)
       for (const auto& note : cost.extrapolation_notes()) std::fprintf(stderr, "paraflex-sim: note: %s\n", note.c_str());
     }
     if (format == "json") std::cout << paraflex_bench::to_json(report) << '\n';

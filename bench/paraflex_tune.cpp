@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   }
   if (gpus_per_node == 0) gpus_per_node = gpus;
   if (gpus_per_node > gpus) fail("--gpus-per-node exceeds --gpus");
+  if (gpus % gpus_per_node != 0) fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole", gpus, gpus_per_node));
   try {
     auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu, gpus);
     const auto registry = paraflex_bench::builtin_registry(gpus);
@@ -93,7 +94,13 @@ int main(int argc, char** argv) {
     }
     auto run = [&](const std::string& spec) {
       auto p = registry.make(spec).value_or_throw();
-      return paraflex::simulate(in.workload, topology, in.cost, p, spec, paraflex::simulation_options{seed, {}, {}});
+      paraflex::simulation_options o{.seed = seed, .faults = {}, .runtime = {}};
+      o.progress = [](const paraflex::simulation_progress& pr) {  // long runs only, at most 2 lines a second
+        if (pr.wall_s < 2.0) return;
+        std::fprintf(stderr, "paraflex-tune: %.*s: %zu/%zu requests ended, simulated %.1f s, %.1f s elapsed\n", static_cast<int>(pr.label.size()),
+                     pr.label.data(), pr.ended, pr.total, paraflex::to_seconds(pr.now), pr.wall_s);
+      };
+      return paraflex::simulate(in.workload, topology, in.cost, p, spec, o);
     };
     std::printf("workload %s (%zu requests), %d x %s, objective %s\n\n", in.workload.source.c_str(), in.workload.requests.size(),
                 gpus, in.gpu.c_str(), objective.c_str());

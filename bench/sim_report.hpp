@@ -71,7 +71,9 @@ inline std::string to_json(const report& r) {
     results.push_back(std::move(j));
   }
   doc["results"] = std::move(results);
-  return doc.dump(2);
+  // Names from files are checked UTF-8 by the readers; a path or a spec from the command line need not
+  // be, and must not turn into an exception: invalid bytes become U+FFFD.
+  return doc.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
 inline std::string fmt_opt(const std::optional<double>& v, const char* spec_fmt, double scale = 1.0) {

@@ -335,3 +335,24 @@ TEST_CASE("The view refuses the time of a degree the shape does not allow and pr
   s.run();
   REQUIRE(p.checked);
 }
+
+TEST_CASE("An ended request can be forgotten, which frees its id; counters keep drops by reason", "[client]") {
+  flat_cost cost;
+  one_device_fcfs p;
+  simulated_executor ex;
+  scheduler s(cluster{1, 1, "x"}, p, ex, cost);
+  auto& client = s.client();
+  client.submit(spec("keep"));
+  client.submit(spec("gone"));
+  client.cancel("gone", "client_left");
+  REQUIRE_FALSE(client.forget("keep"));  // not ended yet
+  s.run();
+  REQUIRE(client.counters().dropped_by_reason.at("client_left") == 1);
+  REQUIRE(client.forget("gone"));
+  REQUIRE_FALSE(client.status("gone").has_value());
+  REQUIRE_FALSE(client.forget("gone"));
+  REQUIRE(client.submit(spec("gone")) == "gone");  // the id is free again
+  s.run();
+  REQUIRE(client.status("gone")->state == request_state::completed);
+  REQUIRE(client.counters().submitted == 3);
+}

@@ -3,11 +3,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "paraflex/core/csv.hpp"
+#include "paraflex/core/utf8.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/cost/fitted_model.hpp"
 #include "paraflex/cost/profile.hpp"
@@ -207,6 +209,102 @@ TEST_CASE("csv_reader names file, line and column for a bad number and a missing
   REQUIRE_FALSE(bad.has_value());
   CHECK(bad.error().what() == "w.csv:2: column 'when': expected a number, got 'soon'");
   CHECK_THROWS_AS(csv.field("nope"), std::out_of_range);
+}
+
+TEST_CASE("csv_reader says when a file is UTF-16, has NUL bytes or CR-only line ends", "[csv][encoding]") {
+  const auto error_of = [](const std::string& bytes) {
+    std::istringstream in(bytes);
+    csv_reader csv(in, "x.csv");
+    auto h = csv.read_header();
+    if (h) {
+      for (;;) {
+        auto more = csv.next_row();
+        if (!more) return more.error();
+        if (!more.value()) break;
+      }
+      FAIL("accepted: " << bytes);
+    }
+    return h.error();
+  };
+  // UTF-16 with a byte-order mark, little- and big-endian ("a,b\n1,2\n").
+  const std::string le("\xFF\xFE" "a\0,\0b\0\n\0" "1\0,\0" "2\0\n\0", 18);
+  auto e = error_of(le);
+  CHECK(e.line == 1);
+  CHECK_THAT(e.what(), Contains("UTF-16 byte-order mark (FF FE, little-endian)") && Contains("save it as UTF-8"));
+  e = error_of(std::string("\xFE\xFF\0a\0,\0b\0\n", 10));
+  CHECK_THAT(e.what(), Contains("FE FF, big-endian"));
+  e = error_of(std::string("\0\0\xFE\xFF\0\0\0a", 8));
+  CHECK_THAT(e.what(), Contains("UTF-32"));
+  // UTF-16 without a mark, and any NUL byte: named with its line and position.
+  e = error_of(std::string("a\0,\0b\0\n\0", 8));
+  CHECK(e.line == 1);
+  CHECK_THAT(e.what(), Contains("NUL byte at byte 2 of the line") && Contains("UTF-16"));
+  e = error_of(std::string("a,b\n1,2\n3,\0\n", 12));
+  CHECK(e.line == 3);
+  CHECK_THAT(e.what(), Contains("NUL byte at byte 3"));
+  // CR-only line ends: the whole file is one line with CRs inside.
+  e = error_of("a,b\r1,2\r3,4\r");
+  CHECK(e.line == 1);
+  CHECK_THAT(e.what(), Contains("carriage return (CR)") && Contains("CR-only") && Contains("LF or CRLF"));
+  e = error_of("# made on a Mac\ra,b\r1,2\r");  // swallowed by a comment, it would look empty
+  CHECK_THAT(e.what(), Contains("CR-only"));
+  e = error_of("a,\"b\"\r1,2\r");  // after a closing quote
+  CHECK_THAT(e.what(), Contains("CR-only"));
+  e = error_of("a,b\n1,x\ry\n");  // a stray CR in a CRLF/LF file
+  CHECK(e.line == 2);
+  CHECK_THAT(e.what(), Contains("field 2: carriage return"));
+  // A column name that is not UTF-8 (Latin-1 'é'); the message shows the byte, never the raw byte.
+  e = error_of("caf\xE9,b\n1,2\n");
+  CHECK_THAT(e.what(), Contains("header: column 1 name not valid UTF-8 (byte 0xE9 at byte 4"));
+  CHECK(is_valid_utf8(e.what()));
+}
+
+TEST_CASE("csv_reader keeps CRLF, a CR inside quotes and UTF-8 text as they are", "[csv][encoding]") {
+  std::istringstream in("name,note\r\n\"caf\xC3\xA9\",\"a\rb\"\r\n\xE2\x82\xAC,\xF0\x9F\x98\x80\r\n");
+  csv_reader csv(in, "x.csv");
+  REQUIRE(csv.read_header().has_value());
+  const auto rows = all_rows(csv);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0] == std::vector<std::string>{"caf\xC3\xA9", "a\rb"});
+  CHECK(rows[1] == std::vector<std::string>{"\xE2\x82\xAC", "\xF0\x9F\x98\x80"});
+}
+
+TEST_CASE("get_text rejects a field that is not valid UTF-8, naming line and column", "[csv][encoding]") {
+  const char* bad[] = {"\xFF", "caf\xE9", "\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xE2\x82", "ok\x80"};
+  for (const char* b : bad) {
+    INFO(b);
+    std::istringstream in(std::string("id,n\n") + b + ",1\n");
+    csv_reader csv(in, "x.csv");
+    REQUIRE(csv.read_header().has_value());
+    REQUIRE(csv.next_row().value());
+    const auto t = csv.get_text(0);
+    REQUIRE_FALSE(t.has_value());
+    CHECK(t.error().line == 2);
+    CHECK(t.error().column == "id");
+    CHECK_THAT(t.error().message, Contains("not valid UTF-8"));
+    CHECK(is_valid_utf8(t.error().what()));
+    CHECK(csv.get_text(1).value() == "1");
+  }
+}
+
+TEST_CASE("UTF-8 checks follow RFC 3629, and messages and JSON strings stay valid for any bytes", "[csv][encoding]") {
+  CHECK(is_valid_utf8(""));
+  CHECK(is_valid_utf8("plain ascii"));
+  CHECK(is_valid_utf8("\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF"));  // up to U+10FFFF
+  CHECK(utf8_error("ab\xC3") == std::optional<std::size_t>(2));    // truncated
+  CHECK(utf8_error("\xC1\xBF") == std::optional<std::size_t>(0));  // overlong
+  CHECK(utf8_error("\xE0\x9F\xBF") == std::optional<std::size_t>(0));
+  CHECK(utf8_error("\xF0\x8F\xBF\xBF") == std::optional<std::size_t>(0));
+  CHECK(utf8_error("x\xED\xBF\xBF") == std::optional<std::size_t>(1));  // a surrogate
+  CHECK(utf8_error("\xF4\x90\x80\x80") == std::optional<std::size_t>(0));  // above U+10FFFF
+  CHECK(utf8_error("\xF8\x88\x80\x80\x80") == std::optional<std::size_t>(0));
+  CHECK(printable("a\tb\xFF\x7F\xC3\xA9") == "a\\x09b\\xFF\\x7F\xC3\xA9");
+  CHECK(json_string("\"\\\n\x01\xFF\xC3\xA9") == "\"\\\"\\\\\\n\\u0001\\ufffd\xC3\xA9\"");
+  CHECK(utf8_prefix("ab\xE2\x82\xAC", 4) == "ab");  // never cuts a sequence
+  CHECK(utf8_prefix("ab\xE2\x82\xAC", 5) == "ab\xE2\x82\xAC");
+  // Every error message is printable UTF-8 whatever the input held.
+  const input_error e{"f\xFF.csv", 3, "c\x01", "got '\xFE\n'"};
+  CHECK(e.what() == "f\\xFF.csv:3: column 'c\\x01': got '\\xFE\\x0A'");
 }
 
 TEST_CASE("parse_double accepts whole finite numbers only", "[csv]") {
@@ -438,14 +536,20 @@ static_assert(CostModel<profile_cost_model>);
 
 TEST_CASE("profile_cost_model returns every profile row exactly", "[cost]") {
   const auto t = load_profile_csv(real_profile).value_or_throw();
+  std::size_t checked = 0;
   for (const auto& gpu : t.gpus()) {
     const auto cm = profile_cost_model::from_profile(t, gpu).value_or_throw();
-    for (const auto& r : t.rows_for(t.models_on(gpu).front(), gpu)) {
-      const auto e = cm.estimate(r.shape, r.degree);
-      CHECK(e.seconds == r.step_s);
-      CHECK(e.source == provenance::exact);
+    for (const auto& model : t.models_on(gpu)) {
+      for (const auto& r : t.rows_for(model, gpu)) {
+        CAPTURE(gpu, model, r.line);
+        const auto e = cm.estimate(r.shape, r.degree);
+        CHECK(e.seconds == r.step_s);  // bit for bit
+        CHECK(e.source == provenance::exact);
+        ++checked;
+      }
     }
   }
+  CHECK(checked == t.rows.size());
   const profile_cost_model cm(t, "l20-inferred");
   for (const auto& r : t.rows) {
     if (r.gpu == "l20-inferred") CHECK(cm.step_seconds(r.shape, r.degree) == r.step_s);
@@ -455,6 +559,15 @@ TEST_CASE("profile_cost_model returns every profile row exactly", "[cost]") {
 
 TEST_CASE("profile_cost_model predictions are positive everywhere and grow with tokens for large shapes", "[cost]") {
   const auto t = load_profile_csv(real_profile).value_or_throw();
+  // Per model, just below what the shipped profile gives (measured when the corrections were tuned):
+  // the largest dip of the served time over one 64-pixel step in side (sides >= 1024, degrees
+  // 1..64), and the least slow-down of 4x the tokens (1024 -> 4096 px) at degrees 1..64. A change
+  // to the fit or its corrections that makes the curve wavier or flatter shows here.
+  struct limit {
+    double worst_step, four_times_tokens;
+  };
+  const std::map<std::string, limit> limits = {{"qwen-image", {0.97, 2.2}},   {"cogvideox", {0.95, 2.75}}, {"flux-dev", {0.995, 6.5}},
+                                               {"hunyuanvideo", {0.915, 2.45}}, {"sd3-medium", {0.93, 1.55}}};
   for (const auto& gpu : t.gpus()) {
     const profile_cost_model cm(t, gpu);
     for (const auto& model : cm.models()) {
@@ -462,6 +575,7 @@ TEST_CASE("profile_cost_model predictions are positive everywhere and grow with 
       const auto* fit = cm.fit_for(model);
       REQUIRE(fit != nullptr);
       int positive = 0, fit_drops = 0, big_drops = 0, points = 0;
+      double worst_step = 1.0;  // smallest ratio of one 64-pixel step up in side to the one before, sides >= 1024
       for (int k = 1; k <= 64; ++k) {
         double prev_fit = 0.0;
         double prev = 0.0;
@@ -473,6 +587,7 @@ TEST_CASE("profile_cost_model predictions are positive everywhere and grow with 
           positive += std::isfinite(v) && v > 0.0;
           fit_drops += f < prev_fit;                     // the plain fit is monotone by construction
           big_drops += side >= 1024 && v < 0.9 * prev;   // the served value follows measurements: monotone-ish
+          if (side >= 1024) worst_step = std::min(worst_step, v / prev);
           prev_fit = f;
           prev = v;
         }
@@ -480,9 +595,11 @@ TEST_CASE("profile_cost_model predictions are positive everywhere and grow with 
       CHECK(positive == points);
       CHECK(fit_drops == 0);
       CHECK(big_drops == 0);
+      CHECK(worst_step >= limits.at(model).worst_step);
       // Four times the tokens is clearly slower at any degree.
       for (int k : {1, 2, 4, 8, 16, 64}) {
-        CHECK(cm.step_seconds({model, 4096, 4096, 1}, k) > 1.5 * cm.step_seconds({model, 1024, 1024, 1}, k));
+        CAPTURE(k);
+        CHECK(cm.step_seconds({model, 4096, 4096, 1}, k) > limits.at(model).four_times_tokens * cm.step_seconds({model, 1024, 1024, 1}, k));
       }
     }
   }
@@ -508,7 +625,7 @@ TEST_CASE("profile_cost_model reproduces the profile's scaling pattern", "[cost]
   CHECK(e3.seconds > l20.step_seconds(f, 4));
 }
 
-TEST_CASE("profile_cost_model says when it extrapolates, once per shape and degree", "[cost]") {
+TEST_CASE("profile_cost_model says when it extrapolates, one note per cause with a count", "[cost]") {
   const auto t = load_profile_csv(real_profile).value_or_throw();
   const profile_cost_model cm(t, "l20-inferred");
   CHECK(cm.estimate({"flux-dev", 1536, 1536, 1}, 4).source == provenance::fitted_interpolated);  // unprofiled shape
@@ -516,15 +633,40 @@ TEST_CASE("profile_cost_model says when it extrapolates, once per shape and degr
   CHECK(cm.estimate({"flux-dev", 8192, 8192, 1}, 2).source == provenance::extrapolated);        // tokens > 65536
   CHECK(cm.estimate({"flux-dev", 64, 64, 1}, 1).source == provenance::extrapolated);            // tokens < 64
   (void)cm.step_seconds({"flux-dev", 1024, 1024, 1}, 16);                                        // again: no new note
-  const auto notes = cm.extrapolation_notes();
+  auto notes = cm.extrapolation_notes();
   REQUIRE(notes.size() == 3);
-  CHECK_THAT(notes[0], Contains("flux-dev 1024x1024 at degree 16") && Contains("degree outside the profiled 1..8"));
+  CHECK(notes[0] == "flux-dev 1024x1024 at degree 16 on l20-inferred: extrapolated (degree outside the profiled 1..8)");
   CHECK_THAT(notes[1], Contains("latent tokens 262144 outside the profiled 64..65536"));
+  CHECK_THAT(notes[2], Contains("flux-dev 64x64 at degree 1") && Contains("latent tokens 16 outside"));
+
+  // More shapes and degrees with the same cause add to its count, not to the lines: a big cluster
+  // prices every degree of every shape, which must not flood the user with notes (issue 12).
+  for (int k = 1; k <= 4096; ++k) {
+    (void)cm.step_seconds({"flux-dev", 1024, 1024, 1}, k);
+    (void)cm.step_seconds({"flux-dev", 512, 512, 1}, k);
+  }
+  (void)cm.step_seconds({"flux-dev", 512, 512, 1}, 9);  // seen: counted once
+  notes = cm.extrapolation_notes();
+  REQUIRE(notes.size() == 3);
+  // degree > 8 for 1024x1024 (9..4096, 16 included) and 512x512 (9..4096): 2 x 4088 pairs.
+  CHECK(notes[0] == "flux-dev 1024x1024 at degree 16 on l20-inferred: extrapolated (degree outside the profiled 1..8) and " +
+                        std::to_string(2 * 4088 - 1) + " more (shape, degree) pairs for the same reason");
+  // Tokens above the range and the degree too: another cause, one more line.
+  (void)cm.step_seconds({"flux-dev", 8192, 8192, 1}, 16);
+  (void)cm.step_seconds({"flux-dev", 8192, 8192, 1}, 17);
+  notes = cm.extrapolation_notes();
+  REQUIRE(notes.size() == 4);
+  CHECK_THAT(notes[3], Contains("8192x8192 at degree 16") && Contains("latent tokens 262144 outside") &&
+                           Contains("degree outside the profiled 1..8") && Contains("and 1 more (shape, degree) pair for"));
+
   const profile_cost_model copy = cm;  // copies keep the notes
   CHECK(copy.extrapolation_notes() == notes);
   cm.clear_extrapolation_notes();
   CHECK(cm.extrapolation_notes().empty());
-  CHECK(copy.extrapolation_notes().size() == 3);
+  CHECK(copy.extrapolation_notes().size() == 4);
+  (void)cm.step_seconds({"flux-dev", 1024, 1024, 1}, 16);  // cleared: noted again, from a count of one
+  CHECK(cm.extrapolation_notes() == std::vector<std::string>{
+                                        "flux-dev 1024x1024 at degree 16 on l20-inferred: extrapolated (degree outside the profiled 1..8)"});
 }
 
 TEST_CASE("profile_cost_model allows degrees that divide the stated heads", "[cost]") {
@@ -549,14 +691,16 @@ TEST_CASE("profile_cost_model answers for a model with one row", "[cost]") {
   const auto t = profile_of(header + "tiny,g,1024,1024,1,1,1.0\n");
   const profile_cost_model cm(t, "g");
   CHECK(cm.step_seconds({"tiny", 1024, 1024, 1}, 1) == 1.0);
+  // One row identifies only t proportional to T/k (docs/cost-model.md), never below the floor of
+  // half the fastest measured step: 4x the tokens takes 4x as long, and any degree >= 2 hits the floor.
   const auto bigger = cm.estimate({"tiny", 2048, 2048, 1}, 1);
   CHECK(bigger.source == provenance::extrapolated);
-  CHECK(bigger.seconds > 1.0);
+  CHECK(bigger.seconds == Approx(4.0));
   for (int k = 2; k <= 64; ++k) {
+    CAPTURE(k);
     const auto e = cm.estimate({"tiny", 1024, 1024, 1}, k);
     CHECK(e.source == provenance::extrapolated);
-    CHECK(e.seconds > 0.0);
-    CHECK(e.seconds <= 1.0);
+    CHECK(e.seconds == Approx(std::max(1.0 / k, 0.5)));
   }
 }
 
@@ -603,11 +747,19 @@ TEST_CASE("leave-one-out error on the shipped profile stays within bounds", "[co
   const auto shapes = leave_one_out(t, holdout::shape);
   REQUIRE(rows.size() == 5);
   REQUIRE(shapes.size() == 5);
+  // docs/cost-model.md's table, per model (median |error| for a held-out row / a held-out shape),
+  // plus one percentage point: a change that makes any model's predictions worse shows here.
+  const std::map<std::string, std::pair<double, double>> documented = {{"qwen-image", {0.123, 0.306}},
+                                                                       {"cogvideox", {0.051, 0.082}},
+                                                                       {"flux-dev", {0.058, 0.088}},
+                                                                       {"hunyuanvideo", {0.036, 0.011}},
+                                                                       {"sd3-medium", {0.083, 0.109}}};
   for (std::size_t i = 0; i < rows.size(); ++i) {
     CAPTURE(rows[i].model, rows[i].median_abs, shapes[i].median_abs);
+    REQUIRE(shapes[i].model == rows[i].model);
     CHECK(rows[i].predicted == t.rows_for(rows[i].model, rows[i].gpu).size());
-    // docs/cost-model.md: medians 3.6-12.3% for a held-out row, 1.1-30.6% for a held-out shape.
-    CHECK(rows[i].median_abs < 0.15);
-    CHECK(shapes[i].median_abs < 0.35);
+    const auto [row_median, shape_median] = documented.at(rows[i].model);
+    CHECK(rows[i].median_abs < row_median + 0.01);
+    CHECK(shapes[i].median_abs < shape_median + 0.01);
   }
 }

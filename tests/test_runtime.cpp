@@ -7,14 +7,22 @@
 #include <random>
 #include <limits>
 #include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
+#include "paraflex/policy/placement.hpp"
+#include "paraflex/sim/chrome_trace.hpp"
+#include "paraflex/sim/fault_flags.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "paraflex/sim/simulate.hpp"
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/testing/archetypes.hpp"
+#include "paraflex/testing/invariants.hpp"
 
 using namespace paraflex;
 
@@ -54,64 +62,24 @@ std::vector<request_spec> random_requests(std::uint64_t seed, int n, double mean
   return out;
 }
 
-// Records everything a run does and checks the runtime's invariants.
-struct invariant_checker {
-  std::map<device_id, std::vector<std::pair<tick, tick>>> busy;
-  std::map<request_handle, std::vector<task_desc>> tasks;
-  std::map<request_handle, int> ends;
-  tick last_end = 0;
-  bool time_monotonic = true;
-
-  template <class S>
-  void attach(S& s) {
-    s.on_task_record([this](const task_record& t) {
-      for (device_id d : t.devices) busy[d].push_back({t.start, t.end});
-      if (t.ok && t.task.kind != task_kind::migrate) tasks[t.request].push_back(t.task);
-      if (t.end < last_end) time_monotonic = false;
-      last_end = t.end;
-    });
-    s.on_request_end([this](const request_record& r) {
-      ++ends[r.handle];
-      if (r.finish < last_end) time_monotonic = false;
-    });
-  }
-
-  void check(const scheduler_state& st, bool faults) {
-    REQUIRE(time_monotonic);
-    for (request_handle h = 0; h < st.requests.size(); ++h) {
-      const auto& r = st.requests[h];
-      INFO("request " << r.spec.id);
-      REQUIRE(ends[h] == 1);
-      REQUIRE(r.ended());
-      if (r.phase == request_phase::dropped) REQUIRE_FALSE(r.drop_reason.empty());
-      if (r.phase == request_phase::completed && !faults) {
-        const auto& seq = tasks[h];
-        REQUIRE(seq.size() == static_cast<std::size_t>(r.spec.steps) + 2);
-        REQUIRE(seq.front().kind == task_kind::encode);
-        for (int i = 0; i < r.spec.steps; ++i) REQUIRE(seq[static_cast<std::size_t>(i) + 1] == task_desc{task_kind::step, i});
-        REQUIRE(seq.back().kind == task_kind::decode);
-      }
-    }
-    for (auto& [d, slices] : busy) {
-      std::sort(slices.begin(), slices.end());
-      for (std::size_t i = 1; i < slices.size(); ++i) {
-        INFO("device " << d);
-        REQUIRE(slices[i - 1].second <= slices[i].first);
-      }
-    }
-  }
-};
-
+/// Runs `p`; with `checked`, the public invariant checker (paraflex/testing/invariants.hpp) watches
+/// the run and every violation fails the test.
 template <class P, class C = toy_cost>
 std::vector<request_record> run_policy(P& p, const std::vector<request_spec>& reqs, cluster c, std::uint64_t seed = 0,
-                                       simulation_faults faults = {}, invariant_checker* chk = nullptr) {
+                                       simulation_faults faults = {}, bool checked = false) {
   C cost;
   simulated_executor ex(seed, faults);
   scheduler s(c, p, ex, cost);
-  if (chk) chk->attach(s);
+  testing::invariant_checker chk;
+  if (checked) chk.attach(s);
   for (const auto& r : reqs) s.submit(r);
   s.run();
-  if (chk) chk->check(s.state(), faults.fail_rate > 0 || !faults.device_failures.empty());
+  if (checked) {
+    const auto v = chk.violations(s.state());
+    INFO(testing::join_lines(v));
+    REQUIRE(v.empty());
+    REQUIRE(chk.tasks_observed() > 0);
+  }
   return s.state().requests;
 }
 
@@ -279,8 +247,7 @@ TEST_CASE("Every request ends exactly once, devices never double-book and steps 
       for (auto& [name, make] : sweep_policies()) {
         INFO(name << " on " << gpus << " GPUs, seed " << seed);
         any_policy p = make();
-        invariant_checker chk;
-        run_policy(p, reqs, cluster{gpus, per_node, "x"}, seed, {}, &chk);
+        run_policy(p, reqs, cluster{gpus, per_node, "x"}, seed, {}, true);
       }
     }
   }
@@ -296,8 +263,7 @@ TEST_CASE("Faults never lose a request: failed tasks retry, lost devices end wha
   for (auto& [name, make] : sweep_policies()) {
     INFO(name);
     any_policy p = make();
-    invariant_checker chk;
-    const auto out = run_policy(p, reqs, cluster{8, 8, "x"}, 7, f, &chk);
+    const auto out = run_policy(p, reqs, cluster{8, 8, "x"}, 7, f, true);
     std::size_t retried = 0;
     for (const auto& r : out) retried += r.failures;
     REQUIRE(retried > 0);
@@ -374,11 +340,53 @@ TEST_CASE("An invalid decision throws in strict mode and is skipped otherwise", 
   }
 }
 
-TEST_CASE("A disallowed degree is rejected and static:K drops requests that can never run at K", "[runtime][decisions]") {
+TEST_CASE("static:K on a model that does not allow K is refused before the run, naming the model and its degrees",
+          "[runtime][decisions][static]") {
+  // heads_cost allows 1, 2, 3 and 6 (6 % k == 0). formats §5: static:K never drops a request, so a
+  // workload that static:4 cannot run is an input error, not a run that drops everything.
+  workload w{"w.csv", random_requests(4, 5, 0.1)};
+  w.requests[0].source_line = 7;
+  const heads_cost cost;
+  const auto e = check_fixed_degree(w, cost, 8, 4, "static:4");
+  REQUIRE(e.has_value());
+  CHECK(e->file == "--policy");
+  CHECK_THAT(e->what(), Catch::Contains("policy 'static:4'") && Catch::Contains("model 'toy'") && Catch::Contains("w.csv line 7") &&
+                            Catch::Contains("allows 1..3, 6 of 1..8"));
+  CHECK_FALSE(check_fixed_degree(w, cost, 8, 3, "static:3").has_value());
+  CHECK_FALSE(check_fixed_degree(w, toy_cost{}, 8, 5, "static:5").has_value());  // no heads: any degree
+
+  // simulate() refuses the same way, for the policy type and for any_policy built by name.
+  static_degree_policy typed(4);
+  CHECK(fixed_degree_of(typed) == std::optional<int>(4));
+  CHECK_THROWS_WITH(simulate(w, cluster{8, 8, "x"}, cost, typed, "static:4"), Catch::Contains("model 'toy'"));
+  any_policy named = builtin_policies(8).make("static:4").value_or_throw();
+  CHECK(fixed_degree_of(named) == std::optional<int>(4));
+  CHECK_THROWS_AS(simulate(w, cluster{8, 8, "x"}, cost, named, "static:4"), input_exception);
+  any_policy rssp = builtin_policies(8).make("rssp").value_or_throw();
+  CHECK_FALSE(fixed_degree_of(rssp).has_value());
+  static_degree_policy three(3);
+  const auto m = simulate(w, cluster{8, 8, "x"}, cost, three, "static:3");
+  CHECK(m.completed == w.requests.size());
+}
+
+TEST_CASE("static:K run anyway on a model that does not allow K is an invalid decision, never a silent drop",
+          "[runtime][decisions][static]") {
+  // A caller who builds the scheduler directly skips check_fixed_degree: the policy still assigns
+  // degree K, and the runtime rejects the decision (policy_error in strict mode), naming the degree.
   const auto reqs = random_requests(4, 5, 0.1);
   static_degree_policy p(4);  // 6 % 4 != 0
-  const auto out = run_policy<static_degree_policy, heads_cost>(p, reqs, cluster{8, 8, "x"});
-  for (const auto& r : out) REQUIRE(r.drop_reason == "degree_not_allowed");
+  CHECK_THROWS_WITH((run_policy<static_degree_policy, heads_cost>(p, reqs, cluster{8, 8, "x"})),
+                    Catch::Contains("degree 4 is not allowed for toy"));
+  // Lenient mode skips the decision each time; nothing can run, so the stall guard ends the requests,
+  // with a reason that says so - still not a silent "degree_not_allowed" drop by the policy.
+  heads_cost cost;
+  simulated_executor ex;
+  static_degree_policy q(4);
+  scheduler s(cluster{8, 8, "x"}, q, ex, cost, scheduler_options{.strict = false});
+  for (const auto& r : reqs) s.submit(r);
+  s.run();
+  CHECK(s.stats().rejected > 0);
+  for (const auto& r : s.state().requests) CHECK(r.drop_reason == "policy_stalled");
 }
 
 TEST_CASE("A policy that never schedules cannot hang the runtime", "[runtime][decisions]") {
@@ -430,22 +438,69 @@ TEST_CASE("A cancelled request ends once: at once when waiting, after its task w
 
 // ---- metrics -------------------------------------------------------------------------------------
 
-TEST_CASE("Metrics follow the contract's definitions", "[metrics]") {
-  const auto reqs = random_requests(8, 60, 0.2);
-  static_degree_policy p(2);
-  const auto out = run_policy(p, reqs, cluster{8, 8, "x"});
-  const auto m = compute_metrics("static:2", out, 8, 100.0);
-  REQUIRE(m.completed + m.dropped == m.requests);
-  REQUIRE(m.slo_attainment.has_value());
-  REQUIRE(*m.slo_attainment >= 0.0);
-  REQUIRE(*m.slo_attainment <= 1.0);
-  REQUIRE(m.throughput_rps == Approx(static_cast<double>(m.completed) / m.makespan_s));
-  REQUIRE(m.utilization == Approx(100.0 / (8 * m.makespan_s)));
-  REQUIRE(m.per_class.size() == 4);
-  REQUIRE(*m.latency_s.p50 <= *m.latency_s.p95);
+namespace {
+// One second per step at any degree; model "none" allows no degree at all.
+struct unit_cost {
+  double step_seconds(const request_shape&, int) const { return 1.0; }
+  bool allows_degree(const request_shape& s, int k) const { return s.model != "none" && k >= 1; }
+  double migration_seconds(const request_shape&, int, int, bool) const { return 0.0; }
+};
+request_spec unit_request(std::string id, double arrival_s, int steps, double slo_s, std::string label, std::string model = "m") {
+  return request_spec{std::move(id), *to_ticks(arrival_s), {std::move(model), 64, 64, 1}, steps,
+                      slo_s > 0 ? *to_ticks(slo_s) : never, 0, std::move(label)};
+}
+}  // namespace
+
+TEST_CASE("Metrics match a hand calculation on a tiny run", "[metrics]") {
+  // rssp on 2 GPUs with 1 s steps at every degree runs each request on one GPU (the cheapest degree),
+  // in arrival order:
+  //   a: t=0, 2 steps, S, SLO 3  -> GPU 0 [0, 2]   latency 2, on time
+  //   b: t=0, 3 steps, L, SLO 2  -> GPU 1 [0, 3]   latency 3, late
+  //   e: t=0.5, L, SLO 5, model "none" (no allowed degree) -> dropped on arrival: no_allowed_degree
+  //   c: t=1, 1 step,  S, no SLO -> GPU 0 [2, 3]   latency 2
+  //   d: t=1, 4 steps, L, SLO 10 -> [3, 7]          latency 6, on time
+  const workload w{"hand.csv",
+                   {unit_request("a", 0, 2, 3, "S"), unit_request("b", 0, 3, 2, "L"), unit_request("e", 0.5, 2, 5, "L", "none"),
+                    unit_request("c", 1, 1, 0, "S"), unit_request("d", 1, 4, 10, "L")}};
+  rssp_policy p;
+  const auto m = simulate(w, cluster{2, 2, "x"}, unit_cost{}, p, "rssp");
+  CHECK(m.policy == "rssp");
+  CHECK(m.requests == 5);
+  CHECK(m.completed == 4);
+  CHECK(m.dropped == 1);
+  CHECK(m.dropped_by_reason == std::map<std::string, std::size_t>{{"no_allowed_degree", 1}});
+  CHECK(m.slo_attainment == Approx(2.0 / 4.0));  // a and d of a, b, d, e (a drop is a miss)
+  // Latencies 2, 3, 2, 6; sorted 2, 2, 3, 6; percentile q at position q x 3, linearly interpolated.
+  CHECK(*m.latency_s.mean == Approx(13.0 / 4.0));
+  CHECK(*m.latency_s.p50 == Approx(2.5));
+  CHECK(*m.latency_s.p90 == Approx(3.0 + 0.7 * 3.0));
+  CHECK(*m.latency_s.p95 == Approx(3.0 + 0.85 * 3.0));
+  CHECK(*m.latency_s.p99 == Approx(3.0 + 0.97 * 3.0));
+  CHECK(*m.latency_s.max == Approx(6.0));
+  CHECK(m.makespan_s == Approx(7.0));           // last completion 7 - first arrival 0
+  CHECK(m.throughput_rps == Approx(4.0 / 7.0));
+  CHECK(m.goodput_rps == Approx(2.0 / 7.0));
+  CHECK(m.gpu_busy_s == Approx(10.0));          // 2 + 3 + 1 + 4 step-seconds on one GPU each
+  CHECK(m.utilization == Approx(10.0 / 14.0));
+  CHECK(m.migrations == 0);
+  REQUIRE(m.per_class.size() == 2);
+  const auto& small = m.per_class.at("S");
+  CHECK(small.requests == 2);
+  CHECK(*small.slo_attainment == Approx(1.0));  // only a has a deadline
+  CHECK(*small.latency_s.mean == Approx(2.0));
+  CHECK(*small.latency_s.p95 == Approx(2.0));
+  const auto& large = m.per_class.at("L");
+  CHECK(large.requests == 3);
+  CHECK(*large.slo_attainment == Approx(1.0 / 3.0));  // d of b, d, e
+  CHECK(*large.latency_s.mean == Approx(4.5));
+  CHECK(*large.latency_s.p95 == Approx(3.0 + 0.95 * 3.0));
+  CHECK(m.decisions > 0);
+
   const auto none = compute_metrics("x", {}, 8, 0.0);
-  REQUIRE_FALSE(none.slo_attainment.has_value());
-  REQUIRE_FALSE(none.latency_s.mean.has_value());
+  CHECK_FALSE(none.slo_attainment.has_value());
+  CHECK_FALSE(none.latency_s.mean.has_value());
+  CHECK(none.makespan_s == 0.0);
+  CHECK(none.throughput_rps == 0.0);
 }
 
 // ---- registry ------------------------------------------------------------------------------------
@@ -497,4 +552,257 @@ TEST_CASE("A request the cost model cannot price, or whose run overflows the clo
   e = check_workload_costs(w, toy_cost{}, 8);
   REQUIRE(e.has_value());
   REQUIRE(e->column == "steps");
+}
+
+// ---- simulate(): progress reports ----------------------------------------------------------------
+
+TEST_CASE("simulate reports progress while it runs, in order, and never after the last request ended", "[runtime][simulate]") {
+  const workload w{"p.csv", random_requests(21, 3000, 0.02)};  // tens of thousands of events
+  rssp_policy p;
+  std::vector<simulation_progress> seen;
+  std::vector<std::string> labels;
+  simulation_options o;
+  o.progress_interval_s = 0.0;  // every check (every 1024 events): deterministic for the test
+  o.progress = [&](const simulation_progress& pr) {
+    seen.push_back(pr);
+    labels.emplace_back(pr.label);
+  };
+  const auto m = simulate(w, cluster{8, 8, "x"}, toy_cost{}, p, "rssp-progress", o);
+  REQUIRE(seen.size() >= 2);
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    INFO("report " << i);
+    CHECK(labels[i] == "rssp-progress");
+    CHECK(seen[i].total == 3000);
+    CHECK(seen[i].ended < seen[i].total);  // not after the end
+    CHECK(seen[i].wall_s >= 0.0);
+    if (i > 0) {
+      CHECK(seen[i].ended >= seen[i - 1].ended);
+      CHECK(seen[i].now >= seen[i - 1].now);
+    }
+  }
+  CHECK(seen.back().ended > seen.front().ended);
+  CHECK(seen.back().now <= *to_ticks(m.makespan_s) + w.requests.front().arrival);
+
+  // The same run without a callback, or with an interval longer than the run, reports nothing and
+  // gives the same figures.
+  std::size_t calls = 0;
+  simulation_options quiet;
+  quiet.progress = [&](const simulation_progress&) { ++calls; };
+  quiet.progress_interval_s = 3600.0;
+  rssp_policy p2;
+  const auto m2 = simulate(w, cluster{8, 8, "x"}, toy_cost{}, p2, "rssp", quiet);
+  CHECK(calls == 0);
+  CHECK(m2.completed == m.completed);
+  CHECK(m2.makespan_s == m.makespan_s);
+}
+
+// ---- Chrome trace ----------------------------------------------------------------------------------
+
+TEST_CASE("the Chrome trace is valid JSON with one track per GPU and one slice per device of every task", "[runtime][trace]") {
+  const workload w{"t.csv", random_requests(31, 40, 0.05)};
+  any_policy p = builtin_policies(4).make("slo-aware").value_or_throw();
+  chrome_trace_recorder trace;
+  std::vector<task_record> records;
+  simulation_options o;
+  o.faults.fail_rate = 0.05;  // failed slices too
+  o.seed = 3;
+  const auto m = simulate(w, cluster{4, 2, "x"}, toy_cost{}, p, "slo-aware", o, [&](auto& s) {
+    s.on_task_record([&](const task_record& t) {
+      records.push_back(t);
+      trace.add(t, s.request(t.request).spec.id);
+    });
+  });
+  CHECK(m.completed + m.dropped == w.requests.size());
+  std::ostringstream out;
+  trace.write(out, 4);
+  const auto doc = nlohmann::json::parse(out.str());  // throws (fails the test) if not valid JSON
+  const auto& ev = doc.at("traceEvents");
+  std::set<int> named_tracks;
+  std::map<int, std::vector<std::pair<tick, tick>>> slices;
+  std::size_t failed = 0, total = 0;
+  for (const auto& e : ev) {
+    if (e.at("ph") == "M") {
+      if (e.at("name") == "thread_name") named_tracks.insert(e.at("tid").get<int>());
+      continue;
+    }
+    REQUIRE(e.at("ph") == "X");
+    const int tid = e.at("tid").get<int>();
+    CHECK(tid >= 0);
+    CHECK(tid < 4);
+    const tick ts = e.at("ts").get<tick>(), dur = e.at("dur").get<tick>();
+    CHECK(dur >= 0);
+    slices[tid].emplace_back(ts, ts + dur);
+    CHECK(e.at("name") == e.at("args").at("request"));
+    failed += e.at("cat") == "failed";
+    ++total;
+  }
+  CHECK(named_tracks == std::set<int>{0, 1, 2, 3});
+  std::size_t expected = 0, expected_failed = 0;
+  for (const auto& t : records) {
+    expected += t.devices.size();
+    expected_failed += t.ok ? 0 : t.devices.size();
+  }
+  CHECK(total == expected);
+  CHECK(trace.size() == expected);
+  CHECK(failed == expected_failed);
+  CHECK(failed > 0);
+  for (auto& [tid, v] : slices) {  // one thing at a time on every track
+    std::sort(v.begin(), v.end());
+    for (std::size_t i = 1; i < v.size(); ++i) CHECK(v[i - 1].second <= v[i].first);
+  }
+}
+
+TEST_CASE("the Chrome trace stays valid JSON for request ids with quotes, control bytes and invalid UTF-8", "[runtime][trace]") {
+  chrome_trace_recorder trace;
+  task_record t;
+  t.devices = device_group{1};
+  t.task = task_desc{task_kind::step, 2};
+  t.start = 10;
+  t.end = 25;
+  const std::string nasty = "a\"b\\c\n\x01 \xff\xfe caf\xc3\xa9 \xe2\x82";
+  trace.add(t, nasty);
+  trace.add(t, "\xed\xa0\x80");  // an encoded UTF-16 surrogate: not UTF-8
+  std::ostringstream out;
+  trace.write(out, 2);
+  const auto doc = nlohmann::json::parse(out.str());
+  const auto& x = doc.at("traceEvents").back();
+  CHECK(x.at("name").get<std::string>() == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // three U+FFFD
+  const auto& y = doc.at("traceEvents").at(doc.at("traceEvents").size() - 2);
+  CHECK(y.at("name").get<std::string>() == "a\"b\\c\n\x01 \xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd");
+  CHECK(y.at("args").at("task") == "step 2");
+  CHECK(y.at("ts") == 10);
+  CHECK(y.at("dur") == 15);
+}
+
+// ---- pricing: round_cost_seconds and make_shape_costs --------------------------------------------
+
+TEST_CASE("round_cost_seconds rounds to the nearest microsecond and rejects times that are not durations", "[runtime][cost]") {
+  const request_shape s{"m", 512, 512, 1};
+  CHECK(round_cost_seconds(0.0, s, 1) == 0);
+  CHECK(round_cost_seconds(1.0, s, 1) == 1'000'000);
+  CHECK(round_cost_seconds(0.0000014, s, 1) == 1);
+  CHECK(round_cost_seconds(0.0000016, s, 1) == 2);
+  CHECK(round_cost_seconds(2.5e-7, s, 1) == 0);
+  CHECK(round_cost_seconds(4.0e12, s, 1) == 4'000'000'000'000'000'000);
+  CHECK_THROWS_WITH(round_cost_seconds(-0.001, s, 3), Catch::Contains("invalid time") && Catch::Contains("m 512x512x1 on 3 devices"));
+  CHECK_THROWS_AS(round_cost_seconds(std::numeric_limits<double>::quiet_NaN(), s, 1), std::invalid_argument);
+  CHECK_THROWS_AS(round_cost_seconds(std::numeric_limits<double>::infinity(), s, 1), std::invalid_argument);
+  CHECK_THROWS_AS(round_cost_seconds(1e300, s, 1), std::invalid_argument);
+
+  struct tiny : toy_cost {  // a step of a nanosecond still takes the shortest tick: 0 means "not allowed"
+    double step_seconds(const request_shape&, int) const { return 1e-9; }
+  };
+  const shape_costs c = make_shape_costs(tiny{}, s, 4);
+  CHECK(c.allowed_degrees == std::vector<int>{1, 2, 3, 4});
+  for (int k = 1; k <= 4; ++k) CHECK(c.step[static_cast<std::size_t>(k)] == 1);
+  CHECK(c.fastest_degree == 1);  // ties keep the fewest devices
+}
+
+// ---- placement -----------------------------------------------------------------------------------
+
+TEST_CASE("find_free_group prefers aligned blocks in the best-fitting node, then any devices", "[policy][placement]") {
+  const cluster c{8, 4, "x"};  // nodes {0..3} and {4..7}
+  device_set all(8, true);
+  CHECK(find_free_group(all, 2, c) == device_group{0, 1});
+  device_set no0 = all;
+  no0.reset(0);
+  CHECK(find_free_group(no0, 2, c) == device_group{2, 3});      // node 0 has 3 free: the best fit
+  CHECK(find_free_group(no0, 3, c) == device_group{1, 2, 3});   // no aligned block of 3: lowest free in the node
+  CHECK(find_free_group(no0, 4, c) == device_group{4, 5, 6, 7}); // only node 1 holds 4
+  CHECK(find_free_group(no0, 5, c) == device_group{1, 2, 3, 4, 5}); // wider than a node: lowest free anywhere
+  CHECK_FALSE(find_free_group(no0, 8, c).has_value());
+  CHECK_FALSE(find_free_group(all, 0, c).has_value());
+  device_set scattered(8, false);
+  for (device_id d : {1, 4, 6}) scattered.set(d);
+  CHECK(find_free_group(scattered, 2, c) == device_group{4, 6});  // one node holds 2, none holds 3
+  CHECK(find_free_group(scattered, 3, c) == device_group{1, 4, 6});
+}
+
+namespace {
+// Runs one task of request 0 on {2, 3}, then records what place() answers at its next decision.
+struct place_probe {
+  std::vector<std::optional<device_group>> answers;
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    for (request_handle h : v.waiting()) {
+      if (v.request(h).state_group.empty()) {
+        out.assign(h, device_group{2, 3}, 1);
+        continue;
+      }
+      const device_set free = v.free_devices();
+      device_set without3 = free;
+      without3.reset(3);
+      answers.push_back(place(v, h, 2, free));      // keeps its degree, devices free: stays (no migration)
+      answers.push_back(place(v, h, 1, free));      // another degree: find_free_group
+      answers.push_back(place(v, h, 2, without3));  // its devices not all available: find_free_group
+      out.assign(h, *answers.front(), decision_buffer::all_tasks);
+      return;
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("place keeps a request on its own devices when it keeps its degree, else finds a free group", "[policy][placement]") {
+  toy_cost cost;
+  place_probe p;
+  simulated_executor ex;
+  scheduler s(cluster{4, 4, "x"}, p, ex, cost);
+  s.submit(request_spec{"r", 0, {"toy", 512, 512, 1}, 3, never, 0, ""});
+  s.run();
+  REQUIRE(p.answers.size() == 3);
+  CHECK(p.answers[0] == std::optional<device_group>(device_group{2, 3}));
+  CHECK(p.answers[1] == std::optional<device_group>(device_group{0}));
+  CHECK(p.answers[2] == std::optional<device_group>(device_group{0, 1}));
+  CHECK(s.request(0).phase == request_phase::completed);
+  CHECK(s.request(0).migrations == 0);
+}
+
+// ---- fault flags ---------------------------------------------------------------------------------
+
+TEST_CASE("fault flags parse ID@SECONDS and ID@SECONDS:FACTOR strictly, naming the flag and the reason", "[runtime][faults]") {
+  const auto f = parse_device_failure("3@1.5", 8).value_or_throw();
+  CHECK(f.device == 3);
+  CHECK(f.at == 1'500'000);
+  CHECK(parse_device_failure(" 0 @ 0 ", 1).value_or_throw().at == 0);
+  const auto s = parse_straggler("7@+2:3.5", 8).value_or_throw();
+  CHECK(s.device == 7);
+  CHECK(s.from == 2'000'000);
+  CHECK(s.factor == 3.5);
+  CHECK(parse_straggler("0@0:1000", 1).value_or_throw().factor == 1000.0);
+
+  const auto bad_failure = [](const char* text, const char* why) {
+    const auto r = parse_device_failure(text, 8);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().file == "--fail-device");
+    INFO(r.error().what());
+    CHECK_THAT(r.error().what(), Catch::Contains(why));
+    CHECK(is_valid_utf8(r.error().what()));
+  };
+  bad_failure("3", "expected ID@SECONDS");
+  bad_failure("@1", "device ID: expected an integer, got an empty field");
+  bad_failure("3@", "SECONDS: expected a number");
+  bad_failure("8@1", "device ID 8 is not in [0, 7]");
+  bad_failure("-1@1", "device ID -1 is not in [0, 7]");
+  bad_failure("99999999999999999999@1", "integer out of range");
+  bad_failure("1.5@1", "expected an integer");
+  bad_failure("3@1s", "expected a number, got '1s'");
+  bad_failure("3@nan", "finite");
+  bad_failure("3@inf", "finite");
+  bad_failure("3@-1", "SECONDS must be >= 0");
+  bad_failure("3@1e300", "does not fit in the microsecond clock");
+  bad_failure("3@1:2", "expected ID@SECONDS");  // a straggler's form for a failure
+  bad_failure("3@\xff", "got '\\xFF'");
+  const auto bad_straggler = [](const char* text, const char* why) {
+    const auto r = parse_straggler(text, 8);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().file == "--straggler");
+    INFO(r.error().what());
+    CHECK_THAT(r.error().what(), Catch::Contains(why));
+  };
+  bad_straggler("3@1", "expected ID@SECONDS:FACTOR");
+  bad_straggler("3@1:", "FACTOR: expected a number");
+  bad_straggler("3@1:0", "FACTOR must be > 0 and <= 1000");
+  bad_straggler("3@1:-2", "FACTOR must be > 0");
+  bad_straggler("3@1:1001", "<= 1000");
+  bad_straggler("3@1:2:3", "FACTOR: expected a number, got '2:3'");
+  bad_straggler("3@x:2", "SECONDS: expected a number");
 }

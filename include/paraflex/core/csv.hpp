@@ -8,7 +8,11 @@
 //   - comment lines (first non-blank character `#`) and blank lines, anywhere outside quotes.
 // What it rejects (never guesses): a quote inside an unquoted field, text after a closing quote, an
 // unterminated quote, a header with an empty or duplicate column name, and a row whose field count
-// differs from the header's.
+// differs from the header's. Text must be UTF-8, so it also rejects, saying what the file seems to be:
+// a UTF-16/UTF-32 byte-order mark, a NUL byte anywhere (UTF-16/32 without a mark, or not text), a
+// carriage return outside quotes that does not end a line (CR-only line ends), and a column name that
+// is not valid UTF-8. Fields that callers read as text go through get_text(), which rejects invalid
+// UTF-8 naming file, line and column; fields nobody reads (unknown columns) are not checked.
 //
 // Unquoted fields are trimmed of spaces and tabs; quoted fields keep their content exactly. Column
 // names are trimmed. Typical use:
@@ -29,6 +33,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <istream>
 #include <optional>
 #include <stdexcept>
@@ -42,6 +47,7 @@
 #include <fast_float/fast_float.h>
 
 #include "paraflex/core/error.hpp"
+#include "paraflex/core/utf8.hpp"
 
 namespace paraflex {
 
@@ -67,11 +73,22 @@ struct parsed {
 
 namespace detail {
 
-/// Quotes a field for an error message, shortened so that a pasted binary blob stays readable.
+/// Quotes a field for an error message, shortened (never inside a UTF-8 sequence) so that a pasted
+/// binary blob stays readable; invalid bytes and control characters show as \xNN.
 [[nodiscard]] inline std::string quote_for_message(std::string_view s) {
   constexpr std::size_t max_shown = 40;
-  if (s.size() <= max_shown) return "'" + std::string(s) + "'";
-  return "'" + std::string(s.substr(0, max_shown)) + "...'";
+  const std::string_view shown = utf8_prefix(s, max_shown);
+  return "'" + printable(shown) + (shown.size() < s.size() ? "...'" : "'");
+}
+
+/// Why `text` (one field) is not valid UTF-8, or an empty string when it is.
+[[nodiscard]] inline std::string utf8_problem(std::string_view text) {
+  const auto at = utf8_error(text);
+  if (!at) return {};
+  char byte[8];
+  std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(text[*at])));
+  return std::string("not valid UTF-8 (byte ") + byte + " at byte " + std::to_string(*at + 1) +
+         " of the field): save the file as UTF-8 (it may be Latin-1 or Windows-1252)";
 }
 
 /// from_chars (std and fast_float) reject a leading '+'; people write "+5". A sign after the '+' stays
@@ -143,6 +160,9 @@ class csv_reader {
       std::string name(trim(raw(i)));
       if (name.empty()) {
         return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
+      }
+      if (auto why = detail::utf8_problem(name); !why.empty()) {
+        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " name " + why};
       }
       for (std::size_t j = 0; j < names_.size(); ++j) {
         if (names_[j] == name) {
@@ -216,6 +236,14 @@ class csv_reader {
     return raw(*i);
   }
 
+  /// The current row's field in `index` as text that is valid UTF-8, or an input_error naming file,
+  /// line and column. Use it for every field that is kept as a string (names, ids, labels).
+  [[nodiscard]] result<std::string_view> get_text(std::size_t index) const {
+    const std::string_view f = field(index);
+    if (auto why = detail::utf8_problem(f); !why.empty()) return error_at(index, std::move(why));
+    return f;
+  }
+
   /// The current row's field in `index` as a finite double, or an input_error naming file, line, column.
   [[nodiscard]] result<double> get_double(std::size_t index) const { return located(parse_double(field(index)), index); }
   [[nodiscard]] result<int> get_int(std::size_t index) const { return located(parse_int(field(index)), index); }
@@ -256,13 +284,36 @@ class csv_reader {
     return error_at(index, std::move(p.message));
   }
 
-  /// One physical line without its line end; false at the end of the input.
-  bool read_line(std::string& out) {
+  /// One physical line without its line end; false at the end of the input; an error for bytes that
+  /// show the file is not UTF-8 text (a UTF-16/32 byte-order mark, a NUL byte).
+  result<bool> read_line(std::string& out) {
     if (!std::getline(*in_, out)) return false;
     ++physical_line_;
-    if (physical_line_ == 1 && out.size() >= 3 && out.compare(0, 3, "\xEF\xBB\xBF") == 0) out.erase(0, 3);
+    if (physical_line_ == 1) {
+      if (out.size() >= 3 && out.compare(0, 3, "\xEF\xBB\xBF") == 0) {
+        out.erase(0, 3);
+      } else if (out.size() >= 2 && (out.compare(0, 2, "\xFF\xFE") == 0 || out.compare(0, 2, "\xFE\xFF") == 0)) {
+        return fail(1, std::string("the file starts with a UTF-16 byte-order mark (") +
+                           (out[0] == '\xFF' ? "FF FE, little-endian" : "FE FF, big-endian") +
+                           "): it is UTF-16 (or UTF-32) text; save it as UTF-8");
+      } else if (out.size() >= 4 && out.compare(0, 4, std::string("\0\0\xFE\xFF", 4)) == 0) {
+        return fail(1, "the file starts with a UTF-32 byte-order mark (00 00 FE FF): save it as UTF-8");
+      }
+    }
+    if (const auto nul = out.find('\0'); nul != std::string::npos) {
+      return fail(physical_line_, "NUL byte at byte " + std::to_string(nul + 1) +
+                                      " of the line: the file is UTF-16 or UTF-32 text without a byte-order mark, or "
+                                      "not text at all; save it as UTF-8");
+    }
     if (!out.empty() && out.back() == '\r') out.pop_back();
     return true;
+  }
+
+  /// `field`: 1-based, or 0 for a comment line.
+  static std::string lone_cr_message(std::size_t field) {
+    return (field > 0 ? "field " + std::to_string(field) + ": " : std::string("comment: ")) +
+           "carriage return (CR) inside a line: the file seems to have CR-only (classic Mac) line ends, or a "
+           "stray CR; save it with LF or CRLF line ends (a CR is allowed only inside a quoted field)";
   }
 
   /// Splits the next record (skipping comments and blank lines) into buf_/spans_.
@@ -272,9 +323,12 @@ class csv_reader {
     if (failed_) return false;
     std::string& line = line_;
     for (;;) {
-      if (!read_line(line)) return false;
+      auto got = read_line(line);
+      if (!got || !got.value()) return got;
       const std::string_view t = trim(line);
       if (!t.empty() && t.front() != '#') break;
+      // A comment swallowing a CR-only file would otherwise make it look empty.
+      if (!t.empty() && t.find('\r') != std::string_view::npos) return fail(physical_line_, lone_cr_message(0));
     }
     record_line_ = physical_line_;
 
@@ -288,7 +342,9 @@ class csv_reader {
         for (;;) {
           if (pos >= line.size()) {
             // The quoted field continues on the next physical line; the line break is part of it.
-            if (!read_line(line)) {
+            auto got = read_line(line);
+            if (!got) return got;
+            if (!got.value()) {
               return fail(record_line_, "unterminated quoted field (the quote opens on line " +
                                             std::to_string(record_line_) + ")");
             }
@@ -308,6 +364,7 @@ class csv_reader {
         }
         spans_.push_back({start, buf_.size() - start});
         while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+        if (pos < line.size() && line[pos] == '\r') return fail(physical_line_, lone_cr_message(spans_.size()));
         if (pos < line.size() && line[pos] != ',') {
           return fail(physical_line_, "field " + std::to_string(spans_.size()) +
                                           ": unexpected text after a closing quote (a quote inside a field must "
@@ -315,6 +372,9 @@ class csv_reader {
         }
       } else {
         const std::size_t end = std::min(line.find(',', pos), line.size());
+        if (std::string_view(line).substr(pos, end - pos).find('\r') != std::string_view::npos) {
+          return fail(physical_line_, lone_cr_message(spans_.size() + 1));
+        }
         const std::string_view text = trim(std::string_view(line).substr(pos, end - pos));
         if (text.find('"') != std::string_view::npos) {
           return fail(physical_line_, "field " + std::to_string(spans_.size() + 1) +

@@ -2,12 +2,16 @@
 //
 // g++ 12 has no std::expected; readers return result<T> so callers can report every error the same
 // way (file, 1-based line, column by header name) and tools can map it to exit status 2.
+// what() is always valid UTF-8 without control characters, whatever bytes the input held (invalid
+// bytes print as \xNN), so a message can go to a terminal, a log or a Python str unchanged.
 #pragma once
 
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <variant>
+
+#include "paraflex/core/utf8.hpp"
 
 namespace paraflex {
 
@@ -20,11 +24,11 @@ struct input_error {
 
   /// "file:line: column 'x': message" - the form every tool prints after "error: ".
   [[nodiscard]] std::string what() const {
-    std::string s = file;
+    std::string s = printable(file);
     if (line > 0) s += ":" + std::to_string(line);
     s += ": ";
-    if (!column.empty()) s += "column '" + column + "': ";
-    return s + message;
+    if (!column.empty()) s += "column '" + printable(column) + "': ";
+    return s + printable(message);
   }
 };
 

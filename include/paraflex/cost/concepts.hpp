@@ -7,6 +7,8 @@
 //
 // Refinements, detected when present (no base class):
 //   StageCostModel  - also prices the non-step stages (text encode, VAE decode); absent = free.
+//   BatchCostModel  - also prices one denoising step of a batch of b requests of one shape run together
+//                     on `degree` devices (TetriServe's batching); absent = the runtime refuses batches.
 //
 //   struct my_model {                                                     // valid: models CostModel
 //     double step_seconds(const request_shape&, int degree) const;
@@ -36,6 +38,15 @@ concept CostModel = requires(const C& c, const request_shape& s, int degree, boo
 template <class C>
 concept StageCostModel = CostModel<C> && requires(const C& c, const request_shape& s, stage_kind k, int degree) {
   { c.stage_seconds(s, k, degree) } -> std::convertible_to<double>;
+};
+
+/// A CostModel that also prices a batched step: b requests of the same shape, one step each, run as one
+/// forward pass on `degree` devices (b >= 1; b = 1 must agree with step_seconds).
+///
+///   struct batched { ...; double batch_step_seconds(const request_shape&, int degree, int batch) const; };
+template <class C>
+concept BatchCostModel = CostModel<C> && requires(const C& c, const request_shape& s, int degree, int batch) {
+  { c.batch_step_seconds(s, degree, batch) } -> std::convertible_to<double>;
 };
 
 /// Seconds of a stage under any CostModel: the model's own figure if it has one, else 0 (free).

@@ -9,9 +9,11 @@
 // `frames` is required (1 = image), as the contract lists it; there is no default, so a profile cannot
 // silently describe video shapes as images.
 // Errors, each an input_error with file, 1-based line and column: missing required column (at the header
-// line), a field that is not a number or not finite, a value <= 0 where > 0 is required, an empty model or
+// line), a model or gpu name that is not valid UTF-8 (and files that are not UTF-8 text at all, see
+// core/csv.hpp), a field that is not a number or not finite, a value <= 0 where > 0 is required, an empty model or
 // gpu name, a duplicate (model, gpu, height, width, frames, degree) row (naming the earlier line),
-// conflicting `heads` for one model, and a file with no data rows.
+// conflicting `heads` for one model, and a file with no data rows. Beyond the contract: step_s must lie
+// in [1e-6, 1e6] seconds (min_step_seconds, max_step_seconds).
 #pragma once
 
 #include <algorithm>
@@ -117,7 +119,17 @@ struct profile_table {
   return s;
 }
 
+/// The range of a measured step time, in seconds: from the clock's resolution (a microsecond) to
+/// about eleven days. Beyond it a value is a unit mistake, and the fit's relative residuals (1 / t)
+/// would under- or overflow (a denormal step time made every prediction NaN).
+inline constexpr double min_step_seconds = 1e-6;
+inline constexpr double max_step_seconds = 1e6;
+
 namespace detail {
+
+[[nodiscard]] inline std::string step_range_message(const std::string& got) {
+  return "must be between 1e-06 s (a microsecond) and 1e+06 s (11.6 days), got " + got;
+}
 
 [[nodiscard]] inline std::string describe_key(const profile_row& r) {
   std::string s = r.shape.model + " on " + r.gpu + " at " + std::to_string(r.shape.height) + "x" +
@@ -128,8 +140,8 @@ namespace detail {
 
 }  // namespace detail
 
-/// Checks a table built in code by the rules the reader enforces (positive values, non-empty names, no
-/// duplicate key, at least one row). nullopt when valid.
+/// Checks a table built in code by the rules the reader enforces (positive values, non-empty UTF-8
+/// names, no duplicate key, at least one row). nullopt when valid.
 [[nodiscard]] inline std::optional<input_error> validate_profile(const profile_table& t) {
   if (t.rows.empty()) return input_error{t.source, 0, {}, "profile has no rows"};
   std::map<profile_key, long> seen;
@@ -139,6 +151,8 @@ namespace detail {
     };
     if (r.shape.model.empty()) return bad("model", "empty model name");
     if (r.gpu.empty()) return bad("gpu", "empty gpu name");
+    if (auto why = detail::utf8_problem(r.shape.model); !why.empty()) return bad("model", std::move(why));
+    if (auto why = detail::utf8_problem(r.gpu); !why.empty()) return bad("gpu", std::move(why));
     if (r.shape.height <= 0) return bad("height", "must be > 0, got " + std::to_string(r.shape.height));
     if (r.shape.width <= 0) return bad("width", "must be > 0, got " + std::to_string(r.shape.width));
     if (r.shape.frames <= 0) return bad("frames", "must be > 0, got " + std::to_string(r.shape.frames));
@@ -146,6 +160,7 @@ namespace detail {
     if (!(r.step_s > 0.0) || !std::isfinite(r.step_s)) {
       return bad("step_s", "must be a finite number > 0, got " + std::to_string(r.step_s));
     }
+    if (r.step_s < min_step_seconds || r.step_s > max_step_seconds) return bad("step_s", detail::step_range_message(std::to_string(r.step_s)));
     const auto [it, inserted] = seen.emplace(r.key(), r.line);
     if (!inserted) {
       return input_error{t.source, r.line, {},
@@ -195,9 +210,13 @@ namespace detail {
 
     profile_row r;
     r.line = csv.line();
-    r.shape.model = std::string(csv.field(col.model));
+    auto model = csv.get_text(col.model);
+    if (!model) return model.error();
+    r.shape.model = std::string(model.value());
     if (r.shape.model.empty()) return csv.error_at(col.model, "empty model name");
-    r.gpu = std::string(csv.field(col.gpu));
+    auto gpu = csv.get_text(col.gpu);
+    if (!gpu) return gpu.error();
+    r.gpu = std::string(gpu.value());
     if (r.gpu.empty()) return csv.error_at(col.gpu, "empty gpu name");
 
     const std::pair<std::size_t, int*> ints[] = {
@@ -210,6 +229,9 @@ namespace detail {
     auto step = csv.get_double(col.step_s);
     if (!step) return step.error();
     if (step.value() <= 0.0) return csv.error_at(col.step_s, "must be > 0, got '" + std::string(trim(csv.field(col.step_s))) + "'");
+    if (step.value() < min_step_seconds || step.value() > max_step_seconds) {
+      return csv.error_at(col.step_s, detail::step_range_message("'" + std::string(trim(csv.field(col.step_s))) + "'"));
+    }
     r.step_s = step.value();
 
     if (heads_col && !trim(csv.field(*heads_col)).empty()) {

@@ -19,8 +19,12 @@
 // (docs/cost-model.md). Predictions are positive and never below the fit's floor; the plain fit is
 // monotone in tokens, the corrected one only as monotone as the measurements themselves.
 // Cases 2-4 are `fitted_interpolated` when the request's latent tokens and degree lie inside the
-// ranges profiled for that model, else `extrapolated`; each distinct extrapolated (shape, degree) is
-// recorded once in extrapolation_notes() so that a tool can tell the user.
+// ranges profiled for that model, else `extrapolated`. Extrapolations are recorded by cause (the
+// model, and which of its profiled ranges - tokens below/above, degree below/above - was left):
+// extrapolation_notes() has one line per cause, with its first example and how many distinct
+// (shape, degree) pairs it covers, so that pricing 12 shapes on 65,536 GPUs gives a few lines, not
+// 786,000. Distinct pairs are kept as degree intervals per shape (a run prices degrees 1..G in order,
+// so that is one interval per shape).
 //
 // allows_degree: degree >= 1, and heads % degree == 0 where the profile states the model's heads.
 // There is no upper bound here: the cluster size is the policy's business.
@@ -34,7 +38,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <set>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -182,7 +186,7 @@ class profile_cost_model {
     seconds = std::max(seconds, m.fit.floor_seconds());
 
     if (m.fit.in_range(tokens, k)) return {seconds, provenance::fitted_interpolated};
-    notes_.add(s, k, describe_extrapolation(s, k, tokens, m.fit));
+    notes_.add(s, k, cause_of(k, tokens, m.fit), [&] { return describe_extrapolation(s, k, tokens, m.fit); });
     return {seconds, provenance::extrapolated};
   }
 
@@ -205,7 +209,8 @@ class profile_cost_model {
   }
   [[nodiscard]] const migration_cost& migration() const noexcept { return migration_; }
 
-  /// One line per distinct (shape, degree) answered by extrapolation so far, in the order first seen.
+  /// One line per cause of extrapolation so far (model and the profiled ranges left), in the order
+  /// first seen: the first (shape, degree) answered that way, and how many more distinct ones followed.
   [[nodiscard]] std::vector<std::string> extrapolation_notes() const { return notes_.lines(); }
   void clear_extrapolation_notes() const { notes_.clear(); }
 
@@ -224,43 +229,96 @@ class profile_cost_model {
     std::optional<int> heads;
   };
 
-  /// Distinct lines, in insertion order, behind a mutex; copies get their own mutex.
+  /// Which profiled ranges an extrapolated (shape, degree) leaves (bits), for one model.
+  enum cause_bits : unsigned char { tokens_below = 1, tokens_above = 2, degree_below = 4, degree_above = 8 };
+
+  /// Extrapolations grouped by cause, in the order first seen, behind a mutex; copies get their own
+  /// mutex. Each cause keeps its first example's line and the number of distinct (shape, degree) pairs.
   class note_log {
    public:
     note_log() = default;
-    note_log(const note_log& o) : lines_(o.lines()), seen_(o.seen()) {}
+    note_log(const note_log& o) {
+      const std::lock_guard lock(o.mutex_);
+      causes_ = o.causes_;
+      seen_ = o.seen_;
+    }
     note_log& operator=(const note_log& o) {
       if (this != &o) {
-        auto l = o.lines();
-        auto s = o.seen();
+        note_log copy(o);
         const std::lock_guard lock(mutex_);
-        lines_ = std::move(l);
-        seen_ = std::move(s);
+        causes_ = std::move(copy.causes_);
+        seen_ = std::move(copy.seen_);
       }
       return *this;
     }
-    void add(const request_shape& s, int degree, const std::string& line) {
+    /// Records (s, degree) under `cause` unless it was recorded before; `describe` makes the example
+    /// line, called only for a new cause.
+    template <class Describe>
+    void add(const request_shape& s, int degree, unsigned char cause, Describe&& describe) {
       const std::lock_guard lock(mutex_);
-      if (seen_.emplace(s, degree).second) lines_.push_back(line);
+      if (!insert(seen_[s], degree)) return;
+      for (auto& c : causes_) {
+        if (c.bits == cause && c.model == s.model) {
+          ++c.count;
+          return;
+        }
+      }
+      causes_.push_back(entry{s.model, cause, std::forward<Describe>(describe)(), 1});
     }
     [[nodiscard]] std::vector<std::string> lines() const {
       const std::lock_guard lock(mutex_);
-      return lines_;
+      std::vector<std::string> out;
+      out.reserve(causes_.size());
+      for (const auto& c : causes_) {
+        out.push_back(c.count == 1 ? c.example
+                                   : c.example + " and " + std::to_string(c.count - 1) +
+                                         " more (shape, degree) pair" + (c.count == 2 ? "" : "s") + " for the same reason");
+      }
+      return out;
     }
     void clear() {
       const std::lock_guard lock(mutex_);
-      lines_.clear();
+      causes_.clear();
       seen_.clear();
     }
 
    private:
-    [[nodiscard]] std::set<std::pair<request_shape, int>> seen() const {
-      const std::lock_guard lock(mutex_);
-      return seen_;
+    struct entry {
+      std::string model;
+      unsigned char bits = 0;
+      std::string example;
+      std::size_t count = 0;
+    };
+    using intervals = std::map<int, int>;  // first degree -> last degree, disjoint and not adjacent
+
+    /// Adds k to `iv`; false when it was there already.
+    static bool insert(intervals& iv, int k) {
+      auto next = iv.upper_bound(k);
+      if (next != iv.begin()) {
+        auto prev = std::prev(next);
+        if (prev->second >= k) return false;
+        if (prev->second == k - 1) {
+          prev->second = k;
+          if (next != iv.end() && next->first == k + 1) {
+            prev->second = next->second;
+            iv.erase(next);
+          }
+          return true;
+        }
+      }
+      if (next != iv.end() && next->first == k + 1) {
+        const int last = next->second;
+        iv.erase(next);
+        iv.emplace(k, last);
+        return true;
+      }
+      iv.emplace(k, k);
+      return true;
     }
+
     mutable std::mutex mutex_;
-    std::vector<std::string> lines_;
-    std::set<std::pair<request_shape, int>> seen_;
+    std::vector<entry> causes_;
+    std::map<request_shape, intervals> seen_;
   };
 
   [[nodiscard]] static shape_id shape_key(const request_shape& s) noexcept { return {s.height, s.width, s.frames}; }
@@ -310,6 +368,15 @@ class profile_cost_model {
     if (hi->tokens <= lo->tokens) return 0.5 * (r_lo + r_hi);  // another shape with the same token count
     const double w = (std::log(tokens) - std::log(lo->tokens)) / (std::log(hi->tokens) - std::log(lo->tokens));
     return (1.0 - w) * r_lo + w * r_hi;
+  }
+
+  [[nodiscard]] static unsigned char cause_of(int k, double tokens, const fitted_step_model& fit) noexcept {
+    unsigned bits = 0;
+    if (tokens < fit.min_tokens()) bits |= tokens_below;
+    if (tokens > fit.max_tokens()) bits |= tokens_above;
+    if (k < fit.min_degree()) bits |= degree_below;
+    if (k > fit.max_degree()) bits |= degree_above;
+    return static_cast<unsigned char>(bits);
   }
 
   [[nodiscard]] std::string describe_extrapolation(const request_shape& s, int k, double tokens,

@@ -31,10 +31,11 @@ namespace paraflex {
   return *t;
 }
 
-/// Step, encode and decode times of `s` on 1..gpus devices, plus migration times. A step is never
-/// shorter than 1 us, because a 0 entry in shape_costs::step means "degree not allowed".
+/// Step, encode and decode times of `s` on 1..gpus devices, plus migration times, and (BatchCostModel)
+/// batched steps of 2..max_batch requests. A step is never shorter than 1 us, because a 0 entry in
+/// shape_costs::step means "degree not allowed".
 template <CostModel C>
-[[nodiscard]] shape_costs make_shape_costs(const C& cost, const request_shape& s, int gpus) {
+[[nodiscard]] shape_costs make_shape_costs(const C& cost, const request_shape& s, int gpus, int max_batch = 1) {
   shape_costs c;
   c.shape = s;
   const auto g = static_cast<std::size_t>(std::max(gpus, 0));
@@ -52,6 +53,20 @@ template <CostModel C>
     if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;  // strict: ties keep fewer devices
     // <=: of two degrees with equal work the wider one has the shorter step, so it wins the tie.
     if (const tick work = c.step[kk] * k; work <= best_work) best_work = work, c.efficient_degree = k;
+  }
+  if constexpr (BatchCostModel<C>) {
+    if (max_batch > 1) {
+      c.max_batch = max_batch;
+      c.batch_step.assign(static_cast<std::size_t>(max_batch - 1) * (g + 1), 0);
+      for (int b = 2; b <= max_batch; ++b) {
+        for (int k : c.allowed_degrees) {
+          const tick t = std::max<tick>(1, round_cost_seconds(static_cast<double>(cost.batch_step_seconds(s, k, b)), s, k));
+          c.batch_step[static_cast<std::size_t>(b - 2) * (g + 1) + static_cast<std::size_t>(k)] = t;
+        }
+      }
+    }
+  } else {
+    (void)max_batch;
   }
   c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
   c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);

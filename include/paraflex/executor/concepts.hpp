@@ -17,6 +17,8 @@
 //                          request's state is the executor's to free after its decode)
 //   NotifiableExecutor   + notify(): callable from any thread; wakes a wait_until early (the runtime
 //                          uses it when a request is submitted from another thread)
+//   BatchingExecutor     + runs_batches = true: runs a batched step (several requests, one launch),
+//                          reporting one event per member
 //   SignallingExecutor   + on_ready(std::function<void()>): the executor calls it, from any thread,
 //                          whenever an event becomes ready to poll, so that an event loop that is not
 //                          the runtime's (scheduler::on_wakeup) learns of completions without polling
@@ -29,6 +31,7 @@
 #include <concepts>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "paraflex/core/time.hpp"
@@ -41,8 +44,15 @@ namespace paraflex {
 
 using launch_id = std::uint64_t;
 
+/// A member of a batched launch: the request and its task (a step; step indices may differ).
+struct batch_member {
+  request_handle request = 0;
+  task_desc task;
+};
+
 /// One unit of work for an executor. For task_kind::migrate, `source` holds the request's state and
-/// `group` receives it; otherwise the task runs on `group` (rank i = group[i]).
+/// `group` receives it; otherwise the task runs on `group` (rank i = group[i]). A batched step
+/// (BatchingExecutor only) lists every member in `batch`; `request` and `task` are then its first.
 struct task_launch {
   launch_id id = 0;
   request_handle request = 0;
@@ -51,6 +61,7 @@ struct task_launch {
   device_group source;           ///< migrate only
   const request_shape* shape = nullptr;  ///< into the scheduler's shape table: valid for the scheduler's life
   tick expected_duration = 0;    ///< the cost model's figure; a simulator uses it as the duration
+  std::span<const batch_member> batch;  ///< a batched step's members (>= 2), else empty; valid during launch()
 };
 
 enum class executor_event_kind : unsigned char {
@@ -88,6 +99,13 @@ concept ReleasingExecutor = Executor<E> && requires(E& e, request_handle h) { e.
 
 template <class E>
 concept NotifiableExecutor = Executor<E> && requires(E& e) { e.notify(); };
+
+/// An executor that can run a batched step (task_launch::batch): it says so with
+///   static constexpr bool runs_batches = true;
+/// and reports one event per member (the same launch id, each member's request), all of them done or
+/// all failed: a failed batch leaves every member's state as before it.
+template <class E>
+concept BatchingExecutor = Executor<E> && requires { requires static_cast<bool>(E::runs_batches); };
 
 template <class E>
 concept SignallingExecutor = Executor<E> && requires(E& e, std::function<void()> f) { e.on_ready(std::move(f)); };

@@ -2,6 +2,7 @@
 //
 // A task takes exactly its expected duration unless jitter, a straggler or an injected fault says
 // otherwise; every random draw comes from one seeded generator, so a run is reproducible bit for bit.
+// A batched step is one launch: one duration, one fault draw, one event per member.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <boost/container/small_vector.hpp>
 
 #include "paraflex/executor/concepts.hpp"
 
@@ -35,6 +38,9 @@ class simulated_executor {
   }
 
   [[nodiscard]] tick now() const noexcept { return now_; }
+  /// Batched steps (task_launch::batch): one duration and one fault draw for the whole batch, one
+  /// event per member.
+  static constexpr bool runs_batches = true;
 
   void launch(const task_launch& l) {
     double duration = static_cast<double>(l.expected_duration);
@@ -48,7 +54,12 @@ class simulated_executor {
       kind = executor_event_kind::task_failed;
       end = now_ + static_cast<tick>(std::llround(uniform() * static_cast<double>(end - now_)));
     }
-    push(end, executor_event{end, kind, l.id, l.request, 0}, track(l));
+    const std::uint32_t slot = track(l);
+    if (l.batch.empty()) {
+      push(end, executor_event{end, kind, l.id, l.request, 0}, slot);
+    } else {
+      for (const auto& m : l.batch) push(end, executor_event{end, kind, l.id, m.request, 0}, slot);
+    }
   }
 
   void poll(std::vector<executor_event>& out) {
@@ -63,7 +74,7 @@ class simulated_executor {
       }
       flight& f = flights_[queue_top_slot_];
       if (!f.active || f.id != ev.id) continue;  // already reported failed by a device loss
-      untrack(queue_top_slot_);
+      if (--f.pending == 0) untrack(queue_top_slot_);
       out.push_back(ev);
     }
   }
@@ -80,7 +91,8 @@ class simulated_executor {
   struct flight {
     bool active = false;
     launch_id id = 0;
-    request_handle request = 0;
+    std::uint32_t pending = 0;  // member events not polled yet
+    boost::container::small_vector<request_handle, 8> members;
     device_group group, source;
   };
   struct entry {
@@ -102,7 +114,10 @@ class simulated_executor {
     flight& f = flights_[slot];
     f.active = true;
     f.id = l.id;
-    f.request = l.request;
+    f.members.clear();
+    if (l.batch.empty()) f.members.push_back(l.request);
+    for (const auto& m : l.batch) f.members.push_back(m.request);
+    f.pending = static_cast<std::uint32_t>(f.members.size());
     f.group = l.group;
     f.source = l.source;
     return slot;
@@ -125,7 +140,7 @@ class simulated_executor {
     }
     std::sort(hit.begin(), hit.end());
     for (const auto& [id, slot] : hit) {
-      out.push_back(executor_event{now_, executor_event_kind::task_failed, id, flights_[slot].request, 0});
+      for (request_handle r : flights_[slot].members) out.push_back(executor_event{now_, executor_event_kind::task_failed, id, r, 0});
       untrack(slot);
     }
   }
@@ -141,6 +156,6 @@ class simulated_executor {
   std::uint32_t queue_top_slot_ = 0;
 };
 
-static_assert(VirtualTimeExecutor<simulated_executor>);
+static_assert(VirtualTimeExecutor<simulated_executor> && BatchingExecutor<simulated_executor>);
 
 }  // namespace paraflex

@@ -24,7 +24,14 @@
 // its peers cannot stay blocked in a collective, and the transport is reset for them afterwards.
 //
 // Time is real: now() is microseconds since construction (steady_clock). wait_until(t) blocks until
-// an event is ready, notify() is called (from any thread), or t passes.
+// an event is ready, notify() is called (from any thread), or t passes. An outside event loop can be
+// woken instead: on_ready(f) calls f whenever events become available to poll().
+//
+// Faults on real execution: fail_device(d) loses device d as a GPU falling off the bus would. Every
+// launch on d that has not ended is reported task_failed, then device_lost (the Executor concept's
+// order); peers blocked in a collective with d are released; the failed launches' staged state is
+// discarded, so a request's state is exactly as before the failed task (or, where it lived on d,
+// gone: the runtime restarts it); d takes no more work.
 #pragma once
 
 #include <algorithm>
@@ -424,6 +431,7 @@ class thread_executor {
     stores_.reserve(devices);
     for (std::size_t d = 0; d < devices; ++d) stores_.push_back(std::make_unique<device_store>());
     queues_.resize(devices);
+    lost_.assign(devices, 0);
     wake_ = std::make_unique<std::condition_variable[]>(devices);
     workers_.reserve(devices);
     for (std::size_t d = 0; d < devices; ++d) workers_.emplace_back([this, d] { work(static_cast<device_id>(d)); });
@@ -446,6 +454,8 @@ class thread_executor {
     for (auto& t : workers_) t.join();
   }
 
+  /// Queues `l` on every device it occupies and returns. A launch touching a lost device is reported
+  /// task_failed at once (it never runs).
   void launch(const task_launch& l) {
     if (l.group.empty()) throw std::invalid_argument("thread_executor::launch: empty group");
     if (l.task.kind == task_kind::migrate && l.source.empty()) throw std::invalid_argument("thread_executor::launch: migration without a source");
@@ -471,13 +481,22 @@ class thread_executor {
         if (j->devices[a] == j->devices[b]) throw std::invalid_argument("thread_executor::launch: device " + std::to_string(j->devices[a]) + " twice in " + l.group.to_string());
       }
     }
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     if (stopping_) throw std::logic_error("thread_executor::launch: the executor is shutting down");
+    ++launched_;
+    j->seq = launched_;
+    for (device_id d : j->devices) {
+      if (lost_[d]) {
+        fail_unstarted(*j, "device " + std::to_string(d) + " was lost before the launch");
+        notify_ready(lk);
+        return;
+      }
+    }
+    live_.emplace(j->seq, j);
     for (device_id d : j->devices) {  // all queues at once, under one lock: one global order
       queues_[d].push_back(j);
       wake_[d].notify_all();
     }
-    ++launched_;
   }
 
   /// Appends the events of launches that ended since the last poll, in the order they ended.
@@ -498,6 +517,74 @@ class thread_executor {
 
   /// Wakes a wait_until in progress, or makes the next one return at once. Any thread.
   void notify() { waiter_.notify(mu_); }
+
+  /// Calls `f` every time events become available to poll(): a launch ended, failed, or a device was
+  /// lost. `f` runs on the thread that made them available - a worker thread, or the caller of
+  /// fail_device() or of launch() (a launch on a lost device fails at once) - after the events are
+  /// queued and the executor's mutex is released, so it may call poll() or notify() itself, or wake an
+  /// external event loop (post to a Boost.Asio io_context, or Python asyncio's call_soon_threadsafe)
+  /// that then polls. Several threads may call `f` at once, and it may still run while the destructor
+  /// waits for the workers; it must not throw. An empty `f` removes the callback. Any thread.
+  void on_ready(std::function<void()> f) {
+    auto p = f ? std::make_shared<const std::function<void()>>(std::move(f)) : nullptr;
+    std::lock_guard lk(mu_);
+    ready_ = std::move(p);
+  }
+
+  /// Injects the loss of device `d`, as a GPU that falls off the bus: every launch occupying d that
+  /// has not ended - queued, waiting for its gang, or running - is reported task_failed now, in launch
+  /// order, then device_lost for d (the order the Executor concept promises). A running launch's
+  /// peers are released from their collectives (the transport aborts d for good); their bodies and
+  /// the body on d return on their own, and the launch's staged state is discarded. Later launches
+  /// touching d fail at once. Losing a device twice, or one out of range, does nothing. Any thread,
+  /// also a task body.
+  void fail_device(device_id d) {
+    std::unique_lock lk(mu_);
+    if (d >= lost_.size() || lost_[d] || stopping_) return;
+    lost_[d] = 1;
+    const std::string why = "device " + std::to_string(d) + " lost";
+    std::vector<std::shared_ptr<job>> hit;
+    for (const auto& [seq, j] : live_) {
+      if (std::find(j->devices.begin(), j->devices.end(), d) != j->devices.end()) hit.push_back(j);
+    }
+    for (const auto& j : hit) {
+      if (j->started) {
+        // Running: report it now. Ranks still inside leave their collectives and wait in work() until
+        // finish() rolls them back; ranks that already left roll back here, before the runtime can
+        // launch the request again on their devices.
+        if (!j->failed) j->error = why;  // a launch that failed already keeps its first cause
+        j->failed = j->reported = true;
+        for (device_id e : j->inside) {  // added to what an earlier failure of it aborted
+          if (std::find(j->aborted.begin(), j->aborted.end(), e) == j->aborted.end()) j->aborted.push_back(e);
+        }
+        transport_.abort(j->inside);
+        for (device_id e : j->devices) {
+          if (std::find(j->inside.begin(), j->inside.end(), e) == j->inside.end()) stores_[e]->discard(j->launch.request);
+        }
+        report(*j);
+      } else {
+        live_.erase(j->seq);
+        for (device_id e : j->devices) {
+          auto& q = queues_[e];
+          q.erase(std::remove(q.begin(), q.end(), j), q.end());
+          wake_[e].notify_all();  // a worker already waiting for this gang moves on
+        }
+        j->cancelled = true;
+        fail_unstarted(*j, why + " before the launch started");
+      }
+    }
+    const std::vector<device_id> lost_device{d};
+    transport_.abort(lost_device);  // nothing may talk to d again
+    done_.push_back(executor_event{now(), executor_event_kind::device_lost, 0, 0, d});
+    waiter_.wake();
+    notify_ready(lk);
+  }
+
+  /// Whether fail_device(d) was called.
+  [[nodiscard]] bool lost(device_id d) const {
+    std::lock_guard lk(mu_);
+    return d < lost_.size() && lost_[d] != 0;
+  }
 
   /// Forgets h's state on every device (a dropped request's latent; completed ones are freed by decode).
   void release(request_handle h) {
@@ -553,6 +640,8 @@ class thread_executor {
   [[nodiscard]] std::uint64_t launched() const { std::lock_guard lk(mu_); return launched_; }
   [[nodiscard]] std::uint64_t succeeded() const { std::lock_guard lk(mu_); return succeeded_; }
   [[nodiscard]] std::uint64_t failed() const { std::lock_guard lk(mu_); return failed_; }
+  /// Launches queued or running (not yet reported).
+  [[nodiscard]] std::size_t in_flight() const { std::lock_guard lk(mu_); return live_.size(); }
   /// Why launches failed ("launch 12 (step 3 of request 4) on device 2: ..."), the first 100.
   [[nodiscard]] std::vector<std::string> errors() const { std::lock_guard lk(mu_); return errors_; }
 
@@ -562,11 +651,17 @@ class thread_executor {
     task_launch launch;
     request_shape shape;
     std::vector<device_id> devices;  // group, then the migration sources outside it
+    std::uint64_t seq = 0;           // launch order (key in live_)
     std::size_t arrived = 0;         // workers that reached this job
     std::size_t finished = 0;        // bodies that returned or threw
+    bool started = false;            // the gang formed: bodies run
     bool failed = false;
+    bool reported = false;           // its event is already in done_ (a device loss reported it)
+    bool cancelled = false;          // failed before it started: taken out of every queue
+    std::vector<device_id> inside;   // devices whose rank has not returned yet
+    std::vector<device_id> aborted;  // devices aborted in the transport when the launch failed
     std::string error;
-    clock::time_point started;
+    clock::time_point started_at;
   };
 
   void work(device_id d) {
@@ -578,17 +673,20 @@ class thread_executor {
       queues_[d].pop_front();
       const std::size_t n = j->devices.size();
       if (++j->arrived == n) {  // gang start: the last device to arrive releases the others
-        j->started = clock::now();
+        j->started = true;
+        j->inside = j->devices;
+        j->started_at = clock::now();
         for (device_id e : j->devices) wake_[e].notify_all();
       } else {
-        wake_[d].wait(lk, [&] { return j->arrived == n || stopping_; });
-        if (j->arrived != n) return;  // shutting down before the gang formed
+        wake_[d].wait(lk, [&] { return j->started || j->cancelled || stopping_; });
+        if (stopping_ && !j->started) return;  // shutting down before the gang formed
+        if (!j->started) continue;              // failed by a device loss before it started
       }
       const std::size_t rank = cpu_dit::index_in(j->launch.group, d);
       lk.unlock();
       std::string error;
       try {
-        body_(task_context{j->launch, rank < j->launch.group.size() ? rank : task_context::no_rank, d, transport_, *stores_[d], j->started});
+        body_(task_context{j->launch, rank < j->launch.group.size() ? rank : task_context::no_rank, d, transport_, *stores_[d], j->started_at});
       } catch (const std::exception& e) {
         error = e.what();
         if (error.empty()) error = "exception";
@@ -596,18 +694,32 @@ class thread_executor {
         error = "unknown exception";
       }
       lk.lock();
+      std::erase(j->inside, d);
       if (!error.empty() && !j->failed) {  // the first error is the cause; peers then fail as aborted
         j->failed = true;
         j->error = "device " + std::to_string(d) + ": " + error;
-        transport_.abort(j->devices);
+        // Only ranks still inside (and this one): a rank that already left may be running its next
+        // launch, which this abort must not touch.
+        j->aborted = j->inside;
+        j->aborted.push_back(d);
+        transport_.abort(j->aborted);
       }
-      if (++j->finished == n) finish(*j);
+      if (++j->finished == n) {
+        if (finish(*j)) notify_ready(lk);
+      } else if (j->failed) {
+        // The peers of a failed launch wait until every rank has left it and the transport is reset
+        // (in finish), so that their next launch cannot meet the abort meant for this one.
+        wake_[d].wait(lk, [&] { return j->finished == n || stopping_; });
+      }
     }
   }
 
-  // All ranks have returned (mu_ held): commit or roll back, then report.
-  void finish(job& j) {
+  // All ranks have returned (mu_ held): commit or roll back, then report unless a device loss did.
+  // True when an event was queued.
+  bool finish(job& j) {
     const request_handle h = j.launch.request;
+    live_.erase(j.seq);
+    for (device_id e : j.devices) wake_[e].notify_all();  // peers waiting in work() for a failed launch
     if (!j.failed) {
       for (device_id d : j.devices) stores_[d]->commit(h);
       if (j.launch.task.kind == task_kind::encode) {  // a restart: state left elsewhere is stale
@@ -617,17 +729,48 @@ class thread_executor {
       }
       ++succeeded_;
     } else {
-      for (device_id d : j.devices) stores_[d]->discard(h);
-      transport_.reset(j.devices);  // every rank has left its calls: safe to forget them
-      ++failed_;
-      if (errors_.size() < 100) {
-        errors_.push_back("launch " + std::to_string(j.launch.id) + " (" + to_string(j.launch.task.kind) +
-                          (j.launch.task.kind == task_kind::step ? " " + std::to_string(j.launch.task.step) : std::string()) +
-                          " of request " + std::to_string(h) + ") on " + j.error);
+      // Reported early (device loss): ranks that had left were rolled back then, and the request may
+      // already run again there; otherwise nothing of h runs anywhere until this event is polled.
+      for (device_id d : j.reported ? j.aborted : j.devices) stores_[d]->discard(h);
+      std::vector<device_id> usable;  // a lost device stays aborted for good
+      for (device_id d : j.aborted) {
+        if (!lost_[d]) usable.push_back(d);
       }
+      transport_.reset(usable);  // every aborted rank has left its calls and waits: safe to forget them
     }
-    done_.push_back(executor_event{now(), j.failed ? executor_event_kind::task_failed : executor_event_kind::task_done, j.launch.id, h, 0});
+    if (j.reported) return false;
+    if (j.failed) report(j);
+    else done_.push_back(executor_event{now(), executor_event_kind::task_done, j.launch.id, h, 0});
     waiter_.wake();
+    return true;
+  }
+
+  // Queues j's task_failed event and records why (mu_ held).
+  void report(job& j) {
+    ++failed_;
+    if (errors_.size() < 100) {
+      errors_.push_back("launch " + std::to_string(j.launch.id) + " (" + to_string(j.launch.task.kind) +
+                        (j.launch.task.kind == task_kind::step ? " " + std::to_string(j.launch.task.step) : std::string()) +
+                        " of request " + std::to_string(j.launch.request) + ") on " + j.error);
+    }
+    done_.push_back(executor_event{now(), executor_event_kind::task_failed, j.launch.id, j.launch.request, 0});
+    waiter_.wake();
+  }
+
+  // A launch that never ran: reported failed with `why` (mu_ held).
+  void fail_unstarted(job& j, std::string why) {
+    j.failed = j.reported = true;
+    j.error = std::move(why);
+    report(j);
+  }
+
+  // Calls the on_ready callback with mu_ released, then takes it again.
+  void notify_ready(std::unique_lock<std::mutex>& lk) {
+    auto f = ready_;
+    if (!f) return;
+    lk.unlock();
+    (*f)();
+    lk.lock();
   }
 
   task_body body_;
@@ -635,10 +778,13 @@ class thread_executor {
   std::vector<std::unique_ptr<device_store>> stores_;
   mutable std::mutex mu_;
   std::vector<std::deque<std::shared_ptr<job>>> queues_;  // per device, in launch order
-  std::unique_ptr<std::condition_variable[]> wake_;       // per device: queue not empty, or gang formed
+  std::map<std::uint64_t, std::shared_ptr<job>> live_;   // launches queued or running, by launch order
+  std::unique_ptr<std::condition_variable[]> wake_;       // per device: queue not empty, gang formed or cancelled
+  std::vector<unsigned char> lost_;                       // per device: fail_device was called
   realtime_waiter waiter_;                                // now, wait_until, notify
   std::deque<executor_event> done_;
   std::vector<std::string> errors_;
+  std::shared_ptr<const std::function<void()>> ready_;   // on_ready
   std::uint64_t launched_ = 0, succeeded_ = 0, failed_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;  // last: started after everything above exists

@@ -5,10 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/container/small_vector.hpp>
 
 #include "paraflex/core/time.hpp"
 #include "paraflex/resource/group.hpp"
@@ -33,6 +36,19 @@ struct assign_decision {
   std::uint32_t tasks = 1;
 };
 
+/// Run the next task of every member together, as one batched launch on `group` (TetriServe's
+/// batching of identical requests): the members share one shape, are waiting, and their next task is
+/// a denoising step for all (the step indices may differ: each sample keeps its own timestep) or the
+/// text encode for all (so that new requests can start where a batch runs); their state lives on
+/// exactly `group`'s devices or nowhere yet. A batched step costs the cost model's batched step time
+/// (BatchCostModel); a batch of encodes costs the sum of the encodes. It runs on an executor that can
+/// run batches and has at most scheduler_options::max_batch members. Members leave and join at every
+/// step boundary.
+struct batch_decision {
+  boost::container::small_vector<request_handle, 8> members;
+  device_group group;
+};
+
 /// End `request` now without running it further. `reason` is a short stable identifier
 /// (e.g. "deadline_unreachable") reported in dropped_by_reason.
 struct drop_decision {
@@ -51,6 +67,14 @@ class decision_buffer {
   }
   /// Assign every remaining task: the request holds the group until it ends (static parallelism).
   void assign_to_completion(request_handle r, device_group group) { assign(r, std::move(group), all_tasks); }
+  /// One batched step of every member on `group` (batch_decision). One member is a plain assign(.., 1).
+  void assign_batch(std::span<const request_handle> members, device_group group) {
+    if (members.size() == 1) {
+      assign(members.front(), std::move(group), 1);
+      return;
+    }
+    batches_.push_back(batch_decision{{members.begin(), members.end()}, std::move(group)});
+  }
   void drop(request_handle r, std::string_view reason) { drops_.push_back(drop_decision{r, std::string(reason)}); }
   /// Call the policy again at time t even if nothing else happens (t <= now is ignored). As at any
   /// rescheduling point, the call is skipped when no request is waiting then (there is nothing to decide).
@@ -60,18 +84,21 @@ class decision_buffer {
 
   [[nodiscard]] const std::vector<assign_decision>& assigns() const noexcept { return assigns_; }
   [[nodiscard]] const std::vector<drop_decision>& drops() const noexcept { return drops_; }
+  [[nodiscard]] const std::vector<batch_decision>& batches() const noexcept { return batches_; }
   [[nodiscard]] tick wake_time() const noexcept { return wake_; }
-  [[nodiscard]] bool empty() const noexcept { return assigns_.empty() && drops_.empty() && wake_ == never; }
+  [[nodiscard]] bool empty() const noexcept { return assigns_.empty() && batches_.empty() && drops_.empty() && wake_ == never; }
 
   /// Called by the runtime before each policy call; keeps the capacity.
   void clear() noexcept {
     assigns_.clear();
+    batches_.clear();
     drops_.clear();
     wake_ = never;
   }
 
  private:
   std::vector<assign_decision> assigns_;
+  std::vector<batch_decision> batches_;
   std::vector<drop_decision> drops_;
   tick wake_ = never;
 };

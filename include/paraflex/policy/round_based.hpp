@@ -43,8 +43,14 @@
 // assignment ended early, wait for the next boundary; `admit` - they are admitted at once onto GPUs
 // that are idle and not promised to the round's plan, with the tasks that fit in the rest of the round.
 //
+// Selective batching (TetriServe section 5; max_batch > 1): when a planned request launches on g,
+// waiting requests outside the plan whose state is on g and that share its shape ride along in one
+// batched step, as long as no member would miss its deadline (policy/batching.hpp). The planned
+// request then stays in the plan and launches again at its next step boundary.
+//
 // Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), round_quantile
-// (0.5), scale_up (on|off), mid_round (wait|admit). The policy never drops a request.
+// (0.5), scale_up (on|off), mid_round (wait|admit), max_batch (1 = off), batch_margin (0.1). The policy
+// never drops a request.
 //
 // Cost: the policy files its requests by deadline (and by age when late or without one) as they
 // arrive, so a round boundary looks at no more than the C = max(4096, 8 x G) most urgent waiting
@@ -66,6 +72,7 @@
 
 #include "paraflex/core/handle_set.hpp"
 #include "paraflex/core/time.hpp"
+#include "paraflex/policy/batching.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "paraflex/policy/registry.hpp"
@@ -357,6 +364,8 @@ struct round_based_options {
   bool scale_up = true;          ///< widen chosen requests onto leftover GPUs where strictly faster
   bool admit_mid_round = false;  ///< mid-round arrivals take idle GPUs at once (else: next round)
   double reference_quantile = 0.5;  ///< reference step = this quantile of the active step times
+  int max_batch = 1;             ///< > 1: requests outside the plan may share a planned step (policy/batching.hpp)
+  double batch_margin = 0.1;     ///< a batch keeps every member within (1 - margin) of its time left
 };
 
 class round_based_policy {
@@ -552,6 +561,24 @@ class round_based_policy {
       const auto& r = v.request(p.h);
       const fit f = round_based_detail::fit_tasks(r, v.costs(p.h), r.position, p.degree, budget);
       available.reset(g);
+      if (opt_.max_batch > 1) {
+        // Selective batching: waiting requests outside the plan whose state is on g ride along for
+        // one step when nobody misses. The planned request stays pending: at its next step boundary
+        // it launches again (alone, or batched anew) with what is left of its round.
+        const auto taken = [&](request_handle o) { return is_pending(o) || assigned_now(o); };
+        batch_companions(v, p.h, g, opt_.max_batch, opt_.batch_margin, taken, members_);
+        batch_recruits(v, p.h, g, opt_.max_batch, opt_.batch_margin, taken, members_, recruits_);
+        if (!recruits_.empty()) {  // their free encodes on g first; the batch follows at once
+          for (request_handle m : recruits_) mark_assigned(m, p.degree);
+          out.assign_batch(recruits_, std::move(g));
+          return;
+        }
+        if (members_.size() > 1) {
+          for (request_handle m : members_) mark_assigned(m, p.degree);
+          out.assign_batch(members_, std::move(g));
+          return;
+        }
+      }
       out.assign(p.h, std::move(g), std::max<std::uint32_t>(1, f.tasks));
       set_pending(p.h, false);
       mark_assigned(p.h, p.degree);
@@ -820,6 +847,7 @@ class round_based_policy {
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
   std::vector<request_handle> collected_;
+  std::vector<request_handle> members_, recruits_;  // a batched step being formed
   std::vector<candidate> cands_;
   std::vector<tick> samples_;
   std::vector<std::size_t> item_of_, order_;
@@ -842,6 +870,8 @@ inline void register_round_based(policy_registry& r) {
           o.scale_up = p.get_choice("scale_up", "on", {"on", "off"}) == "on";
           o.admit_mid_round = p.get_choice("mid_round", "wait", {"wait", "admit"}) == "admit";
           o.reference_quantile = p.get_double("round_quantile", 0.5, 0.0, 1.0);
+          o.max_batch = static_cast<int>(p.get_int("max_batch", o.max_batch, 1, 64));
+          o.batch_margin = p.get_double("batch_margin", o.batch_margin, 0.0, 0.9);
           return round_based_policy(o);
         });
 }

@@ -37,10 +37,9 @@ class static_degree_policy {
     for (int j = 0; j < groups; ++j) open_[static_cast<std::size_t>(j)] = v.free_devices().contains_all(group(j));
     int next = 0;  // lowest group index that may still be open
     for (request_handle h : v.waiting()) {
-      if (!v.allows_degree(h, degree_)) {
-        out.drop(h, "degree_not_allowed");  // heads % K != 0: this model can never run at K
-        continue;
-      }
+      // No check of allows_degree here: formats §5 says a static:K request is never dropped, so a
+      // model that cannot run at K is refused before the run (check_fixed_degree, exit 2 in
+      // paraflex-sim); a host that skips that check gets the runtime's invalid-decision error.
       // After a failed task the request retries on its own group when that is open (no migration).
       const auto& sg = v.request(h).state_group;
       int j = -1;

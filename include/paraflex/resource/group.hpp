@@ -43,12 +43,7 @@ class device_group {
    public:
     void push_back(device_id d) { ranks_.push_back(d); }
     [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
-    [[nodiscard]] device_group build() && {
-      device_group g;
-      g.ranks_ = std::move(ranks_);
-      g.rehash();
-      return g;
-    }
+    [[nodiscard]] device_group build() && { return device_group(std::span<const device_id>(ranks_.data(), ranks_.size())); }
 
    private:
     boost::container::small_vector<device_id, 16> ranks_;

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -89,6 +90,7 @@ struct client_counters {
   std::uint64_t submitted = 0;  ///< through this client
   std::uint64_t completed = 0;  ///< of those, ended completed
   std::uint64_t dropped = 0;    ///< of those, ended dropped
+  std::map<std::string, std::uint64_t> dropped_by_reason;  ///< of those, by reason
   std::size_t waiting = 0;      ///< every request the scheduler holds, however submitted
   std::size_t running = 0;
   std::size_t busy_devices = 0;
@@ -204,6 +206,22 @@ class request_client {
     auto it = s_->slot_of_id.find(std::string(id));
     if (it == s_->slot_of_id.end()) return std::nullopt;
     return s_->slots[it->second];
+  }
+
+  /// Forgets an ended request: its status is no longer kept and its id may be used again (a server
+  /// that runs for days calls this once a client has read the outcome). Returns false when `id` is
+  /// unknown or has not ended. The scheduler's own record of it (scheduler::request) stays.
+  bool forget(std::string_view id) {
+    std::lock_guard lk(s_->mu);
+    auto it = s_->slot_of_id.find(std::string(id));
+    if (it == s_->slot_of_id.end() || !s_->slots[it->second].ended()) return false;
+    auto& st = s_->slots[it->second];
+    st.id.clear();
+    st.id.shrink_to_fit();
+    st.reason.clear();
+    st.reason.shrink_to_fit();
+    s_->slot_of_id.erase(it);
+    return true;
   }
 
   [[nodiscard]] client_counters counters() const {

@@ -64,6 +64,8 @@ struct task_record {
   tick start = 0;
   tick end = 0;
   bool ok = true;
+  launch_id launch = 0;      ///< the executor launch: the members of a batched step share it (and its devices)
+  std::uint32_t batch = 1;   ///< requests in that launch
 };
 
 struct scheduler_options {
@@ -74,6 +76,8 @@ struct scheduler_options {
   /// Policy calls in a row that change nothing while nothing runs and nothing is due, after which
   /// the waiting requests are dropped with reason "policy_stalled" (no run can hang).
   std::uint32_t stall_limit = 64;
+  /// The largest batched step (decision_buffer::assign_batch) the runtime prices and accepts.
+  int max_batch = 8;
 };
 
 /// Host-time statistics of the policy calls (not part of the deterministic output).
@@ -322,7 +326,11 @@ class scheduler {
       case request_phase::waiting: st.state = request_state::waiting; break;
       case request_phase::running: st.state = request_state::running; break;
       case request_phase::completed: st.state = request_state::completed; ++shared_->counters.completed; break;
-      case request_phase::dropped: st.state = request_state::dropped; ++shared_->counters.dropped; break;
+      case request_phase::dropped:
+        st.state = request_state::dropped;
+        ++shared_->counters.dropped;
+        ++shared_->counters.dropped_by_reason[r.drop_reason];
+        break;
     }
     st.arrival = r.spec.arrival;
     st.first_start = r.first_start;
@@ -347,7 +355,7 @@ class scheduler {
   std::uint32_t intern_shape(const request_shape& s) {
     auto it = shape_index_.find(s);
     if (it != shape_index_.end()) return it->second;
-    shape_costs c = make_shape_costs(cost_, s, state_.topology.gpus);
+    shape_costs c = make_shape_costs(cost_, s, state_.topology.gpus, options_.max_batch);
     const auto idx = static_cast<std::uint32_t>(state_.shapes.size());
     state_.shapes.push_back(std::move(c));
     shape_index_.emplace(s, idx);
@@ -385,14 +393,27 @@ class scheduler {
     auto& r = state_.requests.at(ev.request);
     if (r.phase != request_phase::running || r.launch != ev.id) return;  // stale (already handled)
     const tick start = r.launch_start;
-    {
+    const bool ok = ev.kind == executor_event_kind::task_done;
+    if (r.launch_batch >= 2) {
+      // A member of a batched step: the devices are the batch's, freed with its last member.
+      auto f = std::find_if(batches_in_flight_.begin(), batches_in_flight_.end(), [&](const batch_flight& b) { return b.id == ev.id; });
+      const tick spent = (state_.now - start) * static_cast<tick>(r.run_group.size());
+      r.gpu_busy_s += to_seconds(spent) / static_cast<double>(r.launch_batch);
+      if (task_end_) task_end_(task_record{ev.request, r.launch_task, r.run_group, start, state_.now, ok, ev.id, r.launch_batch});
+      if (f != batches_in_flight_.end() && --f->remaining == 0) {
+        release(f->group);
+        gpu_busy_ticks_ += spent;
+        batches_in_flight_.erase(f);
+      }
+      r.launch_batch = 0;
+    } else {
       // What the launch held: its group, or for a migration the group plus idle sources (occupied).
       const device_group& held = r.occupied.empty() ? r.run_group : r.occupied;
       release(held);
       const tick spent = (state_.now - start) * static_cast<tick>(held.size());
       gpu_busy_ticks_ += spent;
       r.gpu_busy_s += to_seconds(spent);
-      if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ev.kind == executor_event_kind::task_done});
+      if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ok, ev.id, 1});
     }
     r.occupied = device_group{};
     const task_desc done = r.launch_task;
@@ -614,6 +635,11 @@ class scheduler {
       state_.requests[a.request].phase = request_phase::running;  // marks "assigned" against duplicates
       accepted_.push_back(i);
     }
+    // Batched steps: validated and claimed like assignments.
+    accepted_batches_.clear();
+    for (std::size_t i = 0; i < b.batches().size(); ++i) {
+      if (validate_batch(b.batches()[i])) accepted_batches_.push_back(i);
+    }
     // Phase 2: start migrations (sources that stay idle are occupied too) and launches.
     for (std::size_t i : accepted_) {
       const auto& a = b.assigns()[i];
@@ -638,7 +664,117 @@ class scheduler {
       }
       changed = true;
     }
+    for (std::size_t i : accepted_batches_) {
+      launch_batch(b.batches()[i]);
+      changed = true;
+    }
     return changed;
+  }
+
+  // Checks one batched step (batch_decision's rules) and claims its devices; false when rejected.
+  bool validate_batch(const batch_decision& bd) {
+    const auto n = bd.members.size();
+    const auto who = [&] {
+      std::string ids;
+      for (request_handle h : bd.members) ids += (ids.empty() ? "" : ",") + (h < state_.requests.size() ? "'" + state_.requests[h].spec.id + "'" : std::to_string(h));
+      return "batch {" + ids + "}";
+    };
+    if constexpr (!BatchingExecutor<E>) {
+      return reject(fmt::format("{}: this executor cannot run batched steps (BatchingExecutor)", who()));
+    }
+    if (n < 2 || bd.group.empty()) return reject(fmt::format("{}: a batch needs two members or more and a group", who()));
+    if (static_cast<int>(n) > options_.max_batch) return reject(fmt::format("{}: {} members, at most scheduler_options::max_batch = {}", who(), n, options_.max_batch));
+    const int k = static_cast<int>(bd.group.size());
+    std::uint32_t shape = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const request_handle h = bd.members[i];
+      if (h >= state_.requests.size()) return reject(fmt::format("{}: unknown request {}", who(), h));
+      if (std::find(bd.members.begin(), bd.members.begin() + static_cast<std::ptrdiff_t>(i), h) != bd.members.begin() + static_cast<std::ptrdiff_t>(i)) {
+        return reject(fmt::format("{}: request '{}' is listed twice", who(), state_.requests[h].spec.id));
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const request_handle h = bd.members[i];
+      const auto& r = state_.requests[h];
+      if (r.phase != request_phase::waiting) return reject(fmt::format("{}: request '{}' is not waiting (or is assigned twice)", who(), r.spec.id));
+      if (i == 0) shape = r.shape;
+      if (r.shape != shape) return reject(fmt::format("{}: request '{}' has another shape", who(), r.spec.id));
+      const task_kind kind = r.next_task().kind;
+      if (kind != task_kind::step && kind != task_kind::encode) {
+        return reject(fmt::format("{}: the next task of '{}' is a {}, neither a denoising step nor a text encode", who(), r.spec.id, to_string(kind)));
+      }
+      if (kind != state_.requests[bd.members.front()].next_task().kind) {
+        return reject(fmt::format("{}: the members' next tasks differ (steps and encodes batch separately)", who()));
+      }
+    }
+    for (request_handle h : bd.members) {
+      const auto& r = state_.requests[h];
+      if (!r.state_group.empty() && !r.state_group.same_devices(bd.group)) {
+        return reject(fmt::format("{}: the state of '{}' lives on {}, not on {} (move it with a plain assignment first)", who(), r.spec.id,
+                                  r.state_group.to_string(), bd.group.to_string()));
+      }
+    }
+    const auto& c = state_.shapes[shape];
+    if (!c.allows(k)) return reject(fmt::format("{}: degree {} is not allowed for {}", who(), k, c.shape.model));
+    if (static_cast<int>(n) > c.max_batch) {
+      return reject(fmt::format("{}: the cost model prices batches of {} up to {}", who(), c.shape.model, c.max_batch));
+    }
+    std::size_t claimed_here = 0;
+    for (device_id d : bd.group) {
+      if (d >= state_.topology.device_count() || !claimed_.test(d)) break;
+      claimed_.reset(d);
+      ++claimed_here;
+    }
+    if (claimed_here != bd.group.size()) {
+      for (std::size_t j = 0; j < claimed_here; ++j) claimed_.set(bd.group[j]);
+      return reject(fmt::format("{}: device {} in {} is not free", who(), bd.group[claimed_here], bd.group.to_string()));
+    }
+    for (request_handle h : bd.members) state_.requests[h].phase = request_phase::running;  // "assigned" against duplicates
+    return true;
+  }
+
+  // Launches one batched step: one executor launch, every member running on the batch's group.
+  void launch_batch(const batch_decision& bd) {
+    const auto n = static_cast<std::uint32_t>(bd.members.size());
+    const auto& first = state_.requests[bd.members.front()];
+    const auto& costs = state_.shapes[first.shape];
+    const int k = static_cast<int>(bd.group.size());
+    // A batched step costs the cost model's batched figure; encodes are not modelled as sharing
+    // anything: a batch of them costs each one's encode.
+    const tick duration = first.next_task().kind == task_kind::step ? costs.batch_step_time(k, static_cast<int>(n))
+                                                                     : static_cast<tick>(n) * costs.encode[static_cast<std::size_t>(k)];
+    members_.clear();
+    for (request_handle h : bd.members) members_.push_back(batch_member{h, state_.requests[h].next_task()});
+    task_launch l;
+    l.id = ++next_launch_;
+    l.request = members_.front().request;
+    l.task = members_.front().task;
+    l.group = bd.group;
+    l.shape = &state_.shapes[first.shape].shape;
+    l.expected_duration = duration;
+    l.batch = members_;
+    for (device_id d : bd.group) {
+      state_.free.reset(d);
+      state_.busy_until[d] = state_.now + duration;
+    }
+    for (const auto& m : members_) {
+      auto& r = state_.requests[m.request];
+      state_.waiting.erase(m.request);
+      state_.running.insert(m.request);
+      r.phase = request_phase::running;
+      r.run_group = bd.group;
+      r.chunk_left = 1;
+      if (r.first_start == never) r.first_start = state_.now;
+      r.running_until = state_.now + duration;
+      r.launch = l.id;
+      r.launch_start = state_.now;
+      r.launch_task = m.task;
+      r.launch_batch = n;
+      r.occupied = device_group{};
+    }
+    batches_in_flight_.push_back(batch_flight{l.id, bd.group, n});
+    executor_.launch(l);
+    for (const auto& m : members_) publish(m.request);
   }
 
   void launch_next(request_handle h) {
@@ -687,7 +823,14 @@ class scheduler {
   std::vector<executor_event> events_;
   std::vector<request_handle> drop_list_;  // scratch: a copy of a set that is changed while walked
   decision_buffer buffer_;
-  std::vector<std::size_t> accepted_;
+  std::vector<std::size_t> accepted_, accepted_batches_;
+  struct batch_flight {
+    launch_id id;
+    device_group group;
+    std::uint32_t remaining;  // members whose event has not come yet
+  };
+  std::vector<batch_flight> batches_in_flight_;
+  std::vector<batch_member> members_;  // scratch: the batch being launched
   device_set claimed_;
   decision_stats stats_;
   std::vector<std::string> rejections_;

@@ -45,6 +45,10 @@ struct shape_costs {
   int fastest_degree = 1;            ///< allowed degree with the smallest step time (ties: fewer devices)
   int efficient_degree = 1;          ///< allowed degree with the fewest device-microseconds per step, k x T(k)
                                      ///< (ties: faster, then fewer devices)
+  /// Batched steps (BatchCostModel): batch_step[(b - 2) * step.size() + k] is one step of b requests of
+  /// this shape together on k devices, for b = 2..max_batch; empty when the model cannot price batches.
+  std::vector<tick> batch_step;
+  int max_batch = 1;
 
   [[nodiscard]] bool allows(int k) const noexcept {
     return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
@@ -54,6 +58,18 @@ struct shape_costs {
   [[nodiscard]] tick step_time(int k) const {
     if (!allows(k)) [[unlikely]] throw_not_allowed(k);
     return step[static_cast<std::size_t>(k)];
+  }
+  /// One step of b requests of this shape run together on k devices (b = 1: step_time(k)). A batch
+  /// larger than max_batch, or any batch when the cost model cannot price them, is a policy_error.
+  [[nodiscard]] tick batch_step_time(int k, int b) const {
+    if (b == 1) return step_time(k);
+    if (!allows(k)) [[unlikely]] throw_not_allowed(k);
+    if (b < 1 || b > max_batch) [[unlikely]] {
+      throw policy_error("a batch of " + std::to_string(b) + " " + shape.model + " " + std::to_string(shape.height) + "x" +
+                         std::to_string(shape.width) + " requests: " +
+                         (max_batch <= 1 ? std::string("the cost model cannot price batches") : "at most " + std::to_string(max_batch)));
+    }
+    return batch_step[static_cast<std::size_t>(b - 2) * step.size() + static_cast<std::size_t>(k)];
   }
   [[noreturn]] void throw_not_allowed(int k) const {
     std::string list;
@@ -88,6 +104,7 @@ struct request_record {
   tick launch_start = 0;
   task_desc launch_task;
   device_group occupied;  ///< a migration in flight: the devices it holds (run_group + idle sources); else empty
+  std::uint32_t launch_batch = 0;  ///< members of the batched step in flight (0: it runs alone)
 
   [[nodiscard]] bool ended() const noexcept { return phase == request_phase::completed || phase == request_phase::dropped; }
   [[nodiscard]] std::uint32_t tasks_total() const noexcept { return static_cast<std::uint32_t>(trajectory->task_count()); }
@@ -169,6 +186,10 @@ class scheduler_view {
     if (r.position == 0) t += c.encode[kk];
     return t;
   }
+  /// One step of a batch of b requests of h's shape on k devices (b = 1: step_time(h, k)).
+  [[nodiscard]] tick batch_step_time(request_handle h, int k, int b) const { return costs(h).batch_step_time(k, b); }
+  /// The largest batch of h's shape the runtime accepts (1: no batching for it).
+  [[nodiscard]] int max_batch(request_handle h) const noexcept { return costs(h).max_batch; }
   /// GPU-time h still needs on k devices, in device-microseconds: k x remaining_time(h, k).
   [[nodiscard]] tick remaining_work(request_handle h, int k) const { return static_cast<tick>(k) * remaining_time(h, k); }
   /// GPU-time h still needs at its most GPU-efficient degree (shape_costs::efficient_degree), in

@@ -1,5 +1,9 @@
 // paraflex/sim/chrome_trace.hpp - a Chrome trace-event JSON of a run (opens in Perfetto or
 // chrome://tracing): one track per GPU, one slice per task or migration, named by request.
+//
+// The output is valid JSON whatever the request ids hold: quotes, backslashes and control characters
+// are escaped, and bytes that are not valid UTF-8 become U+FFFD (ids from the workload reader are
+// UTF-8 already; a library caller may pass anything). A failed task is a slice of category "failed".
 #pragma once
 
 #include <ostream>
@@ -9,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "paraflex/core/utf8.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 
 namespace paraflex {
@@ -35,9 +40,9 @@ class chrome_trace_recorder {
     for (int d = 0; d < gpus; ++d) os << fmt::format(",\n{{\"ph\":\"M\",\"pid\":0,\"tid\":{0},\"name\":\"thread_name\",\"args\":{{\"name\":\"GPU {0}\"}}}}", d);
     for (const auto& s : slices_) {
       const std::string what = s.task.kind == task_kind::step ? fmt::format("step {}", s.task.step) : to_string(s.task.kind);
-      os << fmt::format(",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":\"{}\",\"cat\":\"{}\",\"args\":{{\"request\":\"{}\",\"task\":\"{}\"}}}}",
-                        s.device, s.start, s.end - s.start, escape(s.request), s.ok ? to_string(s.task.kind) : "failed",
-                        escape(s.request), what);
+      const std::string id = json_string(s.request);
+      os << fmt::format(",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\",\"args\":{{\"request\":{},\"task\":\"{}\"}}}}",
+                        s.device, s.start, s.end - s.start, id, s.ok ? to_string(s.task.kind) : "failed", id, what);
     }
     os << "\n]}\n";
   }
@@ -50,15 +55,6 @@ class chrome_trace_recorder {
     task_desc task;
     bool ok;
   };
-  static std::string escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-      if (c == '"' || c == '\\') out += '\\', out += c;
-      else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-      else out += c;
-    }
-    return out;
-  }
   std::vector<slice> slices_;
 };
 

@@ -345,11 +345,11 @@ template <CostModel C>
   return static_cast<double>(w.requests.size()) / static_cast<double>(w.with_deadline);
 }
 
-/// Bound (b): capacity over disjoint time segments. On a segment [s, e] the requests whose window lies
-/// inside must spend their least device-time inside it; at most the cheapest ones that fit in
-/// G (e - s) can be on time. Segments are chosen by dynamic programming over up to P breakpoints.
-[[nodiscard]] inline std::optional<double> capacity_bound(const fluid_workload& w, const fluid_bound_options& o = {}) {
-  if (w.with_deadline == 0) return std::nullopt;
+/// Bound (b) as a count: capacity over disjoint time segments. On a segment [s, e] the requests whose
+/// window lies inside must spend their least device-time inside it; at most the cheapest ones that fit
+/// in G (e - s) can be on time, a whole number of them. Segments are chosen by dynamic programming over
+/// up to P breakpoints. Counts only w.requests (a part of a workload gives a bound for that part).
+[[nodiscard]] inline std::size_t capacity_count(const fluid_workload& w, const fluid_bound_options& o = {}) {
   std::vector<tick> pts;
   for (const auto& r : w.requests) pts.push_back(r.arrival), pts.push_back(r.deadline);
   std::sort(pts.begin(), pts.end());
@@ -381,8 +381,13 @@ template <CostModel C>
       best[j] = std::max(best[j], best[i] + (inside - fit));
     }
   }
-  const std::size_t on_time = w.requests.size() - (pts.empty() ? 0 : best.back());
-  return static_cast<double>(on_time) / static_cast<double>(w.with_deadline);
+  return w.requests.size() - (pts.empty() ? 0 : best.back());
+}
+
+/// Bound (b) on SLO attainment (capacity_count / N). Empty when no request has a deadline.
+[[nodiscard]] inline std::optional<double> capacity_bound(const fluid_workload& w, const fluid_bound_options& o = {}) {
+  if (w.with_deadline == 0) return std::nullopt;
+  return static_cast<double>(capacity_count(w, o)) / static_cast<double>(w.with_deadline);
 }
 
 /// The fluid LP of a workload, with what is needed to turn solver output into a certified bound.

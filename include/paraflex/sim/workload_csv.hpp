@@ -17,6 +17,9 @@
 // Rows are stably sorted by arrival after reading. Every rejection is an input_error naming the file,
 // the 1-based line and the column by its header name (tools turn it into exit status 2). Decisions
 // beyond the spec, so that nothing is silently dropped or guessed:
+//   - the file must be UTF-8 text: `model`, `request_id` and `class` must be valid UTF-8 (they end up
+//     in JSON output), and UTF-16/UTF-32 files, NUL bytes and CR-only line ends are refused with a
+//     message saying so (core/csv.hpp);
 //   - a file with a header but no data rows is an error ("no requests"): every consumer (simulator,
 //     metrics, load rescaling) needs at least one request, and an empty trace is almost always a mistake;
 //   - a time that does not fit a tick (|t| >= ~4.6e12 s, e.g. 1e300) is an error, as is a slo_s that
@@ -142,7 +145,9 @@ inline constexpr int max_steps = 100'000;
     if (!arrival) return arrival.error();
     r.arrival = arrival.value();
 
-    r.shape.model = std::string(csv.field(c_model));
+    auto model = csv.get_text(c_model);
+    if (!model) return model.error();
+    r.shape.model = std::string(model.value());
     if (r.shape.model.empty()) return csv.error_at(c_model, "empty model name");
     if (!known_models.empty() &&
         std::find(known_models.begin(), known_models.end(), r.shape.model) == known_models.end()) {
@@ -173,9 +178,16 @@ inline constexpr int max_steps = 100'000;
       if (!v) return v.error();
       r.priority = v.value();
     }
-    if (c_class) r.class_label = std::string(csv.field(*c_class));
-
-    r.id = c_id ? std::string(csv.field(*c_id)) : std::string{};
+    if (c_class) {
+      auto label = csv.get_text(*c_class);
+      if (!label) return label.error();
+      r.class_label = std::string(label.value());
+    }
+    if (c_id) {
+      auto id = csv.get_text(*c_id);
+      if (!id) return id.error();
+      r.id = std::string(id.value());
+    }
     if (r.id.empty()) r.id = std::to_string(csv.line());
     const auto [it, inserted] = id_lines.emplace(r.id, csv.line());
     if (!inserted) {

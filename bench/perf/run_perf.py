@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Regenerates docs/performance/*.csv and *.svg: how fast the scheduler decides and simulates.
+
+    python3 bench/perf/run_perf.py [BUILD_DIR] [--quick] [--skip-micro] [--skip-day]
+
+Needs a Release build of paraflex-micro, paraflex-sim and paraflex-workload in BUILD_DIR (default
+./build). Standard library only. Every figure of docs/performance.md comes from this script:
+
+  micro.csv            paraflex-micro: decide/, decide_cold/, simulate/ for every built-in policy
+  runs.csv             whole paraflex-sim runs: the ~800-request file, 200,000 rows on 8 GPUs at three
+                       loads, 1,000,000 rows on 1,024 GPUs at two loads (--skip-day leaves these out),
+                       and the scaling sweep behind sim_wall_vs_requests.svg
+  decide_vs_requests.svg, decide_vs_gpus.svg, cold_vs_requests.svg, sim_wall_vs_requests.svg
+                       log-log plots
+
+Wall times are host measurements: they vary with the machine and its load (docs/performance.md says
+on which machine they were taken). Schedules do not: the JSON of a run is byte-identical for the
+same input and seed, host timings aside.
+"""
+import csv, json, math, os, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+QUICK = "--quick" in sys.argv
+BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
+MICRO = os.path.join(BUILD, "bench", "paraflex-micro")
+SIM = os.path.join(BUILD, "bench", "paraflex-sim")
+GEN = os.path.join(BUILD, "bench", "paraflex-workload")
+PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
+TRACES = os.path.join(ROOT, "bench", "data", "traces")
+OUT = os.path.join(ROOT, "docs", "performance")
+WORK = os.path.join(BUILD, "perf-work")
+POLICIES = ["static:2", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
+
+
+def sh(cmd, timeout=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def workload(name, args):
+    path = os.path.join(WORK, name + ".csv")
+    if not os.path.exists(path):
+        sh([GEN, *args, "--profile", PROFILE, "-o", path])
+    return path
+
+
+def write_csv(name, rows):
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(os.path.join(OUT, name + ".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ---- log-log SVG plots, no dependencies -------------------------------------------------------------
+COLORS = {"static:2": "#757575", "rssp": "#8d6e63", "round-based": "#1f77b4", "edf-best-fit": "#ff7f0e",
+          "slo-aware": "#2ca02c", "throughput-first": "#9467bd", "target": "#d62728"}
+
+
+def loglog(path, title, x_label, y_label, series):
+    W, H, L, R, T, B = 680, 420, 80, 160, 40, 50
+    pts_all = [(x, y) for pts in series.values() for x, y in pts if x > 0 and y and y > 0]
+    if not pts_all:
+        return
+    lx = [math.log10(x) for x, _ in pts_all]
+    ly = [math.log10(y) for _, y in pts_all]
+    x0, x1 = math.floor(min(lx)), math.ceil(max(lx))
+    y0, y1 = math.floor(min(ly)), math.ceil(max(ly))
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    sx = lambda x: L + (math.log10(x) - x0) / (x1 - x0) * (W - L - R)
+    sy = lambda y: H - B - (math.log10(y) - y0) / (y1 - y0) * (H - T - B)
+    e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+         f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">{x_label} (log)</text>',
+         f'<text x="16" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 16 {(T + H - B) / 2})">{y_label} (log)</text>']
+    for d in range(y0, y1 + 1):  # decades
+        y = 10.0 ** d
+        e.append(f'<line x1="{L}" y1="{sy(y):.1f}" x2="{W - R}" y2="{sy(y):.1f}" stroke="#ddd"/>')
+        e.append(f'<text x="{L - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
+    for d in range(x0, x1 + 1):
+        x = 10.0 ** d
+        e.append(f'<line x1="{sx(x):.1f}" y1="{T}" x2="{sx(x):.1f}" y2="{H - B}" stroke="#ddd"/>')
+        e.append(f'<text x="{sx(x):.1f}" y="{H - B + 16}" text-anchor="middle">{x:g}</text>')
+    e.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="black"/>')
+    for i, (name, pts) in enumerate(series.items()):
+        pts = sorted((x, y) for x, y in pts if x > 0 and y and y > 0)
+        if not pts:
+            continue
+        c = COLORS.get(name, "#17becf")
+        dash = ' stroke-dasharray="6 3"' if name == "target" else ""
+        e.append(f'<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="' +
+                 " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
+        for x, y in pts:
+            e.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"/>')
+        e.append(f'<line x1="{W - R + 10}" y1="{T + 16 * i}" x2="{W - R + 30}" y2="{T + 16 * i}" stroke="{c}" stroke-width="2"{dash}/>')
+        e.append(f'<text x="{W - R + 36}" y="{T + 16 * i + 4}">{name}</text>')
+    e.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(e) + "\n")
+
+
+# ---- micro-benchmarks -------------------------------------------------------------------------------
+def micro():
+    flt = "^(decide|decide_cold|simulate)/"
+    if QUICK:
+        flt = "^(decide|decide_cold)/.*requests:(100|1000|10000)/gpus:(8|64)$"
+    doc = json.loads(sh([MICRO, f"--benchmark_filter={flt}", "--benchmark_min_time=0.2", "--benchmark_format=json"]))
+    rows = []
+    for b in doc["benchmarks"]:
+        family, policy, rest = b["name"].split("/", 2)
+        parts = dict(p.split(":") for p in rest.split("/") if ":" in p)
+        row = {"family": family, "policy": policy, "requests": int(parts["requests"]), "gpus": int(parts["gpus"]),
+               "cpu_us": b["cpu_time"] * (1000.0 if b["time_unit"] == "ms" else 1.0),
+               "real_us": b["real_time"] * (1000.0 if b["time_unit"] == "ms" else 1.0)}
+        for k in ("policy_us", "allocs", "known", "round_us", "events/s"):
+            if k in b:
+                row[k.replace("/", "_per_")] = b[k]
+        if "error_message" in b:
+            row["error"] = b["error_message"]
+        rows.append(row)
+    write_csv("micro", rows)
+
+    def series(family, fixed_key, fixed, x_key, value="cpu_us"):
+        s = {}
+        for r in rows:
+            if r["family"] == family and r[fixed_key] == fixed and value in r:
+                s.setdefault(r["policy"], []).append((r[x_key], r[value]))
+        return s
+
+    s = series("decide", "gpus", 64, "requests")
+    s["target"] = [(1000, 10.0)]
+    loglog(os.path.join(OUT, "decide_vs_requests.svg"), "steady-state turn (task end + decision), 64 GPUs",
+           "requests known", "CPU us per turn", s)
+    s = series("decide", "requests", 100000 if not QUICK else 10000, "gpus")
+    if not QUICK:
+        s["target"] = [(512, 100.0)]
+    loglog(os.path.join(OUT, "decide_vs_gpus.svg"), f"steady-state turn, {100000 if not QUICK else 10000} requests known",
+           "GPUs", "CPU us per turn", s)
+    loglog(os.path.join(OUT, "cold_vs_requests.svg"), "first decision (cold), 64 GPUs", "requests waiting",
+           "CPU us per call", series("decide_cold", "gpus", 64, "requests"))
+    return rows
+
+
+# ---- whole runs -------------------------------------------------------------------------------------
+def run_sim(wl, gpus, policy, per_node=8, timeout=900):
+    args = [SIM, "--workload", wl, "--profile", PROFILE, "--gpus", str(gpus), "--gpus-per-node", str(min(per_node, gpus)),
+            "--policy", policy, "--format", "json", "--quiet"]
+    t0 = time.perf_counter()
+    try:
+        out = sh(args, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"policy": policy, "gpus": gpus, "process_s": None, "error": f"over {timeout} s"}
+    process_s = time.perf_counter() - t0
+    r = json.loads(out)["results"][0]
+    return {"policy": policy, "gpus": gpus, "requests": r["requests"], "process_s": round(process_s, 3),
+            "run_wall_s": r["scheduler"]["wall_s"], "decisions": r["scheduler"]["decisions"],
+            "decision_us_mean": r["scheduler"]["decision_us_mean"], "decision_us_p99": r["scheduler"]["decision_us_p99"],
+            "slo_attainment": r["slo_attainment"], "completed": r["completed"], "dropped": r["dropped"]}
+
+
+def runs():
+    rows = []
+    gen = lambda name, n, gpus, load, seed, extra=(): workload(name, ["--requests", str(n), "--gpus", str(gpus), "--load", str(load),
+                                                                        "--mix", "skewed", "--slo-rule", "alpha:3", "--seed", str(seed),
+                                                                        *extra])
+    # The ~800-request file of docs/python.md (real Azure arrivals, FLUX skewed mix).
+    w797 = workload("w797", ["--mix", "skewed", "--arrivals", "trace:" + os.path.join(TRACES, "AzureLLMInferenceTrace_conv.csv"),
+                             "--requests", "797", "--steps", "50", "--slo-rule", "alpha:4", "--load", "1.0", "--seed", "1"])
+    for p in POLICIES:
+        rows.append(dict(run_sim(w797, 8, p), setup="797 requests, 8 GPUs, Azure conv arrivals"))
+    # Scaling: requests at load 0.9 on 8 GPUs.
+    for n in ([1000, 10000] if QUICK else [1000, 10000, 100000]):
+        wl = gen(f"scale_{n}", n, 8, 0.9, 31)
+        for p in POLICIES:
+            rows.append(dict(run_sim(wl, 8, p), setup=f"scaling: {n} requests, 8 GPUs, load 0.9"))
+    if not QUICK:
+        for load in (0.9, 1.5, 10):
+            wl = gen(f"r200k_{load}", 200000, 8, load, 11)
+            for p in POLICIES:
+                rows.append(dict(run_sim(wl, 8, p), setup=f"200,000 requests, 8 GPUs, load {load}"))
+    if not QUICK and "--skip-day" not in sys.argv:
+        for load in (0.9, 1.5):
+            wl = gen(f"m1_{load}", 1000000, 1024, load, 21)
+            for p in POLICIES:
+                rows.append(dict(run_sim(wl, 1024, p), setup=f"1,000,000 requests, 1,024 GPUs, load {load}"))
+    write_csv("runs", rows)
+    s = {}
+    for r in rows:
+        if r["setup"].startswith("scaling") and r.get("process_s"):
+            s.setdefault(r["policy"], []).append((r["requests"], r["process_s"]))
+    loglog(os.path.join(OUT, "sim_wall_vs_requests.svg"), "paraflex-sim wall time, 8 GPUs, load 0.9", "requests",
+           "seconds", s)
+    return rows
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    os.makedirs(WORK, exist_ok=True)
+    if "--skip-micro" not in sys.argv:
+        micro()
+    runs()
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+// server.hpp - the HTTP side of paraflex-serve: routes, JSON answers, connections (Boost.Beast).
+//
+// Threads: a few I/O threads run the Asio io_context and call the scheduler only through its
+// request_client (thread-safe); the scheduler runs on a thread of its own (main.cpp). Nothing here
+// blocks an I/O thread: the short wait of DELETE for the scheduler to apply a cancel is a timer.
+//
+// Connections (one `session` each, on its own strand): HTTP/1.1 keep-alive; the whole of a request
+// (headers and body) must arrive within --read-timeout of the first byte or of the previous response
+// (slowloris: a client trickling bytes is cut off, 408); headers over 8 KiB get 431, bodies over the
+// body limit 413 (from Content-Length, before reading the body; `Expect: 100-continue` is answered);
+// anything the parser rejects gets 400. After an error answer the connection is closed gracefully
+// (half-close, then discard what the client still sends for a second) so that the client reads the
+// answer instead of a reset. Beyond --max-connections open connections a new one is answered 503 and
+// closed. A client that vanishes only ends its own session; its accepted requests run on.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <paraflex/cost/profile_cost_model.hpp>
+#include <paraflex/runtime/client.hpp>
+
+#include "metrics.hpp"
+#include "request_json.hpp"
+
+namespace paraflex_serve {
+
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+namespace net = boost::asio;
+using tcp = boost::asio::ip::tcp;
+
+struct http_options {
+  std::size_t body_limit = 64 * 1024;
+  std::size_t header_limit = 8 * 1024;
+  std::chrono::milliseconds read_timeout{10'000};
+  std::chrono::milliseconds write_timeout{10'000};
+  std::chrono::milliseconds cancel_wait{250};  ///< DELETE waits at most this for a waiting request to end
+  long max_connections = 512;
+};
+
+[[nodiscard]] inline std::string percent_encode(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += ch;
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+/// Percent-decodes one path segment; nullopt for a malformed escape.
+[[nodiscard]] inline std::optional<std::string> percent_decode(std::string_view s) {
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = val(s[i + 1]), lo = val(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+/// A request's status as the API shows it.
+[[nodiscard]] inline nlohmann::json status_json(const paraflex::request_status& s) {
+  nlohmann::json j;
+  j["request_id"] = s.id;
+  j["state"] = paraflex::to_string(s.state);
+  j["reason"] = s.state == paraflex::request_state::dropped ? nlohmann::json(s.reason) : nlohmann::json(nullptr);
+  const auto lat = s.latency_s();
+  j["latency_s"] = lat ? nlohmann::json(*lat) : nlohmann::json(nullptr);
+  j["degree"] = s.degree > 0 ? nlohmann::json(s.degree) : nlohmann::json(nullptr);
+  j["migrations"] = s.migrations;
+  j["steps_done"] = s.steps_done;
+  j["steps_total"] = s.steps_total;
+  j["cancel_requested"] = s.cancel_requested;
+  return j;
+}
+
+/// What every connection shares: the client, the request checks, the metrics, the shutdown gate.
+class service {
+ public:
+  service(paraflex::request_client& client, const paraflex::profile_cost_model& cost, int gpus, request_limits limits,
+          server_metrics& metrics, http_options options)
+      : client_(client), cost_(cost), gpus_(gpus), limits_(limits), metrics_(metrics), options_(options) {}
+
+  using request = http::request<http::string_body>;
+  using response = http::response<http::string_body>;
+
+  [[nodiscard]] const http_options& options() const noexcept { return options_; }
+  [[nodiscard]] server_metrics& metrics() noexcept { return metrics_; }
+  [[nodiscard]] paraflex::request_client& client() noexcept { return client_; }
+  [[nodiscard]] bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
+
+  /// Stops accepting requests: after this returns no submit() is in progress and none will start,
+  /// so the scheduler can be told that nothing more will come. Returns the ids accepted so far.
+  std::vector<std::string> stop_accepting() {
+    std::unique_lock gate(gate_);
+    draining_.store(true, std::memory_order_release);
+    std::lock_guard lk(ids_mu_);
+    return ids_;
+  }
+  [[nodiscard]] std::vector<std::string> accepted_ids() const {
+    std::lock_guard lk(ids_mu_);
+    return ids_;
+  }
+
+  static response json_response(http::status status, const nlohmann::json& body, unsigned version, bool keep_alive) {
+    response res{status, version};
+    res.set(http::field::server, "paraflex-serve");
+    res.set(http::field::content_type, "application/json");
+    res.keep_alive(keep_alive);
+    res.body() = json_text(body) + "\n";
+    res.prepare_payload();
+    return res;
+  }
+  static response error_response(http::status status, std::string_view message, unsigned version, bool keep_alive) {
+    return json_response(status, nlohmann::json{{"error", std::string(message)}}, version, keep_alive);
+  }
+
+  /// Where a request goes. `cancel_id` set: a DELETE of a known-format id, answered by the session
+  /// after its short wait (cancel_now / cancel_answer); otherwise `res` is the answer.
+  struct routed {
+    std::optional<response> res;
+    std::string cancel_id;
+  };
+
+  routed route(const request& req) {
+    const unsigned v = req.version();
+    const bool ka = req.keep_alive();
+    std::string_view target(req.target().data(), req.target().size());
+    if (const auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    auto not_allowed = [&](const char* allow) {
+      auto r = error_response(http::status::method_not_allowed, fmt::format("method {} is not allowed here (allowed: {})",
+                                                                             std::string(req.method_string()), allow), v, ka);
+      r.set(http::field::allow, allow);
+      return routed{std::move(r), {}};
+    };
+    if (target == "/healthz") {
+      if (req.method() != http::verb::get) return not_allowed("GET");
+      if (draining()) return {json_response(http::status::service_unavailable, {{"status", "draining"}}, v, ka), {}};
+      return {json_response(http::status::ok, {{"status", "ok"}}, v, ka), {}};
+    }
+    if (target == "/metrics") {
+      if (req.method() != http::verb::get) return not_allowed("GET");
+      response res{http::status::ok, v};
+      res.set(http::field::server, "paraflex-serve");
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      res.keep_alive(ka);
+      res.body() = metrics_.render(client_.counters(), draining());
+      res.prepare_payload();
+      return {std::move(res), {}};
+    }
+    if (target == "/v1/requests") {
+      if (req.method() != http::verb::post) return not_allowed("POST");
+      return {submit(req), {}};
+    }
+    static constexpr std::string_view prefix = "/v1/requests/";
+    if (target.starts_with(prefix)) {
+      const std::string_view raw = target.substr(prefix.size());
+      if (raw.empty() || raw.find('/') != std::string_view::npos) {
+        return {error_response(http::status::not_found, "no such path", v, ka), {}};
+      }
+      const auto id = percent_decode(raw);
+      if (!id) return {error_response(http::status::bad_request, "malformed percent-encoding in the request id", v, ka), {}};
+      if (req.method() == http::verb::get) {
+        const auto st = client_.status(*id);
+        if (!st) return {error_response(http::status::not_found, fmt::format("no request with id '{}'", *id), v, ka), {}};
+        return {json_response(http::status::ok, status_json(*st), v, ka), {}};
+      }
+      if (req.method() == http::verb::delete_) return {std::nullopt, *id};
+      return not_allowed("GET, DELETE");
+    }
+    return {error_response(http::status::not_found, "no such path", v, ka), {}};
+  }
+
+  /// The cancel itself; an answer when there is nothing to wait for (unknown id, already ended).
+  std::optional<response> cancel_now(const request& req, const std::string& id) {
+    const auto outcome = client_.cancel(id, "cancelled");
+    if (outcome == paraflex::cancel_outcome::unknown_id) {
+      return error_response(http::status::not_found, fmt::format("no request with id '{}'", id), req.version(), req.keep_alive());
+    }
+    if (outcome == paraflex::cancel_outcome::already_ended) return cancel_answer(req, id);
+    return std::nullopt;
+  }
+  /// True when DELETE can answer: the cancel took effect (ended), or the request is running and will
+  /// end after its task, which may be long.
+  [[nodiscard]] bool cancel_settled(const std::string& id) const {
+    const auto st = client_.status(id);
+    return !st || st->ended() || st->state == paraflex::request_state::running;
+  }
+  response cancel_answer(const request& req, const std::string& id) {
+    const auto st = client_.status(id);
+    if (!st) return error_response(http::status::not_found, fmt::format("no request with id '{}'", id), req.version(), req.keep_alive());
+    return json_response(http::status::ok, status_json(*st), req.version(), req.keep_alive());
+  }
+
+ private:
+  response submit(const request& req) {
+    const unsigned v = req.version();
+    const bool ka = req.keep_alive();
+    auto parsed = parse_request_json(req.body(), limits_);
+    if (!parsed.spec) return error_response(http::status::bad_request, parsed.error, v, ka);
+    if (auto why = check_request_cost(*parsed.spec, cost_, gpus_, limits_); !why.empty()) {
+      cost_.clear_extrapolation_notes();  // this copy only checks: keep its notes from growing
+      return error_response(http::status::bad_request, why, v, ka);
+    }
+    cost_.clear_extrapolation_notes();
+    std::string id;
+    {
+      std::shared_lock gate(gate_);
+      if (draining()) return error_response(http::status::service_unavailable, "the server is shutting down", v, false);
+      try {
+        id = client_.submit(std::move(*parsed.spec));
+      } catch (const paraflex::submit_error& e) {
+        const bool dup = e.kind() == paraflex::submit_error::kind_type::duplicate_id;
+        return error_response(dup ? http::status::conflict : http::status::bad_request, e.what(), v, ka);
+      }
+      std::lock_guard lk(ids_mu_);
+      ids_.push_back(id);
+    }
+    auto res = json_response(http::status::created, {{"request_id", id}, {"state", "waiting"}}, v, ka);
+    res.set(http::field::location, "/v1/requests/" + percent_encode(id));
+    return res;
+  }
+
+  paraflex::request_client& client_;
+  const paraflex::profile_cost_model& cost_;
+  int gpus_;
+  request_limits limits_;
+  server_metrics& metrics_;
+  http_options options_;
+  mutable std::shared_mutex gate_;  // submits share it; stop_accepting takes it alone
+  std::atomic<bool> draining_{false};
+  mutable std::mutex ids_mu_;
+  std::vector<std::string> ids_;
+};
+
+/// One TCP connection.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket&& socket, service& svc, bool refuse)
+      : stream_(std::move(socket)), timer_(stream_.get_executor()), read_timer_(stream_.get_executor()), svc_(svc), refuse_(refuse) {
+    if (refuse_) svc_.metrics().connection_refused();
+    else svc_.metrics().connection_opened();
+  }
+  ~session() {
+    if (!refuse_) svc_.metrics().connection_closed();
+  }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&session::start, shared_from_this())); }
+
+ private:
+  void start() {
+    if (refuse_) {
+      res_ = service::error_response(http::status::service_unavailable, "too many connections; try again", 11, false);
+      write(true);
+      return;
+    }
+    read_header();
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->body_limit(svc_.options().body_limit);
+    parser_->header_limit(static_cast<std::uint32_t>(svc_.options().header_limit));
+    // Headers and body together must arrive in time (slowloris). Not tcp_stream's own timeout: that
+    // one closes the socket, and a client that is merely slow deserves a 408 first.
+    stream_.expires_never();
+    read_timed_out_ = false;
+    read_timer_.expires_after(svc_.options().read_timeout);
+    read_timer_.async_wait([self = shared_from_this(), gen = ++read_gen_](beast::error_code ec) {
+      if (ec || gen != self->read_gen_) return;  // cancelled, or a later read's deadline
+      self->read_timed_out_ = true;
+      beast::error_code ignored;
+      self->stream_.socket().cancel(ignored);
+    });
+    http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_header, shared_from_this()));
+  }
+  void read_done() {
+    ++read_gen_;
+    read_timer_.cancel();
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    if (parser_->is_done()) {
+      read_done();
+      return handle();
+    }
+    const auto& req = parser_->get();
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(stream_, net::buffer(cont), beast::bind_front_handler(&session::on_continue, shared_from_this()));
+      return;
+    }
+    read_body();
+  }
+  void on_continue(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    read_body();
+  }
+  void read_body() { http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this())); }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    read_done();
+    handle();
+  }
+
+  void on_read_error(beast::error_code ec) {
+    const bool timed_out = read_timed_out_;
+    read_done();
+    if (timed_out) {
+      if (!parser_->got_some()) return close_now();  // an idle keep-alive connection
+      return fail(http::status::request_timeout, "the request did not arrive within the read timeout");
+    }
+    if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::operation_aborted) {
+      return close_now();  // the client closed (between requests or mid-request): nobody to answer
+    }
+    if (ec == http::error::body_limit) {
+      return fail(http::status::payload_too_large, fmt::format("the body is larger than {} bytes", svc_.options().body_limit));
+    }
+    if (ec == http::error::header_limit) {
+      return fail(http::status::request_header_fields_too_large, fmt::format("the headers are larger than {} bytes", svc_.options().header_limit));
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+      return fail(http::status::bad_request, "malformed HTTP request: " + ec.message());
+    }
+    close_now();  // reset, broken pipe, ...: the connection is gone
+  }
+
+  // Answers an unreadable request and closes: the stream position after it is unknown.
+  void fail(http::status status, const std::string& message) {
+    res_ = service::error_response(status, message, 11, false);
+    write(true);
+  }
+
+  void handle() {
+    req_ = parser_->release();
+    try {
+      auto r = svc_.route(req_);
+      if (r.res) {
+        res_ = std::move(*r.res);
+        return write(!res_.keep_alive());
+      }
+      cancel_id_ = std::move(r.cancel_id);
+      if (auto now = svc_.cancel_now(req_, cancel_id_)) {
+        res_ = std::move(*now);
+        return write(!res_.keep_alive());
+      }
+    } catch (const std::exception& e) {  // out of memory and the like: this request fails, the server goes on
+      res_ = service::error_response(http::status::internal_server_error, std::string("internal error: ") + e.what(), req_.version(), false);
+      return write(true);
+    }
+    cancel_deadline_ = std::chrono::steady_clock::now() + svc_.options().cancel_wait;
+    poll_cancel();
+  }
+
+  // A cancelled waiting request ends at the scheduler's next turn, normally within microseconds.
+  void poll_cancel() {
+    if (svc_.cancel_settled(cancel_id_) || std::chrono::steady_clock::now() >= cancel_deadline_) {
+      res_ = svc_.cancel_answer(req_, cancel_id_);
+      return write(!res_.keep_alive());
+    }
+    timer_.expires_after(std::chrono::milliseconds(1));
+    timer_.async_wait(beast::bind_front_handler(&session::on_cancel_timer, shared_from_this()));
+  }
+  void on_cancel_timer(beast::error_code) { poll_cancel(); }
+
+  void write(bool close_after) {
+    close_after_ = close_after || svc_.draining();
+    res_.keep_alive(!close_after_);
+    stream_.expires_after(svc_.options().write_timeout);
+    http::async_write(stream_, res_, beast::bind_front_handler(&session::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    svc_.metrics().response(static_cast<unsigned>(res_.result_int()));
+    if (ec) return close_now();
+    if (close_after_) return close_gracefully();
+    read_header();
+  }
+
+  // Half-close, then read and discard until the client closes (or a second passes), so that data it
+  // still sends cannot make our kernel reset the connection before it read the answer.
+  void close_gracefully() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close_now();
+    stream_.expires_after(std::chrono::seconds(1));
+    drain();
+  }
+  void drain() {
+    stream_.async_read_some(net::buffer(scratch_), beast::bind_front_handler(&session::on_drain, shared_from_this()));
+  }
+  void on_drain(beast::error_code ec, std::size_t n) {
+    drained_ += n;
+    if (ec || drained_ > (1u << 20)) return close_now();
+    drain();
+  }
+
+  void close_now() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  net::steady_timer timer_;       // DELETE's short wait
+  net::steady_timer read_timer_;  // the deadline of the request being read
+  std::uint64_t read_gen_ = 0;
+  bool read_timed_out_ = false;
+  beast::flat_buffer buffer_{256 * 1024};  // pipelined requests wait here; more is a parse error
+  std::optional<http::request_parser<http::string_body>> parser_;
+  service::request req_;
+  service::response res_;
+  service& svc_;
+  bool refuse_;
+  bool close_after_ = false;
+  std::string cancel_id_;
+  std::chrono::steady_clock::time_point cancel_deadline_;
+  std::array<char, 4096> scratch_{};
+  std::size_t drained_ = 0;
+};
+
+/// Accepts connections until close(); each gets a session on its own strand.
+class listener : public std::enable_shared_from_this<listener> {
+ public:
+  listener(net::io_context& ioc, tcp::endpoint at, service& svc) : ioc_(ioc), acceptor_(net::make_strand(ioc)), retry_(acceptor_.get_executor()), svc_(svc) {
+    acceptor_.open(at.protocol());
+    acceptor_.set_option(net::socket_base::reuse_address(true));
+    acceptor_.bind(at);
+    acceptor_.listen(net::socket_base::max_listen_connections);
+  }
+
+  [[nodiscard]] tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+
+  void run() { net::dispatch(acceptor_.get_executor(), beast::bind_front_handler(&listener::accept, shared_from_this())); }
+
+  /// Stops accepting (any thread). Connections already open carry on.
+  void close() {
+    net::dispatch(acceptor_.get_executor(), [self = shared_from_this()] {
+      self->closed_ = true;
+      beast::error_code ec;
+      self->acceptor_.close(ec);
+      self->retry_.cancel();
+    });
+  }
+
+ private:
+  void accept() {
+    if (closed_) return;
+    acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket) {
+    if (closed_) return;
+    if (ec) {
+      // Out of file descriptors and the like: wait a little instead of spinning, then go on.
+      const auto now = std::chrono::steady_clock::now();
+      if (ec != net::error::operation_aborted && now - last_log_ >= std::chrono::seconds(1)) {  // at most one line a second
+        std::fprintf(stderr, "paraflex-serve: accept: %s (retrying)\n", ec.message().c_str());
+        last_log_ = now;
+      }
+      retry_.expires_after(std::chrono::milliseconds(50));
+      retry_.async_wait([self = shared_from_this()](beast::error_code) { self->accept(); });
+      return;
+    }
+    const bool refuse = svc_.metrics().open_connections() >= svc_.options().max_connections;
+    std::make_shared<session>(std::move(socket), svc_, refuse)->run();
+    accept();
+  }
+
+  net::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_;
+  service& svc_;
+  bool closed_ = false;
+  std::chrono::steady_clock::time_point last_log_{};
+};
+
+}  // namespace paraflex_serve

@@ -1,0 +1,120 @@
+// examples/python/bind_simulate.cpp - paraflex.simulate(): one policy on one workload in the
+// simulator, returning one entry of paraflex-sim's JSON `results` (docs/formats.md §4). The inputs
+// are loaded and the JSON is built by the same headers paraflex-sim uses (bench/sim_inputs.hpp,
+// bench/sim_report.hpp), so the two cannot drift apart.
+#include <fstream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "builtin_policies.hpp"
+#include "paraflex/sim/chrome_trace.hpp"
+#include "paraflex/sim/fluid_bound.hpp"
+#include "paraflex/sim/simulate.hpp"
+#include "sim_report.hpp"
+#include "sim_support.hpp"
+#ifdef PARAFLEX_HAVE_CLP
+#include "clp_bound.hpp"
+#endif
+
+namespace paraflex_python {
+
+using namespace paraflex;
+
+namespace {
+
+// paraflex-sim --bound: the same computation, without the progress lines.
+std::optional<double> upper_bound(const workload& w, const profile_cost_model& cost, int gpus, const simulation_faults& faults) {
+  fluid_bound_options bo;
+  bo.speed_factor = 1.0 - faults.jitter;
+  for (const auto& st : faults.stragglers) bo.speed_factor = std::min(bo.speed_factor, st.factor);
+  const fluid_workload fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
+  std::optional<double> lp_bound;
+#ifdef PARAFLEX_HAVE_CLP
+  lp_bound = clp_fluid_bound(fw, bo).bound;
+#endif
+  return combine_bounds(fw, lp_bound, bo).slo_attainment;
+}
+
+// Clears the run's state pointer when the scheduler is gone, also when the run throws.
+struct state_guard {
+  call_slot& slot;
+  ~state_guard() { slot.state = nullptr; }
+};
+
+py::dict simulate_py(py::handle workload_arg, py::handle profile, int gpus, py::handle gpu_arg, py::handle policy, py::handle gpus_per_node,
+                     std::uint64_t seed, bool bound, double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
+                     const std::vector<std::string>& stragglers, py::handle trace_out) {
+  // The order of paraflex-sim: flags, inputs, policy, faults.
+  const int per_node = check_cluster(gpus, gpus_per_node);
+  if (!(jitter >= 0.0 && jitter <= 0.9) || !(fail_rate >= 0.0 && fail_rate <= 1.0)) (void)make_faults(jitter, fail_rate, {}, {}, gpus);
+  const std::string gpu_name = gpu_arg.is_none() ? std::string() : gpu_arg.cast<std::string>();
+  const std::string trace_file = path_or_empty(trace_out, "trace_out");
+
+  auto inputs = load_inputs(workload_arg, profile, gpu_name, gpus);
+  const workload& w = inputs.workload;
+  const profile_cost_model& cost = inputs.cost;
+
+  auto ctx = run_context::make();
+  std::string label;
+  any_policy p = make_policy(policy, gpus, ctx, label);
+  const simulation_faults faults = make_faults(jitter, fail_rate, fail_devices, stragglers, gpus);
+  const cluster topology{gpus, per_node, inputs.gpu};
+
+  paraflex_bench::report report;
+  report.workload_file = w.source;
+  report.requests = w.requests.size();
+  report.topology = topology;
+  std::optional<double> bound_value;
+  run_metrics m;
+  chrome_trace_recorder trace;
+  {
+    // Built-in policies run without the GIL; a Python policy takes it for its own calls only.
+    py::gil_scoped_release nogil;
+    if (bound) bound_value = upper_bound(w, cost, gpus, faults);
+    state_guard guard{*ctx->slot};
+    m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
+      ctx->slot->state = &sched.state();
+      if (!trace_file.empty()) trace.attach(sched);
+    });
+  }
+  if (!trace_file.empty()) {
+    std::ofstream out(trace_file, std::ios::binary);
+    if (!out) input_failure(fmt::format("--trace-out '{}': cannot open for writing", trace_file));
+    trace.write(out, gpus);
+    if (!out) input_failure(fmt::format("--trace-out '{}': write failed", trace_file));
+  }
+  report.results.push_back(paraflex_bench::policy_result{std::move(m), bound_value});
+  const std::string text = paraflex_bench::to_json(report);
+  py::object doc = py::module_::import("json").attr("loads")(text);
+  py::object entry = doc["results"][py::int_(0)];
+  return entry.cast<py::dict>();
+}
+
+}  // namespace
+
+void bind_simulate(py::module_& m) {
+  m.def("simulate", &simulate_py, py::arg("workload") = py::none(), py::arg("profile") = py::none(), py::arg("gpus") = 8,
+        py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
+        py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
+        py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(),
+        R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
+
+workload      None (the embedded default), a CSV path (docs/formats.md §1), or a list of dicts with
+              the CSV's column names (request_id defaults to the row's index)
+profile       None (the embedded default) or a profile CSV path (§2)
+gpus, gpus_per_node (default gpus), gpu (default: the profile's only type for the workload's models)
+policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps=5"), a ComposedPolicy,
+              or any object with decide(view, out) and optional hooks
+seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out:
+              as paraflex-sim's flags of the same names
+Bad input raises ValueError with paraflex-sim's message; an invalid decision raises PolicyError; an
+exception raised by a Python policy propagates unchanged.)doc");
+}
+
+}  // namespace paraflex_python

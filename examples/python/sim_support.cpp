@@ -1,0 +1,189 @@
+// examples/python/sim_support.cpp - see sim_support.hpp.
+#include "sim_support.hpp"
+
+#include <map>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "embedded_data.hpp"
+#include "paraflex/cost/profile.hpp"
+#include "paraflex/cost/shape_costs.hpp"
+#include "paraflex/sim/fault_flags.hpp"
+
+namespace paraflex_python {
+
+using namespace paraflex;
+
+namespace {
+
+// The name a list of rows has while the CSV reader reads it; errors mentioning it are renamed.
+const char* const rows_source = "<workload rows>";
+// Columns of formats §1, in the order the rows are written.
+const char* const columns[] = {"arrival_s", "request_id", "model", "height", "width", "frames", "steps", "slo_s", "priority", "class"};
+
+std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")); }
+
+[[noreturn]] void row_error(std::size_t i, const std::string& column, const std::string& message) {
+  throw input_exception(input_error{fmt::format("workload[{}]", i), 0, column, message});
+}
+
+// An input_error about the rows: "workload[i]: column 'x': message" instead of a file and line.
+input_error rename(const input_error& e) {
+  if (e.file != rows_source) return e;
+  input_error r = e;
+  if (e.line >= 2) {
+    r.file = fmt::format("workload[{}]", e.line - 2);  // line 1 is the header
+  } else {
+    r.file = "workload";
+  }
+  r.line = 0;
+  return r;
+}
+
+profile_table load_table(const std::string& profile_file) {
+  if (profile_file.empty()) {
+    std::istringstream in{std::string(paraflex_bench::embedded_profile_csv)};
+    return read_profile_csv(in, "<embedded profile>").value_or_throw();
+  }
+  return load_profile_csv(profile_file).value_or_throw();
+}
+
+}  // namespace
+
+void input_failure(const std::string& message) { throw py::value_error(message); }
+
+std::string path_or_empty(py::handle p, const char* what) {
+  if (p.is_none()) return {};
+  if (py::isinstance<py::str>(p)) return p.cast<std::string>();
+  if (py::hasattr(p, "__fspath__")) {
+    py::object s = p.attr("__fspath__")();
+    if (py::isinstance<py::str>(s)) return s.cast<std::string>();
+  }
+  throw py::type_error(std::string(what) + " must be a path (str or os.PathLike) or None, got " + type_name(p));
+}
+
+workload workload_from_rows(py::handle rows, const std::vector<std::string>& known_models) {
+  if (!py::isinstance<py::sequence>(rows) || py::isinstance<py::str>(rows)) {
+    throw py::type_error("workload must be a path, None, or a list of dicts; got " + type_name(rows));
+  }
+  const auto seq = py::reinterpret_borrow<py::sequence>(rows);
+  if (py::len(seq) == 0) throw input_exception(input_error{"workload", 0, "", "no requests: the list is empty"});
+  std::ostringstream csv;
+  for (std::size_t c = 0; c < std::size(columns); ++c) csv << (c ? "," : "") << columns[c];
+  csv << '\n';
+  std::unordered_map<std::string, std::size_t> ids;  // id -> first row
+  for (std::size_t i = 0; i < py::len(seq); ++i) {
+    py::object row = seq[i];
+    if (!py::isinstance<py::dict>(row)) throw py::type_error(fmt::format("workload[{}] must be a dict, got {}", i, type_name(row)));
+    const auto d = py::reinterpret_borrow<py::dict>(row);
+    for (auto [k, v] : d) {
+      const std::string key = py::str(k);
+      bool known = false;
+      for (const char* c : columns) known = known || key == c;
+      if (!known) row_error(i, "", fmt::format("unknown column '{}' (known: {})", key, fmt::join(columns, ", ")));
+    }
+    std::string id;
+    for (std::size_t c = 0; c < std::size(columns); ++c) {
+      if (c) csv << ',';
+      const char* name = columns[c];
+      std::string text;
+      if (d.contains(name) && !d[name].is_none()) {
+        py::object v = d[name];
+        text = py::str(v);
+        if (text.find_first_of("\r\n") != std::string::npos) row_error(i, name, "line breaks are not allowed");
+      }
+      if (std::string_view(name) == "request_id") {
+        if (text.empty()) text = std::to_string(i);  // default: the row's index in the list
+        const auto [it, inserted] = ids.emplace(text, i);
+        if (!inserted) row_error(i, name, fmt::format("duplicate request_id '{}' (first used in workload[{}])", text, it->second));
+      }
+      workload_csv_detail::write_text(csv, text);
+    }
+    csv << '\n';
+  }
+  std::istringstream in(csv.str());
+  auto w = read_workload_csv(in, rows_source, known_models);
+  if (!w) throw input_exception(rename(w.error()));
+  return std::move(w).value();
+}
+
+paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profile, const std::string& gpu_arg, int gpus) {
+  const std::string profile_file = path_or_empty(profile, "profile");
+  if (workload_arg.is_none() || py::isinstance<py::str>(workload_arg) || py::hasattr(workload_arg, "__fspath__")) {
+    return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus);
+  }
+  // Rows: the same steps as load_sim_inputs, with the workload read from the rows.
+  std::string gpu = gpu_arg;
+  profile_table table = load_table(profile_file);
+  if (!gpu.empty() && !table.has_gpu(gpu)) {
+    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu, table.source,
+                                                                  join_names(table.gpus()))});
+  }
+  const auto known_models = gpu.empty() ? table.models() : table.models_on(gpu);
+  workload w = workload_from_rows(workload_arg, known_models);
+  if (gpu.empty()) {
+    std::vector<std::string> models;
+    for (const auto& r : w.requests) models.push_back(r.shape.model);
+    std::sort(models.begin(), models.end());
+    models.erase(std::unique(models.begin(), models.end()), models.end());
+    gpu = default_gpu_for(table, models, table.source).value_or_throw();
+  }
+  auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
+  if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(rename(*e));
+  cost.clear_extrapolation_notes();
+  return paraflex_bench::sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
+}
+
+cost_inputs load_cost(py::handle profile, const std::string& gpu_arg) {
+  std::string gpu = gpu_arg;
+  profile_table table = load_table(path_or_empty(profile, "profile"));
+  if (!gpu.empty() && !table.has_gpu(gpu)) {
+    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu, table.source,
+                                                                  join_names(table.gpus()))});
+  }
+  if (gpu.empty()) gpu = default_gpu_for(table, {}, table.source).value_or_throw();
+  auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
+  return cost_inputs{std::move(table), std::move(gpu), std::move(cost)};
+}
+
+int check_cluster(int gpus, py::handle gpus_per_node) {
+  if (gpus < 1 || gpus > (1 << 16)) input_failure(fmt::format("--gpus: Value {} not in range 1 to 65536", gpus));
+  if (gpus_per_node.is_none()) return gpus;
+  const int per_node = gpus_per_node.cast<int>();
+  if (per_node < 1 || per_node > (1 << 16)) input_failure(fmt::format("--gpus-per-node: Value {} not in range 1 to 65536", per_node));
+  if (per_node > gpus) input_failure(fmt::format("--gpus-per-node {} exceeds --gpus {}", per_node, gpus));
+  if (gpus % per_node != 0) {  // paraflex-sim: nodes are whole
+    int divisor = per_node;
+    while (gpus % divisor != 0) --divisor;
+    input_failure(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole (e.g. --gpus {} or --gpus-per-node {})",
+                              gpus, per_node, (gpus / per_node + 1) * per_node, divisor));
+  }
+  return per_node;
+}
+
+namespace {
+
+std::string number_text(double v) { return py::str(py::float_(v)); }
+
+}  // namespace
+
+simulation_faults make_faults(double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
+                              const std::vector<std::string>& stragglers, int gpus) {
+  if (!(jitter >= 0.0 && jitter <= 0.9)) input_failure(fmt::format("--jitter: Value {} not in range 0.000000 to 0.900000", number_text(jitter)));
+  if (!(fail_rate >= 0.0 && fail_rate <= 1.0)) {
+    input_failure(fmt::format("--fail-rate: Value {} not in range 0.000000 to 1.000000", number_text(fail_rate)));
+  }
+  simulation_faults faults;
+  faults.jitter = jitter;
+  faults.fail_rate = fail_rate;
+  for (const auto& f : fail_devices) faults.device_failures.push_back(parse_device_failure(f, gpus).value_or_throw());
+  for (const auto& f : stragglers) faults.stragglers.push_back(parse_straggler(f, gpus).value_or_throw());
+  return faults;
+}
+
+}  // namespace paraflex_python

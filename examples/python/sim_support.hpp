@@ -1,0 +1,52 @@
+// examples/python/sim_support.hpp - inputs of a simulation from Python arguments, with paraflex-sim's
+// checks and messages: a workload given as a path or as a list of dicts, the profile, the GPU type,
+// faults in paraflex-sim's flag syntax. Shared by simulate() and Scheduler.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pybind11/pybind11.h>
+
+#include "paraflex/cost/profile_cost_model.hpp"
+#include "paraflex/executor/simulated.hpp"
+#include "paraflex/sim/workload_csv.hpp"
+#include "sim_inputs.hpp"
+
+namespace paraflex_python {
+
+namespace py = pybind11;
+
+/// paraflex-sim's message for a bad flag value, as a ValueError (the text after "paraflex-sim: error: ").
+[[noreturn]] void input_failure(const std::string& message);
+
+/// Reads `workload` (None: the embedded default; str/PathLike: a CSV path; list of dicts: rows with
+/// the CSV's column names) with `profile` (None or a path) for `gpus` devices, as load_sim_inputs
+/// does. Throws paraflex::input_exception with the message paraflex-sim prints.
+[[nodiscard]] paraflex_bench::sim_inputs load_inputs(py::handle workload, py::handle profile, const std::string& gpu, int gpus);
+
+/// Only the profile and the cost model (no workload): what a Scheduler needs before requests arrive.
+/// `gpu` empty: the profile's only GPU type. Throws paraflex::input_exception.
+struct cost_inputs {
+  paraflex::profile_table table;
+  std::string gpu;
+  paraflex::profile_cost_model cost;
+};
+[[nodiscard]] cost_inputs load_cost(py::handle profile, const std::string& gpu);
+
+/// A workload given as a list of dicts, read as the CSV reader reads a file (same checks); errors
+/// name the row as "workload[i]". `known_models` as for read_workload_csv.
+[[nodiscard]] paraflex::workload workload_from_rows(py::handle rows, const std::vector<std::string>& known_models);
+
+/// paraflex-sim's --gpus / --gpus-per-node checks; returns gpus_per_node (default gpus).
+int check_cluster(int gpus, py::handle gpus_per_node);
+
+/// paraflex-sim's --jitter / --fail-rate / --fail-device / --straggler, with its messages.
+[[nodiscard]] paraflex::simulation_faults make_faults(double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
+                                                      const std::vector<std::string>& stragglers, int gpus);
+
+/// str, os.PathLike -> path text; None -> "" (embedded default).
+[[nodiscard]] std::string path_or_empty(py::handle p, const char* what);
+
+}  // namespace paraflex_python

@@ -1,0 +1,378 @@
+"""Policies and policy parts written in Python: what they see, what they may ask, how errors surface."""
+
+import traceback
+import unittest
+
+from support import DEFAULT_WORKLOAD, paraflex, without_host_timings
+
+import edf_drop_policy
+
+SMALL = [
+    {"arrival_s": 0.0, "request_id": "a", "model": "flux-dev", "height": 1024, "width": 1024, "steps": 4, "slo_s": 30.0,
+     "priority": 1, "class": "big"},
+    {"arrival_s": 0.5, "request_id": "b", "model": "flux-dev", "height": 256, "width": 256, "steps": 3},
+    {"arrival_s": 1.0, "request_id": "c", "model": "flux-dev", "height": 512, "width": 512, "steps": 2, "slo_s": 0.001},
+]
+
+
+class Fcfs:
+    """Every waiting request on the lowest free devices, one at a time, at its smallest degree."""
+
+    def decide(self, view, out):
+        free = view.free_devices().to_list()
+        for h in view.waiting():
+            k = view.allowed_degrees(h)[0]
+            if k > len(free):
+                break
+            out.assign(h, free[:k])
+            free = free[k:]
+
+
+class PythonPolicies(unittest.TestCase):
+    def test_a_python_policy_runs_every_request_to_its_end(self):
+        r = paraflex.simulate(workload=SMALL, policy=Fcfs())
+        self.assertEqual(r["policy"], "Fcfs")  # no name: the class name
+        self.assertEqual(r["requests"], 3)
+        self.assertEqual(r["completed"] + r["dropped"], 3)
+        self.assertEqual(r["completed"], 3)
+
+    def test_the_view_mirrors_scheduler_view(self):
+        seen = {}
+
+        class Probe(Fcfs):
+            name = "probe"
+
+            def decide(self, view, out):
+                if "now" not in seen:
+                    h = view.waiting()[0]
+                    r = view.request(h)
+                    seen.update(
+                        now=view.now(), devices=view.device_count(), usable=view.usable_device_count(),
+                        free=len(view.free_devices()), lost=view.lost_devices().count(), topology=view.topology().gpus,
+                        running=view.running(), id=r.id, handle=r.handle, deadline=r.deadline, has_deadline=r.has_deadline,
+                        slo=r.slo, priority=r.priority, class_label=r.class_label, model=r.model, shape=(r.height, r.width, r.frames),
+                        steps=r.steps, phase=r.phase, position=r.position, state_group=r.state_group, next_task=r.next_task,
+                        tasks_total=r.tasks_total, steps_remaining=r.steps_remaining, ended=r.ended,
+                        allowed=view.allowed_degrees(h), allows1=view.allows_degree(h, 1), allows3=view.allows_degree(h, 3),
+                        step1=view.step_time(h, 1), remaining1=view.remaining_time(h, 1), tasks1=view.tasks_time(h, 1, 6),
+                        work1=view.remaining_work(h, 1), work=view.remaining_work(h), costs=view.costs(h),
+                        migration=view.migration_time(h, [0]), needs=view.needs_migration(h, [0]),
+                        placeable=view.placeable([0, 1], view.free_devices()), busy=view.busy_until(0))
+                super().decide(view, out)
+
+        r = paraflex.simulate(workload=SMALL, policy=Probe())
+        self.assertEqual(r["policy"], "probe")
+        self.assertEqual(seen["now"], 0)
+        self.assertEqual((seen["devices"], seen["usable"], seen["free"], seen["lost"], seen["topology"]), (8, 8, 8, 0, 8))
+        self.assertEqual(seen["running"], [])
+        self.assertEqual((seen["id"], seen["handle"], seen["priority"], seen["class_label"], seen["model"]), ("a", 0, 1, "big", "flux-dev"))
+        self.assertEqual(seen["shape"], (1024, 1024, 1))
+        self.assertTrue(seen["has_deadline"])
+        self.assertEqual(seen["slo"], 30_000_000)
+        self.assertEqual(seen["deadline"], 30_000_000)
+        self.assertEqual((seen["phase"], seen["position"], seen["state_group"], seen["next_task"]), ("waiting", 0, [], ("encode", -1)))
+        self.assertEqual((seen["tasks_total"], seen["steps_remaining"], seen["ended"]), (6, 4, False))
+        self.assertEqual(seen["allowed"][0], 1)
+        self.assertTrue(seen["allows1"])
+        self.assertEqual(seen["allows3"], 3 in seen["allowed"])
+        costs = seen["costs"]
+        self.assertEqual(seen["step1"], costs.step[1])
+        self.assertEqual(seen["remaining1"], costs.encode[1] + 4 * costs.step[1] + costs.decode[1])
+        self.assertEqual(seen["tasks1"], seen["remaining1"])
+        self.assertEqual(seen["work1"], seen["remaining1"])
+        self.assertEqual(seen["work"], costs.efficient_degree * (costs.encode[costs.efficient_degree] + 4 * costs.step[costs.efficient_degree]
+                                                                 + costs.decode[costs.efficient_degree]))
+        self.assertEqual((seen["migration"], seen["needs"], seen["placeable"], seen["busy"]), (0, False, True, 0))
+
+    def test_every_hook_is_called_under_its_cpp_name(self):
+        class Hooks(Fcfs):
+            def __init__(self):
+                self.arrived, self.ended, self.tasks, self.ticks, self.decisions = [], [], 0, 0, 0
+
+            def name(self):
+                return "hooks"
+
+            def tick_period(self):
+                return 500_000  # 0.5 s
+
+            def on_tick(self, view):
+                self.ticks += 1
+
+            def on_arrival(self, view, h):
+                self.arrived.append(view.request(h).id)
+
+            def on_request_end(self, view, h):
+                self.ended.append((view.request(h).id, view.request(h).phase))
+
+            def on_task_end(self, view, h, ok):
+                self.tasks += ok
+
+            def decide(self, view, out):
+                self.decisions += 1
+                super().decide(view, out)
+
+        p = Hooks()
+        r = paraflex.simulate(workload=SMALL, policy=p)
+        self.assertEqual(r["policy"], "hooks")
+        self.assertEqual(p.arrived, ["a", "b", "c"])
+        self.assertEqual(sorted(i for i, _ in p.ended), ["a", "b", "c"])
+        self.assertTrue(all(phase == "completed" for _, phase in p.ended))
+        self.assertEqual(p.tasks, 6 + 5 + 4)  # encode + steps + decode of each
+        self.assertGreater(p.ticks, 0)
+        self.assertEqual(r["scheduler"]["decisions"], p.decisions)
+
+    def test_drop_and_wake_at_reach_the_runtime(self):
+        class Dropper:
+            name = "dropper"
+
+            def __init__(self):
+                self.woken = []
+
+            def decide(self, view, out):
+                self.woken.append(view.now())
+                if view.now() < 250_000:  # hold everything until then
+                    out.wake_at(250_000)
+                    self.wake_time = out.wake_time()
+                    self.drops = out.drops()
+                    return
+                free = view.free_devices().to_list()
+                for h in view.waiting():
+                    if view.request(h).id == "c":
+                        out.drop(h, "not_today")
+                    elif free:
+                        out.assign(h, free[:1])
+                        free = free[1:]
+
+        p = Dropper()
+        r = paraflex.simulate(workload=SMALL, policy=p)
+        self.assertEqual(r["dropped_by_reason"], {"not_today": 1})
+        self.assertEqual(p.wake_time, 250_000)
+        self.assertEqual(p.drops, [])
+        self.assertEqual(p.woken[:2], [0, 250_000])
+
+    def test_the_edf_with_drop_example_runs_and_drops_only_the_unreachable(self):
+        r = paraflex.simulate(workload=DEFAULT_WORKLOAD, policy=edf_drop_policy.EdfWithDrop())
+        self.assertEqual(r["policy"], "py-edf-drop")
+        self.assertEqual(r["completed"] + r["dropped"], r["requests"])
+        self.assertEqual(set(r["dropped_by_reason"]), {"deadline_unreachable"})
+        self.assertGreater(r["slo_attainment"], 0.5)
+
+
+class InvalidDecisionsAndExceptions(unittest.TestCase):
+    def test_an_invalid_decision_raises_policy_error_naming_the_request_and_the_rule(self):
+        class Twice:
+            def decide(self, view, out):
+                for h in view.waiting():
+                    out.assign(h, [0, 0])
+
+        with self.assertRaises(paraflex.PolicyError) as e:
+            paraflex.simulate(workload=SMALL, policy=Twice())
+        self.assertIn("request 'a'", str(e.exception))
+        self.assertIn("busy or used twice", str(e.exception))
+        self.assertIsInstance(e.exception, RuntimeError)
+
+    def test_a_disallowed_degree_and_an_unknown_request_are_policy_errors(self):
+        class Disallowed:
+            def decide(self, view, out):
+                h = view.waiting()[0]
+                out.assign(h, list(range(9)))
+
+        with self.assertRaisesRegex(paraflex.PolicyError, r"request 'a': degree 9 is not allowed for flux-dev"):
+            paraflex.simulate(workload=SMALL, policy=Disallowed())
+
+        class Ghost:
+            def decide(self, view, out):
+                out.assign(99, [0])
+
+        with self.assertRaisesRegex(paraflex.PolicyError, "unknown request 99"):
+            paraflex.simulate(workload=SMALL, policy=Ghost())
+
+        class AskBad:
+            def decide(self, view, out):
+                view.step_time(view.waiting()[0], 0)
+
+        with self.assertRaisesRegex(paraflex.PolicyError, "degree 0 is not allowed for flux-dev"):
+            paraflex.simulate(workload=SMALL, policy=AskBad())
+
+    def test_bad_arguments_from_python_raise_at_the_call(self):
+        cases = {
+            "negative handle": (lambda v, o: o.assign(-1, [0]), ValueError),
+            "negative device": (lambda v, o: o.assign(v.waiting()[0], [0, -2]), ValueError),
+            "group not a list": (lambda v, o: o.assign(v.waiting()[0], "01"), TypeError),
+            "unknown handle in view": (lambda v, o: v.request(1000), IndexError),
+            "device out of range": (lambda v, o: v.busy_until(8), IndexError),
+        }
+        for what, (body, exc) in cases.items():
+            with self.subTest(what):
+                class P:
+                    def decide(self, view, out):
+                        body(view, out)
+
+                with self.assertRaises(exc):
+                    paraflex.simulate(workload=SMALL, policy=P())
+
+    def test_an_exception_in_decide_propagates_with_its_traceback(self):
+        class Boom:
+            def decide(self, view, out):
+                self.helper()
+
+            def helper(self):
+                raise KeyError("boom")
+
+        try:  # not assertRaises: it clears the traceback
+            paraflex.simulate(workload=SMALL, policy=Boom())
+            self.fail("no exception")
+        except KeyError as e:
+            names = [f.name for f in traceback.extract_tb(e.__traceback__)]
+        self.assertIn("decide", names)
+        self.assertIn("helper", names)
+
+    def test_an_exception_in_a_hook_propagates(self):
+        class Bad(Fcfs):
+            def on_task_end(self, view, h, ok):
+                raise ZeroDivisionError("in a hook")
+
+        with self.assertRaisesRegex(ZeroDivisionError, "in a hook"):
+            paraflex.simulate(workload=SMALL, policy=Bad())
+
+    def test_a_view_kept_after_its_call_raises_instead_of_reading_freed_memory(self):
+        class Keeper(Fcfs):
+            def decide(self, view, out):
+                self.view, self.out = view, out
+                self.req = view.request(view.waiting()[0])
+                super().decide(view, out)
+
+        k = Keeper()
+        paraflex.simulate(workload=SMALL, policy=k)
+        for stale in (lambda: k.view.now(), lambda: k.req.id, lambda: k.out.assign(0, [0])):
+            with self.assertRaisesRegex(RuntimeError, "valid only during the policy call"):
+                stale()
+
+    def test_a_policy_without_decide_or_with_a_bad_tick_period_is_refused(self):
+        class NoDecide:
+            pass
+
+        with self.assertRaisesRegex(TypeError, "decide"):
+            paraflex.simulate(workload=SMALL, policy=NoDecide())
+
+        class BadPeriod(Fcfs):
+            tick_period = 0
+
+        with self.assertRaisesRegex(ValueError, "tick_period must be > 0"):
+            paraflex.simulate(workload=SMALL, policy=BadPeriod())
+
+
+class PolicyParts(unittest.TestCase):
+    def reference(self, spec):
+        return without_host_timings(paraflex.simulate(policy=spec))
+
+    def test_the_built_in_parts_composed_in_python_reproduce_slo_aware_and_edf_best_fit(self):
+        self.assertEqual(without_host_timings(paraflex.simulate(policy=paraflex.slo_aware())), self.reference("slo-aware"))
+        self.assertEqual(without_host_timings(paraflex.simulate(policy=paraflex.edf_best_fit())), self.reference("edf-best-fit"))
+        strict = paraflex.slo_aware(admission_mode="strict", margin=0.1, name="slo-aware:admission=strict:margin=0.1")
+        self.assertEqual(without_host_timings(paraflex.simulate(policy=strict)), self.reference("slo-aware:admission=strict:margin=0.1"))
+
+    def test_a_python_placement_inside_slo_aware_is_called_and_can_delegate(self):
+        class Delegating:
+            def __init__(self):
+                self.inner, self.calls = paraflex.StickyPlacement(), 0
+
+            def place(self, view, h, k, available, preferred):
+                self.calls += 1
+                return self.inner.place(view, h, k, available, preferred)
+
+        p = Delegating()
+        got = without_host_timings(paraflex.simulate(policy=paraflex.slo_aware(placement=p)))
+        self.assertGreater(p.calls, 0)
+        self.assertEqual(got, self.reference("slo-aware"))
+
+    def test_a_python_placement_that_changes_groups_changes_the_schedule(self):
+        class HighestIds:
+            def place(self, view, h, k, available, preferred):
+                ids = available.to_list()
+                return ids[-k:] if len(ids) >= k else None
+
+        r = paraflex.simulate(policy=paraflex.slo_aware(placement=HighestIds(), name="slo-aware+highest"))
+        self.assertEqual(r["policy"], "slo-aware+highest")
+        self.assertEqual(r["completed"] + r["dropped"], r["requests"])
+
+    def test_python_order_sizing_and_admission_parts(self):
+        class Edf:
+            def key(self, view, h):
+                r = view.request(h)
+                return (-r.priority, r.deadline)
+
+        class Fastest:
+            def __init__(self):
+                self.inner = paraflex.FastestDegree()
+
+            def degree(self, view, h, available):
+                return self.inner.degree(view, h, available)
+
+        class Unreachable:
+            def __init__(self):
+                self.begun = 0
+
+            def begin(self, view):
+                self.begun += 1
+
+            def judge(self, view, h):
+                return ("drop", "too_late") if paraflex.deadline_unreachable(view, h) else "admit"
+
+        adm = Unreachable()
+        mixed = paraflex.ComposedPolicy(adm, Edf(), Fastest(), paraflex.StickyPlacement(), name="mixed")
+        builtin = paraflex.ComposedPolicy(paraflex.DropUnreachable(), paraflex.PriorityEdfOrder(), paraflex.FastestDegree(),
+                                          paraflex.StickyPlacement(), name="mixed")
+        a = without_host_timings(paraflex.simulate(policy=mixed))
+        b = without_host_timings(paraflex.simulate(policy=builtin))
+        self.assertGreater(adm.begun, 0)
+        self.assertEqual(a["dropped_by_reason"].keys(), {"too_late"})
+        b["dropped_by_reason"] = {"too_late": b["dropped_by_reason"].pop("deadline_unreachable")}
+        self.assertEqual(a, b)
+
+    def test_bad_part_results_raise_naming_the_part(self):
+        class BadKey:
+            def key(self, view, h):
+                return "soon"
+
+        with self.assertRaisesRegex(TypeError, "BadKey.key"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(order=BadKey()))
+
+        class BadVerdict:
+            def judge(self, view, h):
+                return "maybe"
+
+        with self.assertRaisesRegex(ValueError, "BadVerdict.judge"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(admission=BadVerdict()))
+
+        class BusyPlacement:
+            def place(self, view, h, k, available, preferred):
+                return [0] * k
+
+        # The composition passes the group on; the runtime refuses it, naming the request.
+        with self.assertRaisesRegex(paraflex.PolicyError, r"request '\w+': device 0 in \{0,0"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(placement=BusyPlacement()))
+
+        with self.assertRaisesRegex(TypeError, "has no place"):
+            paraflex.ComposedPolicy(placement=object())
+
+    def test_placement_helpers(self):
+        c = paraflex.Cluster(8, 4)
+        free = paraflex.DeviceSet(8, [1, 2, 3, 5, 6])
+        self.assertEqual(paraflex.find_free_group(free, 2, c), [5, 6])  # best fit: the node with the fewest free that fit
+        self.assertEqual(paraflex.find_free_group(free, 3, c), [1, 2, 3])
+        self.assertEqual(paraflex.find_free_group(paraflex.DeviceSet(8, range(8)), 4, c), [0, 1, 2, 3])  # an aligned block
+        self.assertEqual(len(paraflex.find_free_group(free, 5, c)), 5)
+        self.assertIsNone(paraflex.find_free_group(free, 6, c))
+        free.reset_group([2, 3])
+        self.assertEqual(free.to_list(), [1, 5, 6])
+        self.assertIn(5, free)
+        self.assertTrue(free.contains_all([5, 6]))
+        self.assertEqual(paraflex.to_ticks(1.5), 1_500_000)
+        self.assertEqual(paraflex.to_seconds(250_000), 0.25)
+        self.assertEqual(paraflex.NEVER, 2**63 - 1)
+        self.assertIn("slo-aware", paraflex.policies())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,162 @@
+"""paraflex.simulate() against paraflex-sim: same inputs, same result entry, same error messages."""
+
+import csv
+import json
+import os
+import tempfile
+import unittest
+
+from support import DEFAULT_WORKLOAD, PROFILE, paraflex, run_sim, sim_error, without_host_timings
+
+
+def sim_results(*args):
+    rc, out, err = run_sim("--format", "json", "--quiet", *args)
+    if rc != 0:
+        raise AssertionError(f"paraflex-sim {args} failed ({rc}): {err}")
+    return [without_host_timings(r) for r in json.loads(out)["results"]]
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def typed_rows(path):
+    """The CSV's rows as dicts of Python values (empty optional fields left out)."""
+    rows = []
+    for r in read_rows(path):
+        row = {"arrival_s": float(r["arrival_s"]), "request_id": r["request_id"], "model": r["model"],
+               "height": int(r["height"]), "width": int(r["width"]), "steps": int(r["steps"])}
+        if r.get("frames"):
+            row["frames"] = int(r["frames"])
+        if r.get("slo_s"):
+            row["slo_s"] = float(r["slo_s"])
+        if r.get("priority"):
+            row["priority"] = int(r["priority"])
+        if r.get("class"):
+            row["class"] = r["class"]
+        rows.append(row)
+    return rows
+
+
+class SimulateMatchesParaflexSim(unittest.TestCase):
+    def assert_same(self, sim_args, **kwargs):
+        expected = sim_results(*sim_args)
+        self.assertEqual(len(expected), 1)
+        got = paraflex.simulate(**kwargs)
+        self.assertEqual(list(got.keys()), list(expected[0].keys()))
+        self.assertEqual(without_host_timings(got), expected[0])
+        for key in ("decision_us_mean", "decision_us_p99", "wall_s"):
+            self.assertIn(key, got["scheduler"])
+
+    def test_every_builtin_policy_on_the_embedded_workload_gives_paraflex_sims_entry(self):
+        for spec in paraflex.default_policies(8):
+            with self.subTest(policy=spec):
+                self.assert_same(["--policy", spec], policy=spec)
+
+    def test_a_workload_file_profile_and_gpu_type_give_paraflex_sims_entry(self):
+        for spec in ("slo-aware:margin=0.1:admission=strict", "round-based:round_steps=5", "throughput-first"):
+            with self.subTest(policy=spec):
+                self.assert_same(["--workload", DEFAULT_WORKLOAD, "--profile", PROFILE, "--gpu", "l20-inferred", "--policy", spec],
+                                 workload=DEFAULT_WORKLOAD, profile=PROFILE, gpu="l20-inferred", policy=spec)
+
+    def test_several_nodes_faults_seed_and_bound_give_paraflex_sims_entry(self):
+        self.assert_same(["--gpus", "8", "--gpus-per-node", "4", "--policy", "edf-best-fit", "--seed", "7", "--jitter", "0.2",
+                          "--fail-rate", "0.05", "--fail-device", "3@100", "--straggler", "5@50:2.5", "--bound"],
+                         gpus=8, gpus_per_node=4, policy="edf-best-fit", seed=7, jitter=0.2, fail_rate=0.05,
+                         fail_devices=["3@100"], stragglers=["5@50:2.5"], bound=True)
+
+    def test_a_smaller_cluster_gives_paraflex_sims_entry(self):
+        self.assert_same(["--gpus", "4", "--policy", "static:2"], gpus=4, policy="static:2")
+
+    def test_a_list_of_dicts_gives_the_same_result_as_the_file(self):
+        from_file = without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="slo-aware"))
+        from_rows = without_host_timings(paraflex.simulate(workload=typed_rows(DEFAULT_WORKLOAD), policy="slo-aware"))
+        self.assertEqual(from_rows, from_file)
+
+    def test_string_fields_are_read_like_the_csv_reader_reads_them(self):
+        rows = [{k: v for k, v in r.items()} for r in read_rows(DEFAULT_WORKLOAD)]  # every value a str, as in the file
+        from_file = without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="edf-best-fit"))
+        self.assertEqual(without_host_timings(paraflex.simulate(workload=rows, policy="edf-best-fit")), from_file)
+
+    def test_a_path_like_workload_is_accepted(self):
+        import pathlib
+        a = without_host_timings(paraflex.simulate(workload=pathlib.Path(DEFAULT_WORKLOAD), policy="rssp"))
+        self.assertEqual(a, without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="rssp")))
+
+    def test_a_trace_is_written_when_asked(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "trace.json")
+            paraflex.simulate(policy="static:8", trace_out=path)
+            with open(path) as f:
+                self.assertIn("traceEvents", json.load(f))
+
+
+class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
+    def assert_message(self, sim_args, **kwargs):
+        expected = sim_error(*sim_args)
+        with self.assertRaises(ValueError) as e:
+            paraflex.simulate(**kwargs)
+        self.assertEqual(str(e.exception), expected)
+
+    def test_a_missing_workload_file(self):
+        self.assert_message(["--workload", "/nonexistent/w.csv"], workload="/nonexistent/w.csv")
+
+    def test_a_bad_row_in_a_workload_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "bad.csv")
+            with open(path, "w") as f:
+                f.write("arrival_s,model,height,width,steps\n0,flux-dev,1024,1024,28\n1.5,flux-dev,-3,1024,28\n")
+            self.assert_message(["--workload", path], workload=path)
+
+    def test_an_unknown_model(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "bad.csv")
+            with open(path, "w") as f:
+                f.write("arrival_s,model,height,width,steps\n0,no-such-model,1024,1024,28\n")
+            self.assert_message(["--workload", path], workload=path)
+
+    def test_an_unknown_gpu_type(self):
+        self.assert_message(["--gpu", "a100"], gpu="a100")
+
+    def test_an_unknown_policy_and_a_bad_parameter(self):
+        self.assert_message(["--policy", "nope"], policy="nope")
+        self.assert_message(["--policy", "slo-aware:margin=2"], policy="slo-aware:margin=2")
+        self.assert_message(["--policy", "static:16"], policy="static:16")
+
+    def test_cluster_flags_out_of_range(self):
+        self.assert_message(["--gpus", "0"], gpus=0)
+        self.assert_message(["--gpus", "4", "--gpus-per-node", "8"], gpus=4, gpus_per_node=8)
+
+    def test_bad_fault_flags(self):
+        self.assert_message(["--fail-device", "9@1"], fail_devices=["9@1"])
+        self.assert_message(["--straggler", "2@1"], stragglers=["2@1"])
+        self.assert_message(["--fail-device", "1@nan"], fail_devices=["1@nan"])
+
+    def test_bad_rows_name_the_row_and_column(self):
+        rows = [{"arrival_s": 0, "model": "flux-dev", "height": 1024, "width": 1024, "steps": 28},
+                {"arrival_s": 1, "model": "flux-dev", "height": 0, "width": 1024, "steps": 28}]
+        with self.assertRaisesRegex(ValueError, r"^workload\[1\]: column 'height': must be > 0"):
+            paraflex.simulate(workload=rows)
+        with self.assertRaisesRegex(ValueError, r"^workload\[0\]: unknown column 'slo'"):
+            paraflex.simulate(workload=[{"arrival_s": 0, "model": "flux-dev", "height": 8, "width": 8, "steps": 2, "slo": 3}])
+        with self.assertRaisesRegex(ValueError, r"^workload\[1\]: column 'request_id': duplicate request_id 'a' \(first used in workload\[0\]\)"):
+            paraflex.simulate(workload=[dict(rows[0], request_id="a"), dict(rows[0], request_id="a")])
+        with self.assertRaisesRegex(ValueError, r"^workload: no requests"):
+            paraflex.simulate(workload=[])
+        with self.assertRaisesRegex(ValueError, r"^workload\[0\]: column 'model': unknown model 'sdxl'"):
+            paraflex.simulate(workload=[dict(rows[0], model="sdxl")])
+        with self.assertRaisesRegex(ValueError, r"^workload\[0\]: column 'steps'"):
+            paraflex.simulate(workload=[dict(rows[0], steps=2.5)])
+
+    def test_wrong_types_raise_type_error(self):
+        with self.assertRaises(TypeError):
+            paraflex.simulate(workload=42)
+        with self.assertRaises(TypeError):
+            paraflex.simulate(workload=[1, 2])
+        with self.assertRaises(TypeError):
+            paraflex.simulate(policy=object())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,377 @@
+#!/usr/bin/python3
+"""Command-line tests of paraflex-sim (docs/formats.md §3-§5), run by ctest in every build.
+
+    paraflex_sim_cli.py PATH/TO/paraflex-sim PATH/TO/bench/data GROUP
+
+GROUP is one of the names in GROUPS below (ctest runs each as its own test). Standard library only;
+JSON and traces are parsed, never grepped. Each check prints FAIL: ... when it fails; the script
+exits 1 if any did, 0 otherwise.
+"""
+import csv
+import heapq
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    if not ok:
+        failures += 1
+        print("FAIL:", what)
+    return ok
+
+
+def run(args, timeout=300):
+    p = subprocess.run([EXE, *args], capture_output=True, timeout=timeout)
+    # stdout and stderr must be UTF-8 whatever the input held (errors print invalid bytes as \xNN).
+    try:
+        out, err = p.stdout.decode("utf-8"), p.stderr.decode("utf-8")
+    except UnicodeDecodeError as e:
+        check(False, f"{args}: output is not UTF-8 ({e})")
+        out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return p.returncode, out, err
+
+
+def strict_json(text):
+    """JSON with NaN/Infinity refused (formats §5: a number is never NaN or infinite)."""
+    def bad(c):
+        raise ValueError(f"non-finite number {c}")
+    return json.loads(text, parse_constant=bad)
+
+
+def write(path, text, mode="w"):
+    with open(path, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        f.write(text)
+    return path
+
+
+def profile_rows():
+    rows = {}
+    with open(PROFILE, newline="") as f:
+        for r in csv.DictReader(f):
+            rows[(r["model"], r["gpu"], int(r["height"]), int(r["width"]), int(r["frames"]), int(r["degree"]))] = float(r["step_s"])
+    return rows
+
+
+def make_workload(path, n, seed):
+    """flux-dev requests of profiled shapes only, arrivals with 6 decimals (exact microseconds)."""
+    rng = random.Random(seed)
+    t = 0.0
+    rows = []
+    for i in range(n):
+        t += rng.expovariate(0.25)
+        side = rng.choice([256, 512, 1024, 2048])
+        steps = rng.choice([10, 20, 28])
+        slo = rng.choice(["", "30", "60", "120.5"])
+        rows.append((f"r{i}", f"{t:.6f}", "flux-dev", side, side, 1, steps, slo, f"{side}px"))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["request_id", "arrival_s", "model", "height", "width", "frames", "steps", "slo_s", "class"])
+        w.writerows(rows)
+    return rows
+
+
+def fcfs_mean_latency(rows, k, gpus=8):
+    """static:K with FCFS is a queue with G/K identical servers (formats §5): its latencies in closed form,
+    with the runtime's rounding (arrival and step time each to the nearest microsecond)."""
+    prof = profile_rows()
+    free = [0] * (gpus // k)
+    heapq.heapify(free)
+    total = 0
+    for _, a, model, h, w, fr, steps, _, _ in sorted(rows, key=lambda r: float(r[1])):
+        arrival = round(float(a) * 1e6)
+        step = round(prof[(model, "l20-inferred", h, w, fr, k)] * 1e6)
+        start = max(arrival, heapq.heappop(free))
+        end = start + steps * step
+        heapq.heappush(free, end)
+        total += end - arrival
+    return total / len(rows) / 1e6
+
+
+RESULT_KEYS = {"policy", "requests", "completed", "dropped", "slo_attainment", "latency_s", "throughput_rps", "goodput_rps",
+               "makespan_s", "gpu_busy_s", "utilization", "migrations", "per_class", "scheduler", "dropped_by_reason"}
+LATENCY_KEYS = {"mean", "p50", "p90", "p95", "p99", "max"}
+SCHEDULER_KEYS = {"decisions", "decision_us_mean", "decision_us_p99", "wall_s"}
+HOST_TIMINGS = {"decision_us_mean", "decision_us_p99", "wall_s"}
+DEFAULT_POLICIES = ["static:1", "static:2", "static:4", "static:8", "rssp", "round-based", "edf-best-fit", "slo-aware",
+                    "throughput-first"]
+
+
+def check_result_shape(doc, what):
+    check(set(doc) >= {"workload", "cluster", "results"}, f"{what}: top-level keys workload, cluster, results")
+    check(set(doc.get("workload", {})) >= {"file", "requests"}, f"{what}: workload has file and requests")
+    check(set(doc.get("cluster", {})) >= {"gpus", "gpus_per_node", "gpu"}, f"{what}: cluster has gpus, gpus_per_node, gpu")
+    for r in doc.get("results", []):
+        name = r.get("policy")
+        check(RESULT_KEYS <= set(r), f"{what}: {name}: missing keys {sorted(RESULT_KEYS - set(r))}")
+        check(r.get("completed", -1) + r.get("dropped", -1) == r.get("requests"), f"{what}: {name}: completed + dropped = requests")
+        check(r.get("requests") == doc["workload"]["requests"], f"{what}: {name}: requests = the workload's")
+        lat = r.get("latency_s", {})
+        check(set(lat) == LATENCY_KEYS, f"{what}: {name}: latency_s keys {sorted(lat)}")
+        if r.get("completed", 0) > 0:
+            check(all(isinstance(lat[k], (int, float)) for k in LATENCY_KEYS), f"{what}: {name}: latencies are numbers")
+            check(lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"], f"{what}: {name}: percentiles in order")
+        sa = r.get("slo_attainment")
+        check(sa is None or 0.0 <= sa <= 1.0, f"{what}: {name}: slo_attainment in [0, 1] or null")
+        check(set(r.get("scheduler", {})) >= SCHEDULER_KEYS, f"{what}: {name}: scheduler keys")
+        check(isinstance(r.get("dropped_by_reason"), dict) and sum(r["dropped_by_reason"].values()) == r.get("dropped"),
+              f"{what}: {name}: dropped_by_reason adds up to dropped")
+        for label, c in r.get("per_class", {}).items():
+            check(set(c) >= {"requests", "slo_attainment", "latency_s"} and set(c["latency_s"]) >= {"mean", "p95"},
+                  f"{what}: {name}: per_class[{label}] keys")
+        if r.get("makespan_s", 0) > 0:
+            m = r["makespan_s"]
+            check(abs(r["throughput_rps"] - r["completed"] / m) <= 1e-9 * max(1.0, r["throughput_rps"]), f"{what}: {name}: throughput = completed / makespan")
+            check(abs(r["utilization"] - r["gpu_busy_s"] / (doc["cluster"]["gpus"] * m)) <= 1e-9, f"{what}: {name}: utilization definition")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Groups
+
+
+def group_default(d):
+    rc, out, err = run([])
+    check(rc == 0, f"no arguments: exit 0 (got {rc}: {err[-300:]})")
+    check("<embedded workload> (300 requests)" in out, "no arguments: the table names the embedded workload")
+    for p in DEFAULT_POLICIES:
+        check(re.search(rf"^{re.escape(p)}\s", out, re.M) is not None, f"no arguments: the table has a row for {p}")
+    check("error" not in err, "no arguments: no error on stderr")
+    rc, out, err = run(["--quiet", "--policy", "rssp"])
+    check(rc == 0 and err == "", f"--quiet: nothing on stderr (got {err!r})")
+    rc, out, _ = run(["--help"])
+    check(rc == 0 and "--workload" in out and "--trace-out" in out, "--help: exit 0, lists the options")
+
+
+def group_json(d):
+    rc, out, err = run(["--format", "json"])
+    check(rc == 0, f"--format json: exit 0 ({err[-300:]})")
+    doc = strict_json(out)  # exactly one JSON document on stdout
+    check_result_shape(doc, "default --format json")
+    check([r["policy"] for r in doc["results"]] == DEFAULT_POLICIES, "default: every built-in policy, in order")
+    check(doc["cluster"] == {"gpus": 8, "gpus_per_node": 8, "gpu": "l20-inferred"}, f"default cluster {doc['cluster']}")
+    check(doc["workload"] == {"file": "<embedded workload>", "requests": 300}, f"default workload {doc['workload']}")
+    # static:K against its closed form, on a workload of profiled shapes.
+    wl = os.path.join(d, "w.csv")
+    rows = make_workload(wl, 120, seed=5)
+    rc, out, err = run(["--workload", wl, "--profile", PROFILE, "--policy", "static:1,static:2,static:4,static:8", "--format", "json"])
+    check(rc == 0, f"static policies: exit 0 ({err[-300:]})")
+    doc = strict_json(out)
+    check_result_shape(doc, "static policies")
+    check(doc["workload"] == {"file": wl, "requests": 120}, "workload file and count")
+    for r in doc["results"]:
+        k = int(r["policy"].split(":")[1])
+        exact = fcfs_mean_latency(rows, k)
+        check(abs(r["latency_s"]["mean"] - exact) <= 1e-6, f"{r['policy']}: mean latency {r['latency_s']['mean']} = FCFS closed form {exact}")
+        check(r["dropped"] == 0 and r["migrations"] == 0, f"{r['policy']}: no drops, no migrations")
+        check(set(r["per_class"]) == {"256px", "512px", "1024px", "2048px"}, f"{r['policy']}: per_class labels")
+        check(sum(c["requests"] for c in r["per_class"].values()) == 120, f"{r['policy']}: per_class counts add up")
+    # No request has a deadline: slo_attainment is null, and so is every per-class attainment.
+    nodl = os.path.join(d, "nodl.csv")
+    write(nodl, "arrival_s,model,height,width,steps,class\n0,flux-dev,512,512,5,a\n1,flux-dev,256,256,5,b\n")
+    rc, out, err = run(["--workload", nodl, "--policy", "rssp", "--format", "json"])
+    r = strict_json(out)["results"][0]
+    check(rc == 0 and r["slo_attainment"] is None and all(c["slo_attainment"] is None for c in r["per_class"].values()),
+          "no deadlines: slo_attainment is null")
+
+
+def group_bad_input(d):
+    prof = PROFILE
+    header = "arrival_s,model,height,width,steps"
+    cases = [
+        # name, file bytes, expected line, expected column (None: not about one column), words in the message
+        ("missing column", f"arrival_s,model,height,width\n0,flux-dev,512,512\n", 1, "steps", ["missing required column"]),
+        ("negative steps", f"{header}\n0,flux-dev,512,512,-3\n", 2, "steps", ["must be > 0"]),
+        ("unknown model", f"{header}\n0,no-such-model,512,512,20\n", 2, "model", ["unknown model", "flux-dev"]),
+        ("text in number", f"{header}\nsoon,flux-dev,512,512,20\n", 2, "arrival_s", ["expected a number"]),
+        ("infinite number", f"{header}\n1e999,flux-dev,512,512,20\n", 2, "arrival_s", ["finite"]),
+        ("huge time", f"{header}\n1e300,flux-dev,512,512,20\n", 2, "arrival_s", ["does not fit"]),
+        ("duplicate id", f"{header},request_id\n0,flux-dev,512,512,20,a\n1,flux-dev,512,512,20,a\n", 3, "request_id", ["duplicate", "line 2"]),
+        ("short row", f"{header}\n0,flux-dev,512,512\n", 2, None, ["expected 5 fields"]),
+        ("unterminated quote", f"{header},class\n0,flux-dev,512,512,20,\"oops\n", 2, None, ["unterminated quoted field"]),
+        ("no rows", f"{header}\n", 0, None, ["no requests"]),
+        ("invalid UTF-8 class", (f"{header},class\n0,flux-dev,512,512,20,ok\n0,flux-dev,512,512,20,caf\xe9\n").encode("latin-1"), 3, "class",
+         ["not valid UTF-8", "0xE9"]),
+        ("invalid UTF-8 id", (f"{header},request_id\n0,flux-dev,512,512,20,\xff\xfe\n").encode("latin-1"), 2, "request_id", ["not valid UTF-8"]),
+        ("UTF-16", f"{header}\n0,flux-dev,512,512,20\n".encode("utf-16"), 1, None, ["UTF-16", "save it as UTF-8"]),
+        ("UTF-16 without a mark", f"{header}\n0,flux-dev,512,512,20\n".encode("utf-16-le"), 1, None, ["NUL byte", "UTF-16"]),
+        ("NUL byte", f"{header}\n0,flux-dev,512,512,2\x000\n".encode(), 2, None, ["NUL byte"]),
+        ("CR-only line ends", f"{header}\r0,flux-dev,512,512,20\r", 1, None, ["CR-only", "LF or CRLF"]),
+    ]
+    for name, text, line, column, words in cases:
+        path = os.path.join(d, "bad.csv")
+        write(path, text, "wb" if isinstance(text, bytes) else "w")
+        rc, out, err = run(["--workload", path, "--profile", prof, "--policy", "static:1", "--format", "json"])
+        where = f"{path}:{line}:" if line > 0 else f"{path}:"
+        ok = check(rc == 2, f"{name}: exit 2 (got {rc})")
+        ok &= check(err.startswith("paraflex-sim: error: " + where), f"{name}: stderr names file and line {where!r} (got {err.strip()!r})")
+        if column:
+            ok &= check(f"column '{column}'" in err, f"{name}: stderr names column {column} (got {err.strip()!r})")
+        for w in words:
+            ok &= check(w in err, f"{name}: stderr says {w!r} (got {err.strip()!r})")
+        check(out == "", f"{name}: nothing on stdout")
+        check("\ufffd" not in err, f"{name}: no raw bytes in the message")
+    # Profile errors name the profile file.
+    bad_prof = write(os.path.join(d, "p.csv"), "model,gpu,height,width,frames,degree,step_s\nflux-dev,g,512,512,1,1,nan\n")
+    rc, _, err = run(["--profile", bad_prof, "--policy", "rssp"])
+    check(rc == 2 and f"{bad_prof}:2: column 'step_s'" in err, f"bad profile: exit 2 naming file, line, column (got {rc}: {err.strip()})")
+    bad_prof = write(os.path.join(d, "p2.csv"), b"model,gpu,height,width,frames,degree,step_s\nflux\xff,g,512,512,1,1,0.5\n", "wb")
+    rc, _, err = run(["--profile", bad_prof, "--policy", "rssp"])
+    check(rc == 2 and f"{bad_prof}:2: column 'model'" in err and "UTF-8" in err, f"profile with invalid UTF-8: exit 2 ({err.strip()})")
+    rc, _, err = run(["--workload", os.path.join(d, "missing.csv")])
+    check(rc == 2 and "missing.csv" in err and "cannot open" in err, f"missing file: exit 2 ({err.strip()})")
+    # Usage errors.
+    usage = [
+        (["--policy", ""], "empty policy list"),
+        (["--policy", ",,"], "is empty"),
+        (["--policy", "rssp,"], "is empty"),
+        (["--policy", "static:9"], "out of range"),
+        (["--policy", "nope"], "unknown policy 'nope'"),
+        (["--policy", "round-based:speed=2"], "unknown parameter 'speed'"),
+        (["--gpus", "8", "--gpus-per-node", "3"], "not a multiple of --gpus-per-node 3"),
+        (["--gpus", "4", "--gpus-per-node", "8"], "exceeds"),
+        (["--gpus", "0"], "--gpus"),
+        (["--format", "xml"], "--format"),
+        (["--fail-device", "9@1"], "device ID 9 is not in [0, 7]"),
+        (["--fail-device", "3@soon"], "SECONDS"),
+        (["--straggler", "1@2"], "expected ID@SECONDS:FACTOR"),
+        (["--fail-rate", "2"], "--fail-rate"),
+        (["--gpu", "a100"], "a100"),
+        (["--no-such-flag"], "no-such-flag"),
+    ]
+    for args, words in usage:
+        rc, out, err = run(args)
+        check(rc == 2 and err.startswith("paraflex-sim: error: ") and words in err, f"{args}: exit 2 saying {words!r} (got {rc}: {err.strip()!r})")
+    # static:K where a model's heads do not allow K: refused, naming the model and its degrees.
+    p24 = write(os.path.join(d, "p24.csv"), "model,gpu,height,width,frames,degree,step_s,heads\nm24,g,512,512,1,1,0.5,24\nm24,g,512,512,1,2,0.3,24\n")
+    w24 = write(os.path.join(d, "w24.csv"), "arrival_s,model,height,width,steps\n0,m24,512,512,20\n")
+    rc, out, err = run(["--workload", w24, "--profile", p24, "--policy", "static:1,static:5"])
+    check(rc == 2 and "static:5" in err and "model 'm24'" in err and "allows 1..4, 6, 8" in err and out == "",
+          f"static:5 with 24 heads: exit 2 naming the model and its degrees (got {rc}: {err.strip()!r})")
+    rc, out, err = run(["--workload", w24, "--profile", p24, "--policy", "static:4", "--format", "json"])
+    check(rc == 0 and strict_json(out)["results"][0]["dropped"] == 0, "static:4 with 24 heads runs and drops nothing")
+
+
+def strip_host_timings(doc):
+    for r in doc["results"]:
+        for k in HOST_TIMINGS:
+            r["scheduler"].pop(k, None)
+    return doc
+
+
+def group_determinism(d):
+    wl = os.path.join(d, "w.csv")
+    make_workload(wl, 150, seed=9)
+    common = ["--workload", wl, "--format", "json", "--jitter", "0.2", "--fail-rate", "0.02", "--policy",
+              "rssp,round-based,slo-aware,throughput-first"]
+    args = common + ["--seed", "7"]
+    runs = [run(args) for _ in range(2)]
+    check(all(rc == 0 for rc, _, _ in runs), "determinism: both runs exit 0")
+    a, b = (strict_json(out) for _, out, _ in runs)
+    check(strip_host_timings(a) == strip_host_timings(b), "same input and seed: same JSON apart from host timings")
+    # Byte for byte, once the three host-timing values are masked.
+    mask = lambda s: re.sub(r'("(?:decision_us_mean|decision_us_p99|wall_s)": )[^,\n}]+', r"\1X", s)
+    check(mask(runs[0][1]) == mask(runs[1][1]), "same input and seed: byte-identical output apart from host timings")
+    rc, out, err = run(common + ["--seed", "8"])
+    check(rc == 0 and strip_host_timings(strict_json(out)) != a, f"another seed changes the jittered run ({err[-200:]})")
+
+
+def group_trace(d):
+    wl = os.path.join(d, "w.csv")
+    text = ("arrival_s,request_id,model,height,width,steps\n"
+            "0,\"quote\"\"d, and comma\",flux-dev,1024,1024,4\n"
+            "0.1,caf\u00e9 \u2713,flux-dev,512,512,3\n"
+            "0.2,back\\slash,flux-dev,256,256,2\n"
+            "0.3,plain,flux-dev,2048,2048,2\n")
+    write(wl, text)
+    ids = {"quote\"d, and comma", "caf\u00e9 \u2713", "back\\slash", "plain"}
+    for gpus, policy in ((8, "slo-aware"), (4, "static:2")):
+        trace = os.path.join(d, f"t{gpus}.json")
+        rc, out, err = run(["--workload", wl, "--gpus", str(gpus), "--policy", policy, "--trace-out", trace])
+        if not check(rc == 0 and os.path.exists(trace), f"--trace-out {policy}: exit 0 and a file ({err.strip()})"):
+            continue
+        with open(trace, encoding="utf-8") as f:
+            doc = strict_json(f.read())
+        ev = doc["traceEvents"]
+        tracks = {e["tid"]: e["args"]["name"] for e in ev if e.get("ph") == "M" and e.get("name") == "thread_name"}
+        check(tracks == {g: f"GPU {g}" for g in range(gpus)}, f"{policy}: one named track per GPU ({sorted(tracks)})")
+        slices = [e for e in ev if e.get("ph") == "X"]
+        check(len(slices) > 0, f"{policy}: the trace has slices")
+        check(all(0 <= e["tid"] < gpus and e["dur"] >= 0 and e["ts"] >= 0 for e in slices), f"{policy}: slices on valid tracks")
+        check({e["name"] for e in slices} == ids, f"{policy}: slices named by request ({sorted({e['name'] for e in slices})})")
+        check(all(e["args"]["request"] == e["name"] for e in slices), f"{policy}: args.request is the request")
+        steps = {}
+        for e in slices:
+            if e["args"]["task"].startswith("step "):
+                steps[e["name"]] = steps.get(e["name"], 0) + 1
+        check(min(steps.values()) > 0, f"{policy}: every request has step slices")
+        by_track = {}
+        for e in slices:
+            by_track.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+        overlap = any(a[1] > b[0] for v in by_track.values() for a, b in zip(sorted(v), sorted(v)[1:]))
+        check(not overlap, f"{policy}: one slice at a time per GPU")
+
+
+def group_faults(d):
+    wl = os.path.join(d, "w.csv")
+    make_workload(wl, 100, seed=3)
+    base = ["--workload", wl, "--format", "json", "--policy", "static:2,rssp,slo-aware,throughput-first"]
+    rc, out, err = run(base)
+    clean = strict_json(out)
+    rc, out, err = run(base + ["--fail-device", "3@20", "--fail-device", "6@40.5", "--straggler", "5@2:3", "--fail-rate", "0.05",
+                               "--seed", "4"])
+    check(rc == 0, f"fault flags: exit 0 ({err[-300:]})")
+    doc = strict_json(out)
+    check_result_shape(doc, "faults")
+    strip_host_timings(clean)
+    strip_host_timings(doc)
+    for a, b in zip(clean["results"], doc["results"]):
+        check(a != b, f"{a['policy']}: faults change the run")
+    # Every device lost at once: nothing can run, every request ends with a reason.
+    lose_all = [x for g in range(8) for x in ("--fail-device", f"{g}@0")]
+    rc, out, err = run(["--workload", wl, "--format", "json", "--policy", "rssp,slo-aware"] + lose_all)
+    check(rc == 0, f"all devices lost: exit 0 ({err[-300:]})")
+    for r in strict_json(out)["results"]:
+        check(r["dropped"] == 100 and r["dropped_by_reason"] == {"device_lost_no_capacity": 100},
+              f"{r['policy']}: all devices lost: every request dropped as device_lost_no_capacity ({r['dropped_by_reason']})")
+
+
+def group_list(d):
+    rc, out, err = run(["--list-policies"])
+    check(rc == 0, f"--list-policies: exit 0 ({err})")
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    check(names == ["edf-best-fit", "round-based", "rssp", "slo-aware", "static", "throughput-first"], f"--list-policies names {names}")
+    check(all(len(line.split(None, 1)) == 2 for line in out.splitlines()), "--list-policies: each name has a summary")
+
+
+def group_scale(d):
+    # issue 12: 65,536 GPUs on a few requests printed 524,000 extrapolation notes; one per cause now.
+    wl = os.path.join(d, "w.csv")
+    make_workload(wl, 12, seed=1)
+    rc, out, err = run(["--workload", wl, "--gpus", "65536", "--policy", "static:1,rssp", "--format", "json"])
+    check(rc == 0, f"--gpus 65536: exit 0 ({err[-300:]})")
+    notes = [l for l in err.splitlines() if "note:" in l]
+    check(0 < len(notes) <= 5, f"--gpus 65536: a few notes, one per cause ({len(notes)} lines, {len(err)} bytes)")
+    check(any("more (shape, degree) pairs" in n for n in notes), "--gpus 65536: a note counts the pairs it stands for")
+    check(strict_json(out)["cluster"]["gpus"] == 65536, "--gpus 65536 in the JSON")
+
+
+GROUPS = {"default": group_default, "json": group_json, "bad_input": group_bad_input, "determinism": group_determinism,
+          "trace": group_trace, "faults": group_faults, "list": group_list, "scale": group_scale}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[3] not in GROUPS:
+        sys.exit(f"usage: {sys.argv[0]} PARAFLEX_SIM DATA_DIR {{{'|'.join(GROUPS)}}}")
+    EXE = os.path.abspath(sys.argv[1])
+    PROFILE = os.path.join(sys.argv[2], "profiles", "step_latency.csv")
+    with tempfile.TemporaryDirectory(prefix="paraflex-cli-") as tmp:
+        GROUPS[sys.argv[3]](tmp)
+    print(f"{sys.argv[3]}: {'ok' if failures == 0 else f'{failures} failed'}")
+    sys.exit(1 if failures else 0)
