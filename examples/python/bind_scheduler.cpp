@@ -681,7 +681,7 @@ void bind_scheduler(py::module_& m) {
                     "(request, kind, step); request/request_id/kind/step/steps above are then the first member's. Empty otherwise.")
       .def("__repr__", [](const py_task& t) {
         std::string members;
-        for (const auto& m : t.batch) members += fmt::format("{}({}, '{}', {})", members.empty() ? "" : ", ", m.request, m.kind, m.step);
+        for (const auto& b : t.batch) members += fmt::format("{}({}, '{}', {})", members.empty() ? "" : ", ", b.request, b.kind, b.step);
         return fmt::format("Task(id={}, request={}, request_id='{}', kind='{}', step={}, group={}, source={}, expected_duration_us={}{})", t.id,
                            t.request, t.request_id, t.kind, t.step, fmt::join(t.group, ","), fmt::join(t.source, ","), t.expected_duration_us,
                            t.batch.empty() ? std::string() : ", batch=[" + members + "]");
