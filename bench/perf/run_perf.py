@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Regenerates docs/performance/*.csv and *.svg: how fast the scheduler decides and simulates.
 
-    python3 bench/perf/run_perf.py [BUILD_DIR] [--quick] [--skip-micro] [--skip-day]
+    python3 bench/perf/run_perf.py [BUILD_DIR] [--quick] [--skip-micro] [--skip-day] [--policies=A,B]
+
+--policies measures only those policies and keeps the other policies' rows already in the CSVs (to
+refresh one policy after a change without re-running everything).
 
 Needs a Release build of paraflex-micro, paraflex-sim and paraflex-workload in BUILD_DIR (default
 ./build). Standard library only. Every figure of docs/performance.md comes from this script:
@@ -17,7 +20,7 @@ Wall times are host measurements: they vary with the machine and its load (docs/
 on which machine they were taken). Schedules do not: the JSON of a run is byte-identical for the
 same input and seed, host timings aside.
 """
-import csv, json, math, os, subprocess, sys, time
+import csv, json, math, os, resource, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -30,7 +33,9 @@ PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
 TRACES = os.path.join(ROOT, "bench", "data", "traces")
 OUT = os.path.join(ROOT, "docs", "performance")
 WORK = os.path.join(BUILD, "perf-work")
-POLICIES = ["static:2", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
+ALL_POLICIES = ["static:2", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
+ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv[1:] if a.startswith("--policies=")), None)
+POLICIES = ONLY or ALL_POLICIES
 
 
 def sh(cmd, timeout=None):
@@ -48,6 +53,11 @@ def workload(name, args):
 
 
 def write_csv(name, rows):
+    path = os.path.join(OUT, name + ".csv")
+    if ONLY and os.path.exists(path):  # keep the rows of the policies not measured this time
+        with open(path, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r.get("policy") not in ONLY]
+        rows = kept + rows
     if not rows:
         return
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -107,9 +117,10 @@ def loglog(path, title, x_label, y_label, series):
 
 # ---- micro-benchmarks -------------------------------------------------------------------------------
 def micro():
-    flt = "^(decide|decide_cold|simulate)/"
-    if QUICK:
-        flt = "^(decide|decide_cold)/.*requests:(100|1000|10000)/gpus:(8|64)$"
+    families = "(decide|decide_cold)" if QUICK else "(decide|decide_cold|simulate)"
+    policies = "|".join(ONLY) if ONLY else "[^/]+"
+    sizes = "requests:(100|1000|10000)/gpus:(8|64)$" if QUICK else ""
+    flt = f"^{families}/({policies})/{sizes}"
     doc = json.loads(sh([MICRO, f"--benchmark_filter={flt}", "--benchmark_min_time=0.2", "--benchmark_format=json"]))
     rows = []
     for b in doc["benchmarks"]:
@@ -152,13 +163,17 @@ def run_sim(wl, gpus, policy, per_node=8, timeout=900):
     args = [SIM, "--workload", wl, "--profile", PROFILE, "--gpus", str(gpus), "--gpus-per-node", str(min(per_node, gpus)),
             "--policy", policy, "--format", "json", "--quiet"]
     t0 = time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out = sh(args, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"policy": policy, "gpus": gpus, "process_s": None, "error": f"over {timeout} s"}
     process_s = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the run (user + system): what the run costs whatever else the machine is doing.
+    cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     r = json.loads(out)["results"][0]
-    return {"policy": policy, "gpus": gpus, "requests": r["requests"], "process_s": round(process_s, 3),
+    return {"policy": policy, "gpus": gpus, "requests": r["requests"], "process_s": round(process_s, 3), "cpu_s": round(cpu_s, 3),
             "run_wall_s": r["scheduler"]["wall_s"], "decisions": r["scheduler"]["decisions"],
             "decision_us_mean": r["scheduler"]["decision_us_mean"], "decision_us_p99": r["scheduler"]["decision_us_p99"],
             "slo_attainment": r["slo_attainment"], "completed": r["completed"], "dropped": r["dropped"]}
@@ -193,8 +208,8 @@ def runs():
     s = {}
     for r in rows:
         if r["setup"].startswith("scaling") and r.get("process_s"):
-            s.setdefault(r["policy"], []).append((r["requests"], r["process_s"]))
-    loglog(os.path.join(OUT, "sim_wall_vs_requests.svg"), "paraflex-sim wall time, 8 GPUs, load 0.9", "requests",
+            s.setdefault(r["policy"], []).append((int(r["requests"]), float(r.get("cpu_s") or r["process_s"])))
+    loglog(os.path.join(OUT, "sim_wall_vs_requests.svg"), "paraflex-sim CPU time (user + system), 8 GPUs, load 0.9", "requests",
            "seconds", s)
     return rows
 

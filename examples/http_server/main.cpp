@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   double time_scale = 1.0, read_timeout_s = 10, drain_timeout_s = 60, max_tokens = 1 << 18;
   long max_connections = 512;
   std::size_t body_limit = 64 * 1024;
+  std::size_t retain = 100000;
   app.add_option("--port", port, "TCP port; 0 picks a free one (the first line on stdout says which)")->check(CLI::Range(0, 65535));
   app.add_option("--host", host, "address to listen on (default 127.0.0.1)");
   app.add_option("--gpus", gpus, "devices (CPU worker threads standing in for GPUs)")->check(CLI::Range(1, 256));
@@ -90,6 +92,8 @@ int main(int argc, char** argv) {
   app.add_option("--body-limit", body_limit, "largest request body in bytes (413 beyond)")->check(CLI::Range(std::size_t{2}, std::size_t{1} << 30));
   app.add_option("--drain-timeout", drain_timeout_s, "seconds after SIGTERM before running requests are cancelled")->check(CLI::Range(0.0, 86400.0));
   app.add_option("--max-tokens", max_tokens, "largest latent (tokens) one request may have")->check(CLI::Range(1.0, 1e9));
+  app.add_option("--retain", retain, "ended requests whose outcome GET still answers; older ones are forgotten (404)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
   app.add_option("--channels", channels, "latent channels of the CPU stand-in (memory and work per token)")->check(CLI::Range(1, 1024));
   try {
     app.parse(argc, argv);
@@ -140,11 +144,19 @@ int main(int argc, char** argv) {
   paraflex::scheduler sched(paraflex::cluster{gpus, gpus, gpu_type}, *policy, executor, *cost, sched_opts);
 
   server_metrics metrics;
+  auto& client = sched.client();
+  // The outcomes of the last `retain` ended requests stay queryable; older ones are forgotten so that a
+  // server running for days keeps the client's table bounded (the metrics keep counting them).
+  std::deque<std::string> ended_ids;
   sched.on_request_end([&](const paraflex::request_record& r) {  // scheduler's thread, once per request
     const bool ok = r.phase == paraflex::request_phase::completed;
     metrics.request_ended(ok, r.drop_reason, ok ? paraflex::to_seconds(r.finish - r.spec.arrival) : 0.0);
+    ended_ids.push_back(r.spec.id);  // published as ended before this callback: forget() accepts it later
+    while (ended_ids.size() > retain) {
+      client.forget(ended_ids.front());
+      ended_ids.pop_front();
+    }
   });
-  auto& client = sched.client();
   client.open();  // run() serves until close(), even when nothing is in flight
 
   // Declared before the io_context: sessions destroyed with it still use the service and metrics.

@@ -634,6 +634,43 @@ def shutdown_check():
     return err
 
 
+# ---- 6. retention -------------------------------------------------------------------------------
+
+def retain_check(exe):
+    """A server started with --retain 3 answers GET for the last three ended requests only."""
+    global PORT
+    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "2", "--policy", "static:1", "--time-scale", "1000", "--retain", "3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", srv.stdout.readline().decode().strip())
+        if not check(m is not None, "retain: the server did not start"):
+            return
+        saved, PORT = PORT, int(m.group(1))
+        conn = new_conn()
+        ids = [f"keep-{i}" for i in range(6)]
+        for rid in ids:  # one at a time, each waited for: they end in this order
+            status, _, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2,
+                                                               "request_id": rid})
+            check(status == 201, f"retain: POST {rid}: {status} {j}")
+            for _ in range(1000):
+                status, _, j = call(conn, "GET", "/v1/requests/" + rid)
+                if j and j.get("state") in ("completed", "dropped"):
+                    break
+                time.sleep(0.01)
+        for i, rid in enumerate(ids):
+            status, _, j = call(conn, "GET", "/v1/requests/" + rid)
+            want = 404 if i < 3 else 200
+            check(status == want, f"retain 3: GET {rid} (ended {6 - i} from last): {status}, expected {want}")
+        conn.close()
+        PORT = saved
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
 def main():
     global SERVER, PORT
     if len(sys.argv) not in (2, 3):
@@ -670,6 +707,7 @@ def main():
         refused = connection_cap_check()
         n_load = len(accepted)
         shutdown_check()
+        retain_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:
