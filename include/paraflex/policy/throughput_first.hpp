@@ -126,7 +126,7 @@ class throughput_first_policy {
         continue;
       }
       free_count -= k;
-      picks_.push_back({h, k});
+      picks_.push_back({h, k, 0});
     }
     if (picks_.size() < queue_.size()) all_taken = false;
 
@@ -148,8 +148,13 @@ class throughput_first_policy {
     }
 
     // Place: keepers on their own devices first, then widest first.
-    device_set available = v.free_devices();
-    std::stable_sort(picks_.begin(), picks_.end(), [](const pick& a, const pick& b) { return a.degree > b.degree; });
+    // Reused members, not locals: a copy of the free set and stable_sort's buffer would allocate each call.
+    device_set& available = available_;
+    available = v.free_devices();
+    for (std::size_t i = 0; i < picks_.size(); ++i) picks_[i].rank = static_cast<std::uint32_t>(i);
+    std::sort(picks_.begin(), picks_.end(), [](const pick& a, const pick& b) {  // widest first, else queue order
+      return a.degree != b.degree ? a.degree > b.degree : a.rank < b.rank;
+    });
     for (auto& p : picks_) {
       const auto& sg = v.request(p.h).state_group;
       if (static_cast<int>(sg.size()) == p.degree && available.contains_all(sg)) {
@@ -191,6 +196,7 @@ class throughput_first_policy {
   struct pick {
     request_handle h;
     int degree;
+    std::uint32_t rank = 0;  ///< position in the queue walk (ties keep it)
   };
   struct shape_info {
     request_shape shape;
@@ -300,6 +306,7 @@ class throughput_first_policy {
   bool stale_ = false;
   std::uint64_t epoch_ = 0;  // decide() calls: shape caches check their key once per call
   std::vector<pick> picks_;
+  device_set available_;
 };
 
 static_assert(Policy<throughput_first_policy> && NamedPolicy<throughput_first_policy>);
