@@ -54,6 +54,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -63,6 +64,7 @@
 #include <vector>
 
 #include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/degree_candidates.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "paraflex/policy/request_index.hpp"
 
@@ -279,35 +281,40 @@ concept Sizing = requires(S& s, const scheduler_view& v, request_handle h, const
 /// step or two by more urgent ones still makes it (margin 0 = GF-DiT).
 struct smallest_meeting_degree {
   double margin = 0;
+  degree_candidates candidates{};  ///< a cache: the degrees worth trying, per shape
 
   [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
     const auto& r = v.request(h);
     const int free = static_cast<int>(available.count());
-    int fastest = 0;
+    int meets = 0, fastest = 0;
     tick fastest_t = never;
     const tick left = r.has_deadline() ? r.deadline() - v.now() : never;
     const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
-    for (int k : v.allowed_degrees(h)) {  // increasing
-      if (k > free) break;
+    candidates.for_each(v, h, [&](int k) {  // increasing
+      if (k > free) return false;
       const tick t = estimated_finish(v, h, k, available);
-      if (t <= target) return k;
+      if (t <= target) return meets = k, false;
       if (t < fastest_t) fastest = k, fastest_t = t;
-    }
-    return fastest;
+      return true;
+    });
+    return meets != 0 ? meets : fastest;
   }
 };
 
 /// The fastest degree that fits in `available` (migration included; ties: fewer devices).
 struct fastest_degree {
+  degree_candidates candidates{};  ///< a cache: the degrees worth trying, per shape
+
   [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
     const int free = static_cast<int>(available.count());
     int best = 0;
     tick best_t = never;
-    for (int k : v.allowed_degrees(h)) {
-      if (k > free) break;
+    candidates.for_each(v, h, [&](int k) {
+      if (k > free) return false;
       const tick t = estimated_finish(v, h, k, available);
       if (t < best_t) best = k, best_t = t;
-    }
+      return true;
+    });
     return best;
   }
 };
@@ -315,18 +322,21 @@ struct fastest_degree {
 /// Among the degrees that fit and meet the deadline, the fewest GPU-seconds (k x time left);
 /// when none meets it, the fastest that fits. Without a deadline: the fewest GPU-seconds.
 struct cheapest_degree {
+  degree_candidates candidates{};  ///< a cache: the degrees worth trying, per shape
+
   [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
     const auto& r = v.request(h);
     const int free = static_cast<int>(available.count());
     int cheap = 0, fastest = 0;
     tick cheap_cost = never, fastest_t = never;
-    for (int k : v.allowed_degrees(h)) {
-      if (k > free) break;
+    candidates.for_each(v, h, [&](int k) {
+      if (k > free) return false;
       const tick t = estimated_finish(v, h, k, available);
       if (t < fastest_t) fastest = k, fastest_t = t;
       const tick cost = static_cast<tick>(k) * (t - v.now());
       if (t <= r.deadline() && cost < cheap_cost) cheap = k, cheap_cost = cost;
-    }
+      return true;
+    });
     return cheap != 0 ? cheap : fastest;
   }
 };
@@ -461,8 +471,10 @@ class composed_policy {
 
     if constexpr (kept_order) {
       if (!index_in_sync(v)) rebuild_index(v);
-      for (const auto& e : index_) {
-        if (!visit(v, e.h, out)) break;
+      for (auto it = index_.begin(); it != index_.end();) {
+        const request_handle h = (*it).h;
+        ++it;  // visit() may take h out of the order
+        if (!visit(v, h, out)) break;
       }
     } else {
       keyed_.clear();
@@ -492,7 +504,10 @@ class composed_policy {
     if constexpr (detail::has_on_arrival<O>) order_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<S>) sizing_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<P>) placement_.on_arrival(v, h);
-    if constexpr (kept_order) index_.insert(h, order_.key(v, h));
+    if constexpr (kept_order) {
+      set_out(h, false);
+      index_.insert(h, order_.key(v, h));
+    }
   }
   void on_request_end(const scheduler_view& v, request_handle h)
     requires(kept_order || detail::has_on_request_end<A> || detail::has_on_request_end<O> || detail::has_on_request_end<S> ||
@@ -502,7 +517,10 @@ class composed_policy {
     if constexpr (detail::has_on_request_end<O>) order_.on_request_end(v, h);
     if constexpr (detail::has_on_request_end<S>) sizing_.on_request_end(v, h);
     if constexpr (detail::has_on_request_end<P>) placement_.on_request_end(v, h);
-    if constexpr (kept_order) index_.erase(h);
+    if constexpr (kept_order) {
+      index_.erase(h);
+      set_out(h, false);
+    }
   }
   void on_task_end(const scheduler_view& v, request_handle h, bool ok)
     requires(kept_order || detail::has_on_task_end<A> || detail::has_on_task_end<O> || detail::has_on_task_end<S> ||
@@ -512,7 +530,10 @@ class composed_policy {
     if constexpr (detail::has_on_task_end<O>) order_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<S>) sizing_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<P>) placement_.on_task_end(v, h, ok);
-    if constexpr (kept_order) index_.insert(h, order_.key(v, h));  // its progress may move it
+    if constexpr (kept_order) {  // back in the order (it waits now, or runs on); its progress may move it
+      set_out(h, false);
+      index_.insert(h, order_.key(v, h));
+    }
   }
 
  private:
@@ -538,7 +559,13 @@ class composed_policy {
       return true;
     }
     const bool running = r.phase == request_phase::running;
-    if (running && !options_.hold) return true;
+    if (running && !options_.hold) {  // nothing to do for it until its task ends (on_task_end files it again)
+      if constexpr (kept_order) {
+        index_.erase(h);
+        set_out(h, true);
+      }
+      return true;
+    }
     if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_candidates)) return false;
     const admission a = admission_.judge(v, h);
     if (running) {
@@ -571,14 +598,27 @@ class composed_policy {
   // Is the kept order exactly the unended arrived requests, keyed as of their last task? The hooks
   // keep it so; this catches a host that does not forward them and devices lost (positions reset).
   [[nodiscard]] bool index_in_sync(const scheduler_view& v) const {
-    return !index_stale_ && index_.size() == v.waiting().size() + v.running().size() && v.lost_devices().count() == lost_seen_;
+    return !index_stale_ && index_.size() + out_count_ == v.waiting().size() + v.running().size() &&
+           v.lost_devices().count() == lost_seen_;
   }
   void rebuild_index(const scheduler_view& v) {
     index_.clear();
+    std::fill(out_.begin(), out_.end(), 0);
+    out_count_ = 0;
     for (request_handle h : v.waiting()) index_.insert(h, order_.key(v, h));
     for (request_handle h : v.running()) index_.insert(h, order_.key(v, h));
     lost_seen_ = v.lost_devices().count();
     index_stale_ = false;
+  }
+  // Running requests taken out of the kept order (without hold, the walk has nothing to do for them;
+  // under load a thousand of them would sit ahead of the waiting ones). on_task_end files them again.
+  [[nodiscard]] bool out(request_handle h) const noexcept { return h < out_.size() && out_[h] != 0; }
+  void set_out(request_handle h, bool o) {
+    if (out(h) == o) return;
+    if (out_.size() <= h) out_.resize(static_cast<std::size_t>(h) + 1, 0);
+    out_[h] = o ? 1 : 0;
+    if (o) ++out_count_;
+    else --out_count_;
   }
 
   // Free devices holding the state of a waiting request that takes part in this call (admit or
@@ -646,11 +686,21 @@ class composed_policy {
   // Held devices idle until their holder's task ends: a waiting request whose next assignment
   // ends before that may use them meanwhile (smallest degree that fits in time).
   void backfill(const scheduler_view& v) {
+    sort_idle_until();
     for (request_handle h : unserved_) {
       if (held_count_ == 0) return;
-      for (int k : v.allowed_degrees(h)) {
-        if (k > held_count_) break;
+      // Nothing it could run ends before the longest idle gap closes when even one step at its
+      // fastest degree does not (an assignment of one task that is a step: time >= that step).
+      const auto& r = v.request(h);
+      if (options_.chunk == 1 && r.position < r.tasks_total() && r.next_task().kind == task_kind::step &&
+          add_sat(v.now(), v.step_time(h, v.costs(h).fastest_degree)) > idle_until_.front()) {
+        continue;
+      }
+      bool served = false;
+      sizing_candidates_.for_each(v, h, [&](int k) {  // the smallest degree that fits in time
+        if (k > held_count_) return false;
         const tick end = add_sat(v.now(), expected_migration(v, h, k, held_) + v.tasks_time(h, k, options_.chunk));
+        if (idle_until_[static_cast<std::size_t>(k) - 1] < end) return true;  // fewer than k held devices idle that long
         picked_.clear();
         const auto& sg = v.request(h).state_group;
         const auto fits = [&](device_id d) { return held_.test(d) && held_until_[d] >= end; };
@@ -661,14 +711,21 @@ class composed_policy {
             if (static_cast<int>(picked_.size()) < k && held_until_[d] >= end) picked_.push_back(d);
           });
         }
-        if (static_cast<int>(picked_.size()) < k) continue;
         device_group g{std::span<const device_id>(picked_)};
         held_.reset(g);
         held_count_ -= k;
         plan_.push_back(planned{h, std::move(g), false});
-        break;
-      }
+        return served = true, false;
+      });
+      if (served) sort_idle_until();
     }
+  }
+  // Until when each held device stays idle, latest first: at least k of them are idle until `end`
+  // exactly when idle_until_[k - 1] >= end.
+  void sort_idle_until() {
+    idle_until_.clear();
+    held_.for_each([&](device_id d) { idle_until_.push_back(held_until_[d]); });
+    std::sort(idle_until_.begin(), idle_until_.end(), std::greater<>());
   }
 
   // GF-DiT's work-conserving scale-up: in priority order, a wider group if strictly faster.
@@ -683,9 +740,10 @@ class composed_policy {
       const tick current = v.migration_time(p.request, p.group) + v.remaining_time(p.request, k0);
       int best = k0;
       tick best_t = current;
-      for (int k : v.allowed_degrees(p.request)) {
-        if (k <= k0) continue;
-        if (k > limit) break;
+      const auto degrees = v.allowed_degrees(p.request);
+      for (auto it = std::upper_bound(degrees.begin(), degrees.end(), k0); it != degrees.end() && *it <= limit; ++it) {
+        const int k = *it;
+        if (sizing_candidates_.dominated_above(v, p.request, k, k0)) continue;  // never strictly faster
         const tick t = expected_migration(v, p.request, k, pool) + v.remaining_time(p.request, k);
         if (t < best_t) best = k, best_t = t;
       }
@@ -725,6 +783,10 @@ class composed_policy {
   int held_count_ = 0;
   std::vector<request_handle> unserved_;
   std::vector<device_id> picked_;
+  std::vector<tick> idle_until_;
+  degree_candidates sizing_candidates_;  // for backfill and widen
+  std::vector<unsigned char> out_;       // by handle: running, taken out of the kept order
+  std::size_t out_count_ = 0;
 };
 
 static_assert(Admission<admit_all> && Admission<drop_unreachable>);
