@@ -42,10 +42,13 @@
 // order between calls (request_index, kept by the runtime hooks) and a decision walks only the head
 // of the order: it stops as soon as no device is left to give (or to backfill), so it costs
 // O(visited x log) - the requests it hands devices to, the deferred ones it passes on the way, and
-// the running ones ahead of them - not O(W). Otherwise every call keys and sorts the W waiting
-// requests: O(W log W). Per group handed out, O(allowed degrees) for sizing and O(G/64 + nodes) for
-// placement. Contested devices are found from the free devices' state holders (O(G)), and backfill
-// looks at no more than 64 unserved requests.
+// the running ones ahead of them that may still want devices - not O(W). A running request leaves
+// the kept order when the walk meets it and nothing can be done for it until its task ends (no
+// hold), or for a while (hold, and Sizing::settled_until says so); on_task_end or its timer files it
+// again. Otherwise every call keys and sorts the W waiting requests: O(W log W). Per group handed
+// out, O(candidate degrees) for sizing (degree_candidates: dominated degrees are skipped, with the
+// same answers) and O(G/64 + nodes) for placement. Contested devices are found from the free
+// devices' state holders (O(G)), and backfill looks at no more than 64 unserved requests.
 //
 // Requests the walk does not reach are not judged in that call: a drop the Admission part would
 // decide for one of them happens when the walk reaches it, which is before it could take a device,
@@ -53,8 +56,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -299,6 +304,36 @@ struct smallest_meeting_degree {
     });
     return meets != 0 ? meets : fastest;
   }
+
+  /// For a running h, asked with a pool that includes its run group (compose_options::hold): the
+  /// latest time until which degree() cannot exceed its current degree, however many devices are
+  /// free, because a degree up to it still meets the target; before now() when that is already not
+  /// so. Valid until h's next task end: its position and its state's size do not change meanwhile,
+  /// and the finish a degree promises only gets later with the clock while the target gets earlier.
+  [[nodiscard]] tick settled_until(const scheduler_view& v, request_handle h) const {
+    const auto& r = v.request(h);
+    if (!r.has_deadline()) return never;  // every degree meets "no deadline"
+    const int current = static_cast<int>(r.run_group.size());
+    const auto& sg = r.state_group;
+    tick need = never;  // the least time left at a degree up to current, migration estimated high
+    candidates.for_each(v, h, [&](int k) {
+      if (k > current) return false;
+      const bool stays = sg.empty() || (static_cast<int>(sg.size()) == k &&
+                                        std::all_of(sg.begin(), sg.end(), [&](device_id d) { return r.run_group.contains(d); }));
+      const tick mig = stays ? 0 : k <= v.topology().gpus_per_node ? v.costs(h).migrate_intra_node : v.costs(h).migrate_inter_node;
+      need = std::min(need, mig + v.remaining_time(h, k));
+      return true;
+    });
+    if (need == never) return std::numeric_limits<tick>::min();
+    const tick deadline = r.deadline();
+    if (margin <= 0) return deadline - need;
+    // degree() meets at time t when need <= budget(t): non-increasing in t; T is the last such t.
+    const auto budget = [&](tick t) { return static_cast<tick>(static_cast<double>(deadline - t) * (1.0 - margin)); };
+    tick t = deadline - static_cast<tick>(std::ceil(static_cast<double>(need) / (1.0 - margin)));
+    while (budget(t + 1) >= need) ++t;  // the rounding is off by a tick or two at most
+    while (budget(t) < need) --t;
+    return t;
+  }
 };
 
 /// The fastest degree that fits in `available` (migration included; ties: fewer devices).
@@ -402,6 +437,10 @@ template <class T>
 concept has_on_request_end = requires(T& t, const scheduler_view& v, request_handle h) { t.on_request_end(v, h); };
 template <class T>
 concept has_on_task_end = requires(T& t, const scheduler_view& v, request_handle h, bool ok) { t.on_task_end(v, h, ok); };
+template <class S>
+concept has_settled_until = requires(const S& s, const scheduler_view& v, request_handle h) {
+  { s.settled_until(v, h) } -> std::convertible_to<tick>;
+};
 template <class T>
 concept has_pending_drops = requires(T& t) {
   { t.pending_drops() } -> std::ranges::input_range;
@@ -471,6 +510,14 @@ class composed_policy {
 
     if constexpr (kept_order) {
       if (!index_in_sync(v)) rebuild_index(v);
+      while (!quiet_.empty() && quiet_.front().until < v.now()) {  // running requests that may want more now
+        std::pop_heap(quiet_.begin(), quiet_.end(), std::greater<>());
+        const quiet_timer t = quiet_.back();
+        quiet_.pop_back();
+        if (out_taken(t.h) != t.taken) continue;  // filed again since
+        set_out(t.h, 0);
+        index_.insert(t.h, order_.key(v, t.h));
+      }
       for (auto it = index_.begin(); it != index_.end();) {
         const request_handle h = (*it).h;
         ++it;  // visit() may take h out of the order
@@ -505,7 +552,8 @@ class composed_policy {
     if constexpr (detail::has_on_arrival<S>) sizing_.on_arrival(v, h);
     if constexpr (detail::has_on_arrival<P>) placement_.on_arrival(v, h);
     if constexpr (kept_order) {
-      set_out(h, false);
+      set_out(h, 0);
+      set_unsettled(h, false);
       index_.insert(h, order_.key(v, h));
     }
   }
@@ -519,7 +567,7 @@ class composed_policy {
     if constexpr (detail::has_on_request_end<P>) placement_.on_request_end(v, h);
     if constexpr (kept_order) {
       index_.erase(h);
-      set_out(h, false);
+      set_out(h, 0);
     }
   }
   void on_task_end(const scheduler_view& v, request_handle h, bool ok)
@@ -531,7 +579,8 @@ class composed_policy {
     if constexpr (detail::has_on_task_end<S>) sizing_.on_task_end(v, h, ok);
     if constexpr (detail::has_on_task_end<P>) placement_.on_task_end(v, h, ok);
     if constexpr (kept_order) {  // back in the order (it waits now, or runs on); its progress may move it
-      set_out(h, false);
+      set_out(h, 0);
+      set_unsettled(h, false);
       index_.insert(h, order_.key(v, h));
     }
   }
@@ -560,11 +609,17 @@ class composed_policy {
     }
     const bool running = r.phase == request_phase::running;
     if (running && !options_.hold) {  // nothing to do for it until its task ends (on_task_end files it again)
-      if constexpr (kept_order) {
-        index_.erase(h);
-        set_out(h, true);
-      }
+      if constexpr (kept_order) take_out(h, never);
       return true;
+    }
+    if constexpr (kept_order && detail::has_settled_until<S>) {
+      if (running && !unsettled(h)) {  // it wants no more devices for a while: out of the walk until then or its task end
+        if (const tick quiet = sizing_.settled_until(v, h); quiet >= v.now()) {
+          take_out(h, quiet);
+          return true;
+        }
+        set_unsettled(h, true);  // and stays so until its task ends: no need to ask again
+      }
     }
     if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_candidates)) return false;
     const admission a = admission_.judge(v, h);
@@ -604,21 +659,39 @@ class composed_policy {
   void rebuild_index(const scheduler_view& v) {
     index_.clear();
     std::fill(out_.begin(), out_.end(), 0);
+    std::fill(unsettled_.begin(), unsettled_.end(), 0);
     out_count_ = 0;
+    quiet_.clear();
     for (request_handle h : v.waiting()) index_.insert(h, order_.key(v, h));
     for (request_handle h : v.running()) index_.insert(h, order_.key(v, h));
     lost_seen_ = v.lost_devices().count();
     index_stale_ = false;
   }
-  // Running requests taken out of the kept order (without hold, the walk has nothing to do for them;
-  // under load a thousand of them would sit ahead of the waiting ones). on_task_end files them again.
-  [[nodiscard]] bool out(request_handle h) const noexcept { return h < out_.size() && out_[h] != 0; }
-  void set_out(request_handle h, bool o) {
-    if (out(h) == o) return;
+  // Running requests taken out of the kept order: without hold the walk has nothing to do for them,
+  // with hold nothing while Sizing says they want no more devices (settled_until); under load a
+  // thousand of them would otherwise sit ahead of the waiting ones at every call. on_task_end files
+  // them again, and so does their timer when it comes due. out_[h]: the call that took h out, 0 if in.
+  [[nodiscard]] std::uint64_t out_taken(request_handle h) const noexcept { return h < out_.size() ? out_[h] : 0; }
+  void set_out(request_handle h, std::uint64_t taken) {
+    const std::uint64_t was = out_taken(h);
+    if (was == taken) return;
     if (out_.size() <= h) out_.resize(static_cast<std::size_t>(h) + 1, 0);
-    out_[h] = o ? 1 : 0;
-    if (o) ++out_count_;
-    else --out_count_;
+    out_[h] = taken;
+    if (was == 0) ++out_count_;
+    else if (taken == 0) --out_count_;
+  }
+  [[nodiscard]] bool unsettled(request_handle h) const noexcept { return h < unsettled_.size() && unsettled_[h] != 0; }
+  void set_unsettled(request_handle h, bool u) {
+    if (!u && !unsettled(h)) return;
+    if (unsettled_.size() <= h) unsettled_.resize(static_cast<std::size_t>(h) + 1, 0);
+    unsettled_[h] = u ? 1 : 0;
+  }
+  void take_out(request_handle h, tick until) {
+    index_.erase(h);
+    set_out(h, call_);
+    if (until == never) return;
+    quiet_.push_back(quiet_timer{until, h, call_});
+    std::push_heap(quiet_.begin(), quiet_.end(), std::greater<>());
   }
 
   // Free devices holding the state of a waiting request that takes part in this call (admit or
@@ -689,16 +762,18 @@ class composed_policy {
     sort_idle_until();
     for (request_handle h : unserved_) {
       if (held_count_ == 0) return;
-      // Nothing it could run ends before the longest idle gap closes when even one step at its
-      // fastest degree does not (an assignment of one task that is a step: time >= that step).
+      // An assignment of one task that is a step ends no sooner than that step at its fastest
+      // degree: only the held devices idle until then can take it, so no degree above their count.
       const auto& r = v.request(h);
-      if (options_.chunk == 1 && r.position < r.tasks_total() && r.next_task().kind == task_kind::step &&
-          add_sat(v.now(), v.step_time(h, v.costs(h).fastest_degree)) > idle_until_.front()) {
-        continue;
+      int fit = held_count_;
+      if (options_.chunk == 1 && r.position < r.tasks_total() && r.next_task().kind == task_kind::step) {
+        const tick soonest = add_sat(v.now(), v.step_time(h, v.costs(h).fastest_degree));
+        const auto idle = std::partition_point(idle_until_.begin(), idle_until_.end(), [&](tick t) { return t >= soonest; });
+        fit = static_cast<int>(idle - idle_until_.begin());
       }
       bool served = false;
       sizing_candidates_.for_each(v, h, [&](int k) {  // the smallest degree that fits in time
-        if (k > held_count_) return false;
+        if (k > fit) return false;
         const tick end = add_sat(v.now(), expected_migration(v, h, k, held_) + v.tasks_time(h, k, options_.chunk));
         if (idle_until_[static_cast<std::size_t>(k) - 1] < end) return true;  // fewer than k held devices idle that long
         picked_.clear();
@@ -785,8 +860,16 @@ class composed_policy {
   std::vector<device_id> picked_;
   std::vector<tick> idle_until_;
   degree_candidates sizing_candidates_;  // for backfill and widen
-  std::vector<unsigned char> out_;       // by handle: running, taken out of the kept order
+  std::vector<std::uint64_t> out_;  // by handle: running, taken out of the kept order (see set_out)
   std::size_t out_count_ = 0;
+  struct quiet_timer {
+    tick until;  // back in the order after this
+    request_handle h;
+    std::uint64_t taken;  // the call that took it out: a stale timer does not match out_[h]
+    friend auto operator<=>(const quiet_timer&, const quiet_timer&) = default;
+  };
+  std::vector<quiet_timer> quiet_;          // a min-heap
+  std::vector<unsigned char> unsettled_;    // by handle: settled_until() was past when last asked, this task
 };
 
 static_assert(Admission<admit_all> && Admission<drop_unreachable>);

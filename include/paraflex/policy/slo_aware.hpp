@@ -45,8 +45,11 @@
 //   Parameters (registry): admission=relaxed|strict|off (relaxed), capacity=0.9, reserve=0.1,
 //   margin=0.2, chunk=1 (tasks per assignment), best_effort_age=10, widen=1, hold=1.
 //
-// Cost per decision: O(R log R) for the R unfinished requests (one sort by deadline, one heap);
-// a request's need is a binary search on its shape's hull, computed once per shape.
+// Cost per decision: the capacity check walks the R unfinished requests with a deadline, kept in
+// deadline order between calls (no sort), with one heap: O(R log R) at worst. A request's need is a
+// binary search on its shape's hull, computed once per shape. Verdicts are stamped with the pass
+// that gave them (no per-call reset), best effort is judged on the spot. The walk of the composed
+// policy then costs what it hands out (compose.hpp).
 #pragma once
 
 #include <algorithm>
@@ -72,24 +75,30 @@ class slo_admission {
   double best_effort_age = 10;  ///< best effort is admitted after this many times its latency alone
 
   void on_arrival(const scheduler_view& v, request_handle h) {
+    if (seen_.size() <= h) seen_.resize(static_cast<std::size_t>(h) + 1, 0);
+    if (seen_[h]) return;
+    seen_[h] = 1;
+    ++known_;
     const auto& r = v.request(h);
     if (!r.has_deadline()) return;
     slo_sum_ += static_cast<double>(r.spec.slo);
     ++slo_count_;
     track(v, h);
   }
+  void on_request_end(const scheduler_view&, request_handle h) {
+    if (h >= seen_.size() || !seen_[h]) return;  // ended before it arrived (cancelled)
+    seen_[h] = 0;
+    --known_;
+  }
 
   void begin(const scheduler_view& v) {
     const tick now = v.now();
-    // Best effort, and requests this part was not told about (no on_arrival: tracked now).
-    for (const handle_set* list : {&v.running(), &v.waiting()}) {
-      for (request_handle h : *list) {
-        if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, verdict::admit);
-        verdict_[h] = verdict::admit;
-        if (v.request(h).has_deadline()) {
-          track(v, h);
-        } else if (priority_edf_order::effective_deadline(v, h, best_effort_age) > now) {
-          verdict_[h] = verdict::background;
+    ++pass_;  // verdicts of earlier passes no longer count: every request is admitted unless set aside below
+    // Requests this part was not told about (a host without on_arrival): tracked now.
+    if (known_ != v.waiting().size() + v.running().size()) {
+      for (const handle_set* list : {&v.running(), &v.waiting()}) {
+        for (request_handle h : *list) {
+          if (v.request(h).has_deadline()) track(v, h);
         }
       }
     }
@@ -115,7 +124,7 @@ class slo_admission {
       by_deadline_[kept++] = by_deadline_[i];
       const tick w = demand(v, h);
       if (w < 0) {  // too late even alone at the fastest degree
-        if (r.phase == request_phase::waiting) verdict_[h] = verdict::unreachable, drops_.push_back(h);
+        if (r.phase == request_phase::waiting) set_verdict(h, verdict::unreachable), drops_.push_back(h);
         continue;   // running: dropped when its task ends
       }
       if (mode == admission_mode::off) continue;
@@ -132,8 +141,9 @@ class slo_admission {
         heap_.pop_back();
         need -= static_cast<double>(out.w);
         const bool started = v.request(out.h).first_start != never;
-        verdict_[out.h] = mode == admission_mode::strict && !started ? verdict::reject : verdict::deferred;
-        if (verdict_[out.h] == verdict::reject) drops_.push_back(out.h);
+        const verdict x = mode == admission_mode::strict && !started ? verdict::reject : verdict::deferred;
+        set_verdict(out.h, x);
+        if (x == verdict::reject) drops_.push_back(out.h);
       }
     }
     by_deadline_.resize(kept);
@@ -143,9 +153,11 @@ class slo_admission {
   /// wherever they stand in the order.
   [[nodiscard]] const std::vector<request_handle>& pending_drops() const noexcept { return drops_; }
 
-  [[nodiscard]] admission judge(const scheduler_view&, request_handle h) const {
-    switch (h < verdict_.size() ? verdict_[h] : verdict::admit) {
-      case verdict::background: return admission::background();
+  [[nodiscard]] admission judge(const scheduler_view& v, request_handle h) const {
+    if (!v.request(h).has_deadline()) {  // best effort: in the background until its virtual deadline
+      return priority_edf_order::effective_deadline(v, h, best_effort_age) > v.now() ? admission::background() : admission::admit();
+    }
+    switch (h < verdict_.size() && verdict_pass_[h] == pass_ ? verdict_[h] : verdict::admit) {
       case verdict::deferred: return admission::defer();
       case verdict::unreachable: return admission::drop("deadline_unreachable");
       case verdict::reject: return admission::drop("over_capacity");
@@ -191,12 +203,18 @@ class slo_admission {
 
 
  private:
-  enum class verdict : unsigned char { admit, background, deferred, unreachable, reject };
+  enum class verdict : unsigned char { admit, deferred, unreachable, reject };
   struct job {
     request_handle h;
     tick w;  ///< need: device-microseconds
     int priority;
   };
+
+  void set_verdict(request_handle h, verdict x) {
+    if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, verdict::admit), verdict_pass_.resize(verdict_.size(), 0);
+    verdict_[h] = x;
+    verdict_pass_[h] = pass_;
+  }
 
   // Inserts h into the deadline order once.
   void track(const scheduler_view& v, request_handle h) {
@@ -249,7 +267,11 @@ class slo_admission {
 
   double slo_sum_ = 0;
   std::uint64_t slo_count_ = 0;
-  std::vector<verdict> verdict_;  // by handle, refreshed for every unfinished request in begin()
+  std::vector<verdict> verdict_;            // by handle: what the pass verdict_pass_[h] said of h
+  std::vector<std::uint64_t> verdict_pass_;  // by handle; a verdict of an earlier pass means admit
+  std::uint64_t pass_ = 0;                   // begin() calls
+  std::vector<unsigned char> seen_;          // by handle: arrived (on_arrival) and not ended
+  std::size_t known_ = 0;                    // how many of seen_ are set
   std::vector<job> heap_;
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<std::pair<tick, request_handle>> by_deadline_;  // unfinished requests with a deadline

@@ -1,0 +1,205 @@
+// The scale parts of the composed policies: degree_candidates (degrees worth trying) must never change
+// which degree a Sizing part picks, and settled_until must be the last moment a running request's
+// degree cannot grow. Checked against plain loops over every allowed degree on random cost tables
+// where times go down and up again (as fitted models do past their best degree).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "paraflex/executor/simulated.hpp"
+#include "paraflex/policy/compose.hpp"
+#include "paraflex/policy/degree_candidates.hpp"
+#include "paraflex/policy/slo_aware.hpp"
+#include "paraflex/runtime/scheduler.hpp"
+
+using namespace paraflex;
+
+namespace {
+
+/// Per shape (by height) and degree: random step, encode and decode times, skewed so that small
+/// degrees tend to get faster and large ones slower, with exceptions; some degrees not allowed.
+struct table_cost {
+  std::uint64_t seed = 1;
+  [[nodiscard]] double draw(const request_shape& s, int kind, int k) const {
+    std::mt19937_64 rng(seed * 1000003u + static_cast<std::uint64_t>(s.height) * 131u + static_cast<std::uint64_t>(kind) * 17u +
+                        static_cast<std::uint64_t>(k));
+    std::uniform_real_distribution<double> u(0.5, 1.5);
+    const double base = kind == 0 ? 0.2 : 0.05;
+    const double trend = k <= 4 ? 1.0 / k : 0.25 * (1.0 + 0.2 * (k - 4));
+    return base * trend * u(rng);
+  }
+  [[nodiscard]] double step_seconds(const request_shape& s, int k) const { return draw(s, 0, k); }
+  [[nodiscard]] double stage_seconds(const request_shape& s, stage_kind st, int k) const {
+    return draw(s, st == stage_kind::encode ? 1 : 2, k);
+  }
+  [[nodiscard]] bool allows_degree(const request_shape& s, int k) const { return k == 1 || (k + s.height) % 5 != 0; }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.03 : 0.01; }
+};
+
+request_spec make(std::string id, double arrival_s, int height, int steps, double slo_s) {
+  request_spec r;
+  r.id = std::move(id);
+  r.arrival = *to_ticks(arrival_s);
+  r.shape = request_shape{"table", height, 512, 1};
+  r.steps = steps;
+  r.slo = slo_s > 0 ? *to_ticks(slo_s) : never;
+  return r;
+}
+
+/// Turns the scheduler until the next event would pass t.
+template <class S>
+void run_until(S& s, tick t) {
+  while (s.next_wakeup() <= t) s.turn_to(s.next_wakeup());
+}
+
+// The plain loops the parts replaced: every allowed degree, in increasing order.
+int all_smallest_meeting(const scheduler_view& v, request_handle h, const device_set& avail, double margin) {
+  const auto& r = v.request(h);
+  const int free = static_cast<int>(avail.count());
+  int fastest = 0;
+  tick fastest_t = never;
+  const tick left = r.has_deadline() ? r.deadline() - v.now() : never;
+  const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
+  for (int k : v.allowed_degrees(h)) {
+    if (k > free) break;
+    const tick t = estimated_finish(v, h, k, avail);
+    if (t <= target) return k;
+    if (t < fastest_t) fastest = k, fastest_t = t;
+  }
+  return fastest;
+}
+int all_fastest(const scheduler_view& v, request_handle h, const device_set& avail) {
+  int best = 0;
+  tick best_t = never;
+  for (int k : v.allowed_degrees(h)) {
+    if (k > static_cast<int>(avail.count())) break;
+    const tick t = estimated_finish(v, h, k, avail);
+    if (t < best_t) best = k, best_t = t;
+  }
+  return best;
+}
+int all_cheapest(const scheduler_view& v, request_handle h, const device_set& avail) {
+  int cheap = 0, fastest = 0;
+  tick cheap_cost = never, fastest_t = never;
+  for (int k : v.allowed_degrees(h)) {
+    if (k > static_cast<int>(avail.count())) break;
+    const tick t = estimated_finish(v, h, k, avail);
+    if (t < fastest_t) fastest = k, fastest_t = t;
+    const tick cost = static_cast<tick>(k) * (t - v.now());
+    if (t <= v.request(h).deadline() && cost < cheap_cost) cheap = k, cheap_cost = cost;
+  }
+  return cheap != 0 ? cheap : fastest;
+}
+
+}  // namespace
+
+TEST_CASE("degree_candidates leaves out exactly the degrees a smaller allowed degree dominates", "[policy][scale]") {
+  table_cost cost;
+  simulated_executor ex;
+  edf_best_fit_policy p;
+  scheduler s(cluster{32, 8, "table"}, p, ex, cost);
+  const auto h = s.submit(make("a", 0, 7, 5, 10));
+  const auto& c = s.view().costs(h);
+  std::vector<int> tried;
+  degree_candidates dc;
+  dc.for_each(s.view(), h, [&](int k) { return tried.push_back(k), true; });
+  REQUIRE(std::is_sorted(tried.begin(), tried.end()));
+  for (int k : c.allowed_degrees) {
+    const auto kk = static_cast<std::size_t>(k);
+    const bool dominated = std::any_of(c.allowed_degrees.begin(), c.allowed_degrees.end(), [&](int j) {
+      const auto jj = static_cast<std::size_t>(j);
+      return j < k && c.step[jj] <= c.step[kk] && c.encode[jj] <= c.encode[kk] && c.decode[jj] <= c.decode[kk];
+    });
+    INFO("degree " << k);
+    CHECK(dominated == !std::binary_search(tried.begin(), tried.end(), k));
+  }
+  CHECK(tried.size() < c.allowed_degrees.size());  // the table has dominated degrees to skip
+}
+
+TEST_CASE("the sizing parts pick the degree a loop over every allowed degree picks", "[policy][scale]") {
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    table_cost cost{seed};
+    simulated_executor ex(seed);
+    edf_best_fit_policy p;
+    const int gpus = 24;
+    scheduler s(cluster{gpus, 8, "table"}, p, ex, cost);
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int i = 0; i < 40; ++i) {
+      const double slo = u(rng) < 0.2 ? 0.0 : 0.1 + 3.0 * u(rng);
+      s.submit(make(std::to_string(i), 0.05 * i, 1 + static_cast<int>(u(rng) * 9), 2 + static_cast<int>(u(rng) * 8), slo));
+    }
+    // Part-way through a run, so that requests have progressed and hold state on some devices.
+    run_until(s, *to_ticks(1.0));
+    const scheduler_view& v = s.view();
+    const smallest_meeting_degree tight{}, margin{0.2};
+    const fastest_degree fast{};
+    const cheapest_degree cheap{};
+    for (int trial = 0; trial < 30; ++trial) {
+      device_set avail(static_cast<std::size_t>(gpus), false);
+      for (int d = 0; d < gpus; ++d) {
+        if (u(rng) < 0.6) avail.set(static_cast<device_id>(d));
+      }
+      for (const handle_set* list : {&v.waiting(), &v.running()}) {
+        for (request_handle h : *list) {
+          INFO("seed " << seed << " request " << v.request(h).spec.id);
+          CHECK(tight.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0));
+          CHECK(margin.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0.2));
+          CHECK(fast.degree(v, h, avail) == all_fastest(v, h, avail));
+          if (v.request(h).has_deadline()) CHECK(cheap.degree(v, h, avail) == all_cheapest(v, h, avail));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("a running request's degree cannot grow until settled_until, and can just after", "[policy][scale]") {
+  table_cost cost{3};
+  simulated_executor ex(3);
+  edf_best_fit_policy p;
+  const int gpus = 16;
+  scheduler s(cluster{gpus, 8, "table"}, p, ex, cost);
+  for (int i = 0; i < 12; ++i) s.submit(make(std::to_string(i), 0.01 * i, 2 + i % 7, 6, 0.3 + 0.2 * (i % 5)));
+  run_until(s, *to_ticks(0.2));
+  const scheduler_view& v = s.view();
+  REQUIRE_FALSE(v.running().empty());
+  const device_set all(static_cast<std::size_t>(gpus), true);
+  for (const double m : {0.0, 0.2, 0.5}) {
+    const smallest_meeting_degree size{m};
+    for (request_handle h : v.running()) {
+      const auto& r = v.request(h);
+      const int current = static_cast<int>(r.run_group.size());
+      const tick until = size.settled_until(v, h);
+      // The degree at a later time, by the same rule (a copy of degree() with another clock).
+      const auto degree_at = [&](tick t) {
+        const tick target = m <= 0 ? r.deadline() : t + static_cast<tick>(static_cast<double>(r.deadline() - t) * (1.0 - m));
+        int fastest = 0;
+        tick fastest_t = never;
+        for (int k : v.allowed_degrees(h)) {
+          const tick f = add_sat(t, expected_migration(v, h, k, all) + v.remaining_time(h, k));
+          if (f <= target) return k;
+          if (f < fastest_t) fastest = k, fastest_t = f;
+        }
+        return fastest;
+      };
+      INFO("margin " << m << " request " << r.spec.id << " settled until " << until);
+      if (until >= v.now()) {
+        CHECK(degree_at(until) <= current);
+        CHECK(degree_at(v.now()) <= current);
+      }
+      // Just after, no degree up to the current one meets the target any more (a wider one may).
+      int meets_up_to_current = 0;
+      const tick after = std::max(until + 1, v.now());
+      const tick target = m <= 0 ? r.deadline() : after + static_cast<tick>(static_cast<double>(r.deadline() - after) * (1.0 - m));
+      for (int k : v.allowed_degrees(h)) {
+        if (k > current) break;
+        if (add_sat(after, expected_migration(v, h, k, all) + v.remaining_time(h, k)) <= target) ++meets_up_to_current;
+      }
+      if (r.state_group.empty() || r.state_group == r.run_group) CHECK(meets_up_to_current == 0);
+    }
+  }
+}
