@@ -315,11 +315,14 @@ struct smallest_meeting_degree {
     if (!r.has_deadline()) return never;  // every degree meets "no deadline"
     const int current = static_cast<int>(r.run_group.size());
     const auto& sg = r.state_group;
+    // Its state may move to the run group while it runs (a migration), so a degree migrates for
+    // free only when that holds before and after: no state yet, or the state already on the group.
+    const bool on_group = !sg.empty() && sg.size() == r.run_group.size() &&
+                          std::all_of(sg.begin(), sg.end(), [&](device_id d) { return r.run_group.contains(d); });
     tick need = never;  // the least time left at a degree up to current, migration estimated high
     candidates.for_each(v, h, [&](int k) {
       if (k > current) return false;
-      const bool stays = sg.empty() || (static_cast<int>(sg.size()) == k &&
-                                        std::all_of(sg.begin(), sg.end(), [&](device_id d) { return r.run_group.contains(d); }));
+      const bool stays = sg.empty() || (on_group && k == current);
       const tick mig = stays ? 0 : k <= v.topology().gpus_per_node ? v.costs(h).migrate_intra_node : v.costs(h).migrate_inter_node;
       need = std::min(need, mig + v.remaining_time(h, k));
       return true;
