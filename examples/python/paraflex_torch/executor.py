@@ -92,6 +92,7 @@ class _Launch:
     error: str = ""
     output: Any = None
     sent: float = 0.0
+    members: list = field(default_factory=list)  # a batched launch's requests (>= 2), else empty
 
 
 @dataclass
@@ -216,6 +217,8 @@ class TorchExecutor:
         with self._lock:
             self._steps[request_id] = int(steps)
 
+    runs_batches = True  # a batched step is one forward over the members' stacked latents (worker.step_batch)
+
     def launch(self, task: Any) -> None:
         lid = int(_attr(task, "id"))
         req = int(_attr(task, "request"))
@@ -229,6 +232,7 @@ class TorchExecutor:
         msg = {"id": lid, "request": req, "request_id": rid, "kind": kind, "step": int(_attr(task, "step", -1)),
                "group": group, "model": shape.model, "height": shape.height, "width": shape.width, "frames": shape.frames,
                "expected_duration_us": int(_attr(task, "expected_duration_us", 0) or 0)}
+        batch = list(_attr(task, "batch", None) or [])
         with self._lock:
             self.stats.launched += 1
             self._request_ids[req] = rid
@@ -236,12 +240,33 @@ class TorchExecutor:
                 steps = self._steps.get(rid)
             devices = list(group) + [d for d in source if d not in group]
             launch = _Launch(lid, req, kind, devices, group, set(devices), msg)
-            why = self._check(launch, source, shape, steps)
+            why = ""
+            if batch:
+                members = []
+                for m in batch:
+                    mreq = int(_attr(m, "request"))
+                    mrid = str(_attr(m, "request_id", "") or mreq)
+                    msteps = _attr(m, "steps", None) or self._steps.get(mrid)
+                    self._request_ids[mreq] = mrid
+                    members.append({"request": mreq, "request_id": mrid, "step": int(_attr(m, "step", -1)),
+                                    "steps": int(msteps) if msteps else 0})
+                    if str(_attr(m, "kind", kind)) != kind:
+                        why = why or f"launch {lid}: the members of a batch run different kinds of task"
+                launch.members = [m["request"] for m in members]
+                msg["members"] = members
+                if len(set(launch.members)) != len(members):
+                    why = why or f"launch {lid}: a request appears twice in the batch"
+                for m in members:  # each member checked as its own task
+                    sub = _Launch(lid, m["request"], kind, devices, group, set(devices),
+                                  dict(msg, request=m["request"], request_id=m["request_id"], step=m["step"]))
+                    why = why or self._check(sub, source, shape, m["steps"] or None)
+            else:
+                why = self._check(launch, source, shape, steps)
             if why:
                 launch.failed, launch.error = True, why
                 sends = self._decide(launch)
             else:
-                msg["steps"] = int(steps)
+                msg["steps"] = int(steps) if steps is not None else 0
                 if kind == "migrate":
                     msg["plan"] = launch.plan
                 self._inflight[lid] = launch
@@ -373,11 +398,12 @@ class TorchExecutor:
             t[0] += 1
             t[1] += int((time.monotonic() - launch.sent) * 1e6)
             t[2] += launch.message["expected_duration_us"]
-            old = self._layout.get(launch.request, ())
             if launch.kind == "encode":
-                self._layout[launch.request] = tuple(launch.group)
-                # a restart: state left elsewhere by an earlier life of the request is stale
-                sends += [(d, P.DROP, 0, launch.request, None) for d in old if d not in launch.group and d not in self._lost]
+                for r in launch.members or [launch.request]:
+                    old = self._layout.get(r, ())
+                    self._layout[r] = tuple(launch.group)
+                    # a restart: state left elsewhere by an earlier life of the request is stale
+                    sends += [(d, P.DROP, 0, r, None) for d in old if d not in launch.group and d not in self._lost]
             elif launch.kind == "migrate":
                 self._layout[launch.request] = tuple(launch.plan.layout)
                 self.stats.migrations += 1
@@ -389,13 +415,14 @@ class TorchExecutor:
                     self._outputs[launch.request] = launch.output
             elif launch.kind == "step":
                 self.stats.degrees.add(len(launch.group))
-            event = ("task_done", launch.id, launch.request)
+            outcome = "task_done"
         else:
             self.stats.failed += 1
             if len(self._errors) < 1000:
                 self._errors.append(launch.error or f"launch {launch.id} failed")
-            event = ("task_failed", launch.id, launch.request)
-        sends.append((None, event))
+            outcome = "task_failed"
+        for r in launch.members or [launch.request]:  # one event per member of a batch, all alike
+            sends.append((None, (outcome, launch.id, r)))
         return sends
 
     def _flush(self, sends: list) -> None:

@@ -276,6 +276,27 @@ class Block(nn.Module):
         x = x + g2 * self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), sh2, sc2))))
         return x
 
+    def forward_batch(self, x: torch.Tensor, c: torch.Tensor, comm: Comm, token_counts: Sequence[int]) -> torch.Tensor:
+        """A batch of b requests of one shape: x [b, my tokens, hidden], c [b, hidden] (each member its
+        own conditioning). The per-token layers run once over all b*n rows; attention stays per member
+        (each attends only to its own tokens). One seq_to_heads / heads_to_seq exchange for the whole
+        batch: the members ride in the "groups" dimension, so a batch costs one collective, not b."""
+        b, n, d = x.shape
+        hk_all, hd = self.heads, self.head_dim
+        sh1, sc1, g1, sh2, sc2, g2 = (m[:, None, :] for m in self.ada(F.silu(c)).chunk(6, dim=-1))
+        h = modulate(self.norm1(x), sh1, sc1)
+        qkv = self.qkv(h).view(b, n, 3, hk_all, hd).permute(1, 0, 2, 3, 4).reshape(n, b * 3, hk_all, hd)
+        qkv = comm.seq_to_heads(qkv, token_counts)  # [T, b*3, heads/k, hd]
+        total, hk = qkv.shape[0], qkv.shape[2]
+        qkv = qkv.view(total, b, 3, hk, hd)
+        o = torch.stack([attention(qkv[:, i, 0], qkv[:, i, 1], qkv[:, i, 2]) for i in range(b)], dim=1)  # [T, b, hk, hd]
+        o = comm.heads_to_seq(o.reshape(total, b * hk, hd), token_counts)  # [n, k * b * hk, hd], rank-major
+        k = o.shape[1] // (b * hk)
+        o = o.view(n, k, b, hk, hd).permute(2, 0, 1, 3, 4).reshape(b, n, d)  # heads back in rank order per member
+        x = x + g1 * self.proj(o)
+        x = x + g2 * self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), sh2, sc2))))
+        return x
+
 
 class TinyDiT(nn.Module):
     def __init__(self, cfg: DiTConfig):
@@ -340,6 +361,26 @@ class TinyDiT(nn.Module):
                    comm: Comm, token_counts: Sequence[int]) -> torch.Tensor:
         t0, t1 = sampler_times(step, steps)
         return x + (t1 - t0) * self.velocity(x, t0, y, shape, begin, comm, token_counts)
+
+    def velocity_batch(self, xs: torch.Tensor, ts: Sequence[float], ys: torch.Tensor, shape: Shape, begin: int, comm: Comm,
+                       token_counts: Sequence[int]) -> torch.Tensor:
+        """velocity for b requests of one shape in one forward: xs [b, my tokens, token_dim], ts their
+        times (members may be at different steps), ys [b, hidden] -> [b, my tokens, token_dim]."""
+        tf = torch.stack([timestep_features(t) for t in ts]).to(xs.device)
+        c = self.t2(F.silu(self.t1(tf))) + ys
+        hdn = self.x_emb(xs) + position_embedding(self.cfg, shape, begin, xs.shape[1]).to(xs.device)[None]
+        for b in self.blocks:
+            hdn = b.forward_batch(hdn, c, comm, token_counts)
+        sh, sc = self.ada_out(F.silu(c)).chunk(2, dim=-1)
+        return self.out(modulate(self.norm_out(hdn), sh[:, None, :], sc[:, None, :]))
+
+    def euler_step_batch(self, xs: torch.Tensor, steps_at: Sequence[tuple[int, int]], ys: torch.Tensor, shape: Shape, begin: int,
+                         comm: Comm, token_counts: Sequence[int]) -> torch.Tensor:
+        """One Euler step of each member: steps_at[i] = (step, steps) of member i; xs [b, n, token_dim]."""
+        times = [sampler_times(s, n) for s, n in steps_at]
+        v = self.velocity_batch(xs, [t0 for t0, _ in times], ys, shape, begin, comm, token_counts)
+        dt = torch.tensor([t1 - t0 for t0, t1 in times], dtype=xs.dtype, device=xs.device)
+        return xs + dt[:, None, None] * v
 
     # decode -------------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, shape: Shape) -> torch.Tensor:

@@ -185,9 +185,7 @@ class Worker:
             if kind == P.TASK:
                 self.run_task(payload)
             elif kind == P.COMMIT:
-                st = self.staged.pop(a, None)
-                if st is not None:
-                    req, shard = st
+                for req, shard in self.staged.pop(a, ()):  # every member of a batched launch at once
                     if shard is None:
                         self.committed.pop(req, None)
                     else:
@@ -196,8 +194,12 @@ class Worker:
                 self.staged.pop(a, None)
             elif kind == P.DROP:
                 self.committed.pop(b, None)
-                for lid in [lid for lid, (req, _) in self.staged.items() if req == b]:
-                    del self.staged[lid]
+                for lid in list(self.staged):  # a batch keeps its other members
+                    rest = [(req, sh) for req, sh in self.staged[lid] if req != b]
+                    if rest:
+                        self.staged[lid] = rest
+                    else:
+                        del self.staged[lid]
             elif kind == P.QUERY:
                 self._send(P.INFO, payload={"committed": sorted(self.committed), "staged": len(self.staged),
                                             "steps_run": self.steps_run})
@@ -214,19 +216,29 @@ class Worker:
         ok = True
         try:
             kind = task["kind"]
-            if kind == "encode":
-                shard = self.encode(task)
-            elif kind == "step":
-                shard = self.step(task)
-            elif kind == "decode":
-                shard, out = self.decode(task)
-                if out is not None and self.s.return_outputs:
-                    report["output"] = out.cpu().numpy()
-            elif kind == "migrate":
-                shard = self.migrate(task)
+            members = task.get("members")
+            if members:  # a batched launch: staged together, committed or discarded together
+                if kind == "encode":
+                    staged = [(m["request"], self.encode(self._member_task(task, m))) for m in members]
+                elif kind == "step":
+                    staged = list(zip([m["request"] for m in members], self.step_batch(task, members)))
+                else:
+                    raise TaskError(f"a batched {kind} is not supported (steps and encodes only)")
+                self.staged[launch] = staged
             else:
-                raise TaskError(f"unknown task kind {kind!r}")
-            self.staged[launch] = (req, shard)
+                if kind == "encode":
+                    shard = self.encode(task)
+                elif kind == "step":
+                    shard = self.step(task)
+                elif kind == "decode":
+                    shard, out = self.decode(task)
+                    if out is not None and self.s.return_outputs:
+                        report["output"] = out.cpu().numpy()
+                elif kind == "migrate":
+                    shard = self.migrate(task)
+                else:
+                    raise TaskError(f"unknown task kind {kind!r}")
+                self.staged[launch] = [(req, shard)]
         except Exception as e:  # noqa: BLE001 - the launch fails, the worker keeps serving
             ok = False
             msg = str(e) or type(e).__name__
@@ -293,6 +305,51 @@ class Worker:
             self.failed_once = True
             raise TaskError(f"injected failure of step {task['step']} of request {task['request_id']!r}")
         return Shard(s.request, s.request_id, s.shape, s.steps, x, s.begin, s.total, s.steps_done + 1, s.layout, s.y)
+
+    @staticmethod
+    def _member_task(task: dict, m: dict) -> dict:
+        """The task as member m of a batch sees it: its request, id, step and total steps."""
+        return dict(task, request=m["request"], request_id=m["request_id"], step=m["step"], steps=m["steps"], members=None)
+
+    def step_batch(self, task: dict, members: list) -> list:
+        """One Euler step of every member. Members whose states share one layout (the usual case: they
+        were encoded on the group together) run as one forward over their stacked latents
+        (TinyDiT.euler_step_batch: one exchange per attention for the whole batch); otherwise each
+        runs its own forward, in member order on every rank, so the exchanges still pair up."""
+        held = []
+        for m in members:
+            mt = self._member_task(task, m)
+            s = self._held(mt, "step")
+            if s.steps_done != m["step"]:
+                raise TaskError(f"step {m['step']} of request {m['request_id']!r} on a latent after {s.steps_done} steps")
+            held.append(s)
+        k = len(held[0].layout)
+        if not self.s.model.allows_degree(k):
+            raise TaskError(f"degree {k} cannot run: {self.s.model.heads} heads % {k} != 0")
+        self.steps_run += 1
+        ex = Exchange(self.t, self.me, task_tag_base(task["id"]))
+        first = held[0]
+        with torch.no_grad():
+            if all(s.layout == first.layout for s in held):
+                comm = UlyssesComm(ex, first.layout)
+                self._maybe_kill(comm if k > 1 else None)
+                xs = self.model.euler_step_batch(torch.stack([s.tokens for s in held]), [(s.steps_done, s.steps) for s in held],
+                                                 torch.stack([s.y for s in held]), first.shape, first.begin, comm,
+                                                 token_counts(k, first.total))
+                outs = [x.contiguous() for x in xs.unbind(0)]
+            else:
+                outs = []
+                for s in held:
+                    comm = UlyssesComm(ex, s.layout)
+                    outs.append(self.model.euler_step(s.tokens, s.steps_done, s.steps, s.y, s.shape, s.begin, comm, token_counts(k, s.total)))
+        ex.check()
+        for m in members:
+            if (self.me == self.s.fail_device and m["request_id"] == self.s.fail_request and m["step"] == self.s.fail_step
+                    and not self.failed_once):
+                self.failed_once = True
+                raise TaskError(f"injected failure of step {m['step']} of request {m['request_id']!r} (a batch of {len(members)})")
+        return [Shard(s.request, s.request_id, s.shape, s.steps, x, s.begin, s.total, s.steps_done + 1, s.layout, s.y)
+                for s, x in zip(held, outs)]
 
     def decode(self, task: dict) -> tuple[None, Optional[torch.Tensor]]:
         s = self._held(task, "decode")
