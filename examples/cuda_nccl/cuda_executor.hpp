@@ -34,6 +34,16 @@
 // NCCL. If a stream still hangs past task_timeout, the device's communicator is aborted and the
 // device is reported lost (the runtime then never uses it again).
 //
+// Batched steps (paraflex::BatchingExecutor; task_launch::batch): one gang on the batch's group. The
+// members laid out in the same rank order run as one stacked forward - their rows stacked into every
+// GEMM ([b x T/k, H] instead of [T/k, H]) and one all_to_all per exchange carrying every member's
+// slice - which is where a batch of small images wins on a GPU: b times the rows per kernel and per
+// collective, the same launches. Members in another rank order (same devices) form their own stack,
+// in member order on every rank. Each member's final hidden state is kept apart, and the writes to
+// the members' latents all come last, after every collective and kernel of the batch: a failure
+// before them leaves every member's state as it was, and the batch fails as a whole (one
+// task_failed per member). A batch of encodes builds every member's state and installs them together.
+//
 // The executor's bookkeeping (which request's state lives where, in which layout) is touched only by
 // the thread that calls launch/poll/release - the runtime's - so it needs no lock.
 #pragma once
@@ -112,6 +122,9 @@ class cuda_executor {
 
   // --- paraflex::BlockingExecutor ---------------------------------------------------------------------
 
+  /// Batched steps and encodes (see the header comment).
+  static constexpr bool runs_batches = true;
+
   void launch(const task_launch& l) {
     auto j = std::make_shared<job>();
     j->launch = l;
@@ -119,6 +132,10 @@ class cuda_executor {
       j->shape = *l.shape;  // the runtime's shape table may move while the task runs
       j->launch.shape = &j->shape;
     }
+    j->batch.assign(l.batch.begin(), l.batch.end());  // l.batch is valid only during this call
+    j->launch.batch = j->batch;
+    if (j->batch.empty()) j->requests.push_back(l.request);
+    for (const auto& m : j->batch) j->requests.push_back(m.request);
     try {
       plan_job(*j);
     } catch (const std::exception& e) {  // nothing to run: fail at once, with the reason
@@ -147,8 +164,9 @@ class cuda_executor {
     for (auto& f : done) {
       job& j = *f.j;
       settle(j);
-      out.push_back(executor_event{f.at, j.failed ? executor_event_kind::task_failed : executor_event_kind::task_done, j.launch.id,
-                                   j.launch.request, 0});
+      for (request_handle h : j.requests) {  // one event per member of a batch, all alike
+        out.push_back(executor_event{f.at, j.failed ? executor_event_kind::task_failed : executor_event_kind::task_done, j.launch.id, h, 0});
+      }
       for (device_id d : j.hung) out.push_back(executor_event{f.at, executor_event_kind::device_lost, 0, 0, d});
     }
   }
@@ -234,6 +252,10 @@ class cuda_executor {
     state_ptr state;       ///< the state read (step, decode, migrate's source)
     state_ptr fresh;       ///< the state built (encode, migrate); replaces `state` on success
     migration_plan plan;   ///< migrate
+    std::vector<batch_member> batch;         ///< a batched launch's members (launch.batch points here)
+    std::vector<request_handle> requests;    ///< the request, or every member of a batch
+    std::vector<state_ptr> batch_states;     ///< a batched step: each member's state, in member order
+    std::vector<state_ptr> batch_fresh;      ///< a batched encode: each member's new state
     std::function<void(std::size_t, device_id)> custom;  ///< run_gang
     std::promise<void> custom_done;
     // Guarded by the executor's mutex:
@@ -280,6 +302,10 @@ class cuda_executor {
       if (d >= workers_.size()) throw std::invalid_argument("device " + std::to_string(d) + " out of range");
       if (workers_[d]->lost) throw std::runtime_error("device " + std::to_string(d) + " was lost");
     }
+    if (!j.batch.empty()) {
+      plan_batch(j);
+      return;
+    }
     const request_handle h = l.request;
     auto it = states_.find(h);
     switch (l.task.kind) {
@@ -314,6 +340,41 @@ class cuda_executor {
     }
   }
 
+  void plan_batch(job& j) {
+    const task_launch& l = j.launch;
+    if (j.batch.size() < 2) throw std::invalid_argument("a batch needs two members or more");
+    const task_kind kind = j.batch.front().task.kind;
+    for (std::size_t i = 0; i < j.batch.size(); ++i) {
+      if (j.batch[i].task.kind != kind) throw std::invalid_argument("the members of a batch run different kinds of task");
+      for (std::size_t o = 0; o < i; ++o) {
+        if (j.batch[o].request == j.batch[i].request) throw std::invalid_argument("request " + std::to_string(j.batch[i].request) + " twice in a batch");
+      }
+    }
+    j.members = l.group;
+    if (kind == task_kind::encode) {
+      if (l.shape == nullptr) throw std::invalid_argument("encode without a shape");
+      for (std::size_t i = 0; i < j.batch.size(); ++i) j.batch_fresh.push_back(make_state(l.group, static_cast<std::size_t>(latent_tokens(*l.shape))));
+      return;
+    }
+    if (kind != task_kind::step) throw std::invalid_argument(std::string("a batched ") + to_string(kind) + " (steps and encodes only)");
+    for (const auto& m : j.batch) {
+      auto it = states_.find(m.request);
+      if (it == states_.end()) throw std::logic_error("request " + std::to_string(m.request) + " has no state on the GPUs (encode missing)");
+      if (!it->second->layout.same_devices(l.group)) {
+        throw std::logic_error("batched step on " + l.group.to_string() + " but the state of request " + std::to_string(m.request) + " lives on " +
+                               it->second->layout.to_string() + " (a migration is missing)");
+      }
+      if (!j.batch_states.empty() && it->second->rows != j.batch_states.front()->rows) {
+        throw std::logic_error("the members of a batch have different latent sizes");
+      }
+      j.batch_states.push_back(it->second);
+    }
+  }
+
+  [[nodiscard]] static std::size_t rank_in(const device_group& g, device_id d) {
+    return static_cast<std::size_t>(std::find(g.begin(), g.end(), d) - g.begin());
+  }
+
   [[nodiscard]] static state_ptr make_state(const device_group& layout, std::size_t tokens) {
     auto s = std::make_shared<request_state>();
     s->layout = layout;
@@ -329,6 +390,7 @@ class cuda_executor {
     const request_handle h = j.launch.request;
     if (j.failed) {
       if (j.fresh) free_later(j.fresh);  // what the launch built; the old state stays
+      for (const auto& f : j.batch_fresh) free_later(f);
       if (failures_.size() < 1000) {
         failures_.push_back("launch " + std::to_string(j.launch.id) + " (" + to_string(j.launch.task.kind) +
                             (j.launch.task.kind == task_kind::step ? " " + std::to_string(j.launch.task.step) : std::string()) +
@@ -336,6 +398,14 @@ class cuda_executor {
       }
       return;
     }
+    if (!j.batch_fresh.empty()) {  // a batch of encodes: every member's state at once
+      for (std::size_t i = 0; i < j.batch.size(); ++i) {
+        if (auto it = states_.find(j.batch[i].request); it != states_.end()) free_later(it->second);
+        states_[j.batch[i].request] = j.batch_fresh[i];
+      }
+      return;
+    }
+    if (!j.batch.empty()) return;  // a batched step changed the latents in place
     switch (j.launch.task.kind) {
       case task_kind::encode:  // also a restart after a lost device: the old state is stale
       case task_kind::migrate:
@@ -526,6 +596,25 @@ class cuda_executor {
     const auto H = static_cast<std::size_t>(model_.hidden), C = static_cast<std::size_t>(model_.channels);
     const std::size_t k = j.members.size();
     const std::size_t prompt_bytes = static_cast<std::size_t>(model_.prompt_tokens) * static_cast<std::size_t>(model_.prompt_dim) * bf16;
+    if (!j.batch_fresh.empty()) {
+      for (const auto& f : j.batch_fresh) {
+        rank_buffers& b = f->ranks[r];
+        check(cudaMalloc(&b.latent, f->rows * C * bf16), "cudaMalloc(latent)");
+        if (prompt_bytes > 0) check(cudaMalloc(&b.prompt, prompt_bytes), "cudaMalloc(prompt embeddings)");
+      }
+      return;
+    }
+    if (!j.batch_states.empty()) {
+      if (H % k != 0) {
+        throw std::invalid_argument("the stand-in's hidden size " + std::to_string(H) + " is not divisible by degree " + std::to_string(k));
+      }
+      for (const auto& st : j.batch_states) {
+        if (st->ranks[rank_in(st->layout, w.device)].latent == nullptr) throw std::logic_error("no latent on this rank");
+      }
+      // keep (one [rows, H] per member) + the four working blocks of the largest stack
+      ensure_scratch(w, 5 * j.batch_states.size() * j.batch_states.front()->rows * H * bf16);
+      return;
+    }
     switch (j.launch.task.kind) {
       case task_kind::encode:
       case task_kind::migrate: {
@@ -549,6 +638,14 @@ class cuda_executor {
   }
 
   void execute(job& j, std::size_t r, worker& w) {
+    if (!j.batch_fresh.empty()) {
+      for (std::size_t i = 0; i < j.batch.size(); ++i) encode_state(*j.batch_fresh[i], j.batch[i].request, r, w);
+      return;
+    }
+    if (!j.batch_states.empty()) {
+      step_batch(j, w);
+      return;
+    }
     switch (j.launch.task.kind) {
       case task_kind::encode: encode(j, r, w); break;
       case task_kind::step: step(j, r, w); break;
@@ -557,12 +654,13 @@ class cuda_executor {
     }
   }
 
-  void encode(job& j, std::size_t r, worker& w) {
+  void encode(job& j, std::size_t r, worker& w) { encode_state(*j.fresh, j.launch.request, r, w); }
+
+  void encode_state(const request_state& st, request_handle h, std::size_t r, worker& w) {
     const cudaStream_t s = transport_.stream(w.device);
     const auto C = static_cast<std::size_t>(model_.channels);
-    const request_state& st = *j.fresh;
     const element_range mine = shard_range(r, st.layout.size(), st.tokens);
-    const std::uint64_t seed = 0x5EED0000ULL + j.launch.request;
+    const std::uint64_t seed = 0x5EED0000ULL + h;
     check(cudaMemsetAsync(st.ranks[r].latent, 0, st.rows * C * bf16, s), "cudaMemsetAsync(latent)");  // padding rows stay 0
     check(kernels::fill_uniform_bf16(st.ranks[r].latent, mine.count * C, seed, 1.0f, s, mine.begin * C), "fill(noise latent)");
     const auto prompt = static_cast<std::size_t>(model_.prompt_tokens) * static_cast<std::size_t>(model_.prompt_dim);
@@ -613,6 +711,64 @@ class cuda_executor {
     }
     // The only write to the state, last: a failure before it leaves the latent as it was.
     gemm(w, m, C, H, h, H, w.w_out, C, latent, C, model_.step_size, 1.0f);
+  }
+
+  // A batched step: members with the same layout as one stack (rows of every member in every GEMM and
+  // every all_to_all), stacks in member order; the latents are written last, all together.
+  void step_batch(job& j, worker& w) {
+    const cudaStream_t s = transport_.stream(w.device);
+    const std::size_t n = j.batch_states.size(), k = j.members.size(), m = j.batch_states.front()->rows;
+    const auto H = static_cast<std::size_t>(model_.hidden), C = static_cast<std::size_t>(model_.channels);
+    const std::size_t Hk = H / k, member_block = m * H * bf16;
+    std::byte* keep = w.scratch;                    // member i's final hidden state at keep + i x member_block
+    std::byte* work = keep + n * member_block;      // h, out, send, recv of the current stack
+    std::vector<bool> done(n, false);
+    std::vector<std::size_t> stack;
+    for (std::size_t first = 0; first < n; ++first) {
+      if (done[first]) continue;
+      const device_group& g = j.batch_states[first]->layout;
+      stack.clear();
+      for (std::size_t i = first; i < n; ++i) {
+        if (done[i] || j.batch_states[i]->layout != g) continue;
+        stack.push_back(i);
+        done[i] = true;
+      }
+      const std::size_t b = stack.size(), rows = b * m, block = rows * H * bf16;
+      const std::size_t r = rank_in(g, w.device);
+      std::byte* h = work;
+      std::byte* out = h + block;
+      std::byte* send = out + block;
+      std::byte* recv = send + block;
+      for (std::size_t p = 0; p < b; ++p) {  // patch embedding of each member into its rows of the stack
+        gemm(w, m, H, C, j.batch_states[stack[p]]->ranks[r].latent, C, w.w_in, H, h + p * member_block, H);
+      }
+      for (int layer = 0; layer < model_.layers; ++layer) {
+        // Pack: chunk q = head slice q of every stacked row ([b x m, H/k]), for rank q.
+        for (std::size_t q = 0; q < k; ++q) {
+          check(cudaMemcpy2DAsync(send + q * rows * Hk * bf16, Hk * bf16, h + q * Hk * bf16, H * bf16, Hk * bf16, rows, cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync(pack)");
+        }
+        transport_.all_to_all(g, w.device, std::span<const std::byte>(send, block), std::span<std::byte>(recv, block));
+        gemm(w, k * rows, Hk, Hk, recv, Hk, w.w, H, send, Hk);  // "attention" over every member's sequence
+        transport_.all_to_all(g, w.device, std::span<const std::byte>(send, block), std::span<std::byte>(recv, block));
+        for (std::size_t q = 0; q < k; ++q) {
+          check(cudaMemcpy2DAsync(h + q * Hk * bf16, H * bf16, recv + q * rows * Hk * bf16, Hk * bf16, Hk * bf16, rows, cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync(unpack)");
+        }
+        check(kernels::gelu_bf16(h, rows * H, s), "gelu");
+        gemm(w, rows, H, H, h, H, w.w, H, out, H);
+        std::swap(h, out);
+      }
+      for (std::size_t p = 0; p < b; ++p) {
+        check(cudaMemcpyAsync(keep + stack[p] * member_block, h + p * member_block, member_block, cudaMemcpyDeviceToDevice, s),
+              "cudaMemcpyAsync(keep)");
+      }
+    }
+    // The only writes to the states, last and together: a failure before them leaves every member as it was.
+    for (std::size_t i = 0; i < n; ++i) {
+      const request_state& st = *j.batch_states[i];
+      gemm(w, m, C, H, keep + i * member_block, H, w.w_out, C, st.ranks[rank_in(st.layout, w.device)].latent, C, model_.step_size, 1.0f);
+    }
   }
 
   void decode(job& j, std::size_t r, worker& w) {
@@ -704,6 +860,6 @@ class cuda_executor {
   std::vector<std::string> failures_;
 };
 
-static_assert(BlockingExecutor<cuda_executor>);
+static_assert(BlockingExecutor<cuda_executor> && BatchingExecutor<cuda_executor>);
 
 }  // namespace paraflex::cuda_nccl
