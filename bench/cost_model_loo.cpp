@@ -38,7 +38,8 @@ stats summarize(std::vector<double> errors) {
 /// Each row (or each shape's rows) held out, predicted by the plain fit on the remaining rows of the same
 /// (model, gpu): what the corrections in profile_cost_model are measured against.
 stats fit_only_loo(const profile_table& t, const std::string& model, const std::string& gpu, holdout unit) {
-  const auto rows = t.rows_for(model, gpu);
+  auto rows = t.rows_for(model, gpu);
+  std::erase_if(rows, [](const profile_row& r) { return r.batch != 1; });  // the degree fit sees single steps only
   std::vector<double> errors;
   for (std::size_t held = 0; held < rows.size(); ++held) {
     std::vector<fit_sample> samples;

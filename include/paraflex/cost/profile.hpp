@@ -6,13 +6,20 @@
 //                                                 degree k is allowed only if heads % k == 0. A blank
 //                                                 field means "not stated on this row"; two different
 //                                                 stated values for one model are an error.
+//   batch                                         optional int > 0, blank = 1: the row measures one step
+//                                                 of `batch` requests of the shape run together (one
+//                                                 forward over their stacked latents). A file without
+//                                                 the column means what it always meant (every row 1).
+//                                                 A row with batch > 1 needs the batch-1 row of the same
+//                                                 (model, gpu, shape, degree): batches are priced
+//                                                 relative to it, and the degree fit uses batch-1 rows only.
 // `frames` is required (1 = image), as the contract lists it; there is no default, so a profile cannot
 // silently describe video shapes as images.
 // Errors, each an input_error with file, 1-based line and column: missing required column (at the header
 // line), a model or gpu name that is not valid UTF-8 (and files that are not UTF-8 text at all, see
 // core/csv.hpp), a field that is not a number or not finite, a value <= 0 where > 0 is required, an empty model or
-// gpu name, a duplicate (model, gpu, height, width, frames, degree) row (naming the earlier line),
-// conflicting `heads` for one model, and a file with no data rows. Beyond the contract: step_s must lie
+// gpu name, a duplicate (model, gpu, height, width, frames, degree, batch) row (naming the earlier line),
+// conflicting `heads` for one model, a batch row without its batch-1 row, and a file with no data rows. Beyond the contract: step_s must lie
 // in [1e-6, 1e6] seconds (min_step_seconds, max_step_seconds).
 #pragma once
 
@@ -35,18 +42,22 @@
 
 namespace paraflex {
 
-/// The identity of a measurement, (model, gpu, height, width, frames, degree): unique in a profile.
-using profile_key = std::tuple<std::string, std::string, int, int, int, int>;
+/// The identity of a measurement, (model, gpu, height, width, frames, degree, batch): unique in a profile.
+using profile_key = std::tuple<std::string, std::string, int, int, int, int, int>;
 
-/// One measurement: seconds per denoising step of `shape` on `degree` GPUs of type `gpu`.
+/// One measurement: seconds per denoising step of `batch` requests of `shape` run together on `degree`
+/// GPUs of type `gpu` (batch 1: one request alone, the common case).
 struct profile_row {
   request_shape shape;
   std::string gpu;
   int degree = 1;
   double step_s = 0.0;
   long line = 0;  ///< 1-based line in the source file; 0 for rows built in code
+  int batch = 1;  ///< requests in the measured step (the optional `batch` column)
 
-  [[nodiscard]] profile_key key() const { return {shape.model, gpu, shape.height, shape.width, shape.frames, degree}; }
+  [[nodiscard]] profile_key key() const { return {shape.model, gpu, shape.height, shape.width, shape.frames, degree, batch}; }
+  /// The key of the batch-1 row a batch row is priced against.
+  [[nodiscard]] profile_key single_key() const { return {shape.model, gpu, shape.height, shape.width, shape.frames, degree, 1}; }
 };
 
 /// A whole profile, rows in file order. Plain data; read_profile_csv returns only valid tables and
@@ -135,13 +146,21 @@ namespace detail {
   std::string s = r.shape.model + " on " + r.gpu + " at " + std::to_string(r.shape.height) + "x" +
                   std::to_string(r.shape.width);
   if (r.shape.frames != 1) s += "x" + std::to_string(r.shape.frames) + " frames";
-  return s + ", degree " + std::to_string(r.degree);
+  s += ", degree " + std::to_string(r.degree);
+  if (r.batch != 1) s += ", batch " + std::to_string(r.batch);
+  return s;
+}
+
+[[nodiscard]] inline std::string missing_single_message(const profile_row& r) {
+  return "batch " + std::to_string(r.batch) + " row for " + r.shape.model + " on " + r.gpu + " at " + std::to_string(r.shape.height) + "x" +
+         std::to_string(r.shape.width) + (r.shape.frames != 1 ? "x" + std::to_string(r.shape.frames) + " frames" : std::string()) +
+         ", degree " + std::to_string(r.degree) + " has no batch-1 row for the same shape and degree (batches are priced relative to it)";
 }
 
 }  // namespace detail
 
 /// Checks a table built in code by the rules the reader enforces (positive values, non-empty UTF-8
-/// names, no duplicate key, at least one row). nullopt when valid.
+/// names, no duplicate key, every batch row with its batch-1 row, at least one row). nullopt when valid.
 [[nodiscard]] inline std::optional<input_error> validate_profile(const profile_table& t) {
   if (t.rows.empty()) return input_error{t.source, 0, {}, "profile has no rows"};
   std::map<profile_key, long> seen;
@@ -157,6 +176,7 @@ namespace detail {
     if (r.shape.width <= 0) return bad("width", "must be > 0, got " + std::to_string(r.shape.width));
     if (r.shape.frames <= 0) return bad("frames", "must be > 0, got " + std::to_string(r.shape.frames));
     if (r.degree <= 0) return bad("degree", "must be > 0, got " + std::to_string(r.degree));
+    if (r.batch <= 0) return bad("batch", "must be > 0, got " + std::to_string(r.batch));
     if (!(r.step_s > 0.0) || !std::isfinite(r.step_s)) {
       return bad("step_s", "must be a finite number > 0, got " + std::to_string(r.step_s));
     }
@@ -167,6 +187,9 @@ namespace detail {
                          "duplicate profile row for " + detail::describe_key(r) + " (first on line " +
                              std::to_string(it->second) + ")"};
     }
+  }
+  for (const auto& r : t.rows) {
+    if (r.batch != 1 && seen.find(r.single_key()) == seen.end()) return input_error{t.source, r.line, "batch", detail::missing_single_message(r)};
   }
   for (const auto& [model, h] : t.heads) {
     if (h <= 0) return input_error{t.source, 0, "heads", model + ": heads must be > 0, got " + std::to_string(h)};
@@ -191,6 +214,7 @@ namespace detail {
     *index = i.value();
   }
   const std::optional<std::size_t> heads_col = csv.column_index("heads");
+  const std::optional<std::size_t> batch_col = csv.column_index("batch");
 
   profile_table table;
   table.source = std::move(file_name);
@@ -233,6 +257,11 @@ namespace detail {
       return csv.error_at(col.step_s, detail::step_range_message("'" + std::string(trim(csv.field(col.step_s))) + "'"));
     }
     r.step_s = step.value();
+    if (batch_col && !trim(csv.field(*batch_col)).empty()) {
+      auto b = positive_int(*batch_col);
+      if (!b) return b.error();
+      r.batch = b.value();
+    }
 
     if (heads_col && !trim(csv.field(*heads_col)).empty()) {
       auto h = positive_int(*heads_col);
@@ -257,6 +286,11 @@ namespace detail {
     table.rows.push_back(std::move(r));
   }
   if (table.rows.empty()) return input_error{table.source, 0, {}, "profile has a header but no data rows"};
+  for (const auto& r : table.rows) {  // after the whole file: the batch-1 row may come later
+    if (r.batch != 1 && first_line.find(r.single_key()) == first_line.end()) {
+      return input_error{table.source, r.line, "batch", detail::missing_single_message(r)};
+    }
+  }
   return table;
 }
 

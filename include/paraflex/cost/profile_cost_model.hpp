@@ -28,6 +28,18 @@
 //
 // allows_degree: degree >= 1, and heads % degree == 0 where the profile states the model's heads.
 // There is no upper bound here: the cluster size is the policy's business.
+// Batched steps (BatchCostModel; docs/cost-model.md): batch_step_seconds(shape, k, b) is, in order:
+//   1. exact          the profile row with batch b for (shape, k);
+//   2. measured curve (shape, k) has batch rows: linear in b between the measured batches (b = 1 is
+//                     the batch-1 row), beyond the largest one continued with the last segment's
+//                     slope (the cost of one more member) and noted as extrapolated;
+//   3. fit estimate   no batch rows for (shape, k): step_seconds(shape, k) x the fit's batch ratio
+//                     (c0 + c4 (k-1) + b x the token terms) / (c0 + c4 (k-1) + the token terms):
+//                     the fixed and per-peer costs are paid once per batched step, every term that
+//                     grows with tokens b times (b sequences of T tokens). Always noted: nothing was
+//                     measured, and the fit's c0 is only as good as its smallest profiled shapes.
+// b = 1 is step_seconds. Batch rows never enter the degree fit, so a profile without them prices
+// every single step exactly as before.
 // Latent tokens use latent_tokens(shape) with the 16-pixel factor for every model. A model with another
 // VAE factor (Wan2.2: 32) sees its token counts scaled by about the same constant (4), which the fit absorbs.
 #pragma once
@@ -116,7 +128,8 @@ class profile_cost_model {
       auto& m = models_[r.shape.model];
       auto& s = m.shapes[shape_key(r.shape)];
       s.tokens = latent_tokens(r.shape);
-      s.measured.emplace_back(r.degree, r.step_s);
+      if (r.batch == 1) s.measured.emplace_back(r.degree, r.step_s);
+      s.batched[r.degree].emplace_back(r.batch, r.step_s);  // b = 1 too: the curve's first point
     }
     if (models_.empty()) throw std::invalid_argument("profile_cost_model: the profile has no rows for gpu '" + gpu_ + "'");
     for (auto& [name, m] : models_) {
@@ -124,6 +137,10 @@ class profile_cost_model {
       for (auto& [key, s] : m.shapes) {
         std::sort(s.measured.begin(), s.measured.end());
         for (const auto& [k, sec] : s.measured) samples.push_back({s.tokens, k, sec});
+        for (auto it = s.batched.begin(); it != s.batched.end();) {  // keep only degrees with batch rows
+          std::sort(it->second.begin(), it->second.end());
+          it = it->second.size() < 2 ? s.batched.erase(it) : std::next(it);
+        }
       }
       m.fit = fitted_step_model::fit(samples);
       for (auto& [key, s] : m.shapes) {
@@ -165,7 +182,67 @@ class profile_cost_model {
     return migration_.seconds(s, cross_node);
   }
 
+  // --- BatchCostModel ------------------------------------------------------------------------------
+
+  /// Seconds of one step of `batch` requests of `s` run together on `degree` GPUs (batch <= 1: one
+  /// request, step_seconds). See the header comment for where the figure comes from.
+  [[nodiscard]] double batch_step_seconds(const request_shape& s, int degree, int batch) const {
+    return batch_estimate(s, degree, batch).seconds;
+  }
+
   // --- beyond the concept -------------------------------------------------------------------------
+
+  /// Batched step time with its provenance: exact (a batch row), fitted_interpolated (between measured
+  /// batches of this shape and degree) or extrapolated (beyond them, or estimated from the fit).
+  [[nodiscard]] step_estimate batch_estimate(const request_shape& s, int degree, int batch) const {
+    const step_estimate single = estimate(s, degree);
+    if (batch <= 1) return single;
+    const model_data& m = model(s.model);
+    const int k = std::max(degree, 1);
+    const double b = static_cast<double>(batch);
+    const auto sh = m.shapes.find(shape_key(s));
+    if (sh != m.shapes.end()) {
+      const auto curve = sh->second.batched.find(k);
+      if (curve != sh->second.batched.end()) {
+        const auto& pts = curve->second;  // (batch, seconds), sorted, starting at batch 1
+        const auto hi = std::lower_bound(pts.begin(), pts.end(), batch, [](const auto& p, int x) { return p.first < x; });
+        if (hi != pts.end() && hi->first == batch) return {hi->second, provenance::exact};
+        if (hi != pts.end()) {
+          const auto lo = std::prev(hi);
+          const double w = (b - lo->first) / static_cast<double>(hi->first - lo->first);
+          return {(1.0 - w) * lo->second + w * hi->second, provenance::fitted_interpolated};
+        }
+        const auto& last = pts.back();
+        const auto& before = pts[pts.size() - 2];
+        const double slope = std::max(0.0, (last.second - before.second) / static_cast<double>(last.first - before.first));
+        notes_.add(s, k, batch_above, [&] {
+          return describe_batch(s, k, batch) + ": extrapolated (batch above the profiled 1.." + std::to_string(last.first) +
+                 " for this shape and degree; the last measured member's cost continued)";
+        }, batch);
+        return {last.second + slope * (b - static_cast<double>(last.first)), provenance::extrapolated};
+      }
+    }
+    notes_.add(s, k, batch_estimated, [&] {
+      return describe_batch(s, k, batch) +
+             ": estimated from the token-count fit (no batch rows for this shape and degree; the fixed and per-peer "
+             "costs shared, the token terms x batch)";
+    }, batch);
+    return {single.seconds * fit_batch_ratio(m.fit, latent_tokens(s), k, b), provenance::extrapolated};
+  }
+
+  /// The fit's batched / single step ratio at (tokens, k): (shared + b x scaled) / (shared + scaled),
+  /// shared = the fixed and per-peer terms, scaled = the terms that grow with tokens. b when the fit
+  /// has no token terms at all, 1 + (b - 1) x (share of the token terms) in general.
+  [[nodiscard]] static double fit_batch_ratio(const fitted_step_model& fit, double tokens, int k, double b) noexcept {
+    const double t = std::max(tokens, 1.0);
+    const double shared = fit.coefficient(step_feature::fixed) + fit.coefficient(step_feature::peers) * feature_value(step_feature::peers, t, k);
+    double scaled = 0.0;
+    for (step_feature f : {step_feature::linear, step_feature::attention, step_feature::traffic}) {
+      scaled += fit.coefficient(f) * feature_value(f, t, k);
+    }
+    if (!(shared + scaled > 0.0)) return b;
+    return (shared + b * scaled) / (shared + scaled);
+  }
 
   /// Step time with its provenance. degree < 1 is treated as 1 (allows_degree says it is not allowed).
   [[nodiscard]] step_estimate estimate(const request_shape& s, int degree) const {
@@ -221,6 +298,7 @@ class profile_cost_model {
   struct shape_data {
     double tokens = 1.0;
     std::vector<std::pair<int, double>> measured;  ///< (degree, seconds), sorted by degree
+    std::map<int, std::vector<std::pair<int, double>>> batched;  ///< degree -> (batch, seconds) from 1, where batch rows exist
     std::vector<double> log_ratio;                 ///< log(measured / fit), same order
   };
   struct model_data {
@@ -230,7 +308,11 @@ class profile_cost_model {
   };
 
   /// Which profiled ranges an extrapolated (shape, degree) leaves (bits), for one model.
-  enum cause_bits : unsigned char { tokens_below = 1, tokens_above = 2, degree_below = 4, degree_above = 8 };
+  enum cause_bits : unsigned char {
+    tokens_below = 1, tokens_above = 2, degree_below = 4, degree_above = 8,
+    batch_estimated = 16,  ///< a batched step priced by the fit: no batch rows for its shape and degree
+    batch_above = 32,      ///< a batched step beyond the largest measured batch of its shape and degree
+  };
 
   /// Extrapolations grouped by cause, in the order first seen, behind a mutex; copies get their own
   /// mutex. Each cause keeps its first example's line and the number of distinct (shape, degree) pairs.
@@ -251,12 +333,12 @@ class profile_cost_model {
       }
       return *this;
     }
-    /// Records (s, degree) under `cause` unless it was recorded before; `describe` makes the example
-    /// line, called only for a new cause.
+    /// Records (s, degree) (with `batch` for batch causes) under `cause` unless it was recorded before;
+    /// `describe` makes the example line, called only for a new cause.
     template <class Describe>
-    void add(const request_shape& s, int degree, unsigned char cause, Describe&& describe) {
+    void add(const request_shape& s, int degree, unsigned char cause, Describe&& describe, int batch = 1) {
       const std::lock_guard lock(mutex_);
-      if (!insert(seen_[s], degree)) return;
+      if (!insert(seen_[{s, batch}], degree)) return;
       for (auto& c : causes_) {
         if (c.bits == cause && c.model == s.model) {
           ++c.count;
@@ -270,9 +352,11 @@ class profile_cost_model {
       std::vector<std::string> out;
       out.reserve(causes_.size());
       for (const auto& c : causes_) {
+        const bool batched = (c.bits & (batch_estimated | batch_above)) != 0;
         out.push_back(c.count == 1 ? c.example
                                    : c.example + " and " + std::to_string(c.count - 1) +
-                                         " more (shape, degree) pair" + (c.count == 2 ? "" : "s") + " for the same reason");
+                                         (batched ? " more (shape, degree, batch) case" : " more (shape, degree) pair") +
+                                         (c.count == 2 ? "" : "s") + " for the same reason");
       }
       return out;
     }
@@ -318,7 +402,7 @@ class profile_cost_model {
 
     mutable std::mutex mutex_;
     std::vector<entry> causes_;
-    std::map<request_shape, intervals> seen_;
+    std::map<std::pair<request_shape, int>, intervals> seen_;  // (shape, batch) -> degrees
   };
 
   [[nodiscard]] static shape_id shape_key(const request_shape& s) noexcept { return {s.height, s.width, s.frames}; }
@@ -402,13 +486,19 @@ class profile_cost_model {
     return line + ")";
   }
 
+  [[nodiscard]] std::string describe_batch(const request_shape& s, int k, int batch) const {
+    std::string line = s.model + " " + std::to_string(s.height) + "x" + std::to_string(s.width);
+    if (s.frames != 1) line += "x" + std::to_string(s.frames);
+    return line + " at degree " + std::to_string(k) + " on " + gpu_ + ", batch " + std::to_string(batch);
+  }
+
   std::string gpu_;
   migration_cost migration_;
   std::map<std::string, model_data, std::less<>> models_;
   mutable note_log notes_;
 };
 
-static_assert(CostModel<profile_cost_model>);
+static_assert(CostModel<profile_cost_model> && BatchCostModel<profile_cost_model>);
 
 /// What leave_one_out holds out at a time.
 enum class holdout : unsigned char {
@@ -428,6 +518,7 @@ struct loo_summary {
 
 /// For every (model, gpu) of a valid table: remove each row (or each shape's rows), rebuild the
 /// profile_cost_model from the rest, and predict what was removed. Cost: one fit per held-out unit.
+/// Single steps only: batch rows are never held out, and leave with the batch-1 row they hang on.
 [[nodiscard]] inline std::vector<loo_summary> leave_one_out(const profile_table& table, holdout unit = holdout::row) {
   std::vector<loo_summary> out;
   for (const auto& gpu : table.gpus()) {
@@ -435,13 +526,14 @@ struct loo_summary {
       loo_summary sum{model, gpu, 0, {}, 0.0, 0.0};
       const auto mine = [&](const profile_row& r) { return r.gpu == gpu && r.shape.model == model; };
       for (const auto& held : table.rows) {
-        if (!mine(held)) continue;
+        if (!mine(held) || held.batch != 1) continue;
         profile_table rest;
         rest.source = table.source;
         rest.heads = table.heads;
         bool left = false;
         for (const auto& r : table.rows) {
-          const bool out_now = unit == holdout::row ? &r == &held : (mine(r) && r.shape == held.shape);
+          const bool out_now = unit == holdout::row ? (mine(r) && r.shape == held.shape && r.degree == held.degree)
+                                                    : (mine(r) && r.shape == held.shape);
           if (out_now) continue;
           left = left || mine(r);
           rest.rows.push_back(r);
