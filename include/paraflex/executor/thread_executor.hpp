@@ -27,6 +27,15 @@
 // an event is ready, notify() is called (from any thread), or t passes. An outside event loop can be
 // woken instead: on_ready(f) calls f whenever events become available to poll().
 //
+// Batched steps (BatchingExecutor): a launch with task_launch::batch is one gang start on its group
+// in which every rank runs the body once per member, in member order (the same on every rank, so the
+// members' collectives pair up), each call seeing a launch whose request and task are that member's
+// (context.member says which; launch.batch lists them all). The launch lasts as long as the whole
+// batch; cpu_dit_body's time_scale sleep counts from the gang start, so a batch takes its
+// expected_duration once, not once per member. Outcomes stay per launch: every member's staged state
+// is committed when all ranks returned, or all of it discarded when any rank threw, and one event per
+// member follows (task_done for all, or task_failed for all with every member's state unchanged).
+//
 // Faults on real execution: fail_device(d) loses device d as a GPU falling off the bus would. Every
 // launch on d that has not ended is reported task_failed, then device_lost (the Executor concept's
 // order); peers blocked in a collective with d are released; the failed launches' staged state is
@@ -142,6 +151,7 @@ struct task_context {
   shm_transport& transport;
   device_store& store;
   std::chrono::steady_clock::time_point started;  ///< gang start, the same for every rank
+  std::size_t member = 0;  ///< a batched step: the index in launch.batch of the member this call runs
 };
 
 /// Runs one rank of a launch; throwing fails the launch. Called concurrently from every worker, so
@@ -424,6 +434,9 @@ struct cpu_dit_body {
 
 class thread_executor {
  public:
+  /// Batched steps run as one gang, the body once per member (see the header comment).
+  static constexpr bool runs_batches = true;
+
   /// `devices` worker threads, devices 0 .. devices-1. An empty body means cpu_dit_body{}.
   explicit thread_executor(std::size_t devices, task_body body = {})
       : body_(body ? std::move(body) : task_body(cpu_dit_body{})), transport_(devices == 0 ? 1 : devices) {
@@ -459,12 +472,30 @@ class thread_executor {
   void launch(const task_launch& l) {
     if (l.group.empty()) throw std::invalid_argument("thread_executor::launch: empty group");
     if (l.task.kind == task_kind::migrate && l.source.empty()) throw std::invalid_argument("thread_executor::launch: migration without a source");
+    if (l.batch.size() == 1) throw std::invalid_argument("thread_executor::launch: a batch needs two members or more");
     auto j = std::make_shared<job>();
     j->launch = l;
     if (l.shape) {
       // The runtime's shape table may grow (and move) while the task runs: keep a copy.
       j->shape = *l.shape;
       j->launch.shape = &j->shape;
+    }
+    // l.batch is valid only during this call: keep the members, and one launch per member for the body.
+    j->members.assign(l.batch.begin(), l.batch.end());
+    j->launch.batch = j->members;
+    if (j->members.empty()) {
+      j->requests.push_back(l.request);
+    } else {
+      for (const auto& m : j->members) {
+        if (std::find(j->requests.begin(), j->requests.end(), m.request) != j->requests.end()) {
+          throw std::invalid_argument("thread_executor::launch: request " + std::to_string(m.request) + " twice in one batch");
+        }
+        j->requests.push_back(m.request);
+        task_launch per = j->launch;
+        per.request = m.request;
+        per.task = m.task;
+        j->member_launches.push_back(per);
+      }
     }
     j->devices.assign(l.group.begin(), l.group.end());
     if (l.task.kind == task_kind::migrate) {
@@ -559,7 +590,9 @@ class thread_executor {
         }
         transport_.abort(j->inside);
         for (device_id e : j->devices) {
-          if (std::find(j->inside.begin(), j->inside.end(), e) == j->inside.end()) stores_[e]->discard(j->launch.request);
+          if (std::find(j->inside.begin(), j->inside.end(), e) == j->inside.end()) {
+            for (request_handle h : j->requests) stores_[e]->discard(h);
+          }
         }
         report(*j);
       } else {
@@ -650,6 +683,9 @@ class thread_executor {
   struct job {
     task_launch launch;
     request_shape shape;
+    std::vector<batch_member> members;       // a batched step's members (launch.batch points here)
+    std::vector<task_launch> member_launches;  // per member: launch with its request and task
+    std::vector<request_handle> requests;    // whose state the launch changes: the request, or every member
     std::vector<device_id> devices;  // group, then the migration sources outside it
     std::uint64_t seq = 0;           // launch order (key in live_)
     std::size_t arrived = 0;         // workers that reached this job
@@ -683,15 +719,24 @@ class thread_executor {
         if (!j->started) continue;              // failed by a device loss before it started
       }
       const std::size_t rank = cpu_dit::index_in(j->launch.group, d);
+      const std::size_t calls = j->member_launches.empty() ? 1 : j->member_launches.size();
       lk.unlock();
       std::string error;
-      try {
-        body_(task_context{j->launch, rank < j->launch.group.size() ? rank : task_context::no_rank, d, transport_, *stores_[d], j->started_at});
-      } catch (const std::exception& e) {
-        error = e.what();
-        if (error.empty()) error = "exception";
-      } catch (...) {
-        error = "unknown exception";
+      for (std::size_t m = 0; m < calls && error.empty(); ++m) {
+        if (m > 0) {  // a peer failed the batch: its later members' collectives would only be aborted
+          std::lock_guard g(mu_);
+          if (j->failed) break;
+        }
+        const task_launch& what = j->member_launches.empty() ? j->launch : j->member_launches[m];
+        try {
+          body_(task_context{what, rank < j->launch.group.size() ? rank : task_context::no_rank, d, transport_, *stores_[d], j->started_at, m});
+        } catch (const std::exception& e) {
+          error = e.what();
+          if (error.empty()) error = "exception";
+          if (calls > 1) error = "batch member " + std::to_string(m) + " (request " + std::to_string(what.request) + "): " + error;
+        } catch (...) {
+          error = "unknown exception";
+        }
       }
       lk.lock();
       std::erase(j->inside, d);
@@ -717,21 +762,24 @@ class thread_executor {
   // All ranks have returned (mu_ held): commit or roll back, then report unless a device loss did.
   // True when an event was queued.
   bool finish(job& j) {
-    const request_handle h = j.launch.request;
     live_.erase(j.seq);
     for (device_id e : j.devices) wake_[e].notify_all();  // peers waiting in work() for a failed launch
     if (!j.failed) {
-      for (device_id d : j.devices) stores_[d]->commit(h);
-      if (j.launch.task.kind == task_kind::encode) {  // a restart: state left elsewhere is stale
-        for (std::size_t d = 0; d < stores_.size(); ++d) {
-          if (!j.launch.group.contains(static_cast<device_id>(d))) stores_[d]->drop(h);
+      for (request_handle h : j.requests) {
+        for (device_id d : j.devices) stores_[d]->commit(h);
+        if (j.launch.task.kind == task_kind::encode) {  // a restart: state left elsewhere is stale
+          for (std::size_t d = 0; d < stores_.size(); ++d) {
+            if (!j.launch.group.contains(static_cast<device_id>(d))) stores_[d]->drop(h);
+          }
         }
       }
       ++succeeded_;
     } else {
-      // Reported early (device loss): ranks that had left were rolled back then, and the request may
-      // already run again there; otherwise nothing of h runs anywhere until this event is polled.
-      for (device_id d : j.reported ? j.aborted : j.devices) stores_[d]->discard(h);
+      // Reported early (device loss): ranks that had left were rolled back then, and the requests may
+      // already run again there; otherwise nothing of them runs anywhere until these events are polled.
+      for (request_handle h : j.requests) {
+        for (device_id d : j.reported ? j.aborted : j.devices) stores_[d]->discard(h);
+      }
       std::vector<device_id> usable;  // a lost device stays aborted for good
       for (device_id d : j.aborted) {
         if (!lost_[d]) usable.push_back(d);
@@ -739,21 +787,27 @@ class thread_executor {
       transport_.reset(usable);  // every aborted rank has left its calls and waits: safe to forget them
     }
     if (j.reported) return false;
-    if (j.failed) report(j);
-    else done_.push_back(executor_event{now(), executor_event_kind::task_done, j.launch.id, h, 0});
+    if (j.failed) {
+      report(j);
+    } else {
+      const tick t = now();
+      for (request_handle h : j.requests) done_.push_back(executor_event{t, executor_event_kind::task_done, j.launch.id, h, 0});
+    }
     waiter_.wake();
     return true;
   }
 
-  // Queues j's task_failed event and records why (mu_ held).
+  // Queues j's task_failed events, one per member, and records why (mu_ held).
   void report(job& j) {
     ++failed_;
     if (errors_.size() < 100) {
       errors_.push_back("launch " + std::to_string(j.launch.id) + " (" + to_string(j.launch.task.kind) +
                         (j.launch.task.kind == task_kind::step ? " " + std::to_string(j.launch.task.step) : std::string()) +
-                        " of request " + std::to_string(j.launch.request) + ") on " + j.error);
+                        " of request " + std::to_string(j.launch.request) +
+                        (j.requests.size() > 1 ? ", a batch of " + std::to_string(j.requests.size()) : std::string()) + ") on " + j.error);
     }
-    done_.push_back(executor_event{now(), executor_event_kind::task_failed, j.launch.id, j.launch.request, 0});
+    const tick t = now();
+    for (request_handle h : j.requests) done_.push_back(executor_event{t, executor_event_kind::task_failed, j.launch.id, h, 0});
     waiter_.wake();
   }
 
@@ -790,7 +844,7 @@ class thread_executor {
   std::vector<std::thread> workers_;  // last: started after everything above exists
 };
 
-static_assert(BlockingExecutor<thread_executor>);
+static_assert(BlockingExecutor<thread_executor> && BatchingExecutor<thread_executor>);
 static_assert(!VirtualTimeExecutor<thread_executor>);
 
 }  // namespace paraflex
