@@ -46,7 +46,9 @@
 // Selective batching (TetriServe section 5; max_batch > 1): when a planned request launches on g,
 // waiting requests outside the plan whose state is on g and that share its shape ride along in one
 // batched step, as long as no member would miss its deadline (policy/batching.hpp). The planned
-// request then stays in the plan and launches again at its next step boundary.
+// request then stays in the plan and launches again at its next step boundary. Off by default: on
+// the large-image mixes of docs/results.md it costs up to 7 points (a batch lengthens the planned
+// request's step for little saving); on small-image traffic it gains (results.md section D).
 //
 // Parameters ("round-based:KEY=VALUE"): round_steps (5), round_s (0 = adaptive tau), round_quantile
 // (0.5), scale_up (on|off), mid_round (wait|admit), max_batch (1 = off), batch_margin (0.1). The policy
@@ -389,7 +391,7 @@ class round_based_policy {
   void on_task_end(const scheduler_view& v, request_handle h, bool ok) {
     if (ok || h >= launched_round_.size() || launched_round_[h] != rounds_ || is_pending(h)) return;
     if (v.request(h).ended()) return;
-    pending_.push_back({h, launched_degree_[h]});
+    pending_.push_back({h, launched_degree_[h], 0});
     set_pending(h, true);
   }
 
@@ -423,6 +425,7 @@ class round_based_policy {
   struct planned {
     request_handle h;
     int degree;
+    std::uint64_t batched_call = 0;  ///< the call in which it led a batch (or its recruits' encodes): done for that call
   };
 
   void start_round(const scheduler_view& v, decision_buffer& out) {
@@ -536,7 +539,7 @@ class round_based_policy {
 
     for (const auto& c : cands_) {
       if (!c.chosen) continue;
-      pending_.push_back({c.h, c.degree});
+      pending_.push_back({c.h, c.degree, 0});
       set_pending(c.h, true);
     }
     device_set available = v.free_devices();
@@ -571,11 +574,13 @@ class round_based_policy {
         if (!recruits_.empty()) {  // their free encodes on g first; the batch follows at once
           for (request_handle m : recruits_) mark_assigned(m, p.degree);
           out.assign_batch(recruits_, std::move(g));
+          p.batched_call = calls_;  // g is taken: the leader waits for its batch, it is not placed elsewhere
           return;
         }
         if (members_.size() > 1) {
           for (request_handle m : members_) mark_assigned(m, p.degree);
           out.assign_batch(members_, std::move(g));
+          p.batched_call = calls_;  // still pending, but launched in this call: not again below
           return;
         }
       }
@@ -595,7 +600,7 @@ class round_based_policy {
       if (static_cast<int>(r.state_group.size()) == p.degree && available.contains_all(r.state_group)) launch(p, r.state_group);
     }
     for (auto& p : pending_) {
-      if (p.degree == 0 || v.request(p.h).phase != request_phase::waiting) continue;
+      if (p.degree == 0 || p.batched_call == calls_ || v.request(p.h).phase != request_phase::waiting) continue;
       if (auto g = place(v, p.h, p.degree, available)) launch(p, std::move(*g));
     }
     std::erase_if(pending_, [](const planned& p) { return p.degree == 0; });

@@ -104,6 +104,9 @@ class progress_executor {
   template <class... Args>
   explicit progress_executor(Args&&... args) : inner_(std::forward<Args>(args)...) {}
 
+  /// Batched steps exactly when the wrapped executor runs them (the simulated one does).
+  static constexpr bool runs_batches = BatchingExecutor<E>;
+
   [[nodiscard]] tick now() const noexcept { return inner_.now(); }
   void launch(const task_launch& l) { inner_.launch(l); }
   void poll(std::vector<executor_event>& out) { inner_.poll(out); }
