@@ -26,6 +26,9 @@ class scaled_executor {
     if (!(speedup > 0) || !std::isfinite(speedup)) throw std::invalid_argument("scaled_executor: the speed-up must be a finite number > 0");
   }
 
+  /// Batched launches pass through to the thread executor (paraflex::BatchingExecutor).
+  static constexpr bool runs_batches = paraflex::BatchingExecutor<paraflex::thread_executor>;
+
   void launch(const paraflex::task_launch& l) { inner_.launch(l); }
 
   void poll(std::vector<paraflex::executor_event>& out) {

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -277,6 +278,15 @@ class dyn_sizing : public dyn_part<paraflex::smallest_meeting_degree, paraflex::
   using dyn_part::dyn_part;
   [[nodiscard]] int degree(const paraflex::scheduler_view& v, paraflex::request_handle h, const paraflex::device_set& available) {
     return std::visit([&](auto& p) { return static_cast<int>(p.degree(v, h, available)); }, impl_);
+  }
+  // Forwarded from a built-in part that has it (smallest_meeting_degree), so that a composition made
+  // in Python keeps settled running requests out of the walk as the C++ one does; a Python part
+  // answers "not settled" (the walk asks it as before).
+  [[nodiscard]] paraflex::tick settled_until(const paraflex::scheduler_view& v, paraflex::request_handle h) const {
+    return std::visit([&](const auto& p) -> paraflex::tick {
+      if constexpr (paraflex::detail::has_settled_until<std::remove_cvref_t<decltype(p)>>) return p.settled_until(v, h);
+      else return (void)p, std::numeric_limits<paraflex::tick>::min();
+    }, impl_);
   }
 };
 
