@@ -178,7 +178,7 @@ template <Policy P, CostModel C, class Setup = no_setup>
   if (options.progress) {
     const auto interval = std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(options.progress_interval_s));
     auto next = t0 + interval;
-    executor.hook_ = [&, next]() mutable {
+    executor.hook_ = [&, interval, next]() mutable {  // interval by value: this block ends before the run
       const auto now = clock::now();
       if (now < next) return;
       next = now + interval;
