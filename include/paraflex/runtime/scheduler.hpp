@@ -114,6 +114,11 @@ class scheduler {
       });
     }
   }
+  // An executor declared before the scheduler outlives it, and its threads may still signal until the
+  // executor's own destructor joins them: they must no longer call into this object.
+  ~scheduler() {
+    if constexpr (SignallingExecutor<E>) executor_.on_ready([] {});
+  }
   // The executor and the client's wake-up refer to this object: it stays where it was built.
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
