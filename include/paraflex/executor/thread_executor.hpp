@@ -558,8 +558,12 @@ class thread_executor {
   /// waits for the workers; it must not throw. An empty `f` removes the callback. Any thread.
   void on_ready(std::function<void()> f) {
     auto p = f ? std::make_shared<const std::function<void()>>(std::move(f)) : nullptr;
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     ready_ = std::move(p);
+    // A worker may have taken the previous callback and be calling it: wait for that, so that once
+    // on_ready returns the previous callback is never running (a scheduler replaces its own in its
+    // destructor). Not to be called from inside the callback.
+    ready_idle_.wait(lk, [&] { return ready_calls_ == 0; });
   }
 
   /// Injects the loss of device `d`, as a GPU that falls off the bus: every launch occupying d that
@@ -822,9 +826,11 @@ class thread_executor {
   void notify_ready(std::unique_lock<std::mutex>& lk) {
     auto f = ready_;
     if (!f) return;
+    ++ready_calls_;
     lk.unlock();
     (*f)();
     lk.lock();
+    if (--ready_calls_ == 0) ready_idle_.notify_all();
   }
 
   task_body body_;
@@ -839,6 +845,8 @@ class thread_executor {
   std::deque<executor_event> done_;
   std::vector<std::string> errors_;
   std::shared_ptr<const std::function<void()>> ready_;   // on_ready
+  std::size_t ready_calls_ = 0;                          // on_ready callbacks running now (under mu_)
+  std::condition_variable ready_idle_;                   // ready_calls_ back to 0
   std::uint64_t launched_ = 0, succeeded_ = 0, failed_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;  // last: started after everything above exists
