@@ -32,7 +32,7 @@ int main() {
   client.open();  // serve until close()
   std::thread serving([&] { sched.run(); });
   std::thread a([&] {
-    for (int i = 0; i < 8; ++i) client.submit({"a" + std::to_string(i), 0, {"dit", 512, 512, 1}, 8, *to_ticks(5.0), 0, ""});
+    for (int i = 0; i < 8; ++i) client.submit({"a" + std::to_string(i), 0, {"dit", 512, 512, 1}, 8, *to_ticks(60.0), 0, ""});
   });
   std::string cancelled_id;
   std::thread b([&] {

@@ -69,7 +69,7 @@ int main() {
   std::thread client_thread([&] {
     for (int i = 0; i < 12; ++i) {
       const int px = i % 3 == 0 ? 512 : 256;
-      client.submit({"q" + std::to_string(i), 0, {"toy-dit", px, px, 1}, 8, *to_ticks(5.0), 0, ""});
+      client.submit({"q" + std::to_string(i), 0, {"toy-dit", px, px, 1}, 8, *to_ticks(60.0), 0, ""});
       if (i == 7) client.cancel("q7");
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
