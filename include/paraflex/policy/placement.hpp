@@ -36,6 +36,7 @@ namespace paraflex {
       const auto [first, end] = node_range(n);
       const std::size_t f = available.count_range(first, end);
       if (f >= static_cast<std::size_t>(k) && (best_node < 0 || f < best_free)) best_node = n, best_free = f;
+      if (best_free == static_cast<std::size_t>(k) && best_node >= 0) break;  // an exact fit: no later node is better
     }
     if (best_node >= 0) {
       const auto [node_first, node_end] = node_range(best_node);

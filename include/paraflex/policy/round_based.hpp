@@ -542,14 +542,14 @@ class round_based_policy {
       pending_.push_back({c.h, c.degree, 0});
       set_pending(c.h, true);
     }
-    device_set available = v.free_devices();
-    launch_pending(v, out, available);
+    available_ = v.free_devices();  // copy-assigned into a kept buffer: no allocation once warm
+    launch_pending(v, out, available_);
   }
 
   void mid_round(const scheduler_view& v, decision_buffer& out) {
-    device_set available = v.free_devices();
-    launch_pending(v, out, available);
-    if (opt_.admit_mid_round) admit(v, out, available);
+    available_ = v.free_devices();
+    launch_pending(v, out, available_);
+    if (opt_.admit_mid_round) admit(v, out, available_);
   }
 
   /// Launches the planned requests that are waiting and whose devices are free: those keeping their
@@ -852,6 +852,7 @@ class round_based_policy {
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
   std::vector<request_handle> collected_;
+  device_set available_;  // the free devices of this call (reused)
   std::vector<request_handle> members_, recruits_;  // a batched step being formed
   std::vector<candidate> cands_;
   std::vector<tick> samples_;
