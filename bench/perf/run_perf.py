@@ -40,6 +40,9 @@ POLICIES = ONLY or ALL_POLICIES
 # Policies left out of the 1,000,000-request runs (each is recorded as a row saying so).
 DAY_SKIP = next((a.split("=", 1)[1].split(",") for a in sys.argv[1:] if a.startswith("--skip-day-for=")), [])
 
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import svg_plot as svg  # noqa: E402
+
 
 def sh(cmd, timeout=None):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -70,13 +73,12 @@ def write_csv(name, rows):
         w.writerows(rows)
 
 
-# ---- log-log SVG plots, no dependencies -------------------------------------------------------------
-COLORS = {"static:2": "#757575", "rssp": "#8d6e63", "round-based": "#1f77b4", "edf-best-fit": "#ff7f0e",
-          "slo-aware": "#2ca02c", "throughput-first": "#9467bd", "target": "#d62728"}
+# ---- log-log SVG plots (bench/svg_plot.py) ---------------------------------------------------------
+COLORS = dict(svg.POLICY_COLORS, target="#d62728")
 
 
 def loglog(path, title, x_label, y_label, series):
-    W, H, L, R, T, B = 680, 420, 80, 160, 40, 50
+    box = W, H, L, R, T, B = 680, 420, 80, 160, 40, 50
     pts_all = [(x, y) for pts in series.values() for x, y in pts if x > 0 and y and y > 0]
     if not pts_all:
         return
@@ -87,11 +89,7 @@ def loglog(path, title, x_label, y_label, series):
     x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
     sx = lambda x: L + (math.log10(x) - x0) / (x1 - x0) * (W - L - R)
     sy = lambda y: H - B - (math.log10(y) - y0) / (y1 - y0) * (H - T - B)
-    e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-         f'<rect width="{W}" height="{H}" fill="white"/>',
-         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-         f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">{x_label} (log)</text>',
-         f'<text x="16" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 16 {(T + H - B) / 2})">{y_label} (log)</text>']
+    e = svg.head(box, title) + svg.axis_labels(box, f"{x_label} (log)", f"{y_label} (log)", 10)
     for d in range(y0, y1 + 1):  # decades
         y = 10.0 ** d
         e.append(f'<line x1="{L}" y1="{sy(y):.1f}" x2="{W - R}" y2="{sy(y):.1f}" stroke="#ddd"/>')
@@ -101,21 +99,8 @@ def loglog(path, title, x_label, y_label, series):
         e.append(f'<line x1="{sx(x):.1f}" y1="{T}" x2="{sx(x):.1f}" y2="{H - B}" stroke="#ddd"/>')
         e.append(f'<text x="{sx(x):.1f}" y="{H - B + 16}" text-anchor="middle">{x:g}</text>')
     e.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="black"/>')
-    for i, (name, pts) in enumerate(series.items()):
-        pts = sorted((x, y) for x, y in pts if x > 0 and y and y > 0)
-        if not pts:
-            continue
-        c = COLORS.get(name, "#17becf")
-        dash = ' stroke-dasharray="6 3"' if name == "target" else ""
-        e.append(f'<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="' +
-                 " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
-        for x, y in pts:
-            e.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"/>')
-        e.append(f'<line x1="{W - R + 10}" y1="{T + 16 * i}" x2="{W - R + 30}" y2="{T + 16 * i}" stroke="{c}" stroke-width="2"{dash}/>')
-        e.append(f'<text x="{W - R + 36}" y="{T + 16 * i + 4}">{name}</text>')
-    e.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(e) + "\n")
+    e += svg.series_lines(box, series, sx, sy, lambda pts: sorted((x, y) for x, y in pts if x > 0 and y and y > 0), COLORS, "target")
+    svg.write(path, e)
 
 
 # ---- micro-benchmarks -------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
 TRACES = os.path.join(ROOT, "bench", "data", "traces")
 OUT = os.path.join(ROOT, "docs", "results")
 WORK = os.path.join(BUILD, "results-work")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import svg_plot as svg  # noqa: E402
+
 POLICIES = ["static:1", "static:2", "static:4", "static:8", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
 
 
@@ -57,14 +60,12 @@ def write_csv(name, rows):
         w.writerows(rows)
 
 
-# ---- SVG line plots, no dependencies ------------------------------------------------------------
-COLORS = {"static:1": "#9e9e9e", "static:2": "#757575", "static:4": "#616161", "static:8": "#424242", "rssp": "#8d6e63",
-          "round-based": "#1f77b4", "edf-best-fit": "#ff7f0e", "slo-aware": "#2ca02c", "throughput-first": "#9467bd",
-          "bound": "#d62728"}
+# ---- SVG line plots (bench/svg_plot.py) ---------------------------------------------------------
+COLORS = dict(svg.POLICY_COLORS, **{"static:1": "#9e9e9e", "static:4": "#616161", "static:8": "#424242"}, bound="#d62728")
 
 
 def svg_plot(path, title, x_label, y_label, series, y_max=None):
-    W, H, L, R, T, B = 640, 400, 70, 150, 40, 50
+    box = W, H, L, R, T, B = 640, 400, 70, 150, 40, 50
     xs = sorted({x for pts in series.values() for x, _ in pts})
     ys = [y for pts in series.values() for _, y in pts if y is not None]
     if not xs or not ys:
@@ -73,34 +74,17 @@ def svg_plot(path, title, x_label, y_label, series, y_max=None):
     y0, y1 = 0.0, y_max if y_max is not None else max(ys) * 1.05
     sx = lambda x: L + (x - x0) / ((x1 - x0) or 1) * (W - L - R)
     sy = lambda y: H - B - (y - y0) / ((y1 - y0) or 1) * (H - T - B)
-    e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-         f'<rect width="{W}" height="{H}" fill="white"/>',
-         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-         f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
-         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
-         f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">{x_label}</text>',
-         f'<text x="16" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 16 {(T + H - B) / 2})">{y_label}</text>']
+    e = svg.head(box, title) + [f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+                                f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>']
+    e += svg.axis_labels(box, x_label, y_label, 12)
     for i in range(6):
         y = y0 + (y1 - y0) * i / 5
         e.append(f'<line x1="{L - 4}" y1="{sy(y):.1f}" x2="{W - R}" y2="{sy(y):.1f}" stroke="#eee"/>')
         e.append(f'<text x="{L - 8}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
     for x in xs:
         e.append(f'<text x="{sx(x):.1f}" y="{H - B + 16}" text-anchor="middle">{x:g}</text>')
-    for i, (name, pts) in enumerate(series.items()):
-        pts = [(x, y) for x, y in sorted(pts) if y is not None]
-        if not pts:
-            continue
-        c = COLORS.get(name, "#17becf")
-        dash = ' stroke-dasharray="6 3"' if name == "bound" else ""
-        e.append(f'<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="' +
-                 " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
-        for x, y in pts:
-            e.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"/>')
-        e.append(f'<line x1="{W - R + 10}" y1="{T + 16 * i}" x2="{W - R + 30}" y2="{T + 16 * i}" stroke="{c}" stroke-width="2"{dash}/>')
-        e.append(f'<text x="{W - R + 36}" y="{T + 16 * i + 4}">{name}</text>')
-    e.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(e) + "\n")
+    e += svg.series_lines(box, series, sx, sy, lambda pts: [(x, y) for x, y in sorted(pts) if y is not None], COLORS, "bound")
+    svg.write(path, e)
 
 
 def plots(name, rows, x_name, title):
