@@ -82,7 +82,7 @@ std::shared_ptr<run_context> run_context::make() {
 
 // ---- python_policy ---------------------------------------------------------------------------
 
-python_policy::python_policy(py::handle obj, std::shared_ptr<run_context> ctx) : ctx_(std::move(ctx)) {
+python_policy::python_policy(py::handle obj, std::shared_ptr<run_context> ctx) : python_hooks(std::move(ctx)) {
   decide_ = optional_method(obj, "decide", *refs_);
   if (!decide_) throw py::type_error("policy: " + type_name(obj) + " has no decide(view, out) method");
   on_arrival_ = optional_method(obj, "on_arrival", *refs_);
@@ -114,7 +114,7 @@ python_policy::python_policy(py::handle obj, std::shared_ptr<run_context> ctx) :
 // ---- Python parts ----------------------------------------------------------------------------
 
 python_part::python_part(py::handle obj, const char* method, const char* role, std::shared_ptr<run_context> ctx)
-    : ctx_(std::move(ctx)) {
+    : python_hooks(std::move(ctx)) {
   name_ = type_name(obj) + "." + method;
   main_ = optional_method(obj, method, *refs_);
   if (!main_) throw py::type_error(std::string(role) + ": " + type_name(obj) + " is not a built-in " + role + " part and has no " + method + "() method");

@@ -48,11 +48,40 @@ py::object call_python(PyObject* f, A&&... args) {
   return py::reinterpret_borrow<py::object>(f)(std::forward<A>(args)...);
 }
 
+/// The request hooks of a whole Python policy and of a Python part (on_arrival, on_request_end,
+/// on_task_end). The derived constructor takes the methods from the object (in its own order, so that
+/// its first error stays the one reported).
+class python_hooks {
+ public:
+  void on_arrival(const paraflex::scheduler_view& v, paraflex::request_handle h) { call_hook(on_arrival_, v, h); }
+  void on_request_end(const paraflex::scheduler_view& v, paraflex::request_handle h) { call_hook(on_request_end_, v, h); }
+  void on_task_end(const paraflex::scheduler_view& v, paraflex::request_handle h, bool ok) { call_hook(on_task_end_, v, h, ok); }
+
+ protected:
+  explicit python_hooks(std::shared_ptr<run_context> ctx) : ctx_(std::move(ctx)) {}
+
+  /// f(view, args...) with the GIL held for the call and the view pointing at v; a hook the object
+  /// lacks (f null) costs nothing.
+  template <class... A>
+  void call_hook(PyObject* f, const paraflex::scheduler_view& v, const A&... args) {
+    if (!f) return;
+    py::gil_scoped_acquire gil;
+    call_scope scope(*ctx_->slot, v);
+    call_python(f, ctx_->view_object(), args...);
+  }
+
+  std::shared_ptr<run_context> ctx_;
+  std::shared_ptr<py_refs> refs_ = std::make_shared<py_refs>();
+  PyObject* on_arrival_ = nullptr;
+  PyObject* on_request_end_ = nullptr;
+  PyObject* on_task_end_ = nullptr;
+};
+
 // ============================================================================================
 // A whole policy in Python
 // ============================================================================================
 
-class python_policy {
+class python_policy : public python_hooks {
  public:
   /// GIL held.
   python_policy(py::handle obj, std::shared_ptr<run_context> ctx);
@@ -62,37 +91,12 @@ class python_policy {
     call_scope scope(*ctx_->slot, v, &out);
     call_python(decide_, ctx_->view_object(), ctx_->out_object());
   }
-  void on_arrival(const paraflex::scheduler_view& v, paraflex::request_handle h) { hook(on_arrival_, v, h); }
-  void on_request_end(const paraflex::scheduler_view& v, paraflex::request_handle h) { hook(on_request_end_, v, h); }
-  void on_task_end(const paraflex::scheduler_view& v, paraflex::request_handle h, bool ok) {
-    if (!on_task_end_) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(on_task_end_, ctx_->view_object(), h, ok);
-  }
-  void on_tick(const paraflex::scheduler_view& v) {
-    if (!on_tick_) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(on_tick_, ctx_->view_object());
-  }
+  void on_tick(const paraflex::scheduler_view& v) { call_hook(on_tick_, v); }
   [[nodiscard]] paraflex::tick tick_period() const noexcept { return period_; }
   [[nodiscard]] std::string name() const { return name_; }
 
  private:
-  void hook(PyObject* f, const paraflex::scheduler_view& v, paraflex::request_handle h) {
-    if (!f) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(f, ctx_->view_object(), h);
-  }
-
-  std::shared_ptr<run_context> ctx_;
-  std::shared_ptr<py_refs> refs_ = std::make_shared<py_refs>();
   PyObject* decide_ = nullptr;
-  PyObject* on_arrival_ = nullptr;
-  PyObject* on_request_end_ = nullptr;
-  PyObject* on_task_end_ = nullptr;
   PyObject* on_tick_ = nullptr;
   paraflex::tick period_ = paraflex::never;
   std::string name_;
@@ -103,42 +107,18 @@ class python_policy {
 // ============================================================================================
 
 /// The optional part hooks of composed_policy (begin, on_arrival, on_request_end, on_task_end).
-class python_part {
+class python_part : public python_hooks {
  public:
   /// `method`: the one the part must have (judge, key, degree, place); `role` names it in errors.
   python_part(py::handle obj, const char* method, const char* role, std::shared_ptr<run_context> ctx);
 
-  void begin(const paraflex::scheduler_view& v) {
-    if (!begin_) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(begin_, ctx_->view_object());
-  }
-  void on_arrival(const paraflex::scheduler_view& v, paraflex::request_handle h) { hook(on_arrival_, v, h); }
-  void on_request_end(const paraflex::scheduler_view& v, paraflex::request_handle h) { hook(on_request_end_, v, h); }
-  void on_task_end(const paraflex::scheduler_view& v, paraflex::request_handle h, bool ok) {
-    if (!on_task_end_) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(on_task_end_, ctx_->view_object(), h, ok);
-  }
+  void begin(const paraflex::scheduler_view& v) { call_hook(begin_, v); }
 
  protected:
-  void hook(PyObject* f, const paraflex::scheduler_view& v, paraflex::request_handle h) {
-    if (!f) return;
-    py::gil_scoped_acquire gil;
-    call_scope scope(*ctx_->slot, v);
-    call_python(f, ctx_->view_object(), h);
-  }
   [[nodiscard]] std::string describe() const { return name_; }
 
-  std::shared_ptr<run_context> ctx_;
-  std::shared_ptr<py_refs> refs_ = std::make_shared<py_refs>();
   PyObject* main_ = nullptr;
   PyObject* begin_ = nullptr;
-  PyObject* on_arrival_ = nullptr;
-  PyObject* on_request_end_ = nullptr;
-  PyObject* on_task_end_ = nullptr;
   std::string name_;  ///< "Type.method" for errors
 };
 
@@ -202,27 +182,36 @@ class dyn_part {
   explicit dyn_part(variant_type p) : impl_(std::move(p)) {}
 
   void begin(const paraflex::scheduler_view& v) {
-    std::visit([&](auto& p) {
-      if constexpr (paraflex::detail::has_begin<std::remove_reference_t<decltype(p)>>) p.begin(v);
-    }, impl_);
+    forward_optional(impl_, [&]<class P>(P& p) requires paraflex::detail::has_begin<P> { p.begin(v); });
   }
   void on_arrival(const paraflex::scheduler_view& v, paraflex::request_handle h) {
-    std::visit([&](auto& p) {
-      if constexpr (paraflex::detail::has_on_arrival<std::remove_reference_t<decltype(p)>>) p.on_arrival(v, h);
-    }, impl_);
+    forward_optional(impl_, [&]<class P>(P& p) requires paraflex::detail::has_on_arrival<P> { p.on_arrival(v, h); });
   }
   void on_request_end(const paraflex::scheduler_view& v, paraflex::request_handle h) {
-    std::visit([&](auto& p) {
-      if constexpr (paraflex::detail::has_on_request_end<std::remove_reference_t<decltype(p)>>) p.on_request_end(v, h);
-    }, impl_);
+    forward_optional(impl_, [&]<class P>(P& p) requires paraflex::detail::has_on_request_end<P> { p.on_request_end(v, h); });
   }
   void on_task_end(const paraflex::scheduler_view& v, paraflex::request_handle h, bool ok) {
-    std::visit([&](auto& p) {
-      if constexpr (paraflex::detail::has_on_task_end<std::remove_reference_t<decltype(p)>>) p.on_task_end(v, h, ok);
-    }, impl_);
+    forward_optional(impl_, [&]<class P>(P& p) requires paraflex::detail::has_on_task_end<P> { p.on_task_end(v, h, ok); });
   }
 
  protected:
+  struct no_result {
+    void operator()() const noexcept {}
+  };
+  /// call(part) on the alternative in use when `call` accepts it, else absent(). Each call names the
+  /// optional member in its requires-clause with compose.hpp's own test (detail::has_*), so a part
+  /// that lacks the member is passed over exactly as composed_policy passes it over.
+  template <class Variant, class Call, class Absent = no_result>
+  static auto forward_optional(Variant& parts, Call&& call, Absent&& absent = {}) -> std::invoke_result_t<Absent&> {
+    return std::visit([&](auto& p) -> std::invoke_result_t<Absent&> {
+      if constexpr (std::is_invocable_v<Call&, decltype(p)>) {
+        return call(p);
+      } else {
+        return absent();
+      }
+    }, parts);
+  }
+
   variant_type impl_;
 };
 
@@ -236,14 +225,14 @@ class dyn_admission : public dyn_part<paraflex::admit_all, paraflex::drop_unreac
     return std::visit([&](auto& p) { return p.judge(v, h); }, impl_);
   }
   [[nodiscard]] std::span<const paraflex::request_handle> pending_drops() {
-    return std::visit([&](auto& p) -> std::span<const paraflex::request_handle> {
-      if constexpr (paraflex::detail::has_pending_drops<std::remove_reference_t<decltype(p)>>) {
-        const auto& r = p.pending_drops();
-        return {std::data(r), std::size(r)};
-      } else {
-        return {};
-      }
-    }, impl_);
+    using drops = std::span<const paraflex::request_handle>;
+    return forward_optional(
+        impl_,
+        []<class P>(P& p) -> drops requires paraflex::detail::has_pending_drops<P> {
+          const auto& r = p.pending_drops();
+          return {std::data(r), std::size(r)};
+        },
+        [] { return drops{}; });
   }
 };
 
@@ -283,10 +272,9 @@ class dyn_sizing : public dyn_part<paraflex::smallest_meeting_degree, paraflex::
   // in Python keeps settled running requests out of the walk as the C++ one does; a Python part
   // answers "not settled" (the walk asks it as before).
   [[nodiscard]] paraflex::tick settled_until(const paraflex::scheduler_view& v, paraflex::request_handle h) const {
-    return std::visit([&](const auto& p) -> paraflex::tick {
-      if constexpr (paraflex::detail::has_settled_until<std::remove_cvref_t<decltype(p)>>) return p.settled_until(v, h);
-      else return (void)p, std::numeric_limits<paraflex::tick>::min();
-    }, impl_);
+    return forward_optional(
+        impl_, [&]<class P>(const P& p) -> paraflex::tick requires paraflex::detail::has_settled_until<P> { return p.settled_until(v, h); },
+        [] { return std::numeric_limits<paraflex::tick>::min(); });
   }
 };
 
