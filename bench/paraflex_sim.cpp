@@ -22,6 +22,7 @@
 #include "paraflex/sim/simulate.hpp"
 #include "paraflex/sim/workload_csv.hpp"
 #include "builtin_policies.hpp"
+#include "cli_parse.hpp"
 #include "sim_inputs.hpp"
 #include "sim_report.hpp"
 #ifdef PARAFLEX_HAVE_CLP
@@ -77,14 +78,7 @@ int main(int argc, char** argv) {
   app.add_option("--jitter", jitter, "task durations vary uniformly by +-JITTER (fraction)")->check(CLI::Range(0.0, 0.9));
   app.add_flag("--quiet", quiet, "no progress lines on stderr");
   app.add_flag("--list-policies", list, "list the built-in policies and exit");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    fail(e.what());
-  }
+  if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
   if (gpus_per_node == 0) gpus_per_node = gpus;
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
   // Nodes are whole: a partial last node would be a different machine type the cost model knows nothing about.

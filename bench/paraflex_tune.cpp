@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "builtin_policies.hpp"
+#include "cli_parse.hpp"
 #include "paraflex/sim/simulate.hpp"
 #include "sim_inputs.hpp"
 
@@ -72,12 +73,7 @@ int main(int argc, char** argv) {
   app.add_option("--gpu", gpu, "GPU type (profile rows)");
   app.add_option("--seed", seed, "seed");
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")->check(CLI::IsMember({"slo", "goodput", "latency"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    fail(e.what());
-  }
+  if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
   if (gpus_per_node == 0) gpus_per_node = gpus;
   if (gpus_per_node > gpus) fail("--gpus-per-node exceeds --gpus");
   if (gpus % gpus_per_node != 0) fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole", gpus, gpus_per_node));

@@ -29,6 +29,7 @@
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/sim/generators.hpp"
 #include "paraflex/sim/workload_csv.hpp"
+#include "cli_parse.hpp"
 
 namespace {
 
@@ -331,13 +332,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "random seed")->capture_default_str();
   app.add_option("-o,--output", o.output, "output file, - for stdout")->capture_default_str();
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << tool << ": error: " << e.what() << "\n";
-    return 2;
-  }
+  const auto status = paraflex_bench::parse_command_line(app, argc, argv, [](const char* message) {
+    std::cerr << tool << ": error: " << message << "\n";
+  });
+  if (status) return *status;
 
   try {
     step_times times(o.profile, o.gpu, o.gpus);

@@ -34,6 +34,7 @@
 #include <paraflex/policy/builtin.hpp>
 #include <paraflex/runtime/scheduler.hpp>
 
+#include "cli_parse.hpp"
 #include "metrics.hpp"
 #include "request_json.hpp"
 #include "scaled_executor.hpp"
@@ -95,14 +96,7 @@ int main(int argc, char** argv) {
   app.add_option("--retain", retain, "ended requests whose outcome GET still answers; older ones are forgotten (404)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
   app.add_option("--channels", channels, "latent channels of the CPU stand-in (memory and work per token)")->check(CLI::Range(1, 1024));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    usage_error(e.what());
-  }
+  if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, usage_error)) return *status;
 
   beast::error_code addr_ec;
   const auto address = net::ip::make_address(host, addr_ec);
