@@ -24,31 +24,36 @@ struct sim_inputs {
   paraflex::profile_cost_model cost;
 };
 
-/// Empty file names select the embedded default profile / workload. An empty `gpu` selects the only
-/// GPU type the profile has for the workload's models. Every request is priced on 1..gpus devices up
-/// front, so that a shape the cost model cannot price is an input error, not a failure mid-run.
-/// Throws paraflex::input_exception on bad input.
-inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu, int gpus) {
+/// The profile in `profile_file`, or the embedded default when the name is empty. Throws
+/// paraflex::input_exception.
+inline paraflex::profile_table load_profile_table(const std::string& profile_file) {
   using namespace paraflex;
-  profile_table table = [&] {
-    if (profile_file.empty()) {
-      std::istringstream in{std::string(embedded_profile_csv)};
-      return read_profile_csv(in, "<embedded profile>").value_or_throw();
-    }
-    return load_profile_csv(profile_file).value_or_throw();
-  }();
+  if (profile_file.empty()) {
+    std::istringstream in{std::string(embedded_profile_csv)};
+    return read_profile_csv(in, "<embedded profile>").value_or_throw();
+  }
+  return load_profile_csv(profile_file).value_or_throw();
+}
+
+/// A GPU type given with --gpu (not empty) must have rows in the profile. Throws paraflex::input_exception.
+inline void check_gpu_type(const paraflex::profile_table& table, const std::string& gpu) {
+  using namespace paraflex;
   if (!gpu.empty() && !table.has_gpu(gpu)) {
     throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu,
                                                                   table.source, join_names(table.gpus()))});
   }
+}
+
+/// load_sim_inputs with the workload read by `read_workload(known_models)` (a file, rows from Python),
+/// and `rename(error)` applied to the error about a request the cost model cannot price (so that it can
+/// name the request the way its reader does).
+template <class ReadWorkload, class Rename>
+sim_inputs load_sim_inputs_with(const std::string& profile_file, std::string gpu, int gpus, ReadWorkload&& read_workload, Rename&& rename) {
+  using namespace paraflex;
+  profile_table table = load_profile_table(profile_file);
+  check_gpu_type(table, gpu);
   const auto known_models = gpu.empty() ? table.models() : table.models_on(gpu);
-  workload w = [&] {
-    if (workload_file.empty()) {
-      std::istringstream in{std::string(embedded_workload_csv)};
-      return read_workload_csv(in, "<embedded workload>", known_models).value_or_throw();
-    }
-    return load_workload_csv(workload_file, known_models).value_or_throw();
-  }();
+  workload w = read_workload(known_models);
   if (gpu.empty()) {
     std::vector<std::string> models;
     for (const auto& r : w.requests) models.push_back(r.shape.model);
@@ -57,9 +62,27 @@ inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::s
     gpu = default_gpu_for(table, models, table.source).value_or_throw();
   }
   auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
-  if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(*e);
+  if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(rename(*e));
   cost.clear_extrapolation_notes();  // the check priced every degree; the run reports what it uses
   return sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
+}
+
+/// Empty file names select the embedded default profile / workload. An empty `gpu` selects the only
+/// GPU type the profile has for the workload's models. Every request is priced on 1..gpus devices up
+/// front, so that a shape the cost model cannot price is an input error, not a failure mid-run.
+/// Throws paraflex::input_exception on bad input.
+inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu, int gpus) {
+  using namespace paraflex;
+  return load_sim_inputs_with(
+      profile_file, std::move(gpu), gpus,
+      [&](const std::vector<std::string>& known_models) {
+        if (workload_file.empty()) {
+          std::istringstream in{std::string(embedded_workload_csv)};
+          return read_workload_csv(in, "<embedded workload>", known_models).value_or_throw();
+        }
+        return load_workload_csv(workload_file, known_models).value_or_throw();
+      },
+      [](const input_error& e) { return e; });
 }
 
 }  // namespace paraflex_bench

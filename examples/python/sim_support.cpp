@@ -10,9 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "embedded_data.hpp"
 #include "paraflex/cost/profile.hpp"
-#include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/sim/fault_flags.hpp"
 
 namespace paraflex_python {
@@ -43,14 +41,6 @@ input_error rename(const input_error& e) {
   }
   r.line = 0;
   return r;
-}
-
-profile_table load_table(const std::string& profile_file) {
-  if (profile_file.empty()) {
-    std::istringstream in{std::string(paraflex_bench::embedded_profile_csv)};
-    return read_profile_csv(in, "<embedded profile>").value_or_throw();
-  }
-  return load_profile_csv(profile_file).value_or_throw();
 }
 
 }  // namespace
@@ -118,34 +108,15 @@ paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profi
     return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus);
   }
   // Rows: the same steps as load_sim_inputs, with the workload read from the rows.
-  std::string gpu = gpu_arg;
-  profile_table table = load_table(profile_file);
-  if (!gpu.empty() && !table.has_gpu(gpu)) {
-    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu, table.source,
-                                                                  join_names(table.gpus()))});
-  }
-  const auto known_models = gpu.empty() ? table.models() : table.models_on(gpu);
-  workload w = workload_from_rows(workload_arg, known_models);
-  if (gpu.empty()) {
-    std::vector<std::string> models;
-    for (const auto& r : w.requests) models.push_back(r.shape.model);
-    std::sort(models.begin(), models.end());
-    models.erase(std::unique(models.begin(), models.end()), models.end());
-    gpu = default_gpu_for(table, models, table.source).value_or_throw();
-  }
-  auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
-  if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(rename(*e));
-  cost.clear_extrapolation_notes();
-  return paraflex_bench::sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
+  return paraflex_bench::load_sim_inputs_with(
+      profile_file, gpu_arg, gpus, [&](const std::vector<std::string>& known_models) { return workload_from_rows(workload_arg, known_models); },
+      rename);
 }
 
 cost_inputs load_cost(py::handle profile, const std::string& gpu_arg) {
   std::string gpu = gpu_arg;
-  profile_table table = load_table(path_or_empty(profile, "profile"));
-  if (!gpu.empty() && !table.has_gpu(gpu)) {
-    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu, table.source,
-                                                                  join_names(table.gpus()))});
-  }
+  profile_table table = paraflex_bench::load_profile_table(path_or_empty(profile, "profile"));
+  paraflex_bench::check_gpu_type(table, gpu);
   if (gpu.empty()) gpu = default_gpu_for(table, {}, table.source).value_or_throw();
   auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
   return cost_inputs{std::move(table), std::move(gpu), std::move(cost)};
