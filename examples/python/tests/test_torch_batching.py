@@ -3,27 +3,15 @@ member what its own steps give; a batch reports one event per member, all alike;
 one rank leaves every member's state as it was. Needs the bindings (paraflex.plan_migration) on
 PYTHONPATH for the executor."""
 
-import os
-import sys
 import time
 import unittest
 
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
+from torch_support import SMALL, SharedExecutorTest, needs_plan  # first: it puts paraflex_torch on sys.path
+from paraflex_torch.tiny_dit import LocalComm, Shape, model_for, reference_generate
+from paraflex_torch.worker import Settings
 
-from paraflex_torch.executor import TorchExecutor  # noqa: E402
-from paraflex_torch.tiny_dit import DiTConfig, LocalComm, Shape, model_for, reference_generate  # noqa: E402
-from paraflex_torch.worker import Settings  # noqa: E402
-
-try:
-    import paraflex
-
-    HAVE_PLAN = hasattr(paraflex, "plan_migration")
-except ImportError:
-    HAVE_PLAN = False
-
-SMALL = DiTConfig(hidden=32, depth=2, heads=4, text_tokens=8)
 SHAPE = Shape(48, 64)  # 12 tokens
 TOL = 1e-5
 
@@ -54,19 +42,11 @@ def task(lid, kind, group, members, *, step=-1, steps=3, shape=SHAPE):
             "batch": [{"request": h, "request_id": rid, "kind": kind, "step": s, "steps": steps} for h, rid, s in members]}
 
 
-@unittest.skipUnless(HAVE_PLAN, "the bindings (paraflex.plan_migration) are not on PYTHONPATH")
-class TorchBatchingTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        torch.set_num_threads(1)
-        # device 1 fails step 1 of "flaky-member" once, after the batch's exchanges
-        cls.ex = TorchExecutor.spawn(Settings(devices=2, model=SMALL, timeout_s=30, fail_device=1, fail_request="flaky-member",
-                                              fail_step=1))
-        cls.next = 5000
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ex.close()
+@needs_plan
+class TorchBatchingTest(SharedExecutorTest):
+    # device 1 fails step 1 of "flaky-member" once, after the batch's exchanges
+    settings = Settings(devices=2, model=SMALL, timeout_s=30, fail_device=1, fail_request="flaky-member", fail_step=1)
+    next = 5000  # launch ids
 
     def launch(self, t, timeout=60.0):
         """Launches `t` and returns {request: outcome} once every member has reported."""

@@ -2,28 +2,14 @@
 reference while groups, degrees and layouts change; failures are transactional; bad launches fail
 cleanly. Needs the bindings (paraflex.plan_migration) on PYTHONPATH."""
 
-import os
-import sys
 import time
 import unittest
 
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_support import SMALL, SharedExecutorTest, needs_plan, paraflex  # first: it puts paraflex_torch on sys.path
+from paraflex_torch.driver import DoubleRuntime, Task
+from paraflex_torch.tiny_dit import Shape, reference_generate
+from paraflex_torch.worker import Settings
 
-import torch  # noqa: E402
-
-from paraflex_torch.driver import DoubleRuntime, Task  # noqa: E402
-from paraflex_torch.executor import TorchExecutor  # noqa: E402
-from paraflex_torch.tiny_dit import DiTConfig, Shape, reference_generate  # noqa: E402
-from paraflex_torch.worker import Settings  # noqa: E402
-
-try:
-    import paraflex
-
-    HAVE_PLAN = hasattr(paraflex, "plan_migration")
-except ImportError:
-    HAVE_PLAN = False
-
-SMALL = DiTConfig(hidden=32, depth=2, heads=4, text_tokens=8)
 TOL = 1e-5
 
 
@@ -60,19 +46,15 @@ def max_diff(ex, records, cfg):
     return worst
 
 
-@unittest.skipUnless(HAVE_PLAN, "the bindings (paraflex.plan_migration) are not on PYTHONPATH")
-class TorchExecutorTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        torch.set_num_threads(1)
-        # device 2 fails step 0 of "flaky-req" once, after its exchanges: its peer succeeds, the launch must not
-        cls.ex = TorchExecutor.spawn(Settings(devices=3, model=SMALL, timeout_s=30, fail_device=2, fail_request="flaky-req",
-                                              fail_step=0))
-        cls.go = Launcher(cls.ex)
+@needs_plan
+class TorchExecutorTest(SharedExecutorTest):
+    # device 2 fails step 0 of "flaky-req" once, after its exchanges: its peer succeeds, the launch must not
+    settings = Settings(devices=3, model=SMALL, timeout_s=30, fail_device=2, fail_request="flaky-req", fail_step=0)
 
     @classmethod
-    def tearDownClass(cls):
-        cls.ex.close()
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.go = Launcher(cls.ex)
 
     def test_1_requests_served_on_changing_groups_match_the_single_process_reference(self):
         rt = DoubleRuntime(self.ex, 3, degrees=(1, 2), seed=11, max_running=2)

@@ -2,31 +2,19 @@
 fails, the live ranks of that step finish it (failed) instead of hanging, the request restarts
 elsewhere and matches the reference, and the other devices keep serving. Needs the bindings."""
 
-import os
-import sys
 import time
 import unittest
 
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from paraflex_torch.driver import DoubleRuntime, Task  # noqa: E402
-from paraflex_torch.executor import TorchExecutor  # noqa: E402
-from paraflex_torch.tiny_dit import DiTConfig, Shape, reference_generate  # noqa: E402
-from paraflex_torch.worker import Settings  # noqa: E402
-
-try:
-    import paraflex
-
-    HAVE_PLAN = hasattr(paraflex, "plan_migration")
-except ImportError:
-    HAVE_PLAN = False
-
-SMALL = DiTConfig(hidden=32, depth=2, heads=4, text_tokens=8)
+from torch_support import SMALL, needs_plan  # first: it puts paraflex_torch on sys.path
+from paraflex_torch.driver import DoubleRuntime, Task
+from paraflex_torch.executor import TorchExecutor
+from paraflex_torch.tiny_dit import Shape, reference_generate
+from paraflex_torch.worker import Settings
 
 
-@unittest.skipUnless(HAVE_PLAN, "the bindings (paraflex.plan_migration) are not on PYTHONPATH")
+@needs_plan
 class KilledWorkerTest(unittest.TestCase):
     def test_a_worker_killed_mid_step_is_lost_and_every_request_ends_exactly_once(self):
         torch.set_num_threads(1)

@@ -1,20 +1,15 @@
 """The tiny DiT and its Ulysses split, in one process (no torch.distributed): the sharded forward of
 any degree, with uneven shards and any layout order, computes what the whole-sequence forward does."""
 
-import os
-import sys
 import threading
 import unittest
 
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from paraflex_torch.comm import Edge, Plan, token_counts  # noqa: E402
-from paraflex_torch.tiny_dit import (Comm, DiTConfig, LocalComm, Shape, model_for, reference_generate,  # noqa: E402
+from torch_support import SMALL  # first: it puts paraflex_torch on sys.path
+from paraflex_torch.comm import Edge, Plan, token_counts
+from paraflex_torch.tiny_dit import (Comm, DiTConfig, LocalComm, Shape, model_for, reference_generate,
                                      request_seed, shard_range)
-
-SMALL = DiTConfig(hidden=32, depth=2, heads=4, text_tokens=8)
 
 
 class ThreadComm(Comm):

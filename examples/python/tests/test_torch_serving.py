@@ -8,16 +8,11 @@ import subprocess
 import sys
 import unittest
 
+from torch_support import HAVE_SCHEDULER
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "..", "torch_serving.py")
 LAST = re.compile(r"^max_abs_diff=(\S+) completed=(\d+) dropped=(\d+) lost=(\d+) migrations=(\d+) degrees=([\d,]*)$")
-
-try:
-    import paraflex
-
-    HAVE_SCHEDULER = hasattr(paraflex, "Scheduler")
-except ImportError:
-    HAVE_SCHEDULER = False
 
 SMALL = ["--hidden", "32", "--depth", "2", "--heads", "4", "--sizes", "128,256", "--steps", "4", "--step-ms", "300",
          "--rate", "6", "--timeout", "60"]
