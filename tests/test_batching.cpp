@@ -2,8 +2,11 @@
 // costs and holds, which batches the runtime refuses, and faults and cancels inside a batch.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "paraflex/executor/simulated.hpp"
@@ -257,27 +260,126 @@ std::vector<request_spec> small_burst(int n) {
 }
 struct outcome {
   int on_time = 0;
+  int completed = 0;
   int batched_tasks = 0;
+  double gpu_busy_s = 0;
+  std::vector<std::tuple<request_handle, int, tick, tick, std::vector<device_id>, std::uint32_t>> schedule;  // every task
 };
-outcome run_round_based(const std::string& spec_text, const std::vector<request_spec>& reqs, int gpus) {
+template <class C = batch_cost>
+outcome run_policy(const std::string& spec_text, const std::vector<request_spec>& reqs, int gpus) {
   auto policy = builtin_policies(gpus).make(spec_text).value_or_throw();
-  batch_cost cost;
+  C cost;
   simulated_executor ex;
   scheduler s(cluster{gpus, gpus, "toy"}, policy, ex, cost);
   outcome o;
-  s.on_task_record([&](const task_record& t) { o.batched_tasks += t.batch > 1; });
+  s.on_task_record([&](const task_record& t) {
+    o.batched_tasks += t.batch > 1;
+    o.schedule.emplace_back(t.request, t.task.step, t.start, t.end, std::vector<device_id>(t.devices.begin(), t.devices.end()), t.batch);
+  });
   for (const auto& r : reqs) s.submit(r);
   s.run();
-  for (const auto& r : s.state().requests) o.on_time += r.phase == request_phase::completed && r.finish <= r.deadline();
+  for (const auto& r : s.state().requests) {
+    o.completed += r.phase == request_phase::completed;
+    o.on_time += r.phase == request_phase::completed && r.finish <= r.deadline();
+  }
+  o.gpu_busy_s = s.gpu_busy_seconds();
   return o;
 }
 }  // namespace
 
 TEST_CASE("round-based batches identical small requests when it helps and not at max_batch=1", "[batching][round-based]") {
   const auto reqs = small_burst(60);
-  const outcome alone = run_round_based("round-based", reqs, 2);
-  const outcome batched = run_round_based("round-based:max_batch=4", reqs, 2);
+  const outcome alone = run_policy("round-based", reqs, 2);
+  const outcome batched = run_policy("round-based:max_batch=4", reqs, 2);
   CHECK(alone.batched_tasks == 0);
   CHECK(batched.batched_tasks > 0);
   CHECK(batched.on_time > alone.on_time);
+}
+
+TEST_CASE("slo-aware batches identical small requests under overload: more on time for less GPU time", "[batching][slo-aware]") {
+  const auto reqs = small_burst(60);
+  const outcome alone = run_policy("slo-aware", reqs, 2);
+  const outcome batched = run_policy("slo-aware:max_batch=4", reqs, 2);
+  CHECK(alone.batched_tasks == 0);
+  CHECK(batched.batched_tasks > 0);
+  CHECK(batched.on_time > alone.on_time);
+  CHECK(batched.completed >= alone.completed);
+  CHECK(batched.gpu_busy_s < alone.gpu_busy_s);
+}
+
+TEST_CASE("slo-aware never batches a step that would make a member miss its deadline", "[batching][slo-aware]") {
+  // One device, two identical requests of ten 100 ms steps; a batch of two costs 140 ms a step.
+  // "tight" needs 1 s alone and has 1.05 s: one batched step (0.14 s + 0.9 s) breaks its 10% margin.
+  auto tight = spec("tight", 10);
+  tight.slo = 1'050'000;
+  auto loose = spec("loose", 10);
+  loose.slo = 3'000'000;
+  const outcome o = run_policy("slo-aware:max_batch=4:batch_margin=0.1", {tight, loose}, 1);
+  CHECK(o.batched_tasks == 0);
+  CHECK(o.on_time == 2);
+  // With 1.2 s the tight one has room: they share a step while it still ends within 90% of its time
+  // left (1.04 s <= 1.08 s, then 1.08 <= 1.094, not 1.12 > 1.108 at 0.28 s: the margin shrinks with
+  // the time left, so two more later) and both stay on time.
+  tight.slo = 1'200'000;
+  const outcome roomy = run_policy("slo-aware:max_batch=4:batch_margin=0.1", {tight, loose}, 1);
+  CHECK(roomy.batched_tasks == 4 * 2);
+  CHECK(roomy.on_time == 2);
+  // The default margin (0.3 = slo-aware's margin + 0.1) waits until 0.7 s to batch; without a margin
+  // it batches up to the deadline exactly (1.2 s), never past it.
+  const outcome cautious = run_policy("slo-aware:max_batch=4", {tight, loose}, 1);
+  CHECK(cautious.batched_tasks == 3 * 2);
+  CHECK(cautious.on_time == 2);
+  CHECK(run_policy("slo-aware:max_batch=4:margin=0", {tight, loose}, 1).schedule == roomy.schedule);  // follows margin
+  const outcome edge = run_policy("slo-aware:max_batch=4:batch_margin=0", {tight, loose}, 1);
+  CHECK(edge.batched_tasks > roomy.batched_tasks);
+  CHECK(edge.on_time == 2);
+  tick tight_end = 0;
+  for (const auto& t : edge.schedule) {
+    if (std::get<0>(t) == 0) tight_end = std::max(tight_end, std::get<3>(t));
+  }
+  CHECK(tight_end == 1'200'000);
+}
+
+TEST_CASE("slo-aware batches only when each member saves at least batch_saving of a step alone", "[batching][slo-aware]") {
+  // In batch_cost a member adds 40 ms to a batched step where it would take 100 ms alone: it saves 60%.
+  const auto reqs = small_burst(40);
+  const outcome plain = run_policy("slo-aware", reqs, 2);
+  const outcome saves_enough = run_policy("slo-aware:max_batch=4:batch_saving=0.55", reqs, 2);
+  const outcome saves_too_little = run_policy("slo-aware:max_batch=4:batch_saving=0.65", reqs, 2);
+  CHECK(saves_enough.batched_tasks > 0);
+  CHECK(saves_too_little.batched_tasks == 0);
+  CHECK(saves_too_little.schedule == plain.schedule);
+}
+
+TEST_CASE("slo-aware at max_batch=1, or on a cost model that cannot price batches, runs exactly the unbatched schedule", "[batching][slo-aware]") {
+  const auto reqs = small_burst(40);
+  const outcome plain = run_policy("slo-aware", reqs, 2);
+  const outcome one = run_policy("slo-aware:max_batch=1", reqs, 2);
+  CHECK(one.schedule == plain.schedule);
+  CHECK(one.batched_tasks == 0);
+  // max_batch=8 where no batch can be priced: batch_companions finds nobody, the policy degrades.
+  const outcome unpriced = run_policy<no_batch_cost>("slo-aware:max_batch=8", reqs, 2);
+  const outcome unpriced_plain = run_policy<no_batch_cost>("slo-aware", reqs, 2);
+  CHECK(unpriced.schedule == unpriced_plain.schedule);
+  CHECK(unpriced.batched_tasks == 0);
+  CHECK_FALSE(plain.schedule.empty());
+}
+
+TEST_CASE("slo-aware names a bad max_batch, batch_margin or batch_saving and refuses it", "[batching][slo-aware][registry]") {
+  const auto r = builtin_policies(4);
+  const auto error_of = [&](const char* text) {
+    auto p = r.make(text);
+    REQUIRE_FALSE(p.has_value());
+    return p.error().what();
+  };
+  CHECK_THAT(error_of("slo-aware:max_batch=0"), Catch::Contains("policy 'slo-aware', parameter 'max_batch': 0 is out of range [1, 64]"));
+  CHECK_THAT(error_of("slo-aware:max_batch=65"), Catch::Contains("parameter 'max_batch'"));
+  CHECK_THAT(error_of("slo-aware:max_batch=four"), Catch::Contains("parameter 'max_batch': expected an integer, got 'four'"));
+  CHECK_THAT(error_of("slo-aware:max_batch=2.5"), Catch::Contains("parameter 'max_batch'"));
+  CHECK_THAT(error_of("slo-aware:batch_margin=1"), Catch::Contains("parameter 'batch_margin': 1 is out of range"));
+  CHECK_THAT(error_of("slo-aware:batch_margin=x"), Catch::Contains("parameter 'batch_margin': expected a number"));
+  CHECK_THAT(error_of("slo-aware:batch_saving=1"), Catch::Contains("parameter 'batch_saving': 1 is out of range [0, 0.95]"));
+  CHECK_THAT(error_of("slo-aware:max_batches=4"), Catch::Contains("max_batches"));
+  REQUIRE(r.make("slo-aware:max_batch=8:batch_margin=0.2:batch_saving=0").has_value());
+  REQUIRE(r.make("slo-aware:max_batch=1").has_value());
 }

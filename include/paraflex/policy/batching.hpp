@@ -14,6 +14,10 @@
 //               the batched step on g + its remaining time after that step at |g| devices, within
 //               (1 - margin) of its time left. A batch of b costs the cost model's batched step
 //               (BatchCostModel); without one, or with max_batch <= 1, nobody joins.
+//   saving      (min_saving > 0) and the b-th member adds at most (1 - min_saving) of a step alone
+//               to the batched step. A batch that saves little only makes every member wait for
+//               the others - processor sharing instead of earliest deadline first - and delays the
+//               requests waiting behind it; large images save little (a step already fills a GPU).
 // Cost: O(H log H) for the H state holders of g's first device (a few).
 //
 //   std::vector<request_handle> members;
@@ -62,11 +66,19 @@ inline std::vector<request_handle>& batch_trial_scratch() {
   return true;
 }
 
+/// Whether the b-th member of a batch of m's shape on k devices adds at most (1 - min_saving) of a
+/// step alone to the batched step (always true for min_saving <= 0).
+[[nodiscard]] inline bool batch_member_saves(const scheduler_view& v, request_handle m, int k, int b, double min_saving) {
+  if (min_saving <= 0) return true;
+  const tick added = v.batch_step_time(m, k, b) - v.batch_step_time(m, k, b - 1);
+  return static_cast<double>(added) <= (1.0 - min_saving) * static_cast<double>(v.step_time(m, k));
+}
+
 /// members <- `leader` and the companions that may share its next step on g (see the file comment),
 /// at most max_batch in all. `taken(h)` says h was handed out in this call already.
 template <class Taken>
 void batch_companions(const scheduler_view& v, request_handle leader, const device_group& g, int max_batch, double margin, Taken&& taken,
-                      std::vector<request_handle>& members) {
+                      std::vector<request_handle>& members, double min_saving = 0) {
   members.clear();
   members.push_back(leader);
   const auto& lr = v.request(leader);
@@ -86,6 +98,7 @@ void batch_companions(const scheduler_view& v, request_handle leader, const devi
   std::sort(cands.begin(), cands.end());
   for (const auto& [deadline, h] : cands) {
     if (static_cast<int>(members.size()) >= limit) break;
+    if (!batch_member_saves(v, leader, k, static_cast<int>(members.size()) + 1, min_saving)) break;  // the same for every candidate
     members.push_back(h);
     if (!batch_keeps_deadlines(v, members, k, margin)) members.pop_back();
   }
@@ -99,7 +112,7 @@ void batch_companions(const scheduler_view& v, request_handle leader, const devi
 /// after, at the same time.
 template <class Taken>
 void batch_recruits(const scheduler_view& v, request_handle leader, const device_group& g, int max_batch, double margin, Taken&& taken,
-                    const std::vector<request_handle>& members, std::vector<request_handle>& recruits) {
+                    const std::vector<request_handle>& members, std::vector<request_handle>& recruits, double min_saving = 0) {
   recruits.clear();
   const auto& lr = v.request(leader);
   const int limit = std::min(max_batch, v.max_batch(leader)) - static_cast<int>(members.size());
@@ -122,6 +135,7 @@ void batch_recruits(const scheduler_view& v, request_handle leader, const device
   trial.assign(members.begin(), members.end());
   for (const auto& [deadline, h] : cands) {
     if (static_cast<int>(recruits.size()) >= limit) break;
+    if (!batch_member_saves(v, leader, k, static_cast<int>(trial.size()) + 1, min_saving)) break;
     trial.push_back(h);
     // A recruit's next step in the batch is its first: price it as such (position 0 counts the encode,
     // which is free on g).

@@ -21,6 +21,11 @@
 //   tier 2 the same, on what tier 1 left
 //   spare devices (options.widen): tier-1 requests, in order, move to a wider group when that is
 //     strictly faster, migration included (GF-DiT's work-conserving scale-up)
+//   batching (options.max_batch > 1; TetriServe's selective batching, policy/batching.hpp): each
+//     planned request, in order, lets waiting requests of its shape whose state is on its group
+//     share its next step (batch_companions) - or first runs the free encodes of requests that have
+//     not started there, to join at the next call (batch_recruits) - as long as no member misses
+//     (options.batch_margin) and each saves enough (options.batch_saving).
 //
 // With options.hold, running requests take part in the order too (Admission::judge is then also
 // asked about them; anything but admit means "no hold"): when a running tier-1 request is reached
@@ -48,7 +53,9 @@
 // again. Otherwise every call keys and sorts the W waiting requests: O(W log W). Per group handed
 // out, O(candidate degrees) for sizing (degree_candidates: dominated degrees are skipped, with the
 // same answers) and O(G/64 + nodes) for placement. Contested devices are found from the free
-// devices' state holders (O(G)), and backfill looks at no more than 64 unserved requests.
+// devices' state holders (O(G)), and backfill looks at no more than 64 unserved requests. With
+// max_batch > 1, each planned request adds O(H log H) for the H state holders of its group's first
+// device and a look at no more than 16 x max_batch + 64 waiting requests for recruits (batching.hpp).
 //
 // Requests the walk does not reach are not judged in that call: a drop the Admission part would
 // decide for one of them happens when the walk reaches it, which is before it could take a device,
@@ -68,6 +75,7 @@
 #include <utility>
 #include <vector>
 
+#include "paraflex/policy/batching.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/policy/degree_candidates.hpp"
 #include "paraflex/policy/placement.hpp"
@@ -429,6 +437,9 @@ struct compose_options {
   std::uint32_t chunk = 1;  ///< tasks per assignment: 1 = decide again at every step boundary
   bool widen = true;        ///< give spare devices to tier-1 requests that get strictly faster
   bool hold = false;        ///< keep free devices idle for running tier-1 requests that want more
+  int max_batch = 1;        ///< > 1: waiting requests may share a planned request's step (batching.hpp); 1 = off
+  double batch_margin = 0.1;  ///< a batch keeps every member within (1 - margin) of its time left
+  double batch_saving = 0;    ///< a member joins only if it adds at most (1 - this) of a step alone
 };
 
 namespace detail {
@@ -542,7 +553,8 @@ class composed_policy {
     }
     if (held_count_ > 0) backfill(v);
     if (options_.widen && free_count_ > 0) widen(v);
-    for (auto& p : plan_) out.assign(p.request, std::move(p.group), options_.chunk);
+    if (options_.max_batch > 1) assign_batched(v, out);
+    else for (auto& p : plan_) out.assign(p.request, std::move(p.group), options_.chunk);
   }
 
   // Hooks: each exists when some part has it, or when the policy keeps its order between calls.
@@ -593,6 +605,7 @@ class composed_policy {
     request_handle request;
     device_group group;
     bool widenable;
+    bool batchable;  ///< not on held devices: a longer batched step would outlast their idle time
   };
 
   template <class Part>
@@ -737,7 +750,7 @@ class composed_policy {
     available_.reset(*g);
     preferred_.reset(*g);
     free_count_ -= k;
-    plan_.push_back(planned{h, std::move(*g), widenable});
+    plan_.push_back(planned{h, std::move(*g), widenable, true});
     return true;
   }
 
@@ -792,7 +805,7 @@ class composed_policy {
         device_group g{std::span<const device_id>(picked_)};
         held_.reset(g);
         held_count_ -= k;
-        plan_.push_back(planned{h, std::move(g), false});
+        plan_.push_back(planned{h, std::move(g), false, false});
         return served = true, false;
       });
       if (served) sort_idle_until();
@@ -804,6 +817,40 @@ class composed_policy {
     idle_until_.clear();
     held_.for_each([&](device_id d) { idle_until_.push_back(held_until_[d]); });
     std::sort(idle_until_.begin(), idle_until_.end(), std::greater<>());
+  }
+
+  // The plan as decisions, with selective batching (policy/batching.hpp): a planned request leads a
+  // batched step of the waiting requests of its shape whose state is on its group, or first runs the
+  // free encodes of recruits there; it then waits for the next call (at the same time: the encodes
+  // cost nothing) and leads the batch with them. Nobody handed out in this call joins, nor anyone
+  // the Admission part drops; a request it defers may ride along, as a batch makes no member miss.
+  void assign_batched(const scheduler_view& v, decision_buffer& out) {
+    for (const auto& p : plan_) mark_batched(p.request);
+    const auto taken = [&](request_handle o) {
+      return batched_in(o) || dropped_in(o) || admission_.judge(v, o).verdict == admission_verdict::drop;
+    };
+    for (auto& p : plan_) {
+      if (p.batchable) {
+        batch_companions(v, p.request, p.group, options_.max_batch, options_.batch_margin, taken, members_, options_.batch_saving);
+        batch_recruits(v, p.request, p.group, options_.max_batch, options_.batch_margin, taken, members_, recruits_, options_.batch_saving);
+        if (!recruits_.empty()) {
+          for (request_handle m : recruits_) mark_batched(m);
+          out.assign_batch(recruits_, std::move(p.group));
+          continue;
+        }
+        if (members_.size() > 1) {
+          for (request_handle m : members_) mark_batched(m);
+          out.assign_batch(members_, std::move(p.group));
+          continue;
+        }
+      }
+      out.assign(p.request, std::move(p.group), options_.chunk);
+    }
+  }
+  [[nodiscard]] bool batched_in(request_handle h) const noexcept { return h < batched_call_.size() && batched_call_[h] == call_; }
+  void mark_batched(request_handle h) {
+    if (h >= batched_call_.size()) batched_call_.resize(static_cast<std::size_t>(h) + 1, 0);
+    batched_call_[h] = call_;
   }
 
   // GF-DiT's work-conserving scale-up: in priority order, a wider group if strictly faster.
@@ -847,6 +894,8 @@ class composed_policy {
   bool index_stale_ = false;
   std::uint64_t call_ = 0;                  // decide() calls
   std::vector<std::uint64_t> dropped_call_;  // by handle: the call that dropped it (no drop twice)
+  std::vector<std::uint64_t> batched_call_;  // by handle: the call that planned or batched it (max_batch > 1)
+  std::vector<request_handle> members_, recruits_;  // a batched step being formed
   // Scratch reused across calls.
   std::vector<std::pair<key_type, request_handle>> keyed_;  // orders sorted per call
   std::vector<request_handle> tier2_;
