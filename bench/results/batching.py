@@ -9,11 +9,12 @@ Uses only the standard library and the built paraflex-sim and paraflex-workload 
 
   small     FLUX.1-dev, 60% 256 px / 30% 512 px / 10% 1024 px, Poisson, 50 steps, 8 x L20 (the published
             profile: batched steps estimated from its fit, cost-model.md "Batched steps"), loads 0.9-2.0,
-            round-based with max_batch 1 / 4 / 8
+            round-based and slo-aware, each with max_batch 1 / 4 / 8
   measured  the tiny DiT on one CPU core per device (bench/data/profiles/tiny_dit_cpu_batch.csv: batched
             steps measured), 70% 128 px / 30% 256 px, 20 steps, 4 devices, loads 1.0-2.0
-  defaults  round-based vs round-based:max_batch=8 on every setup of docs/results.md (A, B, C and the
-            default run): does batching by default ever make things worse?
+  defaults  round-based vs round-based:max_batch=8, and slo-aware vs slo-aware:max_batch=8, on every
+            setup of docs/results.md (A, B, C and the default run): does batching by default ever make
+            things worse?
 """
 import csv, json, os, subprocess, sys
 
@@ -74,7 +75,8 @@ def table(rows, x_name):
     print()
 
 
-BATCHING = ["round-based", "round-based:max_batch=4", "round-based:max_batch=8"]
+BATCHING = ["round-based", "round-based:max_batch=4", "round-based:max_batch=8",
+            "slo-aware", "slo-aware:max_batch=4", "slo-aware:max_batch=8"]
 
 
 def part_small():
@@ -102,7 +104,6 @@ def part_measured():
 
 
 def part_defaults():
-    pair = ["round-based", "round-based:max_batch=8"]
     cases = []  # (name, workload args, gpus, gpu)
     for mix in ("uniform", "skewed"):
         for load in (0.5, 0.7, 0.9, 1.0, 1.2, 1.5):
@@ -122,9 +123,15 @@ def part_defaults():
             cases.append((f"C {trace.split('.')[0]} load {load}", ["--model", "flux-dev", "--mix", "skewed", "--arrivals", "trace:" + os.path.join(TRACES, trace),
                                                                    "--requests", "400", "--steps", "50", "--slo-rule", "alpha:3.0", "--load", str(load),
                                                                    "--gpus", "8"], 8, "l20-inferred"))
+    paths = [workload(f"batch_default_{i}", args) for i, (name, args, gpus, gpu) in enumerate(cases)]
+    for policy, csv_name in (("round-based", "batching_defaults"), ("slo-aware", "batching_defaults_slo_aware")):
+        defaults_of(policy, csv_name, cases, paths)
+
+
+def defaults_of(policy, csv_name, cases, paths):
+    pair = [policy, policy + ":max_batch=8"]
     rows, worse = [], []
-    for i, (name, args, gpus, gpu) in enumerate(cases):
-        wl = workload(f"batch_default_{i}", args)
+    for (name, args, gpus, gpu), wl in zip(cases, paths):
         res = {r["policy"]: r for r in simulate(wl, gpus, gpu, pair)}
         a, b = res[pair[0]], res[pair[1]]
         rows.append({"setup": name, "slo_1": a["slo_attainment"], "slo_8": b["slo_attainment"], "done_1": a["completed"], "done_8": b["completed"],
@@ -138,8 +145,8 @@ def part_defaults():
                  "done_8": b["completed"], "busy_1": a["gpu_busy_s"], "busy_8": b["gpu_busy_s"]})
     if b["slo_attainment"] < a["slo_attainment"] or b["completed"] < a["completed"]:
         worse.append("default run")
-    write_csv("batching_defaults", rows)
-    print("### round-based vs round-based:max_batch=8 on the setups of this page\n")
+    write_csv(csv_name, rows)
+    print(f"### {pair[0]} vs {pair[1]} on the setups of this page\n")
     print("| setup | SLO % (max_batch 1) | SLO % (8) | GPU busy s (1) | GPU busy s (8) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
