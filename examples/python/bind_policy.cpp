@@ -621,7 +621,7 @@ void bind_parts(py::module_& m) {
                               "A policy from four parts (paraflex::composed_policy): each a built-in part object or a Python object with\n"
                               "judge(view, h) / key(view, h) / degree(view, h, available) / place(view, h, k, available, preferred).")
       .def(py::init([](py::object admission, py::object order, py::object sizing, py::object placement, std::string name, std::uint32_t chunk,
-                       bool widen, bool hold) {
+                       bool widen, bool hold, int max_batch, double batch_margin, double batch_saving) {
              if (admission.is_none()) admission = py::cast(admit_all{});
              if (order.is_none()) order = py::cast(edf_order{});
              if (sizing.is_none()) sizing = py::cast(smallest_meeting_degree{});
@@ -636,10 +636,16 @@ void bind_parts(py::module_& m) {
                }
              }
              if (chunk == 0) throw py::value_error("ComposedPolicy: chunk must be >= 1");
-             return composed_recipe{admission, order, sizing, placement, compose_options{std::move(name), chunk, widen, hold}};
+             // The registry's ranges for slo-aware's batching parameters (slo_aware.hpp).
+             if (max_batch < 1 || max_batch > 64) throw py::value_error("ComposedPolicy: max_batch must be in [1, 64], got " + std::to_string(max_batch));
+             if (!(batch_margin >= 0 && batch_margin <= 0.9)) throw py::value_error("ComposedPolicy: batch_margin must be in [0, 0.9], got " + std::to_string(batch_margin));
+             if (!(batch_saving >= 0 && batch_saving <= 0.95)) throw py::value_error("ComposedPolicy: batch_saving must be in [0, 0.95], got " + std::to_string(batch_saving));
+             return composed_recipe{admission, order, sizing, placement,
+                                    compose_options{std::move(name), chunk, widen, hold, max_batch, batch_margin, batch_saving}};
            }),
            py::arg("admission") = py::none(), py::arg("order") = py::none(), py::arg("sizing") = py::none(), py::arg("placement") = py::none(),
-           py::kw_only(), py::arg("name") = "composed", py::arg("chunk") = 1, py::arg("widen") = true, py::arg("hold") = false)
+           py::kw_only(), py::arg("name") = "composed", py::arg("chunk") = 1, py::arg("widen") = true, py::arg("hold") = false,
+           py::arg("max_batch") = 1, py::arg("batch_margin") = 0.1, py::arg("batch_saving") = 0.0)
       .def_readonly("admission", &composed_recipe::admission)
       .def_readonly("order", &composed_recipe::order)
       .def_readonly("sizing", &composed_recipe::sizing)
@@ -647,7 +653,10 @@ void bind_parts(py::module_& m) {
       .def_property_readonly("name", [](const composed_recipe& r) { return r.options.name; })
       .def_property_readonly("chunk", [](const composed_recipe& r) { return r.options.chunk; })
       .def_property_readonly("widen", [](const composed_recipe& r) { return r.options.widen; })
-      .def_property_readonly("hold", [](const composed_recipe& r) { return r.options.hold; });
+      .def_property_readonly("hold", [](const composed_recipe& r) { return r.options.hold; })
+      .def_property_readonly("max_batch", [](const composed_recipe& r) { return r.options.max_batch; })
+      .def_property_readonly("batch_margin", [](const composed_recipe& r) { return r.options.batch_margin; })
+      .def_property_readonly("batch_saving", [](const composed_recipe& r) { return r.options.batch_saving; });
 }
 
 void bind_helpers(py::module_& m) {

@@ -14,20 +14,23 @@ from ._core import *  # noqa: E402,F401,F403
 
 
 def slo_aware(admission=None, order=None, sizing=None, placement=None, *, name="slo-aware", admission_mode="relaxed",
-              capacity=0.9, reserve=0.1, margin=0.2, chunk=1, best_effort_age=10.0, widen=True, hold=True):
+              capacity=0.9, reserve=0.1, margin=0.2, chunk=1, best_effort_age=10.0, widen=True, hold=True,
+              max_batch=1, batch_margin=None, batch_saving=0.25):
     """The built-in "slo-aware" policy as a ComposedPolicy, with any of its four parts replaced.
 
     With no part given it behaves exactly like policy="slo-aware" (same parameters and defaults as
     the registry: slo-aware:admission=...,capacity=...,margin=...). A part may be a built-in part
     object or any Python object with the part's method, e.g. placement=MyPlacement() with
-    place(view, h, k, available, preferred).
+    place(view, h, k, available, preferred). max_batch > 1 turns on selective batching; batch_margin
+    defaults to margin + 0.1, as in the registry.
     """
     return ComposedPolicy(  # noqa: F405
         admission if admission is not None else SloAdmission(admission_mode, capacity, reserve, best_effort_age),  # noqa: F405
         order if order is not None else PriorityEdfOrder(best_effort_age),  # noqa: F405
         sizing if sizing is not None else SmallestMeetingDegree(margin),  # noqa: F405
         placement if placement is not None else StickyPlacement(),  # noqa: F405
-        name=name, chunk=chunk, widen=widen, hold=hold)
+        name=name, chunk=chunk, widen=widen, hold=hold, max_batch=max_batch,
+        batch_margin=min(0.9, margin + 0.1) if batch_margin is None else batch_margin, batch_saving=batch_saving)
 
 
 def edf_best_fit(admission=None, order=None, sizing=None, placement=None, *, name="edf-best-fit"):

@@ -272,6 +272,17 @@ class PolicyParts(unittest.TestCase):
         strict = paraflex.slo_aware(admission_mode="strict", margin=0.1, name="slo-aware:admission=strict:margin=0.1")
         self.assertEqual(without_host_timings(paraflex.simulate(policy=strict)), self.reference("slo-aware:admission=strict:margin=0.1"))
 
+    def test_slo_aware_composed_in_python_batches_as_the_registry_spec_does(self):
+        batching = paraflex.slo_aware(max_batch=8, name="slo-aware:max_batch=8")
+        self.assertEqual((batching.max_batch, batching.batch_margin, batching.batch_saving), (8, min(0.9, 0.2 + 0.1), 0.25))
+        got = without_host_timings(paraflex.simulate(policy=batching))
+        self.assertEqual(got, self.reference("slo-aware:max_batch=8"))
+        self.assertNotEqual(got["latency_s"], self.reference("slo-aware")["latency_s"])  # batches did run
+        with self.assertRaisesRegex(ValueError, "max_batch must be in"):
+            paraflex.ComposedPolicy(max_batch=0)
+        with self.assertRaisesRegex(ValueError, "batch_saving must be in"):
+            paraflex.ComposedPolicy(batch_saving=1.5)
+
     def test_a_python_placement_inside_slo_aware_is_called_and_can_delegate(self):
         class Delegating:
             def __init__(self):
