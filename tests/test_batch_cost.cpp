@@ -254,29 +254,46 @@ TEST_CASE("the runtime's batch tables are the cost model's batched figures in mi
   }
 }
 
-TEST_CASE("simulate() runs round-based batches on the profile cost model, and max_batch=1 runs none", "[cost][batch][sim]") {
-  const profile_cost_model cm(table_of(slurp(real_profile)), "l20-inferred");
+namespace {
+// n identical images (id prefix + index), one every `gap` us, each with `slo` us.
+workload identical_images(int n, const request_shape& shape, const char* prefix, tick gap, tick slo) {
   workload w;
   w.source = "<memory>";
-  for (int i = 0; i < 120; ++i) {  // small identical images, 1.5x what two GPUs carry one by one
+  for (int i = 0; i < n; ++i) {
     request_spec r;
-    r.id = "s" + std::to_string(i);
-    r.shape = img(256, "flux-dev");
+    r.id = prefix + std::to_string(i);
+    r.shape = shape;
     r.steps = 20;
-    r.arrival = i * 730'000;
-    r.slo = 12'000'000;
+    r.arrival = i * gap;
+    r.slo = slo;
     w.requests.push_back(r);
   }
+  return w;
+}
+
+// A run of `spec` on two devices, with the number of batched tasks it ran.
+struct batch_run {
+  run_metrics metrics;
+  int batched_tasks = 0;
+};
+batch_run run_counting_batches(const workload& w, const cluster& c, const profile_cost_model& cm, const char* spec) {
+  batch_run out;
+  auto policy = builtin_policies(c.gpus).make(spec).value_or_throw();
+  out.metrics = simulate(w, c, cm, policy, spec, {}, [&](auto& sched) {
+    sched.on_task_record([&](const task_record& t) { out.batched_tasks += t.batch > 1; });
+  });
+  return out;
+}
+}  // namespace
+
+TEST_CASE("simulate() runs round-based batches on the profile cost model, and max_batch=1 runs none", "[cost][batch][sim]") {
+  const profile_cost_model cm(table_of(slurp(real_profile)), "l20-inferred");
+  // Small identical images, 1.5x what two GPUs carry one by one.
+  const workload w = identical_images(120, img(256, "flux-dev"), "s", 730'000, 12'000'000);
   const cluster two{2, 2, "l20-inferred"};
-  int batched_tasks[2] = {0, 0};
-  run_metrics m[2];
-  const char* specs[2] = {"round-based", "round-based:max_batch=8"};
-  for (int i = 0; i < 2; ++i) {
-    auto policy = builtin_policies(2).make(specs[i]).value_or_throw();
-    m[i] = simulate(w, two, cm, policy, specs[i], {}, [&](auto& sched) {
-      sched.on_task_record([&, i](const task_record& t) { batched_tasks[i] += t.batch > 1; });
-    });
-  }
+  const batch_run plain = run_counting_batches(w, two, cm, "round-based"), batching = run_counting_batches(w, two, cm, "round-based:max_batch=8");
+  const int batched_tasks[2] = {plain.batched_tasks, batching.batched_tasks};
+  const run_metrics m[2] = {plain.metrics, batching.metrics};
   CHECK(batched_tasks[0] == 0);
   CHECK(batched_tasks[1] > 0);
   CHECK(m[1].completed == 120);
@@ -311,27 +328,12 @@ TEST_CASE("simulate() runs slo-aware batches on the measured tiny DiT profile: l
   auto table = load_profile_csv(batch_profile);
   if (!table) FAIL(table.error().what());
   const profile_cost_model cm(table.value(), "cpu-1t");
-  workload w;
-  w.source = "<memory>";
-  for (int i = 0; i < 300; ++i) {  // 128 px images at 1.5x what two cores carry one by one (9.3 ms a step alone)
-    request_spec r;
-    r.id = "t" + std::to_string(i);
-    r.shape = img(128, "tiny-dit");
-    r.steps = 20;
-    r.arrival = i * 62'000;
-    r.slo = 800'000;
-    w.requests.push_back(r);
-  }
+  // 128 px images at 1.5x what two cores carry one by one (9.3 ms a step alone).
+  const workload w = identical_images(300, img(128, "tiny-dit"), "t", 62'000, 800'000);
   const cluster two{2, 2, "cpu-1t"};
-  int batched_tasks[2] = {0, 0};
-  run_metrics m[2];
-  const char* specs[2] = {"slo-aware", "slo-aware:max_batch=8"};
-  for (int i = 0; i < 2; ++i) {
-    auto policy = builtin_policies(2).make(specs[i]).value_or_throw();
-    m[i] = simulate(w, two, cm, policy, specs[i], {}, [&](auto& sched) {
-      sched.on_task_record([&, i](const task_record& t) { batched_tasks[i] += t.batch > 1; });
-    });
-  }
+  const batch_run plain = run_counting_batches(w, two, cm, "slo-aware"), batching = run_counting_batches(w, two, cm, "slo-aware:max_batch=8");
+  const int batched_tasks[2] = {plain.batched_tasks, batching.batched_tasks};
+  const run_metrics m[2] = {plain.metrics, batching.metrics};
   INFO("attainment " << m[0].slo_attainment.value_or(-1) << " -> " << m[1].slo_attainment.value_or(-1) << ", GPU busy "
                      << m[0].gpu_busy_s << " -> " << m[1].gpu_busy_s << ", completed " << m[0].completed << " -> " << m[1].completed);
   CHECK(batched_tasks[0] == 0);

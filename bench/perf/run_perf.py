@@ -27,11 +27,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 QUICK = "--quick" in sys.argv
 BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
-MICRO = os.path.join(BUILD, "bench", "paraflex-micro")
-SIM = os.path.join(BUILD, "bench", "paraflex-sim")
-GEN = os.path.join(BUILD, "bench", "paraflex-workload")
-PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
-TRACES = os.path.join(ROOT, "bench", "data", "traces")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_paths import PROFILE, TRACES, tool  # noqa: E402
+
+MICRO = tool(BUILD, "paraflex-micro")
+SIM = tool(BUILD, "paraflex-sim")
+GEN = tool(BUILD, "paraflex-workload")
 OUT = os.path.join(ROOT, "docs", "performance")
 WORK = os.path.join(BUILD, "perf-work")
 ALL_POLICIES = ["static:2", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
@@ -40,7 +41,6 @@ POLICIES = ONLY or ALL_POLICIES
 # Policies left out of the 1,000,000-request runs (each is recorded as a row saying so).
 DAY_SKIP = next((a.split("=", 1)[1].split(",") for a in sys.argv[1:] if a.startswith("--skip-day-for=")), [])
 
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import svg_plot as svg  # noqa: E402
 
 

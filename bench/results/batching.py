@@ -16,27 +16,20 @@ Uses only the standard library and the built paraflex-sim and paraflex-workload 
             setup of docs/results.md (A, B, C and the default run): does batching by default ever make
             things worse?
 """
-import csv, json, os, subprocess, sys
+import csv, json, os, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
 PART = sys.argv[sys.argv.index("--part") + 1] if "--part" in sys.argv else "all"
-SIM = os.path.join(BUILD, "bench", "paraflex-sim")
-GEN = os.path.join(BUILD, "bench", "paraflex-workload")
-PROFILES = os.path.join(ROOT, "bench", "data", "profiles")
-PROFILE = os.path.join(PROFILES, "step_latency.csv")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_paths import PROFILE, PROFILES, TRACES, sh, tool  # noqa: E402
+
+SIM = tool(BUILD, "paraflex-sim")
+GEN = tool(BUILD, "paraflex-workload")
 MEASURED = os.path.join(PROFILES, "tiny_dit_cpu_batch.csv")
-TRACES = os.path.join(ROOT, "bench", "data", "traces")
 OUT = os.path.join(ROOT, "docs", "results")
 WORK = os.path.join(BUILD, "results-work")
-
-
-def sh(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-    return p.stdout
 
 
 def workload(name, args, profile=PROFILE):

@@ -13,7 +13,7 @@ no schedule, the bound's included, spends less), so "overspend" is GPU time spen
 requests; "idle" = device-seconds no task used between the first arrival and the last completion.
 Per shape (height) it prints attainment, to see whether large requests starve.
 """
-import csv, json, os, subprocess, sys
+import csv, json, os, sys
 from collections import defaultdict
 
 sys.argv += [] if "--setups" in sys.argv else ["--setups", "over"]

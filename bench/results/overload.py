@@ -12,7 +12,7 @@ BUILD_DIR/results-work), the mean latency of the completed requests, the dropped
 decision time. "over" = load >= 1.0 (the overloaded setups), "light" = load < 1.0. With --csv it also
 writes docs/results/overload.csv.
 """
-import csv, json, os, subprocess, sys
+import csv, json, os, sys
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,19 +20,13 @@ ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and s
 BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
 POLICIES = sys.argv[sys.argv.index("--policy") + 1].split(",") if "--policy" in sys.argv else ["slo-aware"]
 SETUPS = sys.argv[sys.argv.index("--setups") + 1] if "--setups" in sys.argv else "all"
-SIM = os.path.join(BUILD, "bench", "paraflex-sim")
-GEN = os.path.join(BUILD, "bench", "paraflex-workload")
-PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
-TRACES = os.path.join(ROOT, "bench", "data", "traces")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_paths import PROFILE, TRACES, sh, tool  # noqa: E402
+
+SIM = tool(BUILD, "paraflex-sim")
+GEN = tool(BUILD, "paraflex-workload")
 OUT = os.path.join(ROOT, "docs", "results")
 WORK = os.path.join(BUILD, "results-work")
-
-
-def sh(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-    return p.stdout
 
 
 def cases():

@@ -6,29 +6,22 @@
 Uses only the standard library. Needs the built paraflex-sim and paraflex-workload (BUILD_DIR,
 default ./build). Every figure in docs/results.md comes from this script; see that page for the
 setups and the SLO rule."""
-import csv, json, os, subprocess, sys
+import csv, json, os, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 QUICK = "--quick" in sys.argv
 BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
-SIM = os.path.join(BUILD, "bench", "paraflex-sim")
-GEN = os.path.join(BUILD, "bench", "paraflex-workload")
-PROFILE = os.path.join(ROOT, "bench", "data", "profiles", "step_latency.csv")
-TRACES = os.path.join(ROOT, "bench", "data", "traces")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_paths import PROFILE, TRACES, sh, tool  # noqa: E402
+
+SIM = tool(BUILD, "paraflex-sim")
+GEN = tool(BUILD, "paraflex-workload")
 OUT = os.path.join(ROOT, "docs", "results")
 WORK = os.path.join(BUILD, "results-work")
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import svg_plot as svg  # noqa: E402
 
 POLICIES = ["static:1", "static:2", "static:4", "static:8", "rssp", "round-based", "edf-best-fit", "slo-aware", "throughput-first"]
-
-
-def sh(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-    return p.stdout
 
 
 def workload(name, args):
