@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <optional>
 #include <random>
 #include <span>
@@ -203,6 +204,28 @@ TEST_CASE("with every multiplier at 0 the certificate is the per-request bound",
   CHECK(*lp.attainment_from_duals(junk) == Approx(*per_request_bound(fw)));
 }
 
+TEST_CASE("packing weights add up to at most 1 for any degrees that fit the cluster", "[bound]") {
+  for (const int gpus : {1, 2, 3, 4, 5, 6, 7, 8, 12, 16}) {
+    for (int p = 1; p <= packing_cut_family; ++p) {
+      INFO("gpus " << gpus << " p " << p);
+      // Every multiset of degrees with sum <= G (as partitions, largest part first).
+      std::vector<int> parts;
+      std::function<void(int, int)> walk = [&](int left, int largest) {
+        double total = 0;
+        for (int k : parts) total += packing_weight(p, k, gpus);
+        CHECK(total <= 1.0 + 1e-12);
+        for (int k = std::min(left, largest); k >= 1; --k) parts.push_back(k), walk(left - k, k), parts.pop_back();
+      };
+      walk(gpus, gpus);
+      for (int k = 1; k < gpus; ++k) CHECK(packing_weight(p, k, gpus) <= packing_weight(p, k + 1, gpus));  // nondecreasing
+      CHECK(packing_weight(p, gpus, gpus) == 1.0);
+    }
+  }
+  CHECK(packing_weight(1, 5, 8) == 1.0);  // above G/2: two cannot run at once
+  CHECK(packing_weight(1, 4, 8) == 0.5);
+  CHECK(packing_weight(1, 3, 8) == 0.0);
+}
+
 #ifdef PARAFLEX_TEST_CLP
 
 namespace {
@@ -270,6 +293,26 @@ TEST_CASE("G capacity binding: 16 perfectly scaling requests, room for 8", "[bou
   CHECK(attainment_of(w, cost, 8, static_degree_policy(8)) == 0.5);
 }
 
+TEST_CASE("groups are whole: two tasks on 5 of 8 devices cannot overlap, which capacity alone misses", "[bound]") {
+  // Only degree 5 is allowed: 4 steps of 1 s. Four requests arrive at 0, due at 8 s. Capacity sees
+  // 8 x 8 = 64 device-seconds for 4 x 20: 3.2 requests. At most one 5-device task runs at a time, so
+  // 8 s hold 2 requests - what a real schedule (one after the other) reaches.
+  const table_cost cost{{0, 0, 0, 0, 0, 1.0}};
+  workload w;
+  for (int j = 0; j < 4; ++j) w.requests.push_back(make_request(0, 256, 4, 8.0));
+  fluid_bound_options fluid_only;
+  fluid_only.packing_cuts = false;
+  const auto loose = bound_of(w, cost, 8, fluid_only);
+  CHECK(loose.lp.primal_requests == Approx(3.2).margin(1e-7));
+  CHECK(*loose.bounds.lp == 0.75);
+  fluid_bound_options whole;
+  whole.packing_cuts = true;
+  const auto tight = bound_of(w, cost, 8, whole);
+  CHECK(tight.lp.primal_requests == Approx(2.0).margin(1e-7));
+  CHECK(*tight.bounds.slo_attainment == 0.5);
+  CHECK(attainment_of(w, cost, 8, static_degree_policy(5)) == 0.5);
+}
+
 TEST_CASE("capacity is per interval: work that must happen early cannot use later capacity", "[bound]") {
   // One GPU. A and B (3 s each) are due at 4 s; C (3 s) arrives at 4 s, due at 8 s. Over [0, 8] the
   // GPU has room for 8 s of the 9 s of work (2.67 requests); in time only A or B fits before 4 s.
@@ -302,13 +345,16 @@ TEST_CASE("the certificate matches the solver, parts add up, and merging interva
 
 TEST_CASE("no policy beats the bound on random workloads, and the bound is at most 1", "[bound]") {
   const toy_cost<false> cost;
+  fluid_bound_options whole;  // with packing rows: never looser, and the policies are checked against it
+  whole.packing_cuts = true;
   for (const int gpus : {4, 8}) {
     for (const double load : {0.5, 1.0, 2.0}) {
       for (std::uint32_t seed = 1; seed <= 3; ++seed) {
         const workload w = random_workload(cost, gpus, 120, load, seed * 100 + static_cast<std::uint32_t>(gpus));
-        const auto s = bound_of(w, cost, gpus);
+        const auto s = bound_of(w, cost, gpus, whole);
         const double ub = *s.bounds.slo_attainment;
         INFO("gpus " << gpus << " load " << load << " seed " << seed << " bound " << ub);
+        CHECK(ub <= *bound_of(w, cost, gpus).bounds.slo_attainment);
         CHECK(ub <= 1.0);
         CHECK(ub >= 0.0);
         CHECK(ub <= *s.bounds.per_request);

@@ -19,6 +19,12 @@
 //   work      per (r,s):  x_r - sum_{k,i} (L_i / F_s(k)) u_{r,s,k,i} <= 0   (the stage is done x_r times)
 //   one-at-a-time  per (r,i): sum_{s,k} u_{r,s,k,i} <= 1     (a request runs one task at a time)
 //   capacity  per i:      sum_{r,s,k} k u_{r,s,k,i} <= G        (G devices)
+//   packing   per (i, p): sum_{r,s,k} f_p(k/G) u_{r,s,k,i} <= 1   (groups are whole: p = 1, 2)
+// where f_p is a dual-feasible function (Fekete and Schepers' u^(p), packing_weight): for any set of
+// tasks whose degrees add up to at most G, their f_p add up to at most 1. The capacity row alone
+// would let a task on 5 of 8 devices overlap one on 4 (8 x 0.8 + ... fits on average); f_1 gives 1
+// to every degree above G/2 and 1/2 to G/2, so two such tasks cannot overlap and their times in an
+// interval add up to at most its length. These rows are optional (fluid_bound_options::packing_cuts).
 // Stages are kept apart because they scale differently with k: one work unit "whole request at degree
 // k" would undercount a schedule that runs the encoder on 1 device and the steps on 8.
 //
@@ -28,23 +34,28 @@
 // i during which the successful run of one of r's stage-s tasks on k devices is in flight (r in A
 // only; everything else 0). Every task of r in A ran to completion inside [a_r, d_r] (it cannot start
 // before arrival, and r finished by d_r), each taking exactly T_s(k), so the work rows hold with
-// equality, and u <= min(1, F_s(k)/L_i) since that time fits both in the interval and in the stage. A request has at most one task in flight, so the one-at-a-time rows hold. A device runs
-// one thing at a time and at most G are usable, so the capacity rows hold; migrations, failed attempts
-// and the requests outside A only use time and devices, which the LP does not ask to be counted. So
-// the point is feasible with objective |A|, and LP optimum >= |A| for every schedule; integrality
-// (|A| is a whole number) lets the figure be rounded down. Step granularity, placement on concrete
-// devices and (beyond the stage windows below) precedence between tasks are relaxed away, which is
-// why this is an upper bound and not a schedule.
+// equality, and u <= min(1, F_s(k)/L_i) since that time fits both in the interval and in the stage.
+// A request has at most one task in flight, so the one-at-a-time rows hold. A device runs one thing
+// at a time and at most G are usable, so the capacity rows hold; at every instant the tasks in
+// flight use disjoint devices, so their f_p add up to at most 1 and the packing rows hold.
+// Migrations, failed attempts and the requests outside A only use time and devices, which the LP
+// does not ask to be counted. So the point is feasible with objective |A|, and LP optimum >= |A| for
+// every schedule; integrality (|A| is a whole number) lets the figure be rounded down. Step
+// granularity, placement on concrete devices and (beyond the stage windows below) precedence between
+// tasks are relaxed away, which is why this is an upper bound and not a schedule.
 //
 // Reductions that keep the optimum: per stage, only degrees on the lower convex hull of (time,
 // device-time) per unit are kept - a dominated degree (another is as fast with no more device-time) or
 // one above the chord of two others (mixing those two gives the same time with less device-time) can
-// always be replaced inside the same interval; requests that cannot finish by their deadline even alone
-// on the fastest degrees are fixed at x_r = 0; a stage's window is narrowed to the part of [a_r, d_r]
-// where it can run given the minimum time of the stages before and after it (the final, successful
-// chain encode -> steps -> decode runs in that order); rows that can never bind (their columns' upper
-// bounds already satisfy them) are not emitted; and the workload is split where no window spans a
-// point in time (split_fluid_workload), since such parts share no interval and their optima add up.
+// always be replaced inside the same interval. With packing rows that replacement could raise a
+// packing row, so then only a degree that a smaller degree matches in speed is dropped (f_p is
+// nondecreasing: the smaller one, run for no longer, weighs no more in any row). Also: requests that
+// cannot finish by their deadline even alone on the fastest degrees are fixed at x_r = 0; a stage's
+// window is narrowed to the part of [a_r, d_r] where it can run given the minimum time of the stages
+// before and after it (the final, successful chain encode -> steps -> decode runs in that order);
+// rows that can never bind (their columns' upper bounds already satisfy them) are not emitted; and the
+// workload is split where no window spans a point in time (split_fluid_workload), since such parts
+// share no interval and their optima add up.
 // Cut points closer than fluid_bound_options::min_interval_s may be merged, rounding windows outwards:
 // a relaxation (still valid, looser, smaller LP); the default 0 merges only equal times.
 //
@@ -94,7 +105,23 @@ struct fluid_bound_options {
   double min_interval_s = 0.0;
   /// Breakpoints of the capacity bound's segment search (more = tighter, O(P^2 n)).
   int capacity_breakpoints = 64;
+  /// Adds the packing rows (groups are whole: wide tasks cannot overlap; see the header comment).
+  /// Never looser, but a larger LP (every degree that no smaller degree matches in speed is kept:
+  /// +27% columns, +85% nonzeros on 400 FLUX requests on 8 GPUs) - and on every setup of
+  /// docs/results.md it changes no figure, so it is off by default.
+  bool packing_cuts = false;
 };
+
+/// The dual-feasible functions of the packing rows: f_p(k/G) for p = 1..packing_cut_family.
+inline constexpr int packing_cut_family = 2;
+
+/// f_p(k / G) of Fekete and Schepers' family u^(p): k/G when (p + 1) k / G is a whole number, else
+/// floor((p + 1) k / G) / p. For any tasks whose degrees sum to at most G, their f_p sum to at most 1.
+[[nodiscard]] constexpr double packing_weight(int p, int k, int gpus) noexcept {
+  const long long scaled = static_cast<long long>(p + 1) * k;
+  if (scaled % gpus == 0) return static_cast<double>(k) / static_cast<double>(gpus);
+  return static_cast<double>(scaled / gpus) / static_cast<double>(p);
+}
 
 /// Requests of headroom added before a certified LP value is rounded down to a whole count.
 inline constexpr double fluid_bound_margin = 1e-6;
@@ -198,8 +225,12 @@ namespace fluid_detail {
 
 // Non-dominated degrees of one stage: keep k only if every faster (or equally fast, fewer-device)
 // degree uses strictly more device-time. Empty when some allowed degree makes the stage free.
+//
+// With `whole_groups` (packing rows on) only degrees that a smaller degree matches in speed are
+// dropped: replacing a degree by a mix of others can raise a packing row (a mix of 1 and 5 devices
+// for one of 4 can put more than half the time on a degree above G/2), so the hull is not used.
 [[nodiscard]] inline std::optional<fluid_stage> make_stage(const std::vector<tick>& table, const std::vector<int>& allowed, int units,
-                                                          double speed) {
+                                                          double speed, bool whole_groups = false) {
   std::vector<std::pair<double, int>> by_time;
   for (int k : allowed) {
     const double t = scaled_us(table[static_cast<std::size_t>(k)], speed);
@@ -212,7 +243,14 @@ namespace fluid_detail {
   st.units = units;
   double best_device_time = std::numeric_limits<double>::infinity();
   std::vector<std::pair<double, int>> kept;  // by increasing time, strictly decreasing device-time
+  int fewest = std::numeric_limits<int>::max();  // fewest devices among the degrees kept or passed so far
   for (const auto& [t, k] : by_time) {
+    if (whole_groups) {  // by growing time: k is matched iff some degree <= k seen so far is as fast
+      if (k >= fewest) continue;
+      fewest = k;
+      kept.emplace_back(t, k);
+      continue;
+    }
     if (k * t >= best_device_time) continue;  // dominated
     // Lower convex hull of (time, device-time) per unit: a point clearly above the chord of its
     // neighbours is matched by mixing them (same time, less device-time), so it adds nothing.
@@ -275,7 +313,7 @@ namespace fluid_detail {
     r.deadline = spec.deadline();
     for (int s = 0; s < 3; ++s) {
       const auto& table = s == 0 ? c.encode : s == 1 ? c.step : c.decode;
-      if (auto st = fluid_detail::make_stage(table, c.allowed_degrees, s == 1 ? spec.steps : 1, o.speed_factor)) {
+      if (auto st = fluid_detail::make_stage(table, c.allowed_degrees, s == 1 ? spec.steps : 1, o.speed_factor, o.packing_cuts)) {
         r.min_time_us += st->min_time_us();
         r.stages.push_back(std::move(*st));
       }
@@ -396,7 +434,7 @@ struct fluid_lp {
   std::size_t with_deadline = 0;  ///< N
   std::size_t requests = 0;       ///< requests in the LP (could meet their deadline alone)
   std::size_t intervals = 0;
-  std::size_t capacity_rows = 0, one_at_a_time_rows = 0, work_rows = 0;
+  std::size_t capacity_rows = 0, packing_rows = 0, one_at_a_time_rows = 0, work_rows = 0;
   std::vector<int> x_column;      ///< column of x_r, by position in fluid_workload::requests
 
   /// Certified upper bound on the number of on-time requests among this LP's, from any row
@@ -479,6 +517,26 @@ struct fluid_lp {
   for (std::size_t i = 0; i < intervals; ++i) {
     if (load[i] > w.gpus) cap_row[i] = out.lp.add_row(static_cast<double>(w.gpus)), ++out.capacity_rows;
   }
+  // Packing rows (f_p, p = 1..packing_cut_family) where they can bind and say more than capacity:
+  // some column weighs more under f_p than k / G.
+  const int families = o.packing_cuts ? packing_cut_family : 0;
+  std::vector<std::vector<int>> pack_row(static_cast<std::size_t>(families), std::vector<int>(intervals, -1));
+  for (int p = 1; p <= families; ++p) {
+    std::vector<double> weight(intervals, 0.0);
+    std::vector<unsigned char> above(intervals, 0);
+    for (const auto& r : w.requests) {
+      columns_of(r);
+      for (const auto& c : cols) {
+        const int k = r.stages[c.stage].degree[c.degree_pos];
+        const double f = packing_weight(p, k, w.gpus);
+        weight[c.interval] += f * c.upper;
+        if (f * w.gpus > k) above[c.interval] = 1;
+      }
+    }
+    for (std::size_t i = 0; i < intervals; ++i) {
+      if (weight[i] > 1.0 && above[i]) pack_row[static_cast<std::size_t>(p - 1)][i] = out.lp.add_row(1.0), ++out.packing_rows;
+    }
+  }
 
   // Pass 2: per request, its work rows, the one-at-a-time rows that can bind, then its columns.
   std::vector<double> per_interval(intervals, 0.0);
@@ -498,8 +556,13 @@ struct fluid_lp {
       const auto& st = r.stages[c.stage];
       const int k = st.degree[c.degree_pos];
       out.lp.add_column(0.0, 0.0, c.upper);
-      // Rows were created in the order capacity < work < one-at-a-time: entries stay sorted.
+      // Rows were created in the order capacity < packing < work < one-at-a-time: entries stay sorted.
       if (cap_row[c.interval] >= 0) out.lp.add_entry(cap_row[c.interval], static_cast<double>(k));
+      for (int p = 1; p <= families; ++p) {
+        const int row = pack_row[static_cast<std::size_t>(p - 1)][c.interval];
+        const double f = packing_weight(p, k, w.gpus);
+        if (row >= 0 && f > 0) out.lp.add_entry(row, f);
+      }
       out.lp.add_entry(work_row[c.stage], -len[c.interval] / (st.units * st.unit_us[c.degree_pos]));
       if (one_row[c.interval] >= 0) out.lp.add_entry(one_row[c.interval], 1.0);
     }
