@@ -8,6 +8,8 @@
 //   4. the lowest-numbered free devices across nodes (collectives then cross the network).
 #pragma once
 
+#include <bit>
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -17,8 +19,22 @@
 
 namespace paraflex {
 
+namespace detail {
+/// Popcounts of the w-bit fields of x (w a power of two, 1..64), each in its own field.
+[[nodiscard]] constexpr std::uint64_t field_popcounts(std::uint64_t x, unsigned w) noexcept {
+  if (w >= 2) x -= (x >> 1) & 0x5555555555555555ULL;
+  if (w >= 4) x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  if (w >= 8) x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  if (w >= 16) x = (x + (x >> 8)) & 0x00FF00FF00FF00FFULL;
+  if (w >= 32) x = (x + (x >> 16)) & 0x0000FFFF0000FFFFULL;
+  if (w >= 64) x = (x + (x >> 32)) & 0x00000000FFFFFFFFULL;
+  return x;
+}
+}  // namespace detail
+
 /// k devices from `available`, by the order above (steps 2-4), or nullopt when fewer than k are free.
-/// No allocation for groups of up to 16 devices: free devices are counted per node with popcounts.
+/// No allocation for groups of up to 16 devices: free devices are counted per node with popcounts
+/// (for nodes of 1, 2, 4, ..., 64 devices: every node of a 64-bit word at once, empty words skipped).
 [[nodiscard]] inline std::optional<device_group> find_free_group(const device_set& available, int k, const cluster& c) {
   if (k <= 0) return std::nullopt;
   const int g = c.gpus;
@@ -29,32 +45,83 @@ namespace paraflex {
   };
   if (static_cast<int>(available.count()) < k) return std::nullopt;
   if (k <= per_node) {
-    // Best-fit node: the fewest free devices that still holds k.
+    // Best-fit node: the fewest free devices that still holds k; the first such node on ties.
     int best_node = -1;
     std::size_t best_free = 0;
-    for (int n = 0; n < c.node_count(); ++n) {
-      const auto [first, end] = node_range(n);
-      const std::size_t f = available.count_range(first, end);
-      if (f >= static_cast<std::size_t>(k) && (best_node < 0 || f < best_free)) best_node = n, best_free = f;
-      if (best_free == static_cast<std::size_t>(k) && best_node >= 0) break;  // an exact fit: no later node is better
+    if (per_node <= 64 && (per_node & (per_node - 1)) == 0) {
+      // Nodes of a power-of-two size tile the 64-bit words: the free count of every node of a word
+      // comes from one in-register popcount per field, and a word with nothing free is skipped.
+      const auto w = static_cast<unsigned>(per_node);
+      const std::uint64_t field_mask = w == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << w) - 1;
+      const std::size_t per_word = 64 / w;
+      for (std::size_t i = 0; i < available.word_count() && best_free != static_cast<std::size_t>(k); ++i) {
+        const std::uint64_t bits = available.word(i);
+        if (bits == 0) continue;
+        const std::uint64_t counts = detail::field_popcounts(bits, w);
+        for (std::size_t f = 0; f < per_word; ++f) {
+          const auto f_free = static_cast<std::size_t>((counts >> (f * w)) & field_mask);
+          if (f_free >= static_cast<std::size_t>(k) && (best_node < 0 || f_free < best_free)) {
+            best_node = static_cast<int>(i * per_word + f), best_free = f_free;
+            if (f_free == static_cast<std::size_t>(k)) break;  // an exact fit: no later node is better
+          }
+        }
+      }
+    } else {
+      for (int n = 0; n < c.node_count(); ++n) {
+        const auto [first, end] = node_range(n);
+        const std::size_t f = available.count_range(first, end);
+        if (f >= static_cast<std::size_t>(k) && (best_node < 0 || f < best_free)) best_node = n, best_free = f;
+        if (best_free == static_cast<std::size_t>(k) && best_node >= 0) break;  // an exact fit: no later node is better
+      }
     }
     if (best_node >= 0) {
       const auto [node_first, node_end] = node_range(best_node);
       const auto kk = static_cast<device_id>(k);
-      for (device_id start = node_first; start + kk <= node_end; start += kk) {  // aligned blocks
-        if (available.all_in_range(start, start + kk)) return device_group::contiguous(start, static_cast<std::size_t>(k));
+      if (per_node <= 64 && (per_node & (per_node - 1)) == 0) {
+        // The node lies in one word: test the aligned blocks and pick the devices on its bits.
+        const auto w = static_cast<unsigned>(per_node);
+        const std::uint64_t node_bits = (available.word(node_first / 64) >> (node_first % 64)) &
+                                        (w == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << w) - 1);
+        const std::uint64_t block = kk == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << kk) - 1;
+        for (device_id start = node_first; start + kk <= node_end; start += kk) {  // aligned blocks
+          if (((node_bits >> (start - node_first)) & block) == block) return device_group::contiguous(start, static_cast<std::size_t>(k));
+        }
+        device_group::builder picked;
+        for (std::uint64_t b = node_bits; b && static_cast<int>(picked.size()) < k; b &= b - 1) {
+          picked.push_back(node_first + static_cast<device_id>(std::countr_zero(b)));
+        }
+        return std::move(picked).build();
+      }
+      // Aligned blocks, the first whose devices are all free. Word scans jump over busy runs: a block
+      // can only start full at or after the next free device, and ends short at the next busy one.
+      const std::size_t first = node_first, end = node_end, kz = kk;
+      std::size_t start = first;
+      while (start + kz <= end) {
+        const std::size_t d = available.next_member(start);
+        if (d + kz > end) break;
+        if (d != start) {  // start is busy: the block holding d is the next candidate
+          const std::size_t block_of_d = first + (d - first) / kz * kz;
+          start = block_of_d == start ? start + kz : block_of_d;
+          continue;
+        }
+        const std::size_t z = available.next_non_member(start);
+        if (z >= start + kz) return device_group::contiguous(static_cast<device_id>(start), static_cast<std::size_t>(k));
+        start = first + ((z - first) / kz + 1) * kz;  // the first block after the busy device z
       }
       device_group::builder picked;
-      for (device_id d = node_first; d < node_end && static_cast<int>(picked.size()) < k; ++d) {
-        if (available.test(d)) picked.push_back(d);
+      for (std::size_t d = available.next_member(first); d < end && static_cast<int>(picked.size()) < k; d = available.next_member(d + 1)) {
+        picked.push_back(static_cast<device_id>(d));
       }
       return std::move(picked).build();
     }
   }
+  // The lowest-numbered free devices, stopping at k.
   device_group::builder picked;
-  available.for_each([&](device_id d) {
-    if (static_cast<int>(picked.size()) < k) picked.push_back(d);
-  });
+  for (std::size_t i = 0; i < available.word_count() && static_cast<int>(picked.size()) < k; ++i) {
+    for (std::uint64_t b = available.word(i); b && static_cast<int>(picked.size()) < k; b &= b - 1) {
+      picked.push_back(static_cast<device_id>(i * 64 + static_cast<std::size_t>(std::countr_zero(b))));
+    }
+  }
   return std::move(picked).build();
 }
 

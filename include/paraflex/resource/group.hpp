@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -22,18 +23,35 @@ namespace paraflex {
 using device_id = std::uint32_t;
 
 /// An ordered list of distinct devices plus its hash. Rank i of the group is devices()[i].
-/// Up to 16 devices live inline (no allocation); larger groups spill to the heap.
+/// Up to 16 devices live inline (no allocation; a copy is a fixed 64-byte move, no library call);
+/// larger groups spill to the heap.
 class device_group {
  public:
+  static constexpr std::size_t inline_capacity = 16;
+
   device_group() = default;
-  device_group(std::initializer_list<device_id> ranks) : ranks_(ranks) { rehash(); }
-  explicit device_group(std::span<const device_id> ranks) : ranks_(ranks.begin(), ranks.end()) { rehash(); }
+  device_group(std::initializer_list<device_id> ranks) { assign(ranks.begin(), ranks.size()); }
+  explicit device_group(std::span<const device_id> ranks) { assign(ranks.data(), ranks.size()); }
+  device_group(const device_group&) = default;
+  device_group& operator=(const device_group&) = default;
+  // A moved-from group is empty (its heap ranks, if any, went with the move).
+  device_group(device_group&& o) noexcept : n_(o.n_), inline_(o.inline_), spill_(std::move(o.spill_)), hash_(o.hash_) { o.reset_empty(); }
+  device_group& operator=(device_group&& o) noexcept {
+    if (this != &o) {
+      n_ = o.n_;
+      inline_ = o.inline_;
+      spill_ = std::move(o.spill_);
+      hash_ = o.hash_;
+      o.reset_empty();
+    }
+    return *this;
+  }
 
   /// Devices first, first+1, ..., first+count-1: the common contiguous case.
   [[nodiscard]] static device_group contiguous(device_id first, std::size_t count) {
     device_group g;
-    g.ranks_.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) g.ranks_.push_back(first + static_cast<device_id>(i));
+    device_id* out = g.prepare(count);
+    for (std::size_t i = 0; i < count; ++i) out[i] = first + static_cast<device_id>(i);
     g.rehash();
     return g;
   }
@@ -49,12 +67,12 @@ class device_group {
     boost::container::small_vector<device_id, 16> ranks_;
   };
 
-  [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
-  [[nodiscard]] bool empty() const noexcept { return ranks_.empty(); }
-  [[nodiscard]] std::span<const device_id> devices() const noexcept { return {ranks_.data(), ranks_.size()}; }
-  [[nodiscard]] device_id operator[](std::size_t rank) const noexcept { return ranks_[rank]; }
-  [[nodiscard]] auto begin() const noexcept { return ranks_.begin(); }
-  [[nodiscard]] auto end() const noexcept { return ranks_.end(); }
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+  [[nodiscard]] std::span<const device_id> devices() const noexcept { return {data(), n_}; }
+  [[nodiscard]] device_id operator[](std::size_t rank) const noexcept { return data()[rank]; }
+  [[nodiscard]] const device_id* begin() const noexcept { return data(); }
+  [[nodiscard]] const device_id* end() const noexcept { return data() + n_; }
   [[nodiscard]] std::uint64_t hash() const noexcept { return hash_; }
   [[nodiscard]] bool contains(device_id d) const noexcept { return std::find(begin(), end(), d) != end(); }
 
@@ -71,19 +89,41 @@ class device_group {
   /// "{0,1,2,3}" for logs and traces.
   [[nodiscard]] std::string to_string() const {
     std::string s = "{";
-    for (std::size_t i = 0; i < size(); ++i) s += (i ? "," : "") + std::to_string(ranks_[i]);
+    for (std::size_t i = 0; i < size(); ++i) s += (i ? "," : "") + std::to_string((*this)[i]);
     return s + "}";
   }
 
  private:
+  [[nodiscard]] const device_id* data() const noexcept { return n_ <= inline_capacity ? inline_.data() : spill_.data(); }
+  // Room for n ranks (inline up to 16, else the heap); the caller writes them and calls rehash().
+  device_id* prepare(std::size_t n) {
+    n_ = n;
+    if (n <= inline_capacity) {
+      spill_.clear();
+      return inline_.data();
+    }
+    spill_.resize(n);
+    return spill_.data();
+  }
+  void reset_empty() noexcept {
+    n_ = 0;
+    spill_.clear();
+    hash_ = 1469598103934665603ULL;
+  }
+  void assign(const device_id* p, std::size_t n) {
+    std::copy(p, p + n, prepare(n));
+    rehash();
+  }
   void rehash() noexcept {  // FNV-1a over the ranks: stable across runs and platforms
     std::uint64_t h = 1469598103934665603ULL;
-    for (device_id d : ranks_) {
+    for (device_id d : *this) {
       for (int b = 0; b < 4; ++b) h = (h ^ ((d >> (8 * b)) & 0xFFu)) * 1099511628211ULL;
     }
     hash_ = h;
   }
-  boost::container::small_vector<device_id, 16> ranks_;
+  std::size_t n_ = 0;
+  std::array<device_id, inline_capacity> inline_{};  // the ranks when n_ <= 16 (a plain copy: no call)
+  std::vector<device_id> spill_;                     // the ranks when n_ > 16; empty otherwise
   std::uint64_t hash_ = 1469598103934665603ULL;
 };
 
@@ -133,6 +173,9 @@ class device_set {
     return std::all_of(g.begin(), g.end(), [&](device_id d) { return test(d); });
   }
   [[nodiscard]] std::size_t count() const noexcept { return count_; }
+  /// The bitmap, 64 devices a word (device d is bit d % 64 of word d / 64; bits past the end are 0).
+  [[nodiscard]] std::size_t word_count() const noexcept { return words_.size(); }
+  [[nodiscard]] std::uint64_t word(std::size_t i) const noexcept { return words_[i]; }
   [[nodiscard]] bool none() const noexcept { return count() == 0; }
   /// Members in [begin, end).
   [[nodiscard]] std::size_t count_range(device_id begin, device_id end) const noexcept {
@@ -151,6 +194,28 @@ class device_set {
   /// True when every device in [begin, end) is a member.
   [[nodiscard]] bool all_in_range(device_id begin, device_id end) const noexcept {
     return end <= n_ && count_range(begin, end) == static_cast<std::size_t>(end - begin);
+  }
+  /// The first member >= from, or capacity() when none (word by word).
+  [[nodiscard]] std::size_t next_member(std::size_t from) const noexcept {
+    if (from >= n_) return n_;
+    std::size_t w = from / 64;
+    std::uint64_t bits = words_[w] & (~std::uint64_t{0} << (from % 64));
+    while (bits == 0) {
+      if (++w >= words_.size()) return n_;
+      bits = words_[w];
+    }
+    return std::min(n_, w * 64 + static_cast<std::size_t>(std::countr_zero(bits)));
+  }
+  /// The first non-member >= from, or capacity() when none (word by word).
+  [[nodiscard]] std::size_t next_non_member(std::size_t from) const noexcept {
+    if (from >= n_) return n_;
+    std::size_t w = from / 64;
+    std::uint64_t bits = ~words_[w] & (~std::uint64_t{0} << (from % 64));
+    while (bits == 0) {
+      if (++w >= words_.size()) return n_;
+      bits = ~words_[w];
+    }
+    return std::min(n_, w * 64 + static_cast<std::size_t>(std::countr_zero(bits)));
   }
   /// Calls f(d) for every member in increasing order.
   template <class F>
