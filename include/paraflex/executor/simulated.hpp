@@ -87,7 +87,7 @@ class simulated_executor {
 
  private:
   // Launches in flight live in reusable slots (no allocation per task once warm). Only a device loss
-  // needs to look at them all.
+  // needs to look at them all, and only then are their devices recorded.
   struct flight {
     bool active = false;
     launch_id id = 0;
@@ -118,8 +118,10 @@ class simulated_executor {
     if (l.batch.empty()) f.members.push_back(l.request);
     for (const auto& m : l.batch) f.members.push_back(m.request);
     f.pending = static_cast<std::uint32_t>(f.members.size());
-    f.group = l.group;
-    f.source = l.source;
+    if (!faults_.device_failures.empty()) {  // only a device loss looks at the devices
+      f.group = l.group;
+      f.source = l.source;
+    }
     return slot;
   }
   void untrack(std::uint32_t slot) {

@@ -823,7 +823,37 @@ class scheduler {
   scheduler_view view_;
   trajectory_library trajectories_;
   std::map<request_shape, std::uint32_t> shape_index_;
-  std::priority_queue<arrival, std::vector<arrival>, std::greater<>> arrivals_;
+  // Future arrivals, earliest (time, handle) first. Submissions mostly come in time order (a
+  // workload file is sorted): those queue in a plain FIFO, O(1) and cache-friendly; only one that is
+  // earlier than the FIFO's last goes to a heap. The two fronts are merged on (time, handle), so the
+  // order is exactly that of one heap.
+  class arrival_queue {
+   public:
+    void push(arrival a) {
+      if (head_ == fifo_.size() || fifo_.back() <= a) {
+        if (head_ == fifo_.size()) fifo_.clear(), head_ = 0;
+        fifo_.push_back(a);
+      } else {
+        heap_.push(a);
+      }
+    }
+    [[nodiscard]] bool empty() const noexcept { return head_ == fifo_.size() && heap_.empty(); }
+    [[nodiscard]] const arrival& top() const {
+      if (heap_.empty()) return fifo_[head_];
+      if (head_ == fifo_.size()) return heap_.top();
+      return heap_.top() < fifo_[head_] ? heap_.top() : fifo_[head_];
+    }
+    void pop() {
+      if (!heap_.empty() && (head_ == fifo_.size() || heap_.top() < fifo_[head_])) heap_.pop();
+      else ++head_;
+    }
+
+   private:
+    std::vector<arrival> fifo_;
+    std::size_t head_ = 0;
+    std::priority_queue<arrival, std::vector<arrival>, std::greater<>> heap_;
+  };
+  arrival_queue arrivals_;
   std::map<request_handle, std::string> cancel_reason_;
   std::vector<executor_event> events_;
   std::vector<request_handle> drop_list_;  // scratch: a copy of a set that is changed while walked
