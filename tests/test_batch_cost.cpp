@@ -254,6 +254,30 @@ TEST_CASE("the runtime's batch tables are the cost model's batched figures in mi
   }
 }
 
+TEST_CASE("priced on first use, a batch table holds the same figures and asks the cost model only for what is read", "[cost][batch]") {
+  const profile_cost_model eager_model(table_of(linear_profile), "g"), lazy_model(table_of(linear_profile), "g");
+  const shape_costs eager = make_shape_costs(eager_model, img(512), 2, 4);
+  const shape_costs lazy = make_shape_costs(lazy_model, img(512), 2, 4, batch_pricing::on_first_use);
+  REQUIRE(lazy.max_batch == 4);
+  const auto batch_notes = [&] {
+    std::vector<std::string> out;
+    for (const auto& line : lazy_model.extrapolation_notes()) {
+      if (line.find(", batch ") != std::string::npos) out.push_back(line);
+    }
+    return out;
+  };
+  CHECK(batch_notes().empty());  // nothing priced yet (single steps at degree 2 are noted: no such rows)
+  CHECK(lazy.batch_step_time(2, 3) == eager.batch_step_time(2, 3));
+  const auto notes = batch_notes();
+  REQUIRE(notes.size() == 1);
+  CHECK_THAT(notes[0], Contains("m 512x512 at degree 2 on g, batch 3: estimated from the token-count fit"));
+  CHECK_THAT(notes[0], !Contains("more (shape, degree, batch)"));  // only the one read
+  for (int k : {1, 2}) {
+    for (int b = 1; b <= 4; ++b) CHECK(lazy.batch_step_time(k, b) == eager.batch_step_time(k, b));
+  }
+  CHECK_THROWS_AS(lazy.batch_step_time(1, 5), policy_error);
+}
+
 namespace {
 // n identical images (id prefix + index), one every `gap` us, each with `slo` us.
 workload identical_images(int n, const request_shape& shape, const char* prefix, tick gap, tick slo) {
@@ -322,6 +346,23 @@ TEST_CASE("round-based with batching runs the bundled default workload: a batch 
     CHECK(m.completed + m.dropped == w.value().requests.size());
     CHECK(batched > 0);
   }
+}
+
+TEST_CASE("a run whose policy never batches prices no batch, so the cost model notes no batch estimate", "[cost][batch][sim]") {
+  const profile_cost_model cm(table_of(slurp(real_profile)), "l20-inferred");
+  const workload w = identical_images(40, img(256, "flux-dev"), "s", 730'000, 12'000'000);
+  const cluster two{2, 2, "l20-inferred"};
+  const auto batch_notes = [&] {
+    int n = 0;
+    for (const auto& line : cm.extrapolation_notes()) n += line.find(", batch ") != std::string::npos;
+    return n;
+  };
+  cm.clear_extrapolation_notes();
+  for (const char* spec : {"slo-aware", "round-based", "edf-best-fit"}) (void)run_counting_batches(w, two, cm, spec);
+  CHECK(batch_notes() == 0);
+  const batch_run batching = run_counting_batches(w, two, cm, "slo-aware:max_batch=8");
+  CHECK(batching.batched_tasks > 0);
+  CHECK(batch_notes() == 1);  // the batches it priced were estimated from the fit, and it says so
 }
 
 TEST_CASE("simulate() runs slo-aware batches on the measured tiny DiT profile: less GPU time, no fewer on time", "[cost][batch][sim][slo-aware]") {

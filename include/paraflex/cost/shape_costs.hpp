@@ -1,7 +1,7 @@
 // paraflex/cost/shape_costs.hpp - a cost model's answers for one shape, rounded once to microseconds.
 //
 // The runtime prices every (shape, degree) exactly once, when the shape first arrives, and then only
-// reads integer tables. Anything else that must agree with the runtime to the microsecond (the fluid
+// reads integer tables; batched steps (shape, degree, batch) are priced once too, on first use. Anything else that must agree with the runtime to the microsecond (the fluid
 // upper bound in sim/fluid_bound.hpp, offline planners) calls the same function, so that both see
 // identical durations: a bound computed from slightly different rounding could undercut a real run.
 #pragma once
@@ -31,11 +31,19 @@ namespace paraflex {
   return *t;
 }
 
+/// When make_shape_costs prices batched steps: all of them at once, or each (degree, batch) the first
+/// time someone asks for it (shape_costs::batch_step_time). The figures are the same either way;
+/// on_first_use keeps a run that never batches from calling the cost model's batch pricing at all
+/// (whose estimates are noted, see profile_cost_model::extrapolation_notes).
+enum class batch_pricing { eager, on_first_use };
+
 /// Step, encode and decode times of `s` on 1..gpus devices, plus migration times, and (BatchCostModel)
 /// batched steps of 2..max_batch requests. A step is never shorter than 1 us, because a 0 entry in
-/// shape_costs::step means "degree not allowed".
+/// shape_costs::step means "degree not allowed" (and a 0 in batch_step "not priced yet").
+/// on_first_use: `cost` must outlive the returned costs and every copy of them.
 template <CostModel C>
-[[nodiscard]] shape_costs make_shape_costs(const C& cost, const request_shape& s, int gpus, int max_batch = 1) {
+[[nodiscard]] shape_costs make_shape_costs(const C& cost, const request_shape& s, int gpus, int max_batch = 1,
+                                           batch_pricing pricing = batch_pricing::eager) {
   shape_costs c;
   c.shape = s;
   const auto g = static_cast<std::size_t>(std::max(gpus, 0));
@@ -58,15 +66,19 @@ template <CostModel C>
     if (max_batch > 1) {
       c.max_batch = max_batch;
       c.batch_step.assign(static_cast<std::size_t>(max_batch - 1) * (g + 1), 0);
-      for (int b = 2; b <= max_batch; ++b) {
-        for (int k : c.allowed_degrees) {
-          const tick t = std::max<tick>(1, round_cost_seconds(static_cast<double>(cost.batch_step_seconds(s, k, b)), s, k));
-          c.batch_step[static_cast<std::size_t>(b - 2) * (g + 1) + static_cast<std::size_t>(k)] = t;
+      const auto price = [model = &cost, s](int k, int b) {
+        return std::max<tick>(1, round_cost_seconds(static_cast<double>(model->batch_step_seconds(s, k, b)), s, k));
+      };
+      if (pricing == batch_pricing::on_first_use) {
+        c.price_batch = price;
+      } else {
+        for (int b = 2; b <= max_batch; ++b) {
+          for (int k : c.allowed_degrees) c.batch_step[static_cast<std::size_t>(b - 2) * (g + 1) + static_cast<std::size_t>(k)] = price(k, b);
         }
       }
     }
   } else {
-    (void)max_batch;
+    (void)max_batch, (void)pricing;
   }
   c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
   c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);

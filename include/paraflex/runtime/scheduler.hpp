@@ -11,7 +11,8 @@
 //                        or the request ends (*on_task_end, *on_request_end) or waits (*on_task_end)
 //       task failed   -> request waits at the same position (retried); too many failures: dropped
 //       device lost   -> device never used again; requests whose state it held restart from scratch
-//     for each arrival at t: intern its shape (costs computed once), *on_arrival
+//     for each arrival at t: intern its shape (costs computed once; batched steps on first use),
+//                            *on_arrival
 //     periodic tick due: *on_tick
 //     if anything changed: buffer.clear(); *decide(view, buffer); validate; apply:
 //       drops; claims of every assignment's devices; migrations (source + destination busy);
@@ -360,7 +361,8 @@ class scheduler {
   std::uint32_t intern_shape(const request_shape& s) {
     auto it = shape_index_.find(s);
     if (it != shape_index_.end()) return it->second;
-    shape_costs c = make_shape_costs(cost_, s, state_.topology.gpus, options_.max_batch);
+    // Batched steps are priced on first use: a run that never batches never asks for them.
+    shape_costs c = make_shape_costs(cost_, s, state_.topology.gpus, options_.max_batch, batch_pricing::on_first_use);
     const auto idx = static_cast<std::uint32_t>(state_.shapes.size());
     state_.shapes.push_back(std::move(c));
     shape_index_.emplace(s, idx);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,8 +48,13 @@ struct shape_costs {
                                      ///< (ties: faster, then fewer devices)
   /// Batched steps (BatchCostModel): batch_step[(b - 2) * step.size() + k] is one step of b requests of
   /// this shape together on k devices, for b = 2..max_batch; empty when the model cannot price batches.
-  std::vector<tick> batch_step;
+  /// A 0 entry is not priced yet: price_batch prices it on first use (the runtime's tables), so a
+  /// run that never batches never asks the cost model - nor notes an estimate it did not use.
+  mutable std::vector<tick> batch_step;
   int max_batch = 1;
+  /// Prices one batched step (k allowed, 2 <= b <= max_batch) in whole microseconds, at least 1;
+  /// empty when every entry was priced up front.
+  std::function<tick(int k, int b)> price_batch;
 
   [[nodiscard]] bool allows(int k) const noexcept {
     return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
@@ -61,6 +67,7 @@ struct shape_costs {
   }
   /// One step of b requests of this shape run together on k devices (b = 1: step_time(k)). A batch
   /// larger than max_batch, or any batch when the cost model cannot price them, is a policy_error.
+  /// The first ask for a (k, b) may call the cost model (price_batch); later ones read the table.
   [[nodiscard]] tick batch_step_time(int k, int b) const {
     if (b == 1) return step_time(k);
     if (!allows(k)) [[unlikely]] throw_not_allowed(k);
@@ -69,7 +76,9 @@ struct shape_costs {
                          std::to_string(shape.width) + " requests: " +
                          (max_batch <= 1 ? std::string("the cost model cannot price batches") : "at most " + std::to_string(max_batch)));
     }
-    return batch_step[static_cast<std::size_t>(b - 2) * step.size() + static_cast<std::size_t>(k)];
+    tick& t = batch_step[static_cast<std::size_t>(b - 2) * step.size() + static_cast<std::size_t>(k)];
+    if (t == 0) [[unlikely]] t = price_batch(k, b);  // first use (always >= 1 once priced)
+    return t;
   }
   [[noreturn]] void throw_not_allowed(int k) const {
     std::string list;
