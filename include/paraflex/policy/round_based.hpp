@@ -65,6 +65,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -281,6 +282,66 @@ class group_knapsack {
 };
 
 namespace round_based_detail {
+
+/// Handles in increasing order, as std::sort would leave them, by an LSD radix sort (8 bits a pass;
+/// a pass where every handle has the same byte is skipped). `scratch` is kept between calls.
+inline void sort_handles(std::vector<request_handle>& a, std::vector<request_handle>& scratch) {
+  if (a.size() < 256) {
+    std::sort(a.begin(), a.end());
+    return;
+  }
+  request_handle any = 0, all = ~request_handle{0};
+  for (request_handle h : a) any |= h, all &= h;
+  scratch.resize(a.size());
+  for (unsigned shift = 0; shift < 32; shift += 8) {
+    if ((((any ^ all) >> shift) & 0xFFu) == 0) continue;
+    std::array<std::uint32_t, 257> start{};
+    for (request_handle h : a) ++start[((h >> shift) & 0xFFu) + 1];
+    for (std::size_t i = 0; i < 256; ++i) start[i + 1] += start[i];
+    for (request_handle h : a) scratch[start[(h >> shift) & 0xFFu]++] = h;
+    a.swap(scratch);
+  }
+}
+
+/// A work-conservation rank: class (0 urgent, 1 late, 2 no deadline), deadline (class 0), handle.
+struct order_key {
+  int cls = 0;
+  tick deadline = 0;
+  request_handle h = 0;
+  std::uint32_t index = 0;  ///< into the candidates
+  friend bool operator<(const order_key& a, const order_key& b) noexcept {
+    return a.cls != b.cls ? a.cls < b.cls : a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h;
+  }
+};
+
+/// Keys read in increasing order but sorted only as far as they are read (a prefix that doubles):
+/// O(n) when the reader stops early, O(n log n) at worst. The keys must be distinct.
+template <class T>
+class sorted_prefix {
+ public:
+  std::vector<T> keys;
+  void reset() noexcept {
+    keys.clear();
+    sorted_ = 0;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return keys.size(); }
+  [[nodiscard]] const T& at(std::size_t i) {
+    if (i >= sorted_) extend(i);
+    return keys[i];
+  }
+
+ private:
+  void extend(std::size_t i) {
+    const std::size_t end = std::min(keys.size(), std::max(i + 1, sorted_ + std::max<std::size_t>(32, sorted_)));
+    const auto first = keys.begin() + static_cast<std::ptrdiff_t>(sorted_);
+    const auto last = keys.begin() + static_cast<std::ptrdiff_t>(end);
+    if (end < keys.size()) std::nth_element(first, last, keys.end());
+    std::sort(first, last);
+    sorted_ = end;
+  }
+  std::size_t sorted_ = 0;
+};
+
 
 [[nodiscard]] inline tick task_cost(const shape_costs& c, task_kind kind, int k) noexcept {
   const auto kk = static_cast<std::size_t>(k);
@@ -505,28 +566,29 @@ class round_based_policy {
     }
 
     // Work conservation: requests with a deadline that the DP left out, most urgent first...
-    order_.clear();
-    for (std::size_t i = 0; i < cands_.size(); ++i) order_.push_back(i);
-    std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
-      const auto& x = cands_[a];
-      const auto& y = cands_[b];
-      const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;  // urgent, then late, then no deadline
-      const int cy = y.deadline == never ? 2 : y.late ? 1 : 0;
-      if (cx != cy) return cx < cy;
-      if (cx == 0 && x.deadline != y.deadline) return x.deadline < y.deadline;
-      return x.h < y.h;  // best effort: arrival order
-    });
-    for (std::size_t i : order_) {
-      auto& c = cands_[i];
+    // The order is sorted only as far as it is read: once the capacity is used up nothing later can
+    // be chosen (every degree is >= 1), and the order - a strict one, ties broken by handle - is the
+    // same as a full sort's.
+    order_.reset();
+    bool zero_degree = false;
+    for (std::size_t i = 0; i < cands_.size(); ++i) {
+      const auto& c = cands_[i];
+      const int cls = c.deadline == never ? 2 : c.late ? 1 : 0;  // urgent, then late, then no deadline
+      order_.keys.push_back({cls, cls == 0 ? c.deadline : 0, c.h, static_cast<std::uint32_t>(i)});  // best effort: arrival order
+      zero_degree = zero_degree || c.degree <= 0;
+    }
+    for (std::size_t j = 0; j < order_.size(); ++j) {
+      if (used >= capacity && !zero_degree) break;
+      auto& c = cands_[order_.at(j).index];
       if (c.chosen || used + c.degree > capacity) continue;
       c.chosen = true;
       used += c.degree;
     }
     // ... then scale-up: leftover GPUs to chosen requests that get strictly faster (not late ones).
     if (opt_.scale_up) {
-      for (std::size_t i : order_) {
+      for (std::size_t j = 0; j < order_.size(); ++j) {
         if (used >= capacity) break;
-        auto& c = cands_[i];
+        auto& c = cands_[order_.at(j).index];
         if (!c.chosen || c.late) continue;
         int best = c.degree;
         for (int k : v.allowed_degrees(c.h)) {
@@ -783,7 +845,7 @@ class round_based_policy {
       }
     }
     if (exclude_planned) return;  // admit() needs no samples
-    std::sort(collected_.begin(), collected_.end());
+    round_based_detail::sort_handles(collected_, sort_scratch_);
   }
   // The reference step: the round_quantile of the step times of every active request - running ones
   // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
@@ -856,7 +918,9 @@ class round_based_policy {
   std::vector<request_handle> members_, recruits_;  // a batched step being formed
   std::vector<candidate> cands_;
   std::vector<tick> samples_;
-  std::vector<std::size_t> item_of_, order_;
+  std::vector<std::size_t> item_of_;
+  round_based_detail::sorted_prefix<round_based_detail::order_key> order_;  // start_round's work-conservation order
+  std::vector<request_handle> sort_scratch_;
   group_knapsack knapsack_;
 };
 
