@@ -806,3 +806,31 @@ TEST_CASE("fault flags parse ID@SECONDS and ID@SECONDS:FACTOR strictly, naming t
   bad_straggler("3@1:2:3", "FACTOR: expected a number, got '2:3'");
   bad_straggler("3@x:2", "SECONDS: expected a number");
 }
+
+namespace {
+// Records the order in which requests arrive, and schedules nothing it does not have to: static:1.
+struct arrival_recorder {
+  static_degree_policy inner{1};
+  std::vector<std::pair<tick, request_handle>> seen;
+  void on_arrival(const scheduler_view& v, request_handle h) { seen.emplace_back(v.now(), h); }
+  void decide(const scheduler_view& v, decision_buffer& out) { inner.decide(v, out); }
+};
+}  // namespace
+
+TEST_CASE("requests submitted out of time order arrive in time order, ties in submission order", "[runtime][arrivals]") {
+  toy_cost cost;
+  simulated_executor ex;
+  arrival_recorder p;
+  scheduler s(cluster{4, 4, "x"}, p, ex, cost);
+  s.reserve(9);
+  // In order, then earlier ones (queued apart from the in-order ones), then ties with both.
+  const tick at[] = {0, 1'000, 5'000, 9'000, 2'000, 1'000, 9'000, 0, 5'000};
+  for (std::size_t i = 0; i < std::size(at); ++i) {
+    s.submit(request_spec{"r" + std::to_string(i), at[i], {"toy", 512, 512, 1}, 2, never, 0, ""});
+  }
+  s.run();
+  const std::vector<std::pair<tick, request_handle>> want = {{0, 0},     {0, 7},     {1'000, 1}, {1'000, 5}, {2'000, 4},
+                                                             {5'000, 2}, {5'000, 8}, {9'000, 3}, {9'000, 6}};
+  CHECK(p.seen == want);
+  for (std::size_t i = 0; i < std::size(at); ++i) CHECK(s.request(static_cast<request_handle>(i)).phase == request_phase::completed);
+}

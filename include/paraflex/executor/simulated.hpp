@@ -34,7 +34,7 @@ class simulated_executor {
  public:
   explicit simulated_executor(std::uint64_t seed = 0, simulation_faults faults = {})
       : rng_(seed), faults_(std::move(faults)) {
-    for (const auto& f : faults_.device_failures) push(f.at, executor_event{f.at, executor_event_kind::device_lost, 0, 0, f.device});
+    for (const auto& f : faults_.device_failures) queue_.push(entry{f.at, seq_++, 0, lost_slot, f.device});
   }
 
   [[nodiscard]] tick now() const noexcept { return now_; }
@@ -54,32 +54,28 @@ class simulated_executor {
       kind = executor_event_kind::task_failed;
       end = now_ + static_cast<tick>(std::llround(uniform() * static_cast<double>(end - now_)));
     }
-    const std::uint32_t slot = track(l);
-    if (l.batch.empty()) {
-      push(end, executor_event{end, kind, l.id, l.request, 0}, slot);
-    } else {
-      for (const auto& m : l.batch) push(end, executor_event{end, kind, l.id, m.request, 0}, slot);
-    }
+    const std::uint32_t slot = track(l, kind);
+    const auto members = static_cast<std::uint32_t>(flights_[slot].members.size());
+    for (std::uint32_t i = 0; i < members; ++i) queue_.push(entry{end, seq_++, l.id, slot, i});
   }
 
   void poll(std::vector<executor_event>& out) {
-    while (!queue_.empty() && queue_.top().ev.time <= now_) {
-      const executor_event ev = queue_.top().ev;
-      queue_top_slot_ = queue_.top().slot;
+    while (!queue_.empty() && queue_.top().time <= now_) {
+      const entry e = queue_.top();
       queue_.pop();
-      if (ev.kind == executor_event_kind::device_lost) {
-        lose_device(ev.device, out);
-        out.push_back(ev);
+      if (e.slot == lost_slot) {
+        lose_device(e.member, out);
+        out.push_back(executor_event{e.time, executor_event_kind::device_lost, 0, 0, e.member});
         continue;
       }
-      flight& f = flights_[queue_top_slot_];
-      if (!f.active || f.id != ev.id) continue;  // already reported failed by a device loss
-      if (--f.pending == 0) untrack(queue_top_slot_);
-      out.push_back(ev);
+      flight& f = flights_[e.slot];
+      if (!f.active || f.id != e.id) continue;  // already reported failed by a device loss
+      out.push_back(executor_event{e.time, f.kind, e.id, f.members[e.member], 0});
+      if (--f.pending == 0) untrack(e.slot);
     }
   }
 
-  [[nodiscard]] tick next_event_time() const noexcept { return queue_.empty() ? never : queue_.top().ev.time; }
+  [[nodiscard]] tick next_event_time() const noexcept { return queue_.empty() ? never : queue_.top().time; }
   void advance_to(tick t) {
     if (t < now_) throw std::logic_error("simulated_executor: time cannot go backwards");
     now_ = t;
@@ -90,19 +86,25 @@ class simulated_executor {
   // needs to look at them all, and only then are their devices recorded.
   struct flight {
     bool active = false;
+    executor_event_kind kind = executor_event_kind::task_done;  // how every member's event reports it
     launch_id id = 0;
     std::uint32_t pending = 0;  // member events not polled yet
     boost::container::small_vector<request_handle, 8> members;
     device_group group, source;
   };
+  // One queued event, 32 bytes (the heap's sift moves them): the rest of a task's event is in its
+  // flight slot, read when it is polled.
   struct entry {
-    executor_event ev;
+    tick time;
     std::uint64_t seq;
-    std::uint32_t slot;  // flights_ index; unused for device losses
-    bool operator>(const entry& o) const noexcept { return ev.time != o.ev.time ? ev.time > o.ev.time : seq > o.seq; }
+    launch_id id;          // the launch (stale when its slot has moved on)
+    std::uint32_t slot;    // flights_ index; lost_slot: a device loss
+    std::uint32_t member;  // index into the flight's members; the device for a device loss
+    bool operator>(const entry& o) const noexcept { return time != o.time ? time > o.time : seq > o.seq; }
   };
+  static constexpr std::uint32_t lost_slot = 0xFFFFFFFFu;
 
-  std::uint32_t track(const task_launch& l) {
+  std::uint32_t track(const task_launch& l, executor_event_kind kind) {
     std::uint32_t slot;
     if (!free_slots_.empty()) {
       slot = free_slots_.back();
@@ -113,6 +115,7 @@ class simulated_executor {
     }
     flight& f = flights_[slot];
     f.active = true;
+    f.kind = kind;
     f.id = l.id;
     f.members.clear();
     if (l.batch.empty()) f.members.push_back(l.request);
@@ -129,10 +132,6 @@ class simulated_executor {
     free_slots_.push_back(slot);
   }
 
-  void push(tick t, executor_event ev, std::uint32_t slot = 0) {
-    ev.time = t;
-    queue_.push(entry{ev, seq_++, slot});
-  }
   // Launches touching a lost device fail now, in launch order, before the loss itself is reported.
   void lose_device(device_id d, std::vector<executor_event>& out) {
     std::vector<std::pair<launch_id, std::uint32_t>> hit;
@@ -155,7 +154,6 @@ class simulated_executor {
   std::priority_queue<entry, std::vector<entry>, std::greater<>> queue_;
   std::vector<flight> flights_;
   std::vector<std::uint32_t> free_slots_;
-  std::uint32_t queue_top_slot_ = 0;
 };
 
 static_assert(VirtualTimeExecutor<simulated_executor> && BatchingExecutor<simulated_executor>);

@@ -144,6 +144,13 @@ class scheduler {
     return h;
   }
 
+  /// Makes room for `requests` submissions in all (a simulator knows its workload's size): the
+  /// request table then never moves while they are submitted.
+  void reserve(std::size_t requests) {
+    state_.requests.reserve(requests);
+    arrivals_.reserve(requests);
+  }
+
   /// The thread-safe client: submit, cancel and status by id from any thread (runtime/client.hpp).
   /// Valid as long as the scheduler.
   [[nodiscard]] request_client& client() noexcept { return client_; }
@@ -839,6 +846,7 @@ class scheduler {
         heap_.push(a);
       }
     }
+    void reserve(std::size_t n) { fifo_.reserve(n); }
     [[nodiscard]] bool empty() const noexcept { return head_ == fifo_.size() && heap_.empty(); }
     [[nodiscard]] const arrival& top() const {
       if (heap_.empty()) return fifo_[head_];
