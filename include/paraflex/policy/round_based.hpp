@@ -70,6 +70,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -283,22 +284,27 @@ class group_knapsack {
 
 namespace round_based_detail {
 
-/// Handles in increasing order, as std::sort would leave them, by an LSD radix sort (8 bits a pass;
-/// a pass where every handle has the same byte is skipped). `scratch` is kept between calls.
-inline void sort_handles(std::vector<request_handle>& a, std::vector<request_handle>& scratch) {
-  if (a.size() < 256) {
+/// Integers (request handles, step times) in increasing order, as std::sort would leave them, by an
+/// LSD radix sort: 8 bits a pass, a pass where every value has the same byte skipped, `scratch` kept
+/// between calls. Short lists, and any negative value, go to std::sort.
+template <class T>
+void radix_sort(std::vector<T>& a, std::vector<T>& scratch) {
+  static_assert(std::is_integral_v<T> && sizeof(T) <= 8);
+  bool short_or_negative = a.size() < 256;
+  if constexpr (std::is_signed_v<T>) short_or_negative = short_or_negative || *std::min_element(a.begin(), a.end()) < 0;
+  if (short_or_negative) {
     std::sort(a.begin(), a.end());
     return;
   }
-  request_handle any = 0, all = ~request_handle{0};
-  for (request_handle h : a) any |= h, all &= h;
+  std::uint64_t any = 0, all = ~std::uint64_t{0};
+  for (T x : a) any |= static_cast<std::uint64_t>(x), all &= static_cast<std::uint64_t>(x);
   scratch.resize(a.size());
-  for (unsigned shift = 0; shift < 32; shift += 8) {
+  for (unsigned shift = 0; shift < 8 * sizeof(T); shift += 8) {
     if ((((any ^ all) >> shift) & 0xFFu) == 0) continue;
     std::array<std::uint32_t, 257> start{};
-    for (request_handle h : a) ++start[((h >> shift) & 0xFFu) + 1];
+    for (T x : a) ++start[((static_cast<std::uint64_t>(x) >> shift) & 0xFFu) + 1];
     for (std::size_t i = 0; i < 256; ++i) start[i + 1] += start[i];
-    for (request_handle h : a) scratch[start[(h >> shift) & 0xFFu]++] = h;
+    for (T x : a) scratch[start[(static_cast<std::uint64_t>(x) >> shift) & 0xFFu]++] = x;
     a.swap(scratch);
   }
 }
@@ -845,7 +851,7 @@ class round_based_policy {
       }
     }
     if (exclude_planned) return;  // admit() needs no samples
-    round_based_detail::sort_handles(collected_, sort_scratch_);
+    round_based_detail::radix_sort(collected_, sort_scratch_);
   }
   // The reference step: the round_quantile of the step times of every active request - running ones
   // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
@@ -856,7 +862,7 @@ class round_based_policy {
     const auto total = static_cast<std::int64_t>(samples_.size()) + outside;
     if (total <= 0) return ticks_per_second;
     const auto at = static_cast<std::int64_t>(opt_.reference_quantile * static_cast<double>(total - 1));
-    std::sort(samples_.begin(), samples_.end());
+    round_based_detail::radix_sort(samples_, samples_scratch_);
     std::int64_t rank = 0;
     std::size_t i = 0;
     auto o = outside_.begin();
@@ -921,6 +927,7 @@ class round_based_policy {
   std::vector<std::size_t> item_of_;
   round_based_detail::sorted_prefix<round_based_detail::order_key> order_;  // start_round's work-conservation order
   std::vector<request_handle> sort_scratch_;
+  std::vector<tick> samples_scratch_;
   group_knapsack knapsack_;
 };
 
