@@ -190,6 +190,7 @@ template <Policy P, CostModel C, class Setup = no_setup>
     };
   }
   setup(sched);
+  sched.reserve(w.requests.size());  // the request table never moves while a large workload is submitted
   for (const auto& r : w.requests) sched.submit(r);
   sched.run();
   executor.hook_ = nullptr;
