@@ -61,10 +61,13 @@
 //   batch_saving=0.25.
 //
 // Cost per decision: the capacity check walks the R unfinished requests with a deadline, kept in
-// deadline order between calls (no sort), with one heap: O(R log R) at worst. A request's need is a
-// binary search on its shape's hull, computed once per shape. Verdicts are stamped with the pass
-// that gave them (no per-call reset), best effort is judged on the spot. The walk of the composed
-// policy then costs what it hands out (compose.hpp).
+// deadline order between calls (no sort), each with a copy of what its need is made of (steps and
+// encode/decode time left, hull, deadline, class), taken again only when its position changes or a
+// device is lost. A need is then a comparison while the request's cheapest degree still meets its
+// deadline, else a binary search on its shape's hull (computed once per shape). The heap of
+// Moore-Hodgson is built only when a window first overflows: O(R) when every window fits, O(R log R)
+// at worst. Verdicts are stamped with the pass that gave them (no per-call reset), best effort is
+// judged on the spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
 
 #include <algorithm>
@@ -126,34 +129,40 @@ class slo_admission {
     };
     const double mean_slo = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : 0.0;
     const int usable = v.usable_device_count();
-    if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable;  // a device was lost
+    if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable, ++epoch_;  // a device was lost
     const double devices = static_cast<double>(usable);
+    const double long_limit = (capacity - reserve) * devices, short_limit = capacity * devices;
     heap_.clear();
     drops_.clear();
+    // The heap is built only when a window first overflows (make_heap, then one push per job): the
+    // order jobs leave it in is fixed by set_aside_first, a total order, whatever the heap's layout.
+    std::size_t heaped = 0;
     double need = 0;
     std::size_t kept = 0;
     for (std::size_t i = 0; i < by_deadline_.size(); ++i) {
-      const auto [deadline, h] = by_deadline_[i];
-      const auto& r = v.request(h);
+      entry& e = by_deadline_[i];
+      const auto& r = v.request(e.h);
       if (r.ended()) continue;
-      by_deadline_[kept++] = by_deadline_[i];
-      const tick w = demand(v, h);
+      if (e.position != r.position || e.epoch != epoch_) refresh(v, e);
+      by_deadline_[kept++] = e;
+      const tick w = need_at(e, now);
       if (w < 0) {  // too late even alone at the fastest degree
-        if (r.phase == request_phase::waiting) set_verdict(h, verdict::unreachable), drops_.push_back(h);
+        if (r.phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
       }
       if (mode == admission_mode::off) continue;
-      heap_.push_back(job{h, w, r.spec.priority});
-      std::push_heap(heap_.begin(), heap_.end(), set_aside_first);
+      heap_.push_back(job{e.h, w, e.priority});
+      if (heaped > 0) std::push_heap(heap_.begin(), heap_.end(), set_aside_first), heaped = heap_.size();
       need += static_cast<double>(w);
-      const bool long_slo = slo_count_ > 0 && static_cast<double>(r.spec.slo) > mean_slo;
-      const double share = long_slo ? capacity - reserve : capacity;
+      const bool long_slo = slo_count_ > 0 && e.slo > mean_slo;
       // A request alone in its window always fits: only competition sets one aside.
-      const double limit = std::max(share * devices * static_cast<double>(deadline - now), static_cast<double>(w));
+      const double limit = std::max((long_slo ? long_limit : short_limit) * static_cast<double>(e.deadline - now), static_cast<double>(w));
+      if (need > limit && heaped == 0) std::make_heap(heap_.begin(), heap_.end(), set_aside_first), heaped = heap_.size();
       while (need > limit) {
         std::pop_heap(heap_.begin(), heap_.end(), set_aside_first);
         const job out = heap_.back();
         heap_.pop_back();
+        heaped = std::max<std::size_t>(heap_.size(), 1);  // stays a heap (also when emptied)
         need -= static_cast<double>(out.w);
         const bool started = v.request(out.h).first_start != never;
         const verdict x = mode == admission_mode::strict && !started ? verdict::reject : verdict::deferred;
@@ -231,13 +240,81 @@ class slo_admission {
     verdict_pass_[h] = pass_;
   }
 
+  // What the walk needs of a request, copied out of the view: its need at any time is a function of
+  // these until its next task ends (position) or a device is lost (epoch).
+  struct entry {
+    tick deadline;
+    request_handle h;
+    std::uint32_t position;  ///< the request's position these were taken at
+    std::uint64_t epoch;     ///< the hulls they were taken from (refresh() when either changes)
+    double slo;
+    int priority;
+    int fast;             ///< the fastest degree on the hull (0: no degree fits; unreachable)
+    std::uint32_t shape;  ///< hulls_ index
+    double steps;         ///< steps remaining
+    tick stages;          ///< time of the rest (encode, decode) at the fastest degree
+    tick cheap_until;     ///< up to this time the cheapest hull point is fast enough: need = w_cheap
+    tick w_cheap;
+  };
+
   // Inserts h into the deadline order once.
   void track(const scheduler_view& v, request_handle h) {
     if (tracked_.size() <= h) tracked_.resize(static_cast<std::size_t>(h) + 1, 0);
     if (tracked_[h]) return;
     tracked_[h] = 1;
-    const std::pair<tick, request_handle> e{v.request(h).deadline(), h};
-    by_deadline_.insert(std::lower_bound(by_deadline_.begin(), by_deadline_.end(), e), e);
+    const auto& r = v.request(h);
+    entry e{};
+    e.deadline = r.deadline();
+    e.h = h;
+    e.slo = static_cast<double>(r.spec.slo);
+    e.priority = r.spec.priority;
+    refresh(v, e);
+    by_deadline_.insert(std::lower_bound(by_deadline_.begin(), by_deadline_.end(), e,
+                                         [](const entry& a, const entry& b) { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; }),
+                        e);
+  }
+  void refresh(const scheduler_view& v, entry& e) {
+    if (hull_devices_ < 0) hull_devices_ = v.usable_device_count();
+    const auto& r = v.request(e.h);
+    e.position = r.position;
+    e.epoch = epoch_;
+    const auto& hull = cost_hull(v, e.h);
+    e.shape = r.shape;
+    e.steps = static_cast<double>(r.steps_remaining());
+    if (hull.empty()) {
+      e.fast = 0;
+      return;
+    }
+    e.fast = hull.back().k;
+    e.stages = v.remaining_time(e.h, e.fast) - static_cast<tick>(r.steps_remaining()) * v.step_time(e.h, e.fast);
+    e.cheap_until = e.deadline - e.stages - static_cast<tick>(r.steps_remaining()) * hull.front().time;
+    e.w_cheap = static_cast<tick>(e.steps * static_cast<double>(hull.front().cost)) + static_cast<tick>(e.fast) * e.stages;
+  }
+  // demand() from an entry, with the same arithmetic. Up to cheap_until the answer is w_cheap: then
+  // steps x time(0) <= budget in integers, so the rounded budget / steps is >= time(0) too, and the
+  // search below stops at point 0 with no mix.
+  [[nodiscard]] tick need_at(const entry& e, tick now) const {
+    if (e.fast == 0) return -1;
+    if (now <= e.cheap_until) return e.w_cheap;
+    const auto& hull = hulls_[e.shape];
+    const double steps = e.steps;
+    const double budget = static_cast<double>(e.deadline - now - e.stages);
+    if (budget < steps * static_cast<double>(hull.back().time)) return -1;
+    const double per_step = steps > 0 ? budget / steps : static_cast<double>(never);
+    std::size_t lo = 0, hi = hull.size() - 1;
+    while (lo < hi) {
+      const std::size_t mid = (lo + hi) / 2;
+      if (static_cast<double>(hull[mid].time) <= per_step) hi = mid;
+      else lo = mid + 1;
+    }
+    double cost_per_step = static_cast<double>(hull[lo].cost);
+    if (lo > 0) {
+      const auto& a = hull[lo - 1];
+      const auto& b = hull[lo];
+      const double x = (per_step - static_cast<double>(b.time)) / static_cast<double>(a.time - b.time);
+      cost_per_step = x * static_cast<double>(a.cost) + (1 - x) * static_cast<double>(b.cost);
+    }
+    return static_cast<tick>(steps * cost_per_step) + static_cast<tick>(e.fast) * e.stages;
   }
 
   struct hull_point {
@@ -289,10 +366,11 @@ class slo_admission {
   std::size_t known_ = 0;                    // how many of seen_ are set
   std::vector<job> heap_;
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
-  std::vector<std::pair<tick, request_handle>> by_deadline_;  // unfinished requests with a deadline
+  std::vector<entry> by_deadline_;      // unfinished requests with a deadline, by (deadline, handle)
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
   int hull_devices_ = -1;
+  std::uint64_t epoch_ = 0;  // hulls_ cleared this many times
 };
 
 // ============================================================================================
