@@ -61,13 +61,20 @@
 //   batch_saving=0.25.
 //
 // Cost per decision: the capacity check walks the R unfinished requests with a deadline, kept in
-// deadline order between calls (no sort), each with a copy of what its need is made of (steps and
-// encode/decode time left, hull, deadline, class), taken again only when its position changes or a
-// device is lost. A need is then a comparison while the request's cheapest degree still meets its
-// deadline, else a binary search on its shape's hull (computed once per shape). The heap of
-// Moore-Hodgson is built only when a window first overflows: O(R) when every window fits, O(R log R)
-// at worst. Verdicts are stamped with the pass that gave them (no per-call reset), best effort is
-// judged on the spot. The walk of the composed policy then costs what it hands out (compose.hpp).
+// deadline order between calls (no sort; arrivals are merged in by the next check), each with a copy
+// of what its need is made of (steps and encode/decode time left, hull, deadline, class), taken again
+// only when its task ends (on_task_end) or a device is lost; with every hook forwarded the walk reads
+// no request record. A need is then a comparison while the request's cheapest degree still meets its
+// deadline, else a binary search on its shape's hull (computed once per shape). Moore-Hodgson's heap
+// is built only when a window first overflows: O(R) when every window fits, O(R log R) at worst.
+// Exact regime: up to slo_admission::exact_limit (4096) such requests, the check runs at every
+// decision - every setup of docs/results.md stays there, with the same schedules as a check at every
+// decision. Above it, the check runs once every ceil(R / exact_limit) decisions: in between the
+// verdicts of the last check stand (a request that becomes unreachable is dropped at the next one)
+// and requests that arrive wait for the next check (deferred), so a decision costs about
+// exact_limit requests' worth on average, and one decision in ceil(R / exact_limit) the whole pass.
+// Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
+// spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
 
 #include <algorithm>
@@ -92,6 +99,10 @@ class slo_admission {
   double reserve = 0.1;         ///< taken off capacity for requests with a longer-than-mean SLO
   double best_effort_age = 10;  ///< best effort is admitted after this many times its latency alone
 
+  /// Above this many unfinished requests with a deadline, the capacity check runs once every
+  /// ceil(R / exact_limit) decisions instead of at every one (see "Cost per decision" above).
+  std::size_t exact_limit = 4096;
+
   void on_arrival(const scheduler_view& v, request_handle h) {
     if (seen_.size() <= h) seen_.resize(static_cast<std::size_t>(h) + 1, 0);
     if (seen_[h]) return;
@@ -102,33 +113,50 @@ class slo_admission {
     slo_sum_ += static_cast<double>(r.spec.slo);
     ++slo_count_;
     track(v, h);
+    // Waits for the next check (the next begin() when every decision checks).
+    set_verdict(h, verdict::deferred);
   }
   void on_request_end(const scheduler_view&, request_handle h) {
     if (h >= seen_.size() || !seen_[h]) return;  // ended before it arrived (cancelled)
     seen_[h] = 0;
     --known_;
+    if (h < mark_.size()) mark_[h] |= ended;
+  }
+  void on_task_end(const scheduler_view&, request_handle h, bool) {
+    task_hooks_ = true;
+    if (h < mark_.size()) mark_[h] |= moved;
   }
 
   void begin(const scheduler_view& v) {
     const tick now = v.now();
-    ++pass_;  // verdicts of earlier passes no longer count: every request is admitted unless set aside below
     // Requests this part was not told about (a host without on_arrival): tracked now.
-    if (known_ != v.waiting().size() + v.running().size()) {
+    const bool told = known_ == v.waiting().size() + v.running().size();
+    if (!told) {
       for (const handle_set* list : {&v.running(), &v.waiting()}) {
         for (request_handle h : *list) {
           if (v.request(h).has_deadline()) track(v, h);
         }
       }
     }
+    const int usable = v.usable_device_count();
+    const std::size_t tracked = by_deadline_.size() + pending_.size();
+    if (tracked > exact_limit && usable == hull_devices_ && (++skipped_ + 1) * exact_limit < tracked) {
+      return;  // the verdicts of the last check stand
+    }
+    skipped_ = 0;
+    ++pass_;  // verdicts of earlier passes no longer count: every request is admitted unless set aside below
+    // With every hook called (arrivals, ends, task ends), the marks say which requests ended or moved
+    // on, and the walk never reads the requests' records (a cache miss each, at a large R).
+    const bool trust = told && task_hooks_;
     // Moore-Hodgson over the deadline windows, walking the requests by deadline (kept sorted
-    // across calls: deadlines never change, so no sort per decision); ended ones are removed.
+    // across calls: deadlines never change, so no sort per decision; new ones are merged in);
+    // ended ones are removed.
     const auto set_aside_first = [](const job& a, const job& b) {  // heap top: lowest class, largest need
       if (a.priority != b.priority) return a.priority > b.priority;
       if (a.w != b.w) return a.w < b.w;
       return a.h < b.h;  // later arrival first
     };
     const double mean_slo = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : 0.0;
-    const int usable = v.usable_device_count();
     if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable, ++epoch_;  // a device was lost
     const double devices = static_cast<double>(usable);
     const double long_limit = (capacity - reserve) * devices, short_limit = capacity * devices;
@@ -138,16 +166,29 @@ class slo_admission {
     // order jobs leave it in is fixed by set_aside_first, a total order, whatever the heap's layout.
     std::size_t heaped = 0;
     double need = 0;
-    std::size_t kept = 0;
-    for (std::size_t i = 0; i < by_deadline_.size(); ++i) {
-      entry& e = by_deadline_[i];
-      const auto& r = v.request(e.h);
-      if (r.ended()) continue;
-      if (e.position != r.position || e.epoch != epoch_) refresh(v, e);
-      by_deadline_[kept++] = e;
+    const bool merging = !pending_.empty();
+    if (merging) std::sort(pending_.begin(), pending_.end(), by_deadline), next_.clear();
+    std::size_t kept = 0, i = 0, j = 0;
+    for (;;) {
+      entry* pe = nullptr;
+      if (j < pending_.size() && (i == by_deadline_.size() || by_deadline(pending_[j], by_deadline_[i]))) pe = &pending_[j++];
+      else if (i < by_deadline_.size()) pe = &by_deadline_[i++];
+      else break;
+      entry& e = *pe;
+      const request_record* r = nullptr;
+      if (trust) {
+        if (mark_[e.h] & ended) continue;
+        if ((mark_[e.h] & moved) || e.epoch != epoch_) refresh(v, e);
+      } else {
+        r = &v.request(e.h);
+        if (r->ended()) continue;
+        if (e.position != r->position || e.epoch != epoch_) refresh(v, e);
+      }
+      if (merging) next_.push_back(e);
+      else by_deadline_[kept++] = e;
       const tick w = need_at(e, now);
       if (w < 0) {  // too late even alone at the fastest degree
-        if (r.phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
+        if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
       }
       if (mode == admission_mode::off) continue;
@@ -170,8 +211,12 @@ class slo_admission {
         if (x == verdict::reject) drops_.push_back(out.h);
       }
     }
-    by_deadline_.resize(kept);
+    if (merging) by_deadline_.swap(next_), pending_.clear();
+    else by_deadline_.resize(kept);
   }
+
+  /// How many times begin() has run the capacity check (fewer than its calls above exact_limit).
+  [[nodiscard]] std::uint64_t checks() const noexcept { return pass_; }
 
   /// The requests begin() judged unreachable or rejected: composed_policy drops them at every call,
   /// wherever they stand in the order.
@@ -269,15 +314,17 @@ class slo_admission {
     e.slo = static_cast<double>(r.spec.slo);
     e.priority = r.spec.priority;
     refresh(v, e);
-    by_deadline_.insert(std::lower_bound(by_deadline_.begin(), by_deadline_.end(), e,
-                                         [](const entry& a, const entry& b) { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; }),
-                        e);
+    pending_.push_back(e);  // merged into the order by the next check
+    if (mark_.size() <= h) mark_.resize(static_cast<std::size_t>(h) + 1, 0);
+    mark_[h] = 0;
   }
+  static bool by_deadline(const entry& a, const entry& b) noexcept { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; }
   void refresh(const scheduler_view& v, entry& e) {
     if (hull_devices_ < 0) hull_devices_ = v.usable_device_count();
     const auto& r = v.request(e.h);
     e.position = r.position;
     e.epoch = epoch_;
+    if (e.h < mark_.size()) mark_[e.h] &= static_cast<unsigned char>(~moved);
     const auto& hull = cost_hull(v, e.h);
     e.shape = r.shape;
     e.steps = static_cast<double>(r.steps_remaining());
@@ -367,6 +414,12 @@ class slo_admission {
   std::vector<job> heap_;
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<entry> by_deadline_;      // unfinished requests with a deadline, by (deadline, handle)
+  std::vector<entry> pending_;          // tracked since the last check, not yet in by_deadline_
+  std::vector<entry> next_;             // the merge's output (swapped with by_deadline_)
+  static constexpr unsigned char ended = 1, moved = 2;
+  std::vector<unsigned char> mark_;     // by handle: ended, or a task ended since refresh()
+  bool task_hooks_ = false;             // on_task_end is called (so marks say who moved)
+  std::size_t skipped_ = 0;             // decisions since the last check
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
   int hull_devices_ = -1;

@@ -1,0 +1,209 @@
+// slo_admission's bookkeeping (slo_aware.hpp): the per-request copies its capacity check walks, the
+// marks its hooks set, and the regime above exact_limit where the check runs once every
+// ceil(R / exact_limit) decisions. Checked against a second admission part that runs the exact check
+// at every decision on the same views.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "paraflex/executor/simulated.hpp"
+#include "paraflex/policy/slo_aware.hpp"
+#include "paraflex/runtime/scheduler.hpp"
+
+using namespace paraflex;
+
+namespace {
+
+struct toy_cost {  // small shapes gain nothing from more devices, large ones about k^0.8
+  [[nodiscard]] double step_seconds(const request_shape& s, int k) const {
+    const double tokens = latent_tokens(s);
+    const double scale = tokens >= 4096 ? std::pow(static_cast<double>(k), 0.8) : tokens >= 1024 ? std::pow(static_cast<double>(k), 0.5) : 1.0;
+    return 2e-4 * tokens / scale + 0.01 * (k - 1);
+  }
+  [[nodiscard]] bool allows_degree(const request_shape&, int k) const { return k >= 1; }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.004 : 0.002; }
+};
+
+// Overloaded at times, with best effort, hopeless deadlines and two priority classes.
+std::vector<request_spec> busy_workload(std::uint64_t seed, int n, double gap_s) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int sizes[] = {256, 512, 1024, 2048};
+  std::vector<request_spec> out;
+  double t = 0;
+  for (int i = 0; i < n; ++i) {
+    t += -std::log(1.0 - u(rng)) * gap_s;
+    request_spec r;
+    r.id = std::to_string(i + 1);
+    r.arrival = *to_ticks(t);
+    const int px = sizes[static_cast<std::size_t>(u(rng) * 4) % 4];
+    r.shape = request_shape{"toy", px, px, 1};
+    r.steps = 3 + static_cast<int>(u(rng) * 10);
+    const double p = u(rng);
+    const double alone = toy_cost{}.step_seconds(r.shape, 1) * r.steps;
+    r.slo = p < 0.15 ? never : *to_ticks((p < 0.2 ? 0.3 : 1.2 + 4 * u(rng)) * alone);
+    r.priority = u(rng) < 0.2 ? 1 : 0;
+    out.push_back(r);
+  }
+  return out;
+}
+
+struct verdict_of {
+  admission_verdict verdict;
+  std::string reason;
+  friend bool operator==(const verdict_of&, const verdict_of&) = default;
+};
+verdict_of judged(const slo_admission& a, const scheduler_view& v, request_handle h) {
+  const admission x = a.judge(v, h);
+  return {x.verdict, std::string(x.reason)};
+}
+
+// Schedules with slo-aware and, on the same views, keeps three more admission parts: `exact` checks at
+// every decision, `lazy` with exact_limit = 3, `untold` is not told of task ends (so it reads the
+// requests' records instead of trusting its marks). Compares their verdicts at every decision.
+struct observer {
+  slo_aware_policy inner;
+  slo_admission exact, lazy, untold;
+  std::vector<unsigned char> arrived_since;  // by handle: arrived after lazy's last check
+  std::uint64_t checks = 0, skips = 0, compared = 0, mismatches = 0, not_deferred = 0, untold_mismatches = 0;
+  observer() { lazy.exact_limit = 3; }
+
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    exact.begin(v);
+    untold.begin(v);
+    const std::uint64_t before = lazy.checks();
+    lazy.begin(v);
+    const bool checked = lazy.checks() != before;
+    checks += checked;
+    skips += !checked;
+    for (const handle_set* list : {&v.running(), &v.waiting()}) {
+      for (request_handle h : *list) {
+        if (!v.request(h).has_deadline()) continue;
+        untold_mismatches += !(judged(exact, v, h) == judged(untold, v, h));
+        if (checked) {
+          ++compared;
+          mismatches += !(judged(exact, v, h) == judged(lazy, v, h));
+        } else if (h < arrived_since.size() && arrived_since[h]) {
+          not_deferred += lazy.judge(v, h).verdict != admission_verdict::defer;
+        }
+      }
+    }
+    if (checked) std::fill(arrived_since.begin(), arrived_since.end(), 0);
+    inner.decide(v, out);
+  }
+  void on_arrival(const scheduler_view& v, request_handle h) {
+    exact.on_arrival(v, h);
+    lazy.on_arrival(v, h);
+    untold.on_arrival(v, h);
+    if (arrived_since.size() <= h) arrived_since.resize(h + 1, 0);
+    arrived_since[h] = 1;
+    inner.on_arrival(v, h);
+  }
+  void on_request_end(const scheduler_view& v, request_handle h) {
+    exact.on_request_end(v, h);
+    lazy.on_request_end(v, h);
+    untold.on_request_end(v, h);
+    inner.on_request_end(v, h);
+  }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) {
+    exact.on_task_end(v, h, ok);
+    lazy.on_task_end(v, h, ok);
+    inner.on_task_end(v, h, ok);
+  }
+};
+
+struct outcome {
+  std::vector<request_record> records;
+  std::map<std::string, int> ends;
+};
+template <Policy P>
+outcome run(P& p, const std::vector<request_spec>& reqs, cluster c) {
+  toy_cost cost;
+  simulated_executor ex(0);
+  scheduler s(c, p, ex, cost);
+  outcome o;
+  s.on_request_end([&](const request_record& r) { ++o.ends[r.spec.id]; });
+  for (const auto& r : reqs) s.submit(r);
+  s.run();
+  o.records = s.state().requests;
+  return o;
+}
+
+bool same_schedule(const outcome& a, const outcome& b) {
+  if (a.records.size() != b.records.size()) return false;
+  for (std::size_t i = 0; i < a.records.size(); ++i) {
+    const auto& x = a.records[i];
+    const auto& y = b.records[i];
+    if (x.phase != y.phase || x.finish != y.finish || x.first_start != y.first_start || x.drop_reason != y.drop_reason ||
+        x.migrations != y.migrations)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("the lazy admission check agrees with the exact one whenever it runs, and defers newcomers in between",
+          "[slo][slo-aware]") {
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    INFO("seed " << seed);
+    const int gpus = seed % 2 ? 4 : 8;
+    observer o;
+    const auto reqs = busy_workload(seed, 150, 0.15);
+    const auto r = run(o, reqs, cluster{gpus, 4, "toy"});
+    CHECK(o.checks > 0);
+    CHECK(o.skips > 0);  // the lazy regime was met
+    CHECK(o.compared > 0);
+    CHECK(o.mismatches == 0);
+    CHECK(o.not_deferred == 0);
+    for (const auto& rec : r.records) REQUIRE(rec.ended());
+  }
+}
+
+TEST_CASE("the admission check gives the same verdicts whether or not it is told of task ends", "[slo][slo-aware]") {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    INFO("seed " << seed);
+    observer o;
+    o.lazy.exact_limit = static_cast<std::size_t>(-1);
+    const auto reqs = busy_workload(seed, 200, 0.1);
+    run(o, reqs, cluster{8, 4, "toy"});
+    CHECK(o.compared > 0);
+    CHECK(o.untold_mismatches == 0);
+    CHECK(o.mismatches == 0);
+  }
+}
+
+TEST_CASE("slo-aware above its exact limit still ends every request exactly once", "[slo][slo-aware]") {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    INFO("seed " << seed);
+    const auto reqs = busy_workload(seed, 300, 0.05);
+    slo_aware_policy p;
+    p.admission_part().exact_limit = 2;
+    const auto r = run(p, reqs, cluster{8, 4, "toy"});
+    REQUIRE(r.records.size() == reqs.size());
+    int dropped = 0, completed = 0;
+    for (const auto& rec : r.records) {
+      REQUIRE(rec.ended());
+      CHECK(r.ends.at(rec.spec.id) == 1);
+      if (rec.phase == request_phase::dropped) CHECK_FALSE(rec.drop_reason.empty());
+      dropped += rec.phase == request_phase::dropped;
+      completed += rec.phase == request_phase::completed;
+    }
+    CHECK(completed > 0);
+    CHECK(dropped > 0);  // overloaded: some are set aside and dropped once hopeless
+  }
+}
+
+TEST_CASE("slo-aware at or under its exact limit schedules as with no limit", "[slo][slo-aware]") {
+  const auto reqs = busy_workload(7, 120, 0.1);
+  slo_aware_policy a, b;
+  b.admission_part().exact_limit = reqs.size();
+  a.admission_part().exact_limit = static_cast<std::size_t>(-1);
+  CHECK(same_schedule(run(a, reqs, cluster{4, 4, "toy"}), run(b, reqs, cluster{4, 4, "toy"})));
+}
