@@ -73,6 +73,7 @@
 // verdicts of the last check stand (a request that becomes unreachable is dropped at the next one)
 // and requests that arrive wait for the next check (deferred), so a decision costs about
 // exact_limit requests' worth on average, and one decision in ceil(R / exact_limit) the whole pass.
+// A check is never skipped while nothing runs (no task end would come to bring the next one).
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
 // spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
@@ -140,7 +141,10 @@ class slo_admission {
     }
     const int usable = v.usable_device_count();
     const std::size_t tracked = by_deadline_.size() + pending_.size();
-    if (tracked > exact_limit && usable == hull_devices_ && (++skipped_ + 1) * exact_limit < tracked) {
+    // Skipped only while a task is in flight: its end brings the next decision, so deferred
+    // newcomers cannot stall a run with nothing else to wake it.
+    if (tracked > exact_limit && pass_ > 0 && usable == hull_devices_ && !v.running().empty() &&
+        (++skipped_ + 1) * exact_limit < tracked) {
       return;  // the verdicts of the last check stand
     }
     skipped_ = 0;
