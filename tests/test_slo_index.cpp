@@ -207,3 +207,29 @@ TEST_CASE("slo-aware at or under its exact limit schedules as with no limit", "[
   a.admission_part().exact_limit = static_cast<std::size_t>(-1);
   CHECK(same_schedule(run(a, reqs, cluster{4, 4, "toy"}), run(b, reqs, cluster{4, 4, "toy"})));
 }
+
+TEST_CASE("slo-aware above its exact limit serves a burst that arrives while nothing runs", "[slo][slo-aware]") {
+  // Two bursts far apart: when the second arrives every device is idle, so no task end would come to
+  // bring a skipped check; the newcomers must still be judged and run, not left to stall.
+  std::vector<request_spec> reqs;
+  for (int burst = 0; burst < 2; ++burst) {
+    for (int i = 0; i < 6; ++i) {
+      request_spec r;
+      r.id = std::to_string(burst * 6 + i + 1);
+      r.arrival = *to_ticks(burst * 1000.0);
+      r.shape = request_shape{"toy", 256, 256, 1};
+      r.steps = 4;
+      r.slo = *to_ticks(100.0);
+      reqs.push_back(r);
+    }
+  }
+  slo_aware_policy p;
+  p.admission_part().exact_limit = 2;
+  const auto r = run(p, reqs, cluster{2, 2, "toy"});
+  REQUIRE(r.records.size() == reqs.size());
+  for (const auto& rec : r.records) {
+    INFO("request " << rec.spec.id << " " << rec.drop_reason);
+    CHECK(rec.phase == request_phase::completed);
+    CHECK(r.ends.at(rec.spec.id) == 1);
+  }
+}
