@@ -834,3 +834,44 @@ TEST_CASE("requests submitted out of time order arrive in time order, ties in su
   CHECK(p.seen == want);
   for (std::size_t i = 0; i < std::size(at); ++i) CHECK(s.request(static_cast<request_handle>(i)).phase == request_phase::completed);
 }
+
+// ---- Host timing of the policy calls ----------------------------------------------------------------
+
+TEST_CASE("a histogram of sampled calls counts every call and weighs each sample by the calls it stands for", "[runtime][timing]") {
+  duration_histogram h;
+  CHECK(h.mean() == 0.0);
+  CHECK(h.quantile(0.99) == 0.0);
+  h.skip();  // a call that was not timed: counted, no sample
+  CHECK(h.count() == 1);
+  CHECK(h.mean() == 0.0);
+  h.add(2.0);
+  h.add(10.0, 3);  // stands for three calls
+  h.skip();
+  h.skip();
+  CHECK(h.count() == 5);
+  CHECK(h.mean() == Approx((2.0 + 3 * 10.0) / 4));
+  CHECK(h.max() == 10.0);
+  // Three of the four weighted calls took 10 us: the median is in 10's bucket, not 2's.
+  CHECK(h.quantile(0.5) == Approx(10.0).epsilon(0.07));
+  CHECK(h.quantile(0.25) == Approx(2.0).epsilon(0.07));
+}
+
+TEST_CASE("a long run, whose policy calls are timed only in part, still counts every call", "[runtime][timing]") {
+  const workload w{"t.csv", random_requests(5, 3000, 0.02)};
+  rssp_policy p;
+  simulated_executor ex;
+  toy_cost cost;
+  scheduler s(cluster{8, 8, "x"}, p, ex, cost);
+  for (const auto& r : w.requests) s.submit(r);
+  s.run();
+  const auto& st = s.stats();
+  REQUIRE(st.decisions > 4 * decision_stats::timed_calls);  // most calls are past the timed ones
+  CHECK(st.host_us.count() == st.decisions);
+  CHECK(st.host_us.mean() > 0.0);
+  CHECK(st.host_us.quantile(0.99) >= st.host_us.quantile(0.5));
+  // The report's decision count is every call, timed or not.
+  run_metrics m;
+  set_decision_timings(m, st.host_us, 1.0);
+  CHECK(m.decisions == st.decisions);
+  CHECK(m.decision_us_mean == st.host_us.mean());
+}

@@ -1,9 +1,14 @@
 // paraflex/core/duration_histogram.hpp - host-time samples in constant memory.
 //
-// The runtime times every policy call. A day of traffic is tens of millions of calls, so keeping each
+// The runtime times its policy calls. A day of traffic is tens of millions of calls, so keeping each
 // sample (as a vector would) costs hundreds of MB; this histogram keeps a count, a sum, a maximum and
 // 16 buckets per power of two from 1/16 us up, so a quantile is exact to within 6.25%.
 // Host timings are outside the deterministic output, so an approximate p99 is what a report needs.
+//
+// A caller may time only a sample of the calls (a clock read costs about as much as a cheap policy
+// call): skip() counts a call that was not timed, and a timed one stands for `weight` calls (the
+// inverse of its sampling rate), so mean and quantiles estimate those of every call while count()
+// stays exact.
 #pragma once
 
 #include <algorithm>
@@ -20,23 +25,30 @@ class duration_histogram {
   static constexpr int octaves = 40;  // 1/16 us .. 2^36 us (19 hours)
   static constexpr double smallest_us = 1.0 / 16.0;
 
-  void add(double us) noexcept {
+  /// One call that took `us` microseconds; as a sample it stands for `weight` calls (1: every call is timed).
+  void add(double us, std::uint64_t weight = 1) noexcept {
     ++count_;
-    sum_ += us;
+    weight_ += weight;
+    sum_ += us * static_cast<double>(weight);
     max_ = std::max(max_, us);
-    ++buckets_[bucket_of(us)];
+    buckets_[bucket_of(us)] += weight;
   }
+  /// One call that was not timed: counted; its time is estimated by the weighted samples.
+  void skip() noexcept { ++count_; }
+  /// Calls recorded, timed or not.
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
   [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(count_); }
   [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  /// Estimated total time of every call (the weighted sum of the samples).
   [[nodiscard]] double sum() const noexcept { return sum_; }
+  /// The largest sample.
   [[nodiscard]] double max() const noexcept { return max_; }
-  [[nodiscard]] double mean() const noexcept { return count_ ? sum_ / static_cast<double>(count_) : 0.0; }
+  [[nodiscard]] double mean() const noexcept { return weight_ ? sum_ / static_cast<double>(weight_) : 0.0; }
   /// The q-quantile (0..1): the geometric middle of the bucket holding it, capped by the maximum.
   [[nodiscard]] double quantile(double q) const noexcept {
-    if (count_ == 0) return 0.0;
+    if (weight_ == 0) return 0.0;
     if (q >= 1.0) return max_;
-    const auto rank = static_cast<std::uint64_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(count_)));
+    const auto rank = static_cast<std::uint64_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(weight_)));
     std::uint64_t seen = 0;
     for (std::size_t b = 0; b < buckets_.size(); ++b) {
       seen += buckets_[b];
@@ -67,7 +79,8 @@ class duration_histogram {
     return smallest_us * std::ldexp(1.0 + static_cast<double>(sub) / buckets_per_octave, static_cast<int>(e));
   }
 
-  std::uint64_t count_ = 0;
+  std::uint64_t count_ = 0;   // calls
+  std::uint64_t weight_ = 0;  // calls the samples stand for (= count_ when every call is timed)
   double sum_ = 0;
   double max_ = 0;
   std::array<std::uint64_t, bucket_count> buckets_{};

@@ -85,7 +85,13 @@ struct scheduler_options {
 struct decision_stats {
   std::uint64_t decisions = 0;
   std::uint64_t rejected = 0;    ///< invalid decisions skipped (strict = false)
-  duration_histogram host_us;    ///< one sample per call, microseconds (constant memory)
+  duration_histogram host_us;    ///< one entry per call, microseconds (constant memory); see timed_calls
+  /// Every call up to this many is timed; after that one in sample_period, drawn by a fixed-seed
+  /// generator (no aliasing with periodic patterns), weighted sample_period. Two clock reads cost
+  /// about as much as a cheap policy call, so a long run's timing would otherwise be a large part
+  /// of its host time; its mean and p99 stay estimates from thousands of samples.
+  static constexpr std::uint64_t timed_calls = 1024;
+  static constexpr std::uint64_t sample_period = 8;
 };
 
 template <Policy P, Executor E, CostModel C>
@@ -573,11 +579,17 @@ class scheduler {
     // skipped, also at a requested wake-up; the policy runs again at the next event.
     if (state_.waiting.empty() && period_ == never) return;
     buffer_.clear();
-    const auto t0 = std::chrono::steady_clock::now();
-    policy_.decide(view_, buffer_);
-    const auto t1 = std::chrono::steady_clock::now();
+    if (timed_call()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      policy_.decide(view_, buffer_);
+      const auto t1 = std::chrono::steady_clock::now();
+      stats_.host_us.add(std::chrono::duration<double, std::micro>(t1 - t0).count(),
+                         stats_.decisions < decision_stats::timed_calls ? 1 : decision_stats::sample_period);
+    } else {
+      policy_.decide(view_, buffer_);
+      stats_.host_us.skip();
+    }
     ++stats_.decisions;
-    stats_.host_us.add(std::chrono::duration<double, std::micro>(t1 - t0).count());
     const bool changed = apply(buffer_);
     if (buffer_.wake_time() > state_.now && buffer_.wake_time() < wake_) wake_ = buffer_.wake_time();
     // Stall guard: nothing runs, nothing arrives, and the policy keeps changing nothing.
@@ -588,6 +600,15 @@ class scheduler {
       idle_calls_ = 0;
       stall_all("policy_stalled");
     }
+  }
+
+  // Whether this policy call is timed (decision_stats::timed_calls, sample_period).
+  bool timed_call() noexcept {
+    if (stats_.decisions < decision_stats::timed_calls) return true;
+    sample_rng_ ^= sample_rng_ << 13;  // xorshift64
+    sample_rng_ ^= sample_rng_ >> 7;
+    sample_rng_ ^= sample_rng_ << 17;
+    return sample_rng_ % decision_stats::sample_period == 0;
   }
 
   bool reject(const std::string& why) {
@@ -889,6 +910,7 @@ class scheduler {
   tick period_ = never;
   tick next_tick_ = never;
   std::uint32_t idle_calls_ = 0;
+  std::uint64_t sample_rng_ = 0x9E3779B97F4A7C15ULL;  // timed_call's draws (host timing only)
   bool dirty_ = false;
   // The client: shared with other threads behind a pointer; the rest is the scheduler thread's.
   std::unique_ptr<detail::client_shared> shared_ = std::make_unique<detail::client_shared>();
