@@ -193,7 +193,10 @@ class scheduler {
         stall_all("policy_stalled");
         break;
       }
-      turn_to(t);
+      // turn_to(t) without its checks: t is next_wakeup(), never before now.
+      executor_.advance_to(t);
+      state_.now = t;
+      process_due();
     }
   }
 
@@ -435,7 +438,7 @@ class scheduler {
       r.gpu_busy_s += to_seconds(spent);
       if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ok, ev.id, 1});
     }
-    r.occupied = device_group{};
+    if (!r.occupied.empty()) r.occupied = device_group{};
     const task_desc done = r.launch_task;
 
     if (ev.kind == executor_event_kind::task_failed) {
@@ -822,7 +825,7 @@ class scheduler {
   // (destination + idle sources); empty for a task, which holds exactly run_group.
   void start(request_handle h, task_desc t, device_group occupied, tick duration) {
     auto& r = state_.requests[h];
-    task_launch l;
+    task_launch& l = launch_;  // reused: no construction of its two groups per task
     l.id = ++next_launch_;
     l.request = h;
     l.task = t;
@@ -830,6 +833,7 @@ class scheduler {
     l.expected_duration = duration;
     l.group = r.run_group;
     if (t.kind == task_kind::migrate) l.source = r.state_group;
+    else if (!l.source.empty()) l.source = device_group{};
     for (device_id d : occupied.empty() ? r.run_group : occupied) {
       state_.free.reset(d);
       state_.busy_until[d] = state_.now + duration;
@@ -897,6 +901,7 @@ class scheduler {
   };
   std::vector<batch_flight> batches_in_flight_;
   std::vector<batch_member> members_;  // scratch: the batch being launched
+  task_launch launch_;                 // scratch: start()'s launch (batch stays empty)
   device_set claimed_;
   decision_stats stats_;
   std::vector<std::string> rejections_;
