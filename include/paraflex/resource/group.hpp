@@ -33,7 +33,16 @@ class device_group {
   device_group(std::initializer_list<device_id> ranks) { assign(ranks.begin(), ranks.size()); }
   explicit device_group(std::span<const device_id> ranks) { assign(ranks.data(), ranks.size()); }
   device_group(const device_group&) = default;
-  device_group& operator=(const device_group&) = default;
+  // The spilled ranks are copied only when either side has any: a copy of a group of up to 16 is
+  // then the inline array and two words, with no call into std::vector.
+  device_group& operator=(const device_group& o) {
+    if (this == &o) return *this;
+    n_ = o.n_;
+    inline_ = o.inline_;
+    hash_ = o.hash_;
+    if (!o.spill_.empty() || !spill_.empty()) spill_ = o.spill_;
+    return *this;
+  }
   // A moved-from group is empty (its heap ranks, if any, went with the move).
   device_group(device_group&& o) noexcept : n_(o.n_), inline_(o.inline_), spill_(std::move(o.spill_)), hash_(o.hash_) { o.reset_empty(); }
   device_group& operator=(device_group&& o) noexcept {
@@ -69,6 +78,8 @@ class device_group {
 
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
   [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+  /// Makes the group empty (as `= device_group{}`, without building and moving a temporary).
+  void clear() noexcept { reset_empty(); }
   [[nodiscard]] std::span<const device_id> devices() const noexcept { return {data(), n_}; }
   [[nodiscard]] device_id operator[](std::size_t rank) const noexcept { return data()[rank]; }
   [[nodiscard]] const device_id* begin() const noexcept { return data(); }

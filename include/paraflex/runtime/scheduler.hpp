@@ -137,14 +137,17 @@ class scheduler {
     if (auto why = check_request_spec(spec); !why.empty()) throw std::invalid_argument(fmt::format("scheduler::submit: request '{}': {}", spec.id, why));
     spec.arrival = std::max(spec.arrival, state_.now);
     const auto h = static_cast<request_handle>(state_.requests.size());
-    request_record r;
+    const std::uint32_t shape = intern_shape(spec.shape);
+    auto trajectory = trajectories_.for_steps(spec.steps);
+    // Built in place: a record is ~600 bytes, and a large workload submits many.
+    request_record& r = state_.requests.emplace_back();
     r.handle = h;
-    r.shape = intern_shape(spec.shape);
-    r.trajectory = trajectories_.for_steps(spec.steps);
+    r.shape = shape;
+    r.costs = &state_.shapes[shape];
+    r.trajectory = std::move(trajectory);
     r.spec = std::move(spec);
     r.phase = request_phase::waiting;
     const tick at = r.spec.arrival;
-    state_.requests.push_back(std::move(r));
     arrivals_.push({at, h});
     ++unended_;
     return h;
@@ -438,7 +441,7 @@ class scheduler {
       r.gpu_busy_s += to_seconds(spent);
       if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ok, ev.id, 1});
     }
-    if (!r.occupied.empty()) r.occupied = device_group{};
+    r.occupied.clear();
     const task_desc done = r.launch_task;
 
     if (ev.kind == executor_event_kind::task_failed) {
@@ -502,7 +505,7 @@ class scheduler {
   void to_waiting(request_handle h) {
     auto& r = state_.requests[h];
     r.phase = request_phase::waiting;
-    r.run_group = device_group{};
+    r.run_group.clear();
     r.running_until = never;
     state_.running.erase(h);
     state_.waiting.insert(h);
@@ -519,7 +522,7 @@ class scheduler {
     r.phase = how;
     r.finish = state_.now;
     r.drop_reason = std::move(reason);
-    r.run_group = device_group{};
+    r.run_group.clear();
     r.running_until = never;
     cancel_reason_.erase(h);
     --unended_;
@@ -638,6 +641,7 @@ class scheduler {
       end_request(d.request, request_phase::dropped, std::move(reason));
       changed = true;
     }
+    if (b.assigns().empty() && b.batches().empty()) return changed;  // many calls only wait or drop
     // Phase 1: validate every assignment and claim its destination devices.
     accepted_.clear();
     claimed_ = state_.free;
@@ -651,7 +655,7 @@ class scheduler {
       }
       if (a.group.empty() || a.tasks == 0) { reject(fmt::format("request '{}': empty group or zero tasks", r.spec.id)); continue; }
       const int k = static_cast<int>(a.group.size());
-      if (!state_.shapes[r.shape].allows(k)) {
+      if (!r.costs->allows(k)) {
         reject(fmt::format("request '{}': degree {} is not allowed for {}", r.spec.id, k, r.spec.shape.model));
         continue;
       }
@@ -808,7 +812,7 @@ class scheduler {
       r.launch_start = state_.now;
       r.launch_task = m.task;
       r.launch_batch = n;
-      r.occupied = device_group{};
+      r.occupied.clear();
     }
     batches_in_flight_.push_back(batch_flight{l.id, bd.group, n});
     executor_.launch(l);
@@ -829,11 +833,11 @@ class scheduler {
     l.id = ++next_launch_;
     l.request = h;
     l.task = t;
-    l.shape = &state_.shapes[r.shape].shape;
+    l.shape = &r.costs->shape;
     l.expected_duration = duration;
     l.group = r.run_group;
     if (t.kind == task_kind::migrate) l.source = r.state_group;
-    else if (!l.source.empty()) l.source = device_group{};
+    else l.source.clear();
     for (device_id d : occupied.empty() ? r.run_group : occupied) {
       state_.free.reset(d);
       state_.busy_until[d] = state_.now + duration;
