@@ -162,6 +162,30 @@ TEST_CASE("A device group is a value: equal ranks give equal hashes, order matte
   REQUIRE(big[39] == 139);
 }
 
+TEST_CASE("A device group assigned over another, inline or spilled, or cleared, holds exactly the new devices", "[resource]") {
+  const device_group small{5, 6}, big = device_group::contiguous(100, 20);  // big spills past 16
+  device_group g = big;
+  g = small;  // spilled -> inline: the old heap ranks must not show through
+  CHECK(g == small);
+  CHECK(g.hash() == small.hash());
+  CHECK(g.size() == 2);
+  CHECK_FALSE(g.contains(100));
+  g = big;  // inline -> spilled
+  CHECK(g == big);
+  CHECK(g[19] == 119);
+  const device_group& self = g;
+  g = self;  // self-assignment keeps it
+  CHECK(g == big);
+  g.clear();
+  CHECK(g.empty());
+  CHECK(g == device_group{});
+  CHECK(g.hash() == device_group{}.hash());
+  device_group h = small;
+  h.clear();
+  h = small;
+  CHECK(h == small);
+}
+
 TEST_CASE("A device set tracks membership across word boundaries", "[resource]") {
   device_set s(130, true);
   REQUIRE(s.count() == 130);

@@ -163,6 +163,19 @@ class device_set {
     trim();
     count_ = all ? n_ : 0;
   }
+  device_set(const device_set&) = default;
+  device_set(device_set&&) noexcept = default;
+  device_set& operator=(device_set&&) noexcept = default;
+  // Copying over a set of the same cluster (the runtime's and the policies' scratch copies of the
+  // free set) copies the words in place: no out-of-line std::vector operator=.
+  device_set& operator=(const device_set& o) {
+    if (this == &o) return *this;
+    if (words_.size() == o.words_.size()) std::copy(o.words_.begin(), o.words_.end(), words_.begin());
+    else words_ = o.words_;
+    n_ = o.n_;
+    count_ = o.count_;
+    return *this;
+  }
   [[nodiscard]] std::size_t capacity() const noexcept { return n_; }
   [[nodiscard]] bool test(device_id d) const noexcept { return d < n_ && ((words_[d / 64] >> (d % 64)) & 1ULL); }
   void set(device_id d) noexcept {

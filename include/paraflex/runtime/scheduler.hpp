@@ -343,7 +343,10 @@ class scheduler {
 
   // Copies a client-submitted request's state into the client's table (no-op for other requests).
   void publish(request_handle h) {
-    if (h >= slot_of_handle_.size() || slot_of_handle_[h] == no_slot) return;
+    if (h < slot_of_handle_.size()) [[unlikely]] publish_slot(h);  // only client submissions have a slot
+  }
+  void publish_slot(request_handle h) {
+    if (slot_of_handle_[h] == no_slot) return;
     const auto& r = state_.requests[h];
     std::lock_guard lk(shared_->mu);
     auto& st = shared_->slots[slot_of_handle_[h]];
@@ -700,7 +703,8 @@ class scheduler {
             occupied.push_back(d);
           }
         }
-        start(a.request, task_desc{task_kind::migrate, -1}, std::move(occupied).build(), view_.migration_time(a.request, a.group));
+        const device_group held = std::move(occupied).build();
+        start(a.request, task_desc{task_kind::migrate, -1}, &held, view_.migration_time(a.request, a.group));
       } else {
         launch_next(a.request);
       }
@@ -822,12 +826,16 @@ class scheduler {
   void launch_next(request_handle h) {
     auto& r = state_.requests[h];
     const task_desc t = r.next_task();
-    start(h, t, device_group{}, view_.tasks_time(h, static_cast<int>(r.run_group.size()), 1));
+    // tasks_time(h, k, 1): one task, priced by its kind (k was checked when the group was assigned).
+    const auto k = r.run_group.size();
+    const shape_costs& c = *r.costs;
+    const tick duration = t.kind == task_kind::step ? c.step[k] : t.kind == task_kind::encode ? c.encode[k] : c.decode[k];
+    start(h, t, nullptr, duration);
   }
 
   // Launches task t of h on its run_group. `occupied` lists what a migration holds beyond that
-  // (destination + idle sources); empty for a task, which holds exactly run_group.
-  void start(request_handle h, task_desc t, device_group occupied, tick duration) {
+  // (destination + idle sources); null for a task, which holds exactly run_group.
+  void start(request_handle h, task_desc t, const device_group* occupied, tick duration) {
     auto& r = state_.requests[h];
     task_launch& l = launch_;  // reused: no construction of its two groups per task
     l.id = ++next_launch_;
@@ -838,7 +846,7 @@ class scheduler {
     l.group = r.run_group;
     if (t.kind == task_kind::migrate) l.source = r.state_group;
     else l.source.clear();
-    for (device_id d : occupied.empty() ? r.run_group : occupied) {
+    for (device_id d : occupied ? *occupied : r.run_group) {
       state_.free.reset(d);
       state_.busy_until[d] = state_.now + duration;
     }
@@ -848,7 +856,8 @@ class scheduler {
     r.launch = l.id;
     r.launch_start = state_.now;
     r.launch_task = t;
-    r.occupied = std::move(occupied);
+    if (occupied) r.occupied = *occupied;
+    else r.occupied.clear();
     executor_.launch(l);
     publish(h);
   }
