@@ -43,12 +43,15 @@ class simulated_executor {
   static constexpr bool runs_batches = true;
 
   void launch(const task_launch& l) {
-    double duration = static_cast<double>(l.expected_duration);
-    if (faults_.jitter > 0) duration *= 1.0 + faults_.jitter * (2.0 * uniform() - 1.0);
-    for (const auto& s : faults_.stragglers) {
-      if (now_ >= s.from && (l.group.contains(s.device) || l.source.contains(s.device))) duration *= s.factor;
+    tick end = now_ + std::max<tick>(0, l.expected_duration);
+    if (faults_.jitter > 0 || !faults_.stragglers.empty()) {  // else the duration is exact: no rounding
+      double duration = static_cast<double>(l.expected_duration);
+      if (faults_.jitter > 0) duration *= 1.0 + faults_.jitter * (2.0 * uniform() - 1.0);
+      for (const auto& s : faults_.stragglers) {
+        if (now_ >= s.from && (l.group.contains(s.device) || l.source.contains(s.device))) duration *= s.factor;
+      }
+      end = now_ + std::max<tick>(0, static_cast<tick>(std::llround(duration)));
     }
-    tick end = now_ + std::max<tick>(0, static_cast<tick>(std::llround(duration)));
     auto kind = executor_event_kind::task_done;
     if (faults_.fail_rate > 0 && l.task.kind != task_kind::migrate && uniform() < faults_.fail_rate) {
       kind = executor_event_kind::task_failed;
