@@ -143,7 +143,6 @@ class scheduler {
     request_record& r = state_.requests.emplace_back();
     r.handle = h;
     r.shape = shape;
-    r.costs = &state_.shapes[shape];
     r.trajectory = std::move(trajectory);
     r.spec = std::move(spec);
     r.phase = request_phase::waiting;
@@ -658,7 +657,7 @@ class scheduler {
       }
       if (a.group.empty() || a.tasks == 0) { reject(fmt::format("request '{}': empty group or zero tasks", r.spec.id)); continue; }
       const int k = static_cast<int>(a.group.size());
-      if (!r.costs->allows(k)) {
+      if (!state_.shapes[r.shape].allows(k)) {
         reject(fmt::format("request '{}': degree {} is not allowed for {}", r.spec.id, k, r.spec.shape.model));
         continue;
       }
@@ -828,7 +827,7 @@ class scheduler {
     const task_desc t = r.next_task();
     // tasks_time(h, k, 1): one task, priced by its kind (k was checked when the group was assigned).
     const auto k = r.run_group.size();
-    const shape_costs& c = *r.costs;
+    const shape_costs& c = state_.shapes[r.shape];
     const tick duration = t.kind == task_kind::step ? c.step[k] : t.kind == task_kind::encode ? c.encode[k] : c.decode[k];
     start(h, t, nullptr, duration);
   }
@@ -841,7 +840,7 @@ class scheduler {
     l.id = ++next_launch_;
     l.request = h;
     l.task = t;
-    l.shape = &r.costs->shape;
+    l.shape = &state_.shapes[r.shape].shape;
     l.expected_duration = duration;
     l.group = r.run_group;
     if (t.kind == task_kind::migrate) l.source = r.state_group;
