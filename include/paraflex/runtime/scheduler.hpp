@@ -195,10 +195,7 @@ class scheduler {
         stall_all("policy_stalled");
         break;
       }
-      // turn_to(t) without its checks: t is next_wakeup(), never before now.
-      executor_.advance_to(t);
-      state_.now = t;
-      process_due();
+      advance_to(t);  // turn_to's checks hold: t is next_wakeup(), never before now
     }
   }
 
@@ -240,9 +237,7 @@ class scheduler {
   tick turn_to(tick t) requires VirtualTimeExecutor<E> {
     if (t < state_.now) throw std::logic_error(fmt::format("scheduler::turn_to: time went backwards ({} < {})", t, state_.now));
     if (t > next_wakeup()) throw std::logic_error(fmt::format("scheduler::turn_to: {} skips the event due at {}", t, next_wakeup()));
-    executor_.advance_to(t);
-    state_.now = t;
-    process_due();
+    advance_to(t);
     return next_wakeup();
   }
   /// When the scheduler next needs a turn: now when client calls wait to be applied; else the earliest
@@ -610,6 +605,13 @@ class scheduler {
     }
   }
 
+  // Virtual time moves to t (no earlier than now, no later than next_wakeup()) and what is due runs.
+  void advance_to(tick t) requires VirtualTimeExecutor<E> {
+    executor_.advance_to(t);
+    state_.now = t;
+    process_due();
+  }
+
   // Whether this policy call is timed (decision_stats::timed_calls, sample_period).
   bool timed_call() noexcept {
     if (stats_.decisions < decision_stats::timed_calls) return true;
@@ -825,11 +827,8 @@ class scheduler {
   void launch_next(request_handle h) {
     auto& r = state_.requests[h];
     const task_desc t = r.next_task();
-    // tasks_time(h, k, 1): one task, priced by its kind (k was checked when the group was assigned).
-    const auto k = r.run_group.size();
-    const shape_costs& c = state_.shapes[r.shape];
-    const tick duration = t.kind == task_kind::step ? c.step[k] : t.kind == task_kind::encode ? c.encode[k] : c.decode[k];
-    start(h, t, nullptr, duration);
+    // The group's degree was checked when it was assigned.
+    start(h, t, nullptr, state_.shapes[r.shape].task_time(t.kind, r.run_group.size()));
   }
 
   // Launches task t of h on its run_group. `occupied` lists what a migration holds beyond that

@@ -59,6 +59,10 @@ struct shape_costs {
   [[nodiscard]] bool allows(int k) const noexcept {
     return k >= 1 && static_cast<std::size_t>(k) < step.size() && step[static_cast<std::size_t>(k)] > 0;
   }
+  /// One task of this kind on k devices, for a k already checked (allows(k)): the runtime's launch path.
+  [[nodiscard]] tick task_time(task_kind kind, std::size_t k) const noexcept {
+    return (kind == task_kind::step ? step : kind == task_kind::encode ? encode : decode)[k];
+  }
   /// One step on k devices. Asking for a degree the shape does not allow is a policy_error (an
   /// answer of 0 would silently corrupt sort keys and estimates).
   [[nodiscard]] tick step_time(int k) const {
