@@ -757,7 +757,8 @@ class composed_policy {
   // A running request that wants more devices than it has keeps free ones idle until its task ends.
   void hold_for(const scheduler_view& v, request_handle h) {
     const auto& rg = v.request(h).run_group;
-    device_set pool = available_;
+    device_set& pool = pool_;  // reused: assigning over a set of the same cluster copies words in place
+    pool = available_;
     pool.set(rg);
     const int want = sizing_.degree(v, h, pool) - static_cast<int>(rg.size());
     if (want <= 0) return;
@@ -858,7 +859,8 @@ class composed_policy {
     for (auto& p : plan_) {
       if (free_count_ == 0) return;
       if (!p.widenable) continue;
-      device_set pool = available_;
+      device_set& pool = pool_;  // reused, as in hold_for: no heap block per widening
+      pool = available_;
       pool.set(p.group);
       const int k0 = static_cast<int>(p.group.size());
       const int limit = k0 + free_count_;
@@ -876,7 +878,7 @@ class composed_policy {
       auto g = placement_.place(v, p.request, best, pool, pool);
       if (!g || g->size() != static_cast<std::size_t>(best) || !pool.contains_all(*g)) continue;
       pool.reset(*g);
-      available_ = std::move(pool);
+      std::swap(available_, pool_);  // pool_ keeps the old words as the next call's scratch
       free_count_ -= best - k0;
       p.group = std::move(*g);
     }
@@ -902,6 +904,7 @@ class composed_policy {
   std::vector<planned> plan_;
   std::vector<std::uint32_t> contested_;
   device_set available_, preferred_;
+  device_set pool_;     // scratch of hold_for and widen: available_ plus a request's own devices
   int free_count_ = 0;  // available_.count(), kept up to date
   // Devices held for running requests, until when, and who may fill them meanwhile.
   static constexpr std::size_t backfill_candidates = 64;
