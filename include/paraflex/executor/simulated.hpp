@@ -121,6 +121,9 @@ class simulated_executor {
     f.kind = kind;
     f.id = l.id;
     f.members.clear();
+    // Sized first: GCC 12 otherwise reports a false -Wstringop-overflow in small_vector's growth
+    // path once track() is inlined into launch().
+    f.members.reserve(l.batch.empty() ? 1 : l.batch.size());
     if (l.batch.empty()) f.members.push_back(l.request);
     for (const auto& m : l.batch) f.members.push_back(m.request);
     f.pending = static_cast<std::uint32_t>(f.members.size());

@@ -11,20 +11,121 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <new>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
-
-#include <boost/container/small_vector.hpp>
 
 namespace paraflex {
 
 /// Index of a device (GPU) in the cluster, 0-based and dense.
 using device_id = std::uint32_t;
 
+namespace detail {
+/// Storage for the ranks of groups wider than 16: blocks of 32, 64, ..., 4,096 ranks, recycled
+/// through a free list per size class and thread (at most 32 blocks each, so at most 1 MiB per
+/// thread, deleted when the thread ends), so that a steady state that copies and drops wide groups
+/// reuses blocks instead of calling operator new. A block may be freed on another thread than the
+/// one that took it: it joins that thread's list (every block comes from plain operator new, so any
+/// thread may reuse or delete it). Larger blocks, and every block under AddressSanitizer (which must
+/// see each use after free), are plain new/delete.
+class rank_blocks {
+ public:
+  static constexpr std::size_t min_block = 32;  // ranks
+  static constexpr std::size_t classes = 8;     // 32 .. 4,096 ranks
+  static constexpr std::size_t per_class = 32;  // blocks kept per class and thread
+  /// False under AddressSanitizer: every block is then plain new/delete.
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr bool pooled = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  static constexpr bool pooled = false;
+#else
+  static constexpr bool pooled = true;
+#endif
+#else
+  static constexpr bool pooled = true;
+#endif
+
+  /// The capacity a block for n > 16 ranks gets: the next power of two, at least min_block.
+  [[nodiscard]] static constexpr std::size_t capacity_for(std::size_t n) noexcept { return std::bit_ceil(std::max(n, min_block)); }
+
+  /// A block of `capacity` ranks (a value from capacity_for).
+  [[nodiscard]] static std::uint32_t* take(std::size_t capacity) {
+    if constexpr (pooled) {
+      const std::size_t c = class_of(capacity);
+      if (c < classes) {
+        lists& l = mine();
+        if (l.count[c] > 0) return static_cast<std::uint32_t*>(l.head[c][--l.count[c]]);
+      }
+    }
+    return static_cast<std::uint32_t*>(::operator new(capacity * sizeof(std::uint32_t)));
+  }
+  /// Gives back a block from take(capacity).
+  static void give(std::uint32_t* p, std::size_t capacity) noexcept {
+    if constexpr (pooled) {
+      const std::size_t c = class_of(capacity);
+      if (c < classes) {
+        lists& l = mine();
+        if (!l.closed && l.count[c] < per_class) {
+          if (!l.registered) register_exit(l);
+          l.head[c][l.count[c]++] = p;
+          return;
+        }
+      }
+    }
+    ::operator delete(p);
+  }
+  /// Blocks cached by this thread (for tests).
+  [[nodiscard]] static std::size_t cached() noexcept {
+    std::size_t n = 0;
+    if constexpr (pooled) {
+      for (std::size_t c = 0; c < classes; ++c) n += mine().count[c];
+    }
+    return n;
+  }
+
+ private:
+  // Trivially destructible, so usable until the thread's very end: a group destroyed after the
+  // exit handler (drain) ran - a thread_local built before the first block was cached, a static on
+  // the main thread - finds `closed` and deletes its block.
+  struct lists {
+    void* head[classes][per_class];
+    std::size_t count[classes];
+    bool registered;
+    bool closed;
+  };
+  [[nodiscard]] static lists& mine() noexcept {
+    thread_local lists l{};  // zero-initialised: no guard
+    return l;
+  }
+  [[nodiscard]] static constexpr std::size_t class_of(std::size_t capacity) noexcept {
+    return static_cast<std::size_t>(std::countr_zero(capacity)) - static_cast<std::size_t>(std::countr_zero(min_block));
+  }
+  // Deletes the cached blocks at thread exit. Set up on the first block cached, not per call.
+  struct drain {
+    lists* l;
+    ~drain() {
+      l->closed = true;
+      for (std::size_t c = 0; c < classes; ++c) {
+        while (l->count[c] > 0) ::operator delete(l->head[c][--l->count[c]]);
+      }
+    }
+  };
+  static void register_exit(lists& l) noexcept {
+    l.registered = true;
+    thread_local drain d{&l};
+    (void)d;
+  }
+};
+}  // namespace detail
+
 /// An ordered list of distinct devices plus its hash. Rank i of the group is devices()[i].
-/// Up to 16 devices live inline (no allocation; a copy is a fixed 64-byte move, no library call);
-/// larger groups spill to the heap.
+/// Up to 16 devices live inline (no allocation; a copy is a fixed 64-byte copy, no library call);
+/// larger groups keep their ranks in a block from detail::rank_blocks, which recycles blocks per
+/// thread: copying or building a wide group in a steady state reuses a block instead of allocating,
+/// and a group keeps its block when given fewer ranks, so assigning into it again does not allocate.
 class device_group {
  public:
   static constexpr std::size_t inline_capacity = 16;
@@ -32,28 +133,47 @@ class device_group {
   device_group() = default;
   device_group(std::initializer_list<device_id> ranks) { assign(ranks.begin(), ranks.size()); }
   explicit device_group(std::span<const device_id> ranks) { assign(ranks.data(), ranks.size()); }
-  device_group(const device_group&) = default;
-  // The spilled ranks are copied only when either side has any: a copy of a group of up to 16 is
-  // then the inline array and two words, with no call into std::vector.
+  // A group of up to 16 is copied as the inline array and its size and hash; only a wider one takes
+  // a block.
+  device_group(const device_group& o) : n_(o.n_), inline_(o.inline_), hash_(o.hash_) {
+    if (o.n_ > inline_capacity) {
+      cap_ = static_cast<std::uint32_t>(detail::rank_blocks::capacity_for(o.n_));
+      spill_ = detail::rank_blocks::take(cap_);
+      std::copy(o.spill_, o.spill_ + o.n_, spill_);
+    }
+  }
+  // Into a group whose block is large enough, the ranks are copied in place.
   device_group& operator=(const device_group& o) {
     if (this == &o) return *this;
+    if (o.n_ > inline_capacity) std::copy(o.spill_, o.spill_ + o.n_, reserve(o.n_));
     n_ = o.n_;
     inline_ = o.inline_;
     hash_ = o.hash_;
-    if (!o.spill_.empty() || !spill_.empty()) spill_ = o.spill_;
     return *this;
   }
-  // A moved-from group is empty (its heap ranks, if any, went with the move).
-  device_group(device_group&& o) noexcept : n_(o.n_), inline_(o.inline_), spill_(std::move(o.spill_)), hash_(o.hash_) { o.reset_empty(); }
+  // A moved-from group is empty (its block, if any, went with the move).
+  device_group(device_group&& o) noexcept : n_(o.n_), cap_(o.cap_), inline_(o.inline_), spill_(o.spill_), hash_(o.hash_) {
+    o.spill_ = nullptr;
+    o.cap_ = 0;
+    o.reset_empty();
+  }
+  // From a group with a block, the two blocks change hands (the moved-from group is empty but keeps
+  // this one's); from one without, this group keeps its block for the next wide assignment.
   device_group& operator=(device_group&& o) noexcept {
     if (this != &o) {
       n_ = o.n_;
       inline_ = o.inline_;
-      spill_ = std::move(o.spill_);
       hash_ = o.hash_;
+      if (o.spill_) {
+        std::swap(spill_, o.spill_);
+        std::swap(cap_, o.cap_);
+      }
       o.reset_empty();
     }
     return *this;
+  }
+  ~device_group() {
+    if (spill_) detail::rank_blocks::give(spill_, cap_);
   }
 
   /// Devices first, first+1, ..., first+count-1: the common contiguous case.
@@ -65,16 +185,9 @@ class device_group {
     return g;
   }
 
-  /// Collects ranks one by one without a heap allocation for up to 16 devices; build() hashes once.
-  class builder {
-   public:
-    void push_back(device_id d) { ranks_.push_back(d); }
-    [[nodiscard]] std::size_t size() const noexcept { return ranks_.size(); }
-    [[nodiscard]] device_group build() && { return device_group(std::span<const device_id>(ranks_.data(), ranks_.size())); }
-
-   private:
-    boost::container::small_vector<device_id, 16> ranks_;
-  };
+  /// Collects ranks one by one straight into a group (inline up to 16, then a recycled block that
+  /// doubles); build() hashes once. Defined below, once device_group is complete.
+  class builder;
 
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
   [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
@@ -105,20 +218,44 @@ class device_group {
   }
 
  private:
-  [[nodiscard]] const device_id* data() const noexcept { return n_ <= inline_capacity ? inline_.data() : spill_.data(); }
-  // Room for n ranks (inline up to 16, else the heap); the caller writes them and calls rehash().
-  device_id* prepare(std::size_t n) {
-    n_ = n;
-    if (n <= inline_capacity) {
-      spill_.clear();
-      return inline_.data();
+  static_assert(sizeof(device_id) == sizeof(std::uint32_t));
+  [[nodiscard]] const device_id* data() const noexcept { return n_ <= inline_capacity ? inline_.data() : spill_; }
+  // A block of at least n ranks (n > 16), kept when large enough; its contents are not kept.
+  device_id* reserve(std::size_t n) {
+    if (cap_ < n) {
+      device_id* p = detail::rank_blocks::take(detail::rank_blocks::capacity_for(n));
+      if (spill_) detail::rank_blocks::give(spill_, cap_);
+      spill_ = p;
+      cap_ = static_cast<std::uint32_t>(detail::rank_blocks::capacity_for(n));
     }
-    spill_.resize(n);
-    return spill_.data();
+    return spill_;
+  }
+  // Room for n ranks (inline up to 16, else the block); the caller writes them and calls rehash().
+  device_id* prepare(std::size_t n) {
+    device_id* out = n <= inline_capacity ? inline_.data() : reserve(n);
+    n_ = n;
+    return out;
+  }
+  // One more rank, unhashed (builder): past 16 the inline ranks move to a block, a full block doubles.
+  void append(device_id d) {
+    if (n_ < inline_capacity) {
+      inline_[n_++] = d;
+      return;
+    }
+    if (n_ == inline_capacity) {
+      std::copy(inline_.begin(), inline_.end(), reserve(inline_capacity + 1));
+    } else if (n_ == cap_) {
+      const std::size_t cap = 2 * static_cast<std::size_t>(cap_);
+      device_id* p = detail::rank_blocks::take(cap);
+      std::copy(spill_, spill_ + n_, p);
+      detail::rank_blocks::give(spill_, cap_);
+      spill_ = p;
+      cap_ = static_cast<std::uint32_t>(cap);
+    }
+    spill_[n_++] = d;
   }
   void reset_empty() noexcept {
     n_ = 0;
-    spill_.clear();
     hash_ = 1469598103934665603ULL;
   }
   void assign(const device_id* p, std::size_t n) {
@@ -133,9 +270,23 @@ class device_group {
     hash_ = h;
   }
   std::size_t n_ = 0;
+  std::uint32_t cap_ = 0;                             // ranks the block holds (0: no block)
   std::array<device_id, inline_capacity> inline_{};  // the ranks when n_ <= 16 (a plain copy: no call)
-  std::vector<device_id> spill_;                     // the ranks when n_ > 16; empty otherwise
+  device_id* spill_ = nullptr;                        // the ranks when n_ > 16; may stay allocated when n_ <= 16
   std::uint64_t hash_ = 1469598103934665603ULL;
+};
+
+class device_group::builder {
+ public:
+  void push_back(device_id d) { g_.append(d); }
+  [[nodiscard]] std::size_t size() const noexcept { return g_.size(); }
+  [[nodiscard]] device_group build() && {
+    g_.rehash();
+    return std::move(g_);
+  }
+
+ private:
+  device_group g_;
 };
 
 namespace detail {
