@@ -56,6 +56,19 @@ void run_until(S& s, tick t) {
   while (s.next_wakeup() <= t) s.turn_to(s.next_wakeup());
 }
 
+// estimated_finish written out from the cost table, independent of finish_estimate (which the parts
+// and estimated_finish share): migration unless the state stays where it is, then what is left.
+tick plain_finish(const scheduler_view& v, request_handle h, int k, const device_set& avail) {
+  const auto& r = v.request(h);
+  const auto& c = v.costs(h);
+  const auto& sg = r.state_group;
+  const bool stays = sg.empty() || (static_cast<int>(sg.size()) == k && avail.contains_all(sg));
+  const tick migration = stays ? 0 : k <= v.topology().gpus_per_node ? c.migrate_intra_node : c.migrate_inter_node;
+  const auto kk = static_cast<std::size_t>(k);
+  const tick left = static_cast<tick>(r.steps_remaining()) * c.step[kk] + c.decode[kk] + (r.position == 0 ? c.encode[kk] : 0);
+  return add_sat(v.now(), migration + left);
+}
+
 // The plain loops the parts replaced: every allowed degree, in increasing order.
 int all_smallest_meeting(const scheduler_view& v, request_handle h, const device_set& avail, double margin) {
   const auto& r = v.request(h);
@@ -66,7 +79,7 @@ int all_smallest_meeting(const scheduler_view& v, request_handle h, const device
   const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
   for (int k : v.allowed_degrees(h)) {
     if (k > free) break;
-    const tick t = estimated_finish(v, h, k, avail);
+    const tick t = plain_finish(v, h, k, avail);
     if (t <= target) return k;
     if (t < fastest_t) fastest = k, fastest_t = t;
   }
@@ -77,7 +90,7 @@ int all_fastest(const scheduler_view& v, request_handle h, const device_set& ava
   tick best_t = never;
   for (int k : v.allowed_degrees(h)) {
     if (k > static_cast<int>(avail.count())) break;
-    const tick t = estimated_finish(v, h, k, avail);
+    const tick t = plain_finish(v, h, k, avail);
     if (t < best_t) best = k, best_t = t;
   }
   return best;
@@ -87,7 +100,7 @@ int all_cheapest(const scheduler_view& v, request_handle h, const device_set& av
   tick cheap_cost = never, fastest_t = never;
   for (int k : v.allowed_degrees(h)) {
     if (k > static_cast<int>(avail.count())) break;
-    const tick t = estimated_finish(v, h, k, avail);
+    const tick t = plain_finish(v, h, k, avail);
     if (t < fastest_t) fastest = k, fastest_t = t;
     const tick cost = static_cast<tick>(k) * (t - v.now());
     if (t <= v.request(h).deadline() && cost < cheap_cost) cheap = k, cheap_cost = cost;
@@ -147,6 +160,17 @@ TEST_CASE("the sizing parts pick the degree a loop over every allowed degree pic
       for (const handle_set* list : {&v.waiting(), &v.running()}) {
         for (request_handle h : *list) {
           INFO("seed " << seed << " request " << v.request(h).spec.id);
+          for (int k : v.allowed_degrees(h)) {
+            CHECK(estimated_finish(v, h, k, avail) == plain_finish(v, h, k, avail));
+            for (std::uint32_t n : {1u, 2u, 5u, 1000u}) {  // the next n tasks one by one (1000: past the last)
+              const auto& r = v.request(h);
+              tick sum = 0;
+              for (std::uint32_t i = r.position; i < std::min(r.position + n, r.tasks_total()); ++i) {
+                sum += v.costs(h).task_time(r.trajectory->task_at(i).kind, static_cast<std::size_t>(k));
+              }
+              CHECK(v.tasks_time(h, k, n) == sum);
+            }
+          }
           CHECK(tight.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0));
           CHECK(margin.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0.2));
           CHECK(fast.degree(v, h, avail) == all_fastest(v, h, avail));

@@ -106,7 +106,9 @@ def main():
     for p in POLICIES:
         sub = [by_setup[s][p] for s in by_setup]
         worst = min(sub, key=lambda r: r["ratio"])
+        at_target = sum(r["ratio"] >= 0.95 for r in sub)
         print(f"{p}: worst ratio {worst['ratio']:.3f} ({worst['setup']}), mean ratio {sum(r['ratio'] for r in sub) / len(sub):.3f}, "
+              f">= 0.95 on {at_target} of {len(sub)}, "
               f"mean decision {sum(r['decision_us_mean'] for r in sub) / len(sub):.1f} us (host timing)")
 
 

@@ -87,18 +87,50 @@ namespace paraflex {
 // Shared estimates
 // ============================================================================================
 
+/// expected_migration and estimated_finish (below) of one request at several degrees k, with what
+/// does not depend on k (its costs, progress and state, whether `available` holds that state) read
+/// once: the Sizing parts try a request at every candidate degree, and on a large cluster that loop
+/// is most of a decision. Valid for this call; `available` must not change while it is used.
+class finish_estimate {
+ public:
+  finish_estimate(const scheduler_view& v, request_handle h, const device_set& available)
+      : now_(v.now()), remaining_(v.remaining_time_of(h)), gpus_per_node_(v.topology().gpus_per_node) {
+    const auto& sg = v.request(h).state_group;
+    const auto& c = v.costs(h);
+    intra_ = c.migrate_intra_node;
+    inter_ = c.migrate_inter_node;
+    stateless_ = sg.empty();
+    stays_at_ = !stateless_ && available.contains_all(sg) ? static_cast<int>(sg.size()) : 0;
+  }
+  /// Migration time of running on k devices taken from `available`: 0 when the state can stay where
+  /// it is (same size, its devices available) or there is no state yet.
+  [[nodiscard]] tick migration(int k) const noexcept {
+    if (stateless_ || k == stays_at_) return 0;
+    return k <= gpus_per_node_ ? intra_ : inter_;
+  }
+  /// Expected finish if everything left ran on k devices from now on, uninterrupted.
+  [[nodiscard]] tick operator()(int k) const { return add_sat(now_, migration(k) + remaining_(k)); }
+  /// remaining_time(h, k).
+  [[nodiscard]] tick remaining(int k) const { return remaining_(k); }
+
+ private:
+  tick now_;
+  scheduler_view::remaining_time_fn remaining_;
+  int gpus_per_node_;
+  tick intra_ = 0, inter_ = 0;
+  bool stateless_ = true;
+  int stays_at_ = 0;  // the state's size when `available` holds all of it, else 0 (no degree)
+};
+
 /// Migration time that running h on k devices taken from `available` would cost: 0 when its state
 /// can stay where it is (same size, its devices available) or it has no state yet.
 [[nodiscard]] inline tick expected_migration(const scheduler_view& v, request_handle h, int k, const device_set& available) {
-  const auto& sg = v.request(h).state_group;
-  if (sg.empty() || (static_cast<int>(sg.size()) == k && available.contains_all(sg))) return 0;
-  const auto& c = v.costs(h);
-  return k <= v.topology().gpus_per_node ? c.migrate_intra_node : c.migrate_inter_node;
+  return finish_estimate(v, h, available).migration(k);
 }
 
 /// Expected finish of h if it ran everything it has left on k devices from now on, uninterrupted.
 [[nodiscard]] inline tick estimated_finish(const scheduler_view& v, request_handle h, int k, const device_set& available) {
-  return add_sat(v.now(), expected_migration(v, h, k, available) + v.remaining_time(h, k));
+  return finish_estimate(v, h, available)(k);
 }
 
 /// Time h needs for everything it has left at its fastest degree (by step time) that the usable
@@ -303,9 +335,10 @@ struct smallest_meeting_degree {
     tick fastest_t = never;
     const tick left = r.has_deadline() ? r.deadline() - v.now() : never;
     const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
+    const finish_estimate finish(v, h, available);
     candidates.for_each(v, h, [&](int k) {  // increasing
       if (k > free) return false;
-      const tick t = estimated_finish(v, h, k, available);
+      const tick t = finish(k);
       if (t <= target) return meets = k, false;
       if (t < fastest_t) fastest = k, fastest_t = t;
       return true;
@@ -355,9 +388,10 @@ struct fastest_degree {
     const int free = static_cast<int>(available.count());
     int best = 0;
     tick best_t = never;
+    const finish_estimate finish(v, h, available);
     candidates.for_each(v, h, [&](int k) {
       if (k > free) return false;
-      const tick t = estimated_finish(v, h, k, available);
+      const tick t = finish(k);
       if (t < best_t) best = k, best_t = t;
       return true;
     });
@@ -375,9 +409,10 @@ struct cheapest_degree {
     const int free = static_cast<int>(available.count());
     int cheap = 0, fastest = 0;
     tick cheap_cost = never, fastest_t = never;
+    const finish_estimate finish(v, h, available);
     candidates.for_each(v, h, [&](int k) {
       if (k > free) return false;
-      const tick t = estimated_finish(v, h, k, available);
+      const tick t = finish(k);
       if (t < fastest_t) fastest = k, fastest_t = t;
       const tick cost = static_cast<tick>(k) * (t - v.now());
       if (t <= r.deadline() && cost < cheap_cost) cheap = k, cheap_cost = cost;
@@ -789,9 +824,11 @@ class composed_policy {
         fit = static_cast<int>(idle - idle_until_.begin());
       }
       bool served = false;
+      const finish_estimate on_held(v, h, held_);  // held_ changes only once h is served
+      const auto next_tasks = v.tasks_time_of(h, options_.chunk);
       sizing_candidates_.for_each(v, h, [&](int k) {  // the smallest degree that fits in time
         if (k > fit) return false;
-        const tick end = add_sat(v.now(), expected_migration(v, h, k, held_) + v.tasks_time(h, k, options_.chunk));
+        const tick end = add_sat(v.now(), on_held.migration(k) + next_tasks(k));
         if (idle_until_[static_cast<std::size_t>(k) - 1] < end) return true;  // fewer than k held devices idle that long
         picked_.clear();
         const auto& sg = v.request(h).state_group;
@@ -868,10 +905,11 @@ class composed_policy {
       int best = k0;
       tick best_t = current;
       const auto degrees = v.allowed_degrees(p.request);
+      const finish_estimate on_pool(v, p.request, pool);
       for (auto it = std::upper_bound(degrees.begin(), degrees.end(), k0); it != degrees.end() && *it <= limit; ++it) {
         const int k = *it;
         if (sizing_candidates_.dominated_above(v, p.request, k, k0)) continue;  // never strictly faster
-        const tick t = expected_migration(v, p.request, k, pool) + v.remaining_time(p.request, k);
+        const tick t = on_pool.migration(k) + on_pool.remaining(k);
         if (t < best_t) best = k, best_t = t;
       }
       if (best == k0) continue;

@@ -179,26 +179,48 @@ class scheduler_view {
   /// h's shape does not allow (allows_degree / allowed_degrees say which are).
   [[nodiscard]] tick step_time(request_handle h, int k) const { return costs(h).step_time(k); }
 
+  /// tasks_time(h, k, n) at several degrees k: the shape's costs and the task counts read once.
+  class tasks_time_fn {
+   public:
+    tasks_time_fn(const shape_costs& c, const request_record& r, std::uint32_t n)
+        : c_(&c), counts_(r.trajectory->counts(r.position, static_cast<std::size_t>(std::min<std::uint64_t>(
+                                                                std::uint64_t{r.position} + n, r.tasks_total())))) {}  // O(1)
+    [[nodiscard]] tick operator()(int k) const {
+      if (!c_->allows(k)) [[unlikely]] c_->throw_not_allowed(k);
+      const auto kk = static_cast<std::size_t>(k);
+      return static_cast<tick>(counts_.encode) * c_->encode[kk] + static_cast<tick>(counts_.step) * c_->step[kk] +
+             static_cast<tick>(counts_.decode) * c_->decode[kk];
+    }
+
+   private:
+    const shape_costs* c_;
+    trajectory_template::kind_counts counts_;
+  };
+  [[nodiscard]] tasks_time_fn tasks_time_of(request_handle h, std::uint32_t n) const { return {costs(h), request(h), n}; }
   /// Time of the next `n` tasks of h on k devices from its current position (no migration).
-  [[nodiscard]] tick tasks_time(request_handle h, int k, std::uint32_t n) const {
-    const auto& r = request(h);
-    const auto& c = costs(h);
-    if (!c.allows(k)) [[unlikely]] c.throw_not_allowed(k);
-    const auto kk = static_cast<std::size_t>(k);
-    const std::uint64_t end = std::min<std::uint64_t>(std::uint64_t{r.position} + n, r.tasks_total());
-    const auto m = r.trajectory->counts(r.position, static_cast<std::size_t>(end));  // O(1)
-    return static_cast<tick>(m.encode) * c.encode[kk] + static_cast<tick>(m.step) * c.step[kk] + static_cast<tick>(m.decode) * c.decode[kk];
-  }
+  [[nodiscard]] tick tasks_time(request_handle h, int k, std::uint32_t n) const { return tasks_time_of(h, n)(k); }
+  /// remaining_time(h, k) at several degrees k of one request: its shape's costs and its progress are
+  /// read once (a Sizing part that tries every candidate degree calls it in a loop). Valid for this call.
+  class remaining_time_fn {
+   public:
+    remaining_time_fn(const shape_costs& c, const request_record& r) noexcept
+        : c_(&c), steps_(static_cast<tick>(r.steps_remaining())), encode_left_(r.position == 0) {}
+    [[nodiscard]] tick operator()(int k) const {
+      if (!c_->allows(k)) [[unlikely]] c_->throw_not_allowed(k);
+      const auto kk = static_cast<std::size_t>(k);
+      tick t = steps_ * c_->step[kk] + c_->decode[kk];
+      if (encode_left_) t += c_->encode[kk];
+      return t;
+    }
+
+   private:
+    const shape_costs* c_;
+    tick steps_;
+    bool encode_left_;
+  };
+  [[nodiscard]] remaining_time_fn remaining_time_of(request_handle h) const noexcept { return {costs(h), request(h)}; }
   /// Time for everything h has left, all on k devices (closed form: stages + steps x step time).
-  [[nodiscard]] tick remaining_time(request_handle h, int k) const {
-    const auto& r = request(h);
-    const auto& c = costs(h);
-    if (!c.allows(k)) [[unlikely]] c.throw_not_allowed(k);
-    const auto kk = static_cast<std::size_t>(k);
-    tick t = static_cast<tick>(r.steps_remaining()) * c.step[kk] + c.decode[kk];
-    if (r.position == 0) t += c.encode[kk];
-    return t;
-  }
+  [[nodiscard]] tick remaining_time(request_handle h, int k) const { return remaining_time_of(h)(k); }
   /// One step of a batch of b requests of h's shape on k devices (b = 1: step_time(h, k)).
   [[nodiscard]] tick batch_step_time(request_handle h, int k, int b) const { return costs(h).batch_step_time(k, b); }
   /// The largest batch of h's shape the runtime accepts (1: no batching for it).
