@@ -181,6 +181,44 @@ TEST_CASE("the sizing parts pick the degree a loop over every allowed degree pic
   }
 }
 
+TEST_CASE("smallest_meeting_degree kept across a whole run picks what a fresh loop picks at every turn", "[policy][scale]") {
+  // A running request's times are priced once per task (candidate_times); the answers must follow
+  // the clock, its progress, its state moving and the devices offered, turn after turn.
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    table_cost cost{seed};
+    simulated_executor ex(seed);
+    edf_best_fit_policy p;
+    const int gpus = 16;
+    scheduler s(cluster{gpus, 8, "table"}, p, ex, cost);
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int i = 0; i < 30; ++i) {
+      s.submit(make(std::to_string(i), 0.03 * i, 1 + static_cast<int>(u(rng) * 9), 2 + static_cast<int>(u(rng) * 8), 0.2 + 2.0 * u(rng)));
+    }
+    const smallest_meeting_degree kept{0.2};
+    int asked = 0;
+    while (s.next_wakeup() != never) {
+      s.turn_to(s.next_wakeup());
+      const scheduler_view& v = s.view();
+      for (int trial = 0; trial < 3; ++trial) {
+        device_set avail(static_cast<std::size_t>(gpus), false);
+        for (int d = 0; d < gpus; ++d) {
+          if (u(rng) < 0.5) avail.set(static_cast<device_id>(d));
+        }
+        for (request_handle h : v.running()) {
+          device_set pool = avail;  // as hold_for asks: the free devices plus its own
+          pool.set(v.request(h).run_group);
+          INFO("seed " << seed << " request " << v.request(h).spec.id << " at " << v.now());
+          CHECK(kept.degree(v, h, pool) == all_smallest_meeting(v, h, pool, 0.2));
+          CHECK(kept.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0.2));
+          asked += 2;
+        }
+      }
+    }
+    CHECK(asked > 100);
+  }
+}
+
 TEST_CASE("a running request's degree cannot grow until settled_until, and can just after", "[policy][scale]") {
   table_cost cost{3};
   simulated_executor ex(3);

@@ -69,6 +69,7 @@
 #include <limits>
 #include <optional>
 #include <ranges>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -132,6 +133,90 @@ class finish_estimate {
 [[nodiscard]] inline tick estimated_finish(const scheduler_view& v, request_handle h, int k, const device_set& available) {
   return finish_estimate(v, h, available)(k);
 }
+
+/// The degrees worth trying for h (degree_candidates), each with what it takes from now on: the
+/// migration finish_estimate expects plus everything left (of(), estimated_finish - now), or plus
+/// its next n tasks only (next(), for an assignment of n tasks). None of that depends on the clock,
+/// only on h's shape, progress, the size of its state and whether `available` holds that state -
+/// all fixed while h waits or a task of it is in flight. composed_policy asks about the same
+/// requests at decision after decision (a running one it holds devices for; the waiting ones it
+/// tries to backfill), so each is priced once instead of once per call. Slots are direct-mapped by
+/// handle (a collision only prices again) and each is checked against everything its times are made
+/// of, so a stale one is never read; no allocation once a slot has held as many degrees as it is
+/// asked for.
+///
+///   for (const auto& [k, takes] : times.of(v, h, avail, candidates)) {   // increasing k
+///     if (k > free) break;
+///     if (add_sat(v.now(), takes) <= target) return k;                  // = estimated_finish
+///   }
+class candidate_times {
+ public:
+  struct degree_time {
+    int k;
+    tick takes;  ///< expected migration + the time of what is priced, at k
+  };
+
+  /// Everything h has left: takes = estimated_finish(v, h, k, available) - now.
+  [[nodiscard]] std::span<const degree_time> of(const scheduler_view& v, request_handle h, const device_set& available,
+                                                const degree_candidates& candidates) const {
+    return priced(v, h, available, candidates, 0);
+  }
+  /// h's next n >= 1 tasks: takes = expected_migration + tasks_time(h, k, n).
+  [[nodiscard]] std::span<const degree_time> next(const scheduler_view& v, request_handle h, const device_set& available,
+                                                  const degree_candidates& candidates, std::uint32_t n) const {
+    return priced(v, h, available, candidates, std::max(n, 1u));
+  }
+
+ private:
+  struct key {
+    const shape_costs* costs;
+    std::size_t degrees;  // devices lost change the allowed degrees (as in degree_candidates)
+    const trajectory_template* trajectory;
+    std::uint32_t position;
+    std::uint32_t tasks;  // 0: everything left
+    int state_size;
+    bool state_available;
+    int gpus_per_node;
+    friend bool operator==(const key&, const key&) = default;
+  };
+  struct slot {
+    bool filled = false;
+    key of{};
+    std::vector<degree_time> times;
+  };
+  static constexpr std::size_t slot_count = 1024;  // a power of two: the slot is h's low bits
+
+  std::span<const degree_time> priced(const scheduler_view& v, request_handle h, const device_set& available,
+                                      const degree_candidates& candidates, std::uint32_t tasks) const {
+    if (slots_.empty()) slots_.resize(slot_count);
+    slot& s = slots_[h & (slot_count - 1)];
+    const auto& r = v.request(h);
+    const auto& c = v.costs(h);
+    const auto& sg = r.state_group;
+    const key now_key{&c,
+                      c.allowed_degrees.size(),
+                      r.trajectory.get(),
+                      r.position,
+                      tasks,
+                      static_cast<int>(sg.size()),
+                      !sg.empty() && available.contains_all(sg),
+                      v.topology().gpus_per_node};
+    if (s.filled && s.of == now_key) return s.times;
+    s.of = now_key;
+    s.filled = true;
+    s.times.clear();
+    const finish_estimate finish(v, h, available);
+    if (tasks == 0) {
+      candidates.for_each(v, h, [&](int k) { return s.times.push_back({k, finish.migration(k) + finish.remaining(k)}), true; });
+    } else {
+      const auto next_tasks = v.tasks_time_of(h, tasks);
+      candidates.for_each(v, h, [&](int k) { return s.times.push_back({k, finish.migration(k) + next_tasks(k)}), true; });
+    }
+    return s.times;
+  }
+
+  mutable std::vector<slot> slots_;
+};
 
 /// Time h needs for everything it has left at its fastest degree (by step time) that the usable
 /// devices can hold; never when none fits. O(1) unless devices were lost.
@@ -327,14 +412,28 @@ concept Sizing = requires(S& s, const scheduler_view& v, request_handle h, const
 struct smallest_meeting_degree {
   double margin = 0;
   degree_candidates candidates{};  ///< a cache: the degrees worth trying, per shape
+  candidate_times times{};         ///< a cache: per request, what each of them takes from now
 
   [[nodiscard]] int degree(const scheduler_view& v, request_handle h, const device_set& available) const {
     const auto& r = v.request(h);
     const int free = static_cast<int>(available.count());
-    int meets = 0, fastest = 0;
+    int fastest = 0;
     tick fastest_t = never;
-    const tick left = r.has_deadline() ? r.deadline() - v.now() : never;
-    const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : v.now() + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
+    const tick now = v.now();
+    const tick left = r.has_deadline() ? r.deadline() - now : never;
+    const tick target = !r.has_deadline() ? never : margin <= 0 ? r.deadline() : now + static_cast<tick>(static_cast<double>(left) * (1.0 - margin));
+    if (r.phase == request_phase::running) {  // asked again at every decision until its task ends (hold)
+      for (const auto& [k, takes] : times.of(v, h, available, candidates)) {  // increasing k
+        if (k > free) break;
+        const tick t = add_sat(now, takes);
+        if (t <= target) return k;
+        if (t < fastest_t) fastest = k, fastest_t = t;
+      }
+      return fastest;
+    }
+    // A waiting request is mostly asked once per position: pricing every candidate up front would
+    // cost more than the loop's early stop saves.
+    int meets = 0;
     const finish_estimate finish(v, h, available);
     candidates.for_each(v, h, [&](int k) {  // increasing
       if (k > free) return false;
@@ -543,6 +642,7 @@ class composed_policy {
     if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
     held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
     held_count_ = 0;
+    idle_until_.clear();
     if (free_count_ > 0) mark_contested(v);
     // Drops the Admission part wants now, whether or not the walk gets that far (a strict admission
     // tells the client at once). Parts without pending_drops() are only asked during the walk.
@@ -803,15 +903,16 @@ class composed_policy {
     preferred_.reset(*g);
     free_count_ -= static_cast<int>(g->size());
     if (held_until_.size() < static_cast<std::size_t>(v.device_count())) held_until_.resize(static_cast<std::size_t>(v.device_count()));
-    for (device_id d : *g) held_until_[d] = v.request(h).running_until;
+    const tick until = v.request(h).running_until;
+    for (device_id d : *g) held_until_[d] = until;
     held_.set(*g);
     held_count_ += static_cast<int>(g->size());
+    idle_until_.insert(std::upper_bound(idle_until_.begin(), idle_until_.end(), until, std::greater<>()), g->size(), until);
   }
 
   // Held devices idle until their holder's task ends: a waiting request whose next assignment
   // ends before that may use them meanwhile (smallest degree that fits in time).
   void backfill(const scheduler_view& v) {
-    sort_idle_until();
     for (request_handle h : unserved_) {
       if (held_count_ == 0) return;
       // An assignment of one task that is a step ends no sooner than that step at its fastest
@@ -822,14 +923,13 @@ class composed_policy {
         const tick soonest = add_sat(v.now(), v.step_time(h, v.costs(h).fastest_degree));
         const auto idle = std::partition_point(idle_until_.begin(), idle_until_.end(), [&](tick t) { return t >= soonest; });
         fit = static_cast<int>(idle - idle_until_.begin());
+        if (fit == 0) continue;  // no degree fits: no need to price any
       }
-      bool served = false;
-      const finish_estimate on_held(v, h, held_);  // held_ changes only once h is served
-      const auto next_tasks = v.tasks_time_of(h, options_.chunk);
-      sizing_candidates_.for_each(v, h, [&](int k) {  // the smallest degree that fits in time
-        if (k > fit) return false;
-        const tick end = add_sat(v.now(), on_held.migration(k) + next_tasks(k));
-        if (idle_until_[static_cast<std::size_t>(k) - 1] < end) return true;  // fewer than k held devices idle that long
+      for (const auto& [k, takes] : backfill_times_.next(v, h, held_, sizing_candidates_, options_.chunk)) {
+        // The smallest degree that fits in time (held_ changes only once h is served).
+        if (k > fit) break;
+        const tick end = add_sat(v.now(), takes);
+        if (idle_until_[static_cast<std::size_t>(k) - 1] < end) continue;  // fewer than k held devices idle that long
         picked_.clear();
         const auto& sg = v.request(h).state_group;
         const auto fits = [&](device_id d) { return held_.test(d) && held_until_[d] >= end; };
@@ -843,18 +943,13 @@ class composed_policy {
         device_group g{std::span<const device_id>(picked_)};
         held_.reset(g);
         held_count_ -= k;
+        for (device_id d : picked_) {  // their idle times leave the sorted list (equal times are interchangeable)
+          idle_until_.erase(std::lower_bound(idle_until_.begin(), idle_until_.end(), held_until_[d], std::greater<>()));
+        }
         plan_.push_back(planned{h, std::move(g), false, false});
-        return served = true, false;
-      });
-      if (served) sort_idle_until();
+        break;
+      }
     }
-  }
-  // Until when each held device stays idle, latest first: at least k of them are idle until `end`
-  // exactly when idle_until_[k - 1] >= end.
-  void sort_idle_until() {
-    idle_until_.clear();
-    held_.for_each([&](device_id d) { idle_until_.push_back(held_until_[d]); });
-    std::sort(idle_until_.begin(), idle_until_.end(), std::greater<>());
   }
 
   // The plan as decisions, with selective batching (policy/batching.hpp): a planned request leads a
@@ -951,8 +1046,12 @@ class composed_policy {
   int held_count_ = 0;
   std::vector<request_handle> unserved_;
   std::vector<device_id> picked_;
+  // Until when each held device stays idle, latest first (kept sorted as devices are held and
+  // backfilled, no sort per call): at least k of them are idle until `end` exactly when
+  // idle_until_[k - 1] >= end.
   std::vector<tick> idle_until_;
   degree_candidates sizing_candidates_;  // for backfill and widen
+  candidate_times backfill_times_;       // the unserved requests' next tasks, priced on the held devices
   std::vector<std::uint64_t> out_;  // by handle: running, taken out of the kept order (see set_out)
   std::size_t out_count_ = 0;
   struct quiet_timer {

@@ -356,6 +356,7 @@ class device_set {
   [[nodiscard]] std::size_t count_range(device_id begin, device_id end) const noexcept {
     end = static_cast<device_id>(std::min<std::size_t>(end, n_));
     if (begin >= end) return 0;
+    if (begin == 0 && end == n_) return count_;  // the whole set (one node spanning the cluster)
     std::size_t c = 0;
     const std::size_t wb = begin / 64, we = (end - 1) / 64;
     for (std::size_t w = wb; w <= we; ++w) {
