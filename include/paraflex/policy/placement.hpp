@@ -30,6 +30,12 @@ namespace detail {
   if (w >= 64) x = (x + (x >> 32)) & 0x00000000FFFFFFFFULL;
   return x;
 }
+/// Bits 0, k, 2k, ... of a word (k a power of two, 1..64).
+[[nodiscard]] constexpr std::uint64_t every_kth_bit(unsigned k) noexcept {
+  constexpr std::uint64_t by_log2[] = {~std::uint64_t{0},     0x5555555555555555ULL, 0x1111111111111111ULL, 0x0101010101010101ULL,
+                                       0x0001000100010001ULL, 0x0000000100000001ULL, 0x1ULL};
+  return by_log2[std::countr_zero(k)];
+}
 }  // namespace detail
 
 /// k devices from `available`, by the order above (steps 2-4), or nullopt when fewer than k are free.
@@ -92,21 +98,36 @@ namespace detail {
         }
         return std::move(picked).build();
       }
-      // Aligned blocks, the first whose devices are all free. Word scans jump over busy runs: a block
-      // can only start full at or after the next free device, and ends short at the next busy one.
+      // Aligned blocks, the first whose devices are all free.
       const std::size_t first = node_first, end = node_end, kz = kk;
-      std::size_t start = first;
-      while (start + kz <= end) {
-        const std::size_t d = available.next_member(start);
-        if (d + kz > end) break;
-        if (d != start) {  // start is busy: the block holding d is the next candidate
-          const std::size_t block_of_d = first + (d - first) / kz * kz;
-          start = block_of_d == start ? start + kz : block_of_d;
-          continue;
+      if (first % 64 == 0 && end % 64 == 0 && kz <= 64 && std::has_single_bit(kz)) {
+        // Nodes of whole words and a power-of-two k: no block straddles a word, so each word shows
+        // its full blocks at once - bit i survives log2(k) shift-and-ANDs when bits i..i+k-1 are all
+        // free - and the first survivor at a multiple of k is the answer (the same block as below).
+        const std::uint64_t at_starts = detail::every_kth_bit(static_cast<unsigned>(kz));
+        for (std::size_t w = first / 64; w < end / 64; ++w) {
+          std::uint64_t full = available.word(w);
+          for (std::size_t shift = 1; shift < kz && full != 0; shift <<= 1) full &= full >> shift;
+          if (const std::uint64_t starts = full & at_starts; starts != 0) {
+            return device_group::contiguous(static_cast<device_id>(w * 64 + static_cast<std::size_t>(std::countr_zero(starts))), kz);
+          }
         }
-        const std::size_t z = available.next_non_member(start);
-        if (z >= start + kz) return device_group::contiguous(static_cast<device_id>(start), static_cast<std::size_t>(k));
-        start = first + ((z - first) / kz + 1) * kz;  // the first block after the busy device z
+      } else {
+        // Word scans jump over busy runs: a block can only start full at or after the next free device,
+        // and ends short at the next busy one.
+        std::size_t start = first;
+        while (start + kz <= end) {
+          const std::size_t d = available.next_member(start);
+          if (d + kz > end) break;
+          if (d != start) {  // start is busy: the block holding d is the next candidate
+            const std::size_t block_of_d = first + (d - first) / kz * kz;
+            start = block_of_d == start ? start + kz : block_of_d;
+            continue;
+          }
+          const std::size_t z = available.next_non_member(start);
+          if (z >= start + kz) return device_group::contiguous(static_cast<device_id>(start), static_cast<std::size_t>(k));
+          start = first + ((z - first) / kz + 1) * kz;  // the first block after the busy device z
+        }
       }
       device_group::builder picked;
       for (std::size_t d = available.next_member(first); d < end && static_cast<int>(picked.size()) < k; d = available.next_member(d + 1)) {
