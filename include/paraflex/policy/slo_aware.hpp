@@ -65,12 +65,17 @@
 // of what its need is made of (steps and encode/decode time left, hull, deadline, class), taken again
 // only when its task ends (on_task_end) or a device is lost; with every hook forwarded the walk reads
 // no request record. A need is then a comparison while the request's cheapest degree still meets its
-// deadline, else a walk along its shape's hull (computed once per shape) from the point it stopped
-// at last time (as time passes a need only moves towards faster points). Moore-Hodgson's heap
-// is built only when a window first overflows: O(R) when every window fits, O(R log R) at worst.
-// Under overload most requests walked are set aside at every check: the one just added goes
-// without entering the heap when it is the first to go, else it takes the top's place in one
-// sift-down (200,000 requests at load 10 on 8 GPUs: the check's instructions down by a quarter).
+// deadline, else a division and the mix of the two hull points it lay between last time (kept in
+// the copy); only when it moves past them is its shape's hull (computed once per shape) walked on
+// from there (as time passes a need only moves towards faster points). Moore-Hodgson's heap is
+// built only when a window first overflows: O(R) when every window fits, O(R log R) at worst. A
+// job in it is one 128-bit key (class, need, handle); while its jobs share the upper word (one
+// class, needs below 2^32 device-microseconds) it holds the lower word alone: half the moves, one
+// comparison. Under overload most requests walked are set aside at every check: the one just
+// added goes without entering the heap when it is the first to go, else it takes the top's place
+// in one sift-down (200,000 requests at load 10 on 8 GPUs: the check's instructions down by a
+// quarter). First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check):
+// 39,500 instructions per check, from 67,000 with three-field heap jobs and a hull walk per need.
 // Exact regime: up to slo_admission::exact_limit (4096) such requests, the check runs at every
 // decision - every setup of docs/results.md stays there, with the same schedules as a check at every
 // decision. Above it, the check runs once every ceil(R / exact_limit) decisions: in between the
@@ -84,6 +89,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
@@ -157,72 +164,113 @@ class slo_admission {
     // on, and the walk never reads the requests' records (a cache miss each, at a large R).
     const bool trust = told && task_hooks_;
     // Moore-Hodgson over the deadline windows, walking the requests by deadline (kept sorted
-    // across calls: deadlines never change, so no sort per decision; new ones are merged in);
+    // across calls: deadlines never change, so no sort per decision; new ones are merged in first);
     // ended ones are removed.
-    const double mean_slo = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : 0.0;
-    if (usable != hull_devices_) hulls_.clear(), hull_devices_ = usable, ++epoch_;  // a device was lost
+    // A device was lost: new hulls, and every entry is taken again (as in a fresh pass).
+    const bool lost = usable != hull_devices_;
+    if (lost) hulls_.clear(), hull_devices_ = usable;
     const double devices = static_cast<double>(usable);
     const double long_limit = (capacity - reserve) * devices, short_limit = capacity * devices;
-    heap_.clear();
+    // A request whose SLO is above the mean of the arrivals so far is checked against long_limit.
+    const double long_above = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : std::numeric_limits<double>::infinity();
     drops_.clear();
-    // The heap is built only when a window first overflows (make_heap, then one push per job): the
-    // order jobs leave it in is fixed by set_aside_first, a total order, whatever the heap's layout.
+    if (!pending_.empty()) {
+      std::sort(pending_.begin(), pending_.end(), by_deadline);
+      next_.clear();
+      std::merge(by_deadline_.begin(), by_deadline_.end(), pending_.begin(), pending_.end(), std::back_inserter(next_), by_deadline);
+      by_deadline_.swap(next_);
+      pending_.clear();
+    }
+    // The loop keeps what it reads in locals (the compiler cannot: the stores below may alias members).
+    const std::size_t n = by_deadline_.size();
+    if (heap_.size() < n) heap_.resize(n), narrow_.resize(n);  // never shrink: no per-call initialisation
+    entry* const es = by_deadline_.data();
+    const bool off = mode == admission_mode::off;
+    // The heap of admitted jobs: the order they leave it in is fixed by set_aside_first, a total
+    // order, whatever the heap's layout. While its jobs share hi (one class, needs below 2^32
+    // device-microseconds: the usual case) it holds their lo alone, in narrow_ (half the moves, one
+    // comparison); a job of another hi moves it to heap_ (wide). A heap of lo with one hi is a heap
+    // of (hi, lo) too.
+    job* const heap = heap_.data();
+    std::uint64_t* const narrow = narrow_.data();
+    bool wide = false;
+    std::uint64_t hi = 0;  // of every job in the heap while !wide
+    // The heap is built only when a window first overflows (make_heap, then one push per job).
     bool heaped = false;
+    std::size_t kept = 0, top = 0;  // top: jobs in the heap
     double need = 0;
-    const bool merging = !pending_.empty();
-    if (merging) std::sort(pending_.begin(), pending_.end(), by_deadline), next_.clear();
-    std::size_t kept = 0, i = 0, j = 0;
-    for (;;) {
-      entry* pe = nullptr;
-      if (j < pending_.size() && (i == by_deadline_.size() || by_deadline(pending_[j], by_deadline_[i]))) pe = &pending_[j++];
-      else if (i < by_deadline_.size()) pe = &by_deadline_[i++];
-      else break;
-      entry& e = *pe;
+    // The same removals as a push and pops, cheaper: under overload most requests walked are set
+    // aside at every check, one per request added once the windows are full.
+    // Sets a job aside: deferred, or rejected (strict) if it has not started.
+    const bool strict = mode == admission_mode::strict;
+    const std::uint64_t deferred = pass_ << 2 | static_cast<std::uint64_t>(verdict::deferred);
+    const auto set_aside = [&](const job& out) {
+      const auto h = static_cast<request_handle>(out.lo);
+      need -= static_cast<double>(static_cast<tick>(out.hi << 32 | out.lo >> 32));
+      if (strict && v.request(h).first_start == never) set_verdict(h, verdict::reject), drops_.push_back(h);
+      else verdict_[h] = deferred;  // sized by track()
+    };
+    const auto overflow = [&](auto* h, const auto added, const auto before, const auto as_job, const double limit) {
+      if (!heaped) std::make_heap(h, h + top, before), heaped = true;
+      if (top == 0 || before(h[0], added)) {
+        set_aside(as_job(added));
+      } else {  // the top goes first and the new one takes its place: one sift-down
+        const auto out = h[0];
+        sift_down(h, top, added, before);
+        set_aside(as_job(out));
+      }
+      while (need > limit && top > 0) {
+        const auto out = h[0];
+        if (--top > 0) sift_down(h, top, h[top], before);
+        set_aside(as_job(out));
+      }
+    };
+    const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
+    for (std::size_t i = 0; i < n; ++i) {
+      entry& e = es[i];
       if (trust) {
-        if (mark_[e.h] & ended) continue;
-        if ((mark_[e.h] & moved) || e.epoch != epoch_) refresh(v, e);
+        const unsigned char m = mark_[e.h];
+        if (m & ended) continue;
+        if (m != 0 || lost) refresh(v, e);
       } else {
         const request_record& r = v.request(e.h);
         if (r.ended()) continue;
-        if (e.position != r.position || e.epoch != epoch_) refresh(v, e);
+        if (e.position != r.position || lost) refresh(v, e);
       }
       const tick w = need_at(e, now);
-      if (merging) next_.push_back(e);
-      else if (&by_deadline_[kept++] != &e) by_deadline_[kept - 1] = e;  // closes the gap of ended ones
+      if (kept != i) es[kept] = e;  // closes the gap of ended ones
+      ++kept;
       if (w < 0) {  // too late even alone at the fastest degree
         if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
       }
-      if (mode == admission_mode::off) continue;
-      const job added{e.h, w, e.priority};
+      if (off) continue;
+      const job added = make_job(e.class_key, w, e.h);
+      if (top == 0) {
+        hi = added.hi, wide = false;
+      } else if (added.hi != hi && !wide) {
+        for (std::size_t k = 0; k < top; ++k) heap[k] = {hi, narrow[k]};
+        wide = true;
+      }
       need += static_cast<double>(w);
-      const bool long_slo = slo_count_ > 0 && e.slo > mean_slo;
       // A request alone in its window always fits: only competition sets one aside.
-      const double limit = std::max((long_slo ? long_limit : short_limit) * static_cast<double>(e.deadline - now), static_cast<double>(w));
-      if (need <= limit) {
-        heap_.push_back(added);
-        if (heaped) std::push_heap(heap_.begin(), heap_.end(), set_aside_first);
+      const double room = (e.slo > long_above ? long_limit : short_limit) * static_cast<double>(e.deadline - now);
+      if (need <= room || need <= static_cast<double>(w)) {  // need <= limit below
+        if (wide) {
+          heap[top] = added;
+          if (heaped) sift_up(heap, top, added, set_aside_first);
+        } else {
+          narrow[top] = added.lo;
+          if (heaped) sift_up(narrow, top, added.lo, lo_first);
+        }
+        ++top;
         continue;
       }
-      if (!heaped) std::make_heap(heap_.begin(), heap_.end(), set_aside_first), heaped = true;
-      // The same removals as a push and pops, cheaper: under overload most requests walked are set
-      // aside at every check, one per request added once the windows are full.
-      if (heap_.empty() || set_aside_first(heap_.front(), added)) {
-        set_aside(v, added, need);
-      } else {  // the top goes first and the new one takes its place: one sift-down
-        const job out = heap_.front();
-        replace_top(added);
-        set_aside(v, out, need);
-      }
-      while (need > limit && !heap_.empty()) {
-        std::pop_heap(heap_.begin(), heap_.end(), set_aside_first);
-        const job out = heap_.back();
-        heap_.pop_back();
-        set_aside(v, out, need);
-      }
+      const double limit = std::max(room, static_cast<double>(w));
+      if (wide) overflow(heap, added, set_aside_first, [](const job& j) { return j; }, limit);
+      else overflow(narrow, added.lo, lo_first, [hi](std::uint64_t lo) { return job{hi, lo}; }, limit);
     }
-    if (merging) by_deadline_.swap(next_), pending_.clear();
-    else by_deadline_.resize(kept);
+    by_deadline_.resize(kept);
   }
 
   /// How many times begin() has run the capacity check (fewer than its calls above exact_limit).
@@ -233,16 +281,19 @@ class slo_admission {
   [[nodiscard]] const std::vector<request_handle>& pending_drops() const noexcept { return drops_; }
 
   [[nodiscard]] admission judge(const scheduler_view& v, request_handle h) const {
-    if (!v.request(h).has_deadline()) {  // best effort: in the background until its virtual deadline
-      return priority_edf_order::effective_deadline(v, h, best_effort_age) > v.now() ? admission::background() : admission::admit();
+    // Only requests with a deadline are tracked and get verdicts: for them no record is read.
+    if (h < verdict_.size() && (verdict_[h] >> 2) == pass_) {
+      switch (static_cast<verdict>(verdict_[h] & 3)) {
+        case verdict::deferred: return admission::defer();
+        case verdict::unreachable: return admission::drop("deadline_unreachable");
+        case verdict::reject: return admission::drop("over_capacity");
+        case verdict::admit: break;
+      }
+      return admission::admit();
     }
-    switch (h < verdict_.size() && (verdict_[h] >> 2) == pass_ ? static_cast<verdict>(verdict_[h] & 3) : verdict::admit) {
-      case verdict::deferred: return admission::defer();
-      case verdict::unreachable: return admission::drop("deadline_unreachable");
-      case verdict::reject: return admission::drop("over_capacity");
-      case verdict::admit: break;
-    }
-    return admission::admit();
+    if ((h < tracked_.size() && tracked_[h]) || v.request(h).has_deadline()) return admission::admit();
+    // Best effort: in the background until its virtual deadline.
+    return priority_edf_order::effective_deadline(v, h, best_effort_age) > v.now() ? admission::background() : admission::admit();
   }
 
   /// GPU-time (device x microseconds) h still needs to meet its deadline from now on, running its
@@ -283,36 +334,56 @@ class slo_admission {
 
  private:
   enum class verdict : unsigned char { admit, deferred, unreachable, reject };
+  struct hull_point {
+    int k;
+    tick time;  ///< one step on k devices
+    tick cost;  ///< k x time
+  };
+  // A job of the heap as one 128-bit key (hi, lo) = (class, need, handle) packed so that comparing
+  // keys compares those in turn: two integer comparisons instead of three fields' branches.
   struct job {
-    request_handle h;
-    tick w;  ///< need: device-microseconds
-    int priority;
+    std::uint64_t hi;  ///< ~(priority with its sign bit flipped) << 32 | the need's upper 32 bits
+    std::uint64_t lo;  ///< the need's lower 32 bits << 32 | handle
   };
+  // A class as job::hi's upper half: lower classes are larger (the sign bit flipped, then all bits).
+  static std::uint64_t class_key_of(int priority) noexcept {
+    return std::uint64_t{~(static_cast<std::uint32_t>(priority) ^ 0x80000000u)} << 32;
+  }
+  // need >= 0 (requests with no way to finish are not in the heap).
+  static job make_job(std::uint64_t class_key, tick w, request_handle h) noexcept {
+    const auto uw = static_cast<std::uint64_t>(w);
+    return {class_key | uw >> 32, uw << 32 | h};
+  }
 
-  // Heap order: the top is set aside first - the lowest class, then the largest need. (An object,
-  // not a function: the heap algorithms inline it.)
+  // Heap order: the top is set aside first - the lowest class, then the largest need, then the
+  // later arrival (the largest handle). (An object, not a function: the heap algorithms inline it.)
   static constexpr auto set_aside_first = [](const job& a, const job& b) noexcept {
-    if (a.priority != b.priority) return a.priority > b.priority;
-    if (a.w != b.w) return a.w < b.w;
-    return a.h < b.h;  // later arrival first
+    return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
   };
-  // The heap's top replaced by x (std::pop_heap after a push_back(x), without the sift-up).
-  void replace_top(const job& x) noexcept {
-    const std::size_t n = heap_.size();
+  // x put in the top slot of heap[0..n) and sifted down (std::pop_heap's step without its sift-up).
+  template <class T, class Before>
+  static void sift_down(T* heap, std::size_t n, const T x, Before before) noexcept {
     std::size_t i = 0;
-    for (std::size_t c = 1; c < n; c = 2 * i + 1) {
-      if (c + 1 < n && set_aside_first(heap_[c], heap_[c + 1])) ++c;  // the child set aside first
-      if (!set_aside_first(x, heap_[c])) break;
-      heap_[i] = heap_[c];
+    for (;;) {
+      std::size_t c = 2 * i + 1;
+      if (c + 1 < n) c += static_cast<std::size_t>(before(heap[c], heap[c + 1]));  // the child set aside first
+      else if (c >= n) break;
+      if (!before(x, heap[c])) break;
+      heap[i] = heap[c];
       i = c;
     }
-    heap_[i] = x;
+    heap[i] = x;
   }
-  void set_aside(const scheduler_view& v, const job& out, double& need) {
-    need -= static_cast<double>(out.w);
-    const bool reject = mode == admission_mode::strict && v.request(out.h).first_start == never;  // not started
-    set_verdict(out.h, reject ? verdict::reject : verdict::deferred);
-    if (reject) drops_.push_back(out.h);
+  // x, to be stored at heap[i], sifted up (std::push_heap).
+  template <class T, class Before>
+  static void sift_up(T* heap, std::size_t i, const T x, Before before) noexcept {
+    while (i > 0) {
+      const std::size_t parent = (i - 1) / 2;
+      if (!before(heap[parent], x)) break;
+      heap[i] = heap[parent];
+      i = parent;
+    }
+    heap[i] = x;
   }
 
   void set_verdict(request_handle h, verdict x) {
@@ -321,21 +392,28 @@ class slo_admission {
   }
 
   // What the walk needs of a request, copied out of the view: its need at any time is a function of
-  // these until its next task ends (position) or a device is lost (epoch).
+  // these until its next task ends (position) or a device is lost (then every entry is refreshed).
+  // What every pass reads comes first (48 bytes); the rest only once the cheapest degree is too slow.
   struct entry {
     tick deadline;
-    request_handle h;
-    std::uint32_t position;  ///< the request's position these were taken at
-    std::uint64_t epoch;     ///< the hulls they were taken from (refresh() when either changes)
+    tick cheap_until;     ///< up to this time the cheapest hull point is fast enough: need = w_cheap
+    tick w_cheap;         ///< (no degree fits: cheap_until = max, w_cheap = -1, unreachable)
     double slo;
-    int priority;
-    int fast;             ///< the fastest degree on the hull (0: no degree fits; unreachable)
-    std::uint32_t shape;  ///< hulls_ index
-    std::uint32_t point = 0;  ///< need_at's hull point last time (time only moves it towards faster ones)
+    request_handle h;
+    std::uint32_t position;  ///< the request's position these were taken at (refresh() when it changes)
+    std::uint64_t class_key;  ///< class_key_of(priority)
+    // need_late(): the request...
     double steps;         ///< steps remaining
     tick stages;          ///< time of the rest (encode, decode) at the fastest degree
-    tick cheap_until;     ///< up to this time the cheapest hull point is fast enough: need = w_cheap
-    tick w_cheap;
+    double min_budget;    ///< steps x time of the fastest point: less time than this, unreachable
+    int fast;             ///< the fastest degree on the hull
+    std::uint32_t shape;  ///< hulls_ index
+    // ... and the hull segment its need was on last time (time only moves it towards faster points):
+    // point (b) and the one before it (a), as doubles; it stays there while seg_above <= time per
+    // step < seg_below.
+    std::uint32_t point = 0;
+    double seg_above, seg_below;  ///< b's time, -inf for the fastest; a's time, +inf for point 0
+    double b_time, span, a_cost, b_cost;  ///< span: a's time - b's
   };
 
   // Inserts h into the deadline order once.
@@ -348,9 +426,10 @@ class slo_admission {
     e.deadline = r.deadline();
     e.h = h;
     e.slo = static_cast<double>(r.spec.slo);
-    e.priority = r.spec.priority;
+    e.class_key = class_key_of(r.spec.priority);
     refresh(v, e);
     pending_.push_back(e);  // merged into the order by the next check
+    if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, 0);  // for begin()'s set_aside
     if (mark_.size() <= h) mark_.resize(static_cast<std::size_t>(h) + 1, 0);
     mark_[h] = 0;
   }
@@ -359,54 +438,66 @@ class slo_admission {
     if (hull_devices_ < 0) hull_devices_ = v.usable_device_count();
     const auto& r = v.request(e.h);
     e.position = r.position;
-    e.point = 0;
-    e.epoch = epoch_;
     if (e.h < mark_.size()) mark_[e.h] &= static_cast<unsigned char>(~moved);
     const auto& hull = cost_hull(v, e.h);
     e.shape = r.shape;
     e.steps = static_cast<double>(r.steps_remaining());
-    if (hull.empty()) {
+    if (hull.empty()) {  // need_at answers -1 at once
       e.fast = 0;
+      e.cheap_until = std::numeric_limits<tick>::max();
+      e.w_cheap = -1;
       return;
     }
     e.fast = hull.back().k;
     e.stages = v.remaining_time(e.h, e.fast) - static_cast<tick>(r.steps_remaining()) * v.step_time(e.h, e.fast);
     e.cheap_until = e.deadline - e.stages - static_cast<tick>(r.steps_remaining()) * hull.front().time;
     e.w_cheap = static_cast<tick>(e.steps * static_cast<double>(hull.front().cost)) + static_cast<tick>(e.fast) * e.stages;
+    e.min_budget = e.steps * static_cast<double>(hull.back().time);
+    to_point(e, hull, 0);
+  }
+  void to_point(entry& e, const std::vector<hull_point>& hull, std::size_t lo) const noexcept {
+    e.point = static_cast<std::uint32_t>(lo);
+    const hull_point& b = hull[lo];
+    e.seg_above = lo + 1 < hull.size() ? static_cast<double>(b.time) : -std::numeric_limits<double>::infinity();
+    e.b_cost = static_cast<double>(b.cost);
+    if (lo == 0) {
+      e.seg_below = std::numeric_limits<double>::infinity();
+      return;
+    }
+    const hull_point& a = hull[lo - 1];
+    e.seg_below = static_cast<double>(a.time);
+    e.b_time = static_cast<double>(b.time);
+    e.span = static_cast<double>(a.time - b.time);
+    e.a_cost = static_cast<double>(a.cost);
   }
   // demand() from an entry, with the same arithmetic. Up to cheap_until the answer is w_cheap: then
   // steps x time(0) <= budget in integers, so the rounded budget / steps is >= time(0) too, and the
-  // search below stops at point 0 with no mix.
-  [[nodiscard]] tick need_at(entry& e, tick now) const {
-    if (e.fast == 0) return -1;
-    if (now <= e.cheap_until) return e.w_cheap;
-    const auto& hull = hulls_[e.shape];
+  // search in need_late() would stop at point 0 with no mix.
+  [[nodiscard]] tick need_at(entry& e, tick now) const { return now <= e.cheap_until ? e.w_cheap : need_late(e, now); }
+  [[nodiscard]] tick need_late(entry& e, tick now) const {
     const double steps = e.steps;
     const double budget = static_cast<double>(e.deadline - now - e.stages);
-    if (budget < steps * static_cast<double>(hull.back().time)) return -1;
+    if (budget < e.min_budget) return -1;
     const double per_step = steps > 0 ? budget / steps : static_cast<double>(never);
-    // The first point fast enough (hull times shrink along it). Between refreshes the budget only
-    // shrinks, so the search resumes where it stopped last time; it starts over if the point
-    // before is fast enough too (time went back: a host replaying a view).
-    std::size_t lo = e.point < hull.size() ? e.point : 0;
-    if (lo > 0 && static_cast<double>(hull[lo - 1].time) <= per_step) lo = 0;
-    while (lo + 1 < hull.size() && static_cast<double>(hull[lo].time) > per_step) ++lo;  // else the fastest
-    e.point = static_cast<std::uint32_t>(lo);
-    double cost_per_step = static_cast<double>(hull[lo].cost);
-    if (lo > 0) {
-      const auto& a = hull[lo - 1];
-      const auto& b = hull[lo];
-      const double x = (per_step - static_cast<double>(b.time)) / static_cast<double>(a.time - b.time);
-      cost_per_step = x * static_cast<double>(a.cost) + (1 - x) * static_cast<double>(b.cost);
+    // The first point fast enough (hull times shrink along it): the one of last time while the time
+    // per step is still in its segment. Between refreshes the budget only shrinks, so the search
+    // resumes where it stopped last time; it starts over if the point before is fast enough too
+    // (time went back: a host replaying a view).
+    if (!(per_step >= e.seg_above && per_step < e.seg_below)) {
+      const std::vector<hull_point>& hull = hulls_[e.shape];
+      std::size_t lo = e.point;
+      if (lo > 0 && static_cast<double>(hull[lo - 1].time) <= per_step) lo = 0;
+      while (lo + 1 < hull.size() && static_cast<double>(hull[lo].time) > per_step) ++lo;  // else the fastest
+      to_point(e, hull, lo);
+    }
+    double cost_per_step = e.b_cost;
+    if (e.point > 0) {  // mix the slower, cheaper point a with b
+      const double x = (per_step - e.b_time) / e.span;
+      cost_per_step = x * e.a_cost + (1 - x) * e.b_cost;
     }
     return static_cast<tick>(steps * cost_per_step) + static_cast<tick>(e.fast) * e.stages;
   }
 
-  struct hull_point {
-    int k;
-    tick time;  ///< one step on k devices
-    tick cost;  ///< k x time
-  };
   // The lower convex hull of (step time, GPU-time per step) over a shape's allowed degrees that
   // fit the usable devices, from the cheapest to the fastest: mixing two neighbours on it is the
   // cheapest way to reach any speed in between. Computed once per shape (and device loss).
@@ -449,7 +540,8 @@ class slo_admission {
   std::uint64_t pass_ = 0;                   // begin() calls
   std::vector<unsigned char> seen_;          // by handle: arrived (on_arrival) and not ended
   std::size_t known_ = 0;                    // how many of seen_ are set
-  std::vector<job> heap_;
+  std::vector<job> heap_;              // begin()'s heap, sized for every request tracked (wide)
+  std::vector<std::uint64_t> narrow_;  // the same with job::lo alone (one hi)
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<entry> by_deadline_;      // unfinished requests with a deadline, by (deadline, handle)
   std::vector<entry> pending_;          // tracked since the last check, not yet in by_deadline_
@@ -461,7 +553,6 @@ class slo_admission {
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
   int hull_devices_ = -1;
-  std::uint64_t epoch_ = 0;  // hulls_ cleared this many times
 };
 
 // ============================================================================================
