@@ -52,10 +52,12 @@
 // hold), or for a while (hold, and Sizing::settled_until says so); on_task_end or its timer files it
 // again. Otherwise every call keys and sorts the W waiting requests: O(W log W). Per group handed
 // out, O(candidate degrees) for sizing (degree_candidates: dominated degrees are skipped, with the
-// same answers) and O(G/64 + nodes) for placement. Contested devices are found from the free
-// devices' state holders (O(G)), and backfill looks at no more than 64 unserved requests. With
-// max_batch > 1, each planned request adds O(H log H) for the H state holders of its group's first
-// device and a look at no more than 16 x max_batch + 64 waiting requests for recruits (batching.hpp).
+// same answers; a running request held for and a request tried on held devices are priced once per
+// task, candidate_times, then only compared) and O(G/64 + nodes) for placement. Contested devices
+// are found from the free devices' state holders (O(G)), and backfill looks at no more than 64
+// unserved requests. With max_batch > 1, each planned request adds O(H log H) for the H state
+// holders of its group's first device and a look at no more than 16 x max_batch + 64 waiting
+// requests for recruits (batching.hpp).
 //
 // Requests the walk does not reach are not judged in that call: a drop the Admission part would
 // decide for one of them happens when the walk reaches it, which is before it could take a device,
