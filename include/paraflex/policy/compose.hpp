@@ -144,8 +144,8 @@ class finish_estimate {
 /// requests at decision after decision (a running one it holds devices for; the waiting ones it
 /// tries to backfill), so each is priced once instead of once per call. Slots are direct-mapped by
 /// handle (a collision only prices again) and each is checked against everything its times are made
-/// of, so a stale one is never read; no allocation once a slot has held as many degrees as it is
-/// asked for.
+/// of, so a stale one is never read. The times live in one block, so a fresh cache allocates a
+/// few times in all, not once per request.
 ///
 ///   for (const auto& [k, takes] : times.of(v, h, avail, candidates)) {   // increasing k
 ///     if (k > free) break;
@@ -184,14 +184,16 @@ class candidate_times {
   struct slot {
     bool filled = false;
     key of{};
-    std::vector<degree_time> times;
+    std::uint32_t size = 0;  // degrees in its stretch of the arena
   };
   static constexpr std::size_t slot_count = 1024;  // a power of two: the slot is h's low bits
+  static constexpr std::size_t first_stride = 16;  // enough for most shapes' candidate degrees
 
   std::span<const degree_time> priced(const scheduler_view& v, request_handle h, const device_set& available,
                                       const degree_candidates& candidates, std::uint32_t tasks) const {
-    if (slots_.empty()) slots_.resize(slot_count);
-    slot& s = slots_[h & (slot_count - 1)];
+    if (slots_.empty()) slots_.resize(slot_count), scratch_.reserve(first_stride);
+    const std::size_t at = h & (slot_count - 1);
+    slot& s = slots_[at];
     const auto& r = v.request(h);
     const auto& c = v.costs(h);
     const auto& sg = r.state_group;
@@ -203,21 +205,33 @@ class candidate_times {
                       static_cast<int>(sg.size()),
                       !sg.empty() && available.contains_all(sg),
                       v.topology().gpus_per_node};
-    if (s.filled && s.of == now_key) return s.times;
-    s.of = now_key;
-    s.filled = true;
-    s.times.clear();
+    if (s.filled && s.of == now_key) return {arena_.data() + at * stride_, s.size};
+    scratch_.clear();
     const finish_estimate finish(v, h, available);
     if (tasks == 0) {
-      candidates.for_each(v, h, [&](int k) { return s.times.push_back({k, finish.migration(k) + finish.remaining(k)}), true; });
+      candidates.for_each(v, h, [&](int k) { return scratch_.push_back({k, finish.migration(k) + finish.remaining(k)}), true; });
     } else {
       const auto next_tasks = v.tasks_time_of(h, tasks);
-      candidates.for_each(v, h, [&](int k) { return s.times.push_back({k, finish.migration(k) + next_tasks(k)}), true; });
+      candidates.for_each(v, h, [&](int k) { return scratch_.push_back({k, finish.migration(k) + next_tasks(k)}), true; });
     }
-    return s.times;
+    if (scratch_.size() > stride_) {  // every slot gets a longer stretch: a fresh start (rare: a few times a run)
+      stride_ = std::max({scratch_.size(), 2 * stride_, first_stride});
+      arena_.assign(slot_count * stride_, degree_time{0, 0});
+      for (slot& o : slots_) o.filled = false;
+    }
+    std::copy(scratch_.begin(), scratch_.end(), arena_.begin() + static_cast<std::ptrdiff_t>(at * stride_));
+    s.of = now_key;
+    s.size = static_cast<std::uint32_t>(scratch_.size());
+    s.filled = true;
+    return {arena_.data() + at * stride_, s.size};
   }
 
+  // One block for every slot's times (slot i owns [i x stride_, i x stride_ + size)): a fresh policy
+  // allocates a few blocks here, not one per request asked about.
   mutable std::vector<slot> slots_;
+  mutable std::vector<degree_time> arena_;
+  mutable std::size_t stride_ = 0;
+  mutable std::vector<degree_time> scratch_;
 };
 
 /// Time h needs for everything it has left at its fastest degree (by step time) that the usable
