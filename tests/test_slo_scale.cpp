@@ -50,6 +50,16 @@ request_spec make(std::string id, double arrival_s, int height, int steps, doubl
   return r;
 }
 
+/// Each of `gpus` devices available with probability p (one uniform draw per device, in order).
+device_set random_devices(int gpus, double p, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  device_set avail(static_cast<std::size_t>(gpus), false);
+  for (int d = 0; d < gpus; ++d) {
+    if (u(rng) < p) avail.set(static_cast<device_id>(d));
+  }
+  return avail;
+}
+
 /// Turns the scheduler until the next event would pass t.
 template <class S>
 void run_until(S& s, tick t) {
@@ -153,10 +163,7 @@ TEST_CASE("the sizing parts pick the degree a loop over every allowed degree pic
     const fastest_degree fast{};
     const cheapest_degree cheap{};
     for (int trial = 0; trial < 30; ++trial) {
-      device_set avail(static_cast<std::size_t>(gpus), false);
-      for (int d = 0; d < gpus; ++d) {
-        if (u(rng) < 0.6) avail.set(static_cast<device_id>(d));
-      }
+      const device_set avail = random_devices(gpus, 0.6, rng);
       for (const handle_set* list : {&v.waiting(), &v.running()}) {
         for (request_handle h : *list) {
           INFO("seed " << seed << " request " << v.request(h).spec.id);
@@ -201,10 +208,7 @@ TEST_CASE("smallest_meeting_degree kept across a whole run picks what a fresh lo
       s.turn_to(s.next_wakeup());
       const scheduler_view& v = s.view();
       for (int trial = 0; trial < 3; ++trial) {
-        device_set avail(static_cast<std::size_t>(gpus), false);
-        for (int d = 0; d < gpus; ++d) {
-          if (u(rng) < 0.5) avail.set(static_cast<device_id>(d));
-        }
+        const device_set avail = random_devices(gpus, 0.5, rng);
         for (request_handle h : v.running()) {
           device_set pool = avail;  // as hold_for asks: the free devices plus its own
           pool.set(v.request(h).run_group);

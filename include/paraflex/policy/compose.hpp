@@ -208,12 +208,10 @@ class candidate_times {
     if (s.filled && s.of == now_key) return {arena_.data() + at * stride_, s.size};
     scratch_.clear();
     const finish_estimate finish(v, h, available);
-    if (tasks == 0) {
-      candidates.for_each(v, h, [&](int k) { return scratch_.push_back({k, finish.migration(k) + finish.remaining(k)}), true; });
-    } else {
-      const auto next_tasks = v.tasks_time_of(h, tasks);
-      candidates.for_each(v, h, [&](int k) { return scratch_.push_back({k, finish.migration(k) + next_tasks(k)}), true; });
-    }
+    const auto next_tasks = v.tasks_time_of(h, std::max(tasks, 1u));  // O(1); read only when tasks > 0
+    candidates.for_each(v, h, [&](int k) {
+      return scratch_.push_back({k, finish.migration(k) + (tasks == 0 ? finish.remaining(k) : next_tasks(k))}), true;
+    });
     if (scratch_.size() > stride_) {  // every slot gets a longer stretch: a fresh start (rare: a few times a run)
       stride_ = std::max({scratch_.size(), 2 * stride_, first_stride});
       arena_.assign(slot_count * stride_, degree_time{0, 0});
