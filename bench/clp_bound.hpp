@@ -9,6 +9,8 @@
 // default: on these LPs it was the fastest of Clp's methods - 3,000 Azure-arrival requests on 8 GPUs
 // (0.2-1.1 million columns) in 1.4-6 s on 2 cores, where dual simplex and barrier took 2-6x as long.
 // A time limit still yields a valid bound (looser: an unfinished primal's duals are not optimal).
+// Count cuts (fluid_bound.hpp) are added to the loaded model round by round and re-solved with dual
+// simplex from the last basis; their duals are certified with the other rows'.
 //
 // Clp's sign convention: for a maximisation, dualRowSolution() of a binding "<=" row is >= 0, the
 // multiplier y of fluid_bound.hpp as is.
@@ -46,11 +48,15 @@ struct clp_report {
   bool optimal = false;
   int status = -1;                 ///< Clp status: 0 optimal, 1 infeasible, 2 unbounded, 3 stopped, 4 errors
   int iterations = 0;
+  int cut_rounds = 0;              ///< rounds of count cuts added and solved
   double seconds = 0;              ///< load + solve
 };
 
-/// Solves `f` with Clp and certifies the result.
-[[nodiscard]] inline clp_report solve_fluid_lp_clp(const fluid_lp& f, const clp_options& o = {}) {
+/// Solves `f` with Clp and certifies the result. With `cuts_from` (the workload `f` was built from)
+/// and fo.count_cut_rounds > 0, it then adds the count cuts the solution violates (to `f` and to the
+/// loaded model) and re-solves with dual simplex from where it stopped, round after round.
+[[nodiscard]] inline clp_report solve_fluid_lp_clp(fluid_lp& f, const clp_options& o = {}, const fluid_workload* cuts_from = nullptr,
+                                                   const fluid_bound_options& fo = {}) {
   clp_report rep;
   if (f.with_deadline == 0) return rep;
   if (f.lp.cols() == 0) {  // no request can meet its deadline: nothing to solve
@@ -78,6 +84,30 @@ struct clp_report {
   }
   how.setPresolveType(o.presolve ? ClpSolve::presolveOn : ClpSolve::presolveOff);
   model.initialSolve(how);
+  // Count cuts: a row per cut over the x columns; a round ends when none is violated or time is up.
+  std::vector<double> x;
+  for (int round = 0; cuts_from != nullptr && round < fo.count_cut_rounds && model.isProvenOptimal(); ++round) {
+    const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (spent >= o.max_seconds) break;
+    const double* primal = model.primalColumnSolution();
+    x.clear();
+    for (int c : f.x_column) x.push_back(primal[c]);
+    const std::vector<count_cut> cuts = separate_count_cuts(*cuts_from, x, fo.count_cuts_per_round);
+    if (cuts.empty()) break;
+    std::vector<CoinBigIndex> row_start{0};
+    std::vector<int> columns;
+    std::vector<double> ones, lower(cuts.size(), -COIN_DBL_MAX), upper;
+    for (const auto& c : cuts) {
+      for (std::size_t j : c.members) columns.push_back(f.x_column[j]), ones.push_back(1.0);
+      row_start.push_back(static_cast<CoinBigIndex>(columns.size()));
+      upper.push_back(c.most);
+    }
+    model.addRows(static_cast<int>(cuts.size()), lower.data(), upper.data(), row_start.data(), columns.data(), ones.data());
+    add_count_cuts(f, cuts);
+    model.setMaximumSeconds(std::max(1.0, o.max_seconds - spent));
+    model.dual();  // the old basis stays dual feasible with the new rows basic: a warm start
+    ++rep.cut_rounds;
+  }
   rep.status = model.status();
   rep.optimal = model.isProvenOptimal();
   rep.iterations = model.getIterationCount();
@@ -88,6 +118,12 @@ struct clp_report {
   rep.bound = f.attainment_from_duals(duals);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
+}
+
+/// Solves `f` as built (no count cuts) and certifies the result.
+[[nodiscard]] inline clp_report solve_fluid_lp_clp(const fluid_lp& f, const clp_options& o = {}) {
+  fluid_lp copy = f;  // the overload above adds rows only with cuts_from; a copy keeps one code path
+  return solve_fluid_lp_clp(copy, o);
 }
 
 /// What clp_fluid_bound did: the certified LP bound and the size and cost of getting it.
@@ -101,6 +137,8 @@ struct clp_fluid_report {
   bool optimal = true;                  ///< every part solved to optimality
   std::size_t parts = 0, requests = 0, intervals = 0, rows = 0, cols = 0, nonzeros = 0;
   std::size_t largest_part_cols = 0;
+  std::size_t count_cut_rows = 0;       ///< count cuts added (included in rows)
+  int cut_rounds = 0;                   ///< rounds of count cuts, over all parts
   int iterations = 0;
   double build_seconds = 0, solve_seconds = 0;
 };
@@ -113,7 +151,7 @@ struct clp_fluid_report {
   double left = co.max_seconds;
   for (const fluid_workload& part : split_fluid_workload(w)) {
     const auto t0 = std::chrono::steady_clock::now();
-    const fluid_lp lp = build_fluid_lp(part, fo);
+    fluid_lp lp = build_fluid_lp(part, fo);
     rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ++rep.parts;
     rep.requests += lp.requests;
@@ -131,7 +169,10 @@ struct clp_fluid_report {
     }
     clp_options o = co;
     o.max_seconds = left;
-    const clp_report r = solve_fluid_lp_clp(lp, o);
+    const clp_report r = solve_fluid_lp_clp(lp, o, &part, fo);
+    rep.rows += lp.count_cut_rows;  // added while solving
+    rep.count_cut_rows += lp.count_cut_rows;
+    rep.cut_rounds += r.cut_rounds;
     left -= r.seconds;
     rep.solve_seconds += r.seconds;
     rep.iterations += r.iterations;

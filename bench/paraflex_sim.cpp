@@ -130,10 +130,11 @@ int main(int argc, char** argv) {
       if (!quiet) {
         std::fprintf(stderr,
                      "paraflex-sim: bound: fluid LP of %zu/%zu requests in %zu independent parts: %zu rows x %zu columns, %zu nonzeros, "
-                     "%zu intervals (largest part %zu columns); built in %.2f s, Clp %s in %.2f s (%d iterations)\n",
+                     "%zu intervals (largest part %zu columns), %zu count cuts in %d rounds; built in %.2f s, Clp %s in %.2f s "
+                     "(%d iterations)\n",
                      solved.requests, fw.with_deadline, solved.parts, solved.rows, solved.cols, solved.nonzeros, solved.intervals,
-                     solved.largest_part_cols, solved.build_seconds, solved.optimal ? "optimal" : "stopped early (bound from its duals)",
-                     solved.solve_seconds, solved.iterations);
+                     solved.largest_part_cols, solved.count_cut_rows, solved.cut_rounds, solved.build_seconds,
+                     solved.optimal ? "optimal" : "stopped early (bound from its duals)", solved.solve_seconds, solved.iterations);
       }
 #else
       std::fprintf(stderr, "paraflex-sim: bound: built without COIN-OR Clp: no fluid LP, reporting the looser solver-free bounds\n");

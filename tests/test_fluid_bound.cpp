@@ -272,13 +272,77 @@ TEST_CASE("two requests competing for one GPU: the LP serves 1.5, the bound is o
   workload w;
   w.requests.push_back(make_request(0, 256, 10, 15.0));
   w.requests.push_back(make_request(0, 256, 10, 15.0));
-  const auto s = bound_of(w, cost, 1);
+  fluid_bound_options plain;
+  plain.count_cut_rounds = 0;
+  const auto s = bound_of(w, cost, 1, plain);
   CHECK(s.lp.primal_requests == Approx(1.5).margin(1e-7));     // 15 s of GPU for 2 x 10 s of work
   CHECK(s.lp.certified_requests == Approx(1.5).margin(1e-7));
   CHECK(*s.bounds.lp == 0.5);  // whole requests only
   CHECK(*s.bounds.capacity == 0.5);
   CHECK(*s.bounds.slo_attainment == 0.5);
   CHECK(attainment_of(w, cost, 1, static_degree_policy(1)) == 0.5);
+  // A count cut says it outright: of the two, whose windows lie in [0, 15], one fits 15 GPU-seconds.
+  const auto cut = bound_of(w, cost, 1);
+  CHECK(cut.lp.count_cut_rows == 1);
+  CHECK(cut.lp.cut_rounds == 1);
+  CHECK(cut.lp.primal_requests == Approx(1.0).margin(1e-7));
+  CHECK(cut.lp.certified_requests == Approx(1.0).margin(1e-7));  // the cut's dual is certified like any row's
+  CHECK(*cut.bounds.slo_attainment == 0.5);
+}
+
+TEST_CASE("a count cut is found for a fractional solution and says how many of its requests fit", "[bound]") {
+  // One GPU, three requests due 15 s after arriving together, 10 GPU-seconds each at least, and one
+  // cheap request (2 s) in the same window. x = (1, 0.5, 0.5, 0.5): 2.5 on time in the LP's view.
+  const table_cost cost{{0, 1.0}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 2, 15.0));
+  for (int j = 0; j < 3; ++j) w.requests.push_back(make_request(0, 256, 10, 15.0));
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 1);
+  REQUIRE(fw.requests.size() == 4);
+  const std::vector<double> x{1.0, 0.5, 0.5, 0.5};
+  const auto cuts = separate_count_cuts(fw, x, 10);
+  REQUIRE(cuts.size() == 1);
+  // The most violated set is all four: the cheap one and one large fit (12 s <= 15 s), not two large.
+  CHECK(cuts[0].members == std::vector<std::size_t>{0, 1, 2, 3});
+  CHECK(cuts[0].most == 2.0);
+  CHECK(cuts[0].violation == Approx(0.5));
+  // A whole solution violates none, nor does one inside the capacity.
+  CHECK(separate_count_cuts(fw, std::vector<double>{1.0, 1.0, 0.0, 0.0}, 10).empty());
+  CHECK(separate_count_cuts(fw, std::vector<double>{1.0, 0.3, 0.3, 0.3}, 10).empty());
+  // Appended as a row over the x columns of its members, with its bound.
+  fluid_lp lp = build_fluid_lp(fw);
+  const int rows = lp.lp.rows();
+  add_count_cuts(lp, cuts);
+  CHECK(lp.lp.rows() == rows + 1);
+  CHECK(lp.lp.row_upper.back() == 2.0);
+  CHECK(lp.count_cut_rows == 1);
+  for (std::size_t j = 0; j < 4; ++j) {
+    const int c = lp.x_column[j];
+    const auto last = static_cast<std::size_t>(lp.lp.column_start[static_cast<std::size_t>(c) + 1] - 1);
+    CHECK(lp.lp.row_index[last] == rows);
+    CHECK(lp.lp.value[last] == 1.0);
+  }
+}
+
+TEST_CASE("count cuts never loosen the bound, and no policy beats the tighter one", "[bound]") {
+  const toy_cost<false> cost;
+  fluid_bound_options plain;
+  plain.count_cut_rounds = 0;
+  for (const double load : {1.0, 2.0, 3.0}) {
+    for (std::uint32_t seed = 1; seed <= 3; ++seed) {
+      const workload w = random_workload(cost, 4, 120, load, seed * 7 + 3);
+      const auto cut = bound_of(w, cost, 4);
+      const auto loose = bound_of(w, cost, 4, plain);
+      INFO("load " << load << " seed " << seed);
+      CHECK(cut.lp.primal_requests <= loose.lp.primal_requests + 1e-6);
+      CHECK(*cut.bounds.slo_attainment <= *loose.bounds.slo_attainment);
+      CHECK(cut.lp.certified_requests == Approx(cut.lp.primal_requests).margin(1e-5));
+      for (const auto& name : default_policy_list(4)) {
+        INFO(name);
+        CHECK(attainment_of(w, cost, 4, builtin_policies(4).make(name).value_or_throw()) <= *cut.bounds.slo_attainment);
+      }
+    }
+  }
 }
 
 TEST_CASE("G capacity binding: 16 perfectly scaling requests, room for 8", "[bound]") {
@@ -302,6 +366,7 @@ TEST_CASE("groups are whole: two tasks on 5 of 8 devices cannot overlap, which c
   for (int j = 0; j < 4; ++j) w.requests.push_back(make_request(0, 256, 4, 8.0));
   fluid_bound_options fluid_only;
   fluid_only.packing_cuts = false;
+  fluid_only.count_cut_rounds = 0;  // a count cut alone would bring it to 3 (three of 20 in 64 device-seconds)
   const auto loose = bound_of(w, cost, 8, fluid_only);
   CHECK(loose.lp.primal_requests == Approx(3.2).margin(1e-7));
   CHECK(*loose.bounds.lp == 0.75);
@@ -321,22 +386,30 @@ TEST_CASE("capacity is per interval: work that must happen early cannot use late
   w.requests.push_back(make_request(0, 256, 3, 4.0));
   w.requests.push_back(make_request(0, 256, 3, 4.0));
   w.requests.push_back(make_request(4, 256, 3, 4.0));
-  const auto s = bound_of(w, cost, 1);
+  fluid_bound_options plain;
+  plain.count_cut_rounds = 0;
+  const auto s = bound_of(w, cost, 1, plain);
   CHECK(s.lp.primal_requests == Approx(4.0 / 3.0 + 1.0).margin(1e-7));
   CHECK(*s.bounds.slo_attainment == Approx(2.0 / 3.0));
+  // A count cut on [0, 4] (one of A and B fits) makes the LP exact: 2 requests.
+  const auto cut = bound_of(w, cost, 1);
+  CHECK(cut.lp.primal_requests == Approx(2.0).margin(1e-7));
+  CHECK(*cut.bounds.slo_attainment == Approx(2.0 / 3.0));
 }
 
 TEST_CASE("the certificate matches the solver, parts add up, and merging intervals only loosens", "[bound]") {
   const toy_cost<false> cost;
   const workload w = random_workload(cost, 8, 150, 1.2, 11);
   const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 8);
-  const clp_fluid_report parts = clp_fluid_bound(fw);
+  fluid_bound_options plain;  // the LP as built: count cuts are separated per part, so parts and whole would differ
+  plain.count_cut_rounds = 0;
+  const clp_fluid_report parts = clp_fluid_bound(fw, plain);
   REQUIRE(parts.optimal);
   CHECK(parts.certified_requests == Approx(parts.primal_requests).margin(1e-6));
   const clp_report whole = solve_fluid_lp_clp(build_fluid_lp(fw));  // one LP for everything
   REQUIRE(whole.optimal);
   CHECK(whole.certified_requests == Approx(parts.certified_requests).margin(1e-6));
-  fluid_bound_options coarse;
+  fluid_bound_options coarse = plain;
   coarse.min_interval_s = 5.0;
   const clp_fluid_report merged = clp_fluid_bound(fw, coarse);
   CHECK(merged.intervals < parts.intervals);

@@ -65,6 +65,22 @@
 // it is the per-request bound. A margin of 1e-6 requests covers floating-point summation before the
 // count is rounded down.
 //
+// Count cuts. The LP may serve a request in part (0 < x_r < 1): on overloaded workloads it spreads
+// what is left of the devices over many large requests, a fraction each (98 of 400 requests on FLUX
+// at load 1.5, adding up to 48), which no schedule can do. A count cut is a row
+//   sum_{r in S} x_r <= m(S)
+// for a set S of requests whose windows all lie inside one span [t1, t2], where m(S) is the largest
+// number of S's requests whose least device-times (fluid_request::min_device_us) add up to at most
+// G (t2 - t1). It holds for every schedule: an on-time request of S runs all of its tasks inside its
+// window, so inside [t1, t2], for at least its least device-time; the G devices offer G (t2 - t1) there,
+// and no m(S) + 1 requests of S fit in it (the m(S) + 1 cheapest already do not). So the point of any
+// schedule (x_r = 1 on its on-time requests) satisfies every such row, and the LP with them is still a
+// relaxation: the certification below covers them as rows like any other. They only remove fractional
+// points. separate_count_cuts finds violated ones for a given solution (spans between the windows of
+// its fractional requests; for each span, every set "the requests inside with x_r > 0 and least
+// device-time at least theta"), and a solver adapter adds them and solves again, for
+// fluid_bound_options::count_cut_rounds rounds or until none is violated.
+//
 // Cheap bounds (no solver): per_request_bound = requests that could meet their deadline alone / N;
 // capacity_bound partitions time into disjoint segments and, in each, keeps only as many of the
 // requests whose whole window lies inside as fit by least device-seconds into G x segment length.
@@ -110,6 +126,11 @@ struct fluid_bound_options {
   /// +27% columns, +85% nonzeros on 400 FLUX requests on 8 GPUs) - and on every setup of
   /// docs/results.md it changes no figure, so it is off by default.
   bool packing_cuts = false;
+  /// Rounds of count cuts (see "Count cuts" in the header comment) that a solver adapter runs after the
+  /// first solve: each separates the cuts the LP's solution violates and solves again. 0 = the plain LP.
+  int count_cut_rounds = 20;
+  /// At most this many cuts are added per round (the most violated first).
+  std::size_t count_cuts_per_round = 200;
 };
 
 /// The dual-feasible functions of the packing rows: f_p(k/G) for p = 1..packing_cut_family.
@@ -435,6 +456,7 @@ struct fluid_lp {
   std::size_t requests = 0;       ///< requests in the LP (could meet their deadline alone)
   std::size_t intervals = 0;
   std::size_t capacity_rows = 0, packing_rows = 0, one_at_a_time_rows = 0, work_rows = 0;
+  std::size_t count_cut_rows = 0;  ///< added after the first solve (add_count_cuts)
   std::vector<int> x_column;      ///< column of x_r, by position in fluid_workload::requests
 
   /// Certified upper bound on the number of on-time requests among this LP's, from any row
@@ -569,6 +591,123 @@ struct fluid_lp {
     for (const auto& c : cols) per_interval[c.interval] = 0.0, one_row[c.interval] = -1;
   }
   return out;
+}
+
+/// A count cut (see the header comment): of the requests `members` (positions in the part's
+/// fluid_workload::requests, ascending), all with windows inside one span, at most `most` are on time.
+struct count_cut {
+  std::vector<std::size_t> members;
+  double most = 0;
+  double violation = 0;  ///< by the solution it was separated from
+};
+
+/// Count cuts that `x` (x_r by position in w.requests) violates by more than `min_violation`, the most
+/// violated first, at most `limit`, no two with the same members. Spans run from an arrival to a
+/// deadline of requests with fractional x (up to 256 of each, evenly spread, when there are more), so
+/// the work is O(spans x requests x log requests).
+[[nodiscard]] inline std::vector<count_cut> separate_count_cuts(const fluid_workload& w, std::span<const double> x, std::size_t limit,
+                                                                double min_violation = 1e-3) {
+  constexpr double fractional = 1e-6;
+  constexpr std::size_t most_points = 256;
+  std::vector<tick> starts, ends;
+  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
+    if (x[j] > fractional && x[j] < 1 - fractional) starts.push_back(w.requests[j].arrival), ends.push_back(w.requests[j].deadline);
+  }
+  const auto spread = [](std::vector<tick>& pts) {
+    std::sort(pts.begin(), pts.end());
+    pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
+    if (pts.size() <= most_points) return;
+    std::vector<tick> q;
+    for (std::size_t j = 0; j < most_points; ++j) q.push_back(pts[j * (pts.size() - 1) / (most_points - 1)]);
+    q.erase(std::unique(q.begin(), q.end()), q.end());
+    pts = std::move(q);
+  };
+  spread(starts);
+  spread(ends);
+  // The requests that count (x_r > 0), by least device-time: a span's members come out in that order.
+  std::vector<std::size_t> by_cost;
+  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
+    if (x[j] > fractional) by_cost.push_back(j);
+  }
+  std::sort(by_cost.begin(), by_cost.end(), [&](std::size_t a, std::size_t b) {
+    return w.requests[a].min_device_us < w.requests[b].min_device_us || (w.requests[a].min_device_us == w.requests[b].min_device_us && a < b);
+  });
+  std::vector<count_cut> found;
+  std::vector<std::size_t> inside;
+  std::vector<double> device_sum, x_sum;  // prefix sums over `inside` (cheapest first)
+  for (const tick t1 : starts) {
+    for (const tick t2 : ends) {
+      if (t2 <= t1) continue;
+      inside.clear();
+      for (std::size_t j : by_cost) {
+        if (w.requests[j].arrival >= t1 && w.requests[j].deadline <= t2) inside.push_back(j);
+      }
+      const std::size_t n = inside.size();
+      if (n < 2) continue;
+      device_sum.assign(n + 1, 0.0);
+      x_sum.assign(n + 1, 0.0);
+      for (std::size_t i = 0; i < n; ++i) {
+        device_sum[i + 1] = device_sum[i] + w.requests[inside[i]].min_device_us;
+        x_sum[i + 1] = x_sum[i] + x[inside[i]];
+      }
+      const double capacity = static_cast<double>(w.gpus) * static_cast<double>(t2 - t1);
+      // S = inside[i..n): its cheapest m fit, m found by binary search on the prefix sums.
+      double best = min_violation;
+      std::size_t best_i = n, best_m = 0;
+      for (std::size_t i = 0; i + 1 < n; ++i) {
+        const auto end = std::upper_bound(device_sum.begin() + static_cast<std::ptrdiff_t>(i), device_sum.end(), device_sum[i] + capacity);
+        const auto m = static_cast<std::size_t>(end - device_sum.begin()) - 1 - i;
+        const double violation = (x_sum[n] - x_sum[i]) - static_cast<double>(m);
+        if (violation > best) best = violation, best_i = i, best_m = m;
+      }
+      if (best_i == n) continue;
+      count_cut c;
+      c.members.assign(inside.begin() + static_cast<std::ptrdiff_t>(best_i), inside.end());
+      std::sort(c.members.begin(), c.members.end());
+      c.most = static_cast<double>(best_m);
+      c.violation = best;
+      found.push_back(std::move(c));
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const count_cut& a, const count_cut& b) {
+    return a.violation > b.violation || (a.violation == b.violation && a.members < b.members);
+  });
+  std::vector<count_cut> out;
+  for (auto& c : found) {
+    if (out.size() >= limit) break;
+    if (std::any_of(out.begin(), out.end(), [&](const count_cut& o) { return o.members == c.members; })) continue;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+/// Appends count cuts to the LP as rows over its x columns (so that certification covers them).
+inline void add_count_cuts(fluid_lp& f, std::span<const count_cut> cuts) {
+  if (cuts.empty()) return;
+  std::vector<std::vector<int>> rows_of(f.x_column.size());  // by request position: its new rows, ascending
+  for (const auto& c : cuts) {
+    const int row = f.lp.add_row(c.most);
+    for (std::size_t j : c.members) rows_of.at(j).push_back(row);
+  }
+  std::vector<int> request_of(static_cast<std::size_t>(f.lp.cols()), -1);
+  for (std::size_t j = 0; j < f.x_column.size(); ++j) request_of[static_cast<std::size_t>(f.x_column[j])] = static_cast<int>(j);
+  sparse_lp& lp = f.lp;
+  std::vector<int> start{0}, index;
+  std::vector<double> value;
+  index.reserve(lp.row_index.size() + cuts.size() * 8), value.reserve(lp.value.size() + cuts.size() * 8);
+  for (int j = 0; j < lp.cols(); ++j) {
+    for (auto e = lp.column_start[static_cast<std::size_t>(j)]; e < lp.column_start[static_cast<std::size_t>(j) + 1]; ++e) {
+      index.push_back(lp.row_index[static_cast<std::size_t>(e)]), value.push_back(lp.value[static_cast<std::size_t>(e)]);
+    }
+    if (const int r = request_of[static_cast<std::size_t>(j)]; r >= 0) {
+      for (int row : rows_of[static_cast<std::size_t>(r)]) index.push_back(row), value.push_back(1.0);  // new rows: last, so still sorted
+    }
+    start.push_back(static_cast<int>(index.size()));
+  }
+  lp.column_start = std::move(start);
+  lp.row_index = std::move(index);
+  lp.value = std::move(value);
+  f.count_cut_rows += cuts.size();
 }
 
 /// What a bound run reports: each bound that was computed, and the least of them.
