@@ -226,6 +226,26 @@ TEST_CASE("packing weights add up to at most 1 for any degrees that fit the clus
   CHECK(packing_weight(1, 3, 8) == 0.0);
 }
 
+TEST_CASE("a request's need in a span is what it must still do there if it is on time", "[bound]") {
+  // 10 steps of 1 s on 1 GPU or 0.6 s on 2 (1.2 GPU-seconds a step), due 7 s after arriving at 0:
+  // alone it needs a mix, 11.5 GPU-seconds at least (a quarter of the steps on 1 GPU, the rest on 2).
+  const table_cost cost{{0, 1.0, 0.6}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 10, 7.0));
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 2);
+  REQUIRE(fw.requests.size() == 1);
+  const fluid_request& r = fw.requests[0];
+  const auto at = [](double s) { return static_cast<tick>(s * ticks_per_second); };
+  CHECK(span_need(r, at(0), at(7)) == Approx(11.5e6));   // the window itself
+  CHECK(span_need(r, at(-1), at(9)) == Approx(11.5e6));  // a span around it
+  // [1, 7]: in its first second it does at most 1 / 0.6 steps; 8.33 are left for 6 s: 9.5 GPU-seconds.
+  CHECK(span_need(r, at(1), at(7)) == Approx(9.5e6));
+  // [0, 4]: the 3 s after the span give at most 5 steps; 5 are left for 4 s, half of them on 2 GPUs.
+  CHECK(span_need(r, at(0), at(4)) == Approx(5.5e6));
+  CHECK(span_need(r, at(6), at(7)) == 0.0);  // 6 s outside are enough for all 10 steps at 0.6 s
+  CHECK(span_need(r, at(7), at(9)) == 0.0);  // no overlap
+}
+
 #ifdef PARAFLEX_TEST_CLP
 
 namespace {
@@ -418,8 +438,14 @@ TEST_CASE("the certificate matches the solver, parts add up, and merging interva
 
 TEST_CASE("no policy beats the bound on random workloads, and the bound is at most 1", "[bound]") {
   const toy_cost<false> cost;
-  fluid_bound_options whole;  // with packing rows: never looser, and the policies are checked against it
+  fluid_bound_options whole;  // packing rows and count cuts: the policies are checked against the tightest
   whole.packing_cuts = true;
+  // Without count cuts, packing rows only add rows to the same LP, so they never loosen it. (Cuts are
+  // separated from each LP's own solution, which makes no such order between two LPs with cuts.)
+  fluid_bound_options plain, packed;
+  plain.count_cut_rounds = 0;
+  packed = plain;
+  packed.packing_cuts = true;
   for (const int gpus : {4, 8}) {
     for (const double load : {0.5, 1.0, 2.0}) {
       for (std::uint32_t seed = 1; seed <= 3; ++seed) {
@@ -427,7 +453,9 @@ TEST_CASE("no policy beats the bound on random workloads, and the bound is at mo
         const auto s = bound_of(w, cost, gpus, whole);
         const double ub = *s.bounds.slo_attainment;
         INFO("gpus " << gpus << " load " << load << " seed " << seed << " bound " << ub);
-        CHECK(ub <= *bound_of(w, cost, gpus).bounds.slo_attainment);
+        const double packed_ub = *bound_of(w, cost, gpus, packed).bounds.slo_attainment;
+        CHECK(packed_ub <= *bound_of(w, cost, gpus, plain).bounds.slo_attainment);
+        CHECK(ub <= packed_ub);  // the same LP with cut rows added
         CHECK(ub <= 1.0);
         CHECK(ub >= 0.0);
         CHECK(ub <= *s.bounds.per_request);

@@ -69,17 +69,21 @@
 // what is left of the devices over many large requests, a fraction each (98 of 400 requests on FLUX
 // at load 1.5, adding up to 48), which no schedule can do. A count cut is a row
 //   sum_{r in S} x_r <= m(S)
-// for a set S of requests whose windows all lie inside one span [t1, t2], where m(S) is the largest
-// number of S's requests whose least device-times (fluid_request::min_device_us) add up to at most
-// G (t2 - t1). It holds for every schedule: an on-time request of S runs all of its tasks inside its
-// window, so inside [t1, t2], for at least its least device-time; the G devices offer G (t2 - t1) there,
-// and no m(S) + 1 requests of S fit in it (the m(S) + 1 cheapest already do not). So the point of any
-// schedule (x_r = 1 on its on-time requests) satisfies every such row, and the LP with them is still a
-// relaxation: the certification below covers them as rows like any other. They only remove fractional
-// points. separate_count_cuts finds violated ones for a given solution (spans between the windows of
-// its fractional requests; for each span, every set "the requests inside with x_r > 0 and least
-// device-time at least theta"), and a solver adapter adds them and solves again, for
-// fluid_bound_options::count_cut_rounds rounds or until none is violated.
+// for a span [t1, t2] and a set S of requests, where m(S) is the largest number of S's requests whose
+// needs in the span (span_need) add up to at most G (t2 - t1). A request's need is a lower bound on
+// the device-time it spends inside the span if it is on time: for a window inside the span, its least
+// device-time (fluid_request::min_device_us); for a window that sticks out, what its denoising steps
+// must still do inside - outside the span it has at most (t1 - a_r)+ + (d_r - t2)+ of time, and one
+// task at a time gets through at most that time over the fastest step time of step work, so the rest
+// runs inside, within the overlap, for at least the least device-time of that many steps in that time.
+// The row holds for every schedule: its on-time requests of S spend at least their needs inside the
+// span, the G devices offer G (t2 - t1) there, and no m(S) + 1 of them fit (the m(S) + 1 cheapest
+// already do not). So the point of any schedule (x_r = 1 on its on-time requests) satisfies every such
+// row, and the LP with them is still a relaxation: the certification below covers them as rows like
+// any other. They only remove fractional points. separate_count_cuts finds violated ones for a given
+// solution (spans from arrivals to deadlines of its fractional requests; for each span, every set "the
+// requests with x_r > 0 whose need is at least theta"), and a solver adapter adds them and solves
+// again, for fluid_bound_options::count_cut_rounds rounds or until none is violated.
 //
 // Cheap bounds (no solver): per_request_bound = requests that could meet their deadline alone / N;
 // capacity_bound partitions time into disjoint segments and, in each, keeps only as many of the
@@ -292,10 +296,11 @@ namespace fluid_detail {
   return st;
 }
 
-// Least device-time for a stage when its units must all run within `budget_us` (mixing at most two
-// frontier degrees is optimal for this two-constraint LP). Infinity when even the fastest is too slow.
-[[nodiscard]] inline double min_device_time(const fluid_stage& st, double budget_us) {
-  const double n = st.units;
+// Least device-time for `units` units of a stage (all of them by default) when they must all run within
+// `budget_us` (mixing at most two frontier degrees is optimal for this two-constraint LP). Infinity when
+// even the fastest is too slow.
+[[nodiscard]] inline double min_device_time(const fluid_stage& st, double budget_us, double units) {
+  const double n = units;
   double best = std::numeric_limits<double>::infinity();
   const std::size_t m = st.degree.size();
   for (std::size_t p = 0; p < m; ++p) {
@@ -310,6 +315,7 @@ namespace fluid_detail {
   }
   return best;
 }
+[[nodiscard]] inline double min_device_time(const fluid_stage& st, double budget_us) { return min_device_time(st, budget_us, st.units); }
 
 }  // namespace fluid_detail
 
@@ -594,12 +600,33 @@ struct fluid_lp {
 }
 
 /// A count cut (see the header comment): of the requests `members` (positions in the part's
-/// fluid_workload::requests, ascending), all with windows inside one span, at most `most` are on time.
+/// fluid_workload::requests, ascending), at most `most` are on time.
 struct count_cut {
   std::vector<std::size_t> members;
   double most = 0;
   double violation = 0;  ///< by the solution it was separated from
 };
+
+/// A lower bound on the device-microseconds request r spends inside [t1, t2] if it is on time (the
+/// `need` of a count cut). A window inside the span: its least device-time. A window that sticks out:
+/// outside the span r has at most (t1 - a_r)+ + (d_r - t2)+ of time, in which its longest stage (the
+/// denoising steps) gets through at most that time over its fastest unit time; the units left run
+/// inside, within the overlap, costing at least the least device-time of that many units in that
+/// time (the other stages are left out: a lower bound either way). 0 when it could do it all outside;
+/// infinity when it cannot be on time at all.
+[[nodiscard]] inline double span_need(const fluid_request& r, tick t1, tick t2) {
+  if (r.arrival >= t1 && r.deadline <= t2) return r.min_device_us;
+  if (r.deadline <= t1 || r.arrival >= t2 || r.stages.empty()) return 0.0;
+  const fluid_stage* longest = &r.stages.front();
+  for (const auto& st : r.stages) {
+    if (st.units > longest->units) longest = &st;
+  }
+  const double outside = static_cast<double>(std::max<tick>(0, t1 - r.arrival) + std::max<tick>(0, r.deadline - t2));
+  const double units_left = longest->units - outside / longest->min_unit_us();
+  if (units_left <= 0) return 0.0;
+  const double overlap = static_cast<double>(std::min(r.deadline, t2) - std::max(r.arrival, t1));
+  return fluid_detail::min_device_time(*longest, overlap, units_left) * (1.0 - 1e-9);
+}
 
 /// Count cuts that `x` (x_r by position in w.requests) violates by more than `min_violation`, the most
 /// violated first, at most `limit`, no two with the same members. Spans run from an arrival to a
@@ -624,31 +651,29 @@ struct count_cut {
   };
   spread(starts);
   spread(ends);
-  // The requests that count (x_r > 0), by least device-time: a span's members come out in that order.
-  std::vector<std::size_t> by_cost;
+  std::vector<std::size_t> counted;  // the requests that count (x_r > 0)
   for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
-    if (x[j] > fractional) by_cost.push_back(j);
+    if (x[j] > fractional) counted.push_back(j);
   }
-  std::sort(by_cost.begin(), by_cost.end(), [&](std::size_t a, std::size_t b) {
-    return w.requests[a].min_device_us < w.requests[b].min_device_us || (w.requests[a].min_device_us == w.requests[b].min_device_us && a < b);
-  });
   std::vector<count_cut> found;
-  std::vector<std::size_t> inside;
-  std::vector<double> device_sum, x_sum;  // prefix sums over `inside` (cheapest first)
+  std::vector<std::pair<double, std::size_t>> inside;  // (least device-time inside the span, request), cheapest first
+  std::vector<double> device_sum, x_sum;               // prefix sums over `inside`
   for (const tick t1 : starts) {
     for (const tick t2 : ends) {
       if (t2 <= t1) continue;
       inside.clear();
-      for (std::size_t j : by_cost) {
-        if (w.requests[j].arrival >= t1 && w.requests[j].deadline <= t2) inside.push_back(j);
+      for (std::size_t j : counted) {
+        const double need = span_need(w.requests[j], t1, t2);
+        if (need > 0 && std::isfinite(need)) inside.emplace_back(need, j);
       }
       const std::size_t n = inside.size();
       if (n < 2) continue;
+      std::sort(inside.begin(), inside.end());
       device_sum.assign(n + 1, 0.0);
       x_sum.assign(n + 1, 0.0);
       for (std::size_t i = 0; i < n; ++i) {
-        device_sum[i + 1] = device_sum[i] + w.requests[inside[i]].min_device_us;
-        x_sum[i + 1] = x_sum[i] + x[inside[i]];
+        device_sum[i + 1] = device_sum[i] + inside[i].first;
+        x_sum[i + 1] = x_sum[i] + x[inside[i].second];
       }
       const double capacity = static_cast<double>(w.gpus) * static_cast<double>(t2 - t1);
       // S = inside[i..n): its cheapest m fit, m found by binary search on the prefix sums.
@@ -662,7 +687,7 @@ struct count_cut {
       }
       if (best_i == n) continue;
       count_cut c;
-      c.members.assign(inside.begin() + static_cast<std::ptrdiff_t>(best_i), inside.end());
+      for (std::size_t i = best_i; i < n; ++i) c.members.push_back(inside[i].second);
       std::sort(c.members.begin(), c.members.end());
       c.most = static_cast<double>(best_m);
       c.violation = best;
