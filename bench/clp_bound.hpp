@@ -149,6 +149,7 @@ struct clp_fluid_report {
   clp_fluid_report rep;
   if (w.with_deadline == 0) return rep;
   double left = co.max_seconds;
+  std::size_t cut_work_left = fo.count_cut_work;  // rounds x columns (fluid_bound_options::count_cut_work)
   for (const fluid_workload& part : split_fluid_workload(w)) {
     const auto t0 = std::chrono::steady_clock::now();
     fluid_lp lp = build_fluid_lp(part, fo);
@@ -169,7 +170,12 @@ struct clp_fluid_report {
     }
     clp_options o = co;
     o.max_seconds = left;
-    const clp_report r = solve_fluid_lp_clp(lp, o, &part, fo);
+    fluid_bound_options part_fo = fo;
+    const auto columns = std::max<std::size_t>(1, static_cast<std::size_t>(lp.lp.cols()));
+    part_fo.count_cut_rounds = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(0, fo.count_cut_rounds)),
+                                                                      cut_work_left / columns));
+    const clp_report r = solve_fluid_lp_clp(lp, o, &part, part_fo);
+    cut_work_left -= std::min(cut_work_left, static_cast<std::size_t>(r.cut_rounds) * columns);
     rep.rows += lp.count_cut_rows;  // added while solving
     rep.count_cut_rows += lp.count_cut_rows;
     rep.cut_rounds += r.cut_rounds;

@@ -265,6 +265,11 @@ solved bound_of(const workload& w, const C& cost, int gpus, const fluid_bound_op
   return s;
 }
 
+template <class C>
+int loose_columns(const workload& w, const C& cost, int gpus) {
+  return build_fluid_lp(prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus)).lp.cols();
+}
+
 }  // namespace
 
 TEST_CASE("a request whose window is shorter than its fastest run has bound 0", "[bound]") {
@@ -308,6 +313,14 @@ TEST_CASE("two requests competing for one GPU: the LP serves 1.5, the bound is o
   CHECK(cut.lp.primal_requests == Approx(1.0).margin(1e-7));
   CHECK(cut.lp.certified_requests == Approx(1.0).margin(1e-7));  // the cut's dual is certified like any row's
   CHECK(*cut.bounds.slo_attainment == 0.5);
+  // Rounds are paid for in rounds x columns: a budget under one round of this LP buys none.
+  fluid_bound_options spent;
+  spent.count_cut_work = static_cast<std::size_t>(loose_columns(w, cost, 1)) - 1;
+  const auto unpaid = bound_of(w, cost, 1, spent);
+  CHECK(unpaid.lp.count_cut_rows == 0);
+  CHECK(unpaid.lp.primal_requests == Approx(1.5).margin(1e-7));
+  spent.count_cut_work += 1;
+  CHECK(bound_of(w, cost, 1, spent).lp.count_cut_rows == 1);
 }
 
 TEST_CASE("a count cut is found for a fractional solution and says how many of its requests fit", "[bound]") {

@@ -135,6 +135,13 @@ struct fluid_bound_options {
   int count_cut_rounds = 20;
   /// At most this many cuts are added per round (the most violated first).
   std::size_t count_cuts_per_round = 200;
+  /// Rounds x LP columns, over all the independent parts of a workload, at most: a re-solve costs
+  /// about the LP's size whatever the cuts, so this bounds what cuts add to the plain solve. Parts are
+  /// solved in time order and each gets the rounds the rest of the budget pays for (none once it is
+  /// spent). The default gives 400 requests on 8 GPUs (~40,000 columns) every round; on 3,000 bursty
+  /// requests (1.6 million columns in 70 parts) it runs out after the first parts. A work count, not a
+  /// time: the bound stays the same on every machine.
+  std::size_t count_cut_work = 2'000'000;
 };
 
 /// The dual-feasible functions of the packing rows: f_p(k/G) for p = 1..packing_cut_family.
@@ -630,17 +637,22 @@ struct count_cut {
 
 /// Count cuts that `x` (x_r by position in w.requests) violates by more than `min_violation`, the most
 /// violated first, at most `limit`, no two with the same members. Spans run from an arrival to a
-/// deadline of requests with fractional x (up to 256 of each, evenly spread, when there are more), so
-/// the work is O(spans x requests x log requests).
+/// deadline of requests with fractional x (evenly spread, at most 256 of each, fewer when many
+/// requests count), so the work is O(spans x requests x log requests), spans x requests <= ~2^25.
 [[nodiscard]] inline std::vector<count_cut> separate_count_cuts(const fluid_workload& w, std::span<const double> x, std::size_t limit,
                                                                 double min_violation = 1e-3) {
   constexpr double fractional = 1e-6;
-  constexpr std::size_t most_points = 256;
+  std::size_t counted_requests = 0;
+  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) counted_requests += x[j] > fractional ? 1 : 0;
+  // Spans x requests stays under about 2^25 (a round takes well under a second): up to 256 x 256
+  // spans for 512 requests, fewer for more.
+  const auto most_points = static_cast<std::size_t>(
+      std::clamp(std::sqrt(33554432.0 / static_cast<double>(std::max<std::size_t>(1, counted_requests))), 16.0, 256.0));
   std::vector<tick> starts, ends;
   for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
     if (x[j] > fractional && x[j] < 1 - fractional) starts.push_back(w.requests[j].arrival), ends.push_back(w.requests[j].deadline);
   }
-  const auto spread = [](std::vector<tick>& pts) {
+  const auto spread = [most_points](std::vector<tick>& pts) {
     std::sort(pts.begin(), pts.end());
     pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
     if (pts.size() <= most_points) return;
