@@ -324,6 +324,18 @@ namespace fluid_detail {
 }
 [[nodiscard]] inline double min_device_time(const fluid_stage& st, double budget_us) { return min_device_time(st, budget_us, st.units); }
 
+// Sorts and dedupes time points; when more than `most` (>= 2) remain, keeps `most` evenly spread
+// quantiles of them, both ends included.
+inline void sorted_quantiles(std::vector<tick>& pts, std::size_t most) {
+  std::sort(pts.begin(), pts.end());
+  pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
+  if (pts.size() <= most) return;
+  std::vector<tick> q;
+  for (std::size_t j = 0; j < most; ++j) q.push_back(pts[j * (pts.size() - 1) / (most - 1)]);
+  q.erase(std::unique(q.begin(), q.end()), q.end());
+  pts = std::move(q);
+}
+
 }  // namespace fluid_detail
 
 /// Prepares the bound's view of a workload; `costs[j]` are the runtime's costs of request j's shape.
@@ -424,15 +436,7 @@ template <CostModel C>
 [[nodiscard]] inline std::size_t capacity_count(const fluid_workload& w, const fluid_bound_options& o = {}) {
   std::vector<tick> pts;
   for (const auto& r : w.requests) pts.push_back(r.arrival), pts.push_back(r.deadline);
-  std::sort(pts.begin(), pts.end());
-  pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
-  const std::size_t p_max = static_cast<std::size_t>(std::max(2, o.capacity_breakpoints));
-  if (pts.size() > p_max) {  // quantiles of the event times, ends included
-    std::vector<tick> q;
-    for (std::size_t j = 0; j < p_max; ++j) q.push_back(pts[j * (pts.size() - 1) / (p_max - 1)]);
-    q.erase(std::unique(q.begin(), q.end()), q.end());
-    pts = std::move(q);
-  }
+  fluid_detail::sorted_quantiles(pts, static_cast<std::size_t>(std::max(2, o.capacity_breakpoints)));
   std::vector<const fluid_request*> by_cost;
   for (const auto& r : w.requests) by_cost.push_back(&r);
   std::sort(by_cost.begin(), by_cost.end(), [](const auto* a, const auto* b) { return a->min_device_us < b->min_device_us; });
@@ -642,31 +646,18 @@ struct count_cut {
 [[nodiscard]] inline std::vector<count_cut> separate_count_cuts(const fluid_workload& w, std::span<const double> x, std::size_t limit,
                                                                 double min_violation = 1e-3) {
   constexpr double fractional = 1e-6;
-  std::size_t counted_requests = 0;
-  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) counted_requests += x[j] > fractional ? 1 : 0;
+  std::vector<std::size_t> counted;  // the requests that count (x_r > 0)
+  std::vector<tick> starts, ends;
+  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
+    if (x[j] > fractional) counted.push_back(j);
+    if (x[j] > fractional && x[j] < 1 - fractional) starts.push_back(w.requests[j].arrival), ends.push_back(w.requests[j].deadline);
+  }
   // Spans x requests stays under about 2^25 (a round takes well under a second): up to 256 x 256
   // spans for 512 requests, fewer for more.
   const auto most_points = static_cast<std::size_t>(
-      std::clamp(std::sqrt(33554432.0 / static_cast<double>(std::max<std::size_t>(1, counted_requests))), 16.0, 256.0));
-  std::vector<tick> starts, ends;
-  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
-    if (x[j] > fractional && x[j] < 1 - fractional) starts.push_back(w.requests[j].arrival), ends.push_back(w.requests[j].deadline);
-  }
-  const auto spread = [most_points](std::vector<tick>& pts) {
-    std::sort(pts.begin(), pts.end());
-    pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
-    if (pts.size() <= most_points) return;
-    std::vector<tick> q;
-    for (std::size_t j = 0; j < most_points; ++j) q.push_back(pts[j * (pts.size() - 1) / (most_points - 1)]);
-    q.erase(std::unique(q.begin(), q.end()), q.end());
-    pts = std::move(q);
-  };
-  spread(starts);
-  spread(ends);
-  std::vector<std::size_t> counted;  // the requests that count (x_r > 0)
-  for (std::size_t j = 0; j < w.requests.size() && j < x.size(); ++j) {
-    if (x[j] > fractional) counted.push_back(j);
-  }
+      std::clamp(std::sqrt(33554432.0 / static_cast<double>(std::max<std::size_t>(1, counted.size()))), 16.0, 256.0));
+  fluid_detail::sorted_quantiles(starts, most_points);
+  fluid_detail::sorted_quantiles(ends, most_points);
   std::vector<count_cut> found;
   std::vector<std::pair<double, std::size_t>> inside;  // (least device-time inside the span, request), cheapest first
   std::vector<double> device_sum, x_sum;               // prefix sums over `inside`
