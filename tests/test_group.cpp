@@ -106,6 +106,16 @@ TEST_CASE("groups wider than 16 keep their ranks and hash when copied, assigned 
   }
 }
 
+TEST_CASE("a group's hash is FNV-1a over every byte of its ranks, below 256 and above", "[resource][group]") {
+  // Ranks below 256 take a shortcut (three zero bytes); ranks above, and mixes of both, must not.
+  for (const std::vector<device_id>& ranks : std::vector<std::vector<device_id>>{
+           {0}, {7, 3}, {255}, {256}, {250, 251, 252, 253, 254, 255, 256, 257}, {65535, 65536, 0, 16777216, 4294967295u}}) {
+    const device_group g{std::span<const device_id>(ranks)};
+    CHECK(g.hash() == fnv1a(ranks));
+  }
+  CHECK(device_group::contiguous(250, 10).hash() == fnv1a({250, 251, 252, 253, 254, 255, 256, 257, 258, 259}));
+}
+
 TEST_CASE("a group built rank by rank equals the same group built from its ranks", "[resource][group]") {
   // Through the move from inline to a block (17) and each doubling of the block (33, 65, ...).
   std::vector<std::size_t> sizes;

@@ -787,11 +787,11 @@ class composed_policy {
       }
     }
     if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_candidates)) return false;
-    const admission a = admission_.judge(v, h);
-    if (running) {
-      if (a.verdict == admission_verdict::admit && free_count_ > 0) hold_for(v, h);
+    if (running) {  // judged only when there are devices to hold (past them the walk looks for backfill)
+      if (free_count_ > 0 && admission_.judge(v, h).verdict == admission_verdict::admit) hold_for(v, h);
       return true;
     }
+    const admission a = admission_.judge(v, h);
     switch (a.verdict) {
       case admission_verdict::admit: serve_one(v, h, true); break;
       case admission_verdict::background:

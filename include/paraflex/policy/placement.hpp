@@ -60,10 +60,28 @@ namespace detail {
       const auto w = static_cast<unsigned>(per_node);
       const std::uint64_t field_mask = w == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << w) - 1;
       const std::size_t per_word = 64 / w;
+      // Nodes of 4-32 devices: a field's count c <= w is below its top bit, so (c | top) - t keeps the
+      // top bit exactly when c >= t, for every field at once without a borrow across fields; a word
+      // whose fields all hold fewer than k, or no fewer than the best so far, is passed in a few
+      // operations, and only the fields in between are looked at (in order: the same node as below).
+      const bool swar = w >= 4 && w <= 32;
+      const std::uint64_t ones = detail::every_kth_bit(w), tops = ones << (w - 1);
+      const auto at_least = [&](std::uint64_t counts, std::size_t t) { return ((counts | tops) - t * ones) & tops; };
       for (std::size_t i = 0; i < available.word_count() && best_free != static_cast<std::size_t>(k); ++i) {
         const std::uint64_t bits = available.word(i);
         if (bits == 0) continue;
         const std::uint64_t counts = detail::field_popcounts(bits, w);
+        if (swar) {
+          std::uint64_t between = at_least(counts, static_cast<std::size_t>(k));
+          if (best_node >= 0) between &= ~at_least(counts, best_free);
+          for (; between != 0; between &= between - 1) {
+            const std::size_t f = static_cast<std::size_t>(std::countr_zero(between)) / w;
+            const auto f_free = static_cast<std::size_t>((counts >> (f * w)) & field_mask);
+            if (best_node < 0 || f_free < best_free) best_node = static_cast<int>(i * per_word + f), best_free = f_free;
+            if (f_free == static_cast<std::size_t>(k)) break;  // an exact fit: no later node is better
+          }
+          continue;
+        }
         for (std::size_t f = 0; f < per_word; ++f) {
           const auto f_free = static_cast<std::size_t>((counts >> (f * w)) & field_mask);
           if (f_free >= static_cast<std::size_t>(k) && (best_node < 0 || f_free < best_free)) {
