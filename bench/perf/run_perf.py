@@ -58,19 +58,38 @@ def workload(name, args):
     return path
 
 
+def as_numbers(row):
+    """A CSV row with its numbers as numbers again and its empty cells left out (as a fresh row has them)."""
+    out = {}
+    for k, v in row.items():
+        if v is None or v == "":
+            continue
+        for kind in (int, float):
+            try:
+                v = kind(v)
+                break
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
 def write_csv(name, rows):
+    """Writes rows, keeping the rows of the policies not measured this time (--policies); returns
+    every row written, so that the plots show every policy, not only those just measured."""
     path = os.path.join(OUT, name + ".csv")
-    if ONLY and os.path.exists(path):  # keep the rows of the policies not measured this time
+    if ONLY and os.path.exists(path):
         with open(path, newline="") as f:
-            kept = [r for r in csv.DictReader(f) if r.get("policy") not in ONLY]
+            kept = [as_numbers(r) for r in csv.DictReader(f) if r.get("policy") not in ONLY]
         rows = kept + rows
     if not rows:
-        return
+        return rows
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(os.path.join(OUT, name + ".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+    return rows
 
 
 # ---- log-log SVG plots (bench/svg_plot.py) ---------------------------------------------------------
@@ -123,7 +142,7 @@ def micro():
         if "error_message" in b:
             row["error"] = b["error_message"]
         rows.append(row)
-    write_csv("micro", rows)
+    rows = write_csv("micro", rows)
 
     def series(family, fixed_key, fixed, x_key, value="cpu_us"):
         s = {}
@@ -196,7 +215,7 @@ def runs():
                     rows.append({"policy": p, "gpus": 1024, "setup": setup, "error": "not run (--skip-day-for)"})
                     continue
                 rows.append(dict(run_sim(wl, 1024, p), setup=setup))
-    write_csv("runs", rows)
+    rows = write_csv("runs", rows)
     s = {}
     for r in rows:
         if r["setup"].startswith("scaling") and r.get("process_s"):

@@ -89,7 +89,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <iterator>
 #include <limits>
 #include <span>
 #include <string>
@@ -175,9 +174,23 @@ class slo_admission {
     const double long_above = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : std::numeric_limits<double>::infinity();
     drops_.clear();
     if (!pending_.empty()) {
-      std::sort(pending_.begin(), pending_.end(), by_deadline);
+      // Sorted by 16-byte keys (deadline, handle, slot), then merged: an entry is over 100 bytes, and
+      // a burst of 100,000 arrivals sorted in place moved each one log R times (~75% of a cold call).
+      // (deadline, handle) is unique, so this is the order a sort of the entries would give.
+      pending_keys_.clear();
+      for (std::size_t i = 0; i < pending_.size(); ++i) {
+        pending_keys_.emplace_back(pending_[i].deadline, std::uint64_t{pending_[i].h} << 32 | i);
+      }
+      std::sort(pending_keys_.begin(), pending_keys_.end());
       next_.clear();
-      std::merge(by_deadline_.begin(), by_deadline_.end(), pending_.begin(), pending_.end(), std::back_inserter(next_), by_deadline);
+      next_.reserve(by_deadline_.size() + pending_.size());
+      auto old = by_deadline_.cbegin();
+      for (const auto& key : pending_keys_) {
+        const entry& e = pending_[key.second & 0xFFFFFFFFu];
+        while (old != by_deadline_.cend() && by_deadline(*old, e)) next_.push_back(*old++);
+        next_.push_back(e);
+      }
+      next_.insert(next_.end(), old, by_deadline_.cend());
       by_deadline_.swap(next_);
       pending_.clear();
     }
@@ -546,6 +559,7 @@ class slo_admission {
   std::vector<entry> by_deadline_;      // unfinished requests with a deadline, by (deadline, handle)
   std::vector<entry> pending_;          // tracked since the last check, not yet in by_deadline_
   std::vector<entry> next_;             // the merge's output (swapped with by_deadline_)
+  std::vector<std::pair<tick, std::uint64_t>> pending_keys_;  // pending_ by (deadline, handle << 32 | slot)
   static constexpr unsigned char ended = 1, moved = 2;
   std::vector<unsigned char> mark_;     // by handle: ended, or a task ended since refresh()
   bool task_hooks_ = false;             // on_task_end is called (so marks say who moved)
