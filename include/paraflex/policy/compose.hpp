@@ -28,10 +28,11 @@
 //     (options.batch_margin) and each saves enough (options.batch_saving).
 //
 // With options.hold, running requests take part in the order too (Admission::judge is then also
-// asked about them; anything but admit means "no hold"): when a running tier-1 request is reached
-// and Sizing wants more devices for it than it has, that many free devices are held idle for it
-// until its task ends. Without this, a request mid-step never sees the devices freed meanwhile:
-// they go to less urgent requests at every boundary, and an urgent one can stay stuck at degree 1.
+// asked about them while free devices are left to hold; anything but admit means "no hold"): when
+// a running tier-1 request is reached and Sizing wants more devices for it than it has, that many
+// free devices are held idle for it until its task ends. Without this, a request mid-step never
+// sees the devices freed meanwhile: they go to less urgent requests at every boundary, and an
+// urgent one can stay stuck at degree 1.
 // Held devices are backfilled: a waiting request left without devices may use some of them when
 // its next assignment (migration included) ends before the holder's task does.
 //
