@@ -77,11 +77,8 @@ def as_numbers(row):
 def write_csv(name, rows):
     """Writes rows, keeping the rows of the policies not measured this time (--policies); returns
     every row written, so that the plots show every policy, not only those just measured."""
-    path = os.path.join(OUT, name + ".csv")
-    if ONLY and os.path.exists(path):
-        with open(path, newline="") as f:
-            kept = [as_numbers(r) for r in csv.DictReader(f) if r.get("policy") not in ONLY]
-        rows = kept + rows
+    if ONLY:
+        rows = [as_numbers(r) for r in read_csv(name) if r.get("policy") not in ONLY] + rows
     if not rows:
         return rows
     keys = list(dict.fromkeys(k for r in rows for k in r))
