@@ -657,7 +657,9 @@ class composed_policy {
     if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
     held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
     held_count_ = 0;
+    idle_runs_.clear();
     idle_until_.clear();
+    idle_sorted_ = true;
     if (free_count_ > 0) mark_contested(v);
     // Drops the Admission part wants now, whether or not the walk gets that far (a strict admission
     // tells the client at once). Parts without pending_drops() are only asked during the walk.
@@ -922,7 +924,8 @@ class composed_policy {
     for (device_id d : *g) held_until_[d] = until;
     held_.set(*g);
     held_count_ += static_cast<int>(g->size());
-    idle_until_.insert(std::upper_bound(idle_until_.begin(), idle_until_.end(), until, std::greater<>()), g->size(), until);
+    idle_runs_.push_back(idle_run{until, static_cast<int>(g->size())});  // sorted by backfill, if it gets that far
+    idle_sorted_ = false;
   }
 
   // Held devices idle until their holder's task ends: a waiting request whose next assignment
@@ -930,6 +933,7 @@ class composed_policy {
   void backfill(const scheduler_view& v) {
     for (request_handle h : unserved_) {
       if (held_count_ == 0) return;
+      if (!idle_sorted_) sort_idle_times();  // once per call, and only when a request is left to try
       // An assignment of one task that is a step ends no sooner than that step at its fastest
       // degree: only the held devices idle until then can take it, so no degree above their count.
       const auto& r = v.request(h);
@@ -965,6 +969,14 @@ class composed_policy {
         break;
       }
     }
+  }
+  // The held devices' idle times, latest first: the holds' runs sorted, then one entry per device.
+  void sort_idle_times() {
+    std::sort(idle_runs_.begin(), idle_runs_.end(), [](const idle_run& a, const idle_run& b) { return a.until > b.until; });
+    idle_until_.resize(static_cast<std::size_t>(held_count_));  // nothing backfilled yet: every held device
+    auto at = idle_until_.begin();
+    for (const idle_run& run : idle_runs_) at = std::fill_n(at, run.devices, run.until);
+    idle_sorted_ = true;
   }
 
   // The plan as decisions, with selective batching (policy/batching.hpp): a planned request leads a
@@ -1061,10 +1073,17 @@ class composed_policy {
   int held_count_ = 0;
   std::vector<request_handle> unserved_;
   std::vector<device_id> picked_;
-  // Until when each held device stays idle, latest first (kept sorted as devices are held and
-  // backfilled, no sort per call): at least k of them are idle until `end` exactly when
-  // idle_until_[k - 1] >= end.
+  // Until when the held devices stay idle: one run per hold, appended (at 1,024 GPUs a call makes
+  // ~24 holds of ~3 devices; a sorted insert per hold cost more), then, once per call and only when
+  // backfill has a request to try, sorted into one entry per device, latest first: at least k of
+  // them are idle until `end` exactly when idle_until_[k - 1] >= end.
+  struct idle_run {
+    tick until;
+    int devices;
+  };
+  std::vector<idle_run> idle_runs_;
   std::vector<tick> idle_until_;
+  bool idle_sorted_ = true;
   degree_candidates sizing_candidates_;  // for backfill and widen
   candidate_times backfill_times_;       // the unserved requests' next tasks, priced on the held devices
   std::vector<std::uint64_t> out_;  // by handle: running, taken out of the kept order (see set_out)
