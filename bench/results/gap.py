@@ -44,19 +44,26 @@ def least_need(times, steps, slo):
     return steps * hull[-1][0]
 
 
-def analyse(i, case):
+def workload_of(i, case):
+    """The workload file of setup i and the paraflex-sim arguments that run it."""
     name, load, args, gpus, gpu = case
     if args is None:
         wl = os.path.join(overload.ROOT, "bench", "data", "default_workload.csv")
-        base = [overload.SIM, "--workload", wl]
-    else:
-        wl = os.path.join(overload.WORK, f"overload_{i}.csv")
-        base = [overload.SIM, "--workload", wl, "--profile", overload.PROFILE, "--gpus", str(gpus), "--gpu", gpu]
-    trace = os.path.join(overload.WORK, f"gap_{i}.trace.json")
-    doc = json.loads(overload.sh(base + ["--policy", POLICY, "--format", "json", "--quiet", "--trace-out", trace]))
-    res = doc["results"][0]
-    with open(os.path.join(overload.WORK, f"overload_{i}.bound.json")) as f:
-        bound = json.load(f)["slo_attainment"]
+        return wl, ["--workload", wl]
+    wl = os.path.join(overload.WORK, f"overload_{i}.csv")
+    return wl, ["--workload", wl, "--profile", overload.PROFILE, "--gpus", str(gpus), "--gpu", gpu]
+
+
+def traced_run(i, case, policy=POLICY, workload=None, tag="gap"):
+    """Runs `policy` on setup i (or on `workload`, a CSV of the same columns, on the same cluster)
+    with --trace-out. Returns (result JSON, requests by id: arrival, deadline, height, GPU seconds,
+    end of its decode or None; step slices (request, task, start) -> devices; their durations)."""
+    wl, base = workload_of(i, case)
+    if workload is not None:
+        base = [workload if a == wl else a for a in base]
+        wl = workload
+    trace = os.path.join(overload.WORK, f"{tag}_{i}.trace.json")
+    doc = json.loads(overload.sh([overload.SIM, *base, "--policy", policy, "--format", "json", "--quiet", "--trace-out", trace]))
     reqs = {}
     with open(wl) as f:
         rows = [l for l in f if not l.startswith("#")]
@@ -64,11 +71,10 @@ def analyse(i, case):
         rid = r.get("request_id") or str(n)
         arr = float(r["arrival_s"])
         reqs[rid] = {"arrival": arr, "deadline": arr + float(r["slo_s"]) if r.get("slo_s") else None, "h": int(r["height"]),
-                     "gpu_s": 0.0, "steps": defaultdict(list), "end": None}
+                     "gpu_s": 0.0, "end": None, "row": r}
     with open(trace) as f:
         ev = json.load(f)
     ev = ev["traceEvents"] if isinstance(ev, dict) else ev
-    busy = 0.0
     step_slices = defaultdict(int)  # (request, step, ts) -> devices
     step_dur = {}
     for e in ev:
@@ -77,13 +83,30 @@ def analyse(i, case):
         r = reqs[e["args"]["request"]]
         d = e["dur"] / 1e6
         r["gpu_s"] += d
-        busy += d
         if e["cat"] == "decode":
             r["end"] = max(r["end"] or 0, (e["ts"] + e["dur"]) / 1e6)
         if e["cat"] == "step":
             key = (e["args"]["request"], e["args"]["task"], e["ts"])
             step_slices[key] += 1
             step_dur[key] = d
+    return doc["results"][0], reqs, step_slices, step_dur
+
+
+def outcome(r):
+    """on time, late, dropped after running or dropped unstarted (None: no deadline)."""
+    if r["deadline"] is None:
+        return None
+    if r["end"] is not None:
+        return "on time" if r["end"] <= r["deadline"] + 1e-6 else "late"
+    return "dropped after running" if r["gpu_s"] > 0 else "dropped unstarted"
+
+
+def analyse(i, case):
+    name, load, args, gpus, gpu = case
+    res, reqs, step_slices, step_dur = traced_run(i, case)
+    with open(os.path.join(overload.WORK, f"overload_{i}.bound.json")) as f:
+        bound = json.load(f)["slo_attainment"]
+    busy = sum(r["gpu_s"] for r in reqs.values())
     times = defaultdict(dict)  # height -> degree -> step time seen
     by_req_steps = defaultdict(list)
     for key, k in step_slices.items():
@@ -97,13 +120,9 @@ def analyse(i, case):
     for key, k in step_slices.items():
         deg_gpu_s[k] += k * step_dur[key]
     for rid, r in reqs.items():
-        if r["deadline"] is None:
+        c = outcome(r)
+        if c is None:
             continue
-        started = r["gpu_s"] > 0
-        if r["end"] is not None:
-            c = "on time" if r["end"] <= r["deadline"] + 1e-6 else "late"
-        else:
-            c = "dropped after running" if started else "dropped unstarted"
         cat[c]["n"] += 1
         cat[c]["gpu_s"] += r["gpu_s"]
         per_h[r["h"]][1] += 1
