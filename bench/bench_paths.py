@@ -13,8 +13,13 @@ TRACES = os.path.join(ROOT, "bench", "data", "traces")
 
 
 def tool(build, name):
-    """A tool built under build/bench (paraflex-sim, paraflex-workload, paraflex-micro)."""
-    return os.path.join(build, "bench", name)
+    """A tool built under build/bench (paraflex-sim, paraflex-workload, paraflex-micro); exits with
+    what to do when it is not there."""
+    path = os.path.join(build, "bench", name)
+    if not os.access(path, os.X_OK):
+        sys.exit(f"{path}: no such program - build it first (cmake --build {build} --target {name}) "
+                 "or pass the build directory as the first argument")
+    return path
 
 
 def sh(cmd):
