@@ -150,7 +150,7 @@ class slo_admission {
       }
     }
     const int usable = v.usable_device_count();
-    const std::size_t tracked = by_deadline_.size() + pending_.size();
+    const std::size_t tracked = by_deadline_.size() - dead_ + pending_.size();
     // Skipped only while a task is in flight: its end brings the next decision, so deferred
     // newcomers cannot stall a run with nothing else to wake it.
     if (tracked > exact_limit && pass_ > 0 && usable == hull_devices_ && !v.running().empty() &&
@@ -164,7 +164,7 @@ class slo_admission {
     const bool trust = told && task_hooks_;
     // Moore-Hodgson over the deadline windows, walking the requests by deadline (kept sorted
     // across calls: deadlines never change, so no sort per decision; new ones are merged in first);
-    // ended ones are removed.
+    // ended ones are passed over, and removed once they are an eighth of the list.
     // A device was lost: new hulls, and every entry is taken again (as in a fresh pass).
     const bool lost = usable != hull_devices_;
     if (lost) hulls_.clear(), hull_devices_ = usable;
@@ -210,7 +210,7 @@ class slo_admission {
     std::uint64_t hi = 0;  // of every job in the heap while !wide
     // The heap is built only when a window first overflows (make_heap, then one push per job).
     bool heaped = false;
-    std::size_t kept = 0, top = 0;  // top: jobs in the heap
+    std::size_t dead = 0, top = 0;  // dead: entries of ended requests passed; top: jobs in the heap
     double need = 0;
     // The same removals as a push and pops, cheaper: under overload most requests walked are set
     // aside at every check, one per request added once the windows are full.
@@ -243,16 +243,20 @@ class slo_admission {
       entry& e = es[i];
       if (trust) {
         const unsigned char m = mark_[e.h];
-        if (m & ended) continue;
+        if (m & ended) {
+          ++dead;
+          continue;
+        }
         if (m != 0 || lost) refresh(v, e);
       } else {
         const request_record& r = v.request(e.h);
-        if (r.ended()) continue;
+        if (r.ended()) {
+          ++dead;
+          continue;
+        }
         if (e.position != r.position || lost) refresh(v, e);
       }
       const tick w = need_at(e, now);
-      if (kept != i) es[kept] = e;  // closes the gap of ended ones
-      ++kept;
       if (w < 0) {  // too late even alone at the fastest degree
         if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
@@ -283,7 +287,13 @@ class slo_admission {
       if (wide) overflow(heap, added, set_aside_first, [](const job& j) { return j; }, limit);
       else overflow(narrow, added.lo, lo_first, [hi](std::uint64_t lo) { return job{hi, lo}; }, limit);
     }
-    by_deadline_.resize(kept);
+    // Ended requests' entries stay where they are (skipped above) until they are an eighth of the
+    // list: closing each gap at once copied every later entry, at every check after an end.
+    dead_ = dead;
+    if (dead_ > n / 8) {
+      std::erase_if(by_deadline_, [&](const entry& e) { return trust ? (mark_[e.h] & ended) != 0 : v.request(e.h).ended(); });
+      dead_ = 0;
+    }
   }
 
   /// How many times begin() has run the capacity check (fewer than its calls above exact_limit).
@@ -556,7 +566,8 @@ class slo_admission {
   std::vector<job> heap_;              // begin()'s heap, sized for every request tracked (wide)
   std::vector<std::uint64_t> narrow_;  // the same with job::lo alone (one hi)
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
-  std::vector<entry> by_deadline_;      // unfinished requests with a deadline, by (deadline, handle)
+  std::vector<entry> by_deadline_;      // requests with a deadline, by (deadline, handle): unfinished ones and dead_ ended ones
+  std::size_t dead_ = 0;                // entries of ended requests in by_deadline_, as of the last check
   std::vector<entry> pending_;          // tracked since the last check, not yet in by_deadline_
   std::vector<entry> next_;             // the merge's output (swapped with by_deadline_)
   std::vector<std::pair<tick, std::uint64_t>> pending_keys_;  // pending_ by (deadline, handle << 32 | slot)
