@@ -138,11 +138,19 @@ def analyse(i, case):
             "deg": dict(deg_gpu_s), "migrations": res["migrations"], "mean_s": res["latency_s"]["mean"]}
 
 
-def main():
-    todo = [(i, c) for i, c in enumerate(overload.cases()) if overload.SETUPS == "all" or (overload.SETUPS == "over") == (c[1] >= 1.0)]
-    for i, c in todo:  # workloads and bounds first
+def selected_setups(only=None):
+    """(index, case) of the setups --setups picks (and `only`, a set of indices, if given), with
+    their workloads written and bounds cached first."""
+    todo = [(i, c) for i, c in enumerate(overload.cases())
+            if (only is None or i in only) and (overload.SETUPS == "all" or (overload.SETUPS == "over") == (c[1] >= 1.0))]
+    for i, c in todo:
         if not os.path.exists(os.path.join(overload.WORK, f"overload_{i}.bound.json")):
             overload.run_case(i, c)
+    return todo
+
+
+def main():
+    todo = selected_setups()
     print(f"policy {POLICY}; GPU time in device-hours; 'x req' = divided by the mean GPU time of an on-time request\n")
     print("| setup | bound % | SLO % | gap (req) | late: n, GPU h | dropped after running: n, GPU h | dropped unstarted | overspend GPU h (x req) | idle GPU h (x req) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

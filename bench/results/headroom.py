@@ -61,11 +61,7 @@ def headroom(i, case):
 
 
 def main():
-    todo = [(i, c) for i, c in enumerate(overload.cases())
-            if (ONLY is None or i in ONLY) and (overload.SETUPS == "all" or (overload.SETUPS == "over") == (c[1] >= 1.0))]
-    for i, c in todo:  # workloads and bounds first
-        if not os.path.exists(os.path.join(overload.WORK, f"overload_{i}.bound.json")):
-            overload.run_case(i, c)
+    todo = gap.selected_setups(ONLY)
     print(f"policy {gap.POLICY}; least device-time as a share of G x (first arrival to last deadline)\n")
     print("| setup | bound (req) | on time | its on-time set | cheapest 0.95 x bound | cheapest bound | dropped after running | foresight: on time |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
