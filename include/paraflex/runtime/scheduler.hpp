@@ -143,6 +143,7 @@ class scheduler {
     request_record& r = state_.requests.emplace_back();
     r.handle = h;
     r.shape = shape;
+    r.costs = &state_.shapes[shape];
     r.trajectory = std::move(trajectory);
     r.spec = std::move(spec);
     r.phase = request_phase::waiting;
@@ -397,7 +398,7 @@ class scheduler {
   void arrive(request_handle h) {
     auto& r = state_.requests[h];
     if (r.ended()) return;  // cancelled before it arrived
-    const auto& c = state_.shapes[r.shape];
+    const auto& c = *r.costs;
     if (c.allowed_degrees.empty()) {
       end_request(h, request_phase::dropped, "no_allowed_degree");
       return;
@@ -569,7 +570,7 @@ class scheduler {
     if (usable == state_.topology.gpus) return;
     drop_list_.assign(state_.waiting.begin(), state_.waiting.end());
     for (request_handle h : drop_list_) {
-      if (state_.shapes[state_.requests[h].shape].allowed_degrees.front() > usable) {
+      if (state_.requests[h].costs->allowed_degrees.front() > usable) {
         end_request(h, request_phase::dropped, "device_lost_no_capacity");
       }
     }
@@ -659,7 +660,7 @@ class scheduler {
       }
       if (a.group.empty() || a.tasks == 0) { reject(fmt::format("request '{}': empty group or zero tasks", r.spec.id)); continue; }
       const int k = static_cast<int>(a.group.size());
-      if (!state_.shapes[r.shape].allows(k)) {
+      if (!r.costs->allows(k)) {
         reject(fmt::format("request '{}': degree {} is not allowed for {}", r.spec.id, k, r.spec.shape.model));
         continue;
       }
@@ -784,7 +785,7 @@ class scheduler {
   void launch_batch(const batch_decision& bd) {
     const auto n = static_cast<std::uint32_t>(bd.members.size());
     const auto& first = state_.requests[bd.members.front()];
-    const auto& costs = state_.shapes[first.shape];
+    const auto& costs = *first.costs;
     const int k = static_cast<int>(bd.group.size());
     // A batched step costs the cost model's batched figure; encodes are not modelled as sharing
     // anything: a batch of them costs each one's encode.
@@ -797,7 +798,7 @@ class scheduler {
     l.request = members_.front().request;
     l.task = members_.front().task;
     l.group = bd.group;
-    l.shape = &state_.shapes[first.shape].shape;
+    l.shape = &first.costs->shape;
     l.expected_duration = duration;
     l.batch = members_;
     for (device_id d : bd.group) {
@@ -828,7 +829,7 @@ class scheduler {
     auto& r = state_.requests[h];
     const task_desc t = r.next_task();
     // The group's degree was checked when it was assigned.
-    start(h, t, nullptr, state_.shapes[r.shape].task_time(t.kind, r.run_group.size()));
+    start(h, t, nullptr, r.costs->task_time(t.kind, r.run_group.size()));
   }
 
   // Launches task t of h on its run_group. `occupied` lists what a migration holds beyond that
@@ -839,7 +840,7 @@ class scheduler {
     l.id = ++next_launch_;
     l.request = h;
     l.task = t;
-    l.shape = &state_.shapes[r.shape].shape;
+    l.shape = &r.costs->shape;
     l.expected_duration = duration;
     l.group = r.run_group;
     if (t.kind == task_kind::migrate) l.source = r.state_group;
