@@ -3,7 +3,12 @@
 // error (exit status 2, formats §3).
 #pragma once
 
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -23,5 +28,37 @@ template <class UsageError>
   }
   return std::nullopt;
 }
+
+/// A value that must not be empty (a file name, a GPU type): `--workload "$FILE"` with FILE unset is a
+/// mistake, not a request for the default.
+inline const CLI::Validator non_empty{[](std::string& s) { return s.empty() ? std::string("empty value") : std::string(); }, "", "non-empty"};
+
+/// A finite number in [lo, hi]. CLI::Range lets NaN through (every comparison with NaN is false).
+inline CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) {
+        // strtod, not from_chars: libstdc++'s floating from_chars pulls locale code into a static
+        // link that made libgfortran's exit handler (Clp's LAPACK) crash.
+        char* end = nullptr;
+        const double x = s.empty() ? std::nan("") : std::strtod(s.c_str(), &end);
+        if (end != s.c_str() + s.size() || !std::isfinite(x) || x < lo || x > hi) {
+          return "expected a finite number in [" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + "], got '" + s + "'";
+        }
+        return std::string();
+      },
+      "", "finite number");
+}
+
+/// An unsigned 64-bit integer written in decimal digits: CLI11 alone turns "-1" into 2^64 - 1 and
+/// clamps larger values, so two different seeds would silently run the same draw.
+inline const CLI::Validator uint64_digits{[](std::string& s) {
+                                            std::uint64_t x = 0;
+                                            const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), x);
+                                            if (s.empty() || s[0] == '-' || ec != std::errc{} || end != s.data() + s.size()) {
+                                              return "expected an integer in [0, 18446744073709551615], got '" + s + "'";
+                                            }
+                                            return std::string();
+                                          },
+                                          "", "unsigned 64-bit integer"};
 
 }  // namespace paraflex_bench

@@ -23,6 +23,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ClpSimplex.hpp>
@@ -144,13 +145,18 @@ struct clp_fluid_report {
 };
 
 /// The fluid LP bound of a workload: split into independent parts, each built and solved with Clp.
+/// `progress`, when given, is called before each part with (parts done, parts, requests done): a
+/// large workload's bound takes minutes.
+template <class Progress = std::nullptr_t>
 [[nodiscard]] inline clp_fluid_report clp_fluid_bound(const fluid_workload& w, const fluid_bound_options& fo = {},
-                                                      const clp_options& co = {}) {
+                                                      const clp_options& co = {}, Progress&& progress = nullptr) {
   clp_fluid_report rep;
   if (w.with_deadline == 0) return rep;
   double left = co.max_seconds;
   std::size_t cut_work_left = fo.count_cut_work;  // rounds x columns (fluid_bound_options::count_cut_work)
-  for (const fluid_workload& part : split_fluid_workload(w)) {
+  const std::vector<fluid_workload> parts = split_fluid_workload(w);
+  for (const fluid_workload& part : parts) {
+    if constexpr (!std::is_same_v<std::decay_t<Progress>, std::nullptr_t>) progress(rep.parts, parts.size(), rep.requests);
     const auto t0 = std::chrono::steady_clock::now();
     fluid_lp lp = build_fluid_lp(part, fo);
     rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -3,6 +3,7 @@
 // and 8-GPU cluster and prints a comparison table.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -62,20 +63,20 @@ int main(int argc, char** argv) {
   double fail_rate = 0, jitter = 0;
   bool bound = false, quiet = false, list = false;
   std::vector<std::string> fail_devices, stragglers;
-  app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload");
-  app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile");
+  app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload")->check(paraflex_bench::non_empty);
+  app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->check(CLI::Range(1, 1 << 16));
-  app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)");
+  app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)")->check(paraflex_bench::non_empty);
   auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
-  app.add_option("--seed", seed, "seed for every random draw (jitter, faults)");
+  app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->check(paraflex_bench::uint64_digits);
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
-  app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run");
+  app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run")->check(paraflex_bench::non_empty);
   app.add_flag("--bound", bound, "add an upper bound on SLO attainment to each result");
   app.add_option("--fail-device", fail_devices, "lose device ID at SECONDS (ID@SECONDS); repeatable");
   app.add_option("--straggler", stragglers, "device ID runs FACTOR times slower from SECONDS (ID@SECONDS:FACTOR); repeatable");
-  app.add_option("--fail-rate", fail_rate, "probability that a launched task fails")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--jitter", jitter, "task durations vary uniformly by +-JITTER (fraction)")->check(CLI::Range(0.0, 0.9));
+  app.add_option("--fail-rate", fail_rate, "probability that a launched task fails")->check(paraflex_bench::finite_range(0.0, 1.0));
+  app.add_option("--jitter", jitter, "task durations vary uniformly by +-JITTER (fraction)")->check(paraflex_bench::finite_range(0.0, 0.9));
   app.add_flag("--quiet", quiet, "no progress lines on stderr");
   app.add_flag("--list-policies", list, "list the built-in policies and exit");
   if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
   policy_registry registry = paraflex_bench::builtin_registry(gpus);
   if (list) {
     for (const auto& n : registry.names()) std::printf("%-18s %s\n", n.c_str(), registry.summary(n).c_str());
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) fail("cannot write to stdout");
     return 0;
   }
 
@@ -101,12 +103,20 @@ int main(int argc, char** argv) {
     const profile_cost_model& cost = inputs.cost;
     gpu_type = inputs.gpu;
 
-    const std::vector<std::string> specs = policy_option->count() == 0 ? paraflex_bench::default_policy_list(gpus) : policy_list(policies);
+    const bool default_list = policy_option->count() == 0;
+    std::vector<std::string> specs;
     std::vector<any_policy> built;
-    for (const auto& s : specs) {
-      built.push_back(registry.make(s).value_or_throw());
-      // static:K must be able to run every model at K (formats §5: it never drops): refuse before any run.
-      if (auto e = check_policy_degrees(w, cost, gpus, built.back())) throw input_exception(*e);
+    for (const auto& s : default_list ? paraflex_bench::default_policy_list(gpus) : policy_list(policies)) {
+      any_policy p = registry.make(s).value_or_throw();
+      // static:K must be able to run every model at K (formats §5: it never drops): refuse before any
+      // run - unless the user did not name it (the default list), then it is left out with a note.
+      if (auto e = check_policy_degrees(w, cost, gpus, p)) {
+        if (!default_list) throw input_exception(*e);
+        if (!quiet) std::fprintf(stderr, "paraflex-sim: note: %s is left out of the default policy list: a model of the workload does not allow its degree\n", s.c_str());
+        continue;
+      }
+      specs.push_back(s);
+      built.push_back(std::move(p));
     }
 
     simulation_faults faults;
@@ -125,7 +135,22 @@ int main(int argc, char** argv) {
       const fluid_workload fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
       std::optional<double> lp_bound;
 #ifdef PARAFLEX_HAVE_CLP
-      const clp_fluid_report solved = clp_fluid_bound(fw, bo);
+      // A few thousand requests solve in seconds; beyond that it can take minutes: say so up front,
+      // then how far it is, at most every 2 s.
+      const clp_options co;
+      if (!quiet && fw.with_deadline > 2000) {
+        std::fprintf(stderr, "paraflex-sim: bound: solving the fluid LP of %zu requests; large workloads take minutes (Clp stops after %.0f s with a valid, looser bound)\n",
+                     fw.with_deadline, co.max_seconds);
+      }
+      const auto bound_t0 = std::chrono::steady_clock::now();
+      double next_line_s = 2.0;
+      const clp_fluid_report solved = clp_fluid_bound(fw, bo, co, [&](std::size_t done, std::size_t parts, std::size_t requests) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - bound_t0).count();
+        if (quiet || s < next_line_s) return;
+        next_line_s = s + 2.0;
+        std::fprintf(stderr, "paraflex-sim: bound: %zu/%zu parts solved (%zu/%zu requests), %.1f s elapsed\n", done, parts, requests,
+                     fw.with_deadline, s);
+      });
       lp_bound = solved.bound;
       if (!quiet) {
         std::fprintf(stderr,
@@ -145,6 +170,15 @@ int main(int argc, char** argv) {
         auto num = [](const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("-"); };
         std::fprintf(stderr, "paraflex-sim: bound: per-request %s, capacity %s, fluid LP %s -> %s\n", num(b.per_request).c_str(),
                      num(b.capacity).c_str(), num(b.lp).c_str(), num(b.slo_attainment).c_str());
+      }
+    }
+    if (bound && !quiet) {
+      // The LP knows nothing of batched steps (docs/results.md section D): a batched run may beat it.
+      for (const auto& s : specs) {
+        const auto at = s.find("max_batch=");
+        if (at != std::string::npos && std::atoi(s.c_str() + at + 10) > 1) {
+          std::fprintf(stderr, "paraflex-sim: note: --bound does not model batched steps: %s may exceed it\n", s.c_str());
+        }
       }
     }
     paraflex_bench::report report;
@@ -183,6 +217,7 @@ int main(int argc, char** argv) {
     }
     if (format == "json") std::cout << paraflex_bench::to_json(report) << '\n';
     else std::cout << paraflex_bench::to_table(report);
+    if (!std::cout.flush()) fail("cannot write to stdout");  // a full disk must not pass for a result
     return 0;
   } catch (const input_exception& e) {
     fail(e.what());

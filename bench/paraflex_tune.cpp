@@ -66,12 +66,12 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   app.add_option("--policy", policy, "policy NAME[:KEY=VALUE...] whose other parameters are searched")->required();
   app.add_option("--param", params, "KEY=V1,V2,... values to try; repeatable (the grid is their product)")->required();
-  app.add_option("--workload", workload_file, "workload CSV; default: the embedded workload");
-  app.add_option("--profile", profile_file, "profile CSV; default: the embedded profile");
+  app.add_option("--workload", workload_file, "workload CSV; default: the embedded workload")->check(paraflex_bench::non_empty);
+  app.add_option("--profile", profile_file, "profile CSV; default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus)")->check(CLI::Range(1, 1 << 16));
-  app.add_option("--gpu", gpu, "GPU type (profile rows)");
-  app.add_option("--seed", seed, "seed");
+  app.add_option("--gpu", gpu, "GPU type (profile rows)")->check(paraflex_bench::non_empty);
+  app.add_option("--seed", seed, "seed")->check(paraflex_bench::uint64_digits);
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")->check(CLI::IsMember({"slo", "goodput", "latency"}));
   if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
   if (gpus_per_node == 0) gpus_per_node = gpus;

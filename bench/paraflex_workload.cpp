@@ -329,7 +329,7 @@ int main(int argc, char** argv) {
   app.add_option("--gpu", o.gpu, "GPU type of the profile rows (default: the only one for the models)");
   app.add_option("--gpus", o.gpus, "cluster size for --load and the fastest degree")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--load", o.load, "rescale arrivals to this offered load: sum(steps x step time on 1 GPU) / (gpus x span)");
-  app.add_option("--seed", o.seed, "random seed")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
   app.add_option("-o,--output", o.output, "output file, - for stdout")->capture_default_str();
 
   const auto status = paraflex_bench::parse_command_line(app, argc, argv, [](const char* message) {

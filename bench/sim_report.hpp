@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "paraflex/core/utf8.hpp"
 #include "paraflex/resource/cluster.hpp"
 #include "paraflex/sim/metrics.hpp"
 
@@ -81,7 +82,7 @@ inline std::string fmt_opt(const std::optional<double>& v, const char* spec_fmt,
 }
 
 inline std::string to_table(const report& r) {
-  std::string out = fmt::format("workload: {} ({} requests)   cluster: {} x {} ({} per node)\n\n", r.workload_file, r.requests,
+  std::string out = fmt::format("workload: {} ({} requests)   cluster: {} x {} ({} per node)\n\n", paraflex::printable(r.workload_file), r.requests,
                                 r.topology.gpus, r.topology.gpu_type, r.topology.gpus_per_node);
   const bool any_bound = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.upper_bound.has_value(); });
   out += fmt::format("{:<22} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}{}\n", "policy", "done", "dropped", "SLO %", "mean s",

@@ -156,6 +156,16 @@ TEST_CASE("csv_reader rejects duplicate and empty column names", "[csv]") {
     CHECK_THAT(h.error().message, Contains("duplicate") && Contains("columns 2 and 4"));
   }
   {
+    // Several names repeat: the one reported is the first column, in file order, that repeats an
+    // earlier name ("x" at 5 repeats 2; "a" at 6 and "x" at 7 come later).
+    std::istringstream in("a,x,b,c,x,a,x\n");
+    csv_reader csv(in, "t.csv");
+    auto h = csv.read_header();
+    REQUIRE_FALSE(h.has_value());
+    CHECK(h.error().column == "x");
+    CHECK_THAT(h.error().message, Contains("columns 2 and 5"));
+  }
+  {
     std::istringstream in("a,,c\n");
     csv_reader csv(in, "t.csv");
     auto h = csv.read_header();
@@ -733,7 +743,15 @@ TEST_CASE("from_profile and default_gpu_for explain a GPU choice they cannot mak
   const auto both = default_gpu_for(t, {"flux-dev", "qwen-image"}, "p.csv");
   REQUIRE_FALSE(both.has_value());
   CHECK(both.error().file == "p.csv");
-  CHECK_THAT(both.error().message, Contains("several GPU types") && Contains("h20, l20-inferred"));
+  // No single type covers both models: no --gpu advice that would fail, but which model is where.
+  CHECK_THAT(both.error().message, Contains("no GPU type of the profile has rows for every model") &&
+                                       Contains("flux-dev: l20-inferred") && Contains("qwen-image: h20"));
+  // Two types that both cover the workload: a real choice, and the advice names one of them.
+  const auto two = profile_of(header + "m,g1,512,512,1,1,0.1\nm,g2,512,512,1,1,0.2\nn,g2,512,512,1,1,0.1\n");
+  const auto choice = default_gpu_for(two, {"m"}, "p.csv");
+  REQUIRE_FALSE(choice.has_value());
+  CHECK_THAT(choice.error().message, Contains("several GPU types") && Contains("g1, g2") && Contains("--gpu g1"));
+  CHECK_THAT(default_gpu_for(two, {"m", "n"}, "p.csv").error().message, Contains("--gpu g2"));
   CHECK_FALSE(default_gpu_for(t, {}, "p.csv").has_value());  // the whole profile has two
   const auto none = default_gpu_for(t, {"no-such-model"}, "p.csv");
   REQUIRE_FALSE(none.has_value());

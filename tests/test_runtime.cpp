@@ -302,6 +302,39 @@ TEST_CASE("Faults never lose a request: failed tasks retry, lost devices end wha
   REQUIRE(no_capacity > 0);
 }
 
+TEST_CASE("A task on straggling devices runs at its slowest device's pace", "[runtime][faults]") {
+  // One launch of 1 s at time 0 on `group`; returns when the simulator ends it.
+  const auto end_of = [](std::vector<simulation_faults::straggler> stragglers, device_group group) {
+    simulation_faults f;
+    f.stragglers = std::move(stragglers);
+    simulated_executor ex(0, f);
+    task_launch l;
+    l.id = 1;
+    l.group = std::move(group);
+    l.expected_duration = 1'000'000;
+    ex.launch(l);
+    return ex.next_event_time();
+  };
+  SECTION("the largest factor among its devices, not their product") {
+    CHECK(end_of({{0, 0, 2.0}, {1, 0, 3.0}}, device_group{0, 1}) == 3'000'000);
+    // Eight devices each 1000x slower: 1000 s, where a product wrapped around to a 0-second task.
+    std::vector<simulation_faults::straggler> all;
+    for (device_id d = 0; d < 8; ++d) all.push_back({d, 0, 1000.0});
+    CHECK(end_of(all, device_group{0, 1, 2, 3, 4, 5, 6, 7}) == 1'000'000'000);
+  }
+  SECTION("a device without a straggler keeps a faster one's task at full time") {
+    CHECK(end_of({{0, 0, 0.5}}, device_group{0, 1}) == 1'000'000);
+    CHECK(end_of({{0, 0, 0.5}, {1, 0, 0.5}}, device_group{0, 1}) == 500'000);
+  }
+  SECTION("on one device the straggler that began last is in force") {
+    CHECK(end_of({{0, 0, 2.0}, {0, 0, 3.0}}, device_group{0}) == 3'000'000);
+    CHECK(end_of({{0, 0, 4.0}, {0, 5, 2.0}}, device_group{0}) == 4'000'000);  // the second begins later
+  }
+  SECTION("devices outside the task do not slow it") {
+    CHECK(end_of({{2, 0, 10.0}}, device_group{0, 1}) == 1'000'000);
+  }
+}
+
 TEST_CASE("The same input and seed give the same schedule", "[runtime][determinism]") {
   const auto reqs = random_requests(9, 150, 0.05);
   simulation_faults f;

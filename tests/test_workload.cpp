@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "paraflex/core/utf8.hpp"
+#include "paraflex/cost/profile.hpp"
 #include "paraflex/sim/generators.hpp"
 #include "paraflex/sim/workload_csv.hpp"
 
@@ -282,6 +284,16 @@ TEST_CASE("a UTF-16 workload, a NUL byte and CR-only line ends are refused with 
   const auto e = fails(cr_only);
   CHECK_THAT(e.what(), Catch::Contains("CR-only"));
   CHECK_THAT(e.what(), !Catch::Contains("duplicate column"));
+}
+
+TEST_CASE("a directory given as a workload or profile file is named as a directory", "[workload][csv][errors]") {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  auto w = load_workload_csv(dir);
+  REQUIRE_FALSE(w.has_value());
+  CHECK_THAT(w.error().message, Catch::Contains("is a directory, not a workload file"));
+  auto p = load_profile_csv(dir);
+  REQUIRE_FALSE(p.has_value());
+  CHECK_THAT(p.error().message, Catch::Contains("is a directory, not a profile file"));
 }
 
 TEST_CASE("loading a workload file that cannot be opened names the file", "[workload][csv][errors]") {

@@ -225,6 +225,8 @@ def group_bad_input(d):
     bad_prof = write(os.path.join(d, "p2.csv"), b"model,gpu,height,width,frames,degree,step_s\nflux\xff,g,512,512,1,1,0.5\n", "wb")
     rc, _, err = run(["--profile", bad_prof, "--policy", "rssp"])
     check(rc == 2 and f"{bad_prof}:2: column 'model'" in err and "UTF-8" in err, f"profile with invalid UTF-8: exit 2 ({err.strip()})")
+    rc, _, err = run(["--workload", d])
+    check(rc == 2 and "is a directory, not a workload file" in err, f"a directory as the workload: exit 2 saying so ({err.strip()})")
     rc, _, err = run(["--workload", os.path.join(d, "missing.csv")])
     check(rc == 2 and "missing.csv" in err and "cannot open" in err, f"missing file: exit 2 ({err.strip()})")
     # Usage errors.
@@ -245,6 +247,16 @@ def group_bad_input(d):
         (["--fail-rate", "2"], "--fail-rate"),
         (["--gpu", "a100"], "a100"),
         (["--no-such-flag"], "no-such-flag"),
+        # An empty value is a mistake (an unset shell variable), never a request for the default.
+        (["--workload", ""], "--workload: empty value"),
+        (["--profile", ""], "--profile: empty value"),
+        (["--trace-out", ""], "--trace-out: empty value"),
+        (["--gpu", ""], "--gpu: empty value"),
+        # NaN passes every range comparison; seeds out of 64 bits must not wrap or clamp.
+        (["--jitter", "nan"], "--jitter: expected a finite number"),
+        (["--fail-rate", "nan"], "--fail-rate: expected a finite number"),
+        (["--seed", "-1"], "--seed: expected an integer"),
+        (["--seed", "18446744073709551616"], "--seed: expected an integer"),
     ]
     for args, words in usage:
         rc, out, err = run(args)
@@ -257,6 +269,18 @@ def group_bad_input(d):
           f"static:5 with 24 heads: exit 2 naming the model and its degrees (got {rc}: {err.strip()!r})")
     rc, out, err = run(["--workload", w24, "--profile", p24, "--policy", "static:4", "--format", "json"])
     check(rc == 0 and strict_json(out)["results"][0]["dropped"] == 0, "static:4 with 24 heads runs and drops nothing")
+    # Without --policy, a static:K the user did not name and the heads forbid is left out, with a note.
+    p12 = write(os.path.join(d, "p12.csv"), "model,gpu,height,width,frames,degree,step_s,heads\nm24,g,512,512,1,1,0.5,12\nm24,g,512,512,1,2,0.3,12\n")
+    rc, out, err = run(["--workload", w24, "--profile", p12, "--format", "json"])
+    names = [r["policy"] for r in strict_json(out)["results"]] if rc == 0 else []
+    check(rc == 0 and "static:8" not in names and "static:4" in names and "static:8 is left out" in err,
+          f"default list with 12 heads: runs without static:8, saying so (got {rc}: {names} {err.strip()[-200:]!r})")
+    # A result that cannot be written is an error, not a silent exit 0.
+    if os.path.exists("/dev/full"):
+        for args in (["--workload", w24, "--profile", p24, "--policy", "static:1", "--quiet"], ["--list-policies"]):
+            with open("/dev/full", "w") as full:
+                p = subprocess.run([EXE, *args], stdout=full, stderr=subprocess.PIPE, timeout=60)
+            check(p.returncode == 2 and b"cannot write to stdout" in p.stderr, f"{args} > /dev/full: exit 2 ({p.returncode}: {p.stderr!r})")
 
 
 def strip_host_timings(doc):
@@ -334,6 +358,14 @@ def group_faults(d):
     strip_host_timings(doc)
     for a, b in zip(clean["results"], doc["results"]):
         check(a != b, f"{a['policy']}: faults change the run")
+    # A task runs at its slowest device's pace: two stragglers (x2, x3) on static:2's group slow
+    # each request by 3, not by their product 6 (which also wrapped around for large factors).
+    one = write(os.path.join(d, "one.csv"), "arrival_s,model,height,width,steps\n0,flux-dev,1024,1024,20\n")
+    lat = {}
+    for extra in ([], ["--straggler", "0@0:2", "--straggler", "1@0:3"]):
+        rc, out, err = run(["--workload", one, "--gpus", "2", "--policy", "static:2", "--format", "json", "--quiet"] + extra)
+        lat[len(extra)] = strict_json(out)["results"][0]["latency_s"]["max"] if rc == 0 else None
+    check(lat[0] and lat[4] and abs(lat[4] - 3 * lat[0]) < 1e-3, f"stragglers x2 and x3 on one group: 3x the latency ({lat})")
     # Every device lost at once: nothing can run, every request ends with a reason.
     lose_all = [x for g in range(8) for x in ("--fail-device", f"{g}@0")]
     rc, out, err = run(["--workload", wl, "--format", "json", "--policy", "rssp,slo-aware"] + lose_all)

@@ -296,8 +296,8 @@ namespace detail {
 
 /// Reads the profile at `path`; an error when the file cannot be opened.
 [[nodiscard]] inline result<profile_table> load_profile_csv(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return input_error{path, 0, {}, "cannot open profile file"};
+  std::ifstream in;
+  if (auto e = open_input_file(path, "profile file", in)) return *e;
   return read_profile_csv(in, path);
 }
 

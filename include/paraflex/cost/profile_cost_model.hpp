@@ -109,10 +109,27 @@ struct step_estimate {
                        "the profile has no rows for model(s) " + join_names(models) + " (it knows " +
                            join_names(table.models()) + ")"};
   }
+  // Advise only a GPU type that covers every model; when none does, say which model is on which.
+  std::vector<std::string> covering;
+  for (const auto& g : gpus) {
+    bool all = true;
+    for (const auto& m : models) {
+      const auto of_m = table.gpus_for(m);
+      all = all && std::find(of_m.begin(), of_m.end(), g) != of_m.end();
+    }
+    if (all) covering.push_back(g);
+  }
+  if (covering.empty()) {
+    std::string where;
+    for (const auto& m : models) where += (where.empty() ? "" : "; ") + m + ": " + join_names(table.gpus_for(m));
+    return input_error{file, 0, {},
+                       "no GPU type of the profile has rows for every model of the workload (" + where +
+                           "): a run uses one GPU type, so split the workload by GPU type or add rows"};
+  }
   return input_error{file, 0, {},
                      "the profile has several GPU types for " +
                          (models.empty() ? std::string("its models") : "model(s) " + join_names(models)) + ": " +
-                         join_names(gpus) + "; choose one (e.g. --gpu " + gpus.front() + ")"};
+                         join_names(gpus) + "; choose one (e.g. --gpu " + covering.front() + ")"};
 }
 
 /// CostModel backed by one GPU type's rows of a profile. Copyable; safe to share between threads

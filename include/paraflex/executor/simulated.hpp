@@ -27,7 +27,8 @@ struct simulation_faults {
   struct device_failure { device_id device = 0; tick at = 0; };
   struct straggler { device_id device = 0; tick from = 0; double factor = 1.0; };
   std::vector<device_failure> device_failures;  ///< device lost for good at a time
-  std::vector<straggler> stragglers;            ///< tasks touching the device run `factor` times longer
+  std::vector<straggler> stragglers;            ///< from `from` on, the device runs `factor` times slower; a task runs at
+                                                ///< its slowest device's pace (the largest factor among its devices)
 };
 
 class simulated_executor {
@@ -47,10 +48,10 @@ class simulated_executor {
     if (faults_.jitter > 0 || !faults_.stragglers.empty()) {  // else the duration is exact: no rounding
       double duration = static_cast<double>(l.expected_duration);
       if (faults_.jitter > 0) duration *= 1.0 + faults_.jitter * (2.0 * uniform() - 1.0);
-      for (const auto& s : faults_.stragglers) {
-        if (now_ >= s.from && (l.group.contains(s.device) || l.source.contains(s.device))) duration *= s.factor;
-      }
-      end = now_ + std::max<tick>(0, static_cast<tick>(std::llround(duration)));
+      duration *= slowdown(l);
+      // A factor of at most 1000 keeps any real duration far inside the clock; the cap only keeps a
+      // degenerate one from wrapping around (a wrapped sum reads as a 0-second task).
+      end = now_ + static_cast<tick>(std::llround(std::clamp(duration, 0.0, 0x1p60)));
     }
     auto kind = executor_event_kind::task_done;
     if (faults_.fail_rate > 0 && l.task.kind != task_kind::migrate && uniform() < faults_.fail_rate) {
@@ -60,6 +61,28 @@ class simulated_executor {
     const std::uint32_t slot = track(l, kind);
     const auto members = static_cast<std::uint32_t>(flights_[slot].members.size());
     for (std::uint32_t i = 0; i < members; ++i) queue_.push(entry{end, seq_++, l.id, slot, i});
+  }
+
+  /// How many times longer a task on l's devices runs now: a sequence-parallel task moves at the
+  /// pace of its slowest device, so the largest factor among them (1 for a device with no straggler
+  /// in force). On one device, the straggler that began last is in force (it replaces the earlier).
+  [[nodiscard]] double slowdown(const task_launch& l) const noexcept {
+    if (faults_.stragglers.empty()) return 1.0;
+    double slowest = 0.0;
+    for (device_id d : l.group) slowest = std::max(slowest, factor_of(d));
+    for (device_id d : l.source) slowest = std::max(slowest, factor_of(d));
+    return slowest > 0.0 ? slowest : 1.0;
+  }
+
+  /// The slow-down of device d now: the straggler on it that began last (the later-listed one on a
+  /// tie), 1 when none is in force.
+  [[nodiscard]] double factor_of(device_id d) const noexcept {
+    double factor = 1.0;
+    tick began = -1;
+    for (const auto& s : faults_.stragglers) {
+      if (s.device == d && s.from <= now_ && s.from >= began) factor = s.factor, began = s.from;
+    }
+    return factor;
   }
 
   void poll(std::vector<executor_event>& out) {

@@ -424,8 +424,8 @@ namespace generators_detail {
 /// Opens `path` and reads it with read_arrival_trace; a file that cannot be opened is an error naming it.
 [[nodiscard]] inline result<std::vector<double>> load_arrival_trace(const std::string& path,
                                                                     trace_format format = trace_format::detect) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return input_error{path, 0, {}, "cannot open the trace file for reading"};
+  std::ifstream in;
+  if (auto e = open_input_file(path, "trace file", in)) return *e;
   return read_arrival_trace(in, path, format);
 }
 

@@ -151,7 +151,7 @@ inline constexpr int max_steps = 100'000;
     if (r.shape.model.empty()) return csv.error_at(c_model, "empty model name");
     if (!known_models.empty() &&
         std::find(known_models.begin(), known_models.end(), r.shape.model) == known_models.end()) {
-      return csv.error_at(c_model, fmt::format("unknown model '{}' (known: {})", r.shape.model,
+      return csv.error_at(c_model, fmt::format("unknown model {} (known: {})", detail::quote_for_message(r.shape.model),
                                                fmt::join(known_models, ", ")));
     }
 
@@ -191,7 +191,7 @@ inline constexpr int max_steps = 100'000;
     if (r.id.empty()) r.id = std::to_string(csv.line());
     const auto [it, inserted] = id_lines.emplace(r.id, csv.line());
     if (!inserted) {
-      return csv.error_at("request_id", fmt::format("duplicate request_id '{}' (first used on line {})", r.id,
+      return csv.error_at("request_id", fmt::format("duplicate request_id {} (first used on line {})", detail::quote_for_message(r.id),
                                                     it->second));
     }
     r.source_line = csv.line();
@@ -209,8 +209,8 @@ inline constexpr int max_steps = 100'000;
 /// Opens `path` and reads it with read_workload_csv; a file that cannot be opened is an error naming it.
 [[nodiscard]] inline result<workload> load_workload_csv(const std::string& path,
                                                         const std::vector<std::string>& known_models = {}) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return input_error{path, 0, {}, "cannot open the workload file for reading"};
+  std::ifstream in;
+  if (auto e = open_input_file(path, "workload file", in)) return *e;
   return read_workload_csv(in, path, known_models);
 }
 
