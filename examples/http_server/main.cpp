@@ -139,12 +139,16 @@ int main(int argc, char** argv) {
 
   server_metrics metrics;
   auto& client = sched.client();
-  // The outcomes of the last `retain` ended requests stay queryable; older ones are forgotten so that a
-  // server running for days keeps the client's table bounded (the metrics keep counting them).
+  // Declared before the io_context: sessions destroyed with it still use the service and metrics.
+  service svc(client, check_cost, gpus, limits, metrics, http_opts);
+  // The outcomes of the last `retain` ended requests stay queryable; older ones are forgotten, which
+  // bounds what GET answers but not memory: the library keeps a record per request, and the service
+  // every id (README, "Limits worth knowing"). The metrics keep counting them.
   std::deque<std::string> ended_ids;
   sched.on_request_end([&](const paraflex::request_record& r) {  // scheduler's thread, once per request
     const bool ok = r.phase == paraflex::request_phase::completed;
     metrics.request_ended(ok, r.drop_reason, ok ? paraflex::to_seconds(r.finish - r.spec.arrival) : 0.0);
+    svc.request_ended(r.spec.id);
     ended_ids.push_back(r.spec.id);  // published as ended before this callback: forget() accepts it later
     while (ended_ids.size() > retain) {
       client.forget(ended_ids.front());
@@ -153,8 +157,6 @@ int main(int argc, char** argv) {
   });
   client.open();  // run() serves until close(), even when nothing is in flight
 
-  // Declared before the io_context: sessions destroyed with it still use the service and metrics.
-  service svc(client, check_cost, gpus, limits, metrics, http_opts);
   net::io_context ioc;
   std::shared_ptr<listener> lst;
   try {
@@ -165,34 +167,15 @@ int main(int argc, char** argv) {
     sched.run();  // nothing was submitted: returns at once
     return 1;
   }
-  const auto at = lst->local_endpoint();
-  std::printf("listening on %s:%u\n", at.address().to_string().c_str(), static_cast<unsigned>(at.port()));
-  std::fflush(stdout);
-  std::fprintf(stderr, "paraflex-serve: %d devices as '%s', policy %s, profile %s, time scale %g\n", gpus, gpu_type.c_str(),
-               policy_spec.c_str(), profile_path.c_str(), time_scale);
-
-  auto work = net::make_work_guard(ioc);  // the I/O threads run until the scheduler has finished
-  std::atomic<bool> sched_failed{false};
-  std::thread sched_thread([&] {
-    try {
-      sched.run();  // returns once the client is closed and every accepted request has ended
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "paraflex-serve: error: the scheduler stopped: %s\n", e.what());
-      sched_failed = true;
-    }
-    net::post(ioc, [&] {
-      work.reset();
-      ioc.stop();
-    });
-  });
-
-  // Shutdown: first signal drains, a second one (or the drain timeout) cancels what still runs.
+  // Shutdown: first signal drains, a second one (or the drain timeout) cancels what still runs. Set up
+  // before the listening line: whoever reads that line may signal at once, and then the signal must
+  // drain, not kill (it is handled once the I/O threads run).
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   net::steady_timer drain_timer(ioc);
   int signals_seen = 0;
   auto cancel_all = [&] {
     std::size_t n = 0;
-    for (const auto& id : svc.accepted_ids()) n += client.cancel(id, "shutdown") == paraflex::cancel_outcome::accepted;
+    for (const auto& id : svc.unended_ids()) n += client.cancel(id, "shutdown") == paraflex::cancel_outcome::accepted;
     std::fprintf(stderr, "paraflex-serve: cancelled %zu unfinished request(s)\n", n);
   };
   std::function<void(beast::error_code, int)> on_signal = [&](beast::error_code ec, int signo) {
@@ -219,6 +202,27 @@ int main(int argc, char** argv) {
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
+
+  const auto at = lst->local_endpoint();
+  std::printf("listening on %s:%u\n", at.address().to_string().c_str(), static_cast<unsigned>(at.port()));
+  std::fflush(stdout);
+  std::fprintf(stderr, "paraflex-serve: %d devices as '%s', policy %s, profile %s, time scale %g\n", gpus, gpu_type.c_str(),
+               policy_spec.c_str(), profile_path.c_str(), time_scale);
+
+  auto work = net::make_work_guard(ioc);  // the I/O threads run until the scheduler has finished
+  std::atomic<bool> sched_failed{false};
+  std::thread sched_thread([&] {
+    try {
+      sched.run();  // returns once the client is closed and every accepted request has ended
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "paraflex-serve: error: the scheduler stopped: %s\n", e.what());
+      sched_failed = true;
+    }
+    net::post(ioc, [&] {
+      work.reset();
+      ioc.stop();
+    });
+  });
 
   lst->run();
   auto serve = [&] {

@@ -50,10 +50,16 @@ struct parsed_request {
 
 namespace detail {
 
+// A wrong value for a message: arrays and objects by type only (dump() recurses once per nesting
+// level, and a deep body overflows the I/O thread's stack), strings by a bounded prefix.
 [[nodiscard]] inline std::string show(const nlohmann::json& v) {
-  std::string s = json_text(v);
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
+  if (v.is_array() || v.is_object()) return v.type_name();
+  if (!v.is_string()) return json_text(v);  // a number, a boolean: a few bytes
+  const auto& s = v.get_ref<const std::string&>();
+  if (s.size() <= 58) return json_text(v);
+  std::size_t n = 55;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // cut before a UTF-8 continuation byte
+  return json_text(s.substr(0, n)) + "...";
 }
 
 // Integer field in [lo, hi]; a JSON float is refused even when integral, as "512.0" is in the CSV.
@@ -106,7 +112,7 @@ namespace detail {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(body.begin(), body.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number such as 1e400
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ...": keep the part after "] "
     if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
     out.error = "invalid JSON: " + what;

@@ -26,6 +26,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -131,16 +132,20 @@ class service {
   [[nodiscard]] bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
 
   /// Stops accepting requests: after this returns no submit() is in progress and none will start,
-  /// so the scheduler can be told that nothing more will come. Returns the ids accepted so far.
+  /// so the scheduler can be told that nothing more will come. Returns the ids that have not ended.
   std::vector<std::string> stop_accepting() {
     std::unique_lock gate(gate_);
     draining_.store(true, std::memory_order_release);
-    std::lock_guard lk(ids_mu_);
-    return ids_;
+    return unended_ids();
   }
-  [[nodiscard]] std::vector<std::string> accepted_ids() const {
+  [[nodiscard]] std::vector<std::string> unended_ids() const {
     std::lock_guard lk(ids_mu_);
-    return ids_;
+    return {unended_.begin(), unended_.end()};
+  }
+  /// From on_request_end (scheduler's thread): the shutdown no longer needs to cancel `id`.
+  void request_ended(const std::string& id) {
+    std::lock_guard lk(ids_mu_);
+    unended_.erase(id);
   }
 
   static response json_response(http::status status, const nlohmann::json& body, unsigned version, bool keep_alive) {
@@ -166,6 +171,8 @@ class service {
   routed route(const request& req) {
     const unsigned v = req.version();
     const bool ka = req.keep_alive();
+    // HEAD is GET without the body (the session drops it): RFC 9110 wants both on every GET route.
+    const http::verb method = req.method() == http::verb::head ? http::verb::get : req.method();
     std::string_view target(req.target().data(), req.target().size());
     if (const auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     auto not_allowed = [&](const char* allow) {
@@ -175,12 +182,12 @@ class service {
       return routed{std::move(r), {}};
     };
     if (target == "/healthz") {
-      if (req.method() != http::verb::get) return not_allowed("GET");
+      if (method != http::verb::get) return not_allowed("GET, HEAD");
       if (draining()) return {json_response(http::status::service_unavailable, {{"status", "draining"}}, v, ka), {}};
       return {json_response(http::status::ok, {{"status", "ok"}}, v, ka), {}};
     }
     if (target == "/metrics") {
-      if (req.method() != http::verb::get) return not_allowed("GET");
+      if (method != http::verb::get) return not_allowed("GET, HEAD");
       response res{http::status::ok, v};
       res.set(http::field::server, "paraflex-serve");
       res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -190,7 +197,7 @@ class service {
       return {std::move(res), {}};
     }
     if (target == "/v1/requests") {
-      if (req.method() != http::verb::post) return not_allowed("POST");
+      if (method != http::verb::post) return not_allowed("POST");
       return {submit(req), {}};
     }
     static constexpr std::string_view prefix = "/v1/requests/";
@@ -201,13 +208,13 @@ class service {
       }
       const auto id = percent_decode(raw);
       if (!id) return {error_response(http::status::bad_request, "malformed percent-encoding in the request id", v, ka), {}};
-      if (req.method() == http::verb::get) {
+      if (method == http::verb::get) {
         const auto st = client_.status(*id);
         if (!st) return {error_response(http::status::not_found, fmt::format("no request with id '{}'", *id), v, ka), {}};
         return {json_response(http::status::ok, status_json(*st), v, ka), {}};
       }
-      if (req.method() == http::verb::delete_) return {std::nullopt, *id};
-      return not_allowed("GET, DELETE");
+      if (method == http::verb::delete_) return {std::nullopt, *id};
+      return not_allowed("GET, HEAD, DELETE");
     }
     return {error_response(http::status::not_found, "no such path", v, ka), {}};
   }
@@ -244,18 +251,39 @@ class service {
       return error_response(http::status::bad_request, why, v, ka);
     }
     cost_.clear_extrapolation_notes();
-    std::string id;
+    std::string id = std::move(parsed.spec->id);
     {
       std::shared_lock gate(gate_);
       if (draining()) return error_response(http::status::service_unavailable, "the server is shutting down", v, false);
+      {
+        // Ids are checked and generated here, not by the client: it reuses the ids that --retain
+        // made it forget, and the API promises 409 for them over the server's life.
+        std::lock_guard lk(ids_mu_);
+        if (id.empty()) {
+          do id = fmt::format("r{}", ++next_generated_);
+          while (every_id_.contains(id));
+        } else if (every_id_.contains(id)) {
+          return error_response(http::status::conflict, fmt::format("request id '{}' is already in use", id), v, ka);
+        }
+        every_id_.insert(id);
+        unended_.insert(id);  // before submit(): the request may end before submit() returns
+      }
+      parsed.spec->id = id;
+      auto unreserve = [&] {  // not accepted after all: the id is free again
+        std::lock_guard lk(ids_mu_);
+        every_id_.erase(id);
+        unended_.erase(id);
+      };
       try {
-        id = client_.submit(std::move(*parsed.spec));
+        client_.submit(std::move(*parsed.spec));
       } catch (const paraflex::submit_error& e) {
+        unreserve();
         const bool dup = e.kind() == paraflex::submit_error::kind_type::duplicate_id;
         return error_response(dup ? http::status::conflict : http::status::bad_request, e.what(), v, ka);
+      } catch (...) {  // out of memory: session::handle answers 500
+        unreserve();
+        throw;
       }
-      std::lock_guard lk(ids_mu_);
-      ids_.push_back(id);
     }
     auto res = json_response(http::status::created, {{"request_id", id}, {"state", "waiting"}}, v, ka);
     res.set(http::field::location, "/v1/requests/" + percent_encode(id));
@@ -271,7 +299,9 @@ class service {
   mutable std::shared_mutex gate_;  // submits share it; stop_accepting takes it alone
   std::atomic<bool> draining_{false};
   mutable std::mutex ids_mu_;
-  std::vector<std::string> ids_;
+  std::unordered_set<std::string> every_id_;  // every id ever accepted: kept for 409 (README: per-id cost)
+  std::unordered_set<std::string> unended_;   // accepted, not yet ended: what a shutdown cancels
+  std::uint64_t next_generated_ = 0;
 };
 
 /// One TCP connection.
@@ -329,7 +359,7 @@ class session : public std::enable_shared_from_this<session> {
       return handle();
     }
     const auto& req = parser_->get();
-    if (beast::iequals(req[http::field::expect], "100-continue")) {
+    if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {  // never to HTTP/1.0 (RFC 9110 10.1.1)
       static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
       net::async_write(stream_, net::buffer(cont), beast::bind_front_handler(&session::on_continue, shared_from_this()));
       return;
@@ -372,12 +402,17 @@ class session : public std::enable_shared_from_this<session> {
 
   // Answers an unreadable request and closes: the stream position after it is unknown.
   void fail(http::status status, const std::string& message) {
+    head_ = false;
     res_ = service::error_response(status, message, 11, false);
     write(true);
   }
 
   void handle() {
     req_ = parser_->release();
+    if (req_.version() >= 11 && req_.count(http::field::host) != 1) {  // RFC 9112 3.2: MUST answer 400
+      return fail(http::status::bad_request, "an HTTP/1.1 request needs exactly one Host header");
+    }
+    head_ = req_.method() == http::verb::head;
     try {
       auto r = svc_.route(req_);
       if (r.res) {
@@ -408,9 +443,12 @@ class session : public std::enable_shared_from_this<session> {
   }
   void on_cancel_timer(beast::error_code) { poll_cancel(); }
 
+  // Keep-alive goes on during a drain: its clients follow their requests with GET until the end
+  // (exit does not wait for connections: main stops the io_context).
   void write(bool close_after) {
-    close_after_ = close_after || svc_.draining();
+    close_after_ = close_after;
     res_.keep_alive(!close_after_);
+    if (head_) res_.body().clear();  // Content-Length stays: what GET would send
     stream_.expires_after(svc_.options().write_timeout);
     http::async_write(stream_, res_, beast::bind_front_handler(&session::on_write, shared_from_this()));
   }
@@ -458,6 +496,7 @@ class session : public std::enable_shared_from_this<session> {
   service& svc_;
   bool refuse_;
   bool close_after_ = false;
+  bool head_ = false;  // the request being answered is a HEAD: no body
   std::string cancel_id_;
   std::chrono::steady_clock::time_point cancel_deadline_;
   std::array<char, 4096> scratch_{};

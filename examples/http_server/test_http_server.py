@@ -8,12 +8,16 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      that drop their connection between requests) submit valid requests, cancel some, poll some,
      while others send bad JSON, wrong types, invalid UTF-8, oversized bodies and headers, truncated
      requests, slowloris trickles and requests cut off mid-body; every answer is checked;
-  2. protocol details: pipelining, chunked bodies, Expect: 100-continue, HTTP/1.0, 404/405/409;
+  2. protocol details: pipelining, chunked bodies, Expect: 100-continue, HTTP/1.0, 404/405/409, HEAD
+     without a body, Host required on HTTP/1.1, out-of-range numbers (400);
   3. waits until every accepted request has ended (GET), checks each end state and that /metrics
      adds up (submitted = completed + dropped, by reason, histogram count, idle gauges);
   4. the connection cap: more idle connections than --max-connections get 503;
   5. shutdown: with long requests running, SIGTERM; new connections are refused, open ones get 503
-     for POST and /healthz, the server exits 0 and its summary says every request ended.
+     for POST and /healthz and stay open for GET, the server exits 0 and its summary says every
+     request ended; SIGTERM right after the "listening on" line drains too (exit 0);
+  6. a second server: --retain forgets old outcomes but keeps their ids taken (409, and never
+     generated again); a deeply nested wrong-typed field under a large --body-limit is a 400.
 Prints the figures (requests, connections, seconds) at the end. Exit status 0 when all checks pass.
 """
 
@@ -397,8 +401,8 @@ def protocol_checks():
     check(status == 404 and "error" in j, f"invalid UTF-8 id: {status} {j}")
     status, res, j = call(conn, "GET", "/v1/requests/%zz")
     check(status == 400 and "error" in j, f"bad percent-encoding: {status} {j}")
-    for method, path, allow in (("PUT", "/v1/requests", "POST"), ("GET", "/v1/requests", "POST"), ("POST", "/v1/requests/x", "GET, DELETE"),
-                                ("DELETE", "/healthz", "GET"), ("POST", "/metrics", "GET")):
+    for method, path, allow in (("PUT", "/v1/requests", "POST"), ("GET", "/v1/requests", "POST"), ("POST", "/v1/requests/x", "GET, HEAD, DELETE"),
+                                ("DELETE", "/healthz", "GET, HEAD"), ("POST", "/metrics", "GET, HEAD")):
         status, res, j = call(conn, method, path, body={} if method in ("PUT", "POST") else None)
         check(status == 405 and "error" in j and res.getheader("Allow") == allow, f"{method} {path}: {status} {j} Allow={res.getheader('Allow')}")
     # Ids with characters that need escaping, and a duplicate.
@@ -458,6 +462,51 @@ def protocol_checks():
     check(r is not None and r[0] == 200, f"HTTP/1.0: {r}")
     check(read_response(s) is None, "HTTP/1.0 connection left open")
     s.close()
+
+    # No 100 Continue to an HTTP/1.0 client (RFC 9110 10.1.1): the first answer is the final one.
+    s = raw_socket()
+    s.sendall(b"POST /v1/requests HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")
+    r = read_response(s)
+    check(r is not None and r[0] == 400, f"HTTP/1.0 with Expect: {r and r[0]}, expected 400 without a 100 first")
+    s.close()
+
+    # HTTP/1.1 without Host: 400 (RFC 9112 3.2).
+    s = raw_socket()
+    s.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+    expect_error(read_response(s), 400, "HTTP/1.1 without Host")
+    s.close()
+
+    # HEAD: GET's headers, no body. A HEAD then a GET in one write: right after the HEAD's headers
+    # comes the GET's status line.
+    for path in ("/healthz", "/metrics", "/v1/requests/no-such-id", "/nope"):
+        s = raw_socket()
+        s.sendall(b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        try:
+            while data.count(b"\r\n\r\n") < 2:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        head, _, rest = data.partition(b"\r\n\r\n")
+        want = b"200" if path in ("/healthz", "/metrics") else b"404"
+        check(head.startswith(b"HTTP/1.1 " + want) and b"content-length" in head.lower() and rest.startswith(b"HTTP/1.1 200"),
+              f"HEAD {path}: a body after the headers, or a wrong status: {data[:300]!r}")
+        s.close()
+
+    # A number out of double's range, even in an ignored field: invalid JSON (400), connection kept.
+    conn = new_conn()
+    for body in (b'{"model":"flux-dev","width":256,"height":256,"steps":2,"slo_s":1e400}',
+                 b'{"model":"flux-dev","width":256,"height":256,"steps":2,"note":-1e999}'):
+        status, res, j = call(conn, "POST", "/v1/requests", body)
+        check(status == 400 and "invalid JSON" in (j or {}).get("error", "") and res.getheader("Connection") != "close",
+              f"number overflow: {status} {j} Connection={res.getheader('Connection')}")
+    # A wrong-typed array or object is named by its type, never dumped (dump() recurses per level).
+    status, res, j = call(conn, "POST", "/v1/requests", b'{"model":"flux-dev","height":8,"steps":1,"width":[[[[1]]]]}')
+    check(status == 400 and (j or {}).get("error") == "field 'width': expected an integer, got array", f"nested width: {status} {j}")
+    conn.close()
 
 
 # ---- 3. end states and metrics ------------------------------------------------------------------
@@ -609,8 +658,13 @@ def shutdown_check():
     try:  # the running requests take ~0.5 s more: the server is still draining
         status, _, j = call(spare[0], "POST", "/v1/requests", valid_request(rng))
         check(status == 503, f"POST while draining: {status} {j}")
-        status, _, j = call(spare[1], "GET", "/healthz")
+        status, res, j = call(spare[1], "GET", "/healthz")
         check(status == 503 and j == {"status": "draining"}, f"/healthz while draining: {status} {j}")
+        # Keep-alive stays on: a client follows its running request to the end (a closed connection
+        # would make http.client reconnect, which the closed listener refuses).
+        for _ in range(2):
+            status, res, j = call(spare[1], "GET", "/v1/requests/" + ids[0])
+            check(status == 200 and res.getheader("Connection") != "close", f"GET while draining: {status} {j} Connection={res.getheader('Connection')}")
     except (OSError, http.client.HTTPException) as e:
         fail(f"an open connection was not answered while draining: {type(e).__name__}: {e}")
     try:
@@ -643,10 +697,26 @@ def shutdown_check():
 
 # ---- 6. retention -------------------------------------------------------------------------------
 
+def early_sigterm_check(exe):
+    """SIGTERM as soon as the "listening on" line is read: a drain and exit 0, not death by the signal."""
+    for _ in range(3):
+        srv = subprocess.Popen([exe, "--port", "0", "--gpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        srv.stdout.readline()
+        srv.send_signal(signal.SIGTERM)
+        try:
+            rc = srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            rc = "a hang"
+        check(rc == 0, f"SIGTERM right after the listening line: exit status {rc}, expected 0")
+
+
 def retain_check(exe):
-    """A server started with --retain 3 answers GET for the last three ended requests only."""
+    """A server started with --retain 3 answers GET for the last three ended requests only; a
+    forgotten id stays taken. Its large --body-limit lets a deeply nested body in."""
     global PORT
-    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "2", "--policy", "static:1", "--time-scale", "1000", "--retain", "3"],
+    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "2", "--policy", "static:1", "--time-scale", "1000", "--retain", "3",
+                            "--body-limit", "1000000"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", srv.stdout.readline().decode().strip())
@@ -654,7 +724,7 @@ def retain_check(exe):
             return
         saved, PORT = PORT, int(m.group(1))
         conn = new_conn()
-        ids = [f"keep-{i}" for i in range(6)]
+        ids = ["r1"] + [f"keep-{i}" for i in range(1, 6)]  # "r1": the first id the server would generate
         for rid in ids:  # one at a time, each waited for: they end in this order
             status, _, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2,
                                                                "request_id": rid})
@@ -668,6 +738,20 @@ def retain_check(exe):
             status, _, j = call(conn, "GET", "/v1/requests/" + rid)
             want = 404 if i < 3 else 200
             check(status == want, f"retain 3: GET {rid} (ended {6 - i} from last): {status}, expected {want}")
+        # Forgotten, but ids are unique over the server's life: 409, and not generated again.
+        status, _, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2, "request_id": "r1"})
+        check(status == 409, f"retain: POST of forgotten id r1: {status} {j}, expected 409")
+        status, _, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2})
+        check(status == 201 and j.get("request_id") not in ids, f"retain: generated id reuses a forgotten one: {status} {j}")
+        # 200 000 levels in a wrong-typed field (400 KB): a 400 naming the type, and the server lives.
+        depth = 200000
+        try:
+            status, _, j = call(conn, "POST", "/v1/requests", b'{"model":"flux-dev","height":8,"steps":1,"width":' + b"[" * depth + b"]" * depth + b"}")
+            check(status == 400 and j == {"error": "field 'width': expected an integer, got array"}, f"deep width: {status} {j}")
+            status, _, j = call(conn, "GET", "/healthz")
+            check(status == 200, f"after the deep body: /healthz {status} {j}")
+        except (OSError, http.client.HTTPException) as e:
+            fail(f"deep width: the server did not answer ({type(e).__name__}: {e}); exit status {srv.poll()}")
         conn.close()
         PORT = saved
     finally:
@@ -714,6 +798,7 @@ def main():
         refused = connection_cap_check()
         n_load = len(accepted)
         shutdown_check()
+        early_sigterm_check(exe)
         retain_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
