@@ -38,11 +38,41 @@ class AsyncScheduler:
         try:
             return await fut
         except asyncio.CancelledError:
-            self.scheduler.cancel(rid)  # the client went away: free the devices
+            # The client went away: free the devices (a stopped scheduler has nothing to free and
+            # refuses every call).
+            if self.scheduler.error is None:
+                self.scheduler.cancel(rid)
             raise
 
     async def serve(self):
-        """Runs until stop() was called and every request has ended."""
+        """Runs until stop() was called and every request has ended. If it ends otherwise (a turn
+        raised, which stops the scheduler for good, or it was cancelled), every generate() still
+        waiting raises too instead of waiting forever."""
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            self._fail_waiting(None)
+            raise
+        except BaseException as e:
+            self._fail_waiting(e)
+            raise
+        finally:
+            # Executor threads may still signal; the loop may be closed by then.
+            self.scheduler.on_wakeup(lambda: None)
+
+    def _fail_waiting(self, error):
+        futures, self._futures = self._futures, {}
+        for fut in futures.values():
+            if fut.done():
+                continue
+            if error is None:
+                fut.cancel()
+            else:
+                stopped = RuntimeError(f"paraflex serving stopped: {error!r}")
+                stopped.__cause__ = error
+                fut.set_exception(stopped)
+
+    async def _serve(self):
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         # Any thread: the loop should turn soon. Must not call into the scheduler itself.

@@ -163,7 +163,17 @@ std::span<const request_handle> python_admission::pending_drops() {
   py::object r = call_python(pending_);
   pending_list_->clear();
   if (r.is_none()) return {};
-  for (py::handle h : r) pending_list_->push_back(to_handle(h, (describe() + " pending_drops()").c_str()));
+  // composed_policy reads each handle's record unchecked: one that does not exist must stop here.
+  const std::string what = name_.substr(0, name_.rfind('.')) + ".pending_drops()";
+  const std::size_t n = ctx_->slot->state ? ctx_->slot->state->requests.size() : 0;
+  for (py::handle h : r) {
+    const request_handle d = to_handle(h, what.c_str());
+    if (d >= n) {
+      throw py::value_error(what + " returned request handle " + std::to_string(d) + ", which does not exist (" + std::to_string(n) +
+                            " requests)");
+    }
+    pending_list_->push_back(d);
+  }
   return *pending_list_;
 }
 
@@ -212,7 +222,19 @@ std::optional<device_group> python_placement::place(const scheduler_view& v, req
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h, k, available, preferred);
   if (r.is_none()) return std::nullopt;
-  return to_group(r, describe() + "() for request '" + v.request(h).spec.id + "'");
+  const std::string what = describe() + "() for request '" + v.request(h).spec.id + "'";
+  auto g = to_group(r, what);
+  // composed_policy passes over a group that breaks the contract as "no room": every request would
+  // end as policy_stalled with nothing naming the part.
+  if (g.size() != static_cast<std::size_t>(k)) {
+    throw py::value_error(what + " returned " + std::to_string(g.size()) + " devices; expected k = " + std::to_string(k) + " (or None: no room)");
+  }
+  for (device_id d : g) {
+    if (!available.test(d)) {
+      throw py::value_error(what + " returned device " + std::to_string(d) + ", which is not in `available` " + std::string(py::repr(py::cast(available))));
+    }
+  }
+  return g;
 }
 
 // ---- make_policy -----------------------------------------------------------------------------
@@ -606,14 +628,27 @@ void bind_parts(py::module_& m) {
       .def(py::init<>())
       .def("degree", [](const cheapest_degree& s, const py_view& v, py::handle h, const device_set& a) { return s.degree(v.get(), v.handle(h), a); });
 
+  // The helpers index the sets by device and return ids from them: a set of another size than the
+  // cluster would yield devices that do not exist (or read past a smaller one).
+  const auto same_size = [](const py_view& v, const device_set& s, const char* what) {
+    const auto n = static_cast<std::size_t>(v.get().device_count());
+    if (s.capacity() != n) {
+      throw py::value_error(std::string(what) + ": the DeviceSet has capacity " + std::to_string(s.capacity()) + "; the cluster has " + std::to_string(n) +
+                            " devices");
+    }
+  };
   py::class_<sticky_placement>(m, "StickyPlacement", "Placement: own devices, then preferred, then any (node-aware best fit).")
       .def(py::init<>())
-      .def("place", [](const sticky_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+      .def("place", [same_size](const sticky_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+        same_size(v, a, "StickyPlacement.place: available");
+        same_size(v, pref, "StickyPlacement.place: preferred");
         return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
       });
   py::class_<packed_placement>(m, "PackedPlacement", "Placement: paraflex.place() as is.")
       .def(py::init<>())
-      .def("place", [](const packed_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+      .def("place", [same_size](const packed_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+        same_size(v, a, "PackedPlacement.place: available");
+        same_size(v, pref, "PackedPlacement.place: preferred");
         return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
       });
 
@@ -666,6 +701,12 @@ void bind_helpers(py::module_& m) {
   }, py::arg("available"), py::arg("k"), py::arg("topology"),
         "k devices from `available`: an aligned block in one node, else the best-fit node, else the lowest ids; None when fewer are free.");
   m.def("place", [](const py_view& v, py::handle h, int k, const device_set& available) {
+    // Ids come from `available`: one of another size than the cluster would give devices that do not exist.
+    const auto n = static_cast<std::size_t>(v.get().device_count());
+    if (available.capacity() != n) {
+      throw py::value_error("place: the DeviceSet has capacity " + std::to_string(available.capacity()) + "; the cluster has " + std::to_string(n) +
+                            " devices");
+    }
     return maybe_group(place(v.get(), v.handle(h), k, available));
   }, py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"), "h's own devices when it keeps degree k and they are available, else find_free_group.");
   m.def("expected_migration", [](const py_view& v, py::handle h, int k, const device_set& a) { return expected_migration(v.get(), v.handle(h), k, a); },

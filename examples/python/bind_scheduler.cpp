@@ -14,7 +14,9 @@
 // Python code inside a turn propagates to the caller of run()/turn()/turn_to() and stops the
 // Scheduler for good (its state may be mid-update): later calls raise RuntimeError naming it.
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +50,14 @@ using namespace paraflex;
 namespace {
 
 std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")); }
+
+bool interpreter_finalizing() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
 
 // ---- Task: what a Python executor's launch() receives -----------------------------------------
 
@@ -155,6 +165,8 @@ class python_executor : public batch_capability<Batches> {
         track.members.push_back(m.request);
       }
     }
+    if (l.batch.empty()) in_flight_[l.id] = l.request;
+    last_launch_ = std::max(last_launch_, l.id);
     py::gil_scoped_acquire gil;
     call_python(launch_, std::move(t));
   }
@@ -168,24 +180,37 @@ class python_executor : public batch_capability<Batches> {
       if (!py::isinstance<py::tuple>(ev) || py::len(ev) < 2 || !py::isinstance<py::str>(ev[py::int_(0)])) bad_event(ev);
       const auto tup = py::reinterpret_borrow<py::tuple>(ev);
       const std::string kind = tup[0].cast<std::string>();
-      for (std::size_t i = 1; i < tup.size(); ++i) {
+      std::array<long long, 3> ids{};
+      for (std::size_t i = 1; i < tup.size() && i < ids.size(); ++i) {
         if (!PyLong_Check(tup[i].ptr())) bad_event(ev, "ids must be ints");
+        int overflow = 0;
+        ids[i] = PyLong_AsLongLongAndOverflow(tup[i].ptr(), &overflow);
+        if (overflow != 0) bad_event(ev, "an id is out of range");
       }
       executor_event e;
       e.time = t;
       if (kind == "device_lost" && tup.size() == 2) {
         e.kind = executor_event_kind::device_lost;
-        const auto d = tup[1].cast<long long>();
+        const auto d = ids[1];
         if (d < 0 || !slot_->state || static_cast<std::size_t>(d) >= slot_->state->topology.device_count()) bad_event(ev, "no such device");
         e.device = static_cast<device_id>(d);
       } else if ((kind == "task_done" || kind == "task_failed") && tup.size() == 3) {
         e.kind = kind == "task_done" ? executor_event_kind::task_done : executor_event_kind::task_failed;
-        const auto id = tup[1].cast<long long>();
-        const auto h = tup[2].cast<long long>();
-        if (id <= 0) bad_event(ev, "no such launch id");
+        const auto id = ids[1];
+        const auto h = ids[2];
+        // The runtime drops an event that does not match the request's launch as stale (right for a
+        // late report after a device loss), so an executor bug would leave the request running
+        // forever: an id never launched, or a launch reported with another request, is an error.
+        if (id <= 0 || static_cast<launch_id>(id) > last_launch_) bad_event(ev, "no such launch id (never launched)");
         if (h < 0 || !slot_->state || static_cast<std::size_t>(h) >= slot_->state->requests.size()) bad_event(ev, "no such request");
         e.id = static_cast<launch_id>(id);
         e.request = static_cast<request_handle>(h);
+        if (auto it = in_flight_.find(e.id); it != in_flight_.end()) {
+          if (it->second != e.request) {
+            bad_event(ev, ("launch " + std::to_string(e.id) + " ran request " + std::to_string(it->second) + ", not " + std::to_string(e.request)).c_str());
+          }
+          in_flight_.erase(it);
+        }
         if constexpr (Batches) check_member(ev, e);
       } else {
         bad_event(ev);
@@ -208,10 +233,16 @@ class python_executor : public batch_capability<Batches> {
     }
     call_python(wait_, t);
   }
+  /// Called by submit/cancel/open/close after the request or cancel was queued: raising would make a
+  /// done operation look failed (a retry would submit twice). Reported as unraisable instead.
   void notify() {
     if (!notify_) return;
     py::gil_scoped_acquire gil;
-    call_python(notify_);
+    try {
+      call_python(notify_);
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable(("paraflex.Scheduler: executor " + name_ + ".notify()").c_str());
+    }
   }
   void release(request_handle h) {
     if (!release_) return;
@@ -219,22 +250,38 @@ class python_executor : public batch_capability<Batches> {
     call_python(release_, h);
   }
   /// Optional on_ready(callback): the executor calls callback() (any thread) when an event is ready
-  /// to poll, so that Scheduler.on_wakeup fires on completions too (SignallingExecutor). The
-  /// callback becomes a no-op once the scheduler is gone.
+  /// to poll, so that Scheduler.on_wakeup fires on completions too (SignallingExecutor). The Python
+  /// on_ready() is called once, with a callback that forwards to the current C++ one: a later
+  /// on_ready (~scheduler installing a no-op) swaps it here, without calling Python from a destructor,
+  /// and returns once no call of the previous one is running (as thread_executor does; the caller
+  /// must not hold the GIL then, since a running callback may be waiting for it).
   void on_ready(std::function<void()> f) {
     if (!on_ready_) return;
-    py::gil_scoped_acquire gil;
-    auto alive = alive_;
-    call_python(on_ready_, py::cpp_function([alive, f = std::move(f)] {
-      if (alive->load()) f();
-    }));
+    auto box = ready_;
+    auto next = std::make_shared<const std::function<void()>>(std::move(f));
+    if (!ready_registered_) {
+      {
+        std::lock_guard lk(box->mu);
+        box->f = std::move(next);
+      }
+      py::gil_scoped_acquire gil;
+      call_python(on_ready_, py::cpp_function([box] { box->call(); }));
+      ready_registered_ = true;
+      return;
+    }
+    std::unique_lock lk(box->mu);
+    box->f = std::move(next);
+    // A callback that replaces the callback (it would wait for itself) returns at once.
+    if (ready_box::depth == 0) box->idle.wait(lk, [&] { return box->calls == 0; });
   }
 
   python_executor(python_executor&&) noexcept = default;
   python_executor& operator=(python_executor&&) = delete;
   python_executor(const python_executor&) = delete;
   ~python_executor() {
-    if (alive_) alive_->store(false);
+    if (!ready_) return;  // moved from
+    std::lock_guard lk(ready_->mu);
+    ready_->f.reset();  // the Python object may keep the callback: it becomes a no-op
   }
 
  private:
@@ -260,7 +307,10 @@ class python_executor : public batch_capability<Batches> {
   tick now_locked() const {
     py::object r = call_python(now_);
     if (!PyLong_Check(r.ptr())) throw py::type_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int (microseconds)");
-    return r.cast<tick>();
+    int overflow = 0;
+    const long long t = PyLong_AsLongLongAndOverflow(r.ptr(), &overflow);
+    if (overflow != 0) throw py::value_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int64 (microseconds)");
+    return static_cast<tick>(t);
   }
   [[noreturn]] void bad_event(py::handle ev, const char* why = nullptr) const {
     throw py::value_error("executor " + name_ + ".poll() returned the event " + std::string(py::repr(ev)) +
@@ -278,13 +328,44 @@ class python_executor : public batch_capability<Batches> {
   PyObject* release_ = nullptr;
   PyObject* on_ready_ = nullptr;
   std::string name_;
-  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+  /// The C++ side of the callback given to the Python on_ready(): the current function, and how many
+  /// calls of it are running (on_ready waits for none).
+  struct ready_box {
+    std::mutex mu;
+    std::condition_variable idle;
+    std::shared_ptr<const std::function<void()>> f;
+    std::size_t calls = 0;
+    static inline thread_local int depth = 0;  // callbacks running on this thread
+    void call() {
+      std::shared_ptr<const std::function<void()>> g;
+      {
+        std::lock_guard lk(mu);
+        if (!f || !*f) return;
+        g = f;
+        ++calls;
+      }
+      struct done {
+        ready_box& b;
+        ~done() {
+          --depth;
+          std::lock_guard lk(b.mu);
+          if (--b.calls == 0) b.idle.notify_all();
+        }
+      } d{*this};
+      ++depth;
+      (*g)();
+    }
+  };
+  std::shared_ptr<ready_box> ready_ = std::make_shared<ready_box>();
+  bool ready_registered_ = false;
   struct batch_track {
     std::vector<request_handle> members;  // not reported yet
     std::size_t reported = 0;
     executor_event_kind kind = executor_event_kind::task_done;
   };
   std::map<launch_id, batch_track> batches_;  // batched launches in flight (scheduler thread only)
+  std::map<launch_id, request_handle> in_flight_;  // single launches not reported yet (scheduler thread only)
+  launch_id last_launch_ = 0;  // the runtime numbers launches 1, 2, ...: above this, never issued
 };
 static_assert(BlockingExecutor<python_executor<false>> && NotifiableExecutor<python_executor<false>> &&
               ReleasingExecutor<python_executor<false>> && SignallingExecutor<python_executor<false>> &&
@@ -434,7 +515,11 @@ class py_scheduler {
 
   ~py_scheduler() {
     // GIL held (Python deallocation). run() on another thread keeps this object alive through its
-    // bound method, so nothing drives the scheduler now.
+    // bound method, so nothing drives the scheduler now. Executor threads may be inside on_wakeup
+    // waiting for the GIL, and ~scheduler waits for them: wait without it. Python references the
+    // parts hold are in py_refs, which takes the GIL back to drop them.
+    alive_->store(false);
+    py::gil_scoped_release nogil;
     impl_.reset();
   }
 
@@ -539,7 +624,10 @@ class py_scheduler {
     auto refs = std::make_shared<py_refs>();
     refs->objects.push_back(f);
     // Called from any thread (a submit, a cancel); it cannot raise into anyone: report and go on.
-    impl_->on_wakeup([refs] {
+    // Once the Scheduler is being destroyed, or the interpreter is finalizing (a thread taking the
+    // GIL then is ended by Python), it no longer calls Python.
+    impl_->on_wakeup([refs, alive = alive_] {
+      if (!alive->load() || interpreter_finalizing()) return;
       py::gil_scoped_acquire gil;
       try {
         refs->objects[0]();
@@ -624,6 +712,7 @@ class py_scheduler {
   std::vector<std::string> models_;  // the profile's models on gpu_
   int gpus_ = 0;
   std::atomic<bool> driving_{false};
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);  // false once destruction began
   mutable std::mutex mu_;
   std::optional<std::string> failure_;
   std::set<request_shape> priced_;

@@ -40,6 +40,7 @@ class SleepExecutor:
         self._notified = False
         self._closed = False
         self._ready = None
+        self._watcher = None
         self.devices = devices
         self.launches = []  # (kind, request_id, group) in launch order
         self.released = []
@@ -92,7 +93,9 @@ class SleepExecutor:
                 due = self._due[0][0] if self._due else paraflex.NEVER
                 if due <= now or t <= now:
                     break
-                self._cv.wait((min(due, t) - now) / 1e6)
+                # NEVER (nothing due, no deadline) is beyond what Condition.wait accepts: no timeout.
+                timeout = (min(due, t) - now) / 1e6
+                self._cv.wait(None if timeout > threading.TIMEOUT_MAX else timeout)
             self._notified = False
 
     def notify(self):
@@ -105,8 +108,11 @@ class SleepExecutor:
 
     def on_ready(self, callback):
         # Completions here are the clock passing a due time: a small thread watches it and signals.
+        # One watcher thread, however often this is called (it reads the latest callback).
         self._ready = callback
-        threading.Thread(target=self._signal, name="SleepExecutor.on_ready", daemon=True).start()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._signal, name="SleepExecutor.on_ready", daemon=True)
+            self._watcher.start()
 
     # -- not part of the protocol -----------------------------------------------------------------
     def close(self):

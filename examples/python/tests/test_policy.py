@@ -367,6 +367,40 @@ class PolicyParts(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "has no place"):
             paraflex.ComposedPolicy(placement=object())
 
+    def test_pending_drops_with_a_handle_that_does_not_exist_raises_naming_the_part(self):
+        # Regression: the handle reached composed_policy unchecked and was read out of bounds (SIGSEGV).
+        for bad in (10**9, 2**32 - 1, len(SMALL)):
+            class Stale:
+                def judge(self, view, h):
+                    return ("drop", "stale")
+
+                def pending_drops(self):
+                    return [bad]
+
+            with self.subTest(handle=bad), self.assertRaisesRegex(
+                    ValueError, rf"Stale.pending_drops\(\) returned request handle {bad}, which does not exist \(\d+ requests\)"):
+                paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(admission=Stale()))
+
+    def test_a_placement_that_breaks_its_contract_raises_naming_the_part_and_the_request(self):
+        # Regression: composed_policy passed such a group over as "no room": everything ended as
+        # policy_stalled, nothing named the part.
+        class Pl:
+            def __init__(self, f):
+                self.f = f
+
+            def place(self, view, h, k, available, preferred):
+                return self.f(k, available)
+
+        cases = [(lambda k, a: list(range(100, 100 + k)), r"Pl.place\(\) for request 'a' returned device 100, which is not in `available`"),
+                 (lambda k, a: a.to_list()[:k + 1], r"Pl.place\(\) for request 'a' returned 2 devices; expected k = 1"),
+                 (lambda k, a: [], r"Pl.place\(\) for request 'a' returned 0 devices; expected k = 1")]
+        for f, message in cases:
+            with self.subTest(message=message), self.assertRaisesRegex(ValueError, message):
+                paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(placement=Pl(f)))
+        # None still means "no room here" (the request waits).
+        r = paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(placement=Pl(lambda k, a: None)))
+        self.assertEqual(r["completed"], 0)
+
     def test_placement_helpers(self):
         c = paraflex.Cluster(8, 4)
         free = paraflex.DeviceSet(8, [1, 2, 3, 5, 6])
@@ -383,6 +417,31 @@ class PolicyParts(unittest.TestCase):
         self.assertEqual(paraflex.to_seconds(250_000), 0.25)
         self.assertEqual(paraflex.NEVER, 2**63 - 1)
         self.assertIn("slo-aware", paraflex.policies())
+
+    def test_placement_helpers_refuse_a_device_set_of_another_size_than_the_cluster(self):
+        # Regression: on an 8-GPU cluster they returned devices 0..15 from a 64-device set.
+        seen = []
+
+        class Probe:
+            def decide(self, view, out):
+                h = view.waiting()[0]
+                if not seen:
+                    all64, none64 = paraflex.DeviceSet(64, range(64)), paraflex.DeviceSet(64)
+                    for label, f in [("place", lambda: paraflex.place(view, h, 16, all64)),
+                                     ("place", lambda: paraflex.place(view, h, 1, paraflex.DeviceSet(2, [0, 1]))),
+                                     ("StickyPlacement.place: available", lambda: paraflex.StickyPlacement().place(view, h, 16, all64, none64)),
+                                     ("PackedPlacement.place: available", lambda: paraflex.PackedPlacement().place(view, h, 16, all64, none64))]:
+                        try:
+                            seen.append(("returned", f()))
+                        except ValueError as e:
+                            seen.append((label, str(e)))
+                out.assign(h, [0])
+
+        paraflex.simulate(workload=SMALL[:1], policy=Probe())
+        self.assertEqual([label for label, _ in seen],
+                         ["place", "place", "StickyPlacement.place: available", "PackedPlacement.place: available"])
+        for label, message in seen:
+            self.assertRegex(message, rf"^{label}: the DeviceSet has capacity (64|2); the cluster has 8 devices$")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """paraflex.Scheduler: the client API, callbacks, the three executors, the ways to drive it, failures."""
 
+import asyncio
 import csv
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import unittest
 
-from support import DEFAULT_WORKLOAD, paraflex, without_host_timings
+from support import DEFAULT_WORKLOAD, EXAMPLES, paraflex, without_host_timings
 
 from python_executor import SleepExecutor
 
@@ -229,6 +234,233 @@ class Driving(unittest.TestCase):
             t = sched.turn()
             time.sleep(0.001)
         self.assertEqual(sched.status("w").state, "dropped")
+
+
+def run_script(code, timeout=60):
+    """Runs code in a fresh interpreter (a hang or a crash must not take the test run with it);
+    returns (exit status or 'timeout', output)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), EXAMPLES) if p))
+    try:
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        return "timeout", (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    return p.returncode, p.stdout + p.stderr
+
+
+class InstantExecutor:
+    """Completes every task at once on a clock that jumps by its expected duration."""
+
+    def __init__(self):
+        self.t, self.q = 0, []
+
+    def launch(self, task):
+        self.q.append(("task_done", task.id, task.request))
+        self.t += task.expected_duration_us
+
+    def poll(self):
+        q, self.q = self.q, []
+        return q
+
+    def now(self):
+        return self.t
+
+    def wait_until(self, t):
+        pass
+
+
+class Teardown(unittest.TestCase):
+    def test_dropping_a_scheduler_while_a_worker_is_in_on_wakeup_does_not_deadlock(self):
+        # Regression: the destructor held the GIL while ~scheduler waited for a worker thread that
+        # was waiting for the GIL in the on_wakeup callback.
+        rc, out = run_script("""
+            import threading, time, paraflex
+            in_cb = threading.Event()
+            def wake():
+                in_cb.set()
+                time.sleep(0.2)  # releases the GIL, still inside the callback
+            sched = paraflex.Scheduler("slo-aware", paraflex.ThreadExecutor(time_scale=0.0), gpu="l20-inferred")
+            sched.on_wakeup(wake)
+            sched.submit("flux-dev", 256, 256, 2)
+            in_cb.wait(); in_cb.clear()  # the submit's own wake-up, on this thread
+            for _ in range(500):
+                sched.turn()
+                if in_cb.wait(0.01):  # a completion signalled from a worker thread
+                    break
+            else:
+                raise SystemExit("no wake-up from a worker")
+            del sched
+            for i in range(5):  # tasks still in flight when the scheduler goes
+                calls = []
+                sched = paraflex.Scheduler("slo-aware", paraflex.ThreadExecutor(time_scale=0.00002, work=0), gpu="l20-inferred")
+                sched.on_wakeup(lambda: calls.append(1))
+                for _ in range(16):
+                    sched.submit("flux-dev", 256, 256, 50)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 0.02:
+                    sched.turn()
+                del sched
+            print("deleted")
+            """)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("deleted", out)
+
+    def test_a_python_executor_on_ready_is_called_once_and_never_from_the_destructor(self):
+        # Regression: ~scheduler called the Python on_ready() again; an exception there escaped a
+        # destructor (abort), and SleepExecutor started a thread in it during finalization (hang).
+        rc, out = run_script("""
+            import paraflex
+            class Exec:
+                def __init__(self): self.t, self.q, self.calls = 0, [], 0
+                def launch(self, task): self.q.append(("task_done", task.id, task.request)); self.t += task.expected_duration_us
+                def poll(self): q, self.q = self.q, []; return q
+                def now(self): return self.t
+                def wait_until(self, t): pass
+                def on_ready(self, callback):
+                    self.calls += 1
+                    if self.calls > 1:
+                        raise RuntimeError("on_ready may be called once")
+                    self.callback = callback
+            ex = Exec()
+            sched = paraflex.Scheduler("slo-aware", ex, gpu="l20-inferred")
+            sched.submit("flux-dev", 256, 256, 2)
+            sched.run()
+            del sched
+            ex.callback()  # the scheduler is gone: a no-op
+            print("deleted", ex.calls)
+            """)
+        self.assertEqual((rc, out.strip()), (0, "deleted 1"))
+        # The documented example executor, the Scheduler still alive when the script ends.
+        rc, out = run_script("""
+            import paraflex
+            from python_executor import SleepExecutor
+            ex = SleepExecutor(devices=8, time_scale=0.0002)
+            sched = paraflex.Scheduler("slo-aware", ex, gpu="l20-inferred")
+            sched.submit("flux-dev", 256, 256, 2)
+            sched.run()
+            ex.close()
+            print("exiting", sched.state("r1"))
+            """, timeout=30)
+        self.assertEqual((rc, out.strip()), (0, "exiting completed"))
+
+
+class ExecutorContract(unittest.TestCase):
+    def drive(self, sched):
+        """turn() for up to 5 s (run() would wait forever for a request the runtime lost)."""
+        t0 = time.monotonic()
+        while not sched.finished() and time.monotonic() - t0 < 5:
+            sched.turn()
+        self.fail(f"nothing raised; states {[sched.state(i) for i in ('r1', 'r2')]}")
+
+    def test_a_completion_with_the_wrong_request_or_an_unknown_launch_raises(self):
+        # Regression: the runtime dropped such events as stale; the requests ran forever.
+        class Swapped(InstantExecutor):
+            def poll(self):
+                return [(k, i, (h + 1) % 2) for k, i, h in super().poll()]
+
+        class Unknown(InstantExecutor):
+            def poll(self):
+                return super().poll() + [("task_done", 999, 0)]
+
+        for ex, message in [(Swapped(), r"Swapped.poll\(\) returned the event \('task_done', 1, 1\): launch 1 ran request 0, not 1"),
+                            (Unknown(), r"Unknown.poll\(\) returned the event \('task_done', 999, 0\): no such launch id")]:
+            sched = paraflex.Scheduler("slo-aware", ex, gpu="l20-inferred")
+            for size in (1024, 512):
+                sched.submit("flux-dev", size, size, 4, slo_s=60.0)
+            with self.subTest(message=message), self.assertRaisesRegex(ValueError, message):
+                self.drive(sched)
+        # A completion reported twice is still a harmless stale event.
+        class Twice(InstantExecutor):
+            def poll(self):
+                q = super().poll()
+                return q + q
+
+        sched = paraflex.Scheduler("slo-aware", Twice(), gpu="l20-inferred")
+        sched.submit("flux-dev", 256, 256, 4)
+        sched.run()
+        self.assertEqual(sched.state("r1"), "completed")
+
+    def test_a_huge_clock_or_id_is_a_value_error_naming_the_method(self):
+        class Huge(InstantExecutor):
+            def now(self):
+                return 2**70
+
+        with self.assertRaisesRegex(ValueError, r"Huge.now\(\) returned 1180591620717411303424"):
+            paraflex.Scheduler("slo-aware", Huge(), gpu="l20-inferred")
+
+        class HugeId(InstantExecutor):
+            def poll(self):
+                return super().poll() + [("task_done", 2**70, 0)]
+
+        sched = paraflex.Scheduler("slo-aware", HugeId(), gpu="l20-inferred")
+        sched.submit("flux-dev", 256, 256, 4)
+        with self.assertRaisesRegex(ValueError, r"HugeId.poll\(\) returned the event .*: an id is out of range"):
+            sched.run()
+
+    def test_a_failing_notify_does_not_fail_a_submit_that_was_queued(self):
+        # Regression: submit() raised notify()'s error after queueing the request; a retry ran it twice.
+        class NotifyRaises(InstantExecutor):
+            def notify(self):
+                raise ConnectionError("worker pool unreachable")
+
+        reported = []
+        old_hook = sys.unraisablehook
+        sys.unraisablehook = lambda u: reported.append((u.exc_type, str(u.err_msg) + str(u.object)))
+        try:
+            sched = paraflex.Scheduler("slo-aware", NotifyRaises(), gpu="l20-inferred")
+            rid = sched.submit("flux-dev", 256, 256, 2)
+        finally:
+            sys.unraisablehook = old_hook
+        self.assertEqual(rid, "r1")
+        self.assertEqual(sched.counters()["submitted"], 1)
+        self.assertEqual(len(reported), 1)
+        self.assertIs(reported[0][0], ConnectionError)
+        self.assertIn("NotifyRaises.notify()", reported[0][1])
+        sched.run()
+        self.assertEqual(sched.state("r1"), "completed")
+
+    def test_the_example_executor_waits_for_never_without_overflow(self):
+        # Regression: Condition.wait((NEVER - now) / 1e6) raised OverflowError (an idle open server).
+        ex = SleepExecutor(devices=8)
+        threading.Timer(0.05, ex.notify).start()
+        t0 = time.monotonic()
+        ex.wait_until(paraflex.NEVER)
+        self.assertLess(time.monotonic() - t0, 5)
+        ex.close()
+
+
+class AsyncioFailure(unittest.TestCase):
+    def test_a_failed_turn_resolves_every_waiting_client(self):
+        # Regression: serve() died with the exception but generate() awaited its future forever.
+        import asyncio_serving
+
+        class FailsLater:
+            def __init__(self):
+                self.calls = 0
+
+            def decide(self, view, out):
+                self.calls += 1
+                if self.calls == 3:
+                    raise LookupError("policy bug")
+                free = view.free_devices().to_list()
+                for h in view.waiting():
+                    if free:
+                        out.assign(h, free[:1])
+                        free = free[1:]
+
+        async def scenario():
+            sched = paraflex.Scheduler(FailsLater(), paraflex.ThreadExecutor(time_scale=0.001, verify=False), gpu="l20-inferred")
+            server = asyncio_serving.AsyncScheduler(sched, poll_interval=0.005)
+            serving = asyncio.create_task(server.serve())
+            clients = [asyncio.create_task(server.generate("flux-dev", 512, 512, 8, request_id=f"u{i}")) for i in range(4)]
+            results = await asyncio.wait_for(asyncio.gather(*clients, serving, return_exceptions=True), 20)
+            return results, sched
+
+        results, sched = asyncio.run(scenario())
+        self.assertIsInstance(results[-1], LookupError)
+        for r in results[:-1]:
+            self.assertIsInstance(r, RuntimeError)
+            self.assertIn("policy bug", str(r))
+        del sched
 
 
 if __name__ == "__main__":
