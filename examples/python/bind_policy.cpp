@@ -564,6 +564,16 @@ void bind_view(py::module_& m) {
       .def("empty", [](const py_decisions& d) { return d.get().empty(); });
 }
 
+// The placement helpers index the sets by device and return ids from them: a set of another size
+// than the cluster would yield devices that do not exist (or read past a smaller one).
+void require_cluster_size(const py_view& v, const device_set& s, const char* what) {
+  const auto n = static_cast<std::size_t>(v.get().device_count());
+  if (s.capacity() != n) {
+    throw py::value_error(std::string(what) + ": the DeviceSet has capacity " + std::to_string(s.capacity()) + "; the cluster has " + std::to_string(n) +
+                          " devices");
+  }
+}
+
 // Built-in parts: configurable from Python, usable inside ComposedPolicy, and callable from a Python
 // part that wants to delegate (their methods take the View of the current call).
 void bind_parts(py::module_& m) {
@@ -628,27 +638,18 @@ void bind_parts(py::module_& m) {
       .def(py::init<>())
       .def("degree", [](const cheapest_degree& s, const py_view& v, py::handle h, const device_set& a) { return s.degree(v.get(), v.handle(h), a); });
 
-  // The helpers index the sets by device and return ids from them: a set of another size than the
-  // cluster would yield devices that do not exist (or read past a smaller one).
-  const auto same_size = [](const py_view& v, const device_set& s, const char* what) {
-    const auto n = static_cast<std::size_t>(v.get().device_count());
-    if (s.capacity() != n) {
-      throw py::value_error(std::string(what) + ": the DeviceSet has capacity " + std::to_string(s.capacity()) + "; the cluster has " + std::to_string(n) +
-                            " devices");
-    }
-  };
   py::class_<sticky_placement>(m, "StickyPlacement", "Placement: own devices, then preferred, then any (node-aware best fit).")
       .def(py::init<>())
-      .def("place", [same_size](const sticky_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
-        same_size(v, a, "StickyPlacement.place: available");
-        same_size(v, pref, "StickyPlacement.place: preferred");
+      .def("place", [](const sticky_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+        require_cluster_size(v, a, "StickyPlacement.place: available");
+        require_cluster_size(v, pref, "StickyPlacement.place: preferred");
         return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
       });
   py::class_<packed_placement>(m, "PackedPlacement", "Placement: paraflex.place() as is.")
       .def(py::init<>())
-      .def("place", [same_size](const packed_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
-        same_size(v, a, "PackedPlacement.place: available");
-        same_size(v, pref, "PackedPlacement.place: preferred");
+      .def("place", [](const packed_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+        require_cluster_size(v, a, "PackedPlacement.place: available");
+        require_cluster_size(v, pref, "PackedPlacement.place: preferred");
         return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
       });
 
@@ -701,12 +702,7 @@ void bind_helpers(py::module_& m) {
   }, py::arg("available"), py::arg("k"), py::arg("topology"),
         "k devices from `available`: an aligned block in one node, else the best-fit node, else the lowest ids; None when fewer are free.");
   m.def("place", [](const py_view& v, py::handle h, int k, const device_set& available) {
-    // Ids come from `available`: one of another size than the cluster would give devices that do not exist.
-    const auto n = static_cast<std::size_t>(v.get().device_count());
-    if (available.capacity() != n) {
-      throw py::value_error("place: the DeviceSet has capacity " + std::to_string(available.capacity()) + "; the cluster has " + std::to_string(n) +
-                            " devices");
-    }
+    require_cluster_size(v, available, "place");
     return maybe_group(place(v.get(), v.handle(h), k, available));
   }, py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"), "h's own devices when it keeps degree k and they are available, else find_free_group.");
   m.def("expected_migration", [](const py_view& v, py::handle h, int k, const device_set& a) { return expected_migration(v.get(), v.handle(h), k, a); },
