@@ -174,6 +174,35 @@ TEST_CASE("csv_reader rejects duplicate and empty column names", "[csv]") {
   }
 }
 
+TEST_CASE("csv_reader told which columns it reads ignores unnamed and repeated other columns", "[csv]") {
+  {
+    // A spreadsheet export: a trailing comma adds an unnamed column; "note" repeats.
+    std::istringstream in("a,note,b,note,\n1,x,2,y,\n");
+    csv_reader csv(in, "t.csv");
+    auto h = csv.read_header({"a", "b"});
+    REQUIRE(h.has_value());
+    CHECK(h.value() == 5);
+    REQUIRE(csv.next_row().value());
+    CHECK(csv.field("b") == "2");
+  }
+  {
+    std::istringstream in("a,b,note,b\n");
+    csv_reader csv(in, "t.csv");
+    auto h = csv.read_header({"a", "b"});
+    REQUIRE_FALSE(h.has_value());
+    CHECK(h.error().column == "b");
+    CHECK_THAT(h.error().message, Contains("duplicate") && Contains("columns 2 and 4"));
+  }
+  {
+    std::istringstream in("a,,c\n");
+    csv_reader csv(in, "t.csv");
+    REQUIRE(csv.read_header({"a", "c"}).has_value());
+    const auto missing = csv.require_column("b");
+    REQUIRE_FALSE(missing.has_value());
+    CHECK_THAT(missing.error().message, Contains("the header has: a, (no name), c"));
+  }
+}
+
 TEST_CASE("csv_reader rejects stray and unterminated quotes", "[csv]") {
   const auto error_of = [](const std::string& text) {
     std::istringstream in(text);

@@ -286,6 +286,18 @@ TEST_CASE("a UTF-16 workload, a NUL byte and CR-only line ends are refused with 
   CHECK_THAT(e.what(), !Catch::Contains("duplicate column"));
 }
 
+TEST_CASE("workload and profile columns nobody reads may repeat a name or have none", "[workload][csv]") {
+  const auto w = read("arrival_s,model,height,width,steps,note,note,\n0,flux-dev,512,512,20,a,b,\n").value_or_throw();
+  REQUIRE(w.requests.size() == 1);
+  CHECK(w.requests[0].steps == 20);
+  CHECK_THAT(fails("arrival_s,model,height,width,steps,steps\n0,flux-dev,512,512,20,30\n").what(),
+             Catch::Contains("w.csv:1:") && Catch::Contains("duplicate column name") && Catch::Contains("columns 5 and 6"));
+  std::istringstream profile("model,gpu,height,width,frames,degree,step_s,source,source,\nm,g,512,512,1,1,0.5,a,b,\n");
+  const auto t = read_profile_csv(profile, "p.csv");
+  REQUIRE(t.has_value());
+  CHECK(t.value().rows.size() == 1);
+}
+
 TEST_CASE("a directory given as a workload or profile file is named as a directory", "[workload][csv][errors]") {
   const std::string dir = std::filesystem::temp_directory_path().string();
   auto w = load_workload_csv(dir);

@@ -204,6 +204,7 @@ def group_bad_input(d):
         ("UTF-16 without a mark", f"{header}\n0,flux-dev,512,512,20\n".encode("utf-16-le"), 1, None, ["NUL byte", "UTF-16"]),
         ("NUL byte", f"{header}\n0,flux-dev,512,512,2\x000\n".encode(), 2, None, ["NUL byte"]),
         ("CR-only line ends", f"{header}\r0,flux-dev,512,512,20\r", 1, None, ["CR-only", "LF or CRLF"]),
+        ("a column read twice", f"{header},steps\n0,flux-dev,512,512,20,30\n", 1, "steps", ["duplicate column name", "columns 5 and 6"]),
     ]
     for name, text, line, column, words in cases:
         path = os.path.join(d, "bad.csv")
@@ -225,6 +226,11 @@ def group_bad_input(d):
     bad_prof = write(os.path.join(d, "p2.csv"), b"model,gpu,height,width,frames,degree,step_s\nflux\xff,g,512,512,1,1,0.5\n", "wb")
     rc, _, err = run(["--profile", bad_prof, "--policy", "rssp"])
     check(rc == 2 and f"{bad_prof}:2: column 'model'" in err and "UTF-8" in err, f"profile with invalid UTF-8: exit 2 ({err.strip()})")
+    # Columns nobody reads are ignored whatever their names (formats.md §1): a spreadsheet export's
+    # trailing comma (an unnamed column) and a repeated note column.
+    sheet = write(os.path.join(d, "sheet.csv"), f"{header},note,note,\n0,flux-dev,512,512,20,a,b,\n")
+    rc, out, err = run(["--workload", sheet, "--profile", prof, "--policy", "static:1", "--format", "json"])
+    check(rc == 0 and strict_json(out)["results"][0]["completed"] == 1, f"unnamed and repeated unknown columns are ignored (got {rc}: {err.strip()!r})")
     rc, _, err = run(["--workload", d])
     check(rc == 2 and "is a directory, not a workload file" in err, f"a directory as the workload: exit 2 saying so ({err.strip()})")
     rc, _, err = run(["--workload", os.path.join(d, "missing.csv")])

@@ -7,8 +7,9 @@
 //   - LF or CRLF line ends, and a UTF-8 byte-order mark at the start of the file;
 //   - comment lines (first non-blank character `#`) and blank lines, anywhere outside quotes.
 // What it rejects (never guesses): a quote inside an unquoted field, text after a closing quote, an
-// unterminated quote, a header with an empty or duplicate column name, and a row whose field count
-// differs from the header's. Text must be UTF-8, so it also rejects, saying what the file seems to be:
+// unterminated quote, a header with an empty or duplicate column name (or, when the caller names the
+// columns it reads, one of those twice: the other columns are ignored, so they may repeat or have no
+// name, as a spreadsheet's trailing comma makes), and a row whose field count differs from the header's. Text must be UTF-8, so it also rejects, saying what the file seems to be:
 // a UTF-16/UTF-32 byte-order mark, a NUL byte anywhere (UTF-16/32 without a mark, or not text), a
 // carriage return outside quotes that does not end a line (CR-only line ends), and a column name that
 // is not valid UTF-8. Fields that callers read as text go through get_text(), which rejects invalid
@@ -36,6 +37,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <istream>
 #include <optional>
 #include <stdexcept>
@@ -160,8 +162,18 @@ class csv_reader {
   csv_reader& operator=(csv_reader&&) = default;
 
   /// Reads the first record as the header and returns its column count. Errors: no header at all
-  /// (empty input or only comments), an empty column name, a duplicate column name, a malformed record.
-  [[nodiscard]] result<std::size_t> read_header() {
+  /// (empty input or only comments), an empty column name, a duplicate column name, a column name that
+  /// is not UTF-8, a malformed record.
+  [[nodiscard]] result<std::size_t> read_header() { return read_header_checking(nullptr); }
+
+  /// The same for a reader that reads only the columns named in `read`: only those must not repeat.
+  /// Any other column is ignored, so it may have no name or share one with another ignored column
+  /// ("unknown columns are ignored", formats.md §1). Names must still be UTF-8 (they appear in messages).
+  [[nodiscard]] result<std::size_t> read_header(std::initializer_list<std::string_view> read) { return read_header_checking(&read); }
+
+ private:
+  [[nodiscard]] result<std::size_t> read_header_checking(const std::initializer_list<std::string_view>* read) {
+    const auto checked = [&](std::string_view name) { return read == nullptr || std::find(read->begin(), read->end(), name) != read->end(); };
     if (header_read_) throw std::logic_error("csv_reader::read_header called twice");
     auto got = read_record();
     if (!got) return got.error();
@@ -171,7 +183,7 @@ class csv_reader {
     names_.clear();
     for (std::size_t i = 0; i < spans_.size(); ++i) {
       std::string name(trim(raw(i)));
-      if (name.empty()) {
+      if (name.empty() && read == nullptr) {
         return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
       }
       if (auto why = detail::utf8_problem(name); !why.empty()) {
@@ -183,7 +195,9 @@ class csv_reader {
     // header. Reported as the first column, in file order, that repeats an earlier name.
     std::vector<std::pair<std::string_view, std::size_t>> sorted;
     sorted.reserve(names_.size());
-    for (std::size_t i = 0; i < names_.size(); ++i) sorted.emplace_back(names_[i], i);
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      if (checked(names_[i])) sorted.emplace_back(names_[i], i);
+    }
     std::sort(sorted.begin(), sorted.end());
     std::optional<std::pair<std::size_t, std::size_t>> first_repeat;  // (earlier column, repeating column)
     for (std::size_t k = 1; k < sorted.size(); ++k) {
@@ -199,6 +213,7 @@ class csv_reader {
     return names_.size();
   }
 
+ public:
   /// Advances to the next data row: true when there is one, false at the end of the input, an error for
   /// a malformed record or a wrong field count. After an error the reader stays at the end.
   [[nodiscard]] result<bool> next_row() {
@@ -235,7 +250,7 @@ class csv_reader {
   [[nodiscard]] result<std::size_t> require_column(std::string_view name) const {
     if (auto i = column_index(name)) return *i;
     std::string have;
-    for (const auto& n : names_) have += (have.empty() ? "" : ", ") + n;
+    for (const auto& n : names_) have += (have.empty() ? "" : ", ") + (n.empty() ? std::string("(no name)") : n);
     return input_error{file_, header_line_, std::string(name), "missing required column (the header has: " + have + ")"};
   }
 

@@ -200,7 +200,8 @@ namespace detail {
 /// Reads a profile from `in`; `file_name` is used in error messages.
 [[nodiscard]] inline result<profile_table> read_profile_csv(std::istream& in, std::string file_name) {
   csv_reader csv(in, file_name);
-  if (auto h = csv.read_header(); !h) return h.error();
+  // The columns read here (formats.md §2); any other is ignored, whatever its name.
+  if (auto h = csv.read_header({"model", "gpu", "height", "width", "frames", "degree", "step_s", "heads", "batch"}); !h) return h.error();
 
   struct columns {
     std::size_t model, gpu, height, width, frames, degree, step_s;

@@ -114,7 +114,10 @@ inline constexpr int max_steps = 100'000;
                                                         const std::vector<std::string>& known_models = {}) {
   using namespace workload_csv_detail;
   csv_reader csv(in, file_name);
-  if (auto h = csv.read_header(); !h) return h.error();
+  // The columns read here (formats.md §1); any other is ignored, whatever its name.
+  if (auto h = csv.read_header({"arrival_s", "model", "height", "width", "steps", "frames", "slo_s", "request_id", "priority", "class"}); !h) {
+    return h.error();
+  }
 
   std::size_t c_arrival = 0, c_model = 0, c_height = 0, c_width = 0, c_steps = 0;
   for (auto [name, index] : {std::pair<const char*, std::size_t*>{"arrival_s", &c_arrival},
