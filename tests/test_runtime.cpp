@@ -605,10 +605,20 @@ TEST_CASE("A request the cost model cannot price, or whose run overflows the clo
   REQUIRE(e->line == 3);
   REQUIRE(e->what().find("request 'huge'") != std::string::npos);
 
-  w.requests.back() = request_spec{"long", *to_ticks(4.0e12), {"toy", 2048, 2048, 1}, 100'000, never, 0, "", 4};
+  // Past the clock's end: named by what weighs more, a late arrival or the work, with the limit stated.
+  w.requests.back() = request_spec{"late", *to_ticks(4.0e12), {"toy", 2048, 2048, 1}, 100'000, never, 0, "", 4};
   e = check_workload_costs(w, toy_cost{}, 8);
   REQUIRE(e.has_value());
-  REQUIRE(e->column == "steps");
+  CHECK(e->column == "arrival_s");
+  CHECK_THAT(e->what(), Catch::Contains("arriving at 4000000000000 s") && Catch::Contains("limit of 4.0e12 s"));
+  struct slow_steps : toy_cost {
+    double step_seconds(const request_shape&, int) const { return 1e8; }
+  };
+  w.requests.back() = request_spec{"long", 0, {"toy", 512, 512, 1}, 100'000, never, 0, "", 4};
+  e = check_workload_costs(w, slow_steps{}, 8);
+  REQUIRE(e.has_value());
+  CHECK(e->column == "steps");
+  CHECK_THAT(e->what(), Catch::Contains("100000 steps of up to 100000000 s each"));
 }
 
 // ---- simulate(): progress reports ----------------------------------------------------------------
@@ -741,10 +751,12 @@ TEST_CASE("round_cost_seconds rounds to the nearest microsecond and rejects time
   CHECK(round_cost_seconds(0.0000016, s, 1) == 2);
   CHECK(round_cost_seconds(2.5e-7, s, 1) == 0);
   CHECK(round_cost_seconds(4.0e12, s, 1) == 4'000'000'000'000'000'000);
-  CHECK_THROWS_WITH(round_cost_seconds(-0.001, s, 3), Catch::Contains("invalid time") && Catch::Contains("m 512x512x1 on 3 devices"));
-  CHECK_THROWS_AS(round_cost_seconds(std::numeric_limits<double>::quiet_NaN(), s, 1), std::invalid_argument);
-  CHECK_THROWS_AS(round_cost_seconds(std::numeric_limits<double>::infinity(), s, 1), std::invalid_argument);
-  CHECK_THROWS_AS(round_cost_seconds(1e300, s, 1), std::invalid_argument);
+  CHECK_THROWS_WITH(round_cost_seconds(-0.001, s, 3), Catch::Contains("is negative") && Catch::Contains("m 512x512x1 on 3 devices"));
+  CHECK_THROWS_WITH(round_cost_seconds(std::numeric_limits<double>::quiet_NaN(), s, 1), Catch::Contains("not a finite number"));
+  CHECK_THROWS_WITH(round_cost_seconds(std::numeric_limits<double>::infinity(), s, 1), Catch::Contains("not a finite number"));
+  // Too large says so, and what the limit is: a huge shape, not a broken cost model.
+  CHECK_THROWS_WITH(round_cost_seconds(1e300, s, 1), Catch::Contains("beyond the microsecond clock") && Catch::Contains("4.6e12 s") &&
+                                                         Catch::Contains("shape is too large"));
 
   struct tiny : toy_cost {  // a step of a nanosecond still takes the shortest tick: 0 means "not allowed"
     double step_seconds(const request_shape&, int) const { return 1e-9; }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -24,11 +25,12 @@ namespace paraflex {
 /// not fit is an input error naming the shape and the degree (0 = not degree-specific).
 [[nodiscard]] inline tick round_cost_seconds(double seconds, const request_shape& s, int degree) {
   const auto t = to_ticks(seconds);
-  if (!t || *t < 0) {
-    throw std::invalid_argument(fmt::format("cost model: invalid time {} s for {} {}x{}x{} on {} devices", seconds, s.model,
-                                            s.height, s.width, s.frames, degree));
-  }
-  return *t;
+  if (t && *t >= 0) return *t;
+  const char* why = !std::isfinite(seconds) ? "is not a finite number"
+                    : seconds < 0          ? "is negative"
+                                           : "is beyond the microsecond clock (at most 4.6e12 s): the shape is too large for this cost model";
+  throw std::invalid_argument(fmt::format("cost model: the time of {} {}x{}x{} on {} devices, {} s, {}", s.model, s.height, s.width,
+                                          s.frames, degree, seconds, why));
 }
 
 /// When make_shape_costs prices batched steps: all of them at once, or each (degree, batch) the first
@@ -107,11 +109,13 @@ template <CostModel C>
       }
       it = slowest.emplace(r.shape, worst).first;
     }
-    const double total = static_cast<double>(r.arrival) + static_cast<double>(it->second) * (r.steps + 2.0);
-    if (total > 4.0e18) {  // the same headroom as to_ticks: sums of two in-range times cannot overflow
-      return input_error{w.source, r.source_line, "steps",
-                         fmt::format("request '{}': {} steps of up to {} s each do not fit in the microsecond clock", r.id,
-                                     r.steps, to_seconds(it->second))};
+    const double work = static_cast<double>(it->second) * (r.steps + 2.0);
+    if (static_cast<double>(r.arrival) + work > 4.0e18) {  // the same headroom as to_ticks: sums of two in-range times cannot overflow
+      // Named by what weighs more: a late arrival, or the work itself.
+      return input_error{w.source, r.source_line, static_cast<double>(r.arrival) > work ? "arrival_s" : "steps",
+                         fmt::format("request '{}': arriving at {} s, its {} steps of up to {} s each (plus encode and decode) "
+                                     "would end past the microsecond clock's limit of 4.0e12 s",
+                                     r.id, to_seconds(r.arrival), r.steps, to_seconds(it->second))};
     }
   }
   return std::nullopt;

@@ -386,15 +386,6 @@ class scheduler {
     return idx;
   }
 
-  static tick round_cost(double seconds, const request_shape& s, int k) {
-    const auto t = to_ticks(seconds);
-    if (!t || *t < 0) {
-      throw std::invalid_argument(fmt::format("cost model: invalid time {} s for {} {}x{}x{} on {} devices", seconds,
-                                              s.model, s.height, s.width, s.frames, k));
-    }
-    return *t;
-  }
-
   void arrive(request_handle h) {
     auto& r = state_.requests[h];
     if (r.ended()) return;  // cancelled before it arrived
