@@ -4,6 +4,7 @@
 // the same types and rules: `model` (string), `width`, `height`, `steps` (integers > 0), `frames`
 // (integer > 0, default 1), `slo_s` (number > 0, or null / absent: no deadline), `priority`
 // (integer, default 0), `class` (string, default ""), `request_id` (string, default: generated).
+// Strings hold no control characters (C0, DEL, C1) and no U+2028/U+2029.
 // Unknown fields are ignored, as unknown columns are; `arrival_s` too, since arrival is when the
 // server receives the request. A server also bounds what one request may cost it (request_limits),
 // because a huge shape would make the CPU stand-in allocate gigabytes.
@@ -21,6 +22,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <paraflex/core/utf8.hpp>
 #include <paraflex/cost/profile_cost_model.hpp>
 #include <paraflex/cost/shape_costs.hpp>
 #include <paraflex/trajectory/request.hpp>
@@ -85,6 +87,21 @@ namespace detail {
   return {};
 }
 
+// The first character of `s` that a string field must not hold: a control character (C0, DEL, C1:
+// U+0000-U+001F, U+007F-U+009F) or U+2028/U+2029, which end lines too (in logs, in JavaScript).
+// `s` came through the JSON parser, so it is valid UTF-8.
+[[nodiscard]] inline std::optional<char32_t> forbidden_char(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = std::max<std::size_t>(paraflex::utf8_sequence_length(s, i), 1);
+    const auto lead = static_cast<unsigned char>(s[i]);
+    char32_t c = n == 1 ? lead : lead & (0x7Fu >> n);  // the lead byte's payload bits
+    for (std::size_t k = 1; k < n; ++k) c = c << 6 | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029) return c;
+    i += n;
+  }
+  return std::nullopt;
+}
+
 [[nodiscard]] inline std::string get_string(const nlohmann::json& obj, const char* key, bool required, bool allow_empty,
                                             std::size_t max_bytes, std::string& out) {
   const auto it = obj.find(key);
@@ -96,8 +113,8 @@ namespace detail {
   const auto& s = it->get_ref<const std::string&>();
   if (s.empty() && !allow_empty) return fmt::format("field '{}' must not be empty", key);
   if (s.size() > max_bytes) return fmt::format("field '{}' is longer than {} bytes", key, max_bytes);
-  for (const char c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) return fmt::format("field '{}' must not contain control characters", key);
+  if (const auto c = forbidden_char(s)) {
+    return fmt::format("field '{}' must not contain control characters or line separators (found U+{:04X})", key, static_cast<std::uint32_t>(*c));
   }
   out = s;
   return {};

@@ -6,14 +6,16 @@
 //
 // Connections (one `session` each, on its own strand): HTTP/1.1 keep-alive; the whole of a request
 // (headers and body) must arrive within --read-timeout of the first byte or of the previous response
-// (slowloris: a client trickling bytes is cut off, 408); headers over 8 KiB get 431, bodies over the
-// body limit 413 (from Content-Length, before reading the body; `Expect: 100-continue` is answered);
-// anything the parser rejects gets 400. After an error answer the connection is closed gracefully
+// (slowloris: a client trickling bytes is cut off, 408); a request line over 8 KiB gets 414, the
+// headers as a whole over 8 KiB 431, bodies over the body limit 413 (from Content-Length, before
+// reading the body; `Expect: 100-continue` is answered); a transfer coding other than chunked 501;
+// anything the parser rejects, and a Transfer-Encoding it would misread, gets 400. After an error answer the connection is closed gracefully
 // (half-close, then discard what the client still sends for a second) so that the client reads the
 // answer instead of a reset. Beyond --max-connections open connections a new one is answered 503 and
 // closed. A client that vanishes only ends its own session; its accepted requests run on.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -100,6 +102,58 @@ struct http_options {
   return out;
 }
 
+/// beast::iequals for std::string_view (Boost 1.74's beast::string_view is Boost's own type).
+[[nodiscard]] inline bool iequals(std::string_view a, std::string_view b) {
+  return beast::iequals(beast::string_view(a.data(), a.size()), beast::string_view(b.data(), b.size()));
+}
+
+/// The path a request target routes by, query stripped. Origin-form is the path itself; absolute-form
+/// (`http://host/path`, which RFC 9112 3.2.2 says a server must accept) is the part after the
+/// authority, "/" when that is empty. Other forms (`*`, authority-form) come back as they are.
+[[nodiscard]] inline std::string_view target_path(std::string_view target) {
+  const auto s = target.find("://");
+  const auto scheme = s == std::string_view::npos ? std::string_view{} : target.substr(0, s);
+  if (iequals(scheme, "http") || iequals(scheme, "https")) {
+    const auto rest = target.substr(s + 3);
+    const auto p = rest.find_first_of("/?");
+    target = p == std::string_view::npos ? std::string_view{} : rest.substr(p);
+  }
+  if (const auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  return target.empty() ? "/" : target;
+}
+
+/// Why a request's Transfer-Encoding leaves its body unreadable: the status and message to answer
+/// with before closing; nullopt when it is absent or exactly `chunked`. Beast decodes chunked only and
+/// silently ignores any other coding (`gzip` alone: no body, its bytes read as the next request), so
+/// anything else is refused here, before the body is read (RFC 9112 6.1, 6.3).
+[[nodiscard]] inline std::optional<std::pair<http::status, std::string>> transfer_encoding_error(const http::request_header<>& req) {
+  const auto fields = req.equal_range(http::field::transfer_encoding);
+  if (fields.first == fields.second) return std::nullopt;
+  // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+  if (req.version() < 11) return std::pair{http::status::bad_request, std::string("an HTTP/1.0 request must not have a Transfer-Encoding")};
+  auto trim = [](std::string_view v) {
+    const auto b = v.find_first_not_of(" \t");
+    return b == std::string_view::npos ? std::string_view{} : v.substr(b, v.find_last_not_of(" \t") - b + 1);
+  };
+  int chunked = 0;
+  for (auto f = fields.first; f != fields.second; ++f) {
+    const std::string_view list(f->value().data(), f->value().size());
+    for (std::size_t at = 0; at <= list.size();) {  // comma-separated codings, each "name;params"; empty elements are allowed
+      const auto comma = std::min(list.find(',', at), list.size());
+      const auto element = list.substr(at, comma - at);
+      at = comma + 1;
+      const auto coding = trim(element.substr(0, element.find(';')));
+      if (coding.empty()) continue;
+      if (!iequals(coding, "chunked")) {
+        return std::pair{http::status::not_implemented, fmt::format("transfer coding '{}' is not implemented (only chunked is)", coding)};
+      }
+      ++chunked;
+    }
+  }
+  if (chunked != 1) return std::pair{http::status::bad_request, std::string("Transfer-Encoding must name chunked exactly once")};
+  return std::nullopt;
+}
+
 /// A request's status as the API shows it.
 [[nodiscard]] inline nlohmann::json status_json(const paraflex::request_status& s) {
   nlohmann::json j;
@@ -173,8 +227,7 @@ class service {
     const bool ka = req.keep_alive();
     // HEAD is GET without the body (the session drops it): RFC 9110 wants both on every GET route.
     const http::verb method = req.method() == http::verb::head ? http::verb::get : req.method();
-    std::string_view target(req.target().data(), req.target().size());
-    if (const auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    const std::string_view target = target_path({req.target().data(), req.target().size()});
     auto not_allowed = [&](const char* allow) {
       auto r = error_response(http::status::method_not_allowed, fmt::format("method {} is not allowed here (allowed: {})",
                                                                              std::string(req.method_string()), allow), v, ka);
@@ -354,6 +407,10 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_header(beast::error_code ec, std::size_t) {
     if (ec) return on_read_error(ec);
+    if (auto why = transfer_encoding_error(parser_->get())) {  // before any 100 Continue: the body will not be read
+      read_done();
+      return fail(why->first, why->second);
+    }
     if (parser_->is_done()) {
       read_done();
       return handle();
@@ -392,12 +449,26 @@ class session : public std::enable_shared_from_this<session> {
       return fail(http::status::payload_too_large, fmt::format("the body is larger than {} bytes", svc_.options().body_limit));
     }
     if (ec == http::error::header_limit) {
-      return fail(http::status::request_header_fields_too_large, fmt::format("the headers are larger than {} bytes", svc_.options().header_limit));
+      const auto limit = svc_.options().header_limit;
+      if (request_line_too_long()) {
+        return fail(http::status::uri_too_long, fmt::format("the request target is too long: the request line is longer than {} bytes", limit));
+      }
+      return fail(http::status::request_header_fields_too_large, fmt::format("the headers are larger than {} bytes", limit));
     }
     if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
       return fail(http::status::bad_request, "malformed HTTP request: " + ec.message());
     }
     close_now();  // reset, broken pipe, ...: the connection is gone
+  }
+
+  // Beast has one limit for the request line and the headers together. The parser stores the target
+  // when it has parsed the request line, and consumes nothing before: with no target yet, the buffer
+  // starts with the request line, and no line end within the limit means that line alone is too long.
+  [[nodiscard]] bool request_line_too_long() const {
+    if (!parser_->get().target().empty()) return false;
+    const auto data = buffer_.data();
+    const std::string_view start(static_cast<const char*>(data.data()), std::min(data.size(), svc_.options().header_limit));
+    return start.find('\n') == std::string_view::npos;
   }
 
   // Answers an unreadable request and closes: the stream position after it is unknown.

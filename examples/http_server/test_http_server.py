@@ -9,7 +9,9 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      while others send bad JSON, wrong types, invalid UTF-8, oversized bodies and headers, truncated
      requests, slowloris trickles and requests cut off mid-body; every answer is checked;
   2. protocol details: pipelining, chunked bodies, Expect: 100-continue, HTTP/1.0, 404/405/409, HEAD
-     without a body, Host required on HTTP/1.1, out-of-range numbers (400);
+     without a body, Host required on HTTP/1.1, out-of-range numbers (400), absolute-form targets,
+     control characters and U+2028/U+2029 in strings (400), transfer codings other than chunked
+     (501), Transfer-Encoding on HTTP/1.0 (400), a request target over 8 KiB (414);
   3. waits until every accepted request has ended (GET), checks each end state and that /metrics
      adds up (submitted = completed + dropped, by reason, histogram count, idle gauges);
   4. the connection cap: more idle connections than --max-connections get 503;
@@ -413,7 +415,55 @@ def protocol_checks():
         check(status == 200 and j.get("request_id") == rid, f"escaped id GET: {status} {j}")
     status, res, j = call(conn, "POST", "/v1/requests", valid_request(rng, rid))
     check(status == 409 and rid in j.get("error", ""), f"duplicate id: {status} {j}")
+    # Absolute-form targets (RFC 9112 3.2.2: a server must accept them) route by their path.
+    for target, want in (("http://t/healthz?probe=1", {"status": "ok"}), ("HTTP://t:80/v1/requests/" + quote(rid), None)):
+        status, res, j = call(conn, "GET", target)
+        check(status == 200 and (j == want if want else (j or {}).get("request_id") == rid), f"absolute-form GET {target}: {status} {j}")
+    # Control characters (C0, DEL, C1) and U+2028/U+2029 in a string field: 400 naming the field.
+    for ch in ("\u0001", "\u007f", "\u0080", "\u0085", "\u009f", "\u2028", "\u2029"):
+        for field in ("request_id", "class"):
+            status, res, j = call(conn, "POST", "/v1/requests", {**valid_request(rng, f"cc-{ord(ch):x}"), field: "a" + ch + "b"})
+            check(status == 400 and f"field '{field}' must not contain control characters" in (j or {}).get("error", ""),
+                  f"{field} with U+{ord(ch):04X}: {status} {j}, expected 400")
+    submit(conn, valid_request(rng, "nbsp\u00a0\u2027\u00a0"))  # the neighbours of the refused ones are fine
     conn.close()
+
+    # A transfer coding other than chunked: 501 naming it, before any body is read, and the
+    # connection closed (the body's end is unknown). Chunked twice, an empty Transfer-Encoding, and
+    # Transfer-Encoding on HTTP/1.0 (faulty framing, RFC 9112 6.1): 400, closed. Nothing is accepted.
+    def te_request(n, head, framing):
+        body = json.dumps(valid_request(rng, f"te-{n}")).encode()
+        length = b"Content-Length: %d\r\n" % len(body) if framing == "length" else b""
+        payload = {"chunked": b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n", "length": body, "none": b""}[framing]
+        return b"POST /v1/requests " + head + b"\r\n" + length + b"\r\n" + payload
+    te_cases = [  # (version and headers, how the body is sent, status, what the error names)
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked", "chunked", 501, "transfer coding 'gzip'"),
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: x-zip;q=1 ,chunked", "chunked", 501, "transfer coding 'x-zip'"),
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked", "chunked", 501, "transfer coding 'gzip'"),
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity", "length", 501, "transfer coding 'identity'"),
+        # With Expect: the 501 comes first, no 100 Continue.
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue", "none", 501, "transfer coding 'gzip'"),
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked", "chunked", 400, "Transfer-Encoding"),
+        (b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ", "length", 400, "Transfer-Encoding"),
+        (b"HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked", "chunked", 400, "Transfer-Encoding"),
+    ]
+    for n, (head, framing, want, named) in enumerate(te_cases):
+        s = raw_socket()
+        s.sendall(te_request(n, head, framing))
+        expect_error(read_response(s), want, f"POST {head!r}", named)
+        check(read_response(s) is None, f"POST {head!r}: the connection stayed open")
+        s.close()
+    conn = new_conn()
+    for n in range(len(te_cases)):
+        status, _, j = call(conn, "GET", f"/v1/requests/te-{n}")
+        check(status == 404, f"a request with a bad Transfer-Encoding was accepted: GET te-{n} {status} {j}")
+    conn.close()
+
+    # A request target over the 8 KiB header limit: 414 about the target (headers alone: 431, above).
+    s = raw_socket()
+    s.sendall(b"GET /v1/requests/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    expect_error(read_response(s), 414, "9000-byte request target", "request target")
+    s.close()
 
     # Pipelining: two requests in one write, two answers in order.
     s = raw_socket()
