@@ -9,30 +9,20 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "py_args.hpp"
+#include "py_objects.hpp"
 #include "paraflex/collectives/migration_plan.hpp"
 
 namespace paraflex_python {
 
 namespace {
 
-// Device ids arrive as Python ints: reject negatives and values past 32 bits instead of wrapping.
-paraflex::device_group to_group(const std::vector<std::int64_t>& devices, const char* what) {
-  std::vector<paraflex::device_id> ids;
-  ids.reserve(devices.size());
-  for (std::int64_t d : devices) {
-    if (d < 0 || d > static_cast<std::int64_t>(UINT32_MAX)) {
-      throw py::value_error(std::string("plan_migration: device ") + std::to_string(d) + " in the " + what + " group is not a device id");
-    }
-    ids.push_back(static_cast<paraflex::device_id>(d));
-  }
-  return paraflex::device_group(std::span<const paraflex::device_id>(ids));
-}
-
 std::vector<paraflex::device_id> to_list(const paraflex::device_group& g) { return {g.begin(), g.end()}; }
 
-std::size_t non_negative(std::int64_t v, const char* what, const char* fn) {
-  if (v < 0) throw py::value_error(std::string(fn) + ": " + what + " must be >= 0 (got " + std::to_string(v) + ")");
-  return static_cast<std::size_t>(v);
+std::size_t non_negative(typed<std::int64_t> v, const char* what, const char* fn) {
+  const auto n = arg(v, fn, what);
+  if (n < 0) throw py::value_error(std::string(fn) + ": " + what + " must be >= 0 (got " + std::to_string(n) + ")");
+  return static_cast<std::size_t>(n);
 }
 
 }  // namespace
@@ -45,7 +35,7 @@ void bind_migration(py::module_& m) {
       .def_readonly("offset", &migration_edge::offset, "first element, in the whole state's numbering")
       .def_readonly("count", &migration_edge::count, "elements (> 0)")
       .def_readonly("local", &migration_edge::local, "same device on both sides: a copy in place")
-      .def("__eq__", [](const migration_edge& a, const migration_edge& b) { return a == b; })
+      .def("__eq__", [](const migration_edge& a, py::object b) { return eq_or_not_implemented(a, b); })
       .def("__repr__", [](const migration_edge& e) {
         return "MigrationEdge(src_rank=" + std::to_string(e.src_rank) + ", dst_rank=" + std::to_string(e.dst_rank) +
                ", offset=" + std::to_string(e.offset) + ", count=" + std::to_string(e.count) + ", local=" + (e.local ? "True" : "False") + ")";
@@ -64,10 +54,13 @@ void bind_migration(py::module_& m) {
 
   m.def(
       "plan_migration",
-      [](const std::vector<std::int64_t>& source, const std::vector<std::int64_t>& dest, std::int64_t total) {
+      [](typed<std::vector<std::int64_t>> source, typed<std::vector<std::int64_t>> dest, typed<std::int64_t> total) {
+        // Device ids as ints below 2^32, checked by the same conversion as every other device group.
+        const auto from = to_group(source.value, "plan_migration: source");
+        const auto to = to_group(dest.value, "plan_migration: dest");
         const auto n = non_negative(total, "total", "plan_migration");
         try {
-          return plan_migration(to_group(source, "source"), to_group(dest, "destination"), n);
+          return plan_migration(from, to, n);
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }
@@ -78,7 +71,7 @@ void bind_migration(py::module_& m) {
 
   m.def(
       "shard_range",
-      [](std::int64_t rank, std::int64_t ranks, std::int64_t total) {
+      [](typed<std::int64_t> rank, typed<std::int64_t> ranks, typed<std::int64_t> total) {
         try {
           const auto r = shard_range(non_negative(rank, "rank", "shard_range"), non_negative(ranks, "ranks", "shard_range"),
                                      non_negative(total, "total", "shard_range"));

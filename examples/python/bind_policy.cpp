@@ -18,7 +18,9 @@
 #include "paraflex/policy/batching.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "py_objects.hpp"
+#include "py_args.hpp"
 #include "py_policy.hpp"
+#include "sim_support.hpp"
 
 namespace paraflex_python {
 
@@ -27,8 +29,6 @@ using namespace paraflex;
 namespace {
 
 PyObject* g_policy_error = nullptr;  // paraflex.PolicyError (never freed: exceptions may outlive the module)
-
-std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")); }
 
 // A tick from a Python int (ValueError outside int64).
 tick to_tick(py::handle t, const char* what) {
@@ -57,6 +57,12 @@ py::object admission_to_python(const admission& a) {
     case admission_verdict::drop: return py::make_tuple("drop", std::string(a.reason));
   }
   return py::none();
+}
+
+// Whether the Python int d is one of s's devices: false beyond the set, as device_set::test.
+bool holds(const device_set& s, py::handle d) {
+  const auto id = try_arg<device_id>(d, "DeviceSet", "device");
+  return id && s.test(*id);
 }
 
 py::object maybe_group(const std::optional<device_group>& g) { return g ? py::object(group_list(*g)) : py::object(py::none()); }
@@ -208,12 +214,12 @@ int python_sizing::degree(const scheduler_view& v, request_handle h, const devic
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h, available);
   if (!PyLong_Check(r.ptr())) throw py::type_error(describe() + "() returned " + std::string(py::repr(r)) + "; expected an int (0: wait)");
-  const long long k = r.cast<long long>();
-  if (k < 0 || k > static_cast<long long>(available.capacity())) {
-    throw py::value_error(describe() + "() returned degree " + std::to_string(k) + " for request " + std::to_string(h) + "; expected 0.." +
+  const auto k = try_arg<long long>(r, describe(), "degree");  // nullopt: beyond 64 bits
+  if (!k || *k < 0 || *k > static_cast<long long>(available.capacity())) {
+    throw py::value_error(describe() + "() returned degree " + std::string(py::str(r)) + " for request " + std::to_string(h) + "; expected 0.." +
                           std::to_string(available.capacity()));
   }
-  return static_cast<int>(k);
+  return static_cast<int>(*k);
 }
 
 std::optional<device_group> python_placement::place(const scheduler_view& v, request_handle h, int k, const device_set& available,
@@ -322,18 +328,19 @@ namespace {
 void bind_values(py::module_& m) {
   m.attr("NEVER") = never;
   m.attr("ALL_TASKS") = decision_buffer::all_tasks;
-  m.def("to_ticks", [](double seconds) {
+  m.def("to_ticks", [](typed<double> s) {
+    const double seconds = arg(s, "to_ticks", "seconds");
     auto t = to_ticks(seconds);
     if (!t) throw py::value_error("to_ticks: " + std::to_string(seconds) + " seconds does not fit in the microsecond clock");
     return *t;
   }, py::arg("seconds"), "Seconds to integer microseconds (rounded to nearest).");
-  m.def("to_seconds", [](tick t) { return to_seconds(t); }, py::arg("ticks"), "Integer microseconds to seconds.");
+  m.def("to_seconds", [](typed<tick> t) { return to_seconds(arg(t, "to_seconds", "ticks")); }, py::arg("ticks"), "Integer microseconds to seconds.");
 
   py::class_<cluster>(m, "Cluster", "A homogeneous cluster (paraflex::cluster): gpus devices, gpus_per_node per node.")
-      .def(py::init([](int gpus, std::optional<int> per_node, std::string gpu_type) {
-             cluster c{gpus, per_node.value_or(gpus), std::move(gpu_type)};
-             if (!c.valid()) throw py::value_error("Cluster: invalid (" + std::to_string(c.gpus) + " GPUs, " + std::to_string(c.gpus_per_node) + " per node)");
-             return c;
+      .def(py::init([](typed<int> gpus, typed<std::optional<int>> per_node, typed<std::string> gpu_type) {
+             // The rules of a run's cluster (simulate, Scheduler): a Cluster they would refuse is no cluster.
+             const auto size = check_cluster(gpus.value, per_node.value, "Cluster", cluster_arg_names);
+             return cluster{size.gpus, size.per_node, arg(gpu_type, "Cluster", "gpu_type")};
            }),
            py::arg("gpus") = 8, py::arg("gpus_per_node") = py::none(), py::arg("gpu_type") = "")
       .def_readonly("gpus", &cluster::gpus)
@@ -341,7 +348,8 @@ void bind_values(py::module_& m) {
       .def_readonly("gpu_type", &cluster::gpu_type)
       .def("device_count", &cluster::device_count)
       .def("node_count", &cluster::node_count)
-      .def("node_of", [](const cluster& c, device_id d) { return c.node_of(d); }, py::arg("device"))
+      .def("node_of", [](const cluster& c, typed<device_id> d) { return c.node_of(device_index(d.value, c.device_count(), "Cluster.node_of")); },
+           py::arg("device"))
       .def("within_one_node", [](const cluster& c, py::handle g) { return c.within_one_node(to_group(g, "Cluster.within_one_node")); },
            py::arg("group"))
       .def("__repr__", [](const cluster& c) {
@@ -349,27 +357,25 @@ void bind_values(py::module_& m) {
       });
 
   py::class_<device_set>(m, "DeviceSet", "A set of devices (paraflex::device_set), e.g. the free devices. Iterates in increasing order.")
-      .def(py::init([](std::size_t n, py::iterable devices) {
-             device_set s(n, false);
-             for (py::handle d : devices) {
-               const auto id = d.cast<long long>();
-               if (id < 0 || static_cast<std::size_t>(id) >= n) throw py::value_error("DeviceSet: device " + std::to_string(id) + " out of range [0, " + std::to_string(n) + ")");
-               s.set(static_cast<device_id>(id));
+      .def(py::init([](typed<device_id> capacity, py::object devices) {
+             const std::size_t n = arg(capacity, "DeviceSet", "capacity");  // device ids are 32-bit
+             if (PyUnicode_Check(devices.ptr()) || PyBytes_Check(devices.ptr()) || !py::isinstance<py::iterable>(devices)) {
+               throw py::type_error("DeviceSet: devices must be an iterable of ints, got " + type_name(devices));
              }
+             device_set s(n, false);
+             for (py::handle d : devices) s.set(device_index<py::value_error>(d, n, "DeviceSet"));
              return s;
            }),
            py::arg("capacity"), py::arg("devices") = py::tuple())
       .def("capacity", &device_set::capacity)
-      .def("test", &device_set::test, py::arg("device"))
-      .def("__contains__", &device_set::test)
-      .def("set", [](device_set& s, device_id d) {
-        if (d >= s.capacity()) throw py::index_error("DeviceSet.set: device " + std::to_string(d) + " out of range");
-        s.set(d);
+      .def("test", [](const device_set& s, typed<device_id> d) {
+        if (!PyLong_Check(d.value.ptr())) throw py::type_error("DeviceSet.test: device ids must be ints, got " + type_name(d.value));
+        return holds(s, d.value);
       }, py::arg("device"))
-      .def("reset", [](device_set& s, device_id d) {
-        if (d >= s.capacity()) throw py::index_error("DeviceSet.reset: device " + std::to_string(d) + " out of range");
-        s.reset(d);
-      }, py::arg("device"))
+      // `in` asks a question: what is not one of the set's devices (another type included) is not in it.
+      .def("__contains__", [](const device_set& s, py::object d) { return PyLong_Check(d.ptr()) && holds(s, d); })
+      .def("set", [](device_set& s, typed<device_id> d) { s.set(device_index(d.value, s.capacity(), "DeviceSet.set")); }, py::arg("device"))
+      .def("reset", [](device_set& s, typed<device_id> d) { s.reset(device_index(d.value, s.capacity(), "DeviceSet.reset")); }, py::arg("device"))
       .def("set_group", [](device_set& s, py::handle g) {
         const auto grp = to_group(g, "DeviceSet.set_group");
         for (device_id d : grp) if (d >= s.capacity()) throw py::index_error("DeviceSet.set_group: device " + std::to_string(d) + " out of range");
@@ -396,7 +402,7 @@ void bind_values(py::module_& m) {
       })
       .def("copy", [](const device_set& s) { return s; })
       .def("__copy__", [](const device_set& s) { return s; })
-      .def("__eq__", [](const device_set& a, const device_set& b) { return a == b; })
+      .def("__eq__", [](const device_set& a, py::object b) { return eq_or_not_implemented(a, b); })
       .def("__repr__", [](const device_set& s) {
         std::string out = "DeviceSet(" + std::to_string(s.capacity()) + ", [";
         bool first = true;
@@ -418,9 +424,11 @@ void bind_values(py::module_& m) {
       .def_readonly("fastest_degree", &shape_costs::fastest_degree)
       .def_readonly("efficient_degree", &shape_costs::efficient_degree)
       .def_readonly("max_batch", &shape_costs::max_batch, "the largest batched step of this shape the runtime accepts (1: none)")
-      .def("allows", &shape_costs::allows, py::arg("k"))
-      .def("step_time", &shape_costs::step_time, py::arg("k"))
-      .def("batch_step_time", &shape_costs::batch_step_time, py::arg("k"), py::arg("b"),
+      .def("allows", [](const shape_costs& c, typed<int> k) { return c.allows(arg(k, "ShapeCosts.allows", "k")); }, py::arg("k"))
+      .def("step_time", [](const shape_costs& c, typed<int> k) { return c.step_time(arg(k, "ShapeCosts.step_time", "k")); }, py::arg("k"))
+      .def("batch_step_time", [](const shape_costs& c, typed<int> k, typed<int> b) {
+        return c.batch_step_time(arg(k, "ShapeCosts.batch_step_time", "k"), arg(b, "ShapeCosts.batch_step_time", "b"));
+      }, py::arg("k"), py::arg("b"),
            "One step of b requests of this shape together on k devices (b = 1: step_time(k)); PolicyError beyond max_batch.");
 }
 
@@ -432,36 +440,42 @@ void bind_view(py::module_& m) {
       .def("free_devices", [](const py_view& v) { return v.get().free_devices(); }, "A copy of the devices with nothing in flight.")
       .def("lost_devices", [](const py_view& v) { return v.get().lost_devices(); })
       .def("usable_device_count", [](const py_view& v) { return v.get().usable_device_count(); })
-      .def("busy_until", [](const py_view& v, long long d) {
+      .def("busy_until", [](const py_view& v, typed<device_id> d) {
         const auto& s = v.get();
-        if (d < 0 || d >= s.device_count()) throw py::index_error("View.busy_until: device " + std::to_string(d) + " out of range");
-        return s.busy_until(static_cast<device_id>(d));
+        return s.busy_until(device_index(d.value, s.device_count(), "View.busy_until"));
       }, py::arg("device"))
       .def("waiting", [](const py_view& v) { return handle_list(v.get().waiting()); }, "Handles of the waiting requests, in arrival order.")
       .def("running", [](const py_view& v) { return handle_list(v.get().running()); }, "Handles of the running requests, in arrival order.")
-      .def("state_holders", [](const py_view& v, long long d) {
+      .def("state_holders", [](const py_view& v, typed<device_id> d) {
         const auto& s = v.get();
-        if (d < 0 || d >= s.device_count()) throw py::index_error("View.state_holders: device " + std::to_string(d) + " out of range");
-        return handle_list(s.state_holders(static_cast<device_id>(d)));
+        return handle_list(s.state_holders(device_index(d.value, s.device_count(), "View.state_holders")));
       }, py::arg("device"), "Unended requests whose state lives (partly) on the device.")
       .def("request", [](const py_view& v, py::handle h) { return py_request(v.slot(), v.handle(h)); }, py::arg("h"))
       .def("costs", [](const py_view& v, py::handle h) { return v.get().costs(v.handle(h)); }, py::arg("h"))
-      .def("allows_degree", [](const py_view& v, py::handle h, int k) { return v.get().allows_degree(v.handle(h), k); }, py::arg("h"), py::arg("k"))
+      .def("allows_degree", [](const py_view& v, py::handle h, typed<int> k) { return v.get().allows_degree(v.handle(h), arg(k, "View.allows_degree", "k")); },
+           py::arg("h"), py::arg("k"))
       .def("allowed_degrees", [](const py_view& v, py::handle h) {
         const auto d = v.get().allowed_degrees(v.handle(h));
         return std::vector<int>(d.begin(), d.end());
       }, py::arg("h"))
-      .def("step_time", [](const py_view& v, py::handle h, int k) { return v.get().step_time(v.handle(h), k); }, py::arg("h"), py::arg("k"))
-      .def("tasks_time", [](const py_view& v, py::handle h, int k, std::uint32_t n) { return v.get().tasks_time(v.handle(h), k, n); },
+      .def("step_time", [](const py_view& v, py::handle h, typed<int> k) { return v.get().step_time(v.handle(h), arg(k, "View.step_time", "k")); },
+           py::arg("h"), py::arg("k"))
+      .def("tasks_time", [](const py_view& v, py::handle h, typed<int> k, typed<std::uint32_t> n) {
+        return v.get().tasks_time(v.handle(h), arg(k, "View.tasks_time", "k"), arg(n, "View.tasks_time", "n"));
+      },
            py::arg("h"), py::arg("k"), py::arg("n"))
-      .def("batch_step_time", [](const py_view& v, py::handle h, int k, int b) { return v.get().batch_step_time(v.handle(h), k, b); },
+      .def("batch_step_time", [](const py_view& v, py::handle h, typed<int> k, typed<int> b) {
+        return v.get().batch_step_time(v.handle(h), arg(k, "View.batch_step_time", "k"), arg(b, "View.batch_step_time", "b"));
+      },
            py::arg("h"), py::arg("k"), py::arg("b"),
            "One step of a batch of b requests of h's shape on k devices (b = 1: step_time(h, k)); PolicyError when b > max_batch(h).")
       .def("max_batch", [](const py_view& v, py::handle h) { return v.get().max_batch(v.handle(h)); }, py::arg("h"),
            "The largest batch of h's shape the runtime accepts (1: the cost model cannot price batches, or batching is off).")
-      .def("remaining_time", [](const py_view& v, py::handle h, int k) { return v.get().remaining_time(v.handle(h), k); }, py::arg("h"), py::arg("k"))
-      .def("remaining_work", [](const py_view& v, py::handle h, std::optional<int> k) {
+      .def("remaining_time", [](const py_view& v, py::handle h, typed<int> k) { return v.get().remaining_time(v.handle(h), arg(k, "View.remaining_time", "k")); },
+           py::arg("h"), py::arg("k"))
+      .def("remaining_work", [](const py_view& v, py::handle h, typed<std::optional<int>> k_arg) {
         const auto r = v.handle(h);
+        const auto k = arg(k_arg, "View.remaining_work", "k");
         return k ? v.get().remaining_work(r, *k) : v.get().remaining_work(r);
       }, py::arg("h"), py::arg("k") = py::none(), "Device-microseconds h still needs on k devices (default: its most efficient degree).")
       .def("needs_migration", [](const py_view& v, py::handle h, py::handle g) { return v.get().needs_migration(v.handle(h), to_group(g, "View.needs_migration")); },
@@ -517,8 +531,9 @@ void bind_view(py::module_& m) {
 
   py::class_<py_decisions>(m, "Decisions", "What the policy asks of the runtime in one decide() call (paraflex::decision_buffer).")
       .def_property_readonly_static("ALL_TASKS", [](py::handle) { return decision_buffer::all_tasks; })
-      .def("assign", [](const py_decisions& d, py::handle h, py::handle group, long long tasks) {
+      .def("assign", [](const py_decisions& d, py::handle h, py::handle group, typed<long long> tasks_arg) {
         const auto r = to_handle(h, "Decisions.assign");
+        const auto tasks = arg(tasks_arg, "Decisions.assign", "tasks");
         if (tasks < 0) throw py::value_error("Decisions.assign: request " + std::to_string(r) + ": tasks must be >= 1 (got " + std::to_string(tasks) + ")");
         const auto n = static_cast<std::uint32_t>(std::min<long long>(tasks, decision_buffer::all_tasks));
         d.get().assign(r, to_group(group, "Decisions.assign: request " + std::to_string(r)), n);
@@ -542,7 +557,9 @@ void bind_view(py::module_& m) {
          "one shape, are waiting, their next task is a step for all (step indices may differ) or the encode for all, and their state\n"
          "lives on exactly group's devices or nowhere yet. One member is a plain assign(h, group, 1). The runtime refuses a batch\n"
          "(PolicyError) when the executor cannot run batches, the cost model cannot price them, or it has more than max_batch members.")
-      .def("drop", [](const py_decisions& d, py::handle h, std::string_view reason) { d.get().drop(to_handle(h, "Decisions.drop"), reason); },
+      .def("drop", [](const py_decisions& d, py::handle h, typed<std::string> reason) {
+        d.get().drop(to_handle(h, "Decisions.drop"), arg(reason, "Decisions.drop", "reason"));
+      },
            py::arg("h"), py::arg("reason") = "", "End h now (a running one: after its task in flight), reported under `reason`.")
       .def("wake_at", [](const py_decisions& d, py::handle t) { d.get().wake_at(to_tick(t, "Decisions.wake_at")); }, py::arg("t"))
       .def("assigns", [](const py_decisions& d) {
@@ -584,7 +601,12 @@ void bind_parts(py::module_& m) {
       .def(py::init<>())
       .def("judge", [](const drop_unreachable& a, const py_view& v, py::handle h) { return admission_to_python(a.judge(v.get(), v.handle(h))); });
   py::class_<slo_admission>(m, "SloAdmission", "Admission of slo-aware: deadline-window capacity, reserve, best effort (slo_aware.hpp).")
-      .def(py::init([](const std::string& mode, double capacity, double reserve, double best_effort_age) {
+      .def(py::init([](typed<std::string> mode_arg, typed<double> capacity_arg, typed<double> reserve_arg, typed<double> age_arg) {
+             const char* fn = "SloAdmission";
+             const auto mode = arg(mode_arg, fn, "mode");
+             const auto capacity = arg(capacity_arg, fn, "capacity");
+             const auto reserve = arg(reserve_arg, fn, "reserve");
+             const auto best_effort_age = arg(age_arg, fn, "best_effort_age");
              slo_admission a;
              if (mode == "relaxed") a.mode = admission_mode::relaxed;
              else if (mode == "strict") a.mode = admission_mode::strict;
@@ -616,7 +638,8 @@ void bind_parts(py::module_& m) {
       .def(py::init<>())
       .def("key", [](const least_slack_order& o, const py_view& v, py::handle h) { return o.key(v.get(), v.handle(h)); });
   py::class_<priority_edf_order>(m, "PriorityEdfOrder", "Order: higher priority first, then the (virtual) deadline.")
-      .def(py::init([](double age) { return priority_edf_order{age}; }), py::arg("best_effort_age") = 0.0)
+      .def(py::init([](typed<double> age) { return priority_edf_order{arg(age, "PriorityEdfOrder", "best_effort_age")}; }),
+           py::arg("best_effort_age") = 0.0)
       .def_readonly("best_effort_age", &priority_edf_order::best_effort_age)
       .def("key", [](const priority_edf_order& o, const py_view& v, py::handle h) {
         const auto k = o.key(v.get(), v.handle(h));
@@ -624,7 +647,8 @@ void bind_parts(py::module_& m) {
       });
 
   py::class_<smallest_meeting_degree>(m, "SmallestMeetingDegree", "Sizing: the smallest degree that meets the deadline (with a margin).")
-      .def(py::init([](double margin) {
+      .def(py::init([](typed<double> margin_arg) {
+             const auto margin = arg(margin_arg, "SmallestMeetingDegree", "margin");
              if (!(margin >= 0 && margin < 1)) throw py::value_error("SmallestMeetingDegree: margin must be in [0, 1)");
              return smallest_meeting_degree{margin};
            }),
@@ -640,24 +664,33 @@ void bind_parts(py::module_& m) {
 
   py::class_<sticky_placement>(m, "StickyPlacement", "Placement: own devices, then preferred, then any (node-aware best fit).")
       .def(py::init<>())
-      .def("place", [](const sticky_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+      .def("place", [](const sticky_placement& p, const py_view& v, py::handle h, typed<int> k, const device_set& a, const device_set& pref) {
         require_cluster_size(v, a, "StickyPlacement.place: available");
         require_cluster_size(v, pref, "StickyPlacement.place: preferred");
-        return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
+        return maybe_group(p.place(v.get(), v.handle(h), arg(k, "StickyPlacement.place", "k"), a, pref));
       });
   py::class_<packed_placement>(m, "PackedPlacement", "Placement: paraflex.place() as is.")
       .def(py::init<>())
-      .def("place", [](const packed_placement& p, const py_view& v, py::handle h, int k, const device_set& a, const device_set& pref) {
+      .def("place", [](const packed_placement& p, const py_view& v, py::handle h, typed<int> k, const device_set& a, const device_set& pref) {
         require_cluster_size(v, a, "PackedPlacement.place: available");
         require_cluster_size(v, pref, "PackedPlacement.place: preferred");
-        return maybe_group(p.place(v.get(), v.handle(h), k, a, pref));
+        return maybe_group(p.place(v.get(), v.handle(h), arg(k, "PackedPlacement.place", "k"), a, pref));
       });
 
   py::class_<composed_recipe>(m, "ComposedPolicy",
                               "A policy from four parts (paraflex::composed_policy): each a built-in part object or a Python object with\n"
                               "judge(view, h) / key(view, h) / degree(view, h, available) / place(view, h, k, available, preferred).")
-      .def(py::init([](py::object admission, py::object order, py::object sizing, py::object placement, std::string name, std::uint32_t chunk,
-                       bool widen, bool hold, int max_batch, double batch_margin, double batch_saving) {
+      .def(py::init([](py::object admission, py::object order, py::object sizing, py::object placement, typed<std::string> name_arg,
+                       typed<std::uint32_t> chunk_arg, typed<bool> widen_arg, typed<bool> hold_arg, typed<int> max_batch_arg,
+                       typed<double> batch_margin_arg, typed<double> batch_saving_arg) {
+             const char* fn = "ComposedPolicy";
+             auto name = arg(name_arg, fn, "name");
+             const auto chunk = arg(chunk_arg, fn, "chunk");
+             const auto widen = arg(widen_arg, fn, "widen");
+             const auto hold = arg(hold_arg, fn, "hold");
+             const auto max_batch = arg(max_batch_arg, fn, "max_batch");
+             const auto batch_margin = arg(batch_margin_arg, fn, "batch_margin");
+             const auto batch_saving = arg(batch_saving_arg, fn, "batch_saving");
              if (admission.is_none()) admission = py::cast(admit_all{});
              if (order.is_none()) order = py::cast(edf_order{});
              if (sizing.is_none()) sizing = py::cast(smallest_meeting_degree{});
@@ -696,18 +729,22 @@ void bind_parts(py::module_& m) {
 }
 
 void bind_helpers(py::module_& m) {
-  m.def("find_free_group", [](const device_set& available, int k, const cluster& topology) {
+  m.def("find_free_group", [](const device_set& available, typed<int> k, const cluster& topology) {
     if (available.capacity() < topology.device_count()) throw py::value_error("find_free_group: the DeviceSet is smaller than the cluster");
-    return maybe_group(find_free_group(available, k, topology));
+    return maybe_group(find_free_group(available, arg(k, "find_free_group", "k"), topology));
   }, py::arg("available"), py::arg("k"), py::arg("topology"),
         "k devices from `available`: an aligned block in one node, else the best-fit node, else the lowest ids; None when fewer are free.");
-  m.def("place", [](const py_view& v, py::handle h, int k, const device_set& available) {
+  m.def("place", [](const py_view& v, py::handle h, typed<int> k, const device_set& available) {
     require_cluster_size(v, available, "place");
-    return maybe_group(place(v.get(), v.handle(h), k, available));
+    return maybe_group(place(v.get(), v.handle(h), arg(k, "place", "k"), available));
   }, py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"), "h's own devices when it keeps degree k and they are available, else find_free_group.");
-  m.def("expected_migration", [](const py_view& v, py::handle h, int k, const device_set& a) { return expected_migration(v.get(), v.handle(h), k, a); },
+  m.def("expected_migration", [](const py_view& v, py::handle h, typed<int> k, const device_set& a) {
+    return expected_migration(v.get(), v.handle(h), arg(k, "expected_migration", "k"), a);
+  },
         py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"));
-  m.def("estimated_finish", [](const py_view& v, py::handle h, int k, const device_set& a) { return estimated_finish(v.get(), v.handle(h), k, a); },
+  m.def("estimated_finish", [](const py_view& v, py::handle h, typed<int> k, const device_set& a) {
+    return estimated_finish(v.get(), v.handle(h), arg(k, "estimated_finish", "k"), a);
+  },
         py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"),
         "now + migration + remaining_time(h, k): when h would end if it ran all it has left on k devices from now on.");
   m.def("fastest_remaining_time", [](const py_view& v, py::handle h) { return fastest_remaining_time(v.get(), v.handle(h)); }, py::arg("view"), py::arg("h"));
@@ -722,7 +759,10 @@ void bind_helpers(py::module_& m) {
       return taken.contains(h);
     };
   };
-  m.def("batch_companions", [taken_fn](const py_view& v, py::handle h, py::handle group, int max_batch, double margin, py::handle taken) {
+  m.def("batch_companions", [taken_fn](const py_view& v, py::handle h, py::handle group, typed<int> max_batch_arg, typed<double> margin_arg,
+                                       py::handle taken) {
+    const auto max_batch = arg(max_batch_arg, "batch_companions", "max_batch");
+    const auto margin = arg(margin_arg, "batch_companions", "margin");
     if (!(margin >= 0 && margin < 1)) throw py::value_error("batch_companions: margin must be in [0, 1)");
     const auto leader = v.handle(h);
     std::vector<request_handle> members;
@@ -732,8 +772,10 @@ void bind_helpers(py::module_& m) {
         "[h] + the waiting requests that may share h's next step on group (same shape, state on exactly group, next task a step,\n"
         "not `taken`), earliest deadline first, while every member still meets its deadline within (1 - margin) of its time left;\n"
         "at most min(max_batch, view.max_batch(h)) in all. Pass the list to Decisions.assign_batch (one member: assign).");
-  m.def("batch_recruits", [taken_fn](const py_view& v, py::handle h, py::handle group, py::handle members, int max_batch, double margin,
-                                     py::handle taken) {
+  m.def("batch_recruits", [taken_fn](const py_view& v, py::handle h, py::handle group, py::handle members, typed<int> max_batch_arg,
+                                     typed<double> margin_arg, py::handle taken) {
+    const auto max_batch = arg(max_batch_arg, "batch_recruits", "max_batch");
+    const auto margin = arg(margin_arg, "batch_recruits", "margin");
     if (!(margin >= 0 && margin < 1)) throw py::value_error("batch_recruits: margin must be in [0, 1)");
     const auto leader = v.handle(h);
     std::vector<request_handle> ms, recruits;
@@ -744,13 +786,13 @@ void bind_helpers(py::module_& m) {
         py::arg("taken") = py::none(),
         "Waiting requests of h's shape that have not started and could join h's next batched step on group once their (free) text\n"
         "encode has run there, without any member missing its deadline: assign_batch(recruits, group) runs their encodes now.");
-  m.def("policies", [](int gpus) {
-    const auto r = paraflex_bench::builtin_registry(gpus);
+  m.def("policies", [](typed<int> gpus) {
+    const auto r = paraflex_bench::builtin_registry(arg(gpus, "policies", "gpus"));
     py::dict out;
     for (const auto& n : r.names()) out[py::str(n)] = r.summary(n);
     return out;
   }, py::arg("gpus") = 8, "The built-in policies by name, with a one-line summary (paraflex-sim --list-policies).");
-  m.def("default_policies", [](int gpus) { return paraflex_bench::default_policy_list(gpus); }, py::arg("gpus") = 8,
+  m.def("default_policies", [](typed<int> gpus) { return paraflex_bench::default_policy_list(arg(gpus, "default_policies", "gpus")); }, py::arg("gpus") = 8,
         "The policy specs paraflex-sim runs by default.");
 }
 

@@ -38,6 +38,7 @@
 #include "paraflex/runtime/client.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "py_args.hpp"
 #include "py_objects.hpp"
 #include "py_policy.hpp"
 #include "sim_report.hpp"
@@ -48,8 +49,6 @@ namespace paraflex_python {
 using namespace paraflex;
 
 namespace {
-
-std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")); }
 
 bool interpreter_finalizing() noexcept {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -309,7 +308,10 @@ class python_executor : public batch_capability<Batches> {
     if (!PyLong_Check(r.ptr())) throw py::type_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int (microseconds)");
     int overflow = 0;
     const long long t = PyLong_AsLongLongAndOverflow(r.ptr(), &overflow);
-    if (overflow != 0) throw py::value_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int64 (microseconds)");
+    if (overflow != 0) {
+      throw py::value_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) +
+                            "; expected an int64 of microseconds, in [-9223372036854775808, 9223372036854775807]");
+    }
     return static_cast<tick>(t);
   }
   [[noreturn]] void bad_event(py::handle ev, const char* why = nullptr) const {
@@ -468,17 +470,22 @@ class scheduler_impl final : public scheduler_base {
 
 class py_scheduler {
  public:
-  py_scheduler(py::handle policy, py::handle executor, int gpus, py::handle gpus_per_node, py::handle gpu, py::handle profile, bool strict,
-               std::uint32_t max_failures, int max_batch) {
+  py_scheduler(py::handle policy, py::handle executor, typed<int> gpus_arg, typed<std::optional<int>> gpus_per_node, typed<std::optional<std::string>> gpu,
+               py::handle profile, typed<bool> strict_arg, typed<std::uint32_t> max_failures_arg, typed<int> max_batch_arg) {
+    const char* fn = "Scheduler";
+    const bool strict = arg(strict_arg, fn, "strict");
+    const auto max_failures = arg(max_failures_arg, fn, "max_failures");
+    const int max_batch = arg(max_batch_arg, fn, "max_batch");
     if (max_batch < 1 || max_batch > 64) throw py::value_error(fmt::format("Scheduler: max_batch must be in [1, 64] (got {})", max_batch));
-    const int per_node = check_cluster(gpus, gpus_per_node);
-    auto inputs = load_cost(profile, gpu.is_none() ? std::string() : gpu.cast<std::string>());
+    const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
+    const int gpus = size.gpus;
+    auto inputs = load_cost(profile, arg(gpu, fn, "gpu").value_or(""));
     gpu_ = inputs.gpu;
     models_ = inputs.table.models_on(gpu_);
     check_cost_ = std::make_unique<profile_cost_model>(inputs.cost);
     ctx_ = run_context::make();
     any_policy p = make_policy(policy, gpus, ctx_, label_);
-    cluster topology{gpus, per_node, gpu_};
+    cluster topology{gpus, size.per_node, gpu_};
     scheduler_options options;
     options.strict = strict;
     options.max_failures = max_failures == 0 ? 1 : max_failures;
@@ -523,20 +530,24 @@ class py_scheduler {
     impl_.reset();
   }
 
-  std::string submit(const std::string& model, int height, int width, int steps, int frames, py::handle slo_s, int priority,
-                     const std::string& class_label, const std::string& request_id, double arrival_s) {
+  std::string submit(typed<std::string> model, typed<int> height, typed<int> width, typed<int> steps_arg, typed<int> frames,
+                     typed<std::optional<double>> slo_s, typed<int> priority, typed<std::string> class_label, typed<std::string> request_id,
+                     typed<double> arrival_arg) {
     check_usable();
+    const char* fn = "Scheduler.submit";
     request_spec spec;
-    spec.id = request_id;
-    spec.shape = request_shape{model, height, width, frames};
+    spec.id = arg(request_id, fn, "request_id");
+    spec.shape = request_shape{arg(model, fn, "model"), arg(height, fn, "height"), arg(width, fn, "width"), arg(frames, fn, "frames")};
+    const int steps = arg(steps_arg, fn, "steps");
     spec.steps = steps;
-    spec.priority = priority;
-    spec.class_label = class_label;
+    spec.priority = arg(priority, fn, "priority");
+    spec.class_label = arg(class_label, fn, "class_label");
+    const double arrival_s = arg(arrival_arg, fn, "arrival_s");
     const auto at = to_ticks(arrival_s);
     if (!at || *at < 0) throw py::value_error(fmt::format("Scheduler.submit: arrival_s must be a finite number >= 0 (got {})", arrival_s));
     spec.arrival = *at;
-    if (!slo_s.is_none()) {
-      const double s = slo_s.cast<double>();
+    if (const auto slo = arg(slo_s, fn, "slo_s")) {
+      const double s = *slo;
       const auto t = to_ticks(s);
       if (!(s > 0) || !t || *t < 1) throw py::value_error(fmt::format("Scheduler.submit: slo_s must be > 0 and at least 1 microsecond (got {})", s));
       spec.slo = *t;
@@ -546,9 +557,9 @@ class py_scheduler {
     return impl_->client().submit(std::move(spec));  // submit_error (ValueError) for a duplicate id or a bad spec
   }
 
-  std::string cancel(const std::string& id, const std::string& reason) {
+  std::string cancel(typed<std::string> id, typed<std::string> reason) {
     check_usable();
-    switch (impl_->client().cancel(id, reason)) {
+    switch (impl_->client().cancel(arg(id, "Scheduler.cancel", "id"), arg(reason, "Scheduler.cancel", "reason"))) {
       case cancel_outcome::accepted: return "accepted";
       case cancel_outcome::already_ended: return "already_ended";
       case cancel_outcome::unknown_id: return "unknown_id";
@@ -580,7 +591,8 @@ class py_scheduler {
     drive([&] { t = impl_->turn(); });
     return t;
   }
-  tick turn_to(tick to) {
+  tick turn_to(typed<tick> to_arg) {
+    const tick to = arg(to_arg, "Scheduler.turn_to", "t");
     tick t = never;
     drive([&] { t = impl_->turn_to(to); });
     return t;
@@ -637,12 +649,12 @@ class py_scheduler {
     });
   }
 
-  py::dict metrics(py::handle label) const {
+  py::dict metrics(typed<std::optional<std::string>> label) const {
     check_idle("metrics");
     paraflex_bench::report report;
     report.topology = impl_->state().topology;
     report.requests = impl_->state().requests.size();
-    report.results.push_back({impl_->metrics(label.is_none() ? label_ : label.cast<std::string>()), std::nullopt});
+    report.results.push_back({impl_->metrics(arg(label, "Scheduler.metrics", "label").value_or(label_)), std::nullopt});
     py::object doc = py::module_::import("json").attr("loads")(paraflex_bench::to_json(report));
     py::object entry = doc["results"][py::int_(0)];
     return entry.cast<py::dict>();
@@ -728,7 +740,8 @@ void bind_scheduler(py::module_& m) {
       .def_readonly("step", &py_batch_member::step, "this member's own step index ('step'), else -1")
       .def_readonly("steps", &py_batch_member::steps, "denoising steps of the member's whole request")
       .def("__len__", [](const py_batch_member&) { return 3; })
-      .def("__getitem__", [](const py_batch_member& b, long long i) -> py::object {
+      .def("__getitem__", [](const py_batch_member& b, typed<long long> index) -> py::object {
+        auto i = try_arg<long long>(index.value, "BatchMember.__getitem__", "index").value_or(3);  // beyond 64 bits: out of range
         if (i < 0) i += 3;
         switch (i) {
           case 0: return py::int_(b.request);
@@ -796,14 +809,22 @@ void bind_scheduler(py::module_& m) {
       });
 
   py::class_<simulated_recipe>(m, "SimulatedExecutor", "The discrete-event executor on a virtual clock, with optional faults.")
-      .def(py::init([](std::uint64_t seed, double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
-                       const std::vector<std::string>& stragglers, int gpus) {
-             return simulated_recipe{seed, make_faults(jitter, fail_rate, fail_devices, stragglers, gpus)};
+      .def(py::init([](typed<std::uint64_t> seed, typed<double> jitter, typed<double> fail_rate, typed<std::vector<std::string>> fail_devices,
+                       typed<std::vector<std::string>> stragglers, typed<int> gpus) {
+             const char* fn = "SimulatedExecutor";
+             return simulated_recipe{seed_arg(seed.value, fn), make_faults(arg(jitter, fn, "jitter"), arg(fail_rate, fn, "fail_rate"),
+                                                                           arg(fail_devices, fn, "fail_devices"), arg(stragglers, fn, "stragglers"),
+                                                                           arg(gpus, fn, "gpus"))};
            }),
            py::arg("seed") = 0, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
            py::arg("stragglers") = std::vector<std::string>{}, py::arg("gpus") = 1 << 16);
   py::class_<thread_recipe>(m, "ThreadExecutor", "One CPU worker thread per device running a DiT stand-in (paraflex::thread_executor).")
-      .def(py::init([](double time_scale, std::size_t channels, int work, bool verify) {
+      .def(py::init([](typed<double> time_scale_arg, typed<std::size_t> channels_arg, typed<int> work_arg, typed<bool> verify_arg) {
+             const char* fn = "ThreadExecutor";
+             const double time_scale = arg(time_scale_arg, fn, "time_scale");
+             const auto channels = arg(channels_arg, fn, "channels");
+             const int work = arg(work_arg, fn, "work");
+             const bool verify = arg(verify_arg, fn, "verify");
              if (!(time_scale >= 0)) throw py::value_error("ThreadExecutor: time_scale must be >= 0");
              if (channels == 0) throw py::value_error("ThreadExecutor: channels must be > 0");
              if (work < 0) throw py::value_error("ThreadExecutor: work must be >= 0");
@@ -822,7 +843,8 @@ max_batch the largest batched step the runtime accepts (scheduler_options::max_b
 Drive it with run() (blocks until every request ended and the client is closed; call it from a
 background thread to serve), with turn() / next_wakeup() / on_wakeup() from an event loop (real
 time), or with turn_to(t) (simulated). submit/cancel/status/counters work from any thread.)doc")
-      .def(py::init<py::handle, py::handle, int, py::handle, py::handle, py::handle, bool, std::uint32_t, int>(), py::arg("policy") = "slo-aware",
+      .def(py::init<py::handle, py::handle, typed<int>, typed<std::optional<int>>, typed<std::optional<std::string>>, py::handle, typed<bool>,
+                    typed<std::uint32_t>, typed<int>>(), py::arg("policy") = "slo-aware",
            py::arg("executor") = "simulated", py::kw_only(), py::arg("gpus") = 8, py::arg("gpus_per_node") = py::none(), py::arg("gpu") = py::none(),
            py::arg("profile") = py::none(), py::arg("strict") = true, py::arg("max_failures") = 8, py::arg("max_batch") = 8)
       .def("submit", &py_scheduler::submit, py::arg("model"), py::arg("height"), py::arg("width"), py::arg("steps"), py::kw_only(),
@@ -832,9 +854,10 @@ time), or with turn_to(t) (simulated). submit/cancel/status/counters work from a
            "(0: as soon as it is picked up). ValueError for a duplicate id, a bad spec, or a shape the profile cannot price.")
       .def("cancel", &py_scheduler::cancel, py::arg("id"), py::arg("reason") = "cancelled",
            "'accepted' (waiting: ends at the next turn; running: after its task), 'already_ended' or 'unknown_id'. Any thread.")
-      .def("status", &py_scheduler::status, py::arg("id"), "RequestStatus, or None for an unknown id. Any thread.")
-      .def("state", [](const py_scheduler& s, const std::string& id) -> std::optional<std::string> {
-        const auto st = s.status(id);
+      .def("status", [](const py_scheduler& s, typed<std::string> id) { return s.status(arg(id, "Scheduler.status", "id")); }, py::arg("id"),
+           "RequestStatus, or None for an unknown id. Any thread.")
+      .def("state", [](const py_scheduler& s, typed<std::string> id) -> std::optional<std::string> {
+        const auto st = s.status(arg(id, "Scheduler.state", "id"));
         if (!st) return std::nullopt;
         return std::string(to_string(st->state));
       }, py::arg("id"), "status(id).state: 'waiting', 'running', 'completed' or 'dropped'; None for an unknown id. Any thread.")

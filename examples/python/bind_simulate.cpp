@@ -16,6 +16,7 @@
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
 #include "paraflex/sim/simulate.hpp"
+#include "py_args.hpp"
 #include "sim_report.hpp"
 #include "sim_support.hpp"
 #ifdef PARAFLEX_HAVE_CLP
@@ -47,13 +48,23 @@ struct state_guard {
   ~state_guard() { slot.state = nullptr; }
 };
 
-py::dict simulate_py(py::handle workload_arg, py::handle profile, int gpus, py::handle gpu_arg, py::handle policy, py::handle gpus_per_node,
-                     std::uint64_t seed, bool bound, double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
-                     const std::vector<std::string>& stragglers, py::handle trace_out) {
+// A wrong type raises TypeError naming the argument; a value out of range, paraflex-sim's message for its flag.
+py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpus_arg, typed<std::optional<std::string>> gpu_arg, py::handle policy,
+                     typed<std::optional<int>> gpus_per_node, typed<std::uint64_t> seed_value, typed<bool> bound_arg, typed<double> jitter_arg,
+                     typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
+                     py::handle trace_out) {
+  const char* fn = "simulate";
   // The order of paraflex-sim: flags, inputs, policy, faults.
-  const int per_node = check_cluster(gpus, gpus_per_node);
+  const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
+  const int gpus = size.gpus;
+  const std::uint64_t seed = seed_arg(seed_value.value, fn);
+  const bool bound = arg(bound_arg, fn, "bound");
+  const double jitter = arg(jitter_arg, fn, "jitter");
+  const double fail_rate = arg(fail_rate_arg, fn, "fail_rate");
+  const auto fail_devices = arg(fail_devices_arg, fn, "fail_devices");
+  const auto stragglers = arg(stragglers_arg, fn, "stragglers");
   if (!(jitter >= 0.0 && jitter <= 0.9) || !(fail_rate >= 0.0 && fail_rate <= 1.0)) (void)make_faults(jitter, fail_rate, {}, {}, gpus);
-  const std::string gpu_name = gpu_arg.is_none() ? std::string() : gpu_arg.cast<std::string>();
+  const std::string gpu_name = arg(gpu_arg, fn, "gpu").value_or("");
   const std::string trace_file = path_or_empty(trace_out, "trace_out");
 
   auto inputs = load_inputs(workload_arg, profile, gpu_name, gpus);
@@ -64,7 +75,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, int gpus, py::
   std::string label;
   any_policy p = make_policy(policy, gpus, ctx, label);
   const simulation_faults faults = make_faults(jitter, fail_rate, fail_devices, stragglers, gpus);
-  const cluster topology{gpus, per_node, inputs.gpu};
+  const cluster topology{gpus, size.per_node, inputs.gpu};
 
   paraflex_bench::report report;
   report.workload_file = w.source;
@@ -105,7 +116,7 @@ void bind_simulate(py::module_& m) {
         py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(),
         R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
 
-workload      None (the embedded default), a CSV path (docs/formats.md §1), or a list of dicts with
+workload      None (the embedded default), a CSV path (str, bytes or os.PathLike; docs/formats.md §1), or a list of dicts with
               the CSV's column names (request_id defaults to the row's index)
 profile       None (the embedded default) or a profile CSV path (§2)
 gpus, gpus_per_node (default gpus), gpu (default: the profile's only type for the workload's models)
@@ -113,8 +124,8 @@ policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps
               or any object with decide(view, out) and optional hooks
 seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out:
               as paraflex-sim's flags of the same names
-Bad input raises ValueError with paraflex-sim's message; an invalid decision raises PolicyError; an
-exception raised by a Python policy propagates unchanged.)doc");
+Bad input raises ValueError with paraflex-sim's message, a wrong type TypeError naming the argument; an
+invalid decision raises PolicyError; an exception raised by a Python policy propagates unchanged.)doc");
 }
 
 }  // namespace paraflex_python

@@ -4,14 +4,15 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include <fmt/format.h>
 #include <pybind11/pybind11.h>
 
 #include "bindings.hpp"
+#include "py_args.hpp"
 #include "paraflex/resource/group.hpp"
 #include "paraflex/runtime/view.hpp"
 
@@ -25,13 +26,20 @@ namespace paraflex_python {
 
 /// A Python int as a request handle (>= 0 and below 2^32), else ValueError naming `what`.
 [[nodiscard]] inline paraflex::request_handle to_handle(py::handle h, const char* what) {
-  if (!PyLong_Check(h.ptr())) throw py::type_error(std::string(what) + ": a request handle must be an int, got " + std::string(py::str(py::type::of(h).attr("__name__"))));
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
-  if (overflow != 0 || v < 0 || v > static_cast<long long>(std::numeric_limits<paraflex::request_handle>::max())) {
-    throw py::value_error(std::string(what) + ": " + std::string(py::str(h)) + " is not a request handle");
-  }
-  return static_cast<paraflex::request_handle>(v);
+  if (!PyLong_Check(h.ptr())) throw py::type_error(std::string(what) + ": a request handle must be an int, got " + type_name(h));
+  const auto r = try_arg<paraflex::request_handle>(h, what, "h");
+  if (!r) throw py::value_error(std::string(what) + ": " + std::string(py::str(h)) + " is not a request handle");
+  return *r;
+}
+
+/// `d` as a device of a set or cluster of n devices: TypeError naming `what` for a non-int, Error
+/// (IndexError; ValueError for an argument that is not an index) for an int outside [0, n).
+template <class Error = py::index_error>
+[[nodiscard]] paraflex::device_id device_index(py::handle d, std::size_t n, const char* what) {
+  if (!PyLong_Check(d.ptr())) throw py::type_error(std::string(what) + ": device ids must be ints, got " + type_name(d));
+  const auto id = try_arg<paraflex::device_id>(d, what, "device");
+  if (!id || *id >= n) throw Error(fmt::format("{}: device {} out of range [0, {})", what, std::string(py::str(d)), n));
+  return *id;
 }
 
 /// A Python sequence of ints as a device group; ValueError naming `what` for anything else.
@@ -40,20 +48,17 @@ namespace paraflex_python {
   PyObject* fast = PySequence_Fast(seq.ptr(), "");
   if (!fast) {
     PyErr_Clear();
-    throw py::type_error(what + ": a device group must be a sequence of ints, got " + std::string(py::str(py::type::of(seq).attr("__name__"))));
+    throw py::type_error(what + ": a device group must be a sequence of ints, got " + type_name(seq));
   }
   py::object keep = py::reinterpret_steal<py::object>(fast);
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
   PyObject** items = PySequence_Fast_ITEMS(fast);
   boost::container::small_vector<paraflex::device_id, 16> ids;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (!PyLong_Check(items[i])) throw py::type_error(what + ": device ids must be ints");
-    int overflow = 0;
-    const long long d = PyLong_AsLongLongAndOverflow(items[i], &overflow);
-    if (overflow != 0 || d < 0 || d > static_cast<long long>(std::numeric_limits<std::uint32_t>::max())) {
-      throw py::value_error(what + ": " + std::string(py::str(items[i])) + " is not a device id");
-    }
-    ids.push_back(static_cast<paraflex::device_id>(d));
+    if (!PyLong_Check(items[i])) throw py::type_error(what + ": device ids must be ints, got " + type_name(items[i]));
+    const auto d = try_arg<paraflex::device_id>(items[i], what, "device");
+    if (!d) throw py::value_error(what + ": " + std::string(py::str(items[i])) + " is not a device id");
+    ids.push_back(*d);
   }
   return paraflex::device_group(std::span<const paraflex::device_id>(ids.data(), ids.size()));
 }

@@ -12,6 +12,7 @@
 
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/sim/fault_flags.hpp"
+#include "py_args.hpp"
 
 namespace paraflex_python {
 
@@ -21,10 +22,10 @@ namespace {
 
 // The name a list of rows has while the CSV reader reads it; errors mentioning it are renamed.
 const char* const rows_source = "<workload rows>";
+// The most GPUs a cluster may have (paraflex-sim's --gpus range).
+constexpr int max_cluster_gpus = 1 << 16;
 // Columns of formats §1, in the order the rows are written.
 const char* const columns[] = {"arrival_s", "request_id", "model", "height", "width", "frames", "steps", "slo_s", "priority", "class"};
-
-std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")); }
 
 [[noreturn]] void row_error(std::size_t i, const std::string& column, const std::string& message) {
   throw input_exception(input_error{fmt::format("workload[{}]", i), 0, column, message});
@@ -47,14 +48,17 @@ input_error rename(const input_error& e) {
 
 void input_failure(const std::string& message) { throw py::value_error(message); }
 
+bool is_path(py::handle p) { return PyUnicode_Check(p.ptr()) || PyBytes_Check(p.ptr()) || py::hasattr(p, "__fspath__"); }
+
 std::string path_or_empty(py::handle p, const char* what) {
   if (p.is_none()) return {};
-  if (py::isinstance<py::str>(p)) return p.cast<std::string>();
-  if (py::hasattr(p, "__fspath__")) {
-    py::object s = p.attr("__fspath__")();
-    if (py::isinstance<py::str>(s)) return s.cast<std::string>();
+  if (is_path(p)) {
+    // os.fspath: str or bytes (the file system's bytes, passed on as they are), else TypeError.
+    py::object s = py::module_::import("os").attr("fspath")(p);
+    if (PyBytes_Check(s.ptr())) return std::string(py::bytes(s));
+    return s.cast<std::string>();
   }
-  throw py::type_error(std::string(what) + " must be a path (str or os.PathLike) or None, got " + type_name(p));
+  throw py::type_error(std::string(what) + " must be a path (str, bytes or os.PathLike) or None, got " + type_name(p));
 }
 
 workload workload_from_rows(py::handle rows, const std::vector<std::string>& known_models) {
@@ -104,7 +108,7 @@ workload workload_from_rows(py::handle rows, const std::vector<std::string>& kno
 
 paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profile, const std::string& gpu_arg, int gpus) {
   const std::string profile_file = path_or_empty(profile, "profile");
-  if (workload_arg.is_none() || py::isinstance<py::str>(workload_arg) || py::hasattr(workload_arg, "__fspath__")) {
+  if (workload_arg.is_none() || is_path(workload_arg)) {
     return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus);
   }
   // Rows: the same steps as load_sim_inputs, with the workload read from the rows.
@@ -122,19 +126,32 @@ cost_inputs load_cost(py::handle profile, const std::string& gpu_arg) {
   return cost_inputs{std::move(table), std::move(gpu), std::move(cost)};
 }
 
-int check_cluster(int gpus, py::handle gpus_per_node) {
-  if (gpus < 1 || gpus > (1 << 16)) input_failure(fmt::format("--gpus: Value {} not in range 1 to 65536", gpus));
-  if (gpus_per_node.is_none()) return gpus;
-  const int per_node = gpus_per_node.cast<int>();
-  if (per_node < 1 || per_node > (1 << 16)) input_failure(fmt::format("--gpus-per-node: Value {} not in range 1 to 65536", per_node));
-  if (per_node > gpus) input_failure(fmt::format("--gpus-per-node {} exceeds --gpus {}", per_node, gpus));
+cluster_size check_cluster(py::handle gpus_arg, py::handle per_node_arg, std::string_view fn, const cluster_names& names) {
+  // CLI11's range message, also for an int beyond 32 bits.
+  auto size = [&](py::handle v, std::string_view arg_name, std::string_view name) {
+    const auto n = try_arg<int>(v, fn, arg_name);
+    if (!n || *n < 1 || *n > max_cluster_gpus) {
+      input_failure(fmt::format("{}{}: Value {} not in range 1 to {}", names.prefix, name, std::string(py::str(v)), max_cluster_gpus));
+    }
+    return *n;
+  };
+  const int gpus = size(gpus_arg, "gpus", names.gpus);
+  if (per_node_arg.is_none()) return {gpus, gpus};
+  const int per_node = size(per_node_arg, "gpus_per_node", names.per_node);
+  if (per_node > gpus) input_failure(fmt::format("{}{} {} exceeds {} {}", names.prefix, names.per_node, per_node, names.gpus, gpus));
   if (gpus % per_node != 0) {  // paraflex-sim: nodes are whole
     int divisor = per_node;
     while (gpus % divisor != 0) --divisor;
-    input_failure(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole (e.g. --gpus {} or --gpus-per-node {})",
-                              gpus, per_node, (gpus / per_node + 1) * per_node, divisor));
+    input_failure(fmt::format("{0}{1} {2} is not a multiple of {3} {4}: every node must be whole (e.g. {1} {5} or {3} {6})", names.prefix, names.gpus,
+                              gpus, names.per_node, per_node, (gpus / per_node + 1) * per_node, divisor));
   }
-  return per_node;
+  return {gpus, per_node};
+}
+
+std::uint64_t seed_arg(py::handle seed, std::string_view fn) {
+  const auto s = try_arg<std::uint64_t>(seed, fn, "seed");
+  if (!s) input_failure(fmt::format("--seed: expected an integer in [0, 18446744073709551615], got '{}'", std::string(py::str(seed))));
+  return *s;
 }
 
 namespace {

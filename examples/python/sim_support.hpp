@@ -3,8 +3,10 @@
 // faults in paraflex-sim's flag syntax. Shared by simulate() and Scheduler.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <pybind11/pybind11.h>
@@ -21,7 +23,7 @@ namespace py = pybind11;
 /// paraflex-sim's message for a bad flag value, as a ValueError (the text after "paraflex-sim: error: ").
 [[noreturn]] void input_failure(const std::string& message);
 
-/// Reads `workload` (None: the embedded default; str/PathLike: a CSV path; list of dicts: rows with
+/// Reads `workload` (None: the embedded default; a path (is_path): a CSV; list of dicts: rows with
 /// the CSV's column names) with `profile` (None or a path) for `gpus` devices, as load_sim_inputs
 /// does. Throws paraflex::input_exception with the message paraflex-sim prints.
 [[nodiscard]] paraflex_bench::sim_inputs load_inputs(py::handle workload, py::handle profile, const std::string& gpu, int gpus);
@@ -39,14 +41,32 @@ struct cost_inputs {
 /// name the row as "workload[i]". `known_models` as for read_workload_csv.
 [[nodiscard]] paraflex::workload workload_from_rows(py::handle rows, const std::vector<std::string>& known_models);
 
-/// paraflex-sim's --gpus / --gpus-per-node checks; returns gpus_per_node (default gpus).
-int check_cluster(int gpus, py::handle gpus_per_node);
+/// How check_cluster's messages name the two sizes: paraflex-sim's flags, or a function's arguments.
+struct cluster_names {
+  std::string_view prefix, gpus, per_node;
+};
+inline constexpr cluster_names sim_flag_names{"", "--gpus", "--gpus-per-node"};
+inline constexpr cluster_names cluster_arg_names{"Cluster: ", "gpus", "gpus_per_node"};
+
+/// paraflex-sim's --gpus / --gpus-per-node rules (each 1 to 65536, gpus_per_node <= gpus, every node
+/// whole) with its messages as ValueError; TypeError naming `fn` for a non-int.
+struct cluster_size {
+  int gpus = 0;
+  int per_node = 0;  ///< default: gpus (one node)
+};
+[[nodiscard]] cluster_size check_cluster(py::handle gpus, py::handle gpus_per_node, std::string_view fn, const cluster_names& names = sim_flag_names);
+
+/// paraflex-sim's --seed (a uint64), with its message; TypeError naming `fn` for a non-int.
+[[nodiscard]] std::uint64_t seed_arg(py::handle seed, std::string_view fn);
 
 /// paraflex-sim's --jitter / --fail-rate / --fail-device / --straggler, with its messages.
 [[nodiscard]] paraflex::simulation_faults make_faults(double jitter, double fail_rate, const std::vector<std::string>& fail_devices,
                                                       const std::vector<std::string>& stragglers, int gpus);
 
-/// str, os.PathLike -> path text; None -> "" (embedded default).
+/// Whether `p` is given as a path: str, bytes or os.PathLike.
+[[nodiscard]] bool is_path(py::handle p);
+
+/// A path (is_path) -> its text; None -> "" (embedded default); TypeError naming `what` otherwise.
 [[nodiscard]] std::string path_or_empty(py::handle p, const char* what);
 
 }  // namespace paraflex_python

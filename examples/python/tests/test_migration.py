@@ -42,6 +42,25 @@ class MigrationPlans(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "rank 3 of 3"):
             paraflex.shard_range(3, 3, 10)
 
+    def test_an_int_too_large_or_a_wrong_type_names_the_function_and_the_argument(self):
+        # Regression: pybind11's "incompatible function arguments" with the whole signature.
+        with self.assertRaisesRegex(ValueError, r"^plan_migration: source: 1099511627776 is not a device id$"):
+            paraflex.plan_migration([2**40], [1], 10)
+        with self.assertRaisesRegex(TypeError, r"^plan_migration: dest: device ids must be ints, got str$"):
+            paraflex.plan_migration([0], ["1"], 10)
+        with self.assertRaisesRegex(ValueError, r"^shard_range: rank 1180591620717411303424 is out of range"):
+            paraflex.shard_range(2**70, 3, 10)
+        with self.assertRaisesRegex(TypeError, r"^shard_range: total must be an int, got float$"):
+            paraflex.shard_range(0, 3, 10.0)
+
+    def test_an_edge_equals_only_an_edge(self):
+        # Regression: == with another type raised pybind11's TypeError.
+        a, b = paraflex.plan_migration([0, 1], [1, 2], 100).edges
+        self.assertEqual(a, paraflex.plan_migration([0, 1], [1, 2], 100).edges[0])
+        self.assertNotEqual(a, b)
+        self.assertFalse(a == (0, 1, 0, 50, False))
+        self.assertTrue(a != None)  # noqa: E711 - the comparison itself is under test
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -211,6 +211,32 @@ class InvalidDecisionsAndExceptions(unittest.TestCase):
                 with self.assertRaises(exc):
                     paraflex.simulate(workload=SMALL, policy=P())
 
+    def test_a_wrong_type_or_an_int_too_large_names_the_method_and_the_argument(self):
+        # Regression: pybind11's "incompatible function arguments" with the whole signature, naming no argument.
+        cases = [(lambda v, h: v.step_time(h, 2**40), ValueError, r"^View\.step_time: k 1099511627776 is out of range \[-2147483648, 2147483647\]$"),
+                 (lambda v, h: v.tasks_time(h, 1, -1), ValueError, r"^View\.tasks_time: n -1 is out of range \[0, 4294967295\]$"),
+                 (lambda v, h: v.remaining_work(h, "2"), TypeError, r"^View\.remaining_work: k must be an int, got str$"),
+                 (lambda v, h: v.busy_until(2**70), IndexError, r"^View\.busy_until: device 1180591620717411303424 out of range \[0, 8\)$"),
+                 (lambda v, h: v.costs(h).step_time(1.0), TypeError, r"^ShapeCosts\.step_time: k must be an int, got float$"),
+                 (lambda v, h: paraflex.place(v, h, "1", v.free_devices()), TypeError, r"^place: k must be an int, got str$")]
+        for body, exc, message in cases:
+            seen = []
+
+            class P:
+                def decide(self, view, out):
+                    if not seen:
+                        try:
+                            body(view, view.waiting()[0])
+                        except Exception as e:  # noqa: BLE001 - the test looks at what was raised
+                            seen.append(e)
+                    Fcfs().decide(view, out)
+
+            paraflex.simulate(workload=SMALL[:1], policy=P())
+            with self.subTest(message=message):
+                self.assertEqual(len(seen), 1)
+                self.assertIsInstance(seen[0], exc)
+                self.assertRegex(str(seen[0]), message)
+
     def test_an_exception_in_decide_propagates_with_its_traceback(self):
         class Boom:
             def decide(self, view, out):
@@ -367,6 +393,15 @@ class PolicyParts(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "has no place"):
             paraflex.ComposedPolicy(placement=object())
 
+    def test_a_degree_beyond_64_bits_from_a_python_sizing_is_a_value_error_naming_the_part(self):
+        # Regression: RuntimeError "Unable to cast Python instance to C++ type".
+        class Huge:
+            def degree(self, view, h, available):
+                return 2**70
+
+        with self.assertRaisesRegex(ValueError, r"Huge\.degree\(\) returned degree 1180591620717411303424 for request \d+; expected 0\.\.8"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(sizing=Huge()))
+
     def test_pending_drops_with_a_handle_that_does_not_exist_raises_naming_the_part(self):
         # Regression: the handle reached composed_policy unchecked and was read out of bounds (SIGSEGV).
         for bad in (10**9, 2**32 - 1, len(SMALL)):
@@ -417,6 +452,56 @@ class PolicyParts(unittest.TestCase):
         self.assertEqual(paraflex.to_seconds(250_000), 0.25)
         self.assertEqual(paraflex.NEVER, 2**63 - 1)
         self.assertIn("slo-aware", paraflex.policies())
+
+    def test_a_device_set_of_anything_but_ints_is_a_type_error_naming_device_set(self):
+        # Regression: RuntimeError "Unable to cast Python instance to C++ type".
+        with self.assertRaisesRegex(TypeError, r"^DeviceSet: device ids must be ints, got float$"):
+            paraflex.DeviceSet(8, [1.5])
+        with self.assertRaisesRegex(TypeError, r"^DeviceSet: devices must be an iterable of ints, got str$"):
+            paraflex.DeviceSet(8, "01")
+        with self.assertRaisesRegex(ValueError, r"^DeviceSet: device -1 out of range \[0, 8\)$"):
+            paraflex.DeviceSet(8, [-1])
+        with self.assertRaisesRegex(ValueError, r"^DeviceSet: capacity -1 is out of range \[0, 4294967295\]$"):
+            paraflex.DeviceSet(-1)
+        s = paraflex.DeviceSet(8, [1, 2])
+        for f, exc, message in [(lambda: s.set(-1), IndexError, r"^DeviceSet\.set: device -1 out of range \[0, 8\)$"),
+                                (lambda: s.reset(2**70), IndexError, r"^DeviceSet\.reset: device 1180591620717411303424 out of range"),
+                                (lambda: s.test("1"), TypeError, r"^DeviceSet\.test: device ids must be ints, got str$")]:
+            with self.subTest(message=message), self.assertRaisesRegex(exc, message):
+                f()
+        self.assertEqual(s.to_list(), [1, 2])
+
+    def test_a_device_set_equals_only_a_device_set_and_holds_only_its_devices(self):
+        # Regression: == with another type and `in` with a negative or non-int raised TypeError.
+        s = paraflex.DeviceSet(8, [1])
+        self.assertFalse(s == 3)
+        self.assertTrue(s != "x")
+        self.assertEqual(s, paraflex.DeviceSet(8, [1]))
+        self.assertNotEqual(s, paraflex.DeviceSet(8, [2]))
+        for value in (-1, 8, 2**70, "1", 1.0, None):
+            with self.subTest(value=value):
+                self.assertNotIn(value, s)
+        self.assertIn(1, s)
+        self.assertFalse(s.test(-1))  # as device_set::test: false beyond the set
+        self.assertFalse(s.test(100))
+
+    def test_a_cluster_follows_simulates_rules_and_node_of_refuses_a_device_it_does_not_have(self):
+        # Regression: Cluster(8, 3) was accepted (simulate refuses it) and node_of(10**9) returned 250000000.
+        for args, message in [((8, 3), r"^Cluster: gpus 8 is not a multiple of gpus_per_node 3: every node must be whole \(e\.g\. gpus 9 or gpus_per_node 2\)$"),
+                              ((8, 16), r"^Cluster: gpus_per_node 16 exceeds gpus 8$"),
+                              ((0,), r"^Cluster: gpus: Value 0 not in range 1 to 65536$"),
+                              ((2**40,), r"^Cluster: gpus: Value 1099511627776 not in range 1 to 65536$")]:
+            with self.subTest(args=args), self.assertRaisesRegex(ValueError, message):
+                paraflex.Cluster(*args)
+        with self.assertRaises(ValueError):
+            paraflex.simulate(gpus=8, gpus_per_node=3)
+        with self.assertRaisesRegex(TypeError, r"^Cluster: gpus must be an int, got str$"):
+            paraflex.Cluster("8")
+        c = paraflex.Cluster(8, 4)
+        self.assertEqual([c.node_of(0), c.node_of(7)], [0, 1])
+        for device in (8, 10**9, -1):
+            with self.subTest(device=device), self.assertRaisesRegex(IndexError, rf"^Cluster\.node_of: device {device} out of range \[0, 8\)$"):
+                c.node_of(device)
 
     def test_placement_helpers_refuse_a_device_set_of_another_size_than_the_cluster(self):
         # Regression: on an 8-GPU cluster they returned devices 0..15 from a 64-device set.

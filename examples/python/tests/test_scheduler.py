@@ -86,6 +86,33 @@ class ClientApi(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "--gpus: Value 0"):
             paraflex.Scheduler(gpus=0, gpu="l20-inferred")
 
+    def test_a_wrong_type_or_an_int_too_large_names_the_method_and_the_argument(self):
+        # Regression: pybind11's "incompatible function arguments" (whole signature) or "Unable to cast
+        # Python instance to C++ type" (no name at all).
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
+        cases = [(lambda: paraflex.Scheduler(gpus="8", gpu="l20-inferred"), TypeError, r"^Scheduler: gpus must be an int, got str$"),
+                 (lambda: paraflex.Scheduler(gpu=5), TypeError, r"^Scheduler: gpu must be a str, got int$"),
+                 (lambda: paraflex.Scheduler(gpus_per_node="4", gpu="l20-inferred"), TypeError, r"^Scheduler: gpus_per_node must be an int, got str$"),
+                 (lambda: paraflex.Scheduler(max_failures=-1, gpu="l20-inferred"), ValueError, r"^Scheduler: max_failures -1 is out of range \[0, 4294967295\]$"),
+                 (lambda: sched.submit("flux-dev", 2**40, 256, 4), ValueError, r"^Scheduler\.submit: height 1099511627776 is out of range \[-2147483648, 2147483647\]$"),
+                 (lambda: sched.submit("flux-dev", "256", 256, 4), TypeError, r"^Scheduler\.submit: height must be an int, got str$"),
+                 (lambda: sched.submit("flux-dev", 256, 256, 4, slo_s="5"), TypeError, r"^Scheduler\.submit: slo_s must be a number, got str$"),
+                 (lambda: sched.submit("flux-dev", 256, 256, 4, request_id=7), TypeError, r"^Scheduler\.submit: request_id must be a str, got int$"),
+                 (lambda: sched.cancel(5), TypeError, r"^Scheduler\.cancel: id must be a str, got int$"),
+                 (lambda: sched.status(5), TypeError, r"^Scheduler\.status: id must be a str, got int$"),
+                 (lambda: sched.turn_to(2**70), ValueError, r"^Scheduler\.turn_to: t 1180591620717411303424 is out of range"),
+                 (lambda: sched.metrics(label=5), TypeError, r"^Scheduler\.metrics: label must be a str, got int$"),
+                 (lambda: paraflex.SimulatedExecutor(fail_devices="3@1"), TypeError, r"^SimulatedExecutor: fail_devices must be a list of str, got str$"),
+                 (lambda: paraflex.SimulatedExecutor(seed=-1), ValueError, r"^--seed: expected an integer in \[0, 18446744073709551615\], got '-1'$"),
+                 (lambda: paraflex.ThreadExecutor(channels=-1), ValueError, r"^ThreadExecutor: channels -1 is out of range")]
+        for f, exc, message in cases:
+            with self.subTest(message=message), self.assertRaisesRegex(exc, message):
+                f()
+        self.assertIsNone(sched.error)  # refused at the call: the scheduler is still usable
+        sched.submit("flux-dev", 256, 256, 4)
+        sched.run()
+        self.assertEqual(sched.state("r1"), "completed")
+
     def test_turn_to_drives_virtual_time_step_by_step(self):
         sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
         sched.submit("flux-dev", 1024, 1024, 10, slo_s=30.0, arrival_s=2.0)
@@ -384,7 +411,8 @@ class ExecutorContract(unittest.TestCase):
             def now(self):
                 return 2**70
 
-        with self.assertRaisesRegex(ValueError, r"Huge.now\(\) returned 1180591620717411303424"):
+        with self.assertRaisesRegex(ValueError, r"Huge.now\(\) returned 1180591620717411303424; expected an int64 of microseconds, "
+                                                r"in \[-9223372036854775808, 9223372036854775807\]"):
             paraflex.Scheduler("slo-aware", Huge(), gpu="l20-inferred")
 
         class HugeId(InstantExecutor):

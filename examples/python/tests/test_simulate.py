@@ -84,6 +84,11 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
         a = without_host_timings(paraflex.simulate(workload=pathlib.Path(DEFAULT_WORKLOAD), policy="rssp"))
         self.assertEqual(a, without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="rssp")))
 
+    def test_a_bytes_workload_is_read_as_a_path(self):
+        # Regression: bytes were read as a list of rows ("workload[0] must be a dict, got int").
+        self.assertEqual(without_host_timings(paraflex.simulate(workload=os.fsencode(DEFAULT_WORKLOAD), policy="static:4")),
+                         without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="static:4")))
+
     def test_a_trace_is_written_when_asked(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "trace.json")
@@ -133,6 +138,14 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
         self.assert_message(["--straggler", "2@1"], stragglers=["2@1"])
         self.assert_message(["--fail-device", "1@nan"], fail_devices=["1@nan"])
 
+    def test_a_missing_bytes_workload_path(self):
+        self.assert_message(["--workload", "/no/such.csv"], workload=b"/no/such.csv")
+
+    def test_a_negative_or_too_large_seed(self):
+        # Regression: pybind11's "incompatible function arguments"; paraflex-sim refuses these seeds too.
+        self.assert_message(["--seed", "-1"], seed=-1)
+        self.assert_message(["--seed", str(2**64)], seed=2**64)
+
     def test_bad_rows_name_the_row_and_column(self):
         rows = [{"arrival_s": 0, "model": "flux-dev", "height": 1024, "width": 1024, "steps": 28},
                 {"arrival_s": 1, "model": "flux-dev", "height": 0, "width": 1024, "steps": 28}]
@@ -156,6 +169,22 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
             paraflex.simulate(workload=[1, 2])
         with self.assertRaises(TypeError):
             paraflex.simulate(policy=object())
+
+    def test_a_wrong_type_names_the_argument(self):
+        # Regression: pybind11's "incompatible function arguments" with the whole signature.
+        for kwargs, message in [(dict(fail_devices="3@1"), r"^simulate: fail_devices must be a list of str, got str$"),
+                                (dict(stragglers=[3]), r"^simulate: stragglers\[0\] must be a str, got int$"),
+                                (dict(seed="1"), r"^simulate: seed must be an int, got str$"),
+                                (dict(gpus=8.0), r"^simulate: gpus must be an int, got float$"),
+                                (dict(gpus_per_node="4"), r"^simulate: gpus_per_node must be an int, got str$"),
+                                (dict(gpu=5), r"^simulate: gpu must be a str, got int$"),
+                                (dict(jitter="0.1"), r"^simulate: jitter must be a number, got str$"),
+                                (dict(bound="yes"), r"^simulate: bound must be True or False, got str$")]:
+            with self.subTest(kwargs), self.assertRaisesRegex(TypeError, message):
+                paraflex.simulate(**kwargs)
+        # An int too large for the flag gets paraflex-sim's range message, not pybind11's.
+        with self.assertRaisesRegex(ValueError, r"^--gpus: Value 1099511627776 not in range 1 to 65536$"):
+            paraflex.simulate(gpus=2**40)
 
 
 if __name__ == "__main__":
