@@ -9,7 +9,8 @@
 // What it rejects (never guesses): a quote inside an unquoted field, text after a closing quote, an
 // unterminated quote, a header with an empty or duplicate column name (or, when the caller names the
 // columns it reads, one of those twice: the other columns are ignored, so they may repeat or have no
-// name, as a spreadsheet's trailing comma makes), and a row whose field count differs from the header's. Text must be UTF-8, so it also rejects, saying what the file seems to be:
+// name, as a spreadsheet's trailing comma makes), and a row whose field count differs from the
+// header's. Text must be UTF-8, so it also rejects, saying what the file seems to be:
 // a UTF-16/UTF-32 byte-order mark, a NUL byte anywhere (UTF-16/32 without a mark, or not text), a
 // carriage return outside quotes that does not end a line (CR-only line ends), and a column name that
 // is not valid UTF-8. Fields that callers read as text go through get_text(), which rejects invalid
@@ -171,49 +172,6 @@ class csv_reader {
   /// ("unknown columns are ignored", formats.md §1). Names must still be UTF-8 (they appear in messages).
   [[nodiscard]] result<std::size_t> read_header(std::initializer_list<std::string_view> read) { return read_header_checking(&read); }
 
- private:
-  [[nodiscard]] result<std::size_t> read_header_checking(const std::initializer_list<std::string_view>* read) {
-    const auto checked = [&](std::string_view name) { return read == nullptr || std::find(read->begin(), read->end(), name) != read->end(); };
-    if (header_read_) throw std::logic_error("csv_reader::read_header called twice");
-    auto got = read_record();
-    if (!got) return got.error();
-    if (!got.value()) return error_at_file("empty file: expected a header row");
-    header_read_ = true;
-    header_line_ = record_line_;
-    names_.clear();
-    for (std::size_t i = 0; i < spans_.size(); ++i) {
-      std::string name(trim(raw(i)));
-      if (name.empty() && read == nullptr) {
-        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
-      }
-      if (auto why = detail::utf8_problem(name); !why.empty()) {
-        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " name " + why};
-      }
-      names_.push_back(std::move(name));
-    }
-    // Duplicates by sorting (name, column) pairs: comparing every pair took 23 s on a 200,000-column
-    // header. Reported as the first column, in file order, that repeats an earlier name.
-    std::vector<std::pair<std::string_view, std::size_t>> sorted;
-    sorted.reserve(names_.size());
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      if (checked(names_[i])) sorted.emplace_back(names_[i], i);
-    }
-    std::sort(sorted.begin(), sorted.end());
-    std::optional<std::pair<std::size_t, std::size_t>> first_repeat;  // (earlier column, repeating column)
-    for (std::size_t k = 1; k < sorted.size(); ++k) {
-      // A run of one name is in column order: its first repeat is the second of the run.
-      const bool repeats = sorted[k].first == sorted[k - 1].first && (k == 1 || sorted[k - 2].first != sorted[k].first);
-      if (repeats && (!first_repeat || sorted[k].second < first_repeat->second)) first_repeat = {sorted[k - 1].second, sorted[k].second};
-    }
-    if (first_repeat) {
-      return input_error{file_, header_line_, names_[first_repeat->second],
-                         "duplicate column name in header (columns " + std::to_string(first_repeat->first + 1) + " and " +
-                             std::to_string(first_repeat->second + 1) + ")"};
-    }
-    return names_.size();
-  }
-
- public:
   /// Advances to the next data row: true when there is one, false at the end of the input, an error for
   /// a malformed record or a wrong field count. After an error the reader stays at the end.
   [[nodiscard]] result<bool> next_row() {
@@ -301,6 +259,48 @@ class csv_reader {
   }
 
  private:
+  // read_header(), strict when `read` is null, else only the names in `read` must be unique.
+  [[nodiscard]] result<std::size_t> read_header_checking(const std::initializer_list<std::string_view>* read) {
+    const auto checked = [&](std::string_view name) { return read == nullptr || std::find(read->begin(), read->end(), name) != read->end(); };
+    if (header_read_) throw std::logic_error("csv_reader::read_header called twice");
+    auto got = read_record();
+    if (!got) return got.error();
+    if (!got.value()) return error_at_file("empty file: expected a header row");
+    header_read_ = true;
+    header_line_ = record_line_;
+    names_.clear();
+    for (std::size_t i = 0; i < spans_.size(); ++i) {
+      std::string name(trim(raw(i)));
+      if (name.empty() && read == nullptr) {
+        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
+      }
+      if (auto why = detail::utf8_problem(name); !why.empty()) {
+        return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " name " + why};
+      }
+      names_.push_back(std::move(name));
+    }
+    // Duplicates by sorting (name, column) pairs: comparing every pair took 23 s on a 200,000-column
+    // header. Reported as the first column, in file order, that repeats an earlier name.
+    std::vector<std::pair<std::string_view, std::size_t>> sorted;
+    sorted.reserve(names_.size());
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      if (checked(names_[i])) sorted.emplace_back(names_[i], i);
+    }
+    std::sort(sorted.begin(), sorted.end());
+    std::optional<std::pair<std::size_t, std::size_t>> first_repeat;  // (earlier column, repeating column)
+    for (std::size_t k = 1; k < sorted.size(); ++k) {
+      // A run of one name is in column order: its first repeat is the second of the run.
+      const bool repeats = sorted[k].first == sorted[k - 1].first && (k == 1 || sorted[k - 2].first != sorted[k].first);
+      if (repeats && (!first_repeat || sorted[k].second < first_repeat->second)) first_repeat = {sorted[k - 1].second, sorted[k].second};
+    }
+    if (first_repeat) {
+      return input_error{file_, header_line_, names_[first_repeat->second],
+                         "duplicate column name in header (columns " + std::to_string(first_repeat->first + 1) + " and " +
+                             std::to_string(first_repeat->second + 1) + ")"};
+    }
+    return names_.size();
+  }
+
   struct span {
     std::size_t offset;
     std::size_t size;
