@@ -7,10 +7,16 @@
 //
 // The profile (--profile, default: the repository's step_latency.csv) is read only when a step time is
 // needed: for --load and for the alpha SLO rules. Output is byte-identical for the same flags.
+// A flag that the chosen mode would ignore (--rate with --load, --gpu without a profile use, ...) and an
+// empty flag value are usage errors, not no-ops. Long runs say how far they are on stderr (--quiet: not).
 // Exit status: 0 on success, 2 on bad usage or bad input ("paraflex-workload: error: ..." on stderr).
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -25,6 +31,7 @@
 
 #include "paraflex/core/csv.hpp"
 #include "paraflex/core/error.hpp"
+#include "paraflex/core/utf8.hpp"
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/sim/generators.hpp"
@@ -64,25 +71,43 @@ struct usage_error {
   return *v.value;
 }
 
+/// A model name as it will appear in the CSV and be matched against a profile: not empty, no blanks at
+/// its ends (the CSV reader would keep them, and no profile has them), no control characters (a newline
+/// would end the row).
+void check_model_name(std::string_view flag, std::string_view shown, std::string_view model) {
+  if (model.empty()) throw usage_error{fmt::format("{} '{}': empty model name", flag, shown)};
+  if (trim(model).size() != model.size()) {
+    throw usage_error{fmt::format("{} '{}': model name '{}' starts or ends with a blank", flag, shown, model)};
+  }
+  if (std::any_of(model.begin(), model.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    throw usage_error{fmt::format("{} '{}': model name has a control character", flag, shown)};
+  }
+}
+
 /// "1024" (square), "768x1360" (height x width), "720x1280x129" (video frames), each optionally
-/// prefixed "model:" to mix models.
+/// prefixed "model:" to mix models. Errors name the element of the list.
 [[nodiscard]] request_shape parse_shape(std::string_view text, const std::string& default_model) {
+  const std::string shown(text);
+  const auto bad = [&](std::string_view why) { return usage_error{fmt::format("--shapes '{}': {}", shown, why)}; };
+  if (text.empty()) throw bad("empty shape (two commas in a row, or one at an end?)");
   request_shape s;
   s.model = default_model;
   if (const auto colon = text.find(':'); colon != std::string_view::npos) {
     s.model = std::string(trim(text.substr(0, colon)));
     text = text.substr(colon + 1);
+    check_model_name("--shapes", shown, s.model);
   }
   const auto dims = split(text, 'x');
-  if (dims.size() > 3 || s.model.empty()) {
-    throw usage_error{fmt::format("--shapes: '{}' is not [MODEL:]SIZE, HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES", text)};
-  }
-  s.height = integer("--shapes", dims[0]);
-  s.width = dims.size() > 1 ? integer("--shapes", dims[1]) : s.height;
-  s.frames = dims.size() > 2 ? integer("--shapes", dims[2]) : 1;
-  if (s.height <= 0 || s.width <= 0 || s.frames <= 0) {
-    throw usage_error{fmt::format("--shapes: '{}': sizes and frames must be > 0", text)};
-  }
+  if (dims.size() > 3) throw bad("not [MODEL:]SIZE, HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES");
+  const auto dim = [&](const std::string& d) {
+    const auto v = parse_int(d);
+    if (!v) throw bad(fmt::format("not [MODEL:]SIZE, HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES ({})", v.message));
+    return *v.value;
+  };
+  s.height = dim(dims[0]);
+  s.width = dims.size() > 1 ? dim(dims[1]) : s.height;
+  s.frames = dims.size() > 2 ? dim(dims[2]) : 1;
+  if (s.height <= 0 || s.width <= 0 || s.frames <= 0) throw bad("sizes and frames must be > 0");
   return s;
 }
 
@@ -115,6 +140,9 @@ struct options {
   std::optional<double> load;
   std::uint64_t seed = 1;
   std::string output = "-";
+  bool quiet = false;
+  bool requests_given = false;  // --requests on the command line (0 is then an error, not "the default")
+  bool gpus_given = false;      // --gpus on the command line
 };
 
 /// Step times from the profile, loaded on first use.
@@ -178,7 +206,25 @@ class step_times {
   if (o.rate && !poisson && o.arrivals.rfind("trace:", 0) != 0) throw usage_error{"--rate: not for --arrivals phases"};
   if (!o.weights.empty() && o.mix != "weighted") throw usage_error{"--weights: only with --mix weighted"};
   if (!o.base_slo.empty() && o.slo_rule.rfind("fixed", 0) != 0) throw usage_error{"--base-slo: only with --slo-rule fixed"};
+  if (o.requests_given && o.requests == 0) {
+    throw usage_error{"--requests: must be >= 1 (omit it for the default: 300 for poisson, every arrival of a trace, one pass "
+                      "of the phases)"};
+  }
+  if (o.rate && !(std::isfinite(*o.rate) && *o.rate > 0.0)) throw usage_error{fmt::format("--rate: must be > 0, got {}", *o.rate)};
+  // --load rescales the arrival times last: a rate only matters where it sets how many requests come.
+  if (o.rate && o.load && !(poisson && o.duration_s > 0.0)) {
+    throw usage_error{"--rate: has no effect with --load (the arrival times are rescaled to the load); give one of them"};
+  }
+  const std::string rule_name = o.slo_rule.substr(0, o.slo_rule.find(':'));
+  const bool alpha_rule = rule_name == "alpha" || rule_name == "alpha-deg1";
+  if (!o.gpu.empty() && !o.load && !alpha_rule) {
+    throw usage_error{"--gpu: only with --load or --slo-rule alpha:A / alpha-deg1:A (nothing else reads the profile)"};
+  }
+  if (o.gpus_given && !o.load && rule_name != "alpha") {
+    throw usage_error{"--gpus: only with --load or --slo-rule alpha:A (nothing else uses the cluster size)"};
+  }
 
+  check_model_name("--model", o.model, o.model);
   std::vector<std::string> models;
   for (const auto& text : split(o.shapes, ',')) {
     shape_class c;
@@ -197,7 +243,14 @@ class step_times {
     if (o.weights.empty() || w.size() != g.shapes.size()) {
       throw usage_error{fmt::format("--weights: --mix weighted needs one weight per shape ({})", g.shapes.size())};
     }
-    for (std::size_t i = 0; i < w.size(); ++i) g.shapes[i].weight = number("--weights", w[i]);
+    double total = 0.0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      const double x = number("--weights", w[i]);
+      if (x < 0.0) throw usage_error{fmt::format("--weights: weight {} of {} is {}: must be >= 0", i + 1, w.size(), w[i])};
+      g.shapes[i].weight = x;
+      total += x;
+    }
+    if (!(total > 0.0)) throw usage_error{"--weights: every weight is 0: no shape could be drawn"};
   } else {
     throw usage_error{fmt::format("--mix: '{}' is not uniform, skewed or weighted", o.mix)};
   }
@@ -216,6 +269,7 @@ class step_times {
     g.arrivals = std::move(p);
   } else if (o.arrivals.rfind("trace:", 0) == 0) {
     const std::string path = o.arrivals.substr(6);
+    if (path.empty()) throw usage_error{"--arrivals: 'trace:' needs a file name (trace:FILE)"};
     g.arrivals = trace_arrivals{load_arrival_trace(path).value_or_throw(), o.rate.value_or(0.0)};
   } else {
     throw usage_error{fmt::format("--arrivals: '{}' is not poisson, phases:D@R,... or trace:FILE", o.arrivals)};
@@ -242,6 +296,9 @@ class step_times {
   if (rule == "none" && arg.empty()) {
     g.slo = slo_rule::none();
   } else if (rule == "fixed") {
+    if (colon != std::string::npos && arg.empty()) {
+      throw usage_error{"--slo-rule: 'fixed:' needs a scale after the colon, e.g. fixed:1.5 (plain fixed: scale 1)"};
+    }
     g.slo = slo_rule::fixed(arg.empty() ? 1.0 : number("--slo-rule", arg));
     const auto base = split(o.base_slo, ',');
     if (!o.base_slo.empty() && base.size() != g.shapes.size()) {
@@ -250,6 +307,9 @@ class step_times {
     for (std::size_t i = 0; i < g.shapes.size(); ++i) {
       if (!o.base_slo.empty()) {
         g.shapes[i].base_slo_s = number("--base-slo", base[i]);
+        if (!(g.shapes[i].base_slo_s > 0.0)) {
+          throw usage_error{fmt::format("--base-slo: value {} of {} is {}: must be > 0", i + 1, base.size(), base[i])};
+        }
       } else if (const auto t = tetriserve_base_slo(g.shapes[i].shape)) {
         g.shapes[i].base_slo_s = *t;
       } else {
@@ -283,7 +343,7 @@ class step_times {
     }
     if (a.rfind("--output=", 0) == 0 || (a.rfind("-o", 0) == 0 && a.rfind("--", 0) != 0)) continue;
     s += " ";
-    s += a;
+    s += printable(a);  // control characters (a CR from a CRLF script, a newline) would break the comment line
   }
   return s;
 }
@@ -301,72 +361,130 @@ class step_times {
   return e.what();
 }
 
+/// Removes the half-written output `path` after a failed write, so that it cannot pass for a workload;
+/// only a regular file (never /dev/full or a pipe).
+void remove_partial(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec)) std::filesystem::remove(path, ec);
+}
+
+/// Writes `w` as a workload CSV to `out`: the same bytes as one write_workload_csv call, but in blocks of
+/// rows, so that a large workload is never held as text in memory as a whole, and `progress(rows)` can
+/// say how far it is. Returns false when a write failed.
+template <class Progress>
+[[nodiscard]] bool write_in_blocks(std::ostream& out, workload& w, const std::string& comment, Progress&& progress) {
+  constexpr std::size_t block = 1 << 16;
+  workload part;
+  part.source = w.source;
+  std::ostringstream text;
+  for (std::size_t begin = 0;; begin += block) {
+    const std::size_t end = std::min(w.requests.size(), begin + block);
+    part.requests.assign(std::make_move_iterator(w.requests.begin() + static_cast<std::ptrdiff_t>(begin)),
+                         std::make_move_iterator(w.requests.begin() + static_cast<std::ptrdiff_t>(end)));
+    text.str({});
+    write_workload_csv(text, part, begin == 0 ? std::string_view(comment) : std::string_view{});
+    std::string_view rows = text.view();
+    if (begin > 0) rows.remove_prefix(rows.find('\n') + 1);  // the header row, already written with the first block
+    out.write(rows.data(), static_cast<std::streamsize>(rows.size()));
+    if (!out) return false;
+    progress(end);
+    if (end >= w.requests.size()) return true;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   options o;
   CLI::App app{"Writes a workload CSV (formats.md §1): arrivals x shape mix x steps x SLO rule.", tool};
-  app.add_option("--model", o.model, "model key for shapes without a MODEL: prefix")->capture_default_str();
-  app.add_option("--shapes", o.shapes, "comma list of [MODEL:]SIZE | HxW | HxWxFRAMES")->capture_default_str();
-  app.add_option("--mix", o.mix, "uniform | skewed (p ~ exp(tokens/max)) | weighted")->capture_default_str();
-  app.add_option("--weights", o.weights, "weights per shape for --mix weighted, comma list");
-  app.add_option("--arrivals", o.arrivals, "poisson | phases:DUR@RATE,... | trace:FILE")->capture_default_str();
-  app.add_option("--rate", o.rate, "poisson: requests/s (default 0.2); trace: rescale to this mean rate");
-  app.add_option("--requests", o.requests, "number of requests (poisson default 300; trace default all)");
-  app.add_option("--duration", o.duration_s, "poisson: stop at this many seconds");
-  app.add_option("--steps", o.steps, "denoising steps, or a comma list drawn uniformly")->capture_default_str();
+  const auto& non_empty = paraflex_bench::non_empty;  // `--flag "$UNSET"` is a mistake, not the default
+  app.add_option("--model", o.model, "model key for shapes without a MODEL: prefix")->capture_default_str()->check(non_empty);
+  app.add_option("--shapes", o.shapes, "comma list of [MODEL:]SIZE | HxW | HxWxFRAMES")->capture_default_str()->check(non_empty);
+  app.add_option("--mix", o.mix, "uniform | skewed (p ~ exp(tokens/max)) | weighted")->capture_default_str()->check(non_empty);
+  app.add_option("--weights", o.weights, "weights per shape for --mix weighted, comma list")->check(non_empty);
+  app.add_option("--arrivals", o.arrivals, "poisson | phases:DUR@RATE,... | trace:FILE")->capture_default_str()->check(non_empty);
+  app.add_option("--rate", o.rate, "poisson: requests/s (default 0.2); trace: rescale to this mean rate")->check(non_empty);
+  auto* requests = app.add_option("--requests", o.requests, "number of requests, >= 1 (default: poisson 300, trace all, phases one pass)")
+                       ->check(paraflex_bench::uint64_digits);
+  app.add_option("--duration", o.duration_s, "poisson: stop at this many seconds")->check(non_empty);
+  app.add_option("--steps", o.steps, "denoising steps, or a comma list drawn uniformly")->capture_default_str()->check(non_empty);
   app.add_option("--slo-rule", o.slo_rule,
                  "none | fixed[:SCALE] (base SLO per shape x SCALE) | alpha:A (A x latency at the fastest degree "
                  "<= --gpus) | alpha-deg1:A (A x latency on 1 GPU)")
-      ->capture_default_str();
-  app.add_option("--base-slo", o.base_slo, "fixed rule: base SLO seconds per shape (default: TetriServe's 1.5,2,3,5)");
-  app.add_option("--labels", o.labels, "class labels: resolution | size (S/M/L)")->capture_default_str();
-  app.add_option("--priority-weights", o.priority_weights, "draw priority i with weight i (comma list)");
+      ->capture_default_str()
+      ->check(non_empty);
+  app.add_option("--base-slo", o.base_slo, "fixed rule: base SLO seconds per shape (default: TetriServe's 1.5,2,3,5)")->check(non_empty);
+  app.add_option("--labels", o.labels, "class labels: resolution | size (S/M/L)")->capture_default_str()->check(non_empty);
+  app.add_option("--priority-weights", o.priority_weights, "draw priority i with weight i (comma list)")->check(non_empty);
 #ifdef PARAFLEX_DATA_DIR
   o.profile = PARAFLEX_DATA_DIR "/profiles/step_latency.csv";
 #endif
-  app.add_option("--profile", o.profile, "step-latency profile CSV (for --load and alpha SLOs)")->capture_default_str();
-  app.add_option("--gpu", o.gpu, "GPU type of the profile rows (default: the only one for the models)");
-  app.add_option("--gpus", o.gpus, "cluster size for --load and the fastest degree")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  app.add_option("--load", o.load, "rescale arrivals to this offered load: sum(steps x step time on 1 GPU) / (gpus x span)");
+  app.add_option("--profile", o.profile, "step-latency profile CSV (for --load and alpha SLOs)")->capture_default_str()->check(non_empty);
+  app.add_option("--gpu", o.gpu, "GPU type of the profile rows, with --load or alpha SLOs (default: the only one for the models)")
+      ->check(non_empty);
+  auto* gpus = app.add_option("--gpus", o.gpus, "cluster size, with --load or --slo-rule alpha:A")
+                   ->capture_default_str()
+                   ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--load", o.load, "rescale arrivals to this offered load: sum(steps x step time on 1 GPU) / (gpus x span)")->check(non_empty);
   app.add_option("--seed", o.seed, "random seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
-  app.add_option("-o,--output", o.output, "output file, - for stdout")->capture_default_str();
+  app.add_option("-o,--output", o.output, "output file, - for stdout")->capture_default_str()->check(non_empty);
+  app.add_flag("--quiet", o.quiet, "no notes, progress or summary on stderr (errors only)");
 
   const auto status = paraflex_bench::parse_command_line(app, argc, argv, [](const char* message) {
-    std::cerr << tool << ": error: " << message << "\n";
+    std::cerr << tool << ": error: " << printable(message) << "\n";
   });
   if (status) return *status;
+  o.requests_given = requests->count() > 0;
+  o.gpus_given = gpus->count() > 0;
 
+  const std::string shown_output = o.output == "-" ? std::string("stdout") : printable(o.output);
+  bool created = false;  // a file of ours that a failure must not leave behind half-written
   try {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     step_times times(o.profile, o.gpu, o.gpus);
     const workload_generator g = build(o, times);
-    const workload w = generate_workload(g).value_or_throw();
-    for (const auto& note : times.notes()) std::cerr << tool << ": note: " << note << "\n";
-
-    std::ostringstream text;
-    write_workload_csv(text, w, command_line(argc, argv));
+    workload w = generate_workload(g).value_or_throw();
+    const std::size_t n = w.requests.size();
+    if (!o.quiet) {
+      for (const auto& note : times.notes()) std::cerr << tool << ": note: " << note << "\n";
+      if (elapsed() >= 2.0) std::cerr << fmt::format("{}: generated {} requests in {:.1f} s, writing\n", tool, n, elapsed());
+    }
+    // Long runs only, at most one line every 2 s.
+    double next_line_s = std::max(2.0, elapsed() + 2.0 * static_cast<double>(elapsed() >= 2.0));
+    const auto progress = [&](std::size_t rows) {
+      if (o.quiet || rows == n) return;
+      const double s = elapsed();
+      if (s < next_line_s) return;
+      next_line_s = s + 2.0;
+      std::cerr << fmt::format("{}: wrote {}/{} requests, {:.1f} s elapsed\n", tool, rows, n, s);
+    };
+    const std::string comment = command_line(argc, argv);
     if (o.output == "-") {
-      std::cout << text.str() << std::flush;
-      if (!std::cout) throw usage_error{"cannot write to stdout"};
+      if (!write_in_blocks(std::cout, w, comment, progress) || !std::cout.flush()) throw usage_error{"cannot write to stdout"};
     } else {
       std::ofstream out(o.output, std::ios::binary);
-      if (!out) throw usage_error{fmt::format("--output: cannot open '{}' for writing", o.output)};
-      out << text.str();
-      out.flush();
-      if (!out) throw usage_error{fmt::format("--output: cannot write '{}'", o.output)};
+      if (!out) throw usage_error{fmt::format("--output: cannot open '{}' for writing", shown_output)};
+      created = true;
+      if (!write_in_blocks(out, w, comment, progress) || !out.flush()) {
+        throw usage_error{fmt::format("--output: cannot write '{}' (disk full?)", shown_output)};
+      }
+      out.close();
+      if (!out) throw usage_error{fmt::format("--output: cannot write '{}' (disk full?)", shown_output)};
+      created = false;
     }
-    std::cerr << tool << ": wrote " << w.requests.size() << " requests to " << (o.output == "-" ? "stdout" : o.output)
-              << "\n";
+    if (!o.quiet) std::cerr << tool << ": wrote " << n << " requests to " << shown_output << "\n";
     return 0;
   } catch (const usage_error& e) {
-    std::cerr << tool << ": error: " << e.message << "\n";
-    return 2;
+    std::cerr << tool << ": error: " << printable(e.message) << "\n";
   } catch (const input_exception& e) {
     const auto& err = e.error();
-    std::cerr << tool << ": error: " << (err.file == "<generator>" ? generator_message(err) : err.what()) << "\n";
-    return 2;
+    std::cerr << tool << ": error: " << (err.file == "<generator>" ? printable(generator_message(err)) : err.what()) << "\n";
   } catch (const std::exception& e) {
     std::cerr << tool << ": internal error: " << e.what() << "\n";
+    if (created) remove_partial(o.output);
     return 1;
   }
+  if (created) remove_partial(o.output);
+  return 2;
 }

@@ -1,0 +1,344 @@
+#!/usr/bin/python3
+"""Command-line tests of paraflex-workload and paraflex-tune, run by ctest in every build.
+
+    paraflex_tools_cli.py PATH/TO/paraflex-workload PATH/TO/paraflex-tune PATH/TO/paraflex-sim PATH/TO/bench/data GROUP
+
+GROUP is one of the names in GROUPS below (ctest runs each as its own test). Standard library only.
+Each check is a sentence that says what must hold; it prints FAIL: ... when it does not, and the script
+exits 1 if any failed, 0 otherwise. Bad input must give exit status 2 and a message that names the flag
+(and the file and line, for a file) - never a crash, a hang, or a silent default.
+"""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    if not ok:
+        failures += 1
+        print("FAIL:", what)
+    return ok
+
+
+def run(exe, args, timeout=120, stdout=None):
+    p = subprocess.run([exe, *args], stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    try:
+        out = (p.stdout or b"").decode("utf-8")
+        err = p.stderr.decode("utf-8")
+    except UnicodeDecodeError as e:
+        check(False, f"{args}: output is UTF-8 ({e})")
+        out, err = (p.stdout or b"").decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return p.returncode, out, err
+
+
+def gen(args, **kw):
+    return run(WORKLOAD, args, **kw)
+
+
+def tune(args, **kw):
+    return run(TUNE, args, **kw)
+
+
+def write(path, text):
+    with open(path, "w", newline="") as f:
+        f.write(text)
+    return path
+
+
+def rows_of(text):
+    """The data rows of a workload CSV (comment lines dropped), as dicts."""
+    lines = [l for l in text.splitlines(keepends=True) if not l.startswith("#")]
+    return list(csv.DictReader(io.StringIO("".join(lines))))
+
+
+def expect_usage_error(what, rc, out, err, tool, words, stdout_empty=True):
+    """Exit 2, one error line that starts with 'TOOL: error: ' and holds every word of `words`."""
+    check(rc == 2, f"{what}: exit status 2 (got {rc}; stderr {err.strip()[-300:]!r})")
+    check(err.startswith(f"{tool}: error: "), f"{what}: stderr starts with '{tool}: error: ' (got {err.strip()[:300]!r})")
+    for w in words:
+        check(w in err, f"{what}: the message contains {w!r} (got {err.strip()[:400]!r})")
+    if stdout_empty:
+        check(out == "", f"{what}: nothing on stdout (got {out[:200]!r})")
+
+
+# ------------------------------------------------------------------------------------------------
+# paraflex-workload
+
+
+def group_workload(d):
+    # A default run: 300 Poisson requests, a comment line with the flags, then the formats §1 columns.
+    rc, out, err = gen([])
+    check(rc == 0, f"a run without flags exits 0 ({err.strip()[-300:]})")
+    check(out.startswith("# paraflex-workload"), "the output starts with a comment line naming the tool and its flags")
+    rows = rows_of(out)
+    check(len(rows) == 300, f"a run without flags writes the default 300 requests (got {len(rows)})")
+    check([r["request_id"] for r in rows] == [str(i) for i in range(1, 301)], "request ids are 1..n in arrival order")
+    check(all(float(a["arrival_s"]) <= float(b["arrival_s"]) for a, b in zip(rows, rows[1:])), "arrivals are sorted")
+    check("wrote 300 requests to stdout" in err, f"stderr says how many requests were written ({err.strip()!r})")
+
+    # Determinism: same flags, same bytes; another seed, another workload; -o FILE = stdout.
+    args = ["--requests", "200", "--mix", "skewed", "--slo-rule", "alpha:3", "--load", "0.9", "--seed", "7",
+            "--profile", PROFILE]
+    rc1, out1, _ = gen(args)
+    rc2, out2, _ = gen(args)
+    check(rc1 == 0 and out1 == out2, "the same flags write byte-identical output")
+    _, out3, _ = gen(args[:-3] + ["8", "--profile", PROFILE])
+    check(out3 != out1, "another seed writes another workload")
+    path = os.path.join(d, "w.csv")
+    rc, _, err = gen(args + ["-o", path])
+    check(rc == 0 and open(path, newline="").read() == out1, "-o FILE writes the same bytes as stdout (the comment leaves -o out)")
+
+    # The generated file is accepted by paraflex-sim and has every request.
+    rc, sim_out, err = run(SIM, ["--workload", path, "--profile", PROFILE, "--policy", "rssp", "--format", "json", "--quiet"])
+    check(rc == 0, f"paraflex-sim accepts the generated file ({err.strip()[-300:]})")
+    try:
+        n = json.loads(sim_out)["workload"]["requests"]
+    except (ValueError, KeyError) as e:
+        n = f"no JSON ({e})"
+    check(n == 200, f"paraflex-sim reads all 200 generated requests (got {n})")
+
+    # --load: the offered load of the file (formats §5) is the target.
+    step1 = {}
+    with open(PROFILE, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["model"] == "flux-dev" and r["gpu"] == "l20-inferred" and r["degree"] == "1" and r["frames"] == "1":
+                step1[(int(r["height"]), int(r["width"]))] = float(r["step_s"])
+    rows = rows_of(out1)
+    work = sum(int(r["steps"]) * step1[(int(r["height"]), int(r["width"]))] for r in rows)
+    times = [float(r["arrival_s"]) for r in rows]
+    load = work / (8 * (max(times) - min(times)))
+    check(abs(load - 0.9) < 1e-3, f"--load 0.9 --gpus 8 (default) gives an offered load of 0.9 (got {load:.6f})")
+    check(all(float(r["slo_s"]) > 0 for r in rows), "--slo-rule alpha:3 gives every request an SLO")
+
+    # Fixed SLOs are TetriServe's 1.5/2/3/5 s by resolution.
+    rc, out, err = gen(["--requests", "100", "--slo-rule", "fixed", "--seed", "3"])
+    base = {"256": 1.5, "512": 2.0, "1024": 3.0, "2048": 5.0}
+    check(rc == 0 and all(abs(float(r["slo_s"]) - base[r["height"]]) < 1e-9 for r in rows_of(out)),
+          "--slo-rule fixed gives 1.5/2/3/5 s SLOs by resolution")
+
+    # Other arrival processes.
+    trace = write(os.path.join(d, "trace.txt"), "10\n12\n15\n15.5\n20\n")
+    rc, out, err = gen(["--arrivals", "trace:" + trace])
+    check(rc == 0 and [float(r["arrival_s"]) for r in rows_of(out)] == [0, 2, 5, 5.5, 10],
+          f"--arrivals trace:FILE replays every arrival, shifted to start at 0 ({err.strip()[-200:]})")
+    rc, out, err = gen(["--arrivals", "phases:100@0.5,100@0", "--seed", "2"])
+    ts = [float(r["arrival_s"]) for r in rows_of(out)]
+    check(rc == 0 and ts and max(ts) < 100, "--arrivals phases: no arrival in a phase of rate 0")
+
+    # A CR in a flag (a script saved with CRLF line ends) must not break the comment line.
+    crlf = os.path.join(d, "crlf.csv")
+    rc, _, err = gen(["--steps", "20\r", "--requests", "5", "-o", crlf])
+    check(rc == 0, f"--steps '20<CR>' is accepted ({err.strip()})")
+    rc, _, err = run(SIM, ["--workload", crlf, "--policy", "rssp", "--quiet"])
+    check(rc == 0, f"paraflex-sim accepts a file generated with a CR in a flag ({err.strip()[-300:]})")
+
+    # --quiet: nothing on stderr.
+    rc, out, err = gen(["--requests", "5", "--quiet"])
+    check(rc == 0 and err == "", f"--quiet writes nothing on stderr (got {err!r})")
+
+
+def group_workload_large(d):
+    # 300,000 rows: written in blocks, the header once, every row, and the same bytes to a file and stdout.
+    n = 150_000
+    args = ["--requests", str(n), "--steps", "20,50", "--slo-rule", "fixed:2", "--seed", "11", "--quiet"]
+    path = os.path.join(d, "big.csv")
+    rc, _, err = gen(args + ["-o", path], timeout=60)
+    if not check(rc == 0 and err == "", f"{n} requests: exit 0, quiet ({err.strip()[-300:]})"):
+        return
+    text = open(path, newline="").read()
+    check(text.count("arrival_s,request_id") == 1, "a large output has exactly one header row")
+    rows = rows_of(text)
+    check(len(rows) == n, f"a large output has every row (got {len(rows)})")
+    check([r["request_id"] for r in rows[65530:65540]] == [str(i) for i in range(65531, 65541)],
+          "rows run on across a block boundary without a gap or a repeat")
+    rc, out, _ = gen(args, timeout=60)
+    check(rc == 0 and out == text, "a large output is the same bytes on stdout and in a file")
+    if os.path.exists("/dev/full"):
+        rc, out, err = gen(["--requests", "10", "-o", "/dev/full"])
+        expect_usage_error("-o /dev/full", rc, out, err, "paraflex-workload", ["--output", "/dev/full", "cannot write"])
+        rc, out, err = gen(["--requests", "10"], stdout=open("/dev/full", "wb"))
+        check(rc == 2 and "cannot write to stdout" in err, f"a full stdout is exit 2, not success ({rc}, {err.strip()!r})")
+
+
+def group_workload_bad_input(d):
+    W = "paraflex-workload"
+    trace = write(os.path.join(d, "trace.txt"), "1\n2\n3\n")
+    bad_trace = write(os.path.join(d, "bad_trace.txt"), "1\n2\nsoon\n")
+    bad_profile = write(os.path.join(d, "bad_profile.csv"), "model,gpu,height,width,frames,degree,step_s\nflux-dev,h100,256,256,1,1,fast\n")
+    os.mkdir(os.path.join(d, "adir"))
+    cases = [
+        # what, flags, words the message must hold
+        ("an empty --load", ["--load", ""], ["--load", "empty value"]),
+        ("an empty --rate", ["--rate", ""], ["--rate", "empty value"]),
+        ("an empty --requests", ["--requests", ""], ["--requests"]),
+        ("an empty --priority-weights", ["--priority-weights", ""], ["--priority-weights", "empty value"]),
+        ("an empty --model", ["--model", ""], ["--model"]),
+        ("an empty --output", ["-o", ""], ["--output", "empty value"]),
+        ("--requests -1", ["--requests", "-1"], ["--requests", "'-1'"]),
+        ("--requests 0", ["--requests", "0"], ["--requests", ">= 1"]),
+        ("--requests not a number", ["--requests", "many"], ["--requests"]),
+        ("--requests beyond the generator's limit", ["--requests", "50000001"], ["--requests", "more than"]),
+        ("--rate 0", ["--rate", "0"], ["--rate", "> 0"]),
+        ("--rate nan", ["--rate", "nan"], ["--rate"]),
+        ("--rate 0 for a trace", ["--arrivals", "trace:" + trace, "--rate", "0"], ["--rate", "> 0"]),
+        ("--rate with --load", ["--rate", "0.5", "--load", "1"], ["--rate", "--load"]),
+        ("--duration for phases", ["--arrivals", "phases:10@1", "--duration", "5"], ["--duration", "poisson"]),
+        ("a negative --duration", ["--duration", "-5"], ["--duration", ">= 0"]),
+        ("--load 0", ["--load", "0"], ["--load", "> 0"]),
+        ("--load inf", ["--load", "inf"], ["--load"]),
+        ("--gpus 0", ["--gpus", "0", "--load", "1"], ["--gpus"]),
+        ("--gpus without a use", ["--gpus", "4"], ["--gpus", "--load"]),
+        ("--gpu without a use", ["--gpu", "h20"], ["--gpu", "--load"]),
+        ("--seed -1", ["--seed", "-1"], ["--seed", "'-1'"]),
+        ("an unknown --mix", ["--mix", "Skewed"], ["--mix", "'Skewed'"]),
+        ("--weights without --mix weighted", ["--weights", "1,1,1,1"], ["--weights", "--mix weighted"]),
+        ("too few --weights", ["--mix", "weighted", "--weights", "1,2"], ["--weights", "one weight per shape"]),
+        ("a negative weight", ["--mix", "weighted", "--weights", "1,-1,1,1"], ["--weights", "weight 2 of 4", ">= 0"]),
+        ("every weight 0", ["--mix", "weighted", "--weights", "0,0,0,0"], ["--weights", "every weight is 0"]),
+        ("an empty shape", ["--shapes", "256,,512"], ["--shapes", "empty shape"]),
+        ("a shape without a width", ["--shapes", "256,1024x"], ["--shapes '1024x'"]),
+        ("a shape of size 0", ["--shapes", "0"], ["--shapes '0'", "> 0"]),
+        ("a shape with four sizes", ["--shapes", "2x2x2x2"], ["--shapes '2x2x2x2'"]),
+        ("a shape with an empty model", ["--shapes", ":256"], ["--shapes ':256'", "empty model"]),
+        ("a model name with blanks", ["--model", " flux-dev"], ["--model", "blank"]),
+        ("a model name with a newline", ["--model", "flux\ndev"], ["--model", "control character"]),
+        ("zero steps", ["--steps", "0"], ["--steps", "> 0"]),
+        ("steps that are not a number", ["--steps", "20,lots"], ["--steps", "'lots'"]),
+        ("an unknown SLO rule", ["--slo-rule", "tight"], ["--slo-rule", "'tight'"]),
+        ("fixed: without a scale", ["--slo-rule", "fixed:"], ["--slo-rule", "fixed:"]),
+        ("alpha without a multiple", ["--slo-rule", "alpha"], ["--slo-rule", "alpha:3"]),
+        ("a zero SLO scale", ["--slo-rule", "fixed:0"], ["--slo-rule", "> 0"]),
+        ("--base-slo without fixed", ["--base-slo", "1,2,3,4"], ["--base-slo", "fixed"]),
+        ("a zero base SLO", ["--slo-rule", "fixed", "--base-slo", "0,2,3,4"], ["--base-slo", "value 1 of 4", "> 0"]),
+        ("a shape without a default base SLO", ["--slo-rule", "fixed", "--shapes", "300"], ["--base-slo", "300px"]),
+        ("an unknown --labels", ["--labels", "tiers"], ["--labels", "'tiers'"]),
+        ("a negative priority weight", ["--priority-weights", "1,-1"], ["--priority-weights"]),
+        ("an unknown arrival process", ["--arrivals", "uniform"], ["--arrivals", "'uniform'"]),
+        ("a phase without a rate", ["--arrivals", "phases:10"], ["--arrivals", "DURATION@RATE"]),
+        ("phases of rate 0 only", ["--arrivals", "phases:10@0"], ["--arrivals", "rate 0"]),
+        ("trace: without a file", ["--arrivals", "trace:"], ["--arrivals", "trace:FILE"]),
+        ("a missing trace file", ["--arrivals", "trace:" + os.path.join(d, "no.txt")], [os.path.join(d, "no.txt"), "cannot open"]),
+        ("a directory as trace", ["--arrivals", "trace:" + os.path.join(d, "adir")], ["adir", "directory"]),
+        ("a bad trace line", ["--arrivals", "trace:" + bad_trace], [bad_trace + ":3:", "'soon'"]),
+        ("more requests than the trace has", ["--arrivals", "trace:" + trace, "--requests", "5"], ["--requests", "only 3"]),
+        ("a missing profile", ["--load", "1", "--profile", os.path.join(d, "no.csv")], [os.path.join(d, "no.csv"), "cannot open"]),
+        ("a bad profile line", ["--load", "1", "--profile", bad_profile], [bad_profile + ":2:", "step_s"]),
+        ("a model the profile lacks", ["--load", "1", "--model", "no-such-model", "--profile", PROFILE], ["no-such-model"]),
+        ("an unknown flag", ["--sead", "1"], ["--sead"]),
+        ("an output in a missing folder", ["-o", os.path.join(d, "no", "w.csv")], ["--output", "cannot open"]),
+    ]
+    for what, args, words in cases:
+        rc, out, err = gen(args)
+        expect_usage_error(what, rc, out, err, W, words)
+    rc, out, err = gen(["--help"])
+    check(rc == 0 and "--quiet" in out and "--requests" in out, "--help exits 0 and lists the flags")
+
+
+# ------------------------------------------------------------------------------------------------
+# paraflex-tune
+
+
+def group_tune(d):
+    args = ["--policy", "round-based", "--param", "round_steps=1,5", "--param", "mid_round=wait,admit", "--seed", "3"]
+    rc, out, err = tune(args)
+    check(rc == 0, f"a grid on the embedded workload exits 0 ({err.strip()[-300:]})")
+    lines = out.splitlines()
+    check(lines and lines[0].startswith("workload <embedded workload> (300 requests), 8 x"), f"the first line names the input ({lines[:1]})")
+    runs = [l.split()[0] for l in lines if l.startswith("round-based")]
+    check(runs == ["round-based", "round-based:round_steps=1:mid_round=wait", "round-based:round_steps=5:mid_round=wait",
+                   "round-based:round_steps=1:mid_round=admit", "round-based:round_steps=5:mid_round=admit"],
+          f"the defaults run first, then every setting of the grid (got {runs})")
+    check(any(l.startswith("best: round-based") for l in lines), "the best setting is reported")
+    check(any(l.startswith("gain over the defaults: ") and "points of SLO attainment" in l for l in lines),
+          "the gain over the defaults is reported")
+    rc2, out2, _ = tune(args)
+    check(rc2 == 0 and out2 == out, "the same flags print byte-identical output")
+    rc, out, err = tune(["--policy", "round-based", "--param", "round_steps=1, 2", "--objective", "latency", "--quiet"])
+    check(rc == 0 and err == "", f"--quiet: nothing on stderr; blanks around values are dropped ({err.strip()[-300:]})")
+    check("s less mean latency" in out, "--objective latency reports the gain as less mean latency")
+    # A policy that needs the searched parameter has no baseline.
+    rc, out, err = tune(["--policy", "static", "--param", "degree=1,2"])
+    check(rc == 0 and "(no baseline: 'static'" in out, f"static --param degree=...: runs without a baseline ({err.strip()[-300:]})")
+    rc, out, err = tune(["--help"])
+    check(rc == 0 and "paraflex-tune" in out and "--quiet" in out and "=slo" in out, "--help names the tool, its flags and defaults")
+
+
+def group_tune_bad_input(d):
+    T = "paraflex-tune"
+    bad_workload = write(os.path.join(d, "bad.csv"), "arrival_s,model,height,width,steps\n0,flux-dev,256,256,many\n")
+    no_slo = write(os.path.join(d, "no_slo.csv"), "arrival_s,model,height,width,steps\n0,flux-dev,256,256,20\n1,flux-dev,512,512,20\n")
+    heads = os.path.join(d, "heads.csv")
+    with open(PROFILE, newline="") as f, open(heads, "w", newline="") as g:
+        for i, line in enumerate(f.read().splitlines()):
+            g.write(line + (",heads\n" if i == 0 else ",24\n"))
+    os.mkdir(os.path.join(d, "adir"))
+    grid = ["--policy", "round-based", "--param", "round_steps=1,2"]
+    cases = [
+        # what, flags, words the message must hold. Every one fails before the first run: nothing on stdout.
+        ("no --param", ["--policy", "rssp"], ["--param"]),
+        ("no --policy", ["--param", "x=1"], ["--policy"]),
+        ("an empty --policy", ["--policy", "", "--param", "x=1"], ["--policy", "empty value"]),
+        ("an unknown policy", ["--policy", "nosuch", "--param", "x=1"], ["--policy 'nosuch'", "unknown policy", "round-based"]),
+        ("a list of policies", ["--policy", "rssp,slo-aware", "--param", "x=1"], ["--policy 'rssp,slo-aware'", "one policy"]),
+        ("a bad parameter in --policy", ["--policy", "round-based:foo=1", "--param", "round_steps=1,2"], ["--policy 'round-based:foo=1'", "'foo'"]),
+        ("--param without =", ["--policy", "round-based", "--param", "round_steps"], ["--param 'round_steps'", "KEY=V1,V2"]),
+        ("--param without a name", ["--policy", "round-based", "--param", "=1"], ["--param '=1'", "empty parameter name"]),
+        ("--param with an empty value", ["--policy", "round-based", "--param", "round_steps=1,,2"], ["--param 'round_steps=1,,2'", "value 2 of 3 is empty"]),
+        ("--param with a repeated value", ["--policy", "round-based", "--param", "round_steps=1,1"], ["--param 'round_steps=1,1'", "twice"]),
+        ("--param smuggling a second parameter", ["--policy", "round-based", "--param", "round_steps=1:mid_round=admit"],
+         ["--param 'round_steps=1:mid_round=admit'", "':'"]),
+        ("a parameter the policy does not have", ["--policy", "round-based", "--param", "foo=1,2"], ["--param 'foo=1,2'", "unknown parameter 'foo'"]),
+        ("a parameter rssp does not have", ["--policy", "rssp", "--param", "x=1"], ["--param 'x=1'", "unknown parameter 'x'"]),
+        ("a bad value after a good one", ["--policy", "round-based", "--param", "round_steps=1,abc"], ["--param 'round_steps=1,abc'", "'abc'"]),
+        ("a value out of range", ["--policy", "round-based", "--param", "round_steps=1,0"], ["--param 'round_steps=1,0'", "out of range"]),
+        ("a bad value of the second --param", grid + ["--param", "mid_round=wait,later"], ["--param 'mid_round=wait,later'", "'later'"]),
+        ("the same key in two --param", ["--policy", "round-based", "--param", "round_steps=1", "--param", "round_steps=2"],
+         ["--param 'round_steps=2'", "already searched"]),
+        ("a key set in --policy", ["--policy", "round-based:round_steps=5", "--param", "round_steps=1,2"], ["--param 'round_steps=1,2'", "already set in --policy"]),
+        ("a degree beyond --gpus", ["--policy", "static", "--param", "degree=1,16"], ["--param 'degree=1,16'", "out of range"]),
+        ("a degree the model's heads do not allow", ["--policy", "static", "--param", "degree=1,5", "--profile", heads],
+         ["--param 'degree=1,5'", "does not allow degree 5"]),
+        ("more than 10,000 settings", ["--policy", "slo-aware", "--param", "margin=" + ",".join(f"0.{i:03d}" for i in range(101)),
+                                       "--param", "capacity=" + ",".join(f"0.{i:03d}" for i in range(1, 101))], ["--param", "10,000"]),
+        ("an objective no request can score", grid + ["--workload", no_slo], ["--objective slo", "no request", "deadline"]),
+        ("goodput with no deadline", grid + ["--workload", no_slo, "--objective", "goodput"], ["--objective goodput", "deadline"]),
+        ("an unknown objective", grid + ["--objective", "fast"], ["--objective"]),
+        ("a missing workload", grid + ["--workload", os.path.join(d, "no.csv")], [os.path.join(d, "no.csv"), "cannot open"]),
+        ("a directory as workload", grid + ["--workload", os.path.join(d, "adir")], ["adir", "directory"]),
+        ("a bad workload line", grid + ["--workload", bad_workload], [bad_workload + ":2:", "steps"]),
+        ("an empty --workload", grid + ["--workload", ""], ["--workload", "empty value"]),
+        ("a missing profile", grid + ["--profile", os.path.join(d, "no.csv")], [os.path.join(d, "no.csv"), "cannot open"]),
+        ("an unknown GPU type", grid + ["--gpu", "tpu"], ["--gpu", "'tpu'"]),
+        ("--gpus 0", grid + ["--gpus", "0"], ["--gpus"]),
+        ("--gpus-per-node above --gpus", grid + ["--gpus-per-node", "16"], ["--gpus-per-node 16", "--gpus 8"]),
+        ("partial nodes", grid + ["--gpus", "8", "--gpus-per-node", "3"], ["--gpus 8", "--gpus-per-node 3"]),
+        ("--seed -1", grid + ["--seed", "-1"], ["--seed", "'-1'"]),
+    ]
+    for what, args, words in cases:
+        rc, out, err = tune(args)
+        expect_usage_error(what, rc, out, err, T, words)
+    if os.path.exists("/dev/full"):
+        rc, _, err = tune(grid, stdout=open("/dev/full", "wb"))
+        check(rc == 2 and "cannot write to stdout" in err, f"a full stdout is exit 2, not success ({rc}, {err.strip()!r})")
+
+
+GROUPS = {"workload": group_workload, "workload_large": group_workload_large, "workload_bad_input": group_workload_bad_input,
+          "tune": group_tune, "tune_bad_input": group_tune_bad_input}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6 or sys.argv[5] not in GROUPS:
+        sys.exit(f"usage: {sys.argv[0]} PARAFLEX_WORKLOAD PARAFLEX_TUNE PARAFLEX_SIM DATA_DIR {{{'|'.join(GROUPS)}}}")
+    WORKLOAD, TUNE, SIM = (os.path.abspath(p) for p in sys.argv[1:4])
+    PROFILE = os.path.join(sys.argv[4], "profiles", "step_latency.csv")
+    with tempfile.TemporaryDirectory(prefix="paraflex-tools-cli-") as tmp:
+        GROUPS[sys.argv[5]](tmp)
+    print(f"{sys.argv[5]}: {'ok' if failures == 0 else f'{failures} failed'}")
+    sys.exit(1 if failures else 0)
