@@ -12,6 +12,7 @@
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
+#include "paraflex/testing/invariants.hpp"
 
 using namespace paraflex;
 
@@ -102,6 +103,26 @@ TEST_CASE("A batched step runs every member at once, costs the batched time and 
   // The device was busy 3 x 220 ms, counted once, and each member is charged a quarter of it.
   REQUIRE(r.s.gpu_busy_seconds() == Approx(0.66));
   for (const auto& rec : r.s.state().requests) REQUIRE(rec.gpu_busy_s == Approx(0.165));
+}
+
+TEST_CASE("The invariant checker lets the members of one batched step share its devices, and still flags two launches on one device", "[batching][invariants]") {
+  batch_on_zero p;
+  run_of<batch_on_zero> r(p);
+  testing::invariant_checker chk;
+  r.s.on_task_record([&](const task_record& t) { r.records.push_back(t); chk.observe_task(t); });
+  r.s.on_request_end([&](const request_record& rec) { chk.observe_end(rec); });
+  for (int i = 0; i < 4; ++i) r.s.submit(spec("b" + std::to_string(i)));
+  r.s.run();
+  REQUIRE(std::any_of(r.records.begin(), r.records.end(), [](const task_record& t) { return t.batch == 4; }));
+  const auto v = chk.violations(r.s.state());
+  INFO(testing::join_lines(v));
+  REQUIRE(v.empty());
+  // Two different launches overlapping on device 0 are still a violation.
+  testing::invariant_checker bad;
+  bad.observe_task(task_record{0, {task_kind::encode, -1}, device_group{0}, 0, 10, true, 1, 1});
+  bad.observe_task(task_record{1, {task_kind::encode, -1}, device_group{0}, 5, 15, true, 2, 1});
+  const auto w = bad.violations(scheduler_state{});
+  REQUIRE(std::count_if(w.begin(), w.end(), [](const std::string& m) { return m.find("device 0 ran two things at once") != std::string::npos; }) == 1);
 }
 
 TEST_CASE("Members with different step indices batch together and each keeps its own trajectory", "[batching]") {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -192,6 +193,42 @@ TEST_CASE("A request cancelled before its arrival ends once and never arrives", 
   REQUIRE(s.client().status("later")->state == request_state::dropped);
   REQUIRE(s.state().waiting.empty());
   REQUIRE(s.unended() == 0);
+}
+
+namespace {
+struct refuses_model_bad {  // a cost model that throws for a model it does not know
+  double step_seconds(const request_shape& s, int) const {
+    if (s.model == "bad") throw std::out_of_range("unknown model 'bad'");
+    return 0.010;
+  }
+  bool allows_degree(const request_shape&, int) const { return true; }
+  double migration_seconds(const request_shape&, int, int, bool) const { return 0.001; }
+};
+}  // namespace
+
+TEST_CASE("A client submission whose shape the cost model refuses is dropped; run() goes on and the rest are served", "[client]") {
+  refuses_model_bad cost;
+  one_device_fcfs p;
+  simulated_executor ex;
+  scheduler s(cluster{1, 1, "x"}, p, ex, cost);
+  std::map<std::string, int> ends;
+  s.on_request_end([&](const request_record& r) { ++ends[r.spec.id]; });
+  auto bad = spec("b");
+  bad.shape.model = "bad";
+  s.client().submit(spec("a"));
+  s.client().submit(bad);
+  s.client().submit(spec("c"));  // queued behind the bad one: must not be lost
+  REQUIRE_NOTHROW(s.run());
+  REQUIRE(ends == std::map<std::string, int>{{"a", 1}, {"b", 1}, {"c", 1}});
+  REQUIRE(s.client().status("a")->state == request_state::completed);
+  REQUIRE(s.client().status("c")->state == request_state::completed);
+  REQUIRE(s.client().status("b")->state == request_state::dropped);
+  REQUIRE(s.client().status("b")->reason == "cost_model_error");
+  REQUIRE(s.client().counters().dropped_by_reason.at("cost_model_error") == 1);
+  REQUIRE(s.unended() == 0);
+  // The raw path still says why at once.
+  bad.id = "raw";
+  REQUIRE_THROWS_WITH(s.submit(bad), Catch::Contains("unknown model 'bad'"));
 }
 
 namespace {

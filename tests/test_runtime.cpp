@@ -136,6 +136,44 @@ TEST_CASE("Concepts accept their models and reject incomplete types", "[concepts
   STATIC_REQUIRE_FALSE(Trajectory<int>);
 }
 
+namespace {
+struct hook_without_ok {  // on_task_end(view, h): the runtime calls on_task_end(view, h, ok)
+  void decide(const scheduler_view&, decision_buffer&);
+  void on_task_end(const scheduler_view&, request_handle);
+};
+struct period_as_string {
+  void decide(const scheduler_view&, decision_buffer&);
+  std::string tick_period() const;
+};
+struct tick_without_period {
+  void decide(const scheduler_view&, decision_buffer&);
+  void on_tick(const scheduler_view&);
+};
+struct all_hooks {
+  void decide(const scheduler_view&, decision_buffer&);
+  void on_arrival(const scheduler_view&, request_handle);
+  void on_request_end(const scheduler_view&, request_handle);
+  void on_task_end(const scheduler_view&, request_handle, bool);
+  tick tick_period() const;
+  void on_tick(const scheduler_view&);
+  std::string name() const;
+};
+}  // namespace
+
+TEST_CASE("A hook declared with the wrong signature is detected, not silently skipped", "[concepts]") {
+  // hooks:: static_asserts on exactly these: declared, yet its refinement does not hold.
+  STATIC_REQUIRE(detail::declares_on_task_end<hook_without_ok>);
+  STATIC_REQUIRE_FALSE(TaskAwarePolicy<hook_without_ok>);
+  STATIC_REQUIRE(detail::declares_tick_period<period_as_string>);
+  STATIC_REQUIRE_FALSE(PeriodicPolicy<period_as_string>);
+  STATIC_REQUIRE(detail::declares_on_tick<tick_without_period>);
+  STATIC_REQUIRE_FALSE(PeriodicPolicy<tick_without_period>);
+  STATIC_REQUIRE(ArrivalAwarePolicy<all_hooks> && CompletionAwarePolicy<all_hooks> && TaskAwarePolicy<all_hooks>);
+  STATIC_REQUIRE(TickHookPolicy<all_hooks> && NamedPolicy<all_hooks>);
+  STATIC_REQUIRE_FALSE(detail::declares_on_arrival<archetypes::policy>);
+  STATIC_REQUIRE_FALSE(detail::declares_name<archetypes::policy>);
+}
+
 TEST_CASE("The scheduler needs nothing beyond its concepts (archetypes)", "[concepts][runtime]") {
   archetypes::policy p;
   archetypes::virtual_executor ex;

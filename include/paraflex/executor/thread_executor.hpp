@@ -670,7 +670,7 @@ class thread_executor {
       next += p.rows;
     }
     if (next != pieces[0].total) return std::nullopt;
-    return sum ^ cpu_dit::mix64(static_cast<std::uint64_t>(pieces[0].steps) + 0x51ED270B2A3C4D5EULL);
+    return sum ^ cpu_dit::mix64(static_cast<std::uint64_t>(pieces[0].steps) + std::uint64_t{0x51ED270B2A3C4D5E});
   }
 
   /// Launches queued, ended successfully, and failed so far.

@@ -608,11 +608,19 @@ template <class T>
 concept has_pending_drops = requires(T& t) {
   { t.pending_drops() } -> std::ranges::input_range;
 };
+// A part's hooks are forwarded only when callable: one declared with another signature would be skipped.
+template <class T>
+concept part_hooks_callable = (!declares_on_arrival<T> || has_on_arrival<T>) && (!declares_on_request_end<T> || has_on_request_end<T>) &&
+                              (!declares_on_task_end<T> || has_on_task_end<T>);
 }  // namespace detail
 
 template <Admission A, Order O, Sizing S, Placement P = sticky_placement>
 class composed_policy {
   static constexpr bool kept_order = RequestKeyedOrder<O>;
+  static_assert(detail::part_hooks_callable<A>, "composed_policy: the Admission part declares on_arrival, on_request_end or on_task_end, but not callable as (const scheduler_view&, request_handle[, bool ok]): it would never be called");
+  static_assert(detail::part_hooks_callable<O>, "composed_policy: the Order part declares on_arrival, on_request_end or on_task_end, but not callable as (const scheduler_view&, request_handle[, bool ok]): it would never be called");
+  static_assert(detail::part_hooks_callable<S>, "composed_policy: the Sizing part declares on_arrival, on_request_end or on_task_end, but not callable as (const scheduler_view&, request_handle[, bool ok]): it would never be called");
+  static_assert(detail::part_hooks_callable<P>, "composed_policy: the Placement part declares on_arrival, on_request_end or on_task_end, but not callable as (const scheduler_view&, request_handle[, bool ok]): it would never be called");
 
  public:
   using admission_type = A;

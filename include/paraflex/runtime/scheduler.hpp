@@ -94,8 +94,26 @@ struct decision_stats {
   static constexpr std::uint64_t sample_period = 8;
 };
 
-template <Policy P, Executor E, CostModel C>
+// Checked with static_asserts rather than constraints: a constrained class template deduced from its
+// constructor only says "no viable constructor" (clang) instead of naming the member that is wrong.
+template <class P, class E, class C>
 class scheduler {
+  static_assert(requires(P& p, const scheduler_view& v, decision_buffer& out) { p.decide(v, out); },
+                "scheduler: the policy (P) needs a member decide(const scheduler_view&, decision_buffer&) callable on a non-const P");
+  static_assert(!requires(P& p, const scheduler_view& v, decision_buffer& out) { p.decide(v, out); } || Policy<P>,
+                "scheduler: the policy's decide(view, out) must return void: decisions go into the decision_buffer");
+  static_assert(requires(E& e, const task_launch& l) { e.launch(l); }, "scheduler: the executor (E) needs a member launch(const task_launch&)");
+  static_assert(requires(E& e, std::vector<executor_event>& out) { e.poll(out); },
+                "scheduler: the executor (E) needs a member poll(std::vector<executor_event>&)");
+  static_assert(requires(const E& e) { { e.now() } -> std::convertible_to<tick>; },
+                "scheduler: the executor (E) needs a member now() callable on a const E, returning a tick");
+  static_assert(requires(const C& c, const request_shape& s, int k) { { c.step_seconds(s, k) } -> std::convertible_to<double>; },
+                "scheduler: the cost model (C) needs a const member step_seconds(const request_shape&, int degree) returning double");
+  static_assert(requires(const C& c, const request_shape& s, int k) { { c.allows_degree(s, k) } -> std::convertible_to<bool>; },
+                "scheduler: the cost model (C) needs a const member allows_degree(const request_shape&, int degree) returning bool");
+  static_assert(requires(const C& c, const request_shape& s, int k, bool x) { { c.migration_seconds(s, k, k, x) } -> std::convertible_to<double>; },
+                "scheduler: the cost model (C) needs a const member migration_seconds(const request_shape&, int from, int to, bool cross_node) returning double");
+
  public:
   scheduler(cluster topology, P& policy, E& executor, const C& cost, scheduler_options options = {})
       : policy_(policy), executor_(executor), cost_(cost), options_(options), view_(state_) {
@@ -132,12 +150,18 @@ class scheduler {
 
   /// Submits a request on the scheduler's thread; it arrives at spec.arrival (not before now).
   /// Returns its handle. The raw path (the simulator's): no id check, no status by id - a server
-  /// uses client() instead. Throws std::invalid_argument for a spec the runtime cannot run.
+  /// uses client() instead. Throws std::invalid_argument for a spec the runtime cannot run, and what
+  /// the cost model throws for its shape (a client submission is dropped instead: "cost_model_error").
   request_handle submit(request_spec spec) {
     if (auto why = check_request_spec(spec); !why.empty()) throw std::invalid_argument(fmt::format("scheduler::submit: request '{}': {}", spec.id, why));
+    const std::uint32_t shape = intern_shape(spec.shape);
+    return add_request(std::move(spec), shape);
+  }
+
+ private:
+  request_handle add_request(request_spec spec, std::uint32_t shape) {
     spec.arrival = std::max(spec.arrival, state_.now);
     const auto h = static_cast<request_handle>(state_.requests.size());
-    const std::uint32_t shape = intern_shape(spec.shape);
     auto trajectory = trajectories_.for_steps(spec.steps);
     // Built in place: a record is ~600 bytes, and a large workload submits many.
     request_record& r = state_.requests.emplace_back();
@@ -153,6 +177,7 @@ class scheduler {
     return h;
   }
 
+ public:
   /// Makes room for `requests` submissions in all (a simulator knows its workload's size): the
   /// request table then never moves while they are submitted.
   void reserve(std::size_t requests) {
@@ -324,12 +349,25 @@ class scheduler {
     }
     client_used_ = true;
     for (auto& p : drained_submits_) {
-      const request_handle h = submit(std::move(p.spec));
+      // The client checked the spec; the cost model may still refuse its shape (throw). That must
+      // neither escape run() on the serving thread nor lose the submissions queued behind it: the
+      // request ends, dropped with reason "cost_model_error" (the raw submit() throws instead).
+      std::uint32_t shape = 0;
+      bool priced = true;
+      try {
+        shape = intern_shape(p.spec.shape);
+      } catch (const std::exception&) {
+        priced = false;
+        shape = static_cast<std::uint32_t>(state_.shapes.size());
+        state_.shapes.emplace_back().shape = p.spec.shape;  // allows no degree; never in shape_index_
+      }
+      const request_handle h = add_request(std::move(p.spec), shape);
       if (slot_of_handle_.size() <= h) slot_of_handle_.resize(static_cast<std::size_t>(h) + 1, no_slot);
       slot_of_handle_[h] = p.slot;
       if (handle_of_slot_.size() <= p.slot) handle_of_slot_.resize(static_cast<std::size_t>(p.slot) + 1, no_slot);
       handle_of_slot_[p.slot] = h;
-      publish(h);  // its arrival in the scheduler's clock
+      if (priced) publish(h);  // its arrival in the scheduler's clock
+      else end_request(h, request_phase::dropped, "cost_model_error");
     }
     for (auto& c : drained_cancels_) {
       if (c.slot < handle_of_slot_.size() && handle_of_slot_[c.slot] != no_slot) cancel(handle_of_slot_[c.slot], std::move(c.reason));

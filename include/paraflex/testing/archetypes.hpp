@@ -31,7 +31,8 @@ struct policy {
   }
 };
 
-/// Models VirtualTimeExecutor only (not BlockingExecutor). Move-only, to prove nothing copies it.
+/// Models VirtualTimeExecutor only (not BlockingExecutor). Neither copyable nor movable, to prove the
+/// runtime only holds a reference to it.
 class virtual_executor {
  public:
   virtual_executor() = default;

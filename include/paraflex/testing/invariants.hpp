@@ -6,7 +6,7 @@
 //   1. every request ends exactly once (one on_request_end call), its record says it ended, and a
 //      dropped request has a reason;
 //   2. a device runs one thing at a time: the tasks and migrations recorded on one device never
-//      overlap in time;
+//      overlap in time (the members of one batched step share its launch, and its devices);
 //   3. a request runs one task at a time, never before it arrives and never after it ended;
 //   4. a request's successful tasks follow its trajectory: encode, step 0, step 1, ..., decode, where
 //      encode may come again (a restart after a lost device); a completed request ends with decode;
@@ -53,9 +53,9 @@ class invariant_checker {
     if (t.end < t.start) note(fmt::format("{} of request {} ends at {} before it starts at {}", describe(t.task), t.request, t.end, t.start));
     if (t.end < last_time_) note(fmt::format("time went back: a task ended at {} after a callback at {}", t.end, last_time_));
     last_time_ = std::max(last_time_, t.end);
-    for (device_id d : t.devices) busy_[d].push_back({t.start, t.end, t.request});
+    for (device_id d : t.devices) busy_[d].push_back({t.start, t.end, t.request, t.launch});
     auto& req = requests_[t.request];
-    req.spans.push_back({t.start, t.end, t.request});
+    req.spans.push_back({t.start, t.end, t.request, t.launch});
     if (t.ok && t.task.kind != task_kind::migrate) req.done.push_back(t.task);
   }
 
@@ -116,11 +116,16 @@ class invariant_checker {
     for (const auto& [d, spans_in] : busy_) {
       auto spans = spans_in;
       std::sort(spans.begin(), spans.end());
+      // The members of one batched step share its launch and its devices: only other launches clash
+      // (launch 0: a record not made by the runtime, which clashes with anything).
+      std::size_t last = 0;  // the span ending latest so far
       for (std::size_t i = 1; i < spans.size(); ++i) {
-        if (spans[i - 1].end > spans[i].start) {
-          add(fmt::format("device {} ran two things at once: request {} [{}, {}) and request {} [{}, {})", d, spans[i - 1].request,
-                          spans[i - 1].start, spans[i - 1].end, spans[i].request, spans[i].start, spans[i].end));
+        const span& p = spans[last];
+        if (p.end > spans[i].start && (p.launch != spans[i].launch || p.launch == 0)) {
+          add(fmt::format("device {} ran two things at once: request {} [{}, {}) and request {} [{}, {})", d, p.request, p.start, p.end,
+                          spans[i].request, spans[i].start, spans[i].end));
         }
+        if (spans[i].end > p.end) last = i;
       }
     }
     for (const auto& [h, log] : requests_) {
@@ -134,6 +139,7 @@ class invariant_checker {
   struct span {
     tick start = 0, end = 0;
     request_handle request = 0;
+    launch_id launch = 0;
     bool operator<(const span& o) const noexcept { return start != o.start ? start < o.start : end < o.end; }
   };
   struct request_log {
