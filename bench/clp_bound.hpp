@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <ClpSimplex.hpp>
@@ -40,6 +41,7 @@ struct clp_options {
   bool presolve = true;
   double max_seconds = 600;  ///< per run of Clp (clp_fluid_bound: in all); a stopped run still gives a valid, looser bound
   int log_level = 0;
+  bool report_served = false;  ///< clp_fluid_bound: fill clp_fluid_report::served (paraflex-sim --bound-out)
 };
 
 struct clp_report {
@@ -51,6 +53,7 @@ struct clp_report {
   int iterations = 0;
   int cut_rounds = 0;              ///< rounds of count cuts added and solved
   double seconds = 0;              ///< load + solve
+  std::vector<double> served;      ///< the LP's x per request of the LP, in its order (the last solution, cuts included)
 };
 
 /// Solves `f` with Clp and certifies the result. With `cuts_from` (the workload `f` was built from)
@@ -61,6 +64,7 @@ struct clp_report {
   clp_report rep;
   if (f.with_deadline == 0) return rep;
   if (f.lp.cols() == 0) {  // no request can meet its deadline: nothing to solve
+    rep.served.assign(f.x_column.size(), 0.0);
     rep.bound = f.attainment_from_duals({});
     rep.optimal = true;
     rep.status = 0;
@@ -113,6 +117,9 @@ struct clp_report {
   rep.optimal = model.isProvenOptimal();
   rep.iterations = model.getIterationCount();
   rep.primal_objective = model.objectiveValue();
+  if (const double* primal = model.primalColumnSolution()) {
+    for (int c : f.x_column) rep.served.push_back(std::clamp(primal[c], 0.0, 1.0));
+  }
   const double* row_duals = model.dualRowSolution();  // null only if Clp failed before solving: bound from y = 0
   const std::span<const double> duals(row_duals, row_duals ? static_cast<std::size_t>(lp.rows()) : 0);
   rep.certified_requests = f.certified_requests(duals);
@@ -142,6 +149,10 @@ struct clp_fluid_report {
   int cut_rounds = 0;                   ///< rounds of count cuts, over all parts
   int iterations = 0;
   double build_seconds = 0, solve_seconds = 0;
+  /// With clp_options::report_served: (position in the workload, the LP's x in [0, 1]) for every request
+  /// of the LP - the share of it the LP serves on time. Not certified like the bound: a part Clp had
+  /// no time left for counts every request as served in full, as the bound does.
+  std::vector<std::pair<std::size_t, double>> served;
 };
 
 /// The fluid LP bound of a workload: split into independent parts, each built and solved with Clp.
@@ -172,6 +183,9 @@ template <class Progress = std::nullptr_t>
       rep.certified_requests += static_cast<double>(lp.requests);
       rep.primal_requests += static_cast<double>(lp.requests);
       rep.part_requests += static_cast<double>(std::min(lp.requests, capacity_count(part, fo)));
+      if (co.report_served) {
+        for (const auto& r : part.requests) rep.served.emplace_back(r.index, 1.0);
+      }
       continue;
     }
     clp_options o = co;
@@ -181,6 +195,9 @@ template <class Progress = std::nullptr_t>
     part_fo.count_cut_rounds = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(0, fo.count_cut_rounds)),
                                                                       cut_work_left / columns));
     const clp_report r = solve_fluid_lp_clp(lp, o, &part, part_fo);
+    if (co.report_served) {
+      for (std::size_t j = 0; j < part.requests.size(); ++j) rep.served.emplace_back(part.requests[j].index, j < r.served.size() ? r.served[j] : 1.0);
+    }
     cut_work_left -= std::min(cut_work_left, static_cast<std::size_t>(r.cut_rounds) * columns);
     rep.rows += lp.count_cut_rows;  // added while solving
     rep.count_cut_rows += lp.count_cut_rows;

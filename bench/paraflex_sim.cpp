@@ -52,16 +52,74 @@ std::vector<std::string> policy_list(const std::string& text) {
   return specs;
 }
 
+// The lowest priority among requests with a deadline, when they have more than one level.
+std::optional<int> lowest_of_several_priorities(const workload& w) {
+  std::optional<int> lo, hi;
+  for (const auto& r : w.requests) {
+    if (!r.has_deadline()) continue;
+    lo = lo ? std::min(*lo, r.priority) : r.priority;
+    hi = hi ? std::max(*hi, r.priority) : r.priority;
+  }
+  return lo && *hi > *lo ? lo : std::nullopt;
+}
+
+#ifdef PARAFLEX_HAVE_CLP
+// upper_bound.given_priorities: the fluid LP again, counting only schedules that serve on time every
+// request above the lowest priority that this run served on time. A policy that serves the higher
+// levels first is measured against what was left for the lowest level, not against a bound that
+// would have traded those requests for cheaper ones. Never below the run (it is one such schedule);
+// if Clp's answer says otherwise (numerical trouble), nothing is reported rather than a wrong figure.
+std::optional<double> bound_given_priorities(const workload& w, fluid_workload fw, const fluid_bound_options& bo, const std::vector<char>& met,
+                                             int lowest, const run_metrics& m, const std::string& spec, std::optional<double> plain_bound,
+                                             bool quiet) {
+  for (auto& r : fw.requests) r.must_serve = met[r.index] != 0 && w.requests[r.index].priority > lowest;
+  if (!quiet && fw.with_deadline > 2000) std::fprintf(stderr, "paraflex-sim: bound: %s: solving the fluid LP again, given its priorities\n", spec.c_str());
+  const clp_fluid_report solved = clp_fluid_bound(fw, bo, clp_options{});
+  std::optional<double> b = combine_bounds(fw, solved.bound, bo).slo_attainment;
+  // Those schedules are schedules: the plain bound holds for them too, and is the tighter one when Clp
+  // stopped this LP early (its time limit) but finished the first.
+  if (b && plain_bound) b = std::min(*b, *plain_bound);
+  if (b && m.slo_attainment && *b < *m.slo_attainment - 1e-9) {
+    if (!quiet) std::fprintf(stderr, "paraflex-sim: bound: %s: the bound given its priorities could not be certified (Clp: %s); not reported\n",
+                             spec.c_str(), solved.optimal ? "optimal" : "not optimal");
+    return std::nullopt;
+  }
+  if (!quiet && b) {
+    std::fprintf(stderr, "paraflex-sim: bound: %s: given the higher-priority requests it served, %.4f%s\n", spec.c_str(), *b,
+                 solved.optimal ? "" : " (Clp stopped early: a looser figure)");
+  }
+  return b;
+}
+
+// --bound-out: one row per request with a deadline, in workload order: the share of it that the fluid
+// LP serves on time (0 for a request that cannot meet its deadline even alone). Which requests the
+// bound gives up is what an admission policy is measured against (docs/results.md, section E).
+void write_bound_out(const std::string& path, const workload& w, const std::vector<std::pair<std::size_t, double>>& served) {
+  std::vector<double> share(w.requests.size(), 0.0);
+  for (const auto& [index, x] : served) share[index] = x;
+  std::ofstream out(path, std::ios::binary);
+  if (!out) fail(fmt::format("--bound-out '{}': cannot open for writing", path));
+  out << "request_id,arrival_s,deadline_s,served\n";
+  for (std::size_t j = 0; j < w.requests.size(); ++j) {
+    const request_spec& r = w.requests[j];
+    if (!r.has_deadline()) continue;
+    workload_csv_detail::write_text(out, r.id);
+    out << ',' << workload_csv_detail::seconds_text(r.arrival) << ',' << workload_csv_detail::seconds_text(r.deadline()) << fmt::format(",{:.6f}\n", share[j]);
+  }
+  if (!out.flush()) fail(fmt::format("--bound-out '{}': write failed", path));
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"paraflex-sim: compare GPU-parallelism scheduling policies for DiT serving in the simulator.\n"
                "With no arguments: the embedded default workload, profile and 8-GPU cluster."};
-  std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out;
+  std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out, bound_out;
   int gpus = 8, gpus_per_node = 0;
   std::uint64_t seed = 0;
   double fail_rate = 0, jitter = 0;
-  bool bound = false, quiet = false, list = false;
+  bool bound = false, priority_bound = false, quiet = false, list = false;
   std::vector<std::string> fail_devices, stragglers;
   app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload")->check(paraflex_bench::non_empty);
   app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile")->check(paraflex_bench::non_empty);
@@ -72,7 +130,13 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->check(paraflex_bench::uint64_digits);
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run")->check(paraflex_bench::non_empty);
-  app.add_flag("--bound", bound, "add an upper bound on SLO attainment to each result");
+  auto* bound_flag = app.add_flag("--bound", bound, "add an upper bound on SLO attainment to each result");
+  app.add_option("--bound-out", bound_out, "with --bound: write the share of each request the fluid LP serves on time (CSV)")
+      ->check(paraflex_bench::non_empty)
+      ->needs(bound_flag);
+  app.add_flag("--priority-bound", priority_bound,
+               "with --bound and several priority levels: also bound each run given the higher-priority requests it served (one LP per policy)")
+      ->needs(bound_flag);
   app.add_option("--fail-device", fail_devices, "lose device ID at SECONDS (ID@SECONDS); repeatable");
   app.add_option("--straggler", stragglers, "device ID runs FACTOR times slower from SECONDS (ID@SECONDS:FACTOR); repeatable");
   app.add_option("--fail-rate", fail_rate, "probability that a launched task fails")->check(paraflex_bench::finite_range(0.0, 1.0));
@@ -128,16 +192,27 @@ int main(int argc, char** argv) {
     const cluster topology{gpus, gpus_per_node, gpu_type};
     // --bound: computed once (it does not depend on the policy), reported with every result.
     std::optional<double> upper_bound;
+    fluid_bound_options bo;
+    bo.speed_factor = 1.0 - jitter;  // tasks may run this much faster than nominal
+    for (const auto& st : faults.stragglers) bo.speed_factor = std::min(bo.speed_factor, st.factor);
+    fluid_workload fw;
+    // With priority levels, a policy that serves the higher levels first gives up requests the bound
+    // (which counts requests, not levels) keeps: given_priorities is the bound for what it did serve.
+    const std::optional<int> lowest_priority = priority_bound ? lowest_of_several_priorities(w) : std::nullopt;
+#ifndef PARAFLEX_HAVE_CLP
+    if (priority_bound) fail("--priority-bound needs the fluid LP: this paraflex-sim was built without COIN-OR Clp");
+#endif
+    if (priority_bound && !lowest_priority && !quiet) {
+      std::fprintf(stderr, "paraflex-sim: note: --priority-bound: the requests with a deadline have one priority level; nothing to add to the bound\n");
+    }
     if (bound) {
-      fluid_bound_options bo;
-      bo.speed_factor = 1.0 - jitter;  // tasks may run this much faster than nominal
-      for (const auto& st : faults.stragglers) bo.speed_factor = std::min(bo.speed_factor, st.factor);
-      const fluid_workload fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
+      fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
       std::optional<double> lp_bound;
 #ifdef PARAFLEX_HAVE_CLP
       // A few thousand requests solve in seconds; beyond that it can take minutes: say so up front,
       // then how far it is, at most every 2 s.
-      const clp_options co;
+      clp_options co;
+      co.report_served = !bound_out.empty();
       if (!quiet && fw.with_deadline > 2000) {
         std::fprintf(stderr, "paraflex-sim: bound: solving the fluid LP of %zu requests; large workloads take minutes (Clp stops after %.0f s with a valid, looser bound)\n",
                      fw.with_deadline, co.max_seconds);
@@ -152,6 +227,7 @@ int main(int argc, char** argv) {
                      fw.with_deadline, s);
       });
       lp_bound = solved.bound;
+      if (!bound_out.empty()) write_bound_out(bound_out, w, solved.served);
       if (!quiet) {
         std::fprintf(stderr,
                      "paraflex-sim: bound: fluid LP of %zu/%zu requests in %zu independent parts: %zu rows x %zu columns, %zu nonzeros, "
@@ -162,6 +238,7 @@ int main(int argc, char** argv) {
                      solved.optimal ? "optimal" : "stopped early (bound from its duals)", solved.solve_seconds, solved.iterations);
       }
 #else
+      if (!bound_out.empty()) fail("--bound-out needs the fluid LP: this paraflex-sim was built without COIN-OR Clp");
       std::fprintf(stderr, "paraflex-sim: bound: built without COIN-OR Clp: no fluid LP, reporting the looser solver-free bounds\n");
 #endif
       const fluid_bound_result b = combine_bounds(fw, lp_bound, bo);
@@ -197,14 +274,22 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < specs.size(); ++i) {
       chrome_trace_recorder trace;
       const bool tracing = i == 0 && !trace_out.empty();
+      std::vector<char> met;  // by workload position: on time in this run (for given_priorities)
+      if (lowest_priority) met.assign(w.requests.size(), 0);
       run_metrics m = simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
         if (tracing) trace.attach(sched);
+        // simulate() submits in workload order, so a request's handle is its position.
+        if (lowest_priority) sched.on_request_end([&met](const request_record& r) { met[r.handle] = met_slo(r) ? 1 : 0; });
       });
       if (!quiet) {
         std::fprintf(stderr, "paraflex-sim: %s: %zu requests, %llu decisions, %.2f s\n", specs[i].c_str(), w.requests.size(),
                      static_cast<unsigned long long>(m.decisions), m.wall_s);
       }
-      report.results.push_back(paraflex_bench::policy_result{std::move(m), upper_bound});
+      std::optional<double> given_priorities;
+#ifdef PARAFLEX_HAVE_CLP
+      if (lowest_priority) given_priorities = bound_given_priorities(w, fw, bo, met, *lowest_priority, m, specs[i], upper_bound, quiet);
+#endif
+      report.results.push_back(paraflex_bench::policy_result{std::move(m), upper_bound, given_priorities});
       if (tracing) {
         std::ofstream out(trace_out, std::ios::binary);
         if (!out) fail(fmt::format("--trace-out '{}': cannot open for writing", trace_out));

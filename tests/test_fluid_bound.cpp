@@ -486,6 +486,51 @@ TEST_CASE("no policy beats the bound on random workloads, and the bound is at mo
   }
 }
 
+TEST_CASE("a request the bound must serve counts only schedules that serve it", "[bound]") {
+  // One GPU, all due 15 s after arriving together: a long request (13 s) and two short ones (3 s).
+  // Any schedule has at most 2 on time (both short ones); one that serves the long one has only it.
+  const table_cost cost{{0, 1.0}};
+  workload w;
+  w.requests.push_back(make_request(0, 256, 13, 15.0));
+  w.requests.push_back(make_request(0, 256, 3, 15.0));
+  w.requests.push_back(make_request(0, 256, 3, 15.0));
+  auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 1);
+  const auto free_choice = clp_fluid_bound(fw);
+  CHECK(*combine_bounds(fw, free_choice.bound).slo_attainment == Approx(2.0 / 3.0));
+  fw.requests[0].must_serve = true;
+  const auto given = clp_fluid_bound(fw);
+  REQUIRE(given.optimal);
+  CHECK(given.primal_requests == Approx(1.0).margin(1e-7));  // the long one, and no share of a short one
+  CHECK(*combine_bounds(fw, given.bound).slo_attainment == Approx(1.0 / 3.0));
+}
+
+TEST_CASE("given the higher-priority requests a policy served, the bound still holds for it", "[bound]") {
+  // paraflex-sim --priority-bound: every request above the lowest priority that the run served on
+  // time must be served; the run itself is such a schedule, so no policy exceeds that bound.
+  const toy_cost<false> cost;
+  for (const double load : {1.0, 2.0}) {
+    workload w = random_workload(cost, 8, 120, load, 7);
+    for (std::size_t j = 0; j < w.requests.size(); ++j) w.requests[j].priority = j % 4 == 0 ? 1 : 0;
+    for (const auto& name : default_policy_list(8)) {
+      INFO("load " << load << " " << name);
+      any_policy policy = builtin_policies(8).make(name).value_or_throw();
+      simulated_executor executor(0, {});
+      scheduler sched(cluster{8, 8, "test"}, policy, executor, cost);
+      std::vector<char> met(w.requests.size(), 0);
+      sched.on_request_end([&](const request_record& r) { met[r.handle] = met_slo(r) ? 1 : 0; });
+      for (const auto& r : w.requests) sched.submit(r);
+      sched.run();
+      const run_metrics m = compute_metrics(name, sched.state().requests, 8, sched.gpu_busy_seconds());
+      auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 8);
+      for (auto& r : fw.requests) r.must_serve = met[r.index] != 0 && w.requests[r.index].priority > 0;
+      const auto given = clp_fluid_bound(fw);
+      CHECK(given.optimal);
+      const double ub = *combine_bounds(fw, given.bound).slo_attainment;
+      CHECK(*m.slo_attainment <= ub);
+    }
+  }
+}
+
 TEST_CASE("with encode and decode stages the bound still holds, to the microsecond", "[bound]") {
   const toy_cost<true> cost;
   SECTION("a lone request due exactly at its fastest run (steps and decode on their own fastest degrees)") {

@@ -348,6 +348,59 @@ def group_trace(d):
         overlap = any(a[1] > b[0] for v in by_track.values() for a, b in zip(sorted(v), sorted(v)[1:]))
         check(not overlap, f"{policy}: one slice at a time per GPU")
 
+    check_bound_out(d)
+
+
+def check_bound_out(d):
+    """--bound-out: the share of each request with a deadline that the fluid LP serves, in workload order."""
+    wl = os.path.join(d, "b.csv")
+    write(wl, "arrival_s,request_id,model,height,width,steps,slo_s\n"
+              "0,\"a, quoted\",flux-dev,1024,1024,20,30\n"
+              "0,no deadline,flux-dev,256,256,5,\n"
+              "0.5,impossible,flux-dev,2048,2048,50,1\n"
+              + "".join(f"1,r{i},flux-dev,2048,2048,50,120\n" for i in range(6)))
+    out_csv = os.path.join(d, "served.csv")
+    rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "rssp", "--bound", "--bound-out", out_csv, "--format", "json"])
+    if "without COIN-OR Clp" in err:  # no LP, nothing to write: refused, not skipped silently
+        check(rc == 2 and "--bound-out needs the fluid LP" in err, f"--bound-out without Clp: exit 2 and why ({err.strip()})")
+        return
+    if not check(rc == 0 and os.path.exists(out_csv), f"--bound-out: exit 0 and a file ({err.strip()[-300:]})"):
+        return
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    check([r["request_id"] for r in rows] == ["a, quoted", "impossible"] + [f"r{i}" for i in range(6)],
+          f"--bound-out: one row per request with a deadline, in workload order, ids as written ({[r['request_id'] for r in rows]})")
+    served = {r["request_id"]: float(r["served"]) for r in rows}
+    check(all(0 <= v <= 1 for v in served.values()), "--bound-out: every share in [0, 1]")
+    check(served["impossible"] == 0, "--bound-out: a request that cannot meet its deadline alone is served 0")
+    check(rows[0]["arrival_s"] == "0.000000" and rows[0]["deadline_s"] == "30.000000", f"--bound-out: arrival and deadline ({rows[0]})")
+    bound = strict_json(out)["results"][0]["upper_bound"]["slo_attainment"]
+    # The bound's count is the LP's value rounded down (or less): never above what the shares add up to.
+    check(bound * len(rows) <= sum(served.values()) + 1e-6, f"--bound-out: shares add up to at least the bound's count ({bound} x {len(rows)})")
+    check(sum(served.values()) < len(rows) - 1, "--bound-out: four GPUs cannot serve all six large requests in full")
+    rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "rssp", "--bound-out", out_csv])
+    check(rc == 2 and "--bound-out requires --bound" in err, f"--bound-out without --bound: exit 2 ({err.strip()})")
+    rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "rssp", "--bound", "--bound-out", os.path.join(d, "no", "x.csv")])
+    check(rc == 2 and "cannot open for writing" in err, f"--bound-out to a missing folder: exit 2 ({err.strip()})")
+    # --priority-bound: one GPU; the high-priority request (16.8 s of steps) and any short one (4.2 s)
+    # do not both fit in 20 s, the three short ones do. Serving the high one leaves 1 of 4 on time.
+    pb = os.path.join(d, "p.csv")
+    write(pb, "arrival_s,request_id,model,height,width,steps,slo_s,priority\n0,long,flux-dev,1024,1024,20,20,1\n"
+              + "".join(f"0,s{i},flux-dev,1024,1024,5,20,0\n" for i in range(3)))
+    rc, out, err = run(["--workload", pb, "--gpus", "1", "--policy", "slo-aware,static:1", "--bound", "--priority-bound", "--format", "json"])
+    if check(rc == 0, f"--priority-bound: exit 0 ({err.strip()[-300:]})"):
+        for r in strict_json(out)["results"]:
+            ub = r["upper_bound"]
+            check(ub["slo_attainment"] == 0.75, f"{r['policy']}: the bound serves the three short requests ({ub})")
+            check(r["slo_attainment"] == 0.25 and ub.get("given_priorities") == 0.25,
+                  f"{r['policy']}: served the high-priority request, so 1 of 4 is all it could have ({r['slo_attainment']}, {ub})")
+    rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "rssp", "--bound", "--priority-bound", "--format", "json"])
+    check(rc == 0 and "given_priorities" not in strict_json(out)["results"][0]["upper_bound"] and "one priority level" in err,
+          f"--priority-bound with one priority level: a note, no figure ({err.strip()[-200:]})")
+    rc, out, err = run(["--workload", pb, "--gpus", "1", "--policy", "rssp", "--priority-bound"])
+    check(rc == 2 and "--priority-bound requires --bound" in err, f"--priority-bound without --bound: exit 2 ({err.strip()})")
+    rc, out, err = run(["--workload", pb, "--gpus", "1", "--policy", "rssp", "--bound", "--priority-bound"])
+    check(rc == 0 and "prio bound %" in out and out.count(" 25.0 ") >= 1, f"--priority-bound: the table's prio bound column ({out})")
 
 def group_faults(d):
     wl = os.path.join(d, "w.csv")

@@ -237,6 +237,11 @@ struct fluid_request {
   std::vector<fluid_stage> stages;  ///< stages that take time, in run order (encode, steps, decode)
   double min_time_us = 0;           ///< fastest completion alone, degrees mixed freely
   double min_device_us = 0;         ///< a lower bound on device-microseconds to finish within the window
+  /// The LP then counts only schedules that serve this request on time (x_r = 1): a conditional bound,
+  /// e.g. paraflex-sim's `given_priorities` (the most any schedule could have on time while serving
+  /// the higher-priority requests a run served). Every schedule that does so satisfies every row, so
+  /// certification and count cuts hold unchanged.
+  bool must_serve = false;
 };
 
 /// The workload as the bound sees it.
@@ -589,7 +594,7 @@ struct fluid_lp {
     for (const auto& c : cols) {
       if (per_interval[c.interval] > 1.0 && one_row[c.interval] < 0) one_row[c.interval] = out.lp.add_row(1.0), ++out.one_at_a_time_rows;
     }
-    out.x_column.push_back(out.lp.add_column(1.0, 0.0, 1.0));
+    out.x_column.push_back(out.lp.add_column(1.0, r.must_serve ? 1.0 : 0.0, 1.0));
     for (int row : work_row) out.lp.add_entry(row, 1.0);
     for (const auto& c : cols) {
       const auto& st = r.stages[c.stage];
