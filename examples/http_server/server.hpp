@@ -234,6 +234,15 @@ class service {
       r.set(http::field::allow, allow);
       return routed{std::move(r), {}};
     };
+    // A method the server does not know at all is 501 (RFC 9110 15.6.2), whatever the path; 405 is for
+    // a known method that the path does not take.
+    if (req.method() == http::verb::unknown) {
+      return {error_response(http::status::not_implemented,
+                             fmt::format("method {} is not implemented (this server knows GET, HEAD, POST and DELETE)",
+                                         std::string(req.method_string())),
+                             v, ka),
+              {}};
+    }
     if (target == "/healthz") {
       if (method != http::verb::get) return not_allowed("GET, HEAD");
       if (draining()) return {json_response(http::status::service_unavailable, {{"status", "draining"}}, v, ka), {}};

@@ -407,6 +407,9 @@ def protocol_checks():
                                 ("DELETE", "/healthz", "GET, HEAD"), ("POST", "/metrics", "GET, HEAD")):
         status, res, j = call(conn, method, path, body={} if method in ("PUT", "POST") else None)
         check(status == 405 and "error" in j and res.getheader("Allow") == allow, f"{method} {path}: {status} {j} Allow={res.getheader('Allow')}")
+    for path in ("/healthz", "/v1/requests", "/nowhere"):  # a method nobody defined: 501, not 405 or 404
+        status, res, j = call(conn, "FROB", path)
+        check(status == 501 and "FROB" in j.get("error", "") and "not implemented" in j["error"], f"FROB {path}: {status} {j}")
     # Ids with characters that need escaping, and a duplicate.
     rid = "odd id/ü?#%"
     got = submit(conn, valid_request(rng, rid))
