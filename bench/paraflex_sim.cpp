@@ -252,8 +252,8 @@ int main(int argc, char** argv) {
     if (bound && !quiet) {
       // The LP knows nothing of batched steps (docs/results.md section D): a batched run may beat it.
       for (const auto& s : specs) {
-        const auto at = s.find("max_batch=");
-        if (at != std::string::npos && std::atoi(s.c_str() + at + 10) > 1) {
+        const auto values = registry.parse(s).value_or_throw().values;  // make() accepted it: max_batch is an int
+        if (const auto it = values.find("max_batch"); it != values.end() && std::atoi(it->second.c_str()) > 1) {
           std::fprintf(stderr, "paraflex-sim: note: --bound does not model batched steps: %s may exceed it\n", s.c_str());
         }
       }

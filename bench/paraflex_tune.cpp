@@ -61,18 +61,6 @@ param_axis parse_axis(const std::string& text) {
   return a;
 }
 
-/// The keys that `policy` (NAME[:KEY=VALUE]...) sets explicitly.
-std::vector<std::string> keys_of(const std::string& policy) {
-  std::vector<std::string> keys;
-  for (auto at = policy.find(':'); at != std::string::npos;) {
-    const auto next = policy.find(':', at + 1);
-    const std::string part = policy.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-    if (const auto eq = part.find('='); eq != std::string::npos) keys.push_back(part.substr(0, eq));
-    at = next;
-  }
-  return keys;
-}
-
 // Larger is better for every objective (latency is negated).
 double score(const paraflex::run_metrics& m, const std::string& objective) {
   if (objective == "goodput") return m.goodput_rps;
@@ -115,26 +103,30 @@ int main(int argc, char** argv) {
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
   if (gpus % gpus_per_node != 0) fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole", gpus, gpus_per_node));
 
+  const auto registry = paraflex_bench::builtin_registry(gpus);
+  if (policy.find(',') != std::string::npos) fail(fmt::format("--policy '{}': one policy, not a list (run paraflex-tune once per policy)", policy));
+  if (const std::string name = policy.substr(0, policy.find(':')); !registry.contains(name)) {
+    fail(fmt::format("--policy '{}': unknown policy '{}' (known: {})", policy, name, fmt::join(registry.names(), ", ")));
+  }
+  // The parameters --policy sets (a positional value under its key: static:4 sets degree).
+  auto parsed = registry.parse(policy);
+  if (!parsed) fail(fmt::format("--policy '{}': {}", policy, parsed.error().message));
+  const auto& policy_keys = parsed.value().values;
+
   // The grid, checked for syntax before any file is read.
   std::vector<param_axis> axes;
   std::size_t combos = 1;
-  const auto policy_keys = keys_of(policy);
   for (const auto& p : params) {
     axes.push_back(parse_axis(p));
     const auto& a = axes.back();
     for (std::size_t i = 0; i + 1 < axes.size(); ++i) {
       if (axes[i].key == a.key) fail(fmt::format("--param '{}': parameter '{}' is already searched by --param '{}'", a.text, a.key, axes[i].text));
     }
-    if (std::find(policy_keys.begin(), policy_keys.end(), a.key) != policy_keys.end()) {
+    if (policy_keys.contains(a.key)) {
       fail(fmt::format("--param '{}': parameter '{}' is already set in --policy '{}'", a.text, a.key, policy));
     }
     combos *= a.values.size();  // each factor <= 10,000 after the check below: no overflow
     if (combos > 10'000) fail("--param: more than 10,000 combinations");
-  }
-  const auto registry = paraflex_bench::builtin_registry(gpus);
-  if (policy.find(',') != std::string::npos) fail(fmt::format("--policy '{}': one policy, not a list (run paraflex-tune once per policy)", policy));
-  if (const std::string name = policy.substr(0, policy.find(':')); !registry.contains(name)) {
-    fail(fmt::format("--policy '{}': unknown policy '{}' (known: {})", policy, name, fmt::join(registry.names(), ", ")));
   }
   try {
     auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu, gpus);

@@ -621,6 +621,22 @@ TEST_CASE("Policy specs parse positional and keyed parameters and name bad ones"
   REQUIRE(policy_registry::split_list("static:1,rssp").size() == 2);
 }
 
+TEST_CASE("A spec parses into its name and parameters without building the policy", "[policy][registry]") {
+  policy_registry r;
+  register_static_policies(r, 8);
+  const auto positional = r.parse("static:4");
+  REQUIRE(positional.has_value());
+  CHECK(positional.value().name == "static");
+  CHECK(positional.value().values == std::map<std::string, std::string>{{"degree", "4"}});  // under its key
+  CHECK(r.parse("static:99").has_value());  // values are make()'s to check
+  CHECK(r.parse("rssp").value().values.empty());
+  const auto twice = r.parse("static:degree=2:degree=4");
+  REQUIRE_FALSE(twice.has_value());
+  CHECK(twice.error().what().find("given twice") != std::string::npos);
+  CHECK_FALSE(r.parse("nope:x=1").has_value());
+  CHECK_FALSE(r.parse("rssp:3").has_value());  // rssp has no positional parameter
+}
+
 // ---- pricing a workload before a run -------------------------------------------------------------
 
 namespace {

@@ -303,6 +303,8 @@ def group_tune_bad_input(d):
         ("the same key in two --param", ["--policy", "round-based", "--param", "round_steps=1", "--param", "round_steps=2"],
          ["--param 'round_steps=2'", "already searched"]),
         ("a key set in --policy", ["--policy", "round-based:round_steps=5", "--param", "round_steps=1,2"], ["--param 'round_steps=1,2'", "already set in --policy"]),
+        ("a key set by --policy's positional value", ["--policy", "static:4", "--param", "degree=1,2"], ["--param 'degree=1,2'", "already set in --policy"]),
+        ("a --policy with a bare value where a KEY=VALUE goes", ["--policy", "slo-aware:margin", "--param", "capacity=0.8"], ["--policy 'slo-aware:margin'", "expected KEY=VALUE"]),
         ("a degree beyond --gpus", ["--policy", "static", "--param", "degree=1,16"], ["--param 'degree=1,16'", "out of range"]),
         ("a degree the model's heads do not allow", ["--policy", "static", "--param", "degree=1,5", "--profile", heads],
          ["--param 'degree=1,5'", "does not allow degree 5"]),

@@ -109,6 +109,24 @@ class policy_registry {
   }
   [[nodiscard]] const std::string& summary(const std::string& name) const { return entries_.at(name).summary; }
 
+  /// A spec taken apart: the policy's name and its parameters, a positional value under its key
+  /// ("static:4" -> static, {degree: 4}). Values are not checked: make() does that.
+  struct parsed_spec {
+    std::string name;
+    std::map<std::string, std::string> values;
+  };
+
+  /// Parses "NAME[:KEY=VALUE]..." as make() does, without building the policy: an input_error for an
+  /// unknown name or bad syntax. For tools that read a spec (which parameters it sets) - one reader of
+  /// the syntax, this one.
+  [[nodiscard]] result<parsed_spec> parse(std::string_view spec) const {
+    try {
+      return parse_or_throw(spec);
+    } catch (const input_exception& e) {
+      return e.error();
+    }
+  }
+
   /// Builds a policy from "NAME[:KEY=VALUE]..."; input_error on any problem.
   [[nodiscard]] result<any_policy> make(std::string_view spec) const {
     try {
@@ -138,8 +156,10 @@ class policy_registry {
     factory make;
   };
 
-  any_policy make_or_throw(std::string_view spec) const {
-    auto bad = [&](const std::string& msg) { return input_exception(input_error{"--policy", 0, "", msg}); };
+  static input_exception spec_error(const std::string& msg) { return input_exception(input_error{"--policy", 0, "", msg}); }
+
+  parsed_spec parse_or_throw(std::string_view spec) const {
+    const auto& bad = spec_error;
     std::vector<std::string> parts;
     std::size_t start = 0;
     while (true) {
@@ -171,10 +191,15 @@ class policy_registry {
       if (key.empty()) throw bad(fmt::format("policy '{}': empty parameter name in '{}'", name, p));
       if (!values.emplace(key, value).second) throw bad(fmt::format("policy '{}': parameter '{}' given twice", name, key));
     }
-    policy_params params(name, std::move(values));
-    any_policy p = it->second.make(params);
+    return parsed_spec{name, std::move(values)};
+  }
+
+  any_policy make_or_throw(std::string_view spec) const {
+    parsed_spec parsed = parse_or_throw(spec);
+    policy_params params(parsed.name, std::move(parsed.values));
+    any_policy p = entries_.at(parsed.name).make(params);
     if (auto unknown = params.unused(); !unknown.empty()) {
-      throw bad(fmt::format("policy '{}': unknown parameter '{}'", name, unknown.front()));
+      throw spec_error(fmt::format("policy '{}': unknown parameter '{}'", parsed.name, unknown.front()));
     }
     return p;
   }
