@@ -18,26 +18,11 @@ import subprocess
 import sys
 import tempfile
 
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    if not ok:
-        failures += 1
-        print("FAIL:", what)
-    return ok
+from cli_checks import check, finish, run_command, write  # same directory
 
 
 def run(args, timeout=300):
-    p = subprocess.run([EXE, *args], capture_output=True, timeout=timeout)
-    # stdout and stderr must be UTF-8 whatever the input held (errors print invalid bytes as \xNN).
-    try:
-        out, err = p.stdout.decode("utf-8"), p.stderr.decode("utf-8")
-    except UnicodeDecodeError as e:
-        check(False, f"{args}: output is not UTF-8 ({e})")
-        out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    return p.returncode, out, err
+    return run_command([EXE, *args], timeout)
 
 
 def strict_json(text):
@@ -45,12 +30,6 @@ def strict_json(text):
     def bad(c):
         raise ValueError(f"non-finite number {c}")
     return json.loads(text, parse_constant=bad)
-
-
-def write(path, text, mode="w"):
-    with open(path, mode, **({} if "b" in mode else {"newline": ""})) as f:
-        f.write(text)
-    return path
 
 
 def profile_rows():
@@ -464,5 +443,4 @@ if __name__ == "__main__":
     PROFILE = os.path.join(sys.argv[2], "profiles", "step_latency.csv")
     with tempfile.TemporaryDirectory(prefix="paraflex-cli-") as tmp:
         GROUPS[sys.argv[3]](tmp)
-    print(f"{sys.argv[3]}: {'ok' if failures == 0 else f'{failures} failed'}")
-    sys.exit(1 if failures else 0)
+    finish(sys.argv[3])

@@ -12,31 +12,14 @@ import csv
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    if not ok:
-        failures += 1
-        print("FAIL:", what)
-    return ok
+from cli_checks import check, finish, run_command, write  # same directory
 
 
 def run(exe, args, timeout=120, stdout=None):
-    p = subprocess.run([exe, *args], stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout)
-    try:
-        out = (p.stdout or b"").decode("utf-8")
-        err = p.stderr.decode("utf-8")
-    except UnicodeDecodeError as e:
-        check(False, f"{args}: output is UTF-8 ({e})")
-        out, err = (p.stdout or b"").decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    return p.returncode, out, err
+    return run_command([exe, *args], timeout, stdout)
 
 
 def gen(args, **kw):
@@ -45,12 +28,6 @@ def gen(args, **kw):
 
 def tune(args, **kw):
     return run(TUNE, args, **kw)
-
-
-def write(path, text):
-    with open(path, "w", newline="") as f:
-        f.write(text)
-    return path
 
 
 def rows_of(text):
@@ -342,5 +319,4 @@ if __name__ == "__main__":
     PROFILE = os.path.join(sys.argv[4], "profiles", "step_latency.csv")
     with tempfile.TemporaryDirectory(prefix="paraflex-tools-cli-") as tmp:
         GROUPS[sys.argv[5]](tmp)
-    print(f"{sys.argv[5]}: {'ok' if failures == 0 else f'{failures} failed'}")
-    sys.exit(1 if failures else 0)
+    finish(sys.argv[5])

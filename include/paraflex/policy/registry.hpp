@@ -159,7 +159,6 @@ class policy_registry {
   static input_exception spec_error(const std::string& msg) { return input_exception(input_error{"--policy", 0, "", msg}); }
 
   parsed_spec parse_or_throw(std::string_view spec) const {
-    const auto& bad = spec_error;
     std::vector<std::string> parts;
     std::size_t start = 0;
     while (true) {
@@ -173,7 +172,7 @@ class policy_registry {
     if (it == entries_.end()) {
       std::string known;
       for (const auto& [n, e] : entries_) known += (known.empty() ? "" : ", ") + n;
-      throw bad(fmt::format("unknown policy '{}' (known: {})", name, known));
+      throw spec_error(fmt::format("unknown policy '{}' (known: {})", name, known));
     }
     std::map<std::string, std::string> values;
     for (std::size_t i = 1; i < parts.size(); ++i) {
@@ -181,15 +180,15 @@ class policy_registry {
       const auto eq = p.find('=');
       std::string key, value;
       if (eq == std::string::npos) {
-        if (it->second.positional.empty() || i != 1) throw bad(fmt::format("policy '{}': expected KEY=VALUE, got '{}'", name, p));
+        if (it->second.positional.empty() || i != 1) throw spec_error(fmt::format("policy '{}': expected KEY=VALUE, got '{}'", name, p));
         key = it->second.positional;
         value = p;
       } else {
         key = p.substr(0, eq);
         value = p.substr(eq + 1);
       }
-      if (key.empty()) throw bad(fmt::format("policy '{}': empty parameter name in '{}'", name, p));
-      if (!values.emplace(key, value).second) throw bad(fmt::format("policy '{}': parameter '{}' given twice", name, key));
+      if (key.empty()) throw spec_error(fmt::format("policy '{}': empty parameter name in '{}'", name, p));
+      if (!values.emplace(key, value).second) throw spec_error(fmt::format("policy '{}': parameter '{}' given twice", name, key));
     }
     return parsed_spec{name, std::move(values)};
   }
