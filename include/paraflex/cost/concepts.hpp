@@ -27,12 +27,22 @@ namespace paraflex {
 /// Non-step stages of a trajectory. A denoising step is not a stage: it is priced by step_seconds.
 enum class stage_kind : unsigned char { encode, decode };
 
+// CostModel's requirements one member at a time: the concept is their conjunction, and the scheduler
+// checks each of them with a message naming the missing member (one source of truth for both).
+namespace cost_model_requirements {
 template <class C>
-concept CostModel = requires(const C& c, const request_shape& s, int degree, bool cross_node) {
-  { c.step_seconds(s, degree) } -> std::convertible_to<double>;
-  { c.allows_degree(s, degree) } -> std::convertible_to<bool>;
+concept prices_steps = requires(const C& c, const request_shape& s, int degree) { { c.step_seconds(s, degree) } -> std::convertible_to<double>; };
+template <class C>
+concept allows_degrees = requires(const C& c, const request_shape& s, int degree) { { c.allows_degree(s, degree) } -> std::convertible_to<bool>; };
+template <class C>
+concept prices_migrations = requires(const C& c, const request_shape& s, int degree, bool cross_node) {
   { c.migration_seconds(s, degree, degree, cross_node) } -> std::convertible_to<double>;
 };
+}  // namespace cost_model_requirements
+
+template <class C>
+concept CostModel = cost_model_requirements::prices_steps<C> && cost_model_requirements::allows_degrees<C> &&
+                    cost_model_requirements::prices_migrations<C>;
 
 /// A CostModel that also prices text encoding and VAE decoding (on `degree` devices).
 template <class C>

@@ -78,12 +78,19 @@ struct executor_event {
   device_id device = 0;         ///< device_lost
 };
 
+// Executor's requirements one member at a time: the concept is their conjunction, and the scheduler
+// checks each of them with a message naming the missing member (one source of truth for both).
+namespace executor_requirements {
 template <class E>
-concept Executor = requires(E& e, const E& ce, const task_launch& l, std::vector<executor_event>& out) {
-  e.launch(l);
-  e.poll(out);
-  { ce.now() } -> std::convertible_to<tick>;
-};
+concept launches = requires(E& e, const task_launch& l) { e.launch(l); };
+template <class E>
+concept polls = requires(E& e, std::vector<executor_event>& out) { e.poll(out); };
+template <class E>
+concept tells_time = requires(const E& ce) { { ce.now() } -> std::convertible_to<tick>; };
+}  // namespace executor_requirements
+
+template <class E>
+concept Executor = executor_requirements::launches<E> && executor_requirements::polls<E> && executor_requirements::tells_time<E>;
 
 template <class E>
 concept VirtualTimeExecutor = Executor<E> && requires(E& e, const E& ce, tick t) {

@@ -13,7 +13,8 @@
 // runtime just skips the call):
 //   ArrivalAwarePolicy     on_arrival(view, handle)            after a request arrives, before decide
 //   CompletionAwarePolicy  on_request_end(view, handle)        after a request completes or is dropped
-//   TaskAwarePolicy        on_task_end(view, handle, ok)       after each task (ok = false: it failed)
+//   TaskAwarePolicy        on_task_end(view, handle, ok)       after each task (ok = false: it failed);
+//                                                              a migration only when it fails
 //   PeriodicPolicy         tick_period() -> tick               decide is also called every period
 //                                                              (round-based policies); on_tick(view)
 //                                                              is called first when present
@@ -29,10 +30,19 @@
 
 namespace paraflex {
 
+// Policy's requirement in two parts, so that the scheduler can say which one fails: decide(view, out)
+// must be callable on a non-const P, and return void (decisions go into the buffer).
+namespace policy_requirements {
 template <class P>
-concept Policy = requires(P& p, const scheduler_view& v, decision_buffer& out) {
+concept decides = requires(P& p, const scheduler_view& v, decision_buffer& out) { p.decide(v, out); };
+template <class P>
+concept decides_into_buffer = requires(P& p, const scheduler_view& v, decision_buffer& out) {
   { p.decide(v, out) } -> std::same_as<void>;
 };
+}  // namespace policy_requirements
+
+template <class P>
+concept Policy = policy_requirements::decides<P> && policy_requirements::decides_into_buffer<P>;
 
 template <class P>
 concept ArrivalAwarePolicy = Policy<P> && requires(P& p, const scheduler_view& v, request_handle h) {

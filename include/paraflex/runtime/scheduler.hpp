@@ -98,21 +98,25 @@ struct decision_stats {
 // constructor only says "no viable constructor" (clang) instead of naming the member that is wrong.
 template <class P, class E, class C>
 class scheduler {
-  static_assert(requires(P& p, const scheduler_view& v, decision_buffer& out) { p.decide(v, out); },
+  // Each part of the Policy, Executor and CostModel concepts (their headers), with what to write.
+  static_assert(policy_requirements::decides<P>,
                 "scheduler: the policy (P) needs a member decide(const scheduler_view&, decision_buffer&) callable on a non-const P");
-  static_assert(!requires(P& p, const scheduler_view& v, decision_buffer& out) { p.decide(v, out); } || Policy<P>,
+  static_assert(!policy_requirements::decides<P> || policy_requirements::decides_into_buffer<P>,
                 "scheduler: the policy's decide(view, out) must return void: decisions go into the decision_buffer");
-  static_assert(requires(E& e, const task_launch& l) { e.launch(l); }, "scheduler: the executor (E) needs a member launch(const task_launch&)");
-  static_assert(requires(E& e, std::vector<executor_event>& out) { e.poll(out); },
-                "scheduler: the executor (E) needs a member poll(std::vector<executor_event>&)");
-  static_assert(requires(const E& e) { { e.now() } -> std::convertible_to<tick>; },
-                "scheduler: the executor (E) needs a member now() callable on a const E, returning a tick");
-  static_assert(requires(const C& c, const request_shape& s, int k) { { c.step_seconds(s, k) } -> std::convertible_to<double>; },
+  static_assert(executor_requirements::launches<E>, "scheduler: the executor (E) needs a member launch(const task_launch&)");
+  static_assert(executor_requirements::polls<E>, "scheduler: the executor (E) needs a member poll(std::vector<executor_event>&)");
+  static_assert(executor_requirements::tells_time<E>, "scheduler: the executor (E) needs a member now() callable on a const E, returning a tick");
+  static_assert(cost_model_requirements::prices_steps<C>,
                 "scheduler: the cost model (C) needs a const member step_seconds(const request_shape&, int degree) returning double");
-  static_assert(requires(const C& c, const request_shape& s, int k) { { c.allows_degree(s, k) } -> std::convertible_to<bool>; },
+  static_assert(cost_model_requirements::allows_degrees<C>,
                 "scheduler: the cost model (C) needs a const member allows_degree(const request_shape&, int degree) returning bool");
-  static_assert(requires(const C& c, const request_shape& s, int k, bool x) { { c.migration_seconds(s, k, k, x) } -> std::convertible_to<double>; },
+  static_assert(cost_model_requirements::prices_migrations<C>,
                 "scheduler: the cost model (C) needs a const member migration_seconds(const request_shape&, int from, int to, bool cross_node) returning double");
+  // The parts above are the whole of each concept: silent while a part fails (its message says why).
+  static_assert(!(policy_requirements::decides<P> && policy_requirements::decides_into_buffer<P>) || Policy<P>);
+  static_assert(!(executor_requirements::launches<E> && executor_requirements::polls<E> && executor_requirements::tells_time<E>) || Executor<E>);
+  static_assert(!(cost_model_requirements::prices_steps<C> && cost_model_requirements::allows_degrees<C> &&
+                  cost_model_requirements::prices_migrations<C>) || CostModel<C>);
 
  public:
   scheduler(cluster topology, P& policy, E& executor, const C& cost, scheduler_options options = {})
