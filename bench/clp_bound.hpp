@@ -155,9 +155,19 @@ struct clp_fluid_report {
   std::vector<std::pair<std::size_t, double>> served;
 };
 
+/// Where clp_fluid_bound is, for its progress callback.
+struct clp_progress {
+  std::size_t parts_done = 0, parts = 0;  ///< independent parts solved so far, and in all
+  std::size_t requests_done = 0;          ///< requests in the parts solved so far
+  /// The part about to be solved, once built (0 before it is built): its size says how long Clp may
+  /// take - many GPUs give every request many degrees, so a few requests can make a large LP.
+  std::size_t part_requests = 0, part_rows = 0, part_columns = 0;
+  double seconds_left = 0;  ///< of clp_options::max_seconds, for this part and the rest
+};
+
 /// The fluid LP bound of a workload: split into independent parts, each built and solved with Clp.
-/// `progress`, when given, is called before each part with (parts done, parts, requests done): a
-/// large workload's bound takes minutes.
+/// `progress`, when given, is called with a clp_progress before each part is built and again before
+/// it is solved: a large workload's bound takes minutes.
 template <class Progress = std::nullptr_t>
 [[nodiscard]] inline clp_fluid_report clp_fluid_bound(const fluid_workload& w, const fluid_bound_options& fo = {},
                                                       const clp_options& co = {}, Progress&& progress = nullptr) {
@@ -167,7 +177,8 @@ template <class Progress = std::nullptr_t>
   std::size_t cut_work_left = fo.count_cut_work;  // rounds x columns (fluid_bound_options::count_cut_work)
   const std::vector<fluid_workload> parts = split_fluid_workload(w);
   for (const fluid_workload& part : parts) {
-    if constexpr (!std::is_same_v<std::decay_t<Progress>, std::nullptr_t>) progress(rep.parts, parts.size(), rep.requests);
+    constexpr bool reports = !std::is_same_v<std::decay_t<Progress>, std::nullptr_t>;
+    if constexpr (reports) progress(clp_progress{rep.parts, parts.size(), rep.requests, 0, 0, 0, left});
     const auto t0 = std::chrono::steady_clock::now();
     fluid_lp lp = build_fluid_lp(part, fo);
     rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -178,6 +189,12 @@ template <class Progress = std::nullptr_t>
     rep.cols += static_cast<std::size_t>(lp.lp.cols());
     rep.nonzeros += lp.lp.nonzeros();
     rep.largest_part_cols = std::max(rep.largest_part_cols, static_cast<std::size_t>(lp.lp.cols()));
+    if constexpr (reports) {
+      if (left > 0) {
+        progress(clp_progress{rep.parts - 1, parts.size(), rep.requests - lp.requests, lp.requests, static_cast<std::size_t>(lp.lp.rows()),
+                              static_cast<std::size_t>(lp.lp.cols()), left});
+      }
+    }
     if (left <= 0) {  // out of time: the part counts in full (the bound with all multipliers 0)
       rep.optimal = false;
       rep.certified_requests += static_cast<double>(lp.requests);

@@ -35,6 +35,8 @@ namespace {
 using namespace paraflex;
 
 constexpr int exit_bad_input = 2;
+// An LP part with this many columns takes Clp tens of seconds or more (~80 s for 1.2 million here).
+constexpr std::size_t large_lp_columns = 250000;
 
 [[noreturn]] void fail(const std::string& message) {
   std::fprintf(stderr, "paraflex-sim: error: %s\n", message.c_str());
@@ -219,12 +221,23 @@ int main(int argc, char** argv) {
       }
       const auto bound_t0 = std::chrono::steady_clock::now();
       double next_line_s = 2.0;
-      const clp_fluid_report solved = clp_fluid_bound(fw, bo, co, [&](std::size_t done, std::size_t parts, std::size_t requests) {
+      const clp_fluid_report solved = clp_fluid_bound(fw, bo, co, [&](const clp_progress& p) {
+        if (quiet) return;
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - bound_t0).count();
-        if (quiet || s < next_line_s) return;
+        // A part this large takes Clp a minute or more, and no line comes while it solves: say so first.
+        // (Many GPUs do this with few requests: each request gets a column per degree and interval.)
+        if (p.part_columns >= large_lp_columns) {
+          std::fprintf(stderr,
+                       "paraflex-sim: bound: part %zu/%zu is a large LP (%zu requests, %zu rows x %zu columns); Clp may take minutes "
+                       "(it stops after %.0f s more with a valid, looser bound)\n",
+                       p.parts_done + 1, p.parts, p.part_requests, p.part_rows, p.part_columns, p.seconds_left);
+          next_line_s = s + 2.0;
+          return;
+        }
+        if (p.part_columns > 0 || s < next_line_s) return;
         next_line_s = s + 2.0;
-        std::fprintf(stderr, "paraflex-sim: bound: %zu/%zu parts solved (%zu/%zu requests), %.1f s elapsed\n", done, parts, requests,
-                     fw.with_deadline, s);
+        std::fprintf(stderr, "paraflex-sim: bound: %zu/%zu parts solved (%zu/%zu requests), %.1f s elapsed\n", p.parts_done, p.parts,
+                     p.requests_done, fw.with_deadline, s);
       });
       lp_bound = solved.bound;
       if (!bound_out.empty()) write_bound_out(bound_out, w, solved.served);
