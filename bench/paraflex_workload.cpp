@@ -130,6 +130,7 @@ struct options {
   std::size_t requests = 0;
   double duration_s = 0.0;
   std::string steps = "50";
+  std::string trace_time;  // --trace-time: the time column of a CSV trace (empty: found by name)
   std::string slo_rule = "none";
   std::string base_slo;
   std::string labels = "resolution";
@@ -270,13 +271,37 @@ class step_times {
   } else if (o.arrivals.rfind("trace:", 0) == 0) {
     const std::string path = o.arrivals.substr(6);
     if (path.empty()) throw usage_error{"--arrivals: 'trace:' needs a file name (trace:FILE)"};
-    g.arrivals = trace_arrivals{load_arrival_trace(path).value_or_throw(), o.rate.value_or(0.0)};
+    trace_columns columns{o.trace_time, {}};
+    if (o.steps.rfind("trace:", 0) == 0) {
+      // trace:COLUMN or trace:COLUMN:N (N: the steps of a row whose cell is empty).
+      columns.steps = o.steps.substr(6);
+      if (const auto colon = columns.steps.rfind(':'); colon != std::string::npos) {
+        columns.missing_steps = integer("--steps", std::string_view(columns.steps).substr(colon + 1));
+        if (*columns.missing_steps < 1) throw usage_error{fmt::format("--steps: the steps of rows without them must be >= 1, got {}", *columns.missing_steps)};
+        columns.steps.resize(colon);
+      }
+      if (columns.steps.empty()) throw usage_error{"--steps: 'trace:' needs the trace's column of step counts (trace:COLUMN[:N])"};
+    }
+    recorded_trace recorded = load_recorded_trace(path, columns).value_or_throw();
+    if (recorded.filled_steps > 0 && !o.quiet) {
+      std::fprintf(stderr, "paraflex-workload: note: %zu rows of %s have no %s: they have %d steps (--steps trace:%s:%d)\n", recorded.filled_steps,
+                   printable(path).c_str(), printable(columns.steps).c_str(), *columns.missing_steps, printable(columns.steps).c_str(),
+                   *columns.missing_steps);
+    }
+    g.arrivals = trace_arrivals{std::move(recorded.times_s), o.rate.value_or(0.0), std::move(recorded.steps)};
   } else {
     throw usage_error{fmt::format("--arrivals: '{}' is not poisson, phases:D@R,... or trace:FILE", o.arrivals)};
   }
+  const bool trace = o.arrivals.rfind("trace:", 0) == 0;
+  if (!o.trace_time.empty() && !trace) throw usage_error{"--trace-time: only with --arrivals trace:FILE"};
 
   g.steps.clear();
-  for (const auto& s : split(o.steps, ',')) g.steps.push_back(integer("--steps", s));
+  if (o.steps.rfind("trace:", 0) == 0) {
+    if (!trace) throw usage_error{"--steps trace:COLUMN: only with --arrivals trace:FILE (a CSV trace with that column)"};
+    g.steps.push_back(1);  // unused: every request has its recorded steps
+  } else {
+    for (const auto& s : split(o.steps, ',')) g.steps.push_back(integer("--steps", s));
+  }
 
   if (o.labels == "resolution") {
     g.labels = class_labels::resolution;
@@ -407,7 +432,12 @@ int main(int argc, char** argv) {
   auto* requests = app.add_option("--requests", o.requests, "number of requests, >= 1 (default: poisson 300, trace all, phases one pass)")
                        ->check(paraflex_bench::uint64_digits);
   app.add_option("--duration", o.duration_s, "poisson: stop at this many seconds")->check(non_empty);
-  app.add_option("--steps", o.steps, "denoising steps, or a comma list drawn uniformly")->capture_default_str()->check(non_empty);
+  app.add_option("--steps", o.steps, "denoising steps, or a comma list drawn uniformly, or trace:COLUMN[:N] (each request's steps from that column of a CSV --arrivals trace; N for empty cells)")
+      ->capture_default_str()
+      ->check(non_empty);
+  app.add_option("--trace-time", o.trace_time,
+                 "the time column of a CSV --arrivals trace: date-times or seconds (default: TIMESTAMP, arrival_s, gmt_create or arrival_time, any case)")
+      ->check(non_empty);
   app.add_option("--slo-rule", o.slo_rule,
                  "none | fixed[:SCALE] (base SLO per shape x SCALE) | alpha:A (A x latency at the fastest degree "
                  "<= --gpus) | alpha-deg1:A (A x latency on 1 GPU)")

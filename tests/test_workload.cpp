@@ -620,6 +620,89 @@ TEST_CASE("trace formats are detected from content and bad lines are located", "
   CHECK(load_arrival_trace("/nonexistent.csv").error().file == "/nonexistent.csv");
 }
 
+TEST_CASE("a CSV trace's time column is found by name in any case, or named, and holds date-times or seconds", "[workload][trace]") {
+  auto parse = [](const std::string& text, trace_columns c = {}) {
+    std::istringstream in(text);
+    return read_recorded_trace(in, "t.csv", c);
+  };
+  // Alibaba's GenAI trace: gmt_create, whole seconds, other columns ignored (some of them empty).
+  const auto ali = parse("gmt_create,predict_type,num_inference_steps\n2024-11-15 16:57:50,TXT_2_IMG,30.0\n"
+                         "2024-11-15 16:57:48,IMG_2_IMG,\n").value_or_throw();
+  CHECK(ali.times_s == std::vector<double>{0.0, 2.0});
+  CHECK(ali.steps.empty());
+  // BurstGPT-style: "Timestamp" in seconds; TIMESTAMP is found before arrival_s.
+  CHECK(parse("Timestamp,Model\n5.5,a\n1,b\n").value_or_throw().times_s == std::vector<double>{0.0, 4.5});
+  CHECK(parse("arrival_s,TIMESTAMP\n9,1\n1,3\n").value_or_throw().times_s == std::vector<double>{0.0, 2.0});
+  // A named column, exactly or in another case; date-times there too.
+  CHECK(parse("sent,x\n3,1\n1,2\n", {"sent", {}}).value_or_throw().times_s == std::vector<double>{0.0, 2.0});
+  CHECK(parse("Sent\n2024-01-01T00:00:10\n2024-01-01T00:00:00\n", {"sent", {}}).value_or_throw().times_s == std::vector<double>{0.0, 10.0});
+
+  // Errors name the column and the line.
+  auto e = parse("sent\n1\n", {"when", {}}).error();
+  CHECK(e.column == "when");
+  CHECK(e.line == 1);
+  CHECK(e.message.find("the header has: sent") != std::string::npos);
+  CHECK(parse("timestamp,TIMESTAMP\n1,2\n").has_value());  // "TIMESTAMP" matches one column exactly: no ambiguity
+  e = parse("Timestamp,timeStamp\n1,2\n").error();
+  CHECK(e.message.find("ambiguous") != std::string::npos);
+  e = parse("TIMESTAMP\n2024-01-01 00:00:00\n12.5\n").error();  // the kind of the first row holds for all
+  CHECK(e.line == 3);
+  CHECK(e.column == "TIMESTAMP");
+  e = parse("arrival_s\n1\n2024-01-01 00:00:00\n").error();
+  CHECK(e.line == 3);
+  e = parse("arrival_s\nsoon\n").error();
+  CHECK(e.line == 2);
+  CHECK(e.message.find("'soon'") != std::string::npos);
+  CHECK(parse("arrival_s\ninf\n").error().line == 2);
+  // A column can be chosen only where there are columns.
+  CHECK(parse("5\n6\n", {"t", {}}).error().message.find("only in a CSV trace") != std::string::npos);
+  CHECK(parse("{\"timestamp\": 1}\n", {{}, "steps"}).error().column == "steps");
+}
+
+TEST_CASE("a CSV trace's steps column gives each arrival its recorded steps, which follow it when sorted", "[workload][trace]") {
+  auto parse = [](const std::string& text, trace_columns c) {
+    std::istringstream in(text);
+    return read_recorded_trace(in, "t.csv", c);
+  };
+  const std::string ali = "gmt_create,num_inference_steps\n2024-11-15 16:57:50,30.0\n2024-11-15 16:57:40,40.0\n"
+                          "2024-11-15 16:57:45,\n2024-11-15 16:57:40,28\n";
+  auto e = parse(ali, {{}, "num_inference_steps"}).error();  // an empty cell, with no steps given for it
+  CHECK(e.line == 4);
+  CHECK(e.column == "num_inference_steps");
+  const auto t = parse(ali, {{}, "num_inference_steps", 50}).value_or_throw();
+  CHECK(t.times_s == std::vector<double>{0.0, 0.0, 5.0, 10.0});
+  CHECK(t.steps == std::vector<int>{40, 28, 50, 30});  // ties keep the file's order
+  CHECK(t.filled_steps == 1);
+  for (const char* bad : {"2.5", "0", "-3", "x", "1e9"}) {
+    e = parse(std::string("arrival_s,steps\n1,5\n2,") + bad + "\n", {{}, "steps"}).error();
+    CHECK(e.line == 3);
+    CHECK(e.column == "steps");
+  }
+  CHECK(parse("arrival_s\n1\n", {{}, "steps"}).error().column == "steps");
+
+  // A generator gives request i the steps recorded with its arrival, whatever workload_generator::steps says.
+  auto g = toy_generator();
+  g.steps = {7};
+  g.requests = 3;
+  g.arrivals = trace_arrivals{t.times_s, 0.0, t.steps};
+  const auto w = generate_workload(g).value_or_throw();
+  REQUIRE(w.requests.size() == 3);
+  CHECK(w.requests[0].steps == 40);
+  CHECK(w.requests[1].steps == 28);
+  CHECK(w.requests[2].steps == 50);
+  // Unsorted times given by hand: the steps still follow their arrivals.
+  g.requests = 0;
+  g.arrivals = trace_arrivals{{3.0, 1.0, 2.0}, 0.0, {30, 10, 20}};
+  const auto sorted = generate_workload(g).value_or_throw();
+  CHECK(sorted.requests[0].steps == 10);
+  CHECK(sorted.requests[1].steps == 20);
+  CHECK(sorted.requests[2].steps == 30);
+  g.arrivals = trace_arrivals{{3.0, 1.0}, 0.0, {30}};
+  CHECK(generate_workload(g).error().column == "trace");
+  g.arrivals = trace_arrivals{{3.0, 1.0}, 0.0, {30, 0}};
+  CHECK(generate_workload(g).error().column == "trace");
+}
+
 TEST_CASE("a generator replays the first n arrivals of a trace, optionally at a new mean rate", "[workload][trace]") {
   auto g = toy_generator();
   g.requests = 500;

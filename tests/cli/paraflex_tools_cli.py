@@ -106,6 +106,19 @@ def group_workload(d):
     rc, out, err = gen(["--arrivals", "trace:" + trace])
     check(rc == 0 and [float(r["arrival_s"]) for r in rows_of(out)] == [0, 2, 5, 5.5, 10],
           f"--arrivals trace:FILE replays every arrival, shifted to start at 0 ({err.strip()[-200:]})")
+    # A CSV service log (Alibaba GenAI-style: gmt_create, steps per request, an empty cell): arrivals and
+    # each request's steps from it, the empty cell filled as asked and said so.
+    log = write(os.path.join(d, "service.csv"), "gmt_create,status,num_inference_steps\n2024-11-15 16:57:50,SUCCEED,30.0\n"
+                "2024-11-15 16:57:40,SUCCEED,40.0\n2024-11-15 16:57:45,PENDING,\n")
+    rc, out, err = gen(["--arrivals", "trace:" + log, "--steps", "trace:num_inference_steps:25"])
+    rows = rows_of(out)
+    check(rc == 0 and [(float(r["arrival_s"]), int(r["steps"])) for r in rows] == [(0, 40), (5, 25), (10, 30)],
+          f"--steps trace:COLUMN:N takes each request's steps from the trace, N for an empty cell ({err.strip()[-200:]})")
+    check("1 rows" in err and "num_inference_steps" in err, f"the filled cells are reported ({err.strip()[-200:]})")
+    sent = write(os.path.join(d, "sent.csv"), "id,Sent_At\n1,7.5\n2,2.5\n")
+    rc, out, err = gen(["--arrivals", "trace:" + sent, "--trace-time", "sent_at"])
+    check(rc == 0 and [float(r["arrival_s"]) for r in rows_of(out)] == [0, 5],
+          f"--trace-time names the time column of a CSV trace, in any case ({err.strip()[-200:]})")
     rc, out, err = gen(["--arrivals", "phases:100@0.5,100@0", "--seed", "2"])
     ts = [float(r["arrival_s"]) for r in rows_of(out)]
     check(rc == 0 and ts and max(ts) < 100, "--arrivals phases: no arrival in a phase of rate 0")
@@ -149,6 +162,8 @@ def group_workload_bad_input(d):
     W = "paraflex-workload"
     trace = write(os.path.join(d, "trace.txt"), "1\n2\n3\n")
     bad_trace = write(os.path.join(d, "bad_trace.txt"), "1\n2\nsoon\n")
+    log = write(os.path.join(d, "service.csv"), "gmt_create,status,num_inference_steps\n2024-11-15 16:57:50,SUCCEED,30.0\n"
+                "2024-11-15 16:57:45,PENDING,\n")
     bad_profile = write(os.path.join(d, "bad_profile.csv"), "model,gpu,height,width,frames,degree,step_s\nflux-dev,h100,256,256,1,1,fast\n")
     os.mkdir(os.path.join(d, "adir"))
     cases = [
@@ -206,6 +221,17 @@ def group_workload_bad_input(d):
         ("a directory as trace", ["--arrivals", "trace:" + os.path.join(d, "adir")], ["adir", "directory"]),
         ("a bad trace line", ["--arrivals", "trace:" + bad_trace], [bad_trace + ":3:", "'soon'"]),
         ("more requests than the trace has", ["--arrivals", "trace:" + trace, "--requests", "5"], ["--requests", "only 3"]),
+        ("--steps trace: without a trace", ["--steps", "trace:steps"], ["--steps", "--arrivals trace:FILE"]),
+        ("--steps trace: without a column", ["--arrivals", "trace:" + log, "--steps", "trace:"], ["--steps", "trace:COLUMN"]),
+        ("--steps trace: for a plain trace", ["--arrivals", "trace:" + trace, "--steps", "trace:steps"], ["steps", "only in a CSV trace"]),
+        ("--steps trace: with an empty cell", ["--arrivals", "trace:" + log, "--steps", "trace:num_inference_steps"],
+         [log + ":3:", "num_inference_steps", "whole number of steps"]),
+        ("--steps trace: with 0 for empty cells", ["--arrivals", "trace:" + log, "--steps", "trace:num_inference_steps:0"], ["--steps", ">= 1"]),
+        ("--steps trace: of a missing column", ["--arrivals", "trace:" + log, "--steps", "trace:steps"], [log + ":1:", "'steps'", "the header has"]),
+        ("--trace-time without a trace", ["--trace-time", "t"], ["--trace-time", "--arrivals trace:FILE"]),
+        ("--trace-time of a missing column", ["--arrivals", "trace:" + log, "--trace-time", "when"], [log + ":1:", "'when'", "missing time column"]),
+        ("a trace time of the wrong kind", ["--arrivals", "trace:" + write(os.path.join(d, "mixed.csv"), "arrival_s\n1\n2024-01-01 00:00:00\n")],
+         ["mixed.csv:3:", "arrival_s", "number of seconds"]),
         ("a missing profile", ["--load", "1", "--profile", os.path.join(d, "no.csv")], [os.path.join(d, "no.csv"), "cannot open"]),
         ("a bad profile line", ["--load", "1", "--profile", bad_profile], [bad_profile + ":2:", "step_s"]),
         ("a model the profile lacks", ["--load", "1", "--model", "no-such-model", "--profile", PROFILE], ["no-such-model"]),

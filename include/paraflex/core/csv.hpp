@@ -41,6 +41,7 @@
 #include <initializer_list>
 #include <istream>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -165,12 +166,16 @@ class csv_reader {
   /// Reads the first record as the header and returns its column count. Errors: no header at all
   /// (empty input or only comments), an empty column name, a duplicate column name, a column name that
   /// is not UTF-8, a malformed record.
-  [[nodiscard]] result<std::size_t> read_header() { return read_header_checking(nullptr); }
+  [[nodiscard]] result<std::size_t> read_header() { return read_header_checking(std::nullopt); }
 
   /// The same for a reader that reads only the columns named in `read`: only those must not repeat.
   /// Any other column is ignored, so it may have no name or share one with another ignored column
   /// ("unknown columns are ignored", formats.md §1). Names must still be UTF-8 (they appear in messages).
-  [[nodiscard]] result<std::size_t> read_header(std::initializer_list<std::string_view> read) { return read_header_checking(&read); }
+  [[nodiscard]] result<std::size_t> read_header(std::initializer_list<std::string_view> read) {
+    return read_header_checking(std::span<const std::string_view>(read.begin(), read.size()));
+  }
+  /// The same with the names known only at run time (a column the user names).
+  [[nodiscard]] result<std::size_t> read_header(std::span<const std::string_view> read) { return read_header_checking(read); }
 
   /// Advances to the next data row: true when there is one, false at the end of the input, an error for
   /// a malformed record or a wrong field count. After an error the reader stays at the end.
@@ -260,8 +265,8 @@ class csv_reader {
 
  private:
   // read_header(), strict when `read` is null, else only the names in `read` must be unique.
-  [[nodiscard]] result<std::size_t> read_header_checking(const std::initializer_list<std::string_view>* read) {
-    const auto checked = [&](std::string_view name) { return read == nullptr || std::find(read->begin(), read->end(), name) != read->end(); };
+  [[nodiscard]] result<std::size_t> read_header_checking(std::optional<std::span<const std::string_view>> read) {
+    const auto checked = [&](std::string_view name) { return !read || std::find(read->begin(), read->end(), name) != read->end(); };
     if (header_read_) throw std::logic_error("csv_reader::read_header called twice");
     auto got = read_record();
     if (!got) return got.error();
@@ -271,7 +276,7 @@ class csv_reader {
     names_.clear();
     for (std::size_t i = 0; i < spans_.size(); ++i) {
       std::string name(trim(raw(i)));
-      if (name.empty() && read == nullptr) {
+      if (name.empty() && !read) {
         return input_error{file_, header_line_, {}, "header: column " + std::to_string(i + 1) + " has no name"};
       }
       if (auto why = detail::utf8_problem(name); !why.empty()) {

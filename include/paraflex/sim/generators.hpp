@@ -40,6 +40,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -142,6 +143,10 @@ struct phased_arrivals {
 struct trace_arrivals {
   std::vector<double> times_s{};
   double rate = 0.0;
+  /// Empty, or the denoising steps of each arrival (same length as times_s, each >= 1, recorded with
+  /// it: read_recorded_trace's steps): the request at times_s[i] then has steps[i] instead of a draw
+  /// from workload_generator::steps.
+  std::vector<int> steps{};
 };
 
 using arrival_process = std::variant<poisson_arrivals, phased_arrivals, trace_arrivals>;
@@ -160,8 +165,9 @@ inline constexpr std::size_t max_requests = 50'000'000;  // a guard against a ty
 
 /// Arrival times in seconds (nondecreasing) of `process`, `requests` of them (0 = as many as the
 /// process yields by itself), drawn from `g`. Configuration errors name the field (file "<generator>").
-[[nodiscard]] inline result<std::vector<double>> generate_arrivals(const arrival_process& process,
-                                                                   std::size_t requests, std::mt19937_64& g) {
+/// For a trace with recorded steps, `trace_steps` (when given) receives them in the same order.
+[[nodiscard]] inline result<std::vector<double>> generate_arrivals(const arrival_process& process, std::size_t requests,
+                                                                   std::mt19937_64& g, std::vector<int>* trace_steps = nullptr) {
   using namespace generators_detail;
   std::vector<double> out;
   if (requests > max_requests) return config_error("requests", fmt::format("more than {} requests", max_requests));
@@ -219,12 +225,24 @@ inline constexpr std::size_t max_requests = 50'000'000;  // a guard against a ty
       return config_error("requests", fmt::format("{} requested but the trace has only {} arrivals", requests,
                                                   tr.times_s.size()));
     }
-    std::vector<double> all = tr.times_s;
-    for (const double t : all) {
+    if (!tr.steps.empty() && tr.steps.size() != tr.times_s.size()) {
+      return config_error("trace", fmt::format("{} step counts for {} arrivals: one per arrival, or none", tr.steps.size(), tr.times_s.size()));
+    }
+    for (const double t : tr.times_s) {
       if (!std::isfinite(t)) return config_error("trace", "the trace has a non-finite time");
     }
-    std::stable_sort(all.begin(), all.end());
-    out.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(requests == 0 ? all.size() : requests));
+    for (const int s : tr.steps) {
+      if (s <= 0) return config_error("trace", fmt::format("a recorded step count must be > 0, got {}", s));
+    }
+    // In time order, ties as recorded; the steps follow their arrivals.
+    std::vector<std::size_t> order(tr.times_s.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tr.times_s[a] < tr.times_s[b]; });
+    order.resize(requests == 0 ? order.size() : requests);
+    for (const std::size_t i : order) out.push_back(tr.times_s[i]);
+    if (trace_steps != nullptr && !tr.steps.empty()) {
+      for (const std::size_t i : order) trace_steps->push_back(tr.steps[i]);
+    }
     const double first = out.front();
     for (double& t : out) t -= first;
     if (tr.rate != 0.0) {
@@ -248,7 +266,7 @@ inline constexpr std::size_t max_requests = 50'000'000;  // a guard against a ty
 enum class trace_format {
   detect,          ///< by content of the first non-comment line: '{' jsonl, "Request(" Hetu-DiT, a number
                    ///< plain, anything else a CSV header
-  csv,             ///< header with TIMESTAMP ("2023-11-16 18:17:03.9799600", Azure) or arrival_s (seconds)
+  csv,             ///< a header and a time column (trace_columns): Azure's TIMESTAMP, Alibaba's gmt_create, arrival_s...
   mooncake_jsonl,  ///< one JSON object per line with "timestamp" in milliseconds
   hetu_dit,        ///< Python-repr lines "Request(request_id=0, timestamp=0.5, ...)", seconds
   plain,           ///< one number of seconds per line
@@ -334,43 +352,150 @@ namespace generators_detail {
 
 }  // namespace generators_detail
 
-/// Arrival times of a recorded trace, in seconds, sorted and shifted so that the first is 0. Errors
-/// name the file, the 1-based line and the column or key (TIMESTAMP, arrival_s, timestamp). Comment
-/// ('#') and blank lines are skipped in every format; a trace without arrivals is an error.
-[[nodiscard]] inline result<std::vector<double>> read_arrival_trace(std::istream& in, std::string file_name,
-                                                                    trace_format format = trace_format::detect) {
+/// Which columns of a CSV trace read_recorded_trace reads (other formats have one place for the time).
+struct trace_columns {
+  /// The arrival time. Empty: the first of TIMESTAMP (Azure), arrival_s, gmt_create (Alibaba GenAI),
+  /// arrival_time, in that order, that the header has, matched without regard to case. Its values are
+  /// date-times ("2023-11-16 18:17:03.97996", a 'T' between date and time allowed) or numbers of
+  /// seconds, as its first row is; every row must be the same kind.
+  std::string time{};
+  /// Non-empty: each arrival's denoising steps come from this column (a whole number >= 1; "30.0" is
+  /// 30), e.g. num_inference_steps in Alibaba's GenAI trace.
+  std::string steps{};
+  /// The steps of a row whose steps cell is empty (a request the service never ran has none); unset:
+  /// an empty cell is an error like any other bad value.
+  std::optional<int> missing_steps{};
+};
+
+/// A recorded trace: arrival times in seconds, sorted (ties as recorded) and shifted so that the first
+/// is 0, and, when trace_columns::steps names a column, each arrival's steps in the same order.
+struct recorded_trace {
+  std::vector<double> times_s{};
+  std::vector<int> steps{};
+  std::size_t filled_steps = 0;  ///< rows whose empty steps cell took trace_columns::missing_steps
+};
+
+/// Reads a recorded trace (trace_format). Errors name the file, the 1-based line and the column or key
+/// (the time column, timestamp, the steps column). Comment ('#') and blank lines are skipped in every
+/// format; a trace without arrivals is an error, and so is a column choice for a format without columns.
+[[nodiscard]] inline result<recorded_trace> read_recorded_trace(std::istream& in, std::string file_name, const trace_columns& columns = {},
+                                                               trace_format format = trace_format::detect) {
   using namespace generators_detail;
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (format == trace_format::detect) format = detect_trace_format(text);
+  if (format != trace_format::csv && (!columns.time.empty() || !columns.steps.empty())) {
+    return input_error{file_name, 0, !columns.time.empty() ? columns.time : columns.steps,
+                       "a column can be chosen only in a CSV trace (with a header); this file is read as a " +
+                           std::string(format == trace_format::mooncake_jsonl ? "JSON-lines"
+                                       : format == trace_format::hetu_dit     ? "Hetu-DiT Request(...)"
+                                                                              : "plain (one number per line)") +
+                           " trace"};
+  }
 
-  std::vector<double> times;
+  recorded_trace out;
+  std::vector<double>& times = out.times_s;
   if (format == trace_format::csv) {
     std::istringstream s(text);
     csv_reader csv(s, file_name);
-    if (auto h = csv.read_header({"TIMESTAMP", "arrival_s"}); !h) return h.error();  // other columns are ignored
-    const auto c_stamp = csv.column_index("TIMESTAMP");
-    const auto c_arrival = csv.column_index("arrival_s");
-    if (!c_stamp && !c_arrival) {
-      return input_error{file_name, csv.header_line(), "TIMESTAMP",
-                         "missing column: an arrival trace CSV needs TIMESTAMP (date and time) or arrival_s "
-                         "(seconds)"};
+    // Any header is accepted (unknown columns are ignored); the columns read must be unambiguous.
+    if (auto h = csv.read_header(std::span<const std::string_view>{}); !h) return h.error();
+    const auto& names = csv.column_names();
+    const auto same = [](std::string_view a, std::string_view b) {
+      return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return (x >= 'A' && x <= 'Z' ? x - 'A' + 'a' : x) == (y >= 'A' && y <= 'Z' ? y - 'A' + 'a' : y);
+             });
+    };
+    // The column named `name` (exactly, or else without regard to case), if exactly one matches.
+    const auto find = [&](std::string_view name) -> result<std::optional<std::size_t>> {
+      std::vector<std::size_t> exact, loose;
+      for (std::size_t c = 0; c < names.size(); ++c) {
+        if (names[c] == name) exact.push_back(c);
+        if (same(names[c], name)) loose.push_back(c);
+      }
+      const auto& hits = exact.empty() ? loose : exact;
+      if (hits.size() > 1) {
+        return input_error{file_name, csv.header_line(), names[hits[1]],
+                           fmt::format("columns {} and {} are both '{}': which one is meant is ambiguous", hits[0] + 1, hits[1] + 1, name)};
+      }
+      if (hits.empty()) return std::optional<std::size_t>{};
+      return std::optional<std::size_t>{hits.front()};
+    };
+    const auto header_list = [&] {
+      std::string have;
+      for (const auto& n : names) have += (have.empty() ? "" : ", ") + (n.empty() ? std::string("(no name)") : n);
+      return have;
+    };
+    std::optional<std::size_t> c_time;
+    if (!columns.time.empty()) {
+      auto f = find(columns.time);
+      if (!f) return f.error();
+      c_time = f.value();
+      if (!c_time) {
+        return input_error{file_name, csv.header_line(), columns.time, "missing time column (the header has: " + header_list() + ")"};
+      }
+    } else {
+      for (const std::string_view candidate : {"TIMESTAMP", "arrival_s", "gmt_create", "arrival_time"}) {
+        auto f = find(candidate);
+        if (!f) return f.error();
+        if ((c_time = f.value())) break;
+      }
+      if (!c_time) {
+        return input_error{file_name, csv.header_line(), "TIMESTAMP",
+                           "missing column: an arrival trace CSV needs a time column - TIMESTAMP, arrival_s, gmt_create or "
+                           "arrival_time (any case), or the one you name (paraflex-workload --trace-time) - (the header has: " +
+                               header_list() + ")"};
+      }
     }
+    std::optional<std::size_t> c_steps;
+    if (!columns.steps.empty()) {
+      auto f = find(columns.steps);
+      if (!f) return f.error();
+      c_steps = f.value();
+      if (!c_steps) {
+        return input_error{file_name, csv.header_line(), columns.steps, "missing steps column (the header has: " + header_list() + ")"};
+      }
+    }
+    // Date-times stay integer nanoseconds until the first is subtracted (a double would lose the
+    // sub-microsecond digits of an epoch-sized value).
+    std::optional<bool> dated;  // the kind of the first row's time, which every row must share
     std::vector<std::int64_t> stamps_ns;
     for (;;) {
       auto more = csv.next_row();
       if (!more) return more.error();
       if (!more.value()) break;
-      if (c_stamp) {
-        const auto ns = parse_datetime_ns(trim(csv.field(*c_stamp)));
+      const std::string_view field = trim(csv.field(*c_time));
+      const auto ns = parse_datetime_ns(field);
+      if (!dated) {
+        if (!ns && !parse_double(field)) {
+          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996 or a number of seconds, got '{}'",
+                                                   csv.field(*c_time)));
+        }
+        dated = ns.has_value();
+      }
+      if (*dated) {
         if (!ns) {
-          return csv.error_at(*c_stamp, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996, got '{}'",
-                                                    csv.field(*c_stamp)));
+          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996, as in the first row, got '{}'",
+                                                   csv.field(*c_time)));
         }
         stamps_ns.push_back(*ns);
       } else {
-        auto v = csv.get_double(*c_arrival);
-        if (!v) return v.error();
-        times.push_back(v.value());
+        const auto v = parse_double(field);
+        if (!v) return csv.error_at(*c_time, "expected a number of seconds, as in the first row: " + v.message);
+        if (!std::isfinite(*v.value)) return csv.error_at(*c_time, fmt::format("expected a finite number of seconds, got '{}'", field));
+        times.push_back(*v.value);
+      }
+      if (c_steps) {
+        const std::string_view f = trim(csv.field(*c_steps));
+        if (f.empty() && columns.missing_steps) {
+          out.steps.push_back(*columns.missing_steps);
+          ++out.filled_steps;
+          continue;
+        }
+        const auto v = parse_double(f);
+        if (!v || !std::isfinite(*v.value) || *v.value < 1.0 || *v.value > 1e6 || *v.value != std::floor(*v.value)) {
+          return csv.error_at(*c_steps, fmt::format("expected a whole number of steps from 1 to 1000000, got '{}'", csv.field(*c_steps)));
+        }
+        out.steps.push_back(static_cast<int>(*v.value));
       }
     }
     if (!stamps_ns.empty()) {
@@ -415,10 +540,42 @@ namespace generators_detail {
     }
   }
   if (times.empty()) return input_error{file_name, 0, {}, "the trace has no arrivals"};
-  std::stable_sort(times.begin(), times.end());
-  const double first = times.front();
-  for (double& t : times) t -= first;
-  return times;
+  if (out.steps.empty()) {
+    std::stable_sort(times.begin(), times.end());
+  } else {  // the steps follow their arrivals
+    std::vector<std::size_t> order(times.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return times[a] < times[b]; });
+    recorded_trace sorted;
+    sorted.filled_steps = out.filled_steps;
+    sorted.times_s.reserve(order.size());
+    sorted.steps.reserve(order.size());
+    for (const std::size_t i : order) {
+      sorted.times_s.push_back(times[i]);
+      sorted.steps.push_back(out.steps[i]);
+    }
+    out = std::move(sorted);
+  }
+  const double first = out.times_s.front();
+  for (double& t : out.times_s) t -= first;
+  return out;
+}
+
+/// Arrival times of a recorded trace (read_recorded_trace with the default columns), in seconds, sorted
+/// and shifted so that the first is 0.
+[[nodiscard]] inline result<std::vector<double>> read_arrival_trace(std::istream& in, std::string file_name,
+                                                                    trace_format format = trace_format::detect) {
+  auto t = read_recorded_trace(in, std::move(file_name), {}, format);
+  if (!t) return t.error();
+  return std::move(t.value().times_s);
+}
+
+/// Opens `path` and reads it with read_recorded_trace; a file that cannot be opened is an error naming it.
+[[nodiscard]] inline result<recorded_trace> load_recorded_trace(const std::string& path, const trace_columns& columns = {},
+                                                                trace_format format = trace_format::detect) {
+  std::ifstream in;
+  if (auto e = open_input_file(path, "trace file", in)) return *e;
+  return read_recorded_trace(in, path, columns, format);
 }
 
 /// Opens `path` and reads it with read_arrival_trace; a file that cannot be opened is an error naming it.
@@ -684,7 +841,8 @@ struct workload_generator {
   std::mt19937_64 steps_rng(draw::stream_seed(g.seed, 2));
   std::mt19937_64 priority_rng(draw::stream_seed(g.seed, 3));
 
-  auto times = generate_arrivals(g.arrivals, g.requests, arrival_rng);
+  std::vector<int> recorded_steps;  // a trace's own step counts, when it has them
+  auto times = generate_arrivals(g.arrivals, g.requests, arrival_rng, &recorded_steps);
   if (!times) return times.error();
 
   workload w;
@@ -699,7 +857,8 @@ struct workload_generator {
     const std::size_t i = draw::weighted(shape_rng, probabilities);
     const auto& c = g.shapes[i];
     r.shape = c.shape;
-    r.steps = g.steps.size() == 1 ? g.steps.front() : g.steps[draw::index(steps_rng, g.steps.size())];
+    if (!recorded_steps.empty()) r.steps = recorded_steps[n];
+    else r.steps = g.steps.size() == 1 ? g.steps.front() : g.steps[draw::index(steps_rng, g.steps.size())];
     r.priority = g.priority_weights.empty() ? c.priority : static_cast<int>(draw::weighted(priority_rng, g.priority_weights));
     r.class_label = labels[i];
     if (slo_s[i]) {
