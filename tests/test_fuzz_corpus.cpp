@@ -12,6 +12,7 @@
 #include <vector>
 
 #define PARAFLEX_FUZZ_REPLAY 1
+#include "fuzz/fuzz_arrival_trace.cpp"
 #include "fuzz/fuzz_fault_flags.cpp"
 #include "fuzz/fuzz_policy_spec.cpp"
 #include "fuzz/fuzz_profile_csv.cpp"
@@ -52,6 +53,10 @@ TEST_CASE("the profile CSV fuzz corpus replays without a broken promise", "[fuzz
 
 TEST_CASE("the policy spec fuzz corpus replays without a broken promise", "[fuzz][policy][registry]") {
   replay("policy_spec", paraflex_fuzz::fuzz_policy_spec, 20);
+}
+
+TEST_CASE("the arrival trace fuzz corpus replays without a broken promise", "[fuzz][workload][trace]") {
+  replay("arrival_trace", paraflex_fuzz::fuzz_arrival_trace, 12);
 }
 
 TEST_CASE("the fault flag fuzz corpus replays without a broken promise", "[fuzz][faults]") {

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -654,6 +655,13 @@ TEST_CASE("a CSV trace's time column is found by name in any case, or named, and
   CHECK(e.line == 2);
   CHECK(e.message.find("'soon'") != std::string::npos);
   CHECK(parse("arrival_s\ninf\n").error().line == 2);
+  // Dates a 64-bit count of nanoseconds holds (found by fuzzing: year 1012 overflowed it), and two of
+  // them further apart than INT64_MAX nanoseconds.
+  e = parse("TIMESTAMP\n1012-11-15 16:57:50\n").error();
+  CHECK(e.message.find("years 1678-2261") != std::string::npos);
+  const auto far = parse("TIMESTAMP\n2261-12-31 23:59:59\n1678-01-01 00:00:00\n").value_or_throw().times_s;
+  REQUIRE(far.size() == 2);
+  CHECK(far[1] == Approx((std::chrono::sys_days{std::chrono::year{2262} / 1 / 1} - std::chrono::sys_days{std::chrono::year{1678} / 1 / 1}).count() * 86400.0 - 1.0));
   // A column can be chosen only where there are columns.
   CHECK(parse("5\n6\n", {"t", {}}).error().message.find("only in a CSV trace") != std::string::npos);
   CHECK(parse("{\"timestamp\": 1}\n", {{}, "steps"}).error().column == "steps");

@@ -290,7 +290,9 @@ namespace generators_detail {
 
 /// "YYYY-MM-DD HH:MM:SS[.fraction]" (or 'T' between date and time) as nanoseconds since 1970 UTC;
 /// digits of the fraction beyond nanoseconds are dropped. Integer arithmetic: a double would lose the
-/// sub-microsecond digits of an epoch-sized value.
+/// sub-microsecond digits of an epoch-sized value. Years first_datetime_year..last_datetime_year: the
+/// range of a signed 64-bit count of nanoseconds.
+inline constexpr int first_datetime_year = 1678, last_datetime_year = 2261;
 [[nodiscard]] inline std::optional<std::int64_t> parse_datetime_ns(std::string_view s) noexcept {
   std::size_t pos = 0;
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
@@ -312,6 +314,7 @@ namespace generators_detail {
   const std::chrono::year_month_day ymd{std::chrono::year{y}, std::chrono::month{static_cast<unsigned>(mo)},
                                         std::chrono::day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;  // 60: a leap second
+  if (y < first_datetime_year || y > last_datetime_year) return std::nullopt;
   const std::int64_t days = std::chrono::sys_days{ymd}.time_since_epoch().count();
   return ((days * 86400 + h * 3600 + mi * 60 + sec) * 1'000'000'000) + frac_ns;
 }
@@ -467,14 +470,14 @@ struct recorded_trace {
       const auto ns = parse_datetime_ns(field);
       if (!dated) {
         if (!ns && !parse_double(field)) {
-          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996 or a number of seconds, got '{}'",
+          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996 (years 1678-2261) or a number of seconds, got '{}'",
                                                    csv.field(*c_time)));
         }
         dated = ns.has_value();
       }
       if (*dated) {
         if (!ns) {
-          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996, as in the first row, got '{}'",
+          return csv.error_at(*c_time, fmt::format("expected a date and time like 2023-11-16 18:17:03.97996 (years 1678-2261), as in the first row, got '{}'",
                                                    csv.field(*c_time)));
         }
         stamps_ns.push_back(*ns);
@@ -500,7 +503,8 @@ struct recorded_trace {
     }
     if (!stamps_ns.empty()) {
       const std::int64_t first = *std::min_element(stamps_ns.begin(), stamps_ns.end());
-      for (const auto ns : stamps_ns) times.push_back(static_cast<double>(ns - first) * 1e-9);
+      // Unsigned: two stamps of the range can be more than INT64_MAX apart, never more than 2^64.
+      for (const auto ns : stamps_ns) times.push_back(static_cast<double>(static_cast<std::uint64_t>(ns) - static_cast<std::uint64_t>(first)) * 1e-9);
     }
   } else {
     const std::string_view all = text;  // lines are views into it (text.substr would copy, then dangle)
