@@ -161,6 +161,15 @@ inline constexpr std::size_t max_requests = 50'000'000;  // a guard against a ty
 
 [[nodiscard]] inline bool positive_finite(double v) noexcept { return std::isfinite(v) && v > 0.0; }
 
+/// Positions of `times` in time order, ties in their given order: what a trace's other columns
+/// (its steps) are permuted by so that they follow their arrivals.
+[[nodiscard]] inline std::vector<std::size_t> time_order(const std::vector<double>& times) {
+  std::vector<std::size_t> order(times.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return times[a] < times[b]; });
+  return order;
+}
+
 }  // namespace generators_detail
 
 /// Arrival times in seconds (nondecreasing) of `process`, `requests` of them (0 = as many as the
@@ -234,10 +243,7 @@ inline constexpr std::size_t max_requests = 50'000'000;  // a guard against a ty
     for (const int s : tr.steps) {
       if (s <= 0) return config_error("trace", fmt::format("a recorded step count must be > 0, got {}", s));
     }
-    // In time order, ties as recorded; the steps follow their arrivals.
-    std::vector<std::size_t> order(tr.times_s.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tr.times_s[a] < tr.times_s[b]; });
+    std::vector<std::size_t> order = time_order(tr.times_s);
     order.resize(requests == 0 ? order.size() : requests);
     for (const std::size_t i : order) out.push_back(tr.times_s[i]);
     if (trace_steps != nullptr && !tr.steps.empty()) {
@@ -546,10 +552,8 @@ struct recorded_trace {
   if (times.empty()) return input_error{file_name, 0, {}, "the trace has no arrivals"};
   if (out.steps.empty()) {
     std::stable_sort(times.begin(), times.end());
-  } else {  // the steps follow their arrivals
-    std::vector<std::size_t> order(times.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return times[a] < times[b]; });
+  } else {
+    const std::vector<std::size_t> order = time_order(times);
     recorded_trace sorted;
     sorted.filled_steps = out.filled_steps;
     sorted.times_s.reserve(order.size());
