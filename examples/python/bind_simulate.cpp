@@ -15,6 +15,7 @@
 #include "builtin_policies.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
+#include "paraflex/sim/generators.hpp"
 #include "paraflex/sim/simulate.hpp"
 #include "py_args.hpp"
 #include "sim_report.hpp"
@@ -107,9 +108,43 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   return entry.cast<py::dict>();
 }
 
+// paraflex-workload's reading of --arrivals trace:FILE (--trace-time, --steps trace:COLUMN[:N]).
+py::dict read_trace_py(py::handle path, typed<std::optional<std::string>> time_column, typed<std::optional<std::string>> steps_column,
+                       typed<std::optional<int>> missing_steps_arg) {
+  const char* fn = "read_trace";
+  if (path.is_none()) throw py::type_error("read_trace: path must be a path (str, bytes or os.PathLike), got None");
+  const std::string file = path_or_empty(path, "read_trace: path");
+  trace_columns columns;
+  columns.time = arg(time_column, fn, "time_column").value_or("");
+  columns.steps = arg(steps_column, fn, "steps_column").value_or("");
+  columns.missing_steps = arg(missing_steps_arg, fn, "missing_steps");
+  if (columns.missing_steps && columns.steps.empty()) input_failure("read_trace: missing_steps is for the empty cells of steps_column, which is not given");
+  if (columns.missing_steps && *columns.missing_steps < 1) input_failure(fmt::format("read_trace: missing_steps must be >= 1, got {}", *columns.missing_steps));
+  recorded_trace t = load_recorded_trace(file, columns).value_or_throw();
+  py::dict out;
+  out["times_s"] = py::cast(t.times_s);
+  out["steps"] = columns.steps.empty() ? py::object(py::none()) : py::cast(t.steps);
+  out["filled_steps"] = t.filled_steps;
+  return out;
+}
+
 }  // namespace
 
 void bind_simulate(py::module_& m) {
+  m.def("read_trace", &read_trace_py, py::arg("path"), py::arg("time_column") = py::none(), py::arg("steps_column") = py::none(),
+        py::arg("missing_steps") = py::none(),
+        R"doc(Reads a recorded arrival trace as paraflex-workload --arrivals trace:FILE does (docs/formats.md §6).
+
+Returns {"times_s": [...], "steps": [...] or None, "filled_steps": n}: arrival times in seconds, sorted
+(ties in file order) and shifted to start at 0, and, with steps_column, each arrival's recorded steps.
+path           str, bytes or os.PathLike: Azure CSV, Mooncake JSON lines, Hetu-DiT, one number per line, or
+               any CSV with a time column
+time_column    a CSV's time column (date-times or seconds); default: TIMESTAMP, arrival_s, gmt_create or
+               arrival_time, any case
+steps_column   a CSV column of step counts (e.g. "num_inference_steps"); missing_steps: the steps of a row
+               whose cell is empty (else such a row is an error)
+Bad input raises ValueError naming the file, line and column; a wrong type TypeError naming the argument.)doc");
+
   m.def("simulate", &simulate_py, py::arg("workload") = py::none(), py::arg("profile") = py::none(), py::arg("gpus") = 8,
         py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
         py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},

@@ -187,5 +187,37 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
             paraflex.simulate(gpus=2**40)
 
 
+class ReadTraceReadsWhatParaflexWorkloadReplays(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        self.log = os.path.join(self.dir.name, "service.csv")
+        with open(self.log, "w") as f:
+            f.write("gmt_create,num_inference_steps\n2024-11-15 16:57:50,30.0\n2024-11-15 16:57:40,40\n2024-11-15 16:57:45,\n")
+
+    def test_arrivals_come_sorted_from_zero_with_their_steps(self):
+        t = paraflex.read_trace(self.log, steps_column="num_inference_steps", missing_steps=20)
+        self.assertEqual(t, {"times_s": [0.0, 5.0, 10.0], "steps": [40, 20, 30], "filled_steps": 1})
+        self.assertEqual(paraflex.read_trace(self.log)["steps"], None)
+
+    def test_a_replayed_trace_simulates_as_a_list_of_dicts(self):
+        t = paraflex.read_trace(self.log, steps_column="num_inference_steps", missing_steps=20)
+        rows = [dict(arrival_s=a, model="flux-dev", height=512, width=512, steps=s) for a, s in zip(t["times_s"], t["steps"])]
+        r = paraflex.simulate(workload=rows, policy="edf-best-fit")
+        self.assertEqual(r["completed"], 3)
+
+    def test_bad_input_names_the_file_line_and_column(self):
+        with self.assertRaisesRegex(ValueError, r"service\.csv:4: column 'num_inference_steps'"):
+            paraflex.read_trace(self.log, steps_column="num_inference_steps")
+        with self.assertRaisesRegex(ValueError, r"service\.csv:1: column 'when': missing time column"):
+            paraflex.read_trace(self.log, time_column="when")
+        with self.assertRaisesRegex(ValueError, r"^read_trace: missing_steps is for the empty cells of steps_column"):
+            paraflex.read_trace(self.log, missing_steps=3)
+        with self.assertRaisesRegex(TypeError, r"^read_trace: steps_column must be a str, got int$"):
+            paraflex.read_trace(self.log, steps_column=5)
+        with self.assertRaises(TypeError):
+            paraflex.read_trace(None)
+
+
 if __name__ == "__main__":
     unittest.main()
