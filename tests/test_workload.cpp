@@ -330,6 +330,9 @@ TEST_CASE("writing a workload and reading it back gives the same workload", "[wo
   add("#3", 999'999, {"hunyuanvideo", 720, 1280, 129}, 50, 1'500'000, 7, " padded ");
   add("line\nbreak", 123'456'789'000'001, {"model, with comma", 16, 16, 1}, 1, 86'400'000'000, 1, "L");
   add("big", (tick{1} << 50) - 1, {"m", 16, 16, 5}, 3, (tick{1} << 49) + 1, 0, "S");
+  // A CR of the value's own just before a line break (the reader drops one CR before each LF: CRLF
+  // files), and CRs elsewhere; found by fuzzing.
+  add("cr\r\nlf", tick{1} << 50, {"m", 16, 16, 1}, 1, never, 0, "a\r\r\n\rb\r");
 
   std::ostringstream out;
   write_workload_csv(out, w, "generated for a test\nsecond line");

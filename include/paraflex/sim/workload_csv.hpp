@@ -86,8 +86,12 @@ inline void write_text(std::ostream& out, std::string_view s) {
     return;
   }
   out << '"';
-  for (const char c : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
     if (c == '"') out << '"';
+    // The reader ends a physical line at LF and drops one CR before it (CRLF files), so a CR that is
+    // the value's own, just before a line break, is written twice to come back (found by fuzzing).
+    if (c == '\r' && i + 1 < s.size() && s[i + 1] == '\n') out << '\r';
     out << c;
   }
   out << '"';
