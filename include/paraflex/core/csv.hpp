@@ -212,9 +212,14 @@ class csv_reader {
   /// listing the columns the file has.
   [[nodiscard]] result<std::size_t> require_column(std::string_view name) const {
     if (auto i = column_index(name)) return *i;
+    return input_error{file_, header_line_, std::string(name), "missing required column (the header has: " + header_text() + ")"};
+  }
+
+  /// The header's column names as a message lists them: "a, b, (no name)".
+  [[nodiscard]] std::string header_text() const {
     std::string have;
     for (const auto& n : names_) have += (have.empty() ? "" : ", ") + (n.empty() ? std::string("(no name)") : n);
-    return input_error{file_, header_line_, std::string(name), "missing required column (the header has: " + have + ")"};
+    return have;
   }
 
   // --- current row --------------------------------------------------------------------------------

@@ -429,19 +429,19 @@ struct recorded_trace {
       if (hits.empty()) return std::optional<std::size_t>{};
       return std::optional<std::size_t>{hits.front()};
     };
-    const auto header_list = [&] {
-      std::string have;
-      for (const auto& n : names) have += (have.empty() ? "" : ", ") + (n.empty() ? std::string("(no name)") : n);
-      return have;
+    // A column the caller named: there, or an error naming it and what the header has.
+    const auto named = [&](const std::string& name, std::string_view role) -> result<std::optional<std::size_t>> {
+      auto f = find(name);
+      if (f && !f.value()) {
+        return input_error{file_name, csv.header_line(), name, fmt::format("missing {} column (the header has: {})", role, csv.header_text())};
+      }
+      return f;
     };
     std::optional<std::size_t> c_time;
     if (!columns.time.empty()) {
-      auto f = find(columns.time);
+      auto f = named(columns.time, "time");
       if (!f) return f.error();
       c_time = f.value();
-      if (!c_time) {
-        return input_error{file_name, csv.header_line(), columns.time, "missing time column (the header has: " + header_list() + ")"};
-      }
     } else {
       for (const std::string_view candidate : {"TIMESTAMP", "arrival_s", "gmt_create", "arrival_time"}) {
         auto f = find(candidate);
@@ -452,17 +452,14 @@ struct recorded_trace {
         return input_error{file_name, csv.header_line(), "TIMESTAMP",
                            "missing column: an arrival trace CSV needs a time column - TIMESTAMP, arrival_s, gmt_create or "
                            "arrival_time (any case), or the one you name (paraflex-workload --trace-time) - (the header has: " +
-                               header_list() + ")"};
+                               csv.header_text() + ")"};
       }
     }
     std::optional<std::size_t> c_steps;
     if (!columns.steps.empty()) {
-      auto f = find(columns.steps);
+      auto f = named(columns.steps, "steps");
       if (!f) return f.error();
       c_steps = f.value();
-      if (!c_steps) {
-        return input_error{file_name, csv.header_line(), columns.steps, "missing steps column (the header has: " + header_list() + ")"};
-      }
     }
     // Date-times stay integer nanoseconds until the first is subtracted (a double would lose the
     // sub-microsecond digits of an epoch-sized value).
