@@ -284,9 +284,11 @@ class step_times {
     }
     recorded_trace recorded = load_recorded_trace(path, columns).value_or_throw();
     if (recorded.filled_steps > 0 && !o.quiet) {
-      std::fprintf(stderr, "paraflex-workload: note: %zu rows of %s have no %s: they have %d steps (--steps trace:%s:%d)\n", recorded.filled_steps,
-                   printable(path).c_str(), printable(columns.steps).c_str(), *columns.missing_steps, printable(columns.steps).c_str(),
-                   *columns.missing_steps);
+      const bool one = recorded.filled_steps == 1;
+      std::fprintf(stderr, "paraflex-workload: note: %zu %s of %s %s no %s: %s %d steps (--steps trace:%s:%d)\n",
+                   recorded.filled_steps, one ? "row" : "rows", printable(path).c_str(), one ? "has" : "have",
+                   printable(columns.steps).c_str(), one ? "it has" : "they have", *columns.missing_steps,
+                   printable(columns.steps).c_str(), *columns.missing_steps);
     }
     g.arrivals = trace_arrivals{std::move(recorded.times_s), o.rate.value_or(0.0), std::move(recorded.steps)};
   } else {

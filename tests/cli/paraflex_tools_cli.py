@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import random
 import sys
 import tempfile
 
@@ -114,7 +115,7 @@ def group_workload(d):
     rows = rows_of(out)
     check(rc == 0 and [(float(r["arrival_s"]), int(r["steps"])) for r in rows] == [(0, 40), (5, 25), (10, 30)],
           f"--steps trace:COLUMN:N takes each request's steps from the trace, N for an empty cell ({err.strip()[-200:]})")
-    check("1 rows" in err and "num_inference_steps" in err, f"the filled cells are reported ({err.strip()[-200:]})")
+    check("1 row of" in err and "has no num_inference_steps" in err, f"the filled cells are reported ({err.strip()[-200:]})")
     sent = write(os.path.join(d, "sent.csv"), "id,Sent_At\n1,7.5\n2,2.5\n")
     rc, out, err = gen(["--arrivals", "trace:" + sent, "--trace-time", "sent_at"])
     check(rc == 0 and [float(r["arrival_s"]) for r in rows_of(out)] == [0, 5],
@@ -335,8 +336,92 @@ def group_tune_bad_input(d):
         check(rc == 2 and "cannot write to stdout" in err, f"a full stdout is exit 2, not success ({rc}, {err.strip()!r})")
 
 
+# ------------------------------------------------------------------------------------------------
+# Random configurations, end to end
+
+
+def sweep_policy(rng, gpus):
+    """A built-in policy with a random subset of its parameters (each value a legal one)."""
+    name = rng.choice(["slo-aware", "round-based", "edf-best-fit", "throughput-first", "rssp", "static"])
+    if name == "static":
+        return f"static:{rng.choice([k for k in (1, 2, 4, 8) if k <= gpus])}"
+    options = {
+        "slo-aware": {"admission": ["relaxed", "strict", "off"], "max_batch": [1, 2, 8], "capacity": [0.5, 1.0, 2.0],
+                      "reserve": [0, 0.2], "margin": [0, 0.3], "hold": [0, 1], "widen": [0, 1], "chunk": [1, 3],
+                      "best_effort_age": [0, 5]},
+        "round-based": {"round_steps": [1, 5, 20], "mid_round": ["wait", "admit"], "max_batch": [1, 4], "round_s": [0, 0.5, 3]},
+    }.get(name, {})
+    return ":".join([name] + [f"{k}={rng.choice(v)}" for k, v in options.items() if rng.random() < 0.3])
+
+
+def group_sweep(d):
+    """Random configurations (seeded, so every run tries the same ones): paraflex-workload generates a file
+    of a random model, shape mix, step counts, SLO rule, priorities and load; paraflex-sim runs two
+    random policies on a random cluster, with random faults, jitter, stragglers, the bound or a trace. Each
+    run exits 0, ends every request exactly once (completed or dropped with a reason), and runs the same
+    twice."""
+    models = [("flux-dev", "l20-inferred", "128,256,512,1024,2048"), ("qwen-image", "h20", "512,1024,1536"),
+              ("sd3-medium", "l20-inferred", "128,256,1024"), ("cogvideox", "l20-inferred", "768x1360x81"),
+              ("hunyuanvideo", "l20-inferred", "720x1280x129")]
+    for seed in range(SWEEP_CONFIGURATIONS):
+        rng = random.Random(seed)
+        model, gpu, shapes = rng.choice(models)
+        gpus = rng.choice([5, 7, 16, 64, 128, 512])
+        per_node = rng.choice([k for k in range(1, gpus + 1) if gpus % k == 0])
+        slo = rng.choice(["none", "alpha:1.5", "alpha:3", "alpha-deg1:2"])
+        wl = os.path.join(d, f"sweep{seed}.csv")
+        requests = rng.choice([3, 60, 300])
+        args = ["--model", model, "--shapes", shapes, "--mix", rng.choice(["uniform", "skewed"]),
+                "--requests", str(requests), "--steps", rng.choice(["50", "10,20,30", "1,2"]),
+                "--slo-rule", slo, "--gpus", str(gpus), "--gpu", gpu, "--load", str(rng.choice([0.3, 0.9, 1.5, 5])),
+                "--seed", str(seed), "-o", wl, "--quiet"]
+        if rng.random() < 0.3:
+            args += ["--priority-weights", "3,1"]
+        rc, _, err = gen(args)
+        if not check(rc == 0, f"sweep {seed}: paraflex-workload {' '.join(args)} exits 0 ({err.strip()[-300:]})"):
+            continue
+        policies = ",".join(sweep_policy(rng, gpus) for _ in range(2))
+        sim = ["--workload", wl, "--gpus", str(gpus), "--gpus-per-node", str(per_node), "--gpu", gpu, "--policy", policies,
+               "--format", "json", "--quiet", "--seed", str(seed)]
+        if rng.random() < 0.3:
+            sim += ["--fail-rate", str(rng.choice([0.01, 0.2, 0.6]))]
+        if rng.random() < 0.3:
+            sim += ["--jitter", "0.2"]
+        if rng.random() < 0.2:
+            sim += ["--fail-device", f"{rng.randrange(gpus)}@{rng.choice([0, 5, 60])}"]
+        if rng.random() < 0.2:
+            sim += ["--straggler", f"{rng.randrange(gpus)}@10:3"]
+        if rng.random() < 0.15 and requests <= 60:  # one LP per run: kept small
+            sim += ["--bound"]
+        trace = os.path.join(d, f"sweep{seed}.trace.json")
+        if rng.random() < 0.2:
+            sim += ["--trace-out", trace]
+        what = f"sweep {seed}: paraflex-sim {' '.join(sim)}"
+        docs = []
+        for _ in range(2):
+            rc, out, err = run(SIM, sim, timeout=300)
+            if not check(rc == 0, f"{what}: exit 0 (got {rc}: {err.strip()[-400:]})"):
+                break
+            doc = json.loads(out)
+            for r in doc["results"]:
+                check(r["completed"] + r["dropped"] == r["requests"] == doc["workload"]["requests"] and
+                      sum(r["dropped_by_reason"].values()) == r["dropped"],
+                      f"{what}: {r['policy']}: every request ends once, each drop with a reason ({r['requests']} requests, "
+                      f"{r['completed']} completed, {r['dropped']} dropped: {r['dropped_by_reason']})")
+                for k in ("decision_us_mean", "decision_us_p99", "wall_s"):  # host timings
+                    r["scheduler"].pop(k, None)
+            docs.append(doc)
+        if len(docs) == 2:
+            check(docs[0] == docs[1], f"{what}: same input and seed, same results")
+        if "--trace-out" in sim and docs:
+            with open(trace) as f:
+                check(isinstance(json.load(f).get("traceEvents"), list), f"{what}: the trace is JSON with traceEvents")
+
+
+SWEEP_CONFIGURATIONS = 60
+
 GROUPS = {"workload": group_workload, "workload_large": group_workload_large, "workload_bad_input": group_workload_bad_input,
-          "tune": group_tune, "tune_bad_input": group_tune_bad_input}
+          "tune": group_tune, "tune_bad_input": group_tune_bad_input, "sweep": group_sweep}
 
 if __name__ == "__main__":
     if len(sys.argv) != 6 or sys.argv[5] not in GROUPS:
