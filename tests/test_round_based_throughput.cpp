@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "paraflex/cost/profile.hpp"
@@ -199,6 +200,119 @@ TEST_CASE("round-based and throughput-first are deterministic", "[policy][round-
       CHECK(x.tasks[i].devices == y.tasks[i].devices);
     }
     CHECK(x.decisions == y.decisions);
+  }
+}
+
+TEST_CASE("round-based sleeps through rounds that cannot launch anything without changing the schedule",
+          "[policy][round-based]") {
+  // Rounds far shorter than a step (10 ms against 0.1-10 s steps) on an overloaded cluster: most
+  // boundaries find every device busy. Early and late task ends (jitter), failed tasks and a lost
+  // device come between skipped boundaries, and at 30 s every waiting request is cancelled (the
+  // skip then ends in a hook, with no call after it).
+  auto w = random_workload(5, 120, 8);
+  for (auto& r : w) r.arrival /= 5;  // load 5
+  for (const bool admit : {false, true}) {
+    INFO("mid_round=" << (admit ? "admit" : "wait"));
+    auto run = [&](bool skip) {
+      round_based_options o;
+      o.round = *to_ticks(0.01);
+      o.admit_mid_round = admit;
+      o.skip_idle_rounds = skip;
+      round_based_policy policy(o);
+      simulation_faults faults{.jitter = 0.3, .fail_rate = 0.05};
+      faults.device_failures.push_back({3, *to_ticks(20.0)});
+      simulated_executor ex(7, faults);
+      scheduler sched(cluster{8, 4, "l20-inferred"}, policy, ex, flux_cost());
+      std::vector<task_record> tasks;
+      sched.on_task_record([&](const task_record& t) { tasks.push_back(t); });
+      for (const auto& r : w) sched.submit(r);
+      const tick cancel_at = *to_ticks(30.0);
+      bool cancelled = false;
+      while (sched.unended() > 0) {
+        const tick t = sched.next_wakeup();
+        if (t == never) break;
+        if (!cancelled && t >= cancel_at) {
+          sched.turn_to(cancel_at);
+          const std::vector<request_handle> waiting(sched.state().waiting.begin(), sched.state().waiting.end());
+          for (request_handle h : waiting) sched.cancel(h);
+          cancelled = true;
+          sched.turn_to(cancel_at);
+          continue;
+        }
+        sched.turn_to(t);
+      }
+      return std::tuple{tasks, policy.rounds(), sched.stats().decisions, sched.state().requests};
+    };
+    const auto [slept, slept_rounds, slept_calls, slept_requests] = run(true);
+    const auto [woke, woke_rounds, woke_calls, woke_requests] = run(false);
+    REQUIRE(slept.size() == woke.size());
+    for (std::size_t i = 0; i < slept.size(); ++i) {
+      CHECK(slept[i].request == woke[i].request);
+      CHECK(slept[i].start == woke[i].start);
+      CHECK(slept[i].end == woke[i].end);
+      CHECK(slept[i].devices == woke[i].devices);
+    }
+    for (std::size_t h = 0; h < slept_requests.size(); ++h) {
+      CHECK(slept_requests[h].phase == woke_requests[h].phase);
+      CHECK(slept_requests[h].finish == woke_requests[h].finish);
+    }
+    CHECK(slept_rounds == woke_rounds);     // the skipped rounds are counted as run
+    CHECK(slept_calls * 4 < woke_calls * 3);  // and their calls are gone (half of all, here)
+  }
+}
+
+TEST_CASE("round-based picks up the rounds it slept through where an early end or a cancellation falls",
+          "[policy][round-based]") {
+  // One GPU, rounds of 1 s, steps of 10 s. A (2 steps) starts at 0; B (1 step) arrives at 0.5 and
+  // waits; at the 1 s boundary the GPU is busy until 10 s, so the policy sleeps until the 9 s
+  // boundary. A's step ends early on a faster device:
+  //  - at 8 s exactly, a boundary: a round starts there (not mid-round until 9 s);
+  //  - at 8.5 s after B was cancelled at 2.5 s: with nothing waiting since then no boundary called
+  //    the policy, so the round starts at 8.5 s.
+  // Each is checked against the same run waking at every boundary.
+  toy_cost cost{{{512, {0, 10.0}}}};
+  const std::vector<request_spec> w{make_request("1", 0, 512, 2), make_request("2", 0.5, 512, 1)};
+  for (const auto& [factor, cancel] : {std::pair{0.8, false}, std::pair{0.85, true}}) {
+    INFO("A's step takes " << factor * 10 << " s" << (cancel ? ", B cancelled at 2.5 s" : ""));
+    auto run = [&](bool skip) {
+      round_based_options o;
+      o.round = *to_ticks(1.0);
+      o.skip_idle_rounds = skip;
+      round_based_policy policy(o);
+      simulation_faults faults;
+      faults.stragglers.push_back({0, 0, factor});
+      simulated_executor ex(1, faults);
+      scheduler sched(cluster{1, 1, "toy"}, policy, ex, cost);
+      std::vector<task_record> tasks;
+      sched.on_task_record([&](const task_record& t) { tasks.push_back(t); });
+      for (const auto& r : w) sched.submit(r);
+      const tick cancel_at = *to_ticks(2.5);
+      bool cancelled = !cancel;
+      while (sched.unended() > 0) {
+        const tick t = sched.next_wakeup();
+        if (t == never) break;
+        if (!cancelled && t >= cancel_at) {
+          sched.turn_to(cancel_at);
+          sched.cancel(1);
+          cancelled = true;
+          sched.turn_to(cancel_at);
+          continue;
+        }
+        sched.turn_to(t);
+      }
+      return std::tuple{tasks, policy.rounds(), sched.stats().decisions};
+    };
+    const auto [slept, slept_rounds, slept_calls] = run(true);
+    const auto [woke, woke_rounds, woke_calls] = run(false);
+    REQUIRE(slept.size() == woke.size());
+    for (std::size_t i = 0; i < slept.size(); ++i) {
+      INFO("task " << i);
+      CHECK(slept[i].request == woke[i].request);
+      CHECK(slept[i].start == woke[i].start);
+      CHECK(slept[i].end == woke[i].end);
+    }
+    CHECK(slept_rounds == woke_rounds);
+    CHECK(slept_calls < woke_calls);
   }
 }
 

@@ -38,6 +38,9 @@
 // Rounds are driven by decision_buffer::wake_at, not PeriodicPolicy: tau follows the active mix of
 // shapes (the runtime's tick_period() is fixed at construction), an idle cluster does not tick, and a
 // request that arrives at an idle cluster starts a round at once instead of waiting up to tau.
+// With a fixed tau (round_s), rounds in which every usable device stays busy past their end are
+// slept through: the policy wakes at the first boundary whose round can launch something, with the
+// same rounds and launches as if it had woken at each (skip_idle_rounds).
 //
 // Mid-round arrivals (mid_round parameter): `wait` (TetriServe, default) - they, and requests whose
 // assignment ended early, wait for the next boundary; `admit` - they are admitted at once onto GPUs
@@ -435,6 +438,9 @@ struct round_based_options {
   double reference_quantile = 0.5;  ///< reference step = this quantile of the active step times
   int max_batch = 1;             ///< > 1: requests outside the plan may share a planned step (policy/batching.hpp)
   double batch_margin = 0.1;     ///< a batch keeps every member within (1 - margin) of its time left
+  /// With a fixed round: sleep through rounds in which no device can free (same schedule, fewer
+  /// calls; see skip_idle_rounds). false wakes at every boundary: what tests compare against.
+  bool skip_idle_rounds = true;
 };
 
 class round_based_policy {
@@ -448,7 +454,9 @@ class round_based_policy {
 
   [[nodiscard]] std::string name() const { return "round-based"; }
   [[nodiscard]] const round_based_options& options() const noexcept { return opt_; }
-  /// The current round (start, end); end <= start before the first round.
+  /// The current round (start, end); end <= start before the first round. While idle rounds are
+  /// skipped (fixed round_s, every device busy past them: see skip_idle_rounds), end is the
+  /// boundary of the next round that can launch something and start that of the last one that ran.
   [[nodiscard]] tick round_start() const noexcept { return round_start_; }
   [[nodiscard]] tick round_end() const noexcept { return round_end_; }
   [[nodiscard]] std::uint64_t rounds() const noexcept { return rounds_; }
@@ -456,6 +464,7 @@ class round_based_policy {
   /// A failed task of a request this round launched is retried within the round on the devices the
   /// plan gave it (the runtime calls decide right after), instead of idling them until the boundary.
   void on_task_end(const scheduler_view& v, request_handle h, bool ok) {
+    catch_up(v.now());
     if (ok || h >= launched_round_.size() || launched_round_[h] != rounds_ || is_pending(h)) return;
     if (v.request(h).ended()) return;
     pending_.push_back({h, launched_degree_[h], 0});
@@ -464,11 +473,18 @@ class round_based_policy {
 
   /// The hooks keep the waiting requests filed by urgency between rounds (see "Cost" above), so a
   /// round looks at the most urgent ones instead of sorting them all.
-  void on_arrival(const scheduler_view& v, request_handle h) { file(v, h); }
-  void on_request_end(const scheduler_view&, request_handle h) { unfile(h); }
+  void on_arrival(const scheduler_view& v, request_handle h) {
+    catch_up(v.now());
+    file(v, h);
+  }
+  void on_request_end(const scheduler_view& v, request_handle h) {
+    catch_up(v.now());  // the last waiting request may be gone: no call may follow (skip_idle_rounds)
+    unfile(h);
+  }
 
   void decide(const scheduler_view& v, decision_buffer& out) {
     ++calls_;
+    catch_up(v.now());
     if (!files_in_sync(v)) refile(v);
     if (rounds_ == 0 || v.now() >= round_end_) start_round(v, out);
     else mid_round(v, out);
@@ -501,6 +517,7 @@ class round_based_policy {
     ++rounds_;
     for (const auto& p : pending_) set_pending(p.h, false);
     pending_.clear();
+    if (skip_idle_rounds(v)) return;
     cands_.clear();
     samples_.clear();
 
@@ -612,6 +629,54 @@ class round_based_policy {
     }
     available_ = v.free_devices();  // copy-assigned into a kept buffer: no allocation once warm
     launch_pending(v, out, available_);
+  }
+
+  // With a fixed tau (round_s), a round in which every usable device stays busy past its end
+  // launches nothing: it has no capacity, so the knapsack, work conservation and scale-up choose no
+  // request with a degree. Such rounds used to wake the policy at every boundary while requests
+  // waited (round_s=0.001 on 10-second steps: 10,000 calls per step). Instead the round wakes at the
+  // first boundary whose round a device can free in (by the devices' expected ends), and the rounds
+  // in between are counted as run when the next hook or call comes (catch_up). One that comes
+  // before that boundary (a task that ended early, an arrival, a cancellation) finds the round it
+  // falls in, as if every round had run: same rounds, same boundaries, same launches. Requests wait
+  // all along (the runtime calls decide only then, and any request end ends the skip), so in the
+  // original every skipped boundary did call decide. (What an empty round also did, moving
+  // requests whose deadline passed to the late file, every call that reads the files does first.)
+  // Adaptive tau is left alone: it follows the waiting requests' degrees, which change with time.
+  bool skip_idle_rounds(const scheduler_view& v) {
+    if (!opt_.skip_idle_rounds || opt_.round <= 0 || v.waiting().empty()) return false;
+    const tick now = v.now(), tau = opt_.round, horizon = add_sat(now, tau);
+    tick first_free = never;  // the earliest expected end of a busy usable device
+    for (int d = 0; d < v.device_count(); ++d) {
+      const auto id = static_cast<device_id>(d);
+      if (v.lost_devices().test(id)) continue;
+      if (v.free_devices().test(id) || v.busy_until(id) <= horizon) return false;  // capacity in this round
+      first_free = std::min(first_free, v.busy_until(id));
+    }
+    if (first_free == never) return false;  // no usable device: the runtime ends the run
+    // The first boundary b = now + k tau (k >= 1) whose round [b, b + tau) reaches first_free.
+    const tick k = std::max<tick>(1, (first_free - now + tau - 1) / tau - 1);
+    round_start_ = now;
+    round_end_ = now + k * tau;  // k tau < first_free - now: no overflow
+    skipping_ = true;
+    return true;
+  }
+  // Counts the rounds skip_idle_rounds skipped up to now, and puts round_start_/round_end_ on the
+  // round that now falls in, as if each had run.
+  void catch_up(tick now) {
+    if (!skipping_) return;
+    skipping_ = false;
+    const tick tau = opt_.round;
+    if (now >= round_end_) {  // the boundary it woke for (or later): the rounds before it were empty
+      rounds_ += static_cast<std::uint64_t>((round_end_ - round_start_) / tau - 1);
+      round_start_ = round_end_ - tau;
+      return;
+    }
+    // Boundaries strictly before now were empty rounds; one at now starts a round (decide sees it).
+    const tick passed = now > round_start_ ? (now - round_start_ - 1) / tau : 0;
+    rounds_ += static_cast<std::uint64_t>(passed);
+    round_start_ += passed * tau;
+    round_end_ = add_sat(round_start_, tau);
   }
 
   void mid_round(const scheduler_view& v, decision_buffer& out) {
@@ -899,6 +964,7 @@ class round_based_policy {
   tick round_start_ = 0;
   tick round_end_ = 0;
   std::uint64_t rounds_ = 0;
+  bool skipping_ = false;  // round_end_ is a later boundary than round_start_ + tau (skip_idle_rounds)
   round_based_detail::hull_cache hulls_;
   std::vector<planned> pending_;         // chosen this round, not launched yet
   std::vector<unsigned char> pending_flag_;  // by handle
