@@ -203,61 +203,91 @@ TEST_CASE("round-based and throughput-first are deterministic", "[policy][round-
   }
 }
 
+/// A round-based run with a fixed round, driven step by step so that requests can be cancelled at a
+/// time: at cancel_at, every waiting request (cancel_all) or the one of handle `cancel_one`.
+struct round_run {
+  std::vector<task_record> tasks;
+  std::uint64_t rounds = 0, calls = 0;
+  std::vector<request_record> requests;
+};
+template <CostModel C>
+round_run run_fixed_rounds(round_based_options o, cluster topology, const C& cost, const std::vector<request_spec>& w,
+                           const simulation_faults& faults, tick cancel_at = never, bool cancel_all = false,
+                           request_handle cancel_one = 0) {
+  round_based_policy policy(o);
+  simulated_executor ex(7, faults);
+  scheduler sched(std::move(topology), policy, ex, cost);
+  round_run out;
+  sched.on_task_record([&](const task_record& t) { out.tasks.push_back(t); });
+  for (const auto& r : w) sched.submit(r);
+  while (sched.unended() > 0) {
+    const tick t = sched.next_wakeup();
+    if (t == never) break;
+    if (t >= cancel_at) {
+      sched.turn_to(cancel_at);
+      std::vector<request_handle> gone{cancel_one};
+      if (cancel_all) gone.assign(sched.state().waiting.begin(), sched.state().waiting.end());
+      for (request_handle h : gone) sched.cancel(h);
+      cancel_at = never;
+      sched.turn_to(sched.state().now);  // the cancellations are applied at once
+      continue;
+    }
+    sched.turn_to(t);
+  }
+  out.rounds = policy.rounds();
+  out.calls = sched.stats().decisions;
+  out.requests = sched.state().requests;
+  return out;
+}
+
+/// The same run sleeping through idle rounds (skip_idle_rounds) and waking at every boundary:
+/// the same tasks, request ends and rounds; returns the two runs' policy calls.
+template <CostModel C>
+std::pair<std::uint64_t, std::uint64_t> check_sleeping_changes_nothing(round_based_options o, const cluster& topology, const C& cost,
+                                                                       const std::vector<request_spec>& w, const simulation_faults& faults,
+                                                                       tick cancel_at = never, bool cancel_all = false,
+                                                                       request_handle cancel_one = 0) {
+  o.skip_idle_rounds = true;
+  const round_run slept = run_fixed_rounds(o, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
+  o.skip_idle_rounds = false;
+  const round_run woke = run_fixed_rounds(o, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
+  REQUIRE(slept.tasks.size() == woke.tasks.size());
+  for (std::size_t i = 0; i < slept.tasks.size(); ++i) {
+    INFO("task " << i);
+    CHECK(slept.tasks[i].request == woke.tasks[i].request);
+    CHECK(slept.tasks[i].start == woke.tasks[i].start);
+    CHECK(slept.tasks[i].end == woke.tasks[i].end);
+    CHECK(slept.tasks[i].devices == woke.tasks[i].devices);
+  }
+  REQUIRE(slept.requests.size() == woke.requests.size());
+  for (std::size_t h = 0; h < slept.requests.size(); ++h) {
+    CHECK(slept.requests[h].phase == woke.requests[h].phase);
+    CHECK(slept.requests[h].finish == woke.requests[h].finish);
+  }
+  CHECK(slept.rounds == woke.rounds);  // the rounds slept through are counted as run
+  return {slept.calls, woke.calls};
+}
+
 TEST_CASE("round-based sleeps through rounds that cannot launch anything without changing the schedule",
           "[policy][round-based]") {
-  // Rounds far shorter than a step (10 ms against 0.1-10 s steps) on an overloaded cluster: most
+  // Rounds far shorter than a step (10 ms against 0.1-10 s steps) on a cluster at load 5: most
   // boundaries find every device busy. Early and late task ends (jitter), failed tasks and a lost
   // device come between skipped boundaries, and at 30 s every waiting request is cancelled (the
   // skip then ends in a hook, with no call after it).
   auto w = random_workload(5, 120, 8);
-  for (auto& r : w) r.arrival /= 5;  // load 5
+  for (auto& r : w) r.arrival /= 5;
+  simulation_faults faults;
+  faults.jitter = 0.3;
+  faults.fail_rate = 0.05;
+  faults.device_failures.push_back({3, *to_ticks(20.0)});
   for (const bool admit : {false, true}) {
     INFO("mid_round=" << (admit ? "admit" : "wait"));
-    auto run = [&](bool skip) {
-      round_based_options o;
-      o.round = *to_ticks(0.01);
-      o.admit_mid_round = admit;
-      o.skip_idle_rounds = skip;
-      round_based_policy policy(o);
-      simulation_faults faults{.jitter = 0.3, .fail_rate = 0.05};
-      faults.device_failures.push_back({3, *to_ticks(20.0)});
-      simulated_executor ex(7, faults);
-      scheduler sched(cluster{8, 4, "l20-inferred"}, policy, ex, flux_cost());
-      std::vector<task_record> tasks;
-      sched.on_task_record([&](const task_record& t) { tasks.push_back(t); });
-      for (const auto& r : w) sched.submit(r);
-      const tick cancel_at = *to_ticks(30.0);
-      bool cancelled = false;
-      while (sched.unended() > 0) {
-        const tick t = sched.next_wakeup();
-        if (t == never) break;
-        if (!cancelled && t >= cancel_at) {
-          sched.turn_to(cancel_at);
-          const std::vector<request_handle> waiting(sched.state().waiting.begin(), sched.state().waiting.end());
-          for (request_handle h : waiting) sched.cancel(h);
-          cancelled = true;
-          sched.turn_to(cancel_at);
-          continue;
-        }
-        sched.turn_to(t);
-      }
-      return std::tuple{tasks, policy.rounds(), sched.stats().decisions, sched.state().requests};
-    };
-    const auto [slept, slept_rounds, slept_calls, slept_requests] = run(true);
-    const auto [woke, woke_rounds, woke_calls, woke_requests] = run(false);
-    REQUIRE(slept.size() == woke.size());
-    for (std::size_t i = 0; i < slept.size(); ++i) {
-      CHECK(slept[i].request == woke[i].request);
-      CHECK(slept[i].start == woke[i].start);
-      CHECK(slept[i].end == woke[i].end);
-      CHECK(slept[i].devices == woke[i].devices);
-    }
-    for (std::size_t h = 0; h < slept_requests.size(); ++h) {
-      CHECK(slept_requests[h].phase == woke_requests[h].phase);
-      CHECK(slept_requests[h].finish == woke_requests[h].finish);
-    }
-    CHECK(slept_rounds == woke_rounds);     // the skipped rounds are counted as run
-    CHECK(slept_calls * 4 < woke_calls * 3);  // and their calls are gone (half of all, here)
+    round_based_options o;
+    o.round = *to_ticks(0.01);
+    o.admit_mid_round = admit;
+    const auto [slept_calls, woke_calls] =
+        check_sleeping_changes_nothing(o, cluster{8, 4, "l20-inferred"}, flux_cost(), w, faults, *to_ticks(30.0), true);
+    CHECK(slept_calls * 4 < woke_calls * 3);  // the calls of the rounds slept through are gone (half of all, here)
   }
 }
 
@@ -269,49 +299,56 @@ TEST_CASE("round-based picks up the rounds it slept through where an early end o
   //  - at 8 s exactly, a boundary: a round starts there (not mid-round until 9 s);
   //  - at 8.5 s after B was cancelled at 2.5 s: with nothing waiting since then no boundary called
   //    the policy, so the round starts at 8.5 s.
-  // Each is checked against the same run waking at every boundary.
   toy_cost cost{{{512, {0, 10.0}}}};
   const std::vector<request_spec> w{make_request("1", 0, 512, 2), make_request("2", 0.5, 512, 1)};
+  round_based_options o;
+  o.round = *to_ticks(1.0);
   for (const auto& [factor, cancel] : {std::pair{0.8, false}, std::pair{0.85, true}}) {
     INFO("A's step takes " << factor * 10 << " s" << (cancel ? ", B cancelled at 2.5 s" : ""));
-    auto run = [&](bool skip) {
-      round_based_options o;
-      o.round = *to_ticks(1.0);
-      o.skip_idle_rounds = skip;
-      round_based_policy policy(o);
+    simulation_faults faults;
+    faults.stragglers.push_back({0, 0, factor});
+    const auto [slept_calls, woke_calls] =
+        check_sleeping_changes_nothing(o, cluster{1, 1, "toy"}, cost, w, faults, cancel ? *to_ticks(2.5) : never, false, 1);
+    CHECK(slept_calls < woke_calls);
+  }
+}
+
+/// Each shape (by height) allows degrees from its own minimum up.
+struct toy_cost_min_degree : toy_cost {
+  std::map<int, int> min_degree;
+  bool allows_degree(const request_shape& s, int k) const { return k >= min_degree.at(s.height); }
+};
+
+TEST_CASE("round-based sleeps while fewer devices are free than any waiting request needs", "[policy][round-based]") {
+  round_based_options o;
+  o.round = *to_ticks(1.0);
+  SECTION("until enough devices free") {
+    // Three GPUs, degrees of 2 or more, steps of 10 s. A runs on two GPUs from 0; B arrives at 0.5
+    // and cannot start on the one free GPU until A's GPUs free (10 s, or 8 s on faster devices).
+    toy_cost_min_degree cost;
+    cost.step = {{512, {0, 10.0, 10.0}}};
+    cost.min_degree = {{512, 2}};
+    const std::vector<request_spec> w{make_request("1", 0, 512, 2), make_request("2", 0.5, 512, 1)};
+    for (const double factor : {1.0, 0.8}) {
+      INFO("A's step takes " << factor * 10 << " s");
       simulation_faults faults;
-      faults.stragglers.push_back({0, 0, factor});
-      simulated_executor ex(1, faults);
-      scheduler sched(cluster{1, 1, "toy"}, policy, ex, cost);
-      std::vector<task_record> tasks;
-      sched.on_task_record([&](const task_record& t) { tasks.push_back(t); });
-      for (const auto& r : w) sched.submit(r);
-      const tick cancel_at = *to_ticks(2.5);
-      bool cancelled = !cancel;
-      while (sched.unended() > 0) {
-        const tick t = sched.next_wakeup();
-        if (t == never) break;
-        if (!cancelled && t >= cancel_at) {
-          sched.turn_to(cancel_at);
-          sched.cancel(1);
-          cancelled = true;
-          sched.turn_to(cancel_at);
-          continue;
-        }
-        sched.turn_to(t);
-      }
-      return std::tuple{tasks, policy.rounds(), sched.stats().decisions};
-    };
-    const auto [slept, slept_rounds, slept_calls] = run(true);
-    const auto [woke, woke_rounds, woke_calls] = run(false);
-    REQUIRE(slept.size() == woke.size());
-    for (std::size_t i = 0; i < slept.size(); ++i) {
-      INFO("task " << i);
-      CHECK(slept[i].request == woke[i].request);
-      CHECK(slept[i].start == woke[i].start);
-      CHECK(slept[i].end == woke[i].end);
+      if (factor != 1.0) faults.stragglers = {{0, 0, factor}, {1, 0, factor}, {2, 0, factor}};
+      const auto [slept_calls, woke_calls] = check_sleeping_changes_nothing(o, cluster{3, 3, "toy"}, cost, w, faults);
+      CHECK(slept_calls < woke_calls);
     }
-    CHECK(slept_rounds == woke_rounds);
+  }
+  SECTION("until a running request's assignment ends, though the devices it frees are not enough") {
+    // Four GPUs. C (degrees >= 2, one 50 s step) and A (any degree, two 10 s steps) start at 0 on
+    // two GPUs and one; B (degrees >= 3) arrives at 0.5. The round [9 s, 10 s) plans A's second step
+    // (its first ends within it) although 2 devices are not enough for B; A's step ends early (9.5 s
+    // on faster devices) and launches at once.
+    toy_cost_min_degree cost;
+    cost.step = {{1024, {0, 50.0, 50.0, 50.0}}, {256, {0, 10.0}}, {512, {0, 10.0}}};
+    cost.min_degree = {{1024, 2}, {256, 1}, {512, 3}};
+    std::vector<request_spec> w{make_request("1", 0, 1024, 1), make_request("2", 0, 256, 2), make_request("3", 0.5, 512, 1)};
+    simulation_faults faults;
+    faults.stragglers = {{0, 0, 0.95}, {1, 0, 0.95}, {2, 0, 0.95}, {3, 0, 0.95}};
+    const auto [slept_calls, woke_calls] = check_sleeping_changes_nothing(o, cluster{4, 4, "toy"}, cost, w, faults);
     CHECK(slept_calls < woke_calls);
   }
 }

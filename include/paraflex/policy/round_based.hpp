@@ -38,9 +38,9 @@
 // Rounds are driven by decision_buffer::wake_at, not PeriodicPolicy: tau follows the active mix of
 // shapes (the runtime's tick_period() is fixed at construction), an idle cluster does not tick, and a
 // request that arrives at an idle cluster starts a round at once instead of waiting up to tau.
-// With a fixed tau (round_s), rounds in which every usable device stays busy past their end are
-// slept through: the policy wakes at the first boundary whose round can launch something, with the
-// same rounds and launches as if it had woken at each (skip_idle_rounds).
+// With a fixed tau (round_s), rounds that cannot launch anything (fewer devices free or freeing in
+// them than any waiting request needs) are slept through: the policy wakes at the first boundary
+// whose round can, with the same rounds and launches as if it had woken at each (skip_idle_rounds).
 //
 // Mid-round arrivals (mid_round parameter): `wait` (TetriServe, default) - they, and requests whose
 // assignment ended early, wait for the next boundary; `admit` - they are admitted at once onto GPUs
@@ -71,6 +71,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -438,7 +439,7 @@ struct round_based_options {
   double reference_quantile = 0.5;  ///< reference step = this quantile of the active step times
   int max_batch = 1;             ///< > 1: requests outside the plan may share a planned step (policy/batching.hpp)
   double batch_margin = 0.1;     ///< a batch keeps every member within (1 - margin) of its time left
-  /// With a fixed round: sleep through rounds in which no device can free (same schedule, fewer
+  /// With a fixed round: sleep through rounds that cannot launch anything (same schedule, fewer
   /// calls; see skip_idle_rounds). false wakes at every boundary: what tests compare against.
   bool skip_idle_rounds = true;
 };
@@ -631,36 +632,58 @@ class round_based_policy {
     launch_pending(v, out, available_);
   }
 
-  // With a fixed tau (round_s), a round in which every usable device stays busy past its end
-  // launches nothing: it has no capacity, so the knapsack, work conservation and scale-up choose no
-  // request with a degree. Such rounds used to wake the policy at every boundary while requests
-  // waited (round_s=0.001 on 10-second steps: 10,000 calls per step). Instead the round wakes at the
-  // first boundary whose round a device can free in (by the devices' expected ends), and the rounds
-  // in between are counted as run when the next hook or call comes (catch_up). One that comes
-  // before that boundary (a task that ended early, an arrival, a cancellation) finds the round it
-  // falls in, as if every round had run: same rounds, same boundaries, same launches. Requests wait
-  // all along (the runtime calls decide only then, and any request end ends the skip), so in the
-  // original every skipped boundary did call decide. (What an empty round also did, moving
-  // requests whose deadline passed to the late file, every call that reads the files does first.)
-  // Adaptive tau is left alone: it follows the waiting requests' degrees, which change with time.
+  // With a fixed tau (round_s), a round launches nothing when fewer usable devices are free or free
+  // within it (its capacity) than the smallest degree any waiting request allows, and no running
+  // request's assignment ends within it (that request would be a candidate): the knapsack, work
+  // conservation and scale-up then choose no request (every candidate's degree is an allowed one).
+  // Such rounds used to wake the policy at every boundary while requests waited (round_s=0.001 on
+  // 10-second steps: 10,000 calls per step). Instead the round wakes at the first boundary whose
+  // round can launch something, by the devices' and assignments' expected ends, and the rounds in
+  // between are counted as run when the next hook or call comes (catch_up). One that comes before
+  // that boundary (a task that ended early, an arrival, a cancellation) finds the round it falls in,
+  // as if every round had run: same rounds, same boundaries, same launches. Requests wait all along
+  // (the runtime calls decide only then; an arrival or any request end ends the skip), so every
+  // skipped boundary would have called decide. (What an empty round also did, moving requests whose
+  // deadline passed to the late file, every call that reads the files does first.) Above
+  // skip_scan_limit waiting requests their degrees are not scanned: only rounds without any capacity
+  // are skipped. Adaptive tau is left alone: it follows the waiting requests' degrees, which change
+  // with time.
   bool skip_idle_rounds(const scheduler_view& v) {
     if (!opt_.skip_idle_rounds || opt_.round <= 0 || v.waiting().empty()) return false;
     const tick now = v.now(), tau = opt_.round, horizon = add_sat(now, tau);
-    tick first_free = never;  // the earliest expected end of a busy usable device
+    tick empty_until = never;  // a round [b, b + tau) is empty while b + tau < empty_until
+    for (request_handle h : v.running()) {
+      const auto& r = v.request(h);
+      if (r.position + r.chunk_left < r.tasks_total()) empty_until = std::min(empty_until, r.running_until);
+    }
+    if (empty_until <= horizon) return false;
+    int need = 1;  // devices a round needs to launch anything: the smallest degree a waiting request allows
+    if (v.waiting().size() <= skip_scan_limit) {
+      need = std::numeric_limits<int>::max();
+      for (request_handle h : v.waiting()) need = std::min(need, v.costs(h).allowed_degrees.front());
+    }
+    std::size_t free = 0;
+    busy_ends_.clear();
     for (int d = 0; d < v.device_count(); ++d) {
       const auto id = static_cast<device_id>(d);
       if (v.lost_devices().test(id)) continue;
-      if (v.free_devices().test(id) || v.busy_until(id) <= horizon) return false;  // capacity in this round
-      first_free = std::min(first_free, v.busy_until(id));
+      if (v.free_devices().test(id)) ++free;
+      else busy_ends_.push_back(v.busy_until(id));
     }
-    if (first_free == never) return false;  // no usable device: the runtime ends the run
-    // The first boundary b = now + k tau (k >= 1) whose round [b, b + tau) reaches first_free.
-    const tick k = std::max<tick>(1, (first_free - now + tau - 1) / tau - 1);
+    const auto needed = static_cast<std::size_t>(need);
+    if (free >= needed || needed - free > busy_ends_.size()) return false;  // can launch, or never will (the runtime drops)
+    const auto nth = busy_ends_.begin() + static_cast<std::ptrdiff_t>(needed - free - 1);
+    std::nth_element(busy_ends_.begin(), nth, busy_ends_.end());  // when enough devices have freed
+    empty_until = std::min(empty_until, *nth);
+    if (empty_until <= horizon) return false;
+    // The first boundary b = now + k tau (k >= 1) whose round [b, b + tau) reaches empty_until.
+    const tick k = std::max<tick>(1, (empty_until - now + tau - 1) / tau - 1);
     round_start_ = now;
-    round_end_ = now + k * tau;  // k tau < first_free - now: no overflow
+    round_end_ = now + k * tau;  // k tau < empty_until - now: no overflow
     skipping_ = true;
     return true;
   }
+  static constexpr std::size_t skip_scan_limit = 4096;
   // Counts the rounds skip_idle_rounds skipped up to now, and puts round_start_/round_end_ on the
   // round that now falls in, as if each had run.
   void catch_up(tick now) {
@@ -965,6 +988,7 @@ class round_based_policy {
   tick round_end_ = 0;
   std::uint64_t rounds_ = 0;
   bool skipping_ = false;  // round_end_ is a later boundary than round_start_ + tau (skip_idle_rounds)
+  std::vector<tick> busy_ends_;  // skip_idle_rounds' scratch
   round_based_detail::hull_cache hulls_;
   std::vector<planned> pending_;         // chosen this round, not launched yet
   std::vector<unsigned char> pending_flag_;  // by handle
