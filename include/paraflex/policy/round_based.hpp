@@ -456,7 +456,7 @@ class round_based_policy {
   [[nodiscard]] std::string name() const { return "round-based"; }
   [[nodiscard]] const round_based_options& options() const noexcept { return opt_; }
   /// The current round (start, end); end <= start before the first round. While idle rounds are
-  /// skipped (fixed round_s, every device busy past them: see skip_idle_rounds), end is the
+  /// skipped (fixed round_s, too few devices free in them: see skip_idle_rounds), end is the
   /// boundary of the next round that can launch something and start that of the last one that ran.
   [[nodiscard]] tick round_start() const noexcept { return round_start_; }
   [[nodiscard]] tick round_end() const noexcept { return round_end_; }
