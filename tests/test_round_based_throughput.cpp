@@ -240,32 +240,56 @@ round_run run_fixed_rounds(round_based_options o, cluster topology, const C& cos
   return out;
 }
 
-/// The same run sleeping through idle rounds (skip_idle_rounds) and waking at every boundary:
-/// the same tasks, request ends and rounds; returns the two runs' policy calls.
+/// The same run under two sets of options that must not change the plan: the same tasks, request
+/// ends and rounds; returns the two runs' policy calls.
+template <CostModel C>
+std::pair<std::uint64_t, std::uint64_t> check_same_schedule(const round_based_options& a, const round_based_options& b,
+                                                            const cluster& topology, const C& cost, const std::vector<request_spec>& w,
+                                                            const simulation_faults& faults, tick cancel_at = never,
+                                                            bool cancel_all = false, request_handle cancel_one = 0) {
+  const round_run x = run_fixed_rounds(a, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
+  const round_run y = run_fixed_rounds(b, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
+  REQUIRE(x.tasks.size() == y.tasks.size());
+  for (std::size_t i = 0; i < x.tasks.size(); ++i) {
+    INFO("task " << i);
+    CHECK(x.tasks[i].request == y.tasks[i].request);
+    CHECK(x.tasks[i].start == y.tasks[i].start);
+    CHECK(x.tasks[i].end == y.tasks[i].end);
+    CHECK(x.tasks[i].devices == y.tasks[i].devices);
+  }
+  REQUIRE(x.requests.size() == y.requests.size());
+  for (std::size_t h = 0; h < x.requests.size(); ++h) {
+    CHECK(x.requests[h].phase == y.requests[h].phase);
+    CHECK(x.requests[h].finish == y.requests[h].finish);
+  }
+  CHECK(x.rounds == y.rounds);
+  return {x.calls, y.calls};
+}
+
+/// The same run sleeping through idle rounds (skip_idle_rounds) and waking at every boundary (the
+/// rounds slept through are counted as run); returns the two runs' policy calls.
 template <CostModel C>
 std::pair<std::uint64_t, std::uint64_t> check_sleeping_changes_nothing(round_based_options o, const cluster& topology, const C& cost,
                                                                        const std::vector<request_spec>& w, const simulation_faults& faults,
                                                                        tick cancel_at = never, bool cancel_all = false,
                                                                        request_handle cancel_one = 0) {
+  round_based_options woke = o;
   o.skip_idle_rounds = true;
-  const round_run slept = run_fixed_rounds(o, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
-  o.skip_idle_rounds = false;
-  const round_run woke = run_fixed_rounds(o, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
-  REQUIRE(slept.tasks.size() == woke.tasks.size());
-  for (std::size_t i = 0; i < slept.tasks.size(); ++i) {
-    INFO("task " << i);
-    CHECK(slept.tasks[i].request == woke.tasks[i].request);
-    CHECK(slept.tasks[i].start == woke.tasks[i].start);
-    CHECK(slept.tasks[i].end == woke.tasks[i].end);
-    CHECK(slept.tasks[i].devices == woke.tasks[i].devices);
-  }
-  REQUIRE(slept.requests.size() == woke.requests.size());
-  for (std::size_t h = 0; h < slept.requests.size(); ++h) {
-    CHECK(slept.requests[h].phase == woke.requests[h].phase);
-    CHECK(slept.requests[h].finish == woke.requests[h].finish);
-  }
-  CHECK(slept.rounds == woke.rounds);  // the rounds slept through are counted as run
-  return {slept.calls, woke.calls};
+  woke.skip_idle_rounds = false;
+  return check_same_schedule(o, woke, topology, cost, w, faults, cancel_at, cancel_all, cancel_one);
+}
+
+/// random_workload on 8 GPUs at `load` x full load, with task times off by up to 30%, 5% of tasks
+/// failing and device `lost` failing at `lost_at_s`: the runs on which two modes are compared.
+static std::pair<std::vector<request_spec>, simulation_faults> overloaded_with_faults(std::uint64_t seed, int n, tick load, device_id lost,
+                                                                                     double lost_at_s) {
+  auto w = random_workload(seed, n, 8);
+  for (auto& r : w) r.arrival /= load;
+  simulation_faults faults;
+  faults.jitter = 0.3;
+  faults.fail_rate = 0.05;
+  faults.device_failures.push_back({lost, *to_ticks(lost_at_s)});
+  return {std::move(w), std::move(faults)};
 }
 
 TEST_CASE("round-based sleeps through rounds that cannot launch anything without changing the schedule",
@@ -274,12 +298,7 @@ TEST_CASE("round-based sleeps through rounds that cannot launch anything without
   // boundaries find every device busy. Early and late task ends (jitter), failed tasks and a lost
   // device come between skipped boundaries, and at 30 s every waiting request is cancelled (the
   // skip then ends in a hook, with no call after it).
-  auto w = random_workload(5, 120, 8);
-  for (auto& r : w) r.arrival /= 5;
-  simulation_faults faults;
-  faults.jitter = 0.3;
-  faults.fail_rate = 0.05;
-  faults.device_failures.push_back({3, *to_ticks(20.0)});
+  const auto [w, faults] = overloaded_with_faults(5, 120, 5, 3, 20.0);
   for (const bool admit : {false, true}) {
     INFO("mid_round=" << (admit ? "admit" : "wait"));
     round_based_options o;
@@ -350,6 +369,52 @@ TEST_CASE("round-based sleeps while fewer devices are free than any waiting requ
     faults.stragglers = {{0, 0, 0.95}, {1, 0, 0.95}, {2, 0, 0.95}, {3, 0, 0.95}};
     const auto [slept_calls, woke_calls] = check_sleeping_changes_nothing(o, cluster{4, 4, "toy"}, cost, w, faults);
     CHECK(slept_calls < woke_calls);
+  }
+}
+
+TEST_CASE("round-based looks at late and best-effort requests only as far as a round reads them, without changing the schedule",
+          "[policy][round-based]") {
+  SECTION("an overloaded run with faults, most requests late") {
+    // Load 20 on 8 GPUs: hundreds of late requests wait at every round; every fifth request has no
+    // deadline. Adaptive and fixed rounds, mid-round arrivals waiting or admitted.
+    const auto [w, faults] = overloaded_with_faults(11, 300, 20, 5, 10.0);
+    for (const tick round : {tick{0}, *to_ticks(0.05)}) {
+      for (const bool admit : {false, true}) {
+        INFO("round " << round << " us, mid_round=" << (admit ? "admit" : "wait"));
+        round_based_options as_needed;
+        as_needed.round = round;
+        as_needed.admit_mid_round = admit;
+        round_based_options all = as_needed;
+        all.read_late_as_needed = false;
+        check_same_schedule(as_needed, all, cluster{8, 4, "l20-inferred"}, flux_cost(), w, faults);
+      }
+    }
+  }
+  SECTION("a round that reads past the ones it looked at first") {
+    // Four GPUs, 10 s steps. A request of degree >= 2 runs on two GPUs from 0 for 100 s. Six requests
+    // that need 3 GPUs and then two that need one arrive, all late by the round at 1 s (or all
+    // without a deadline). The 2 free GPUs fit neither of the first five looked at (usable devices
+    // + 1): the round must look further and start the two that need one GPU at once, as a round
+    // that looks at them all does.
+    toy_cost_min_degree cost;
+    cost.step = {{1024, {0, 100.0}}, {512, {0, 10.0}}, {256, {0, 10.0}}};
+    cost.min_degree = {{1024, 2}, {512, 3}, {256, 1}};
+    for (const double slo : {0.001, 0.0}) {
+      INFO((slo > 0 ? "late" : "best effort"));
+      std::vector<request_spec> w{make_request("1", 0, 1024, 1)};
+      for (int i = 0; i < 6; ++i) w.push_back(make_request(std::to_string(i + 2), 0.1, 512, 1, slo));
+      for (int i = 0; i < 2; ++i) w.push_back(make_request(std::to_string(i + 8), 0.2, 256, 1, slo));
+      round_based_options as_needed;
+      as_needed.round = *to_ticks(1.0);
+      round_based_options all = as_needed;
+      all.read_late_as_needed = false;
+      check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
+      const round_run run = run_fixed_rounds(as_needed, cluster{4, 4, "toy"}, cost, w, {});
+      std::map<request_handle, tick> first_start;
+      for (const auto& t : run.tasks) first_start.try_emplace(t.request, t.start);
+      CHECK(first_start.at(7) == *to_ticks(1.0));  // handles 7 and 8: the one-GPU requests
+      CHECK(first_start.at(8) == *to_ticks(1.0));
+    }
   }
 }
 

@@ -58,13 +58,16 @@
 // never drops a request.
 //
 // Cost: the policy files its requests by deadline (and by age when late or without one) as they
-// arrive, so a round boundary looks at no more than the C = max(4096, 8 x G) most urgent waiting
-// requests of each kind instead of all W of them: O(C (log C + H)) for hulls of H degrees, plus the
-// DP over the requests whose survival depends on this round. Below C waiting requests per kind this
-// is exactly TetriServe's plan over all of them; above it, the rest (less urgent than C others that
-// already compete for G GPUs) waits for a later round and does not count in tau's reference step.
-// A call inside a round only launches the plan's pending requests (and, with admit, looks at the
-// same C most urgent ones).
+// arrive, so a round boundary looks at no more than the C = max(256, 4 x G) most urgent waiting
+// requests of each kind (and every one whose deadline is at stake in the round) instead of all W of
+// them: O(C (log C + H)) for hulls of H degrees, plus the DP over the requests whose survival depends
+// on this round. Below C waiting requests per kind this is exactly TetriServe's plan over all of
+// them; above it, the rest (less urgent than C others that already compete for G GPUs) waits for a
+// later round and counts in tau's reference step at its static degree. Of the late requests and
+// those without a deadline a round first looks at only G + 1 of each, and at C only when its plan
+// reads past those (same plan; see start_round): under heavy overload nearly every waiting request
+// is late. A call inside a round only launches the plan's pending requests (and, with admit, looks
+// at the same C most urgent ones).
 #pragma once
 
 #include <algorithm>
@@ -442,6 +445,9 @@ struct round_based_options {
   /// With a fixed round: sleep through rounds that cannot launch anything (same schedule, fewer
   /// calls; see skip_idle_rounds). false wakes at every boundary: what tests compare against.
   bool skip_idle_rounds = true;
+  /// Look at late and best-effort requests only as far as a round's plan reads them (same plan; see
+  /// plan_round). false looks at collect_cap() of each at every round: what tests compare against.
+  bool read_late_as_needed = true;
 };
 
 class round_based_policy {
@@ -513,16 +519,38 @@ class round_based_policy {
   };
 
   void start_round(const scheduler_view& v, decision_buffer& out) {
-    using namespace round_based_detail;
     const tick now = v.now();
     ++rounds_;
     for (const auto& p : pending_) set_pending(p.h, false);
     pending_.clear();
     if (skip_idle_rounds(v)) return;
+    // A late request (deadline passed) or a best-effort one has one degree, the one its step-time
+    // sample was filed at, so looking at it changes no sample (tau, capacity and survival stay the
+    // same), only whether work conservation can choose it - and each one chosen takes a device. So
+    // usable devices + 1 of each of those files usually cover what a round reads; a plan that reads
+    // the last one looked at with devices left is made again over collect_cap() of each, as every
+    // round did before. 200,000 requests on 8 GPUs, most of them late: 258 -> ~10 looked at a round.
+    const std::size_t first_look = opt_.read_late_as_needed ? static_cast<std::size_t>(v.usable_device_count()) + 1 : collect_cap(v);
+    for (std::size_t look = first_look;; look = collect_cap(v)) {
+      if (plan_round(v, now, look)) break;
+    }
+    for (const auto& c : cands_) {
+      if (!c.chosen) continue;
+      pending_.push_back({c.h, c.degree, 0});
+      set_pending(c.h, true);
+    }
+    available_ = v.free_devices();  // copy-assigned into a kept buffer: no allocation once warm
+    launch_pending(v, out, available_);
+  }
+
+  // Steps A and B, work conservation and scale-up over the requests collect_waiting(look) finds;
+  // false when the plan read the last request it looked at in a file that has more (start_round
+  // then plans again looking at all: the same plan as if it had from the start).
+  bool plan_round(const scheduler_view& v, const tick now, const std::size_t look) {
+    using namespace round_based_detail;
     cands_.clear();
     samples_.clear();
-
-    collect_waiting(v, false);
+    collect_waiting(v, false, look);
     for (request_handle h : collected_) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     for (request_handle h : v.running()) {
       const auto& r = v.request(h);
@@ -604,6 +632,12 @@ class round_based_policy {
     for (std::size_t j = 0; j < order_.size(); ++j) {
       if (used >= capacity && !zero_degree) break;
       auto& c = cands_[order_.at(j).index];
+      if (c.h == last_looked_[0] || c.h == last_looked_[1]) {  // what follows it in its file may count
+        if (look < collect_cap(v) && (c.h == last_looked_[0] ? more_[0] : more_[1]) &&
+            (zero_degree || used + (c.chosen || used + c.degree > capacity ? 0 : c.degree) < capacity)) {
+          return false;
+        }
+      }
       if (c.chosen || used + c.degree > capacity) continue;
       c.chosen = true;
       used += c.degree;
@@ -622,14 +656,7 @@ class round_based_policy {
         c.degree = best;
       }
     }
-
-    for (const auto& c : cands_) {
-      if (!c.chosen) continue;
-      pending_.push_back({c.h, c.degree, 0});
-      set_pending(c.h, true);
-    }
-    available_ = v.free_devices();  // copy-assigned into a kept buffer: no allocation once warm
-    launch_pending(v, out, available_);
+    return true;
   }
 
   // With a fixed tau (round_s), a round launches nothing when fewer usable devices are free or free
@@ -770,7 +797,7 @@ class round_based_policy {
     if (spare <= 0) return;
     const tick now = v.now();
     cands_.clear();
-    collect_waiting(v, true);
+    collect_waiting(v, true, collect_cap(v));
     for (request_handle h : collected_) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
     std::sort(cands_.begin(), cands_.end(), [](const candidate& x, const candidate& y) {
       const int cx = x.deadline == never ? 2 : x.late ? 1 : 0;
@@ -902,7 +929,11 @@ class round_based_policy {
   }
   // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
   // call, with `exclude_planned`), in handle order; outside_ <- the static samples of the others.
-  void collect_waiting(const scheduler_view& v, bool exclude_planned) {
+  // Of the late and best-effort files, at most `look` each (<= collect_cap(v)): last_looked_ and
+  // more_ say which was the last one looked at in each and whether the file had more within the
+  // cap. A request of those files gets its static degree (make_candidate), so whether it is looked
+  // at changes no sample, only whether the plan can choose it; none with a deadline is at stake.
+  void collect_waiting(const scheduler_view& v, bool exclude_planned, std::size_t look) {
     const tick now = v.now();
     while (!by_deadline_.empty() && (*by_deadline_.begin()).key < now) {
       const request_handle h = (*by_deadline_.begin()).h;
@@ -929,12 +960,20 @@ class round_based_policy {
       if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
       ++n;
     }
-    for (const handle_set* file : {&expired_, &no_deadline_}) {
+    const std::size_t limit = std::min(look, cap);
+    for (int f = 0; f < 2; ++f) {
+      const handle_set& file = f == 0 ? expired_ : no_deadline_;
+      last_looked_[f] = no_request;
+      more_[f] = false;
       n = 0;
-      for (auto it = file->begin(); it != file->end() && n < cap; ++it) {
+      for (auto it = file.begin(); it != file.end() && n < cap; ++it) {
         const request_handle h = *it;
         if (v.request(h).phase != request_phase::waiting) continue;
-        if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
+        if (n == limit) {
+          more_[f] = true;
+          break;
+        }
+        if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h), last_looked_[f] = h;
         ++n;
       }
     }
@@ -997,6 +1036,9 @@ class round_based_policy {
   std::vector<int> launched_degree_;           // by handle: at which degree
   std::uint64_t calls_ = 0;
   request_index<tick> by_deadline_;  // see collect_waiting()
+  static constexpr request_handle no_request = std::numeric_limits<request_handle>::max();
+  std::array<request_handle, 2> last_looked_{no_request, no_request};  // collect_waiting: late, best effort
+  std::array<bool, 2> more_{};
   handle_set expired_, no_deadline_;
   struct filing {
     file_kind kind;
