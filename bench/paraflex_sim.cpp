@@ -16,6 +16,7 @@
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/executor/simulated.hpp"
+#include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fault_flags.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   CLI::App app{"paraflex-sim: compare GPU-parallelism scheduling policies for DiT serving in the simulator.\n"
                "With no arguments: the embedded default workload, profile and 8-GPU cluster."};
   std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out, bound_out;
-  int gpus = 8, gpus_per_node = 0;
+  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0;
   std::uint64_t seed = 0;
   double fail_rate = 0, jitter = 0;
   bool bound = false, priority_bound = false, quiet = false, list = false;
@@ -127,6 +128,12 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--cells", cells,
+                 "cut the cluster into this many equal cells of whole nodes, each with its own policy; requests go round robin "
+                 "in arrival order (default 1: one policy over every GPU)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core); the output is the same")
+      ->check(CLI::Range(0, 1024));
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)")->check(paraflex_bench::non_empty);
   auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
   app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->check(paraflex_bench::uint64_digits);
@@ -156,7 +163,12 @@ int main(int argc, char** argv) {
                      gpus, gpus_per_node, (gpus / gpus_per_node + 1) * gpus_per_node, divisor));
   }
 
-  policy_registry registry = paraflex_bench::builtin_registry(gpus);
+  const cluster whole{gpus, gpus_per_node, {}};
+  if (auto e = check_cells(whole, cells)) fail(e->what());
+  if (cells > 1 && !trace_out.empty()) fail("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
+  // What one policy instance schedules: a cell (the whole cluster without --cells).
+  const int policy_gpus = cell_topology(whole, cells).gpus;
+  policy_registry registry = paraflex_bench::builtin_registry(policy_gpus);
   if (list) {
     for (const auto& n : registry.names()) std::printf("%-18s %s\n", n.c_str(), registry.summary(n).c_str());
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) fail("cannot write to stdout");
@@ -172,12 +184,21 @@ int main(int argc, char** argv) {
     const bool default_list = policy_option->count() == 0;
     std::vector<std::string> specs;
     std::vector<any_policy> built;
-    for (const auto& s : default_list ? paraflex_bench::default_policy_list(gpus) : policy_list(policies)) {
-      any_policy p = registry.make(s).value_or_throw();
+    for (const auto& s : default_list ? paraflex_bench::default_policy_list(policy_gpus) : policy_list(policies)) {
+      auto made = registry.make(s);
+      if (!made && cells > 1) {  // e.g. static:K above a cell's GPUs: say that the cell is the limit
+        input_error e = made.error();
+        e.message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", policy_gpus, cells, gpus);
+        throw input_exception(std::move(e));
+      }
+      any_policy p = std::move(made).value_or_throw();
       // static:K must be able to run every model at K (formats §5: it never drops): refuse before any
       // run - unless the user did not name it (the default list), then it is left out with a note.
-      if (auto e = check_policy_degrees(w, cost, gpus, p)) {
-        if (!default_list) throw input_exception(*e);
+      if (auto e = check_policy_degrees(w, cost, policy_gpus, p)) {
+        if (!default_list) {
+          if (cells > 1) e->message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", policy_gpus, cells, gpus);
+          throw input_exception(*e);
+        }
         if (!quiet) std::fprintf(stderr, "paraflex-sim: note: %s is left out of the default policy list: a model of the workload does not allow its degree\n", s.c_str());
         continue;
       }
@@ -275,6 +296,7 @@ int main(int argc, char** argv) {
     report.workload_file = w.source;
     report.requests = w.requests.size();
     report.topology = topology;
+    report.cells = cells;
     simulation_options options{.seed = seed, .faults = faults, .runtime = {}};
     if (!quiet) {
       // Only runs longer than a couple of seconds say how far they are; at most 2 lines a second.
@@ -289,11 +311,18 @@ int main(int argc, char** argv) {
       const bool tracing = i == 0 && !trace_out.empty();
       std::vector<char> met;  // by workload position: on time in this run (for given_priorities)
       if (lowest_priority) met.assign(w.requests.size(), 0);
-      run_metrics m = simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
-        if (tracing) trace.attach(sched);
-        // simulate() submits in workload order, so a request's handle is its position.
-        if (lowest_priority) sched.on_request_end([&met](const request_record& r) { met[r.handle] = met_slo(r) ? 1 : 0; });
-      });
+      run_metrics m =
+          cells > 1 ? simulate_cells(
+                          w, topology, cost, [&] { return registry.make(specs[i]).value_or_throw(); }, specs[i], options,
+                          cell_options{.cells = cells, .threads = threads},
+                          [&](std::size_t position, const request_record& r) {
+                            if (lowest_priority) met[position] = met_slo(r) ? 1 : 0;
+                          })
+                    : simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
+                        if (tracing) trace.attach(sched);
+                        // simulate() submits in workload order, so a request's handle is its position.
+                        if (lowest_priority) sched.on_request_end([&met](const request_record& r) { met[r.handle] = met_slo(r) ? 1 : 0; });
+                      });
       if (!quiet) {
         std::fprintf(stderr, "paraflex-sim: %s: %zu requests, %llu decisions, %.2f s\n", specs[i].c_str(), w.requests.size(),
                      static_cast<unsigned long long>(m.decisions), m.wall_s);

@@ -26,6 +26,7 @@ struct report {
   std::string workload_file;
   std::size_t requests = 0;
   paraflex::cluster topology;
+  int cells = 1;  ///< --cells: independent cells, one policy each
   std::vector<policy_result> results;
 };
 
@@ -46,6 +47,7 @@ inline std::string to_json(const report& r) {
   json doc;
   doc["workload"] = {{"file", r.workload_file}, {"requests", r.requests}};
   doc["cluster"] = {{"gpus", r.topology.gpus}, {"gpus_per_node", r.topology.gpus_per_node}, {"gpu", r.topology.gpu_type}};
+  if (r.cells > 1) doc["cluster"]["cells"] = r.cells;  // only then: the output of a run without --cells is unchanged
   json results = json::array();
   for (const auto& pr : r.results) {
     const auto& m = pr.metrics;
@@ -88,8 +90,9 @@ inline std::string fmt_opt(const std::optional<double>& v, const char* spec_fmt,
 }
 
 inline std::string to_table(const report& r) {
-  std::string out = fmt::format("workload: {} ({} requests)   cluster: {} x {} ({} per node)\n\n", paraflex::printable(r.workload_file), r.requests,
-                                r.topology.gpus, r.topology.gpu_type, r.topology.gpus_per_node);
+  std::string out = fmt::format("workload: {} ({} requests)   cluster: {} x {} ({} per node){}\n\n", paraflex::printable(r.workload_file), r.requests,
+                                r.topology.gpus, r.topology.gpu_type, r.topology.gpus_per_node,
+                                r.cells > 1 ? fmt::format(", {} cells of {}", r.cells, r.topology.gpus / r.cells) : "");
   const bool any_bound = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.upper_bound.has_value(); });
   const bool any_given = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.given_priorities.has_value(); });
   out += fmt::format("{:<22} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}{}{}\n", "policy", "done", "dropped", "SLO %", "mean s",

@@ -50,6 +50,7 @@
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/runtime/view.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/simulate.hpp"
 #include "paraflex/trajectory/request.hpp"
 #include "paraflex/trajectory/trajectory.hpp"

@@ -35,6 +35,14 @@ class duration_histogram {
   }
   /// One call that was not timed: counted; its time is estimated by the weighted samples.
   void skip() noexcept { ++count_; }
+  /// Adds every call of `other` (e.g. the histograms of independent runs, into one for all of them).
+  void merge(const duration_histogram& other) noexcept {
+    count_ += other.count_;
+    weight_ += other.weight_;
+    sum_ += other.sum_;
+    max_ = std::max(max_, other.max_);
+    for (std::size_t b = 0; b < buckets_.size(); ++b) buckets_[b] += other.buckets_[b];
+  }
   /// Calls recorded, timed or not.
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
   [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(count_); }

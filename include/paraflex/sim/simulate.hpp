@@ -28,6 +28,7 @@
 #include <fmt/format.h>
 
 #include "paraflex/core/csv.hpp"
+#include "paraflex/core/duration_histogram.hpp"
 #include "paraflex/core/error.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/executor/simulated.hpp"
@@ -164,12 +165,23 @@ template <Policy P, CostModel C>
   return check_fixed_degree(w, cost, gpus, *k, policy_name(policy));
 }
 
-/// Runs `policy` on every request of `w` and returns the metrics, labelled `label`. `setup` is called
-/// with the scheduler before the run (e.g. to attach a trace recorder or callbacks). Throws
-/// input_exception when `policy` is static:K and a model of `w` does not allow K (check_fixed_degree).
-template <Policy P, CostModel C, class Setup = no_setup>
-[[nodiscard]] run_metrics simulate(const workload& w, const cluster& topology, const C& cost, P& policy, const std::string& label,
-                                   const simulation_options& options = {}, Setup&& setup = {}) {
+/// What one simulated run leaves: every request's final record (in submission order, which is
+/// workload order) and the figures the metrics need besides. simulate() turns it into run_metrics;
+/// simulate_cells (sim/cells.hpp) merges several of them first.
+struct simulation_outcome {
+  std::vector<request_record> requests;
+  double gpu_busy_s = 0;        ///< device-seconds of tasks and migrations
+  duration_histogram host_us;   ///< host time of the policy calls
+  double wall_s = 0;            ///< host seconds of the whole run
+};
+
+namespace simulate_detail {
+
+/// The run behind simulate() and simulate_outcome(): `finish(sched, wall_s)` reads what it needs
+/// from the scheduler before it goes away (the records are not copied unless it copies them).
+template <Policy P, CostModel C, class Setup, class Finish>
+auto run(const workload& w, const cluster& topology, const C& cost, P& policy, const std::string& label, const simulation_options& options,
+         Setup&& setup, Finish&& finish) {
   if (auto e = check_policy_degrees(w, cost, topology.gpus, policy)) throw input_exception(std::move(*e));
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -194,10 +206,37 @@ template <Policy P, CostModel C, class Setup = no_setup>
   for (const auto& r : w.requests) sched.submit(r);
   sched.run();
   executor.hook_ = nullptr;
-  const double wall = std::chrono::duration<double>(clock::now() - t0).count();
-  run_metrics m = compute_metrics(label, sched.state().requests, topology.gpus, sched.gpu_busy_seconds());
-  set_decision_timings(m, sched.stats().host_us, wall);
-  return m;
+  return finish(sched, std::chrono::duration<double>(clock::now() - t0).count());
+}
+
+}  // namespace simulate_detail
+
+/// simulate() without the metrics: the run's records (copied out of the scheduler) and timings.
+template <Policy P, CostModel C, class Setup = no_setup>
+[[nodiscard]] simulation_outcome simulate_outcome(const workload& w, const cluster& topology, const C& cost, P& policy, const std::string& label,
+                                                  const simulation_options& options = {}, Setup&& setup = {}) {
+  return simulate_detail::run(w, topology, cost, policy, label, options, std::forward<Setup>(setup), [](const auto& sched, double wall_s) {
+    simulation_outcome out;
+    out.wall_s = wall_s;
+    const auto& records = sched.state().requests;
+    out.requests.assign(records.begin(), records.end());
+    out.gpu_busy_s = sched.gpu_busy_seconds();
+    out.host_us = sched.stats().host_us;
+    return out;
+  });
+}
+
+/// Runs `policy` on every request of `w` and returns the metrics, labelled `label`. `setup` is called
+/// with the scheduler before the run (e.g. to attach a trace recorder or callbacks). Throws
+/// input_exception when `policy` is static:K and a model of `w` does not allow K (check_fixed_degree).
+template <Policy P, CostModel C, class Setup = no_setup>
+[[nodiscard]] run_metrics simulate(const workload& w, const cluster& topology, const C& cost, P& policy, const std::string& label,
+                                   const simulation_options& options = {}, Setup&& setup = {}) {
+  return simulate_detail::run(w, topology, cost, policy, label, options, std::forward<Setup>(setup), [&](const auto& sched, double wall_s) {
+    run_metrics m = compute_metrics(label, sched.state().requests, topology.gpus, sched.gpu_busy_seconds());
+    set_decision_timings(m, sched.stats().host_us, wall_s);
+    return m;
+  });
 }
 
 }  // namespace paraflex
