@@ -186,19 +186,13 @@ int main(int argc, char** argv) {
     std::vector<any_policy> built;
     for (const auto& s : default_list ? paraflex_bench::default_policy_list(policy_gpus) : policy_list(policies)) {
       auto made = registry.make(s);
-      if (!made && cells > 1) {  // e.g. static:K above a cell's GPUs: say that the cell is the limit
-        input_error e = made.error();
-        e.message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", policy_gpus, cells, gpus);
-        throw input_exception(std::move(e));
-      }
+      // e.g. static:K above a cell's GPUs: say that the cell is the limit
+      if (!made && cells > 1) throw input_exception(within_cells(made.error(), whole, cells));
       any_policy p = std::move(made).value_or_throw();
       // static:K must be able to run every model at K (formats §5: it never drops): refuse before any
       // run - unless the user did not name it (the default list), then it is left out with a note.
       if (auto e = check_policy_degrees(w, cost, policy_gpus, p)) {
-        if (!default_list) {
-          if (cells > 1) e->message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", policy_gpus, cells, gpus);
-          throw input_exception(*e);
-        }
+        if (!default_list) throw input_exception(cells > 1 ? within_cells(*e, whole, cells) : *e);
         if (!quiet) std::fprintf(stderr, "paraflex-sim: note: %s is left out of the default policy list: a model of the workload does not allow its degree\n", s.c_str());
         continue;
       }

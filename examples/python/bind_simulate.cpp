@@ -13,6 +13,7 @@
 
 #include "bindings.hpp"
 #include "builtin_policies.hpp"
+#include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
 #include "paraflex/sim/generators.hpp"
@@ -53,7 +54,7 @@ struct state_guard {
 py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpus_arg, typed<std::optional<std::string>> gpu_arg, py::handle policy,
                      typed<std::optional<int>> gpus_per_node, typed<std::uint64_t> seed_value, typed<bool> bound_arg, typed<double> jitter_arg,
                      typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
-                     py::handle trace_out) {
+                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg) {
   const char* fn = "simulate";
   // The order of paraflex-sim: flags, inputs, policy, faults.
   const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
@@ -67,6 +68,16 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   if (!(jitter >= 0.0 && jitter <= 0.9) || !(fail_rate >= 0.0 && fail_rate <= 1.0)) (void)make_faults(jitter, fail_rate, {}, {}, gpus);
   const std::string gpu_name = arg(gpu_arg, fn, "gpu").value_or("");
   const std::string trace_file = path_or_empty(trace_out, "trace_out");
+  const int cells = arg(cells_arg, fn, "cells");
+  const int threads = arg(threads_arg, fn, "threads");
+  if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());
+  if (threads < 0) input_failure(fmt::format("--threads: Value {} not in range 0 to 1024", threads));
+  if (cells > 1 && !trace_file.empty()) input_failure("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
+  // One policy instance per cell: only a built-in spec can be made again for each (a Python object is one instance).
+  if (cells > 1 && !py::isinstance<py::str>(policy)) {
+    throw py::value_error("simulate: cells > 1 needs a built-in policy spec (str), one instance per cell; got " + type_name(policy));
+  }
+  const int policy_gpus = gpus / cells;
 
   auto inputs = load_inputs(workload_arg, profile, gpu_name, gpus);
   const workload& w = inputs.workload;
@@ -74,7 +85,14 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
 
   auto ctx = run_context::make();
   std::string label;
-  any_policy p = make_policy(policy, gpus, ctx, label);
+  any_policy p = [&] {
+    try {
+      return make_policy(policy, policy_gpus, ctx, label);
+    } catch (const input_exception& e) {  // paraflex-sim's message: the cell is the limit
+      if (cells > 1) throw input_exception(within_cells(e.error(), cluster{gpus, size.per_node, {}}, cells));
+      throw;
+    }
+  }();
   const simulation_faults faults = make_faults(jitter, fail_rate, fail_devices, stragglers, gpus);
   const cluster topology{gpus, size.per_node, inputs.gpu};
 
@@ -82,6 +100,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   report.workload_file = w.source;
   report.requests = w.requests.size();
   report.topology = topology;
+  report.cells = cells;
   std::optional<double> bound_value;
   run_metrics m;
   chrome_trace_recorder trace;
@@ -90,10 +109,16 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
     py::gil_scoped_release nogil;
     if (bound) bound_value = upper_bound(w, cost, gpus, faults);
     state_guard guard{*ctx->slot};
-    m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
-      ctx->slot->state = &sched.state();
-      if (!trace_file.empty()) trace.attach(sched);
-    });
+    if (cells > 1) {
+      const auto& registry = paraflex_bench::builtin_registry(policy_gpus);
+      m = simulate_cells(w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, simulation_options{seed, faults, {}},
+                         cell_options{.cells = cells, .threads = threads});
+    } else {
+      m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
+        ctx->slot->state = &sched.state();
+        if (!trace_file.empty()) trace.attach(sched);
+      });
+    }
   }
   if (!trace_file.empty()) {
     std::ofstream out(trace_file, std::ios::binary);
@@ -148,7 +173,7 @@ Bad input raises ValueError naming the file, line and column; a wrong type TypeE
   m.def("simulate", &simulate_py, py::arg("workload") = py::none(), py::arg("profile") = py::none(), py::arg("gpus") = 8,
         py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
         py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
-        py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(),
+        py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(), py::arg("cells") = 1, py::arg("threads") = 0,
         R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
 
 workload      None (the embedded default), a CSV path (str, bytes or os.PathLike; docs/formats.md §1), or a list of dicts with
@@ -157,8 +182,9 @@ profile       None (the embedded default) or a profile CSV path (§2)
 gpus, gpus_per_node (default gpus), gpu (default: the profile's only type for the workload's models)
 policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps=5"), a ComposedPolicy,
               or any object with decide(view, out) and optional hooks
-seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out:
-              as paraflex-sim's flags of the same names
+seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out,
+cells, threads:
+              as paraflex-sim's flags of the same names (cells > 1: a built-in spec, one instance per cell)
 Bad input raises ValueError with paraflex-sim's message, a wrong type TypeError naming the argument; an
 invalid decision raises PolicyError; an exception raised by a Python policy propagates unchanged.)doc");
 }

@@ -89,6 +89,14 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
         self.assertEqual(without_host_timings(paraflex.simulate(workload=os.fsencode(DEFAULT_WORKLOAD), policy="static:4")),
                          without_host_timings(paraflex.simulate(workload=DEFAULT_WORKLOAD, policy="static:4")))
 
+    def test_cells_give_paraflex_sims_entry_whatever_the_threads(self):
+        for threads in (1, 2):
+            with self.subTest(threads=threads):
+                self.assert_same(["--gpus", "8", "--gpus-per-node", "2", "--cells", "4", "--policy", "slo-aware", "--seed", "3",
+                                  "--jitter", "0.1", "--fail-device", "5@40"],
+                                 gpus=8, gpus_per_node=2, cells=4, threads=threads, policy="slo-aware", seed=3, jitter=0.1,
+                                 fail_devices=["5@40"])
+
     def test_a_trace_is_written_when_asked(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "trace.json")
@@ -120,6 +128,14 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
             with open(path, "w") as f:
                 f.write("arrival_s,model,height,width,steps\n0,no-such-model,1024,1024,28\n")
             self.assert_message(["--workload", path], workload=path)
+
+    def test_cells_that_do_not_cut_the_cluster_evenly_or_fit_the_policy(self):
+        self.assert_message(["--cells", "3"], cells=3)
+        self.assert_message(["--gpus", "12", "--gpus-per-node", "6", "--cells", "3"], gpus=12, gpus_per_node=6, cells=3)
+        self.assert_message(["--cells", "4", "--policy", "static:4"], cells=4, policy="static:4")
+        with self.assertRaises(ValueError) as e:
+            paraflex.simulate(cells=2, policy=type("Idle", (), {"decide": lambda self, view, out: None})())
+        self.assertIn("built-in policy spec", str(e.exception))
 
     def test_an_unknown_gpu_type(self):
         self.assert_message(["--gpu", "a100"], gpu="a100")

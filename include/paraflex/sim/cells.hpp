@@ -74,6 +74,12 @@ struct cell_options {
   return cluster{per_cell, std::min(per_cell, topology.gpus_per_node), topology.gpu_type};
 }
 
+/// `e` (about a policy that cannot run on a cell) with the cell size it was checked against appended.
+[[nodiscard]] inline input_error within_cells(input_error e, const cluster& topology, int cells) {
+  e.message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", topology.gpus / cells, cells, topology.gpus);
+  return e;
+}
+
 /// The cell of each request of `w` (by workload position): round robin in arrival order, ties in
 /// workload order.
 [[nodiscard]] inline std::vector<int> round_robin_cells(const workload& w, int cells) {
@@ -136,15 +142,11 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
     parts[static_cast<std::size_t>(c)].source = n == 1 ? w.source : fmt::format("{} (cell {} of {})", w.source, c + 1, n);
     policies.push_back(make_policy());
     if (const auto k = fixed_degree_of(policies.back()); k && *k > cell.gpus) {
-      throw input_exception(input_error{"--policy", 0, {},
-                                        fmt::format("policy '{}' runs every request on {} GPUs: more than a cell has (cells of {} GPUs: "
-                                                    "--cells {} on {} GPUs)",
-                                                    policy_name(policies.back()), *k, cell.gpus, n, topology.gpus)});
+      throw input_exception(within_cells(
+          input_error{"--policy", 0, {}, fmt::format("policy '{}' runs every request on {} GPUs: more than a cell has", policy_name(policies.back()), *k)},
+          topology, n));
     }
-    if (auto e = check_policy_degrees(w, cost, cell.gpus, policies.back())) {
-      if (n > 1) e->message += fmt::format(" (in cells of {} GPUs: --cells {} on {} GPUs)", cell.gpus, n, topology.gpus);
-      throw input_exception(std::move(*e));
-    }
+    if (auto e = check_policy_degrees(w, cost, cell.gpus, policies.back())) throw input_exception(n > 1 ? within_cells(std::move(*e), topology, n) : std::move(*e));
   }
 
   // Progress: requests ended in every cell (a finished cell counts whole), host time since the start.
