@@ -24,6 +24,7 @@
 #include "cli_parse.hpp"
 #include "paraflex/core/csv.hpp"
 #include "paraflex/core/utf8.hpp"
+#include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/simulate.hpp"
 #include "sim_inputs.hpp"
 
@@ -81,7 +82,7 @@ int main(int argc, char** argv) {
   CLI::App app{"paraflex-tune: grid search over a policy's parameters in the simulator.", "paraflex-tune"};
   std::string workload_file, profile_file, gpu, policy, objective = "slo";
   std::vector<std::string> params;
-  int gpus = 8, gpus_per_node = 0;
+  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0;
   std::uint64_t seed = 0;
   bool quiet = false;
   app.add_option("--policy", policy, "policy NAME[:KEY=VALUE...] whose other parameters are searched")->required()->check(paraflex_bench::non_empty);
@@ -92,6 +93,9 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile_file, "profile CSV; default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->capture_default_str()->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--cells", cells, "run each setting as paraflex-sim --cells does: equal cells of whole nodes, one policy each")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->check(CLI::Range(0, 1024));
   app.add_option("--gpu", gpu, "GPU type (profile rows)")->check(paraflex_bench::non_empty);
   app.add_option("--seed", seed, "seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")
@@ -103,7 +107,10 @@ int main(int argc, char** argv) {
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
   if (gpus % gpus_per_node != 0) fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole", gpus, gpus_per_node));
 
-  const auto registry = paraflex_bench::builtin_registry(gpus);
+  const paraflex::cluster whole{gpus, gpus_per_node, {}};
+  if (auto e = paraflex::check_cells(whole, cells)) fail(e->what());
+  const int policy_gpus = paraflex::cell_topology(whole, cells).gpus;  // what one policy instance schedules
+  const auto registry = paraflex_bench::builtin_registry(policy_gpus);
   if (policy.find(',') != std::string::npos) fail(fmt::format("--policy '{}': one policy, not a list (run paraflex-tune once per policy)", policy));
   if (const std::string name = policy.substr(0, policy.find(':')); !registry.contains(name)) {
     fail(fmt::format("--policy '{}': unknown policy '{}' (known: {})", policy, name, fmt::join(registry.names(), ", ")));
@@ -153,9 +160,10 @@ int main(int argc, char** argv) {
     // Checked before the first run (building a policy is cheap; a run may take minutes), each error
     // named by the flag that caused it: --policy alone, one --param's value, or the setting as a whole.
     const auto problem = [&](const std::string& spec) -> std::optional<std::string> {
+      const auto in_cells = [&](const paraflex::input_error& e) { return cells > 1 ? paraflex::within_cells(e, whole, cells).message : e.message; };
       auto p = registry.make(spec);
-      if (!p) return p.error().message;
-      if (auto e = paraflex::check_policy_degrees(in.workload, in.cost, gpus, p.value())) return e->message;
+      if (!p) return in_cells(p.error());
+      if (auto e = paraflex::check_policy_degrees(in.workload, in.cost, policy_gpus, p.value())) return in_cells(*e);
       return std::nullopt;
     };
     const auto alone = problem(policy);
@@ -187,10 +195,15 @@ int main(int argc, char** argv) {
                        pr.label.data(), pr.ended, pr.total, paraflex::to_seconds(pr.now), pr.wall_s);
         };
       }
+      if (cells > 1) {
+        return paraflex::simulate_cells(in.workload, topology, in.cost, [&] { return registry.make(spec).value_or_throw(); }, spec, o,
+                                        paraflex::cell_options{.cells = cells, .threads = threads});
+      }
       return paraflex::simulate(in.workload, topology, in.cost, p, spec, o);
     };
-    std::printf("workload %s (%zu requests), %d x %s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
-                in.workload.requests.size(), gpus, paraflex::printable(in.gpu).c_str(), objective.c_str());
+    std::printf("workload %s (%zu requests), %d x %s%s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
+                in.workload.requests.size(), gpus, paraflex::printable(in.gpu).c_str(),
+                cells > 1 ? fmt::format(" in {} cells of {}", cells, policy_gpus).c_str() : "", objective.c_str());
     // The policy as given (its defaults for the searched keys) is the baseline, when it runs alone.
     std::optional<paraflex::run_metrics> baseline;
     if (!alone) {

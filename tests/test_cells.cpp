@@ -1,6 +1,7 @@
 // simulate_cells (paraflex/sim/cells.hpp): a cluster served as independent cells, one policy each.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -184,4 +185,22 @@ TEST_CASE("a policy that cannot run a request on a cell is an input error that n
   } catch (const std::exception& e) {
     FAIL(e.what());
   }
+}
+
+TEST_CASE("progress over cells counts the requests ended in every cell, and stops before the last one ends", "[sim][cells]") {
+  const auto& in = bundled_inputs();
+  simulation_options o;
+  o.progress_interval_s = 0;  // report at every chance
+  std::vector<std::size_t> seen;
+  o.progress = [&](const simulation_progress& p) {
+    CHECK(p.total == in.w.requests.size());
+    CHECK(p.label == "slo-aware");
+    CHECK(p.now > 0);  // the simulated time of the cell reporting (a finished cell does not report)
+    seen.push_back(p.ended);
+  };
+  (void)run_cells(in.w, cluster{8, 2, "l20-inferred"}, "slo-aware", o, 4, 1);
+  REQUIRE(seen.size() > 4);
+  CHECK(std::is_sorted(seen.begin(), seen.end()));  // one thread: cells one after another, counts only grow
+  CHECK(seen.back() < in.w.requests.size());
+  CHECK(seen.back() > in.w.requests.size() / 2);  // the last cell's reports count the three cells before it
 }

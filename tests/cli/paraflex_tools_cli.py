@@ -273,6 +273,22 @@ def group_tune(d):
     check(rc == 0 and "(no baseline: 'static'" in out, f"static --param degree=...: runs without a baseline ({err.strip()[-300:]})")
     rc, out, err = tune(["--help"])
     check(rc == 0 and "paraflex-tune" in out and "--quiet" in out and "=slo" in out, "--help names the tool, its flags and defaults")
+    # --cells: every setting runs as paraflex-sim --cells runs it (same attainment), on any thread count.
+    cells_args = ["--policy", "slo-aware", "--param", "margin=0.1,0.3", "--cells", "2", "--quiet"]
+    rc, out, err = tune(cells_args + ["--threads", "2"])
+    check(rc == 0 and "8 x l20-inferred in 2 cells of 4" in out, f"--cells 2: the first line says so ({err.strip()[-300:]})")
+    rc1, out1, _ = tune(cells_args + ["--threads", "1"])
+    check(rc1 == 0 and out1 == out, "--cells 2: the same output whatever --threads")
+    src, sout, serr = run_command([SIM, "--policy", "slo-aware:margin=0.3", "--cells", "2", "--format", "json", "--quiet"], 300)
+    check(src == 0, f"paraflex-sim --cells 2 runs ({serr.strip()[-200:]})")
+    if src == 0:
+        slo = json.loads(sout)["results"][0]["slo_attainment"]
+        line = next((l for l in out1.splitlines() if l.startswith("slo-aware:margin=0.3 ")), "")
+        check(f"{100 * slo:.1f}%" in line, f"--cells 2: a setting reads what paraflex-sim --cells 2 gives ({100 * slo:.1f}%: {line!r})")
+    rc, out, err = tune(["--policy", "static", "--param", "degree=2,8", "--cells", "2"])
+    check(rc == 2 and "--param 'degree=2,8'" in err and "cells of 4 GPUs" in err, f"--cells 2: static:8 is refused naming the cell size ({err.strip()[-300:]})")
+    rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1", "--cells", "3"])
+    check(rc == 2 and "--cells" in err and "3 equal cells" in err, f"--cells 3 on 8 GPUs: exit 2 ({err.strip()[-300:]})")
 
 
 def group_tune_bad_input(d):

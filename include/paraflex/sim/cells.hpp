@@ -149,16 +149,17 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
     if (auto e = check_policy_degrees(w, cost, cell.gpus, policies.back())) throw input_exception(n > 1 ? within_cells(std::move(*e), topology, n) : std::move(*e));
   }
 
-  // Progress: requests ended in every cell (a finished cell counts whole), host time since the start.
+  // Progress: requests ended in every cell (a finished cell counts whole), the simulated time of the
+  // cell reporting, host time since the start. A cell that finishes only updates its count.
   std::mutex progress_mutex;
   std::vector<std::size_t> ended(parts.size(), 0);
-  const auto report = [&](std::size_t c, std::size_t cell_ended, tick now) {
+  const auto report = [&](std::size_t c, std::size_t cell_ended, std::optional<tick> now) {
     if (!options.progress) return;
     const std::scoped_lock lock(progress_mutex);
     ended[c] = cell_ended;
     const std::size_t all = std::accumulate(ended.begin(), ended.end(), std::size_t{0});
-    if (all >= w.requests.size()) return;
-    options.progress(simulation_progress{label, all, w.requests.size(), now, std::chrono::duration<double>(clock::now() - t0).count()});
+    if (!now || all >= w.requests.size()) return;
+    options.progress(simulation_progress{label, all, w.requests.size(), *now, std::chrono::duration<double>(clock::now() - t0).count()});
   };
   std::vector<simulation_outcome> outcomes(parts.size());
   std::vector<std::exception_ptr> errors(parts.size());
@@ -169,7 +170,7 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
         simulation_options o = cell_simulation_options(options, cell.gpus, static_cast<int>(c));
         if (options.progress) o.progress = [&, c](const simulation_progress& p) { report(c, p.ended, p.now); };
         outcomes[c] = simulate_outcome(parts[c], cell, cost, policies[c], label, o);
-        report(c, parts[c].requests.size(), 0);
+        report(c, parts[c].requests.size(), std::nullopt);
       } catch (...) {
         errors[c] = std::current_exception();
       }
