@@ -11,9 +11,11 @@
 // they may run on several threads, and the output is the same whatever the thread count (and the
 // same as running each cell's requests alone on a cluster of G / C devices). Over many requests it
 // gives every cell the same mix; a rule that looked at the cells' queues would couple their runs.
-// Measured (docs/performance.md, "Cells"): on the 1,000,000-request file on 1,024 GPUs, slo-aware in
+// Measured (docs/performance.md, "Cells"): on the 1,000,000-request files on 1,024 GPUs, slo-aware in
 // 16 cells of 64 finishes more requests on time than one slo-aware over all 1,024, in a fraction of
-// the time; throughput-first, round-based and edf-best-fit read about the same either way.
+// the time; throughput-first, rssp and static:2 read the same either way, round-based 1-2 points
+// less, and edf-best-fit, which never drops, far less at load 0.9 (a cell whose share of the
+// arrivals runs ahead has no neighbour to take the excess).
 //
 // Cells are whole nodes (G / C a multiple of gpus_per_node), or one node split evenly (gpus_per_node
 // a multiple of G / C); check_cells() says which C a cluster allows. Faults keep their devices:
