@@ -77,7 +77,7 @@ TEST_CASE("a cluster run as one cell gives exactly what simulate gives", "[sim][
   }
 }
 
-TEST_CASE("cells give the same figures whatever the number of threads that run them", "[sim][cells]") {
+TEST_CASE("cells give the same figures whatever the number of threads that run them", "[sim][cells][threads]") {
   const auto& in = bundled_inputs();
   const cluster c{8, 2, "l20-inferred"};
   simulation_options o = noisy(11, 0.2, 0.05);
@@ -90,7 +90,7 @@ TEST_CASE("cells give the same figures whatever the number of threads that run t
   CHECK(one.completed + one.dropped == in.w.requests.size());
 }
 
-TEST_CASE("each cell runs its requests as they would run alone on a cluster of the cell's size", "[sim][cells]") {
+TEST_CASE("each cell runs its requests as they would run alone on a cluster of the cell's size", "[sim][cells][threads]") {
   const auto& in = bundled_inputs();
   const cluster c{8, 2, "l20-inferred"};
   simulation_options o = noisy(3, 0.1);
@@ -187,7 +187,7 @@ TEST_CASE("a policy that cannot run a request on a cell is an input error that n
   }
 }
 
-TEST_CASE("progress over cells counts the requests ended in every cell, and stops before the last one ends", "[sim][cells]") {
+TEST_CASE("progress over cells counts the requests ended in every cell, and stops before the last one ends", "[sim][cells][threads]") {
   const auto& in = bundled_inputs();
   simulation_options o;
   o.progress_interval_s = 0;  // report at every chance
@@ -198,9 +198,17 @@ TEST_CASE("progress over cells counts the requests ended in every cell, and stop
     CHECK(p.now > 0);  // the simulated time of the cell reporting (a finished cell does not report)
     seen.push_back(p.ended);
   };
-  (void)run_cells(in.w, cluster{8, 2, "l20-inferred"}, "slo-aware", o, 4, 1);
-  REQUIRE(seen.size() > 4);
-  CHECK(std::is_sorted(seen.begin(), seen.end()));  // one thread: cells one after another, counts only grow
-  CHECK(seen.back() < in.w.requests.size());
-  CHECK(seen.back() > in.w.requests.size() / 2);  // the last cell's reports count the three cells before it
+  SECTION("on one thread the cells run one after another") {
+    (void)run_cells(in.w, cluster{8, 2, "l20-inferred"}, "slo-aware", o, 4, 1);
+    REQUIRE(seen.size() > 4);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(seen.back() < in.w.requests.size());
+    CHECK(seen.back() > in.w.requests.size() / 2);  // the last cell's reports count the three cells before it
+  }
+  SECTION("on two threads reports come one at a time and their counts only grow") {
+    (void)run_cells(in.w, cluster{8, 2, "l20-inferred"}, "slo-aware", o, 4, 2);
+    REQUIRE(seen.size() > 4);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));  // every count is summed under the lock that reports it
+    CHECK(seen.back() < in.w.requests.size());
+  }
 }
