@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   CLI::App app{"paraflex-sim: compare GPU-parallelism scheduling policies for DiT serving in the simulator.\n"
                "With no arguments: the embedded default workload, profile and 8-GPU cluster."};
   std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out, bound_out;
-  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0;
+  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0, max_degree = 0;
   std::uint64_t seed = 0;
   double fail_rate = 0, jitter = 0;
   bool bound = false, priority_bound = false, quiet = false, list = false;
@@ -134,6 +134,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16));
   app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core); the output is the same")
       ->check(CLI::Range(0, 1024));
+  app.add_option("--max-degree", max_degree,
+                 "run no request on more GPUs than this: the widest sequence-parallel group the deployment runs (default: "
+                 "no cap; every degree the cost model allows up to a policy's GPUs)")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)")->check(paraflex_bench::non_empty);
   auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
   app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->check(paraflex_bench::uint64_digits);
@@ -176,7 +180,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    auto inputs = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu_type, gpus);
+    auto inputs = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu_type, gpus, max_degree);
     const workload& w = inputs.workload;
     const profile_cost_model& cost = inputs.cost;
     gpu_type = inputs.gpu;
@@ -291,6 +295,7 @@ int main(int argc, char** argv) {
     report.requests = w.requests.size();
     report.topology = topology;
     report.cells = cells;
+    report.max_degree = max_degree;
     simulation_options options{.seed = seed, .faults = faults, .runtime = {}};
     if (!quiet) {
       // Only runs longer than a couple of seconds say how far they are; at most 2 lines a second.

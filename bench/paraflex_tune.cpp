@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   CLI::App app{"paraflex-tune: grid search over a policy's parameters in the simulator.", "paraflex-tune"};
   std::string workload_file, profile_file, gpu, policy, objective = "slo";
   std::vector<std::string> params;
-  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0;
+  int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0, max_degree = 0;
   std::uint64_t seed = 0;
   bool quiet = false;
   app.add_option("--policy", policy, "policy NAME[:KEY=VALUE...] whose other parameters are searched")->required()->check(paraflex_bench::non_empty);
@@ -96,6 +96,8 @@ int main(int argc, char** argv) {
   app.add_option("--cells", cells, "run each setting as paraflex-sim --cells does: equal cells of whole nodes, one policy each")
       ->check(CLI::Range(1, 1 << 16));
   app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->check(CLI::Range(0, 1024));
+  app.add_option("--max-degree", max_degree, "run no request on more GPUs than this, as paraflex-sim --max-degree (default: no cap)")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpu", gpu, "GPU type (profile rows)")->check(paraflex_bench::non_empty);
   app.add_option("--seed", seed, "seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")
@@ -136,7 +138,7 @@ int main(int argc, char** argv) {
     if (combos > 10'000) fail("--param: more than 10,000 combinations");
   }
   try {
-    auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu, gpus);
+    auto in = paraflex_bench::load_sim_inputs(workload_file, profile_file, gpu, gpus, max_degree);
     const paraflex::cluster topology{gpus, gpus_per_node, in.gpu};
     if (objective != "latency" && std::none_of(in.workload.requests.begin(), in.workload.requests.end(),
                                                [](const paraflex::request_spec& r) { return r.has_deadline(); })) {
@@ -201,9 +203,10 @@ int main(int argc, char** argv) {
       }
       return paraflex::simulate(in.workload, topology, in.cost, p, spec, o);
     };
-    std::printf("workload %s (%zu requests), %d x %s%s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
+    std::printf("workload %s (%zu requests), %d x %s%s%s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
                 in.workload.requests.size(), gpus, paraflex::printable(in.gpu).c_str(),
-                cells > 1 ? fmt::format(" in {} cells of {}", cells, policy_gpus).c_str() : "", objective.c_str());
+                cells > 1 ? fmt::format(" in {} cells of {}", cells, policy_gpus).c_str() : "",
+                max_degree > 0 ? fmt::format(", groups of at most {}", max_degree).c_str() : "", objective.c_str());
     // The policy as given (its defaults for the searched keys) is the baseline, when it runs alone.
     std::optional<paraflex::run_metrics> baseline;
     if (!alone) {

@@ -47,8 +47,10 @@ inline void check_gpu_type(const paraflex::profile_table& table, const std::stri
 /// load_sim_inputs with the workload read by `read_workload(known_models)` (a file, rows from Python),
 /// and `rename(error)` applied to the error about a request the cost model cannot price (so that it can
 /// name the request the way its reader does).
+/// `max_degree` > 0 caps every model's degrees (profile_cost_model::set_max_degree; 0: no cap).
 template <class ReadWorkload, class Rename>
-sim_inputs load_sim_inputs_with(const std::string& profile_file, std::string gpu, int gpus, ReadWorkload&& read_workload, Rename&& rename) {
+sim_inputs load_sim_inputs_with(const std::string& profile_file, std::string gpu, int gpus, int max_degree, ReadWorkload&& read_workload,
+                                Rename&& rename) {
   using namespace paraflex;
   profile_table table = load_profile_table(profile_file);
   check_gpu_type(table, gpu);
@@ -62,6 +64,7 @@ sim_inputs load_sim_inputs_with(const std::string& profile_file, std::string gpu
     gpu = default_gpu_for(table, models, table.source).value_or_throw();
   }
   auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();
+  cost.set_max_degree(max_degree);
   if (auto e = check_workload_costs(w, cost, gpus)) throw input_exception(rename(*e));
   cost.clear_extrapolation_notes();  // the check priced every degree; the run reports what it uses
   return sim_inputs{std::move(table), std::move(w), std::move(gpu), std::move(cost)};
@@ -71,10 +74,11 @@ sim_inputs load_sim_inputs_with(const std::string& profile_file, std::string gpu
 /// GPU type the profile has for the workload's models. Every request is priced on 1..gpus devices up
 /// front, so that a shape the cost model cannot price is an input error, not a failure mid-run.
 /// Throws paraflex::input_exception on bad input.
-inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu, int gpus) {
+inline sim_inputs load_sim_inputs(const std::string& workload_file, const std::string& profile_file, std::string gpu, int gpus,
+                                  int max_degree = 0) {
   using namespace paraflex;
   return load_sim_inputs_with(
-      profile_file, std::move(gpu), gpus,
+      profile_file, std::move(gpu), gpus, max_degree,
       [&](const std::vector<std::string>& known_models) {
         if (workload_file.empty()) {
           std::istringstream in{std::string(embedded_workload_csv)};

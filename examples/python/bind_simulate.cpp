@@ -54,7 +54,7 @@ struct state_guard {
 py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpus_arg, typed<std::optional<std::string>> gpu_arg, py::handle policy,
                      typed<std::optional<int>> gpus_per_node, typed<std::uint64_t> seed_value, typed<bool> bound_arg, typed<double> jitter_arg,
                      typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
-                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg) {
+                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg, typed<std::optional<int>> max_degree_arg) {
   const char* fn = "simulate";
   // The order of paraflex-sim: flags, inputs, policy, faults.
   const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
@@ -72,6 +72,9 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   const int threads = arg(threads_arg, fn, "threads");
   if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());
   if (threads < 0) input_failure(fmt::format("--threads: Value {} not in range 0 to 1024", threads));
+  const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
+  if (cap && (*cap < 1 || *cap > (1 << 16))) input_failure(fmt::format("--max-degree: Value {} not in range 1 to 65536", *cap));
+  const int max_degree = cap.value_or(0);
   if (cells > 1 && !trace_file.empty()) input_failure("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
   // One policy instance per cell: only a built-in spec can be made again for each (a Python object is one instance).
   if (cells > 1 && !py::isinstance<py::str>(policy)) {
@@ -79,7 +82,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   }
   const int policy_gpus = gpus / cells;
 
-  auto inputs = load_inputs(workload_arg, profile, gpu_name, gpus);
+  auto inputs = load_inputs(workload_arg, profile, gpu_name, gpus, max_degree);
   const workload& w = inputs.workload;
   const profile_cost_model& cost = inputs.cost;
 
@@ -101,6 +104,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   report.requests = w.requests.size();
   report.topology = topology;
   report.cells = cells;
+  report.max_degree = max_degree;
   std::optional<double> bound_value;
   run_metrics m;
   chrome_trace_recorder trace;
@@ -174,6 +178,7 @@ Bad input raises ValueError naming the file, line and column; a wrong type TypeE
         py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
         py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
         py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(), py::arg("cells") = 1, py::arg("threads") = 0,
+        py::arg("max_degree") = py::none(),
         R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
 
 workload      None (the embedded default), a CSV path (str, bytes or os.PathLike; docs/formats.md §1), or a list of dicts with
@@ -183,7 +188,7 @@ gpus, gpus_per_node (default gpus), gpu (default: the profile's only type for th
 policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps=5"), a ComposedPolicy,
               or any object with decide(view, out) and optional hooks
 seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out,
-cells, threads:
+cells, threads, max_degree (default None: no cap):
               as paraflex-sim's flags of the same names (cells > 1: a built-in spec, one instance per cell)
 Bad input raises ValueError with paraflex-sim's message, a wrong type TypeError naming the argument; an
 invalid decision raises PolicyError; an exception raised by a Python policy propagates unchanged.)doc");

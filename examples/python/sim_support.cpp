@@ -106,14 +106,14 @@ workload workload_from_rows(py::handle rows, const std::vector<std::string>& kno
   return std::move(w).value();
 }
 
-paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profile, const std::string& gpu_arg, int gpus) {
+paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profile, const std::string& gpu_arg, int gpus, int max_degree) {
   const std::string profile_file = path_or_empty(profile, "profile");
   if (workload_arg.is_none() || is_path(workload_arg)) {
-    return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus);
+    return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus, max_degree);
   }
   // Rows: the same steps as load_sim_inputs, with the workload read from the rows.
   return paraflex_bench::load_sim_inputs_with(
-      profile_file, gpu_arg, gpus, [&](const std::vector<std::string>& known_models) { return workload_from_rows(workload_arg, known_models); },
+      profile_file, gpu_arg, gpus, max_degree, [&](const std::vector<std::string>& known_models) { return workload_from_rows(workload_arg, known_models); },
       rename);
 }
 

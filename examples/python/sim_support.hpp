@@ -26,7 +26,8 @@ namespace py = pybind11;
 /// Reads `workload` (None: the embedded default; a path (is_path): a CSV; list of dicts: rows with
 /// the CSV's column names) with `profile` (None or a path) for `gpus` devices, as load_sim_inputs
 /// does. Throws paraflex::input_exception with the message paraflex-sim prints.
-[[nodiscard]] paraflex_bench::sim_inputs load_inputs(py::handle workload, py::handle profile, const std::string& gpu, int gpus);
+[[nodiscard]] paraflex_bench::sim_inputs load_inputs(py::handle workload, py::handle profile, const std::string& gpu, int gpus,
+                                                     int max_degree = 0);
 
 /// Only the profile and the cost model (no workload): what a Scheduler needs before requests arrive.
 /// `gpu` empty: the profile's only GPU type. Throws paraflex::input_exception.

@@ -431,6 +431,27 @@ def group_scale(d):
     check(0 < len(notes) <= 5, f"--gpus 65536: a few notes, one per cause ({len(notes)} lines, {len(err)} bytes)")
     check(any("more (shape, degree) pairs" in n for n in notes), "--gpus 65536: a note counts the pairs it stands for")
     check(strict_json(out)["cluster"]["gpus"] == 65536, "--gpus 65536 in the JSON")
+    # --max-degree K: no request on more than K GPUs (formats §6); K at or above --gpus changes nothing.
+    base = ["--workload", wl, "--gpus", "8", "--format", "json", "--quiet", "--policy", "slo-aware,round-based"]
+    mask = lambda s: re.sub(r'("(?:decision_us_mean|decision_us_p99|wall_s)": )[^,\n}]+', r"\1X", s)
+    rc, plain, err = run(base)
+    rc8, capped8, err8 = run(base + ["--max-degree", "8"])
+    check(rc == 0 and rc8 == 0 and "max_degree" not in strict_json(plain)["cluster"], f"without --max-degree: no max_degree key ({err[-200:]})")
+    if rc == 0 and rc8 == 0:
+        a, b = strict_json(plain), strict_json(capped8)
+        check(b["cluster"].get("max_degree") == 8, f"--max-degree 8: in the JSON cluster ({b['cluster']})")
+        del b["cluster"]["max_degree"]
+        check(mask(json.dumps(a)) == mask(json.dumps(b)), "--max-degree 8 on 8 GPUs: the same run as without it")
+    rc, out, err = run(["--max-degree", "2", "--policy", "slo-aware"])
+    check(rc == 0 and "groups of at most 2" in out, f"--max-degree 2: the table says so (got {rc}: {err[-200:]})")
+    rc, out, err = run(["--max-degree", "4", "--format", "json"])
+    names = [r["policy"] for r in strict_json(out)["results"]] if rc == 0 else []
+    check(rc == 0 and "static:8" not in names and "static:4" in names and "static:8 is left out" in err,
+          f"--max-degree 4, default list: runs without static:8, saying so (got {rc}: {names} {err.strip()[-200:]!r})")
+    for args, says in ((["--max-degree", "4", "--policy", "static:8"], "degree cap"), (["--max-degree", "0"], "--max-degree"),
+                       (["--max-degree", "x"], "--max-degree"), (["--max-degree", "70000"], "--max-degree")):
+        rc, out, err = run(args + ["--quiet"])
+        check(rc == 2 and says in err and out == "", f"{' '.join(args)}: exit 2 saying {says!r} (got {rc}: {err.strip()[-300:]})")
 
 
 def group_cells(d):

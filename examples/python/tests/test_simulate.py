@@ -97,6 +97,12 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
                                  gpus=8, gpus_per_node=2, cells=4, threads=threads, policy="slo-aware", seed=3, jitter=0.1,
                                  fail_devices=["5@40"])
 
+    def test_a_degree_cap_gives_paraflex_sims_entry(self):
+        for spec in ("slo-aware", "round-based"):
+            with self.subTest(policy=spec):
+                self.assert_same(["--gpus", "16", "--gpus-per-node", "8", "--max-degree", "2", "--policy", spec],
+                                 gpus=16, gpus_per_node=8, max_degree=2, policy=spec)
+
     def test_a_trace_is_written_when_asked(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "trace.json")
@@ -136,6 +142,12 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
         with self.assertRaises(ValueError) as e:
             paraflex.simulate(cells=2, policy=type("Idle", (), {"decide": lambda self, view, out: None})())
         self.assertIn("built-in policy spec", str(e.exception))
+
+    def test_a_degree_cap_out_of_range_or_below_a_static_degree(self):
+        self.assert_message(["--max-degree", "0"], max_degree=0)
+        self.assert_message(["--max-degree", "4", "--policy", "static:8"], max_degree=4, policy="static:8")
+        with self.assertRaises(TypeError):
+            paraflex.simulate(max_degree="4")
 
     def test_an_unknown_gpu_type(self):
         self.assert_message(["--gpu", "a100"], gpu="a100")

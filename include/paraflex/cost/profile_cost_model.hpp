@@ -26,8 +26,12 @@
 // 786,000. Distinct pairs are kept as degree intervals per shape (a run prices degrees 1..G in order,
 // so that is one interval per shape).
 //
-// allows_degree: degree >= 1, and heads % degree == 0 where the profile states the model's heads.
-// There is no upper bound here: the cluster size is the policy's business.
+// allows_degree: degree >= 1, heads % degree == 0 where the profile states the model's heads, and
+// degree <= max_degree() when one is set (set_max_degree; 0, the default, sets none). The cluster size
+// is the policy's business; max_degree is the deployment's: the widest group the serving engine runs
+// one request's sequence parallelism over. Past the profiled degrees the fit keeps getting faster
+// (its compute terms shrink as 1/k), so on a large cluster an uncapped policy sizes a request up to
+// hundreds of devices and migrates it at nearly every step (docs/performance.md, "Capping degrees").
 // Batched steps (BatchCostModel; docs/cost-model.md): batch_step_seconds(shape, k, b) is, in order:
 //   1. exact          the profile row with batch b for (shape, k);
 //   2. measured curve (shape, k) has batch rows: linear in b between the measured batches (b = 1 is
@@ -185,10 +189,10 @@ class profile_cost_model {
   /// not know on this GPU type (workload readers reject those first, with knows_model).
   [[nodiscard]] double step_seconds(const request_shape& s, int degree) const { return estimate(s, degree).seconds; }
 
-  /// degree >= 1, and heads % degree == 0 when the profile states the model's heads. False for an
-  /// unknown model.
+  /// degree >= 1, heads % degree == 0 when the profile states the model's heads, and degree <=
+  /// max_degree() when one is set. False for an unknown model.
   [[nodiscard]] bool allows_degree(const request_shape& s, int degree) const noexcept {
-    if (degree < 1) return false;
+    if (degree < 1 || (max_degree_ > 0 && degree > max_degree_)) return false;
     const auto it = models_.find(s.model);
     if (it == models_.end()) return false;
     return !it->second.heads || *it->second.heads % degree == 0;
@@ -302,6 +306,15 @@ class profile_cost_model {
     return it == models_.end() ? nullptr : &it->second.fit;
   }
   [[nodiscard]] const migration_cost& migration() const noexcept { return migration_; }
+
+  /// Allows no degree above `degree` for any model (0: no cap, the default); std::invalid_argument
+  /// when negative. Set it before a scheduler prices its first shape: shapes are priced once.
+  void set_max_degree(int degree) {
+    if (degree < 0) throw std::invalid_argument("profile_cost_model: max_degree must be >= 0 (0: no cap), got " + std::to_string(degree));
+    max_degree_ = degree;
+  }
+  /// The cap set by set_max_degree, 0 when there is none.
+  [[nodiscard]] int max_degree() const noexcept { return max_degree_; }
 
   /// One line per cause of extrapolation so far (model and the profiled ranges left), in the order
   /// first seen: the first (shape, degree) answered that way, and how many more distinct ones followed.
@@ -511,6 +524,7 @@ class profile_cost_model {
 
   std::string gpu_;
   migration_cost migration_;
+  int max_degree_ = 0;  // 0: no cap
   std::map<std::string, model_data, std::less<>> models_;
   mutable note_log notes_;
 };

@@ -149,9 +149,10 @@ template <CostModel C>
     }
     const std::string where = r.source_line > 0 ? fmt::format("{} line {}", w.source, r.source_line) : w.source;
     return input_error{"--policy", 0, {},
-                       fmt::format("policy '{}' cannot run model '{}' (request '{}', {}): the model does not allow "
-                                   "degree {} (its heads must be divisible by it); it allows {} of 1..{}. static:K "
-                                   "never drops a request, so choose K among those degrees",
+                       fmt::format("policy '{}' cannot run model '{}' (request '{}', {}): the cost model does not allow "
+                                   "degree {} for it (the model's heads must be divisible by it, and it must not exceed a "
+                                   "degree cap such as --max-degree); it allows {} of 1..{}. static:K never drops a request, "
+                                   "so choose K among those degrees",
                                    policy, r.shape.model, r.id, where, degree, simulate_detail::degree_ranges(allowed), gpus)};
   }
   return std::nullopt;
