@@ -471,7 +471,8 @@ class scheduler_impl final : public scheduler_base {
 class py_scheduler {
  public:
   py_scheduler(py::handle policy, py::handle executor, typed<int> gpus_arg, typed<std::optional<int>> gpus_per_node, typed<std::optional<std::string>> gpu,
-               py::handle profile, typed<bool> strict_arg, typed<std::uint32_t> max_failures_arg, typed<int> max_batch_arg) {
+               py::handle profile, typed<bool> strict_arg, typed<std::uint32_t> max_failures_arg, typed<int> max_batch_arg,
+               typed<std::optional<int>> max_degree_arg) {
     const char* fn = "Scheduler";
     const bool strict = arg(strict_arg, fn, "strict");
     const auto max_failures = arg(max_failures_arg, fn, "max_failures");
@@ -479,7 +480,12 @@ class py_scheduler {
     if (max_batch < 1 || max_batch > 64) throw py::value_error(fmt::format("Scheduler: max_batch must be in [1, 64] (got {})", max_batch));
     const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
     const int gpus = size.gpus;
+    const std::optional<int> max_degree = arg(max_degree_arg, fn, "max_degree");  // None: no cap
+    if (max_degree && (*max_degree < 1 || *max_degree > (1 << 16))) {
+      throw py::value_error(fmt::format("Scheduler: max_degree must be in [1, 65536] (got {})", *max_degree));
+    }
     auto inputs = load_cost(profile, arg(gpu, fn, "gpu").value_or(""));
+    inputs.cost.set_max_degree(max_degree.value_or(0));  // before the scheduler prices its first shape
     gpu_ = inputs.gpu;
     models_ = inputs.table.models_on(gpu_);
     check_cost_ = std::make_unique<profile_cost_model>(inputs.cost);
@@ -840,13 +846,15 @@ executor  "simulated" (virtual time), "threads" (CPU workers, real time), a Simu
           [, notify()] [, release(request)] [, on_ready(callback)] [, runs_batches = True: it runs
           batched steps, Task.batch, reporting one event per member]
 max_batch the largest batched step the runtime accepts (scheduler_options::max_batch)
+max_degree no request on more devices than this (profile_cost_model::set_max_degree; None: no cap)
 Drive it with run() (blocks until every request ended and the client is closed; call it from a
 background thread to serve), with turn() / next_wakeup() / on_wakeup() from an event loop (real
 time), or with turn_to(t) (simulated). submit/cancel/status/counters work from any thread.)doc")
       .def(py::init<py::handle, py::handle, typed<int>, typed<std::optional<int>>, typed<std::optional<std::string>>, py::handle, typed<bool>,
-                    typed<std::uint32_t>, typed<int>>(), py::arg("policy") = "slo-aware",
+                    typed<std::uint32_t>, typed<int>, typed<std::optional<int>>>(), py::arg("policy") = "slo-aware",
            py::arg("executor") = "simulated", py::kw_only(), py::arg("gpus") = 8, py::arg("gpus_per_node") = py::none(), py::arg("gpu") = py::none(),
-           py::arg("profile") = py::none(), py::arg("strict") = true, py::arg("max_failures") = 8, py::arg("max_batch") = 8)
+           py::arg("profile") = py::none(), py::arg("strict") = true, py::arg("max_failures") = 8, py::arg("max_batch") = 8,
+           py::arg("max_degree") = py::none())
       .def("submit", &py_scheduler::submit, py::arg("model"), py::arg("height"), py::arg("width"), py::arg("steps"), py::kw_only(),
            py::arg("frames") = 1, py::arg("slo_s") = py::none(), py::arg("priority") = 0, py::arg("class_label") = "", py::arg("request_id") = "",
            py::arg("arrival_s") = 0.0,

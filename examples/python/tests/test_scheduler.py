@@ -42,6 +42,18 @@ class ClientApi(unittest.TestCase):
         c = sched.counters()
         self.assertEqual((c["submitted"], c["completed"] + c["dropped"], c["waiting"], c["running"]), (300, 300, 0, 0))
 
+    def test_a_degree_cap_gives_simulates_result_which_an_uncapped_run_does_not(self):
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred", gpus=16, gpus_per_node=8, max_degree=2)
+        for r in workload_rows():
+            submit_row(sched, r)
+        sched.run()
+        self.assertEqual(without_host_timings(sched.metrics()),
+                         without_host_timings(paraflex.simulate(policy="slo-aware", gpus=16, gpus_per_node=8, max_degree=2)))
+        self.assertNotEqual(without_host_timings(sched.metrics()),
+                            without_host_timings(paraflex.simulate(policy="slo-aware", gpus=16, gpus_per_node=8)))
+        with self.assertRaisesRegex(ValueError, "max_degree must be in"):
+            paraflex.Scheduler(gpu="l20-inferred", max_degree=0)
+
     def test_submit_status_and_cancel_by_id(self):
         sched = paraflex.Scheduler("edf-best-fit", gpu="l20-inferred")
         a = sched.submit("flux-dev", 1024, 1024, 28, slo_s=30.0)
