@@ -5,31 +5,21 @@
 #include <string>
 #include <vector>
 
-#include "paraflex/cost/profile.hpp"
-#include "paraflex/cost/profile_cost_model.hpp"
+#include "bundled_data.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/cells.hpp"
-#include "paraflex/sim/workload_csv.hpp"
 
 using namespace paraflex;
 
 namespace {
 
 struct bundled {
-  profile_cost_model cost;
-  workload w;
+  const profile_cost_model& cost;
+  const workload& w;
 };
 
 // The bundled default workload (300 FLUX requests) and profile.
-const bundled& bundled_inputs() {
-  static const bundled b = [] {
-    auto table = load_profile_csv(PARAFLEX_DATA_DIR "/profiles/step_latency.csv").value_or_throw();
-    profile_cost_model cost(table, "l20-inferred");
-    auto w = load_workload_csv(PARAFLEX_DATA_DIR "/default_workload.csv", cost.models()).value_or_throw();
-    return bundled{std::move(cost), std::move(w)};
-  }();
-  return b;
-}
+bundled bundled_inputs() { return {paraflex_test::bundled_cost(), paraflex_test::bundled_workload()}; }
 
 // Everything of the metrics but the host timings (outside the determinism contract).
 void check_same_figures(const run_metrics& a, const run_metrics& b) {

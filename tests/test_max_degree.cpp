@@ -8,27 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "bundled_data.hpp"
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/simulate.hpp"
-#include "paraflex/sim/workload_csv.hpp"
 
 using namespace paraflex;
 
 namespace {
 
-profile_cost_model bundled_cost(int max_degree) {
-  static const profile_table table = load_profile_csv(PARAFLEX_DATA_DIR "/profiles/step_latency.csv").value_or_throw();
-  profile_cost_model cost(table, "l20-inferred");
+using paraflex_test::bundled_workload;
+
+profile_cost_model capped_cost(int max_degree) {
+  profile_cost_model cost = paraflex_test::bundled_cost();  // a copy: the cap is this run's
   cost.set_max_degree(max_degree);
   return cost;
-}
-
-const workload& bundled_workload() {
-  static const workload w = load_workload_csv(PARAFLEX_DATA_DIR "/default_workload.csv", bundled_cost(0).models()).value_or_throw();
-  return w;
 }
 
 struct widest_run {
@@ -37,7 +33,7 @@ struct widest_run {
 };
 
 widest_run run_capped(const std::string& spec, int gpus, int max_degree) {
-  const auto cost = bundled_cost(max_degree);
+  const auto cost = capped_cost(max_degree);
   any_policy p = builtin_policies(gpus).make(spec).value_or_throw();
   widest_run out;
   out.metrics = simulate(bundled_workload(), cluster{gpus, 8, "l20-inferred"}, cost, p, spec, simulation_options{}, [&](auto& sched) {
@@ -94,7 +90,7 @@ TEST_CASE("no built-in policy launches a task wider than the cap, and every requ
 }
 
 TEST_CASE("a static degree above the cap is refused before the run, naming the cap", "[sim][max_degree]") {
-  const auto cost = bundled_cost(4);
+  const auto cost = capped_cost(4);
   const auto e = check_fixed_degree(bundled_workload(), cost, 16, 8, "static:8");
   REQUIRE(e.has_value());
   CHECK_THAT(e->what(), Catch::Contains("policy 'static:8'") && Catch::Contains("degree cap") && Catch::Contains("allows 1..4 of 1..16"));

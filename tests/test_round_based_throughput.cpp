@@ -12,8 +12,7 @@
 #include <tuple>
 #include <vector>
 
-#include "paraflex/cost/profile.hpp"
-#include "paraflex/cost/profile_cost_model.hpp"
+#include "bundled_data.hpp"
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/policy/registry.hpp"
 #include "paraflex/policy/round_based.hpp"
@@ -38,13 +37,7 @@ struct toy_cost {
 };
 static_assert(CostModel<toy_cost>);
 
-const profile_cost_model& flux_cost() {
-  static const profile_cost_model model = [] {
-    auto table = load_profile_csv(std::string(PARAFLEX_DATA_DIR) + "/profiles/step_latency.csv").value_or_throw();
-    return profile_cost_model::from_profile(table, "l20-inferred").value_or_throw();
-  }();
-  return model;
-}
+const profile_cost_model& flux_cost() { return paraflex_test::bundled_cost(); }
 
 request_spec make_request(std::string id, double arrival_s, int side, int steps, double slo_s = 0) {
   request_spec r;

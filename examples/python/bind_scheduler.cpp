@@ -481,8 +481,8 @@ class py_scheduler {
     const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
     const int gpus = size.gpus;
     const std::optional<int> max_degree = arg(max_degree_arg, fn, "max_degree");  // None: no cap
-    if (max_degree && (*max_degree < 1 || *max_degree > (1 << 16))) {
-      throw py::value_error(fmt::format("Scheduler: max_degree must be in [1, 65536] (got {})", *max_degree));
+    if (max_degree && (*max_degree < 1 || *max_degree > max_cluster_gpus)) {
+      throw py::value_error(fmt::format("Scheduler: max_degree must be in [1, {}] (got {})", max_cluster_gpus, *max_degree));
     }
     auto inputs = load_cost(profile, arg(gpu, fn, "gpu").value_or(""));
     inputs.cost.set_max_degree(max_degree.value_or(0));  // before the scheduler prices its first shape

@@ -73,7 +73,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());
   if (threads < 0) input_failure(fmt::format("--threads: Value {} not in range 0 to 1024", threads));
   const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
-  if (cap && (*cap < 1 || *cap > (1 << 16))) input_failure(fmt::format("--max-degree: Value {} not in range 1 to 65536", *cap));
+  if (cap && (*cap < 1 || *cap > max_cluster_gpus)) input_failure(fmt::format("--max-degree: Value {} not in range 1 to {}", *cap, max_cluster_gpus));
   const int max_degree = cap.value_or(0);
   if (cells > 1 && !trace_file.empty()) input_failure("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
   // One policy instance per cell: only a built-in spec can be made again for each (a Python object is one instance).

@@ -22,8 +22,6 @@ namespace {
 
 // The name a list of rows has while the CSV reader reads it; errors mentioning it are renamed.
 const char* const rows_source = "<workload rows>";
-// The most GPUs a cluster may have (paraflex-sim's --gpus range).
-constexpr int max_cluster_gpus = 1 << 16;
 // Columns of formats §1, in the order the rows are written.
 const char* const columns[] = {"arrival_s", "request_id", "model", "height", "width", "frames", "steps", "slo_s", "priority", "class"};
 

@@ -20,6 +20,10 @@ namespace paraflex_python {
 
 namespace py = pybind11;
 
+/// The most GPUs a cluster may have, and so the largest degree cap (paraflex-sim's --gpus and
+/// --max-degree ranges).
+inline constexpr int max_cluster_gpus = 1 << 16;
+
 /// paraflex-sim's message for a bad flag value, as a ValueError (the text after "paraflex-sim: error: ").
 [[noreturn]] void input_failure(const std::string& message);
 

@@ -31,7 +31,7 @@
 // is the policy's business; max_degree is the deployment's: the widest group the serving engine runs
 // one request's sequence parallelism over. Past the profiled degrees the fit keeps getting faster
 // (its compute terms shrink as 1/k), so on a large cluster an uncapped policy sizes a request up to
-// hundreds of devices and migrates it at nearly every step (docs/performance.md, "Capping degrees").
+// hundreds of devices and migrates it at nearly every step (docs/performance.md, "Cells", "Degree cap").
 // Batched steps (BatchCostModel; docs/cost-model.md): batch_step_seconds(shape, k, b) is, in order:
 //   1. exact          the profile row with batch b for (shape, k);
 //   2. measured curve (shape, k) has batch rows: linear in b between the measured batches (b = 1 is
