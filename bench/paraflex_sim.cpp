@@ -169,7 +169,6 @@ int main(int argc, char** argv) {
 
   const cluster whole{gpus, gpus_per_node, {}};
   if (auto e = check_cells(whole, cells)) fail(e->what());
-  if (cells > 1 && !trace_out.empty()) fail("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
   // What one policy instance schedules: a cell (the whole cluster without --cells).
   const int policy_gpus = cell_topology(whole, cells).gpus;
   policy_registry registry = paraflex_bench::builtin_registry(policy_gpus);
@@ -308,6 +307,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < specs.size(); ++i) {
       chrome_trace_recorder trace;
       const bool tracing = i == 0 && !trace_out.empty();
+      std::vector<chrome_trace_recorder> cell_traces(tracing && cells > 1 ? static_cast<std::size_t>(cells) : 0);  // one per cell: cells run on threads
       std::vector<char> met;  // by workload position: on time in this run (for given_priorities)
       if (lowest_priority) met.assign(w.requests.size(), 0);
       run_metrics m =
@@ -316,6 +316,9 @@ int main(int argc, char** argv) {
                           cell_options{.cells = cells, .threads = threads},
                           [&](std::size_t position, const request_record& r) {
                             if (lowest_priority) met[position] = met_slo(r) ? 1 : 0;
+                          },
+                          [&](int c, auto& sched) {
+                            if (tracing) cell_traces[static_cast<std::size_t>(c)].attach(sched, cell_first_device(topology, cells, c));
                           })
                     : simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
                         if (tracing) trace.attach(sched);
@@ -332,6 +335,7 @@ int main(int argc, char** argv) {
 #endif
       report.results.push_back(paraflex_bench::policy_result{std::move(m), upper_bound, given_priorities});
       if (tracing) {
+        for (auto& t : cell_traces) trace.append(std::move(t));  // in cell order, whatever thread ran which
         std::ofstream out(trace_out, std::ios::binary);
         if (!out) fail(fmt::format("--trace-out '{}': cannot open for writing", trace_out));
         trace.write(out, gpus);

@@ -2,12 +2,18 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "bundled_data.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/cells.hpp"
+#include "paraflex/sim/chrome_trace.hpp"
 
 using namespace paraflex;
 
@@ -113,6 +119,72 @@ TEST_CASE("each cell runs its requests as they would run alone on a cluster of t
   CHECK(static_cast<std::size_t>(together.slo_attainment.value() * static_cast<double>(in.w.requests.size()) + 0.5) == on_time);
   // Utilization is over the whole cluster: busy device-seconds / (8 x makespan).
   CHECK(together.utilization == Approx(together.gpu_busy_s / (8.0 * together.makespan_s)));
+}
+
+// One Chrome trace of a run in cells: each cell's recorder, on its own devices of the whole cluster,
+// appended in cell order.
+namespace {
+std::string cells_trace(const workload& w, const cluster& c, const simulation_options& o, int cells, int threads) {
+  const auto& in = bundled_inputs();
+  std::vector<chrome_trace_recorder> per_cell(static_cast<std::size_t>(cells));
+  (void)simulate_cells(
+      w, c, in.cost, [&] { return builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
+      cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
+      [&](int k, auto& sched) { per_cell[static_cast<std::size_t>(k)].attach(sched, cell_first_device(c, cells, k)); });
+  chrome_trace_recorder all;
+  for (auto& t : per_cell) all.append(std::move(t));
+  std::ostringstream out;
+  all.write(out, c.gpus);
+  return out.str();
+}
+}  // namespace
+
+TEST_CASE("a trace of a run in cells shows each cell's tasks on that cell's devices, as the cell alone records them", "[sim][cells][threads]") {
+  const auto& in = bundled_inputs();
+  const cluster c{8, 2, "l20-inferred"};
+  const simulation_options o = noisy(5, 0.1, 0.02);
+  const int cells = 4;
+  CHECK(cell_first_device(c, cells, 0) == 0);
+  CHECK(cell_first_device(c, cells, 3) == 6);
+  const std::string traced = cells_trace(in.w, c, o, cells, 2);
+  CHECK(cells_trace(in.w, c, o, cells, 1) == traced);  // the file does not depend on the threads
+
+  // The same as each cell's requests alone on 2 GPUs, recorded on the cell's devices, cell after cell.
+  const auto cell_of = round_robin_cells(in.w, cells);
+  chrome_trace_recorder expected;
+  for (int k = 0; k < cells; ++k) {
+    workload part;
+    part.source = "<cell>";
+    for (std::size_t i = 0; i < in.w.requests.size(); ++i) {
+      if (cell_of[i] == k) part.requests.push_back(in.w.requests[i]);
+    }
+    auto policy = builtin_policies(2).make("slo-aware").value_or_throw();
+    chrome_trace_recorder alone;
+    (void)simulate(part, cluster{2, 2, "l20-inferred"}, in.cost, policy, "slo-aware", cell_simulation_options(o, 2, k),
+                   [&](auto& sched) { alone.attach(sched, static_cast<device_id>(2 * k)); });
+    expected.append(std::move(alone));
+  }
+  std::ostringstream out;
+  expected.write(out, 8);
+  CHECK(out.str() == traced);
+
+  // Every request's slices lie on the two GPUs of its cell, and every GPU of the cluster has some.
+  std::map<std::string, int> cell_by_id;
+  for (std::size_t i = 0; i < in.w.requests.size(); ++i) cell_by_id[in.w.requests[i].id] = cell_of[i];
+  const auto doc = nlohmann::json::parse(traced);
+  std::set<int> busy;
+  std::size_t slices = 0;
+  for (const auto& e : doc.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    const int gpu = e.at("tid").get<int>();
+    const int cell = cell_by_id.at(e.at("args").at("request").get<std::string>());
+    INFO("request " << e.at("args").at("request") << " on GPU " << gpu);
+    CHECK(gpu / 2 == cell);
+    busy.insert(gpu);
+    ++slices;
+  }
+  CHECK(slices > 0);
+  CHECK(busy == std::set<int>{0, 1, 2, 3, 4, 5, 6, 7});
 }
 
 TEST_CASE("requests go to the cells round robin in arrival order, ties in workload order", "[sim][cells]") {

@@ -75,7 +75,6 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
   if (cap && (*cap < 1 || *cap > max_cluster_gpus)) input_failure(fmt::format("--max-degree: Value {} not in range 1 to {}", *cap, max_cluster_gpus));
   const int max_degree = cap.value_or(0);
-  if (cells > 1 && !trace_file.empty()) input_failure("--trace-out records one scheduler's run: it cannot be combined with --cells above 1");
   // One policy instance per cell: only a built-in spec can be made again for each (a Python object is one instance).
   if (cells > 1 && !py::isinstance<py::str>(policy)) {
     throw py::value_error("simulate: cells > 1 needs a built-in policy spec (str), one instance per cell; got " + type_name(policy));
@@ -115,8 +114,14 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
     state_guard guard{*ctx->slot};
     if (cells > 1) {
       const auto& registry = paraflex_bench::builtin_registry(policy_gpus);
-      m = simulate_cells(w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, simulation_options{seed, faults, {}},
-                         cell_options{.cells = cells, .threads = threads});
+      std::vector<chrome_trace_recorder> cell_traces(trace_file.empty() ? 0 : static_cast<std::size_t>(cells));  // one per cell
+      m = simulate_cells(
+          w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, simulation_options{seed, faults, {}},
+          cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
+          [&](int c, auto& sched) {
+            if (!trace_file.empty()) cell_traces[static_cast<std::size_t>(c)].attach(sched, cell_first_device(topology, cells, c));
+          });
+      for (auto& t : cell_traces) trace.append(std::move(t));  // in cell order, whatever thread ran which
     } else {
       m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
         ctx->slot->state = &sched.state();

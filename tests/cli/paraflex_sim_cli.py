@@ -481,13 +481,32 @@ def group_cells(d):
         for r in doc["results"]:
             check(r["completed"] + r["dropped"] == 120, f"--cells 4: {r['policy']}: every request ends once")
         check("cells" not in strict_json(plain)["cluster"], "without --cells: no cells key")
+    # --trace-out over cells: every cell's tasks in one file, on the cell's own GPU tracks; the same
+    # file whatever --threads; --cells 1 traces what the run without the flag traces.
+    traces = {}
+    for name, extra in (("plain", []), ("one", ["--cells", "1"]), ("t1", ["--cells", "4", "--threads", "1"]), ("t2", ["--cells", "4", "--threads", "2"])):
+        path = os.path.join(d, f"trace_{name}.json")
+        rc, out, err = run(base[:-1] + ["slo-aware", "--trace-out", path] + extra)
+        check(rc == 0 and os.path.exists(path), f"--trace-out {' '.join(extra)}: exit 0 and a file (got {rc}: {err[-300:]})")
+        traces[name] = open(path, "rb").read() if rc == 0 and os.path.exists(path) else None
+    check(traces["one"] is not None and traces["one"] == traces["plain"], "--trace-out --cells 1: the trace without the flag, byte for byte")
+    check(traces["t1"] is not None and traces["t1"] == traces["t2"], "--trace-out --cells 4: the same file whatever --threads")
+    if traces["t2"]:
+        cell_of = {}  # request id -> cells whose GPUs its slices are on (cells of 2 GPUs)
+        gpus = set()
+        for e in json.loads(traces["t2"])["traceEvents"]:
+            if e["ph"] == "X":
+                gpus.add(e["tid"])
+                cell_of.setdefault(e["args"]["request"], set()).add(e["tid"] // 2)
+        check(gpus == set(range(8)), f"--trace-out --cells 4: slices on all 8 GPUs (got {sorted(gpus)})")
+        check(cell_of and all(len(c) == 1 for c in cell_of.values()), "--trace-out --cells 4: each request's slices on one cell's GPUs")
+        check(len({next(iter(c)) for c in cell_of.values()}) == 4, "--trace-out --cells 4: requests in every cell")
     rc, out, err = run(["--cells", "2"])
     check(rc == 0 and "8 cells" not in out and "2 cells of 4" in out, f"--cells 2 on the default run: the table says so (got {rc}: {err[-200:]})")
     for args, says in ((["--cells", "3"], "do not split into 3 equal cells"),
                        (["--gpus", "8", "--gpus-per-node", "4", "--cells", "4", "--policy", "slo-aware"], None),
                        (["--gpus", "12", "--gpus-per-node", "6", "--cells", "3"], "cut nodes of 6 unevenly"),
                        (["--cells", "0"], "--cells"),
-                       (["--cells", "2", "--trace-out", os.path.join(d, "t.json")], "--trace-out"),
                        (["--cells", "4", "--policy", "static:4"], "cells of 2 GPUs")):
         rc, out, err = run(args + ["--quiet"])
         if says is None:

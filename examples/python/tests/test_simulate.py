@@ -110,6 +110,16 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
             with open(path) as f:
                 self.assertIn("traceEvents", json.load(f))
 
+    def test_a_trace_of_cells_is_paraflex_sims_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            mine, sims = os.path.join(d, "py.json"), os.path.join(d, "sim.json")
+            paraflex.simulate(gpus=8, gpus_per_node=2, cells=4, threads=2, policy="slo-aware", trace_out=mine)
+            rc, _, err = run_sim("--gpus", "8", "--gpus-per-node", "2", "--cells", "4", "--policy", "slo-aware", "--quiet",
+                                 "--trace-out", sims)
+            self.assertEqual(rc, 0, err)
+            with open(mine, "rb") as a, open(sims, "rb") as b:
+                self.assertEqual(a.read(), b.read())
+
 
 class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
     def assert_message(self, sim_args, **kwargs):

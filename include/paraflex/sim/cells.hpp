@@ -34,6 +34,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <thread>
 #include <utility>
@@ -112,18 +113,33 @@ struct cell_options {
   return o;
 }
 
+/// Cell c's device d is device cell_first_device(topology, cells, c) + d of the whole cluster.
+[[nodiscard]] inline device_id cell_first_device(const cluster& topology, int cells, int c) {
+  return static_cast<device_id>(c * (topology.gpus / cells));
+}
+
+/// simulate_cells' default cell_setup: attaches nothing.
+struct no_cell_setup {
+  template <class Scheduler>
+  void operator()(int, Scheduler&) const noexcept {}
+};
+
 /// Runs `w` on `topology` cut into cell_options::cells cells, each with its own policy made by
 /// `make_policy()` (called once per cell, on the calling thread), requests dispatched by
 /// round_robin_cells(), and returns the metrics of the whole run as if it were one (formats §4:
 /// utilization over all G devices, latencies over every completed request). `on_record(i, r)` is
 /// called for each request after the runs, in workload order, with its workload position i and its
-/// final record (whose handle is its position in its cell). Progress reports count the requests
-/// ended in every cell. Throws input_exception when check_cells refuses the cut, or when a policy
-/// cannot run a request on a cell (static:K with K above G / C).
-template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, const request_record&)>
+/// final record (whose handle is its position in its cell). `cell_setup(c, sched)` is called with
+/// cell c's scheduler before its run, on the thread that runs the cell (as simulate()'s setup; its
+/// devices 0..G/C-1 are devices c x G/C.. of the cluster, cell_first_device()): what it attaches
+/// must be the cell's own, e.g. one chrome_trace_recorder per cell, appended in cell order after
+/// the run. Progress reports count the requests ended in every cell. Throws input_exception when
+/// check_cells refuses the cut, or when a policy cannot run a request on a cell (static:K with K
+/// above G / C).
+template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, const request_record&), class CellSetup = no_cell_setup>
 [[nodiscard]] run_metrics simulate_cells(const workload& w, const cluster& topology, const C& cost, MakePolicy&& make_policy, const std::string& label,
                                          const simulation_options& options, const cell_options& cells,
-                                         OnRecord&& on_record = [](std::size_t, const request_record&) {}) {
+                                         OnRecord&& on_record = [](std::size_t, const request_record&) {}, CellSetup&& cell_setup = {}) {
   if (auto e = check_cells(topology, cells.cells)) throw input_exception(std::move(*e));
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -131,12 +147,7 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
   const cluster cell = cell_topology(topology, n);
   const std::vector<int> cell_of = round_robin_cells(w, n);
   std::vector<workload> parts(static_cast<std::size_t>(n));
-  std::vector<std::vector<std::size_t>> positions(static_cast<std::size_t>(n));  // workload position of each cell's requests
-  for (std::size_t i = 0; i < w.requests.size(); ++i) {
-    const auto c = static_cast<std::size_t>(cell_of[i]);
-    parts[c].requests.push_back(w.requests[i]);
-    positions[c].push_back(i);
-  }
+  for (std::size_t i = 0; i < w.requests.size(); ++i) parts[static_cast<std::size_t>(cell_of[i])].requests.push_back(w.requests[i]);
   using policy_type = std::decay_t<decltype(make_policy())>;
   std::vector<policy_type> policies;
   policies.reserve(parts.size());
@@ -171,8 +182,10 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
       try {
         simulation_options o = cell_simulation_options(options, cell.gpus, static_cast<int>(c));
         if (options.progress) o.progress = [&, c](const simulation_progress& p) { report(c, p.ended, p.now); };
-        outcomes[c] = simulate_outcome(parts[c], cell, cost, policies[c], label, o);
+        outcomes[c] = simulate_outcome(parts[c], cell, cost, policies[c], label, o,
+                                       [&, c](auto& sched) { cell_setup(static_cast<int>(c), sched); });
         report(c, parts[c].requests.size(), std::nullopt);
+        parts[c] = workload{};  // its requests are in the outcome now: a day-long file is not held twice
       } catch (...) {
         errors[c] = std::current_exception();
       }
@@ -189,17 +202,23 @@ template <CostModel C, class MakePolicy, class OnRecord = void (*)(std::size_t, 
     if (e) std::rethrow_exception(e);  // the first cell's error, whatever the thread count
   }
 
-  // One run's records, in workload order (so that sums, and the metrics, do not depend on the cut's order).
-  std::vector<request_record> records(w.requests.size());
+  // The cells' records are read where they are (no merged copy: a day-long file would be held twice):
+  // by on_record in workload order, the i-th request of a cell being its i-th in workload order.
+  {
+    std::vector<std::size_t> next_in(parts.size(), 0);
+    for (std::size_t i = 0; i < w.requests.size(); ++i) {
+      const auto c = static_cast<std::size_t>(cell_of[i]);
+      on_record(i, std::as_const(outcomes[c].requests[next_in[c]++]));
+    }
+  }
   double gpu_busy_s = 0;
   duration_histogram host_us;
-  for (std::size_t c = 0; c < parts.size(); ++c) {
-    for (std::size_t j = 0; j < positions[c].size(); ++j) records[positions[c][j]] = std::move(outcomes[c].requests[j]);
-    gpu_busy_s += outcomes[c].gpu_busy_s;
-    host_us.merge(outcomes[c].host_us);
+  for (const auto& o : outcomes) {
+    gpu_busy_s += o.gpu_busy_s;
+    host_us.merge(o.host_us);
   }
-  for (std::size_t i = 0; i < records.size(); ++i) on_record(i, records[i]);
-  run_metrics m = compute_metrics(label, records, topology.gpus, gpu_busy_s);
+  // Cell by cell: the figures do not depend on the records' order (compute_metrics).
+  run_metrics m = compute_metrics(label, outcomes | std::views::transform(&simulation_outcome::requests) | std::views::join, topology.gpus, gpu_busy_s);
   set_decision_timings(m, host_us, std::chrono::duration<double>(clock::now() - t0).count());
   return m;
 }

@@ -4,8 +4,13 @@
 // The output is valid JSON whatever the request ids hold: quotes, backslashes and control characters
 // are escaped, and bytes that are not valid UTF-8 become U+FFFD (ids from the workload reader are
 // UTF-8 already; a library caller may pass anything). A failed task is a slice of category "failed".
+//
+// Several schedulers, one trace (sim/cells.hpp): each cell's recorder attaches with the number of
+// its first device in the whole cluster, and append() puts the cells' slices together in cell
+// order, so the file does not depend on which thread ran which cell.
 #pragma once
 
+#include <iterator>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -20,16 +25,26 @@ namespace paraflex {
 
 class chrome_trace_recorder {
  public:
-  /// Attach to a scheduler: records every task as it ends.
+  /// Attach to a scheduler: records every task as it ends. `first_device` is added to the
+  /// scheduler's device ids: a cell's devices 0..n-1 are devices first_device.. of the cluster.
   template <class Scheduler>
-  void attach(Scheduler& s) {
-    s.on_task_record([this, &s](const task_record& t) { add(t, s.request(t.request).spec.id); });
+  void attach(Scheduler& s, device_id first_device = 0) {
+    s.on_task_record([this, &s, first_device](const task_record& t) { add(t, s.request(t.request).spec.id, first_device); });
   }
 
-  void add(const task_record& t, std::string_view request_id) {
+  void add(const task_record& t, std::string_view request_id, device_id first_device = 0) {
     for (device_id d : t.devices) {
-      slices_.push_back(slice{d, t.start, t.end, std::string(request_id), t.task, t.ok});
+      slices_.push_back(slice{first_device + d, t.start, t.end, std::string(request_id), t.task, t.ok});
     }
+  }
+  /// Moves the slices of `other` after this one's (one trace of several schedulers).
+  void append(chrome_trace_recorder&& other) {
+    if (slices_.empty()) {
+      slices_ = std::move(other.slices_);
+    } else {
+      slices_.insert(slices_.end(), std::make_move_iterator(other.slices_.begin()), std::make_move_iterator(other.slices_.end()));
+    }
+    other.slices_.clear();
   }
   [[nodiscard]] std::size_t size() const noexcept { return slices_.size(); }
 

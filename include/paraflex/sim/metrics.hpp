@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <vector>
@@ -71,19 +73,25 @@ struct run_metrics {
   return r.phase == request_phase::completed && r.finish <= r.deadline();
 }
 
+/// The request records compute_metrics() reads: any range of them (a vector, a span, or the records of
+/// several runs one after another, as simulate_cells passes them: the figures do not depend on the
+/// order, since latencies are sorted before they are summed).
+template <class R>
+concept request_record_range = std::ranges::input_range<R> && std::same_as<std::ranges::range_value_t<R>, request_record>;
+
 /// Metrics of a finished run. `gpu_busy_s` is device-seconds of tasks and migrations.
-[[nodiscard]] inline run_metrics compute_metrics(std::string policy, std::span<const request_record> requests, int gpus,
-                                                 double gpu_busy_s) {
+template <request_record_range Records>
+[[nodiscard]] run_metrics compute_metrics(std::string policy, Records&& requests, int gpus, double gpu_busy_s) {
   run_metrics m;
   m.policy = std::move(policy);
-  m.requests = requests.size();
   m.gpu_busy_s = gpu_busy_s;
   std::vector<double> lat;
   std::size_t with_deadline = 0, on_time = 0;
   tick first_arrival = never, last_completion = never;
   struct class_acc { std::size_t n = 0, with_deadline = 0, on_time = 0; std::vector<double> lat; };
   std::map<std::string, class_acc> classes;
-  for (const auto& r : requests) {
+  for (const request_record& r : requests) {
+    ++m.requests;
     first_arrival = std::min(first_arrival, r.spec.arrival);
     class_acc* c = r.spec.class_label.empty() ? nullptr : &classes[r.spec.class_label];
     if (c) ++c->n;
@@ -123,6 +131,11 @@ struct run_metrics {
     m.per_class.emplace(label, std::move(cm));
   }
   return m;
+}
+
+/// compute_metrics over a span (also `{}`: no requests).
+[[nodiscard]] inline run_metrics compute_metrics(std::string policy, std::span<const request_record> requests, int gpus, double gpu_busy_s) {
+  return compute_metrics<std::span<const request_record>>(std::move(policy), std::move(requests), gpus, gpu_busy_s);
 }
 
 /// Host-time figures of the policy calls: mean and p99 in microseconds.
