@@ -173,7 +173,15 @@ int main(int argc, char** argv) {
   const int policy_gpus = cell_topology(whole, cells).gpus;
   policy_registry registry = paraflex_bench::builtin_registry(policy_gpus);
   if (list) {
-    for (const auto& n : registry.names()) std::printf("%-18s %s\n", n.c_str(), registry.summary(n).c_str());
+    // A line per policy, then an indented line per parameter: KEY=DEFAULT and what it accepts.
+    for (const auto& n : registry.names()) {
+      std::printf("%-18s %s\n", n.c_str(), registry.summary(n).c_str());
+      for (const auto& k : registry.parameters(n)) {
+        const std::string setting = fmt::format("{}={}", k.key, k.default_value);
+        if (k.accepted.empty()) std::printf("    %s\n", setting.c_str());
+        else std::printf("    %-24s %s\n", setting.c_str(), k.accepted.c_str());
+      }
+    }
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) fail("cannot write to stdout");
     return 0;
   }

@@ -621,6 +621,49 @@ TEST_CASE("Policy specs parse positional and keyed parameters and name bad ones"
   REQUIRE(policy_registry::split_list("static:1,rssp").size() == 2);
 }
 
+TEST_CASE("A registry lists each policy's parameters with their defaults and accepted values, and an unknown key names them",
+          "[policy][registry]") {
+  const policy_registry r = builtin_policies(8);
+  const auto keys = [&](const std::string& name) {
+    std::vector<std::string> out;
+    for (const auto& k : r.parameters(name)) out.push_back(k.key);
+    return out;
+  };
+  const auto static_params = r.parameters("static");  // required: described although make() fails without it
+  REQUIRE(static_params.size() == 1);
+  CHECK(static_params[0].key == "degree");
+  CHECK(static_params[0].default_value == "required");
+  CHECK(static_params[0].accepted == "[1, 8]");
+  CHECK(r.parameters("rssp").empty());
+  CHECK(r.parameters("edf-best-fit").empty());
+  const auto slo = r.parameters("slo-aware");
+  CHECK(keys("slo-aware") == std::vector<std::string>{"admission", "capacity", "reserve", "margin", "chunk", "best_effort_age", "widen", "hold",
+                                                      "max_batch", "batch_margin", "batch_saving", "exact_limit"});
+  CHECK(slo[0].default_value == "relaxed");
+  CHECK(slo[0].accepted == "relaxed|strict|off");
+  CHECK(slo[1].default_value == "0.9");
+  CHECK(slo[1].accepted == "[0.05, 4]");
+  CHECK(slo[9].default_value == "0.3");  // batch_margin: margin + 0.1, printed without binary noise
+  CHECK(slo[11].default_value == "4096");
+  CHECK(keys("round-based") == std::vector<std::string>{"round_steps", "round_s", "scale_up", "mid_round", "round_quantile", "max_batch",
+                                                        "batch_margin"});
+  CHECK(keys("throughput-first") == std::vector<std::string>{"chunk_steps", "max_inefficiency", "starvation_factor", "starvation_s"});
+  // Every listed default is accepted back, and gives the policy the spec without it gives.
+  for (const auto& name : r.names()) {
+    for (const auto& k : r.parameters(name)) {
+      if (k.default_value == "required") continue;
+      INFO(name << ":" << k.key << "=" << k.default_value);
+      const auto made = r.make(name + ":" + k.key + "=" + k.default_value);
+      CHECK(made.has_value());
+    }
+  }
+  const auto unknown = r.make("round-based:speed=2");
+  REQUIRE_FALSE(unknown.has_value());
+  CHECK(unknown.error().what().find("unknown parameter 'speed' (it takes: round_steps, round_s, scale_up, mid_round, round_quantile, max_batch, "
+                                    "batch_margin)") != std::string::npos);
+  CHECK(r.make("rssp:speed=2").error().what().find("(it takes no parameters)") != std::string::npos);
+}
+
 TEST_CASE("A spec parses into its name and parameters without building the policy", "[policy][registry]") {
   policy_registry r;
   register_static_policies(r, 8);

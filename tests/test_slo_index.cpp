@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "paraflex/executor/simulated.hpp"
+#include "paraflex/policy/builtin.hpp"
 #include "paraflex/policy/slo_aware.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 
@@ -267,6 +268,23 @@ TEST_CASE("slo-aware at or under its exact limit schedules as with no limit", "[
   b.admission_part().exact_limit = reqs.size();
   a.admission_part().exact_limit = static_cast<std::size_t>(-1);
   CHECK(same_schedule(run(a, reqs, cluster{4, 4, "toy"}), run(b, reqs, cluster{4, 4, "toy"})));
+}
+
+TEST_CASE("slo-aware:exact_limit=N from the registry is the admission part's exact limit", "[slo][slo-aware][registry]") {
+  const auto reqs = busy_workload(3, 300, 0.05);
+  const policy_registry r = builtin_policies(8);
+  slo_aware_policy two;
+  two.admission_part().exact_limit = 2;
+  any_policy from_spec = r.make("slo-aware:exact_limit=2").value_or_throw();
+  any_policy by_default = r.make("slo-aware").value_or_throw();
+  any_policy spelled_out = r.make("slo-aware:exact_limit=4096").value_or_throw();
+  const auto limited = run(from_spec, reqs, cluster{8, 4, "toy"});
+  CHECK(same_schedule(limited, run(two, reqs, cluster{8, 4, "toy"})));
+  const auto plain = run(by_default, reqs, cluster{8, 4, "toy"});
+  CHECK(same_schedule(plain, run(spelled_out, reqs, cluster{8, 4, "toy"})));
+  CHECK_FALSE(same_schedule(limited, plain));  // the limit binds on this workload: the parameter reaches the check
+  CHECK_FALSE(r.make("slo-aware:exact_limit=0").has_value());
+  CHECK(r.make("slo-aware:exact_limit=x").error().what().find("parameter 'exact_limit'") != std::string::npos);
 }
 
 TEST_CASE("slo-aware above its exact limit serves a burst that arrives while nothing runs", "[slo][slo-aware]") {

@@ -792,6 +792,14 @@ void bind_helpers(py::module_& m) {
     for (const auto& n : r.names()) out[py::str(n)] = r.summary(n);
     return out;
   }, py::arg("gpus") = 8, "The built-in policies by name, with a one-line summary (paraflex-sim --list-policies).");
+  m.def("policy_parameters", [](const std::string& name, typed<int> gpus) {
+    const auto r = paraflex_bench::builtin_registry(arg(gpus, "policy_parameters", "gpus"));
+    if (!r.contains(name)) throw py::value_error(fmt::format("policy_parameters: unknown policy '{}' (known: {})", name, fmt::join(r.names(), ", ")));
+    py::dict out;  // in the order the factory reads them (Python dicts keep it)
+    for (const auto& k : r.parameters(name)) out[py::str(k.key)] = py::make_tuple(k.default_value, k.accepted);
+    return out;
+  }, py::arg("name"), py::arg("gpus") = 8,
+        "A built-in policy's parameters: key -> (default, accepted values), as paraflex-sim --list-policies prints them.");
   m.def("default_policies", [](typed<int> gpus) { return paraflex_bench::default_policy_list(arg(gpus, "default_policies", "gpus")); }, py::arg("gpus") = 8,
         "The policy specs paraflex-sim runs by default.");
 }

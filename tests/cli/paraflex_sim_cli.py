@@ -416,9 +416,33 @@ def group_faults(d):
 def group_list(d):
     rc, out, err = run(["--list-policies"])
     check(rc == 0, f"--list-policies: exit 0 ({err})")
-    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    lines = out.splitlines()
+    names = [line.split()[0] for line in lines if line.strip() and not line.startswith(" ")]
     check(names == ["edf-best-fit", "round-based", "rssp", "slo-aware", "static", "throughput-first"], f"--list-policies names {names}")
-    check(all(len(line.split(None, 1)) == 2 for line in out.splitlines()), "--list-policies: each name has a summary")
+    check(all(len(line.split(None, 1)) == 2 for line in lines if not line.startswith(" ")), "--list-policies: each name has a summary")
+    # Under each name, an indented KEY=DEFAULT per parameter, and what it accepts; every default runs.
+    params, current = {}, None
+    for line in lines:
+        if not line.startswith(" "):
+            current = line.split()[0]
+            params[current] = []
+        elif current:
+            params[current].append(line.split()[0])
+    check(params.get("rssp") == [] and params.get("edf-best-fit") == [], f"--list-policies: rssp and edf-best-fit take no parameters ({params})")
+    check(params.get("static") == ["degree=required"], f"--list-policies: static's degree is required ({params.get('static')})")
+    check("exact_limit=4096" in params.get("slo-aware", []) and "capacity=0.9" in params.get("slo-aware", []),
+          f"--list-policies: slo-aware's defaults ({params.get('slo-aware')})")
+    check("[1, 8]" in out and "relaxed|strict|off" in out, "--list-policies: ranges and choices")
+    wl = os.path.join(d, "w.csv")
+    make_workload(wl, 30, seed=2)
+    for name, settings in params.items():
+        for setting in settings:
+            if setting.endswith("=required"):
+                continue
+            rc, _, err = run(["--workload", wl, "--policy", f"{name}:{setting}", "--quiet", "--format", "json"])
+            check(rc == 0, f"--policy {name}:{setting} (a listed default) runs (got {rc}: {err.strip()[-200:]})")
+    rc, out, err = run(["--policy", "round-based:speed=2"])
+    check(rc == 2 and "(it takes: round_steps, round_s," in err, f"an unknown parameter: the error names the known ones ({err.strip()})")
 
 
 def group_scale(d):

@@ -453,6 +453,17 @@ class PolicyParts(unittest.TestCase):
         self.assertEqual(paraflex.NEVER, 2**63 - 1)
         self.assertIn("slo-aware", paraflex.policies())
 
+    def test_policy_parameters_list_what_paraflex_sim_lists(self):
+        self.assertEqual(paraflex.policy_parameters("static", gpus=4), {"degree": ("required", "[1, 4]")})
+        self.assertEqual(paraflex.policy_parameters("rssp"), {})
+        slo = paraflex.policy_parameters("slo-aware")
+        self.assertEqual(slo["admission"], ("relaxed", "relaxed|strict|off"))
+        self.assertEqual(slo["exact_limit"][0], "4096")
+        self.assertEqual(list(slo)[0], "admission")  # the factory's order
+        with self.assertRaises(ValueError) as e:
+            paraflex.policy_parameters("nope")
+        self.assertIn("unknown policy 'nope'", str(e.exception))
+
     def test_a_device_set_of_anything_but_ints_is_a_type_error_naming_device_set(self):
         # Regression: RuntimeError "Unable to cast Python instance to C++ type".
         with self.assertRaisesRegex(TypeError, r"^DeviceSet: device ids must be ints, got float$"):

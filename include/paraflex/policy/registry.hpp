@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "paraflex/core/error.hpp"
 #include "paraflex/policy/any_policy.hpp"
@@ -23,8 +24,16 @@
 
 namespace paraflex {
 
-/// The parameters of one policy spec. Getters record which keys were read so that unknown keys
-/// can be reported after the factory ran; a bad value throws input_exception.
+/// One parameter a policy's factory reads, as policy_registry::parameters() lists it.
+struct policy_parameter {
+  std::string key;
+  std::string default_value;  ///< what an absent key means ("required" when it may not be absent)
+  std::string accepted;       ///< "[min, max]", "a|b|c", or empty (any text)
+};
+
+/// The parameters of one policy spec. Getters record which keys were read (and their defaults and
+/// ranges) so that unknown keys can be reported after the factory ran, naming the known ones; a bad
+/// value throws input_exception.
 class policy_params {
  public:
   policy_params(std::string policy, std::map<std::string, std::string> values)
@@ -34,12 +43,12 @@ class policy_params {
   [[nodiscard]] bool has(const std::string& key) const { return values_.contains(key); }
 
   [[nodiscard]] std::string get_string(const std::string& key, std::string fallback) {
-    used_.insert(key);
+    describe(key, fallback, "");
     auto it = values_.find(key);
     return it == values_.end() ? std::move(fallback) : it->second;
   }
   [[nodiscard]] long long get_int(const std::string& key, long long fallback, long long min_value, long long max_value) {
-    used_.insert(key);
+    describe(key, fmt::format("{}", fallback), fmt::format("[{}, {}]", min_value, max_value));
     auto it = values_.find(key);
     if (it == values_.end()) return fallback;
     long long v = 0;
@@ -50,7 +59,7 @@ class policy_params {
     return v;
   }
   [[nodiscard]] double get_double(const std::string& key, double fallback, double min_value, double max_value) {
-    used_.insert(key);
+    describe(key, fmt::format("{:.6g}", fallback), fmt::format("[{:.6g}, {:.6g}]", min_value, max_value));
     auto it = values_.find(key);
     if (it == values_.end()) return fallback;
     const auto& s = it->second;
@@ -67,6 +76,7 @@ class policy_params {
   }
   /// One of `choices`.
   [[nodiscard]] std::string get_choice(const std::string& key, std::string fallback, const std::vector<std::string>& choices) {
+    describe(key, fallback, fmt::format("{}", fmt::join(choices, "|")));
     auto v = get_string(key, std::move(fallback));
     for (const auto& c : choices) {
       if (c == v) return v;
@@ -83,6 +93,15 @@ class policy_params {
     }
     return out;
   }
+  /// Records that the factory reads `key` (the getters call it; a factory calls it itself for a key
+  /// it checks before reading, such as a required one). The first description of a key stands.
+  void describe(const std::string& key, std::string default_value, std::string accepted) {
+    if (!used_.insert(key).second) return;
+    described_.push_back(policy_parameter{key, std::move(default_value), std::move(accepted)});
+  }
+  /// The keys read so far, in the order the factory first read them.
+  [[nodiscard]] const std::vector<policy_parameter>& described() const noexcept { return described_; }
+
   [[noreturn]] void fail(const std::string& key, const std::string& message) const {
     throw input_exception(input_error{"--policy", 0, "", fmt::format("policy '{}', parameter '{}': {}", policy_, key, message)});
   }
@@ -91,6 +110,7 @@ class policy_params {
   std::string policy_;
   std::map<std::string, std::string> values_;
   std::set<std::string> used_;
+  std::vector<policy_parameter> described_;
 };
 
 class policy_registry {
@@ -108,6 +128,20 @@ class policy_registry {
     return out;
   }
   [[nodiscard]] const std::string& summary(const std::string& name) const { return entries_.at(name).summary; }
+
+  /// The parameters `name` takes, with their defaults and accepted values, in the order its factory
+  /// reads them: found by running the factory on a spec with no parameters (a factory that fails
+  /// for a missing required key lists what it read up to then, so it describes that key first).
+  /// Throws std::out_of_range for an unknown name, like summary().
+  [[nodiscard]] std::vector<policy_parameter> parameters(const std::string& name) const {
+    const entry& e = entries_.at(name);
+    policy_params params(name, {});
+    try {
+      (void)e.make(params);
+    } catch (const input_exception&) {  // e.g. static without its degree: what it read is the answer
+    }
+    return params.described();
+  }
 
   /// A spec taken apart: the policy's name and its parameters, a positional value under its key
   /// ("static:4" -> static, {degree: 4}). Values are not checked: make() does that.
@@ -198,7 +232,11 @@ class policy_registry {
     policy_params params(parsed.name, std::move(parsed.values));
     any_policy p = entries_.at(parsed.name).make(params);
     if (auto unknown = params.unused(); !unknown.empty()) {
-      throw spec_error(fmt::format("policy '{}': unknown parameter '{}'", parsed.name, unknown.front()));
+      std::vector<std::string> known;
+      for (const auto& d : params.described()) known.push_back(d.key);
+      throw spec_error(known.empty() ? fmt::format("policy '{}': unknown parameter '{}' (it takes no parameters)", parsed.name, unknown.front())
+                                     : fmt::format("policy '{}': unknown parameter '{}' (it takes: {})", parsed.name, unknown.front(),
+                                                   fmt::join(known, ", ")));
     }
     return p;
   }
@@ -211,6 +249,7 @@ class policy_registry {
 inline void register_static_policies(policy_registry& r, int gpus) {
   r.add("static", "degree", "every request on a fixed group of K GPUs for its whole life, FCFS",
         [gpus](policy_params& p) -> any_policy {
+          p.describe("degree", "required", fmt::format("[1, {}]", gpus));
           if (!p.has("degree")) p.fail("degree", "required (static:K)");
           return static_degree_policy(static_cast<int>(p.get_int("degree", 1, 1, gpus)));
         });

@@ -58,7 +58,7 @@
 //   Parameters (registry): admission=relaxed|strict|off (relaxed), capacity=0.9, reserve=0.1,
 //   margin=0.2, chunk=1 (tasks per assignment), best_effort_age=10, widen=1, hold=1,
 //   max_batch=1 (1 = no batching; up to 64), batch_margin=margin + 0.1 (at most 0.9),
-//   batch_saving=0.25.
+//   batch_saving=0.25, exact_limit=4096 (below).
 //
 // Cost per decision: the capacity check walks the R unfinished requests with a deadline, kept in
 // deadline order between calls (no sort; arrivals are merged in by the next check), each with a copy
@@ -83,6 +83,8 @@
 // and requests that arrive wait for the next check (deferred), so a decision costs about
 // exact_limit requests' worth on average, and one decision in ceil(R / exact_limit) the whole pass.
 // A check is never skipped while nothing runs (no task end would come to bring the next one).
+// The registry's exact_limit=N sets the limit: a smaller one trades exactness for speed where
+// hundreds of requests are tracked (docs/performance.md, "Exact limit").
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
 // spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
@@ -600,6 +602,7 @@ struct slo_aware_options {
   int max_batch = 1;          ///< > 1: selective batching (item 6)
   double batch_margin = 0.3;  ///< item 6; the registry defaults it to margin + 0.1 (set both when changing margin here)
   double batch_saving = 0.25;  ///< item 6
+  std::size_t exact_limit = 4096;  ///< slo_admission::exact_limit ("Cost per decision" above)
 };
 
 /// EDF-best-fit plus admission control, priority classes and best effort (see the header comment).
@@ -616,6 +619,7 @@ class slo_aware_policy : public composed_policy<slo_admission, priority_edf_orde
     a.capacity = o.capacity;
     a.reserve = o.reserve;
     a.best_effort_age = o.best_effort_age;
+    a.exact_limit = o.exact_limit;
     return a;
   }
 };
@@ -642,6 +646,7 @@ inline void register_slo_aware(policy_registry& r) {
           o.max_batch = static_cast<int>(p.get_int("max_batch", o.max_batch, 1, 64));
           o.batch_margin = p.get_double("batch_margin", std::min(0.9, o.margin + 0.1), 0.0, 0.9);
           o.batch_saving = p.get_double("batch_saving", o.batch_saving, 0.0, 0.95);
+          o.exact_limit = static_cast<std::size_t>(p.get_int("exact_limit", static_cast<long long>(o.exact_limit), 1, 1'000'000'000));
           return slo_aware_policy(o);
         });
   r.add("edf-best-fit", "", "GF-DiT: EDF, smallest degree meeting the deadline, spare GPUs widen; never drops",
