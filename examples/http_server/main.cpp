@@ -33,6 +33,7 @@
 #include <paraflex/executor/thread_executor.hpp>
 #include <paraflex/policy/builtin.hpp>
 #include <paraflex/runtime/scheduler.hpp>
+#include <paraflex/sim/simulate.hpp>  // fixed_degree_of
 
 #include "cli_parse.hpp"
 #include "metrics.hpp"
@@ -74,7 +75,7 @@ std::string choose_gpu(const paraflex::profile_table& table) {
 int main(int argc, char** argv) {
   CLI::App app{"paraflex-serve: an HTTP server that schedules requests with paraflex on CPU threads standing in for GPUs."};
   std::string host = "127.0.0.1", policy_spec = "slo-aware", profile_file, gpu_type;
-  int port = 8080, gpus = 4, io_threads = 2, channels = 16;
+  int port = 8080, gpus = 4, io_threads = 2, channels = 16, max_degree = 0;
   double time_scale = 1.0, read_timeout_s = 10, drain_timeout_s = 60, max_tokens = 1 << 18;
   long max_connections = 512;
   std::size_t body_limit = 64 * 1024;
@@ -83,6 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "address to listen on (default 127.0.0.1)");
   app.add_option("--gpus", gpus, "devices (CPU worker threads standing in for GPUs)")->check(CLI::Range(1, 256));
   app.add_option("--policy", policy_spec, "policy spec NAME[:KEY=VALUE]... (default slo-aware)");
+  app.add_option("--max-degree", max_degree, "run no request on more devices than this (default: no cap), as paraflex-sim --max-degree")
+      ->check(CLI::Range(1, 256));
   app.add_option("--profile", profile_file, "step-latency profile CSV (default: the bundled one)");
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows");
   app.add_option("--time-scale", time_scale, "run X times faster than the profile's GPUs (1000: a step priced 0.8 s takes 0.8 ms)")
@@ -111,7 +114,11 @@ int main(int argc, char** argv) {
     table = paraflex::load_profile_csv(profile_path).value_or_throw();
     if (gpu_type.empty()) gpu_type = choose_gpu(table);
     cost.emplace(paraflex::profile_cost_model::from_profile(table, gpu_type).value_or_throw());
+    cost->set_max_degree(max_degree);  // before anything is priced; 0: no cap
     policy.emplace(paraflex::builtin_policies(gpus).make(policy_spec).value_or_throw());
+    if (const auto k = paraflex::fixed_degree_of(*policy); k && max_degree > 0 && *k > max_degree) {
+      usage_error(fmt::format("--policy '{}' runs every request on {} devices: more than --max-degree {}", policy_spec, *k, max_degree));
+    }
   } catch (const paraflex::input_exception& e) {
     usage_error(e.what());
   } catch (const std::exception& e) {
@@ -206,8 +213,9 @@ int main(int argc, char** argv) {
   const auto at = lst->local_endpoint();
   std::printf("listening on %s:%u\n", at.address().to_string().c_str(), static_cast<unsigned>(at.port()));
   std::fflush(stdout);
-  std::fprintf(stderr, "paraflex-serve: %d devices as '%s', policy %s, profile %s, time scale %g\n", gpus, gpu_type.c_str(),
-               policy_spec.c_str(), profile_path.c_str(), time_scale);
+  std::fprintf(stderr, "paraflex-serve: %d devices as '%s', policy %s, profile %s, time scale %g%s\n", gpus, gpu_type.c_str(),
+               policy_spec.c_str(), profile_path.c_str(), time_scale,
+               max_degree > 0 ? fmt::format(", groups of at most {}", max_degree).c_str() : "");
 
   auto work = net::make_work_guard(ioc);  // the I/O threads run until the scheduler has finished
   std::atomic<bool> sched_failed{false};

@@ -23,6 +23,7 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
 Prints the figures (requests, connections, seconds) at the end. Exit status 0 when all checks pass.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -764,18 +765,34 @@ def early_sigterm_check(exe):
         check(rc == 0, f"SIGTERM right after the listening line: exit status {rc}, expected 0")
 
 
+@contextlib.contextmanager
+def side_server(exe, args, what):
+    """A second server, started with args for one check: yields its process once it listens (PORT
+    points at it meanwhile), or None when it did not start; SIGTERM and PORT restored after."""
+    global PORT
+    srv = subprocess.Popen([exe, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    saved = PORT
+    try:
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", srv.stdout.readline().decode().strip())
+        if check(m is not None, f"{what}: the server did not start"):
+            PORT = int(m.group(1))
+        yield srv if m else None
+    finally:
+        PORT = saved
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
 def retain_check(exe):
     """A server started with --retain 3 answers GET for the last three ended requests only; a
     forgotten id stays taken. Its large --body-limit lets a deeply nested body in."""
-    global PORT
-    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "2", "--policy", "static:1", "--time-scale", "1000", "--retain", "3",
-                            "--body-limit", "1000000"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", srv.stdout.readline().decode().strip())
-        if not check(m is not None, "retain: the server did not start"):
+    with side_server(exe, ["--gpus", "2", "--policy", "static:1", "--time-scale", "1000", "--retain", "3", "--body-limit", "1000000"],
+                     "retain") as srv:
+        if srv is None:
             return
-        saved, PORT = PORT, int(m.group(1))
         conn = new_conn()
         ids = ["r1"] + [f"keep-{i}" for i in range(1, 6)]  # "r1": the first id the server would generate
         for rid in ids:  # one at a time, each waited for: they end in this order
@@ -806,13 +823,42 @@ def retain_check(exe):
         except (OSError, http.client.HTTPException) as e:
             fail(f"deep width: the server did not answer ({type(e).__name__}: {e}); exit status {srv.poll()}")
         conn.close()
-        PORT = saved
-    finally:
-        srv.send_signal(signal.SIGTERM)
-        try:
-            srv.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            srv.kill()
+
+
+def widest_degree(exe, extra):
+    """The widest degree GET reports while one lone 1024 px request with a deadline (reachable at
+    degree 2) runs on 4 devices under slo-aware, which widens it onto spare devices; None when the
+    server did not start."""
+    with side_server(exe, ["--gpus", "4", "--policy", "slo-aware", "--time-scale", "10", *extra], f"max-degree {extra}") as srv:
+        if srv is None:
+            return None
+        conn = new_conn()
+        status, _, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 1024, "height": 1024, "steps": 16, "slo_s": 16,
+                                                           "request_id": "wide"})
+        check(status == 201, f"max-degree {extra}: POST: {status} {j}")
+        widest, state = 0, None
+        for _ in range(3000):
+            status, _, j = call(conn, "GET", "/v1/requests/wide")
+            state = (j or {}).get("state")
+            widest = max(widest, (j or {}).get("degree") or 0)
+            if state in ("completed", "dropped"):
+                break
+            time.sleep(0.005)
+        check(state == "completed", f"max-degree {extra}: the request ends completed ({state})")
+        conn.close()
+        return widest
+
+
+def max_degree_check(exe):
+    """--max-degree K: no request runs on more than K devices; a static policy above K, or K out of
+    range, exits 2 naming the flag."""
+    uncapped, capped = widest_degree(exe, []), widest_degree(exe, ["--max-degree", "2"])
+    check(uncapped is not None and uncapped > 2, f"without --max-degree a lone request widens past 2 devices (widest {uncapped})")
+    check(capped is not None and 1 <= capped <= 2, f"--max-degree 2: widest degree {capped}")
+    for args in (["--max-degree", "0"], ["--max-degree", "300"], ["--max-degree", "2", "--policy", "static:4"]):
+        p = subprocess.run([exe, "--port", "0", *args], capture_output=True, timeout=30)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 2 and "--max-degree" in err, f"{' '.join(args)}: exit 2 naming --max-degree ({p.returncode}: {err.strip()})")
 
 
 def main():
@@ -853,6 +899,7 @@ def main():
         shutdown_check()
         early_sigterm_check(exe)
         retain_check(exe)
+        max_degree_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:
