@@ -5,11 +5,11 @@
 // an input_error naming the policy and the key. Users add their own policies with add().
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -89,14 +89,14 @@ class policy_params {
   [[nodiscard]] std::vector<std::string> unused() const {
     std::vector<std::string> out;
     for (const auto& [k, v] : values_) {
-      if (!used_.contains(k)) out.push_back(k);
+      if (!read(k)) out.push_back(k);
     }
     return out;
   }
   /// Records that the factory reads `key` (the getters call it; a factory calls it itself for a key
   /// it checks before reading, such as a required one). The first description of a key stands.
   void describe(const std::string& key, std::string default_value, std::string accepted) {
-    if (!used_.insert(key).second) return;
+    if (read(key)) return;
     described_.push_back(policy_parameter{key, std::move(default_value), std::move(accepted)});
   }
   /// The keys read so far, in the order the factory first read them.
@@ -109,8 +109,11 @@ class policy_params {
  private:
   std::string policy_;
   std::map<std::string, std::string> values_;
-  std::set<std::string> used_;
-  std::vector<policy_parameter> described_;
+  std::vector<policy_parameter> described_;  // every key read, once: a policy has a dozen at most
+
+  [[nodiscard]] bool read(const std::string& key) const {
+    return std::any_of(described_.begin(), described_.end(), [&](const policy_parameter& d) { return d.key == key; });
+  }
 };
 
 class policy_registry {
