@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
 
   request_limits limits;
   limits.max_latent_tokens = max_tokens;
+  limits.fixed_degree = paraflex::fixed_degree_of(*policy).value_or(0);  // static:K: refuse a model that does not allow K
   http_options http_opts;
   http_opts.body_limit = body_limit;
   http_opts.read_timeout = std::chrono::milliseconds(static_cast<long>(read_timeout_s * 1000));

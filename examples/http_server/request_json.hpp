@@ -36,6 +36,7 @@ struct request_limits {
   int max_steps = 10000;
   double max_latent_tokens = 1 << 18;  ///< latent rows the CPU stand-in holds (x channels floats)
   std::size_t max_string_bytes = 256;  ///< model, class, request_id
+  int fixed_degree = 0;                ///< a static:K policy's K: a model must allow it; 0 when the policy chooses degrees
 };
 
 /// A parsed body, or why it was refused (a message that names the field).
@@ -166,7 +167,8 @@ namespace detail {
 }
 
 /// Checks that the cost model can run `s` on 1..gpus devices within the server's limits: a known
-/// model, a shape it prices, an allowed degree, a trajectory that fits the microsecond clock.
+/// model, a shape it prices, an allowed degree (lim.fixed_degree itself under a static:K policy), a
+/// trajectory that fits the microsecond clock.
 /// Empty when all is well. Safe to call from several threads (profile_cost_model guards its notes).
 [[nodiscard]] inline std::string check_request_cost(const paraflex::request_spec& s, const paraflex::profile_cost_model& cost, int gpus,
                                                     const request_limits& lim = {}) {
@@ -183,6 +185,13 @@ namespace detail {
   try {
     const paraflex::shape_costs c = paraflex::make_shape_costs(cost, s.shape, gpus);
     if (c.allowed_degrees.empty()) return fmt::format("field 'model': no degree in 1..{} is allowed for model '{}'", gpus, s.shape.model);
+    // static:K never drops a request, so one whose model does not allow K would wait for ever
+    // (until the policy stalls and the runtime drops it): refuse it now, as paraflex-sim refuses such a workload.
+    if (lim.fixed_degree > 0 && !std::binary_search(c.allowed_degrees.begin(), c.allowed_degrees.end(), lim.fixed_degree)) {
+      return fmt::format("field 'model': this server runs every request on {} devices (--policy static:{}), which model '{}' does not "
+                         "allow (its heads must be divisible by the degree, and it must not exceed --max-degree); it allows {} of 1..{}",
+                         lim.fixed_degree, lim.fixed_degree, s.shape.model, paraflex::degree_ranges(c.allowed_degrees), gpus);
+    }
     for (int k : c.allowed_degrees) {
       const auto kk = static_cast<std::size_t>(k);
       worst = std::max({worst, c.step[kk], c.encode[kk], c.decode[kk]});

@@ -34,6 +34,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -861,6 +862,35 @@ def max_degree_check(exe):
         check(p.returncode == 2 and "--max-degree" in err, f"{' '.join(args)}: exit 2 naming --max-degree ({p.returncode}: {err.strip()})")
 
 
+def fixed_degree_check(exe):
+    """Under static:K a request whose model does not allow K (its heads) is refused at submit with a
+    400 naming the degrees it allows, instead of being accepted and never run; a model that allows K
+    is served."""
+    with tempfile.TemporaryDirectory() as d:
+        profile = os.path.join(d, "heads.csv")
+        with open(profile, "w") as f:
+            f.write("model,gpu,height,width,frames,degree,step_s,heads\n"
+                    "m24,g,512,512,1,1,0.02,24\nm24,g,512,512,1,2,0.012,24\n"
+                    "m10,g,512,512,1,1,0.02,10\nm10,g,512,512,1,2,0.012,10\n")
+        with side_server(exe, ["--gpus", "8", "--profile", profile, "--policy", "static:5", "--time-scale", "10"], "static:5") as srv:
+            if srv is None:
+                return
+            conn = new_conn()
+            status, _, j = call(conn, "POST", "/v1/requests", {"model": "m24", "width": 512, "height": 512, "steps": 2})
+            want = ("field 'model': this server runs every request on 5 devices (--policy static:5), which model 'm24' does not allow "
+                    "(its heads must be divisible by the degree, and it must not exceed --max-degree); it allows 1..4, 6, 8 of 1..8")
+            check(status == 400 and j == {"error": want}, f"static:5, a 24-head model: {status} {j}, expected 400 {want!r}")
+            status, _, j = call(conn, "POST", "/v1/requests", {"model": "m10", "width": 512, "height": 512, "steps": 2, "request_id": "ten"})
+            check(status == 201, f"static:5, a 10-head model: POST {status} {j}, expected 201")
+            for _ in range(2000):
+                status, _, j = call(conn, "GET", "/v1/requests/ten")
+                if (j or {}).get("state") in ("completed", "dropped"):
+                    break
+                time.sleep(0.005)
+            check((j or {}).get("state") == "completed" and j.get("degree") == 5, f"static:5, a 10-head model: ends {j}, expected completed on 5 devices")
+            conn.close()
+
+
 def main():
     global SERVER, PORT
     if len(sys.argv) not in (2, 3):
@@ -900,6 +930,7 @@ def main():
         early_sigterm_check(exe)
         retain_check(exe)
         max_degree_check(exe)
+        fixed_degree_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:

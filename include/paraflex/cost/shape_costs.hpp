@@ -11,6 +11,8 @@
 #include <map>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -31,6 +33,21 @@ namespace paraflex {
                                            : "is beyond the microsecond clock (at most 4.6e12 s): the shape is too large for this cost model";
   throw std::invalid_argument(fmt::format("cost model: the time of {} {}x{}x{} on {} devices, {} s, {}", s.model, s.height, s.width,
                                           s.frames, degree, seconds, why));
+}
+
+/// "1..4, 6, 8, 12": a sorted list of degrees (shape_costs::allowed_degrees, say) for a message, runs
+/// of three or more shortened; "none" when empty.
+[[nodiscard]] inline std::string degree_ranges(const std::vector<int>& ks) {
+  std::string out;
+  for (std::size_t i = 0; i < ks.size();) {
+    std::size_t j = i;
+    while (j + 1 < ks.size() && ks[j + 1] == ks[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += j >= i + 2 ? fmt::format("{}..{}", ks[i], ks[j]) : std::to_string(ks[i]);
+    if (j == i + 1) out += ", " + std::to_string(ks[j]);
+    i = j + 1;
+  }
+  return out.empty() ? "none" : out;
 }
 
 /// When make_shape_costs prices batched steps: all of them at once, or each (degree, batch) the first

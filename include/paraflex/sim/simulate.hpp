@@ -31,6 +31,7 @@
 #include "paraflex/core/duration_histogram.hpp"
 #include "paraflex/core/error.hpp"
 #include "paraflex/cost/concepts.hpp"
+#include "paraflex/cost/shape_costs.hpp"  // degree_ranges
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/policy/concepts.hpp"
 #include "paraflex/runtime/scheduler.hpp"
@@ -82,20 +83,6 @@ template <Policy P>
 }
 
 namespace simulate_detail {
-
-/// "1..4, 6, 8, 12" - a sorted list of degrees, runs shortened.
-[[nodiscard]] inline std::string degree_ranges(const std::vector<int>& ks) {
-  std::string out;
-  for (std::size_t i = 0; i < ks.size();) {
-    std::size_t j = i;
-    while (j + 1 < ks.size() && ks[j + 1] == ks[j] + 1) ++j;
-    if (!out.empty()) out += ", ";
-    out += j >= i + 2 ? fmt::format("{}..{}", ks[i], ks[j]) : std::to_string(ks[i]);
-    if (j == i + 1) out += ", " + std::to_string(ks[j]);
-    i = j + 1;
-  }
-  return out.empty() ? "none" : out;
-}
 
 /// The scheduler's executor in simulate(): the simulated executor, plus a hook every 1024 clock
 /// advances (one per event) for progress reports.
@@ -153,7 +140,7 @@ template <CostModel C>
                                    "degree {} for it (the model's heads must be divisible by it, and it must not exceed a "
                                    "degree cap such as --max-degree); it allows {} of 1..{}. static:K never drops a request, "
                                    "so choose K among those degrees",
-                                   policy, r.shape.model, r.id, where, degree, simulate_detail::degree_ranges(allowed), gpus)};
+                                   policy, r.shape.model, r.id, where, degree, degree_ranges(allowed), gpus)};
   }
   return std::nullopt;
 }
