@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -313,9 +314,10 @@ int main(int argc, char** argv) {
       };
     }
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      chrome_trace_recorder trace;
       const bool tracing = i == 0 && !trace_out.empty();
-      std::vector<chrome_trace_recorder> cell_traces(tracing && cells > 1 ? static_cast<std::size_t>(cells) : 0);  // one per cell: cells run on threads
+      // Opened before the run (a path that cannot be written fails at once) and written as it goes.
+      std::optional<chrome_trace_file> trace;
+      if (tracing) trace.emplace(trace_out, gpus, cells, "--trace-out");
       std::vector<char> met;  // by workload position: on time in this run (for given_priorities)
       if (lowest_priority) met.assign(w.requests.size(), 0);
       run_metrics m =
@@ -326,10 +328,10 @@ int main(int argc, char** argv) {
                             if (lowest_priority) met[position] = met_slo(r) ? 1 : 0;
                           },
                           [&](int c, auto& sched) {
-                            if (tracing) cell_traces[static_cast<std::size_t>(c)].attach(sched, cell_first_device(topology, cells, c));
+                            if (tracing) trace->attach(sched, c, cell_first_device(topology, cells, c));
                           })
                     : simulate(w, topology, cost, built[i], specs[i], options, [&](auto& sched) {
-                        if (tracing) trace.attach(sched);
+                        if (tracing) trace->attach(sched);
                         // simulate() submits in workload order, so a request's handle is its position.
                         if (lowest_priority) sched.on_request_end([&met](const request_record& r) { met[r.handle] = met_slo(r) ? 1 : 0; });
                       });
@@ -342,13 +344,7 @@ int main(int argc, char** argv) {
       if (lowest_priority) given_priorities = bound_given_priorities(w, fw, bo, met, *lowest_priority, m, specs[i], upper_bound, quiet);
 #endif
       report.results.push_back(paraflex_bench::policy_result{std::move(m), upper_bound, given_priorities});
-      if (tracing) {
-        for (auto& t : cell_traces) trace.append(std::move(t));  // in cell order, whatever thread ran which
-        std::ofstream out(trace_out, std::ios::binary);
-        if (!out) fail(fmt::format("--trace-out '{}': cannot open for writing", trace_out));
-        trace.write(out, gpus);
-        if (!out) fail(fmt::format("--trace-out '{}': write failed", trace_out));
-      }
+      if (tracing) trace->finish();  // the other cells, in cell order, whatever thread ran which
     }
     if (!quiet) {  // one line per cause of extrapolation, with a count (never one per shape and degree)
       for (const auto& note : cost.extrapolation_notes()) std::fprintf(stderr, "paraflex-sim: note: %s\n", note.c_str());

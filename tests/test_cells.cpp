@@ -2,12 +2,16 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "bundled_data.hpp"
@@ -137,6 +141,24 @@ std::string cells_trace(const workload& w, const cluster& c, const simulation_op
   all.write(out, c.gpus);
   return out.str();
 }
+
+// The same run written as it goes (cell 0 to the file, the others held until finish()).
+std::string cells_trace_file(const workload& w, const cluster& c, const simulation_options& o, int cells, int threads) {
+  const auto& in = bundled_inputs();
+  const std::string path = (std::filesystem::temp_directory_path() / fmt::format("paraflex_cells_trace_{}.json", threads)).string();
+  {
+    chrome_trace_file file(path, c.gpus, cells);
+    (void)simulate_cells(
+        w, c, in.cost, [&] { return builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
+        cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
+        [&](int k, auto& sched) { file.attach(sched, k, cell_first_device(c, cells, k)); });
+    file.finish();
+  }
+  std::ifstream f(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(path);
+  return bytes;
+}
 }  // namespace
 
 TEST_CASE("a trace of a run in cells shows each cell's tasks on that cell's devices, as the cell alone records them", "[sim][cells][threads]") {
@@ -148,6 +170,7 @@ TEST_CASE("a trace of a run in cells shows each cell's tasks on that cell's devi
   CHECK(cell_first_device(c, cells, 3) == 6);
   const std::string traced = cells_trace(in.w, c, o, cells, 2);
   CHECK(cells_trace(in.w, c, o, cells, 1) == traced);  // the file does not depend on the threads
+  CHECK(cells_trace_file(in.w, c, o, cells, 2) == traced);  // written as it goes: the same bytes
 
   // The same as each cell's requests alone on 2 GPUs, recorded on the cell's devices, cell after cell.
   const auto cell_of = round_robin_cells(in.w, cells);

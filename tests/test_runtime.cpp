@@ -2,6 +2,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <queue>
 #include <random>
@@ -813,6 +816,49 @@ TEST_CASE("the Chrome trace is valid JSON with one track per GPU and one slice p
   for (auto& [tid, v] : slices) {  // one thing at a time on every track
     std::sort(v.begin(), v.end());
     for (std::size_t i = 1; i < v.size(); ++i) CHECK(v[i - 1].second <= v[i].first);
+  }
+}
+
+TEST_CASE("a trace written to its file as the run goes has the recorder's bytes, and one left unfinished is removed", "[runtime][trace]") {
+  const workload w{"t.csv", random_requests(17, 30, 0.05)};
+  simulation_options o;
+  o.faults.fail_rate = 0.05;
+  o.seed = 5;
+  const auto run = [&](auto&& attach) {
+    any_policy p = builtin_policies(4).make("slo-aware").value_or_throw();
+    (void)simulate(w, cluster{4, 2, "x"}, toy_cost{}, p, "slo-aware", o, attach);
+  };
+  chrome_trace_recorder recorder;
+  run([&](auto& s) { recorder.attach(s); });
+  std::ostringstream expected;
+  recorder.write(expected, 4);
+  REQUIRE(recorder.size() > 0);
+
+  const auto dir = std::filesystem::temp_directory_path() / "paraflex_trace_file_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.json").string();
+  {
+    chrome_trace_file file(path, 4);
+    run([&](auto& s) { file.attach(s); });
+    file.finish();
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(written == expected.str());
+
+  {  // the run threw before finish(): no half-written JSON stays behind
+    chrome_trace_file file(path, 4);
+    CHECK(std::filesystem::exists(path));
+  }
+  CHECK_FALSE(std::filesystem::exists(path));
+  std::filesystem::remove_all(dir);
+
+  // A path that cannot be opened fails at once, naming where it came from.
+  try {
+    chrome_trace_file file((dir / "no" / "such" / "t.json").string(), 4, 1, "--trace-out");
+    FAIL("no exception");
+  } catch (const input_exception& e) {
+    CHECK_THAT(e.what(), Catch::Contains("--trace-out '") && Catch::Contains("cannot open for writing"));
   }
 }
 

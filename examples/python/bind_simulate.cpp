@@ -106,7 +106,9 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   report.max_degree = max_degree;
   std::optional<double> bound_value;
   run_metrics m;
-  chrome_trace_recorder trace;
+  // Opened before the run (a path that cannot be written fails at once) and written as it goes.
+  std::optional<chrome_trace_file> trace;
+  if (!trace_file.empty()) trace.emplace(trace_file, gpus, cells, "trace_out");
   {
     // Built-in policies run without the GIL; a Python policy takes it for its own calls only.
     py::gil_scoped_release nogil;
@@ -114,27 +116,20 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
     state_guard guard{*ctx->slot};
     if (cells > 1) {
       const auto& registry = paraflex_bench::builtin_registry(policy_gpus);
-      std::vector<chrome_trace_recorder> cell_traces(trace_file.empty() ? 0 : static_cast<std::size_t>(cells));  // one per cell
       m = simulate_cells(
           w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, simulation_options{seed, faults, {}},
           cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
           [&](int c, auto& sched) {
-            if (!trace_file.empty()) cell_traces[static_cast<std::size_t>(c)].attach(sched, cell_first_device(topology, cells, c));
+            if (trace) trace->attach(sched, c, cell_first_device(topology, cells, c));
           });
-      for (auto& t : cell_traces) trace.append(std::move(t));  // in cell order, whatever thread ran which
     } else {
       m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
         ctx->slot->state = &sched.state();
-        if (!trace_file.empty()) trace.attach(sched);
+        if (trace) trace->attach(sched);
       });
     }
   }
-  if (!trace_file.empty()) {
-    std::ofstream out(trace_file, std::ios::binary);
-    if (!out) input_failure(fmt::format("--trace-out '{}': cannot open for writing", trace_file));
-    trace.write(out, gpus);
-    if (!out) input_failure(fmt::format("--trace-out '{}': write failed", trace_file));
-  }
+  if (trace) trace->finish();  // the other cells, in cell order, whatever thread ran which
   report.results.push_back(paraflex_bench::policy_result{std::move(m), bound_value});
   const std::string text = paraflex_bench::to_json(report);
   py::object doc = py::module_::import("json").attr("loads")(text);

@@ -326,6 +326,11 @@ def group_trace(d):
             by_track.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
         overlap = any(a[1] > b[0] for v in by_track.values() for a, b in zip(sorted(v), sorted(v)[1:]))
         check(not overlap, f"{policy}: one slice at a time per GPU")
+    # A trace that cannot be written fails before the run (no line about a finished run), exit 2.
+    missing = os.path.join(d, "no", "t.json")
+    rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "static:2", "--trace-out", missing])
+    check(rc == 2 and f"--trace-out '{missing}': cannot open for writing" in err and "decisions" not in err and out == "",
+          f"--trace-out to a missing folder: exit 2 before the run (got {rc}: {err.strip()!r})")
 
     check_bound_out(d)
 

@@ -110,6 +110,13 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
             with open(path) as f:
                 self.assertIn("traceEvents", json.load(f))
 
+    def test_a_trace_that_cannot_be_written_fails_before_the_run(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "no", "trace.json")
+            with self.assertRaises(ValueError) as e:
+                paraflex.simulate(policy="static:8", trace_out=path)
+            self.assertIn(f"trace_out '{path}': cannot open for writing", str(e.exception))
+
     def test_a_trace_of_cells_is_paraflex_sims_file(self):
         with tempfile.TemporaryDirectory() as d:
             mine, sims = os.path.join(d, "py.json"), os.path.join(d, "sim.json")

@@ -8,9 +8,18 @@
 // Several schedulers, one trace (sim/cells.hpp): each cell's recorder attaches with the number of
 // its first device in the whole cluster, and append() puts the cells' slices together in cell
 // order, so the file does not depend on which thread ran which cell.
+//
+// chrome_trace_recorder keeps every slice in memory until write(); chrome_trace_file writes them to
+// the file as the run goes (a million requests make tens of millions of slices), with the same bytes.
 #pragma once
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iterator>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -18,10 +27,35 @@
 
 #include <fmt/format.h>
 
+#include "paraflex/core/error.hpp"
 #include "paraflex/core/utf8.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 
 namespace paraflex {
+
+namespace chrome_trace_detail {
+
+inline void write_header(std::ostream& os, int gpus) {
+  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  os << R"({"ph":"M","pid":0,"name":"process_name","args":{"name":"paraflex cluster"}})";
+  for (int d = 0; d < gpus; ++d) os << fmt::format(",\n{{\"ph\":\"M\",\"pid\":0,\"tid\":{0},\"name\":\"thread_name\",\"args\":{{\"name\":\"GPU {0}\"}}}}", d);
+}
+
+/// Appends one slice to `out`: a task (or migration) of `request` on one device.
+inline void append_slice(std::string& out, device_id device, tick start, tick end, std::string_view request, const task_desc& task, bool ok) {
+  std::string id;
+  append_json_string(id, request);
+  auto it = std::back_inserter(out);
+  it = fmt::format_to(it, ",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\",\"args\":{{\"request\":{},\"task\":\"",
+                      device, start, end - start, id, ok ? to_string(task.kind) : "failed", id);
+  if (task.kind == task_kind::step) it = fmt::format_to(it, "step {}", task.step);
+  else out += to_string(task.kind);
+  out += "\"}}";
+}
+
+inline void write_footer(std::ostream& os) { os << "\n]}\n"; }
+
+}  // namespace chrome_trace_detail
 
 class chrome_trace_recorder {
  public:
@@ -50,16 +84,18 @@ class chrome_trace_recorder {
 
   /// Writes {"traceEvents":[...]} with times in microseconds (the format's native unit).
   void write(std::ostream& os, int gpus) const {
-    os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
-    os << R"({"ph":"M","pid":0,"name":"process_name","args":{"name":"paraflex cluster"}})";
-    for (int d = 0; d < gpus; ++d) os << fmt::format(",\n{{\"ph\":\"M\",\"pid\":0,\"tid\":{0},\"name\":\"thread_name\",\"args\":{{\"name\":\"GPU {0}\"}}}}", d);
+    chrome_trace_detail::write_header(os, gpus);
+    write_slices(os);
+    chrome_trace_detail::write_footer(os);
+  }
+  /// The slices alone, as write() puts them between its header and footer.
+  void write_slices(std::ostream& os) const {
+    std::string text;
     for (const auto& s : slices_) {
-      const std::string what = s.task.kind == task_kind::step ? fmt::format("step {}", s.task.step) : to_string(s.task.kind);
-      const std::string id = json_string(s.request);
-      os << fmt::format(",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\",\"args\":{{\"request\":{},\"task\":\"{}\"}}}}",
-                        s.device, s.start, s.end - s.start, id, s.ok ? to_string(s.task.kind) : "failed", id, what);
+      text.clear();
+      chrome_trace_detail::append_slice(text, s.device, s.start, s.end, s.request, s.task, s.ok);
+      os.write(text.data(), static_cast<std::streamsize>(text.size()));
     }
-    os << "\n]}\n";
   }
 
  private:
@@ -71,6 +107,124 @@ class chrome_trace_recorder {
     bool ok;
   };
   std::vector<slice> slices_;
+};
+
+/// A trace written to a file while the run goes, byte for byte what chrome_trace_recorder::write()
+/// gives for the same run. The file is opened (and its header written) on construction, so a path
+/// that cannot be written fails before a long run, not after it; finish() completes it, and a file
+/// left unfinished (the run threw) is removed rather than left as invalid JSON.
+///
+/// With cells (sim/cells.hpp), cell 0 is written as it runs and each other cell to a temporary file
+/// (std::tmpfile; in memory if none can be made) that finish() appends in cell order:
+/// attach(s, c, first_device) from cell c's set-up, on its thread. The file does not depend on which
+/// thread ran which cell, and no cell's slices are held in memory.
+class chrome_trace_file {
+ public:
+  /// Opens `path` for a trace of `gpus` devices run as `cells` schedulers. `flag` names where the
+  /// path came from in errors ("--trace-out 'x': cannot open for writing (reason)"); an
+  /// input_exception when the file cannot be opened.
+  chrome_trace_file(std::string path, int gpus, int cells = 1, std::string_view flag = "trace")
+      : path_(std::move(path)), flag_(flag), held_(cells > 1 ? static_cast<std::size_t>(cells - 1) : 0) {
+    out_ = std::make_unique<std::ofstream>(path_, std::ios::binary);
+    if (!*out_) {
+      const int err = errno;
+      out_.reset();
+      throw input_exception(error(fmt::format("cannot open for writing ({})", std::strerror(err))));
+    }
+    chrome_trace_detail::write_header(*out_, gpus);
+  }
+  chrome_trace_file(const chrome_trace_file&) = delete;
+  chrome_trace_file& operator=(const chrome_trace_file&) = delete;
+  ~chrome_trace_file() {
+    if (!out_) return;
+    out_.reset();
+    discard();  // unfinished: not a trace
+  }
+
+  /// Records every task of `s`, cell `cell` of the run, whose devices are the cluster's from
+  /// `first_device` on. Cell 0 (or a run without cells) goes straight to the file.
+  template <class Scheduler>
+  void attach(Scheduler& s, int cell = 0, device_id first_device = 0) {
+    if (cell == 0) {
+      s.on_task_record([this, &s, first_device](const task_record& t) { put(t, s.request(t.request).spec.id, first_device, *out_); });
+      return;
+    }
+    held_cell& h = held_.at(static_cast<std::size_t>(cell - 1));
+    h.file.reset(std::tmpfile());
+    if (!h.file) {
+      h.memory.attach(s, first_device);
+      return;
+    }
+    s.on_task_record([&s, first_device, &h](const task_record& t) {  // on cell `cell`'s thread: touches only h
+      for (device_id d : t.devices) chrome_trace_detail::append_slice(h.text, first_device + d, t.start, t.end, s.request(t.request).spec.id, t.task, t.ok);
+      if (h.text.size() >= (1u << 16)) h.flush();
+    });
+  }
+
+  /// Appends the held cells in order and the footer, and closes the file; an input_exception when
+  /// anything could not be written (a full disk). Once finished, a second call does nothing.
+  void finish() {
+    if (!out_) return;
+    bool ok = true;
+    for (auto& h : held_) {
+      if (h.file) {
+        ok = h.flush() && ok;
+        std::rewind(h.file.get());
+        char chunk[1 << 16];
+        for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, h.file.get())) > 0;) out_->write(chunk, static_cast<std::streamsize>(n));
+        ok = !std::ferror(h.file.get()) && ok;
+        h.file.reset();  // closing a tmpfile deletes it
+      } else {
+        h.memory.write_slices(*out_);
+        h.memory = chrome_trace_recorder{};  // free each cell once written
+      }
+    }
+    chrome_trace_detail::write_footer(*out_);
+    out_->close();
+    ok = !out_->fail() && ok;
+    out_.reset();
+    if (!ok) {
+      discard();
+      throw input_exception(error("write failed"));
+    }
+  }
+
+ private:
+  struct file_closer {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+  };
+  struct held_cell {
+    std::unique_ptr<std::FILE, file_closer> file;  // its slices as text, or
+    chrome_trace_recorder memory;                  // without a temporary file
+    std::string text;                              // not yet in `file`
+    bool failed = false;
+    bool flush() {
+      failed = failed || std::fwrite(text.data(), 1, text.size(), file.get()) != text.size();
+      text.clear();
+      return !failed;
+    }
+  };
+
+  void put(const task_record& t, std::string_view id, device_id first_device, std::ostream& os) {
+    for (device_id d : t.devices) {
+      text_.clear();
+      chrome_trace_detail::append_slice(text_, first_device + d, t.start, t.end, id, t.task, t.ok);
+      os.write(text_.data(), static_cast<std::streamsize>(text_.size()));
+    }
+  }
+  [[nodiscard]] input_error error(std::string message) const {
+    return input_error{fmt::format("{} '{}'", flag_, path_), 0, {}, std::move(message)};
+  }
+  // Only a plain file is removed: never /dev/null, /dev/stdout or what a link points to.
+  void discard() const noexcept {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(std::filesystem::symlink_status(path_, ec))) std::filesystem::remove(path_, ec);
+  }
+
+  std::string path_, flag_;
+  std::unique_ptr<std::ofstream> out_;  // null once finished (or never opened)
+  std::string text_;                    // cell 0's slice being written
+  std::vector<held_cell> held_;         // cells 1.., each written by its own thread
 };
 
 }  // namespace paraflex
