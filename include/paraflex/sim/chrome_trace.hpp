@@ -25,6 +25,11 @@
 #include <string_view>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <stdlib.h>  // mkstemp
+#include <unistd.h>  // unlink, close
+#endif
+
 #include <fmt/format.h>
 
 #include "paraflex/core/error.hpp"
@@ -115,7 +120,9 @@ class chrome_trace_recorder {
 /// left unfinished (the run threw) is removed rather than left as invalid JSON.
 ///
 /// With cells (sim/cells.hpp), cell 0 is written as it runs and each other cell to a temporary file
-/// (std::tmpfile; in memory if none can be made) that finish() appends in cell order:
+/// beside the trace (on its file system, which must hold the trace anyway; unlinked at once, so
+/// nothing is left behind even if the process dies), else from std::tmpfile, else in memory, that
+/// finish() appends in cell order:
 /// attach(s, c, first_device) from cell c's set-up, on its thread. The file does not depend on which
 /// thread ran which cell, and no cell's slices are held in memory.
 class chrome_trace_file {
@@ -150,7 +157,7 @@ class chrome_trace_file {
       return;
     }
     held_cell& h = held_.at(static_cast<std::size_t>(cell - 1));
-    h.file.reset(std::tmpfile());
+    h.file.reset(open_scratch());
     if (!h.file) {
       h.memory.attach(s, first_device);
       return;
@@ -173,7 +180,7 @@ class chrome_trace_file {
         char chunk[1 << 16];
         for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, h.file.get())) > 0;) out_->write(chunk, static_cast<std::streamsize>(n));
         ok = !std::ferror(h.file.get()) && ok;
-        h.file.reset();  // closing a tmpfile deletes it
+        h.file.reset();  // unlinked already: closing it frees the space
       } else {
         h.memory.write_slices(*out_);
         h.memory = chrome_trace_recorder{};  // free each cell once written
@@ -211,6 +218,18 @@ class chrome_trace_file {
       chrome_trace_detail::append_slice(text_, first_device + d, t.start, t.end, id, t.task, t.ok);
       os.write(text_.data(), static_cast<std::streamsize>(text_.size()));
     }
+  }
+  // A file for one cell's slices, already unlinked: beside the trace where the platform allows.
+  [[nodiscard]] std::FILE* open_scratch() const {
+#if defined(__unix__) || defined(__APPLE__)
+    std::string name = path_ + ".cell-XXXXXX";
+    if (const int fd = ::mkstemp(name.data()); fd >= 0) {
+      ::unlink(name.c_str());
+      if (std::FILE* f = ::fdopen(fd, "w+b")) return f;
+      ::close(fd);
+    }
+#endif
+    return std::tmpfile();
   }
   [[nodiscard]] input_error error(std::string message) const {
     return input_error{fmt::format("{} '{}'", flag_, path_), 0, {}, std::move(message)};
