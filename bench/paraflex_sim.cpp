@@ -168,6 +168,14 @@ int main(int argc, char** argv) {
                      gpus, gpus_per_node, (gpus / gpus_per_node + 1) * gpus_per_node, divisor));
   }
 
+  // An output that is also an input, or both outputs one file, would overwrite what the run reads
+  // or writes (the trace is opened before the run).
+  for (const auto& why : {paraflex_bench::output_clash({"--trace-out", trace_out}, {{"--workload", workload_file}, {"--profile", profile_file},
+                                                                                      {"--bound-out", bound_out}}),
+                          paraflex_bench::output_clash({"--bound-out", bound_out}, {{"--workload", workload_file}, {"--profile", profile_file}})}) {
+    if (!why.empty()) fail(why);
+  }
+
   const cluster whole{gpus, gpus_per_node, {}};
   if (auto e = check_cells(whole, cells)) fail(e->what());
   // What one policy instance schedules: a cell (the whole cluster without --cells).

@@ -68,6 +68,12 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   if (!(jitter >= 0.0 && jitter <= 0.9) || !(fail_rate >= 0.0 && fail_rate <= 1.0)) (void)make_faults(jitter, fail_rate, {}, {}, gpus);
   const std::string gpu_name = arg(gpu_arg, fn, "gpu").value_or("");
   const std::string trace_file = path_or_empty(trace_out, "trace_out");
+  {  // writing the trace over an input file would destroy it (the trace is opened before the run)
+    const std::string why = paraflex_bench::output_clash(
+        {"trace_out", trace_file},
+        {{"workload", is_path(workload_arg) ? path_or_empty(workload_arg, "workload") : std::string()}, {"profile", path_or_empty(profile, "profile")}});
+    if (!why.empty()) input_failure(why);
+  }
   const int cells = arg(cells_arg, fn, "cells");
   const int threads = arg(threads_arg, fn, "threads");
   if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());

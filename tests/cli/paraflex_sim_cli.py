@@ -326,6 +326,16 @@ def group_trace(d):
             by_track.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
         overlap = any(a[1] > b[0] for v in by_track.values() for a, b in zip(sorted(v), sorted(v)[1:]))
         check(not overlap, f"{policy}: one slice at a time per GPU")
+    # An output that is an input (or the other output) is refused, and the input is left as it was.
+    for args, what in ((["--trace-out", wl], "--trace-out '%s' is the --workload file" % wl),
+                       (["--trace-out", os.path.join(d, ".", "w.csv")], "is the --workload file"),
+                       (["--bound", "--bound-out", wl], "--bound-out '%s' is the --workload file" % wl),
+                       (["--bound", "--trace-out", os.path.join(d, "same.json"), "--bound-out", os.path.join(d, "same.json")],
+                        "is the --bound-out file")):
+        rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "static:2"] + args)
+        with open(wl, encoding="utf-8") as f:
+            intact = f.read() == text
+        check(rc == 2 and what in err and intact, f"{' '.join(args)}: exit 2, '{what}', the workload intact (got {rc}: {err.strip()!r})")
     # A trace that cannot be written fails before the run (no line about a finished run), exit 2.
     missing = os.path.join(d, "no", "t.json")
     rc, out, err = run(["--workload", wl, "--gpus", "4", "--policy", "static:2", "--trace-out", missing])

@@ -117,6 +117,18 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
                 paraflex.simulate(policy="static:8", trace_out=path)
             self.assertIn(f"trace_out '{path}': cannot open for writing", str(e.exception))
 
+    def test_a_trace_over_the_workload_file_is_refused_and_the_file_kept(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "w.csv")
+            text = "arrival_s,request_id,model,height,width,steps\n0,a,flux-dev,512,512,4\n"
+            with open(path, "w") as f:
+                f.write(text)
+            with self.assertRaises(ValueError) as e:
+                paraflex.simulate(workload=path, policy="static:8", trace_out=path)
+            self.assertEqual(str(e.exception), f"trace_out '{path}' is the workload file: it would be overwritten")
+            with open(path) as f:
+                self.assertEqual(f.read(), text)
+
     def test_a_trace_of_cells_is_paraflex_sims_file(self):
         with tempfile.TemporaryDirectory() as d:
             mine, sims = os.path.join(d, "py.json"), os.path.join(d, "sim.json")
