@@ -26,6 +26,7 @@
 #include "paraflex/sim/workload_csv.hpp"
 #include "builtin_policies.hpp"
 #include "cli_parse.hpp"
+#include "output_clash.hpp"
 #include "sim_inputs.hpp"
 #include "sim_report.hpp"
 #ifdef PARAFLEX_HAVE_CLP

@@ -8,7 +8,8 @@
 // The profile (--profile, default: the repository's step_latency.csv) is read only when a step time is
 // needed: for --load and for the alpha SLO rules. Output is byte-identical for the same flags.
 // A flag that the chosen mode would ignore (--rate with --load, --gpu without a profile use, ...) and an
-// empty flag value are usage errors, not no-ops. Long runs say how far they are on stderr (--quiet: not).
+// empty flag value are usage errors, not no-ops, and so is an -o that names the --profile or the
+// --arrivals trace file (it would be overwritten). Long runs say how far they are on stderr (--quiet: not).
 // Exit status: 0 on success, 2 on bad usage or bad input ("paraflex-workload: error: ..." on stderr).
 #include <algorithm>
 #include <chrono>
@@ -37,6 +38,7 @@
 #include "paraflex/sim/generators.hpp"
 #include "paraflex/sim/workload_csv.hpp"
 #include "cli_parse.hpp"
+#include "output_clash.hpp"
 
 namespace {
 
@@ -474,6 +476,13 @@ int main(int argc, char** argv) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    // Writing over the profile or the arrival trace would destroy an input (it is read first).
+    if (o.output != "-") {
+      const std::string trace_file = o.arrivals.rfind("trace:", 0) == 0 ? o.arrivals.substr(6) : std::string();
+      if (auto why = paraflex_bench::output_clash({"--output", o.output}, {{"--profile", o.profile}, {"--arrivals", trace_file}}); !why.empty()) {
+        throw usage_error{std::move(why)};
+      }
+    }
     step_times times(o.profile, o.gpu, o.gpus);
     const workload_generator g = build(o, times);
     workload w = generate_workload(g).value_or_throw();

@@ -3,11 +3,8 @@
 #pragma once
 
 #include <algorithm>
-#include <filesystem>
-#include <initializer_list>
 #include <sstream>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -19,28 +16,6 @@
 #include "paraflex/sim/workload_csv.hpp"
 
 namespace paraflex_bench {
-
-/// A file the run is about to write, named by where it came from ("--trace-out") and its path
-/// (empty: not given).
-struct named_path {
-  std::string_view flag;
-  std::string path;
-};
-
-/// Why writing `out` would destroy another file the run uses (an input, or another output: the same
-/// path or a link to the same file), or empty when it would not. Outputs are opened only after this
-/// check, so a mistyped flag never overwrites a workload.
-[[nodiscard]] inline std::string output_clash(const named_path& out, std::initializer_list<named_path> others) {
-  if (out.path.empty()) return {};
-  for (const named_path& other : others) {
-    if (other.path.empty()) continue;
-    std::error_code ec;  // a path that does not exist yet names no other file
-    if (out.path == other.path || std::filesystem::equivalent(out.path, other.path, ec)) {
-      return fmt::format("{} '{}' is the {} file: it would be overwritten", out.flag, out.path, other.flag);
-    }
-  }
-  return {};
-}
 
 struct sim_inputs {
   paraflex::profile_table table;

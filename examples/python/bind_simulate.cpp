@@ -13,6 +13,7 @@
 
 #include "bindings.hpp"
 #include "builtin_policies.hpp"
+#include "output_clash.hpp"
 #include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fluid_bound.hpp"

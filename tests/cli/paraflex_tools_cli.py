@@ -242,6 +242,16 @@ def group_workload_bad_input(d):
     for what, args, words in cases:
         rc, out, err = gen(args)
         expect_usage_error(what, rc, out, err, W, words)
+    # An output over an input is refused before the input is read, and the input stays as it was.
+    profile_copy = write(os.path.join(d, "profile_copy.csv"), open(PROFILE, encoding="utf-8").read())
+    for what, args, words, kept in (
+            ("the output over the profile", ["--load", "1", "--profile", profile_copy, "-o", profile_copy],
+             ["--output", "is the --profile file"], profile_copy),
+            ("the output over the arrival trace", ["--arrivals", "trace:" + trace, "-o", trace], ["--output", "is the --arrivals file"], trace)):
+        before = open(kept, encoding="utf-8").read()
+        rc, out, err = gen(args)
+        expect_usage_error(what, rc, out, err, W, words)
+        check(open(kept, encoding="utf-8").read() == before, f"{what}: the input is left as it was")
     rc, out, err = gen(["--help"])
     check(rc == 0 and "--quiet" in out and "--requests" in out, "--help exits 0 and lists the flags")
 
