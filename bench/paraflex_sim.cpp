@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "paraflex/core/output_file.hpp"
 #include "paraflex/cost/profile.hpp"
 #include "paraflex/cost/profile_cost_model.hpp"
 #include "paraflex/executor/simulated.hpp"
@@ -99,11 +100,10 @@ std::optional<double> bound_given_priorities(const workload& w, fluid_workload f
 // --bound-out: one row per request with a deadline, in workload order: the share of it that the fluid
 // LP serves on time (0 for a request that cannot meet its deadline even alone). Which requests the
 // bound gives up is what an admission policy is measured against (docs/results.md, section E).
-void write_bound_out(const std::string& path, const workload& w, const std::vector<std::pair<std::size_t, double>>& served) {
+void write_bound_out(output_file& file, const workload& w, const std::vector<std::pair<std::size_t, double>>& served) {
   std::vector<double> share(w.requests.size(), 0.0);
   for (const auto& [index, x] : served) share[index] = x;
-  std::ofstream out(path, std::ios::binary);
-  if (!out) fail(fmt::format("--bound-out '{}': cannot open for writing", path));
+  std::ostream& out = file.stream();
   out << "request_id,arrival_s,deadline_s,served\n";
   for (std::size_t j = 0; j < w.requests.size(); ++j) {
     const request_spec& r = w.requests[j];
@@ -111,7 +111,7 @@ void write_bound_out(const std::string& path, const workload& w, const std::vect
     workload_csv_detail::write_text(out, r.id);
     out << ',' << workload_csv_detail::seconds_text(r.arrival) << ',' << workload_csv_detail::seconds_text(r.deadline()) << fmt::format(",{:.6f}\n", share[j]);
   }
-  if (!out.flush()) fail(fmt::format("--bound-out '{}': write failed", path));
+  file.commit();
 }
 #endif
 
@@ -244,6 +244,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "paraflex-sim: note: --priority-bound: the requests with a deadline have one priority level; nothing to add to the bound\n");
     }
     if (bound) {
+#ifdef PARAFLEX_HAVE_CLP
+      // Opened before the LP is solved: a path that cannot be written fails at once, not minutes later.
+      std::optional<output_file> bound_file;
+      if (!bound_out.empty()) bound_file.emplace(bound_out, "--bound-out");
+#endif
       fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, gpus, bo);
       std::optional<double> lp_bound;
 #ifdef PARAFLEX_HAVE_CLP
@@ -276,7 +281,7 @@ int main(int argc, char** argv) {
                      p.requests_done, fw.with_deadline, s);
       });
       lp_bound = solved.bound;
-      if (!bound_out.empty()) write_bound_out(bound_out, w, solved.served);
+      if (bound_file) write_bound_out(*bound_file, w, solved.served);
       if (!quiet) {
         std::fprintf(stderr,
                      "paraflex-sim: bound: fluid LP of %zu/%zu requests in %zu independent parts: %zu rows x %zu columns, %zu nonzeros, "

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "paraflex/executor/simulated.hpp"
@@ -19,6 +20,7 @@
 #include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/policy/placement.hpp"
+#include "paraflex/core/output_file.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
 #include "paraflex/sim/fault_flags.hpp"
 #include "paraflex/sim/metrics.hpp"
@@ -860,6 +862,51 @@ TEST_CASE("a trace written to its file as the run goes has the recorder's bytes,
   } catch (const input_exception& e) {
     CHECK_THAT(e.what(), Catch::Contains("--trace-out '") && Catch::Contains("cannot open for writing"));
   }
+}
+
+TEST_CASE("an output file stays only when committed, and a device or a link is never removed", "[runtime][trace]") {
+  const auto dir = std::filesystem::temp_directory_path() / "paraflex_output_file_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "out.csv").string();
+  {
+    output_file f(path, "--bound-out");
+    f.stream() << "half";
+  }
+  CHECK_FALSE(std::filesystem::exists(path));
+  {
+    output_file f(path, "--bound-out");
+    f.stream() << "whole\n";
+    f.commit();
+    CHECK_FALSE(f.is_open());
+    f.commit();  // a second commit does nothing
+  }
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  CHECK(line == "whole");
+  {
+    output_file moved_from(path, "x");
+    output_file owner(std::move(moved_from));  // only the owner removes it
+    CHECK(owner.is_open());
+    CHECK_FALSE(moved_from.is_open());
+  }
+  CHECK_FALSE(std::filesystem::exists(path));
+  { output_file f("/dev/null", "--trace-out"); }
+  CHECK(std::filesystem::exists("/dev/null"));
+  const auto target = dir / "target.json", link = dir / "link.json";
+  { std::ofstream(target) << "x"; }
+  std::filesystem::create_symlink(target, link);
+  { output_file f(link.string(), "--trace-out"); }
+  CHECK(std::filesystem::is_symlink(link));
+  CHECK(std::filesystem::exists(target));
+  try {
+    output_file f((dir / "no" / "out.csv").string(), "--bound-out");
+    FAIL("no exception");
+  } catch (const input_exception& e) {
+    CHECK(std::string(e.what()) == fmt::format("--bound-out '{}': cannot open for writing (No such file or directory)", (dir / "no" / "out.csv").string()));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("the Chrome trace stays valid JSON for request ids with quotes, control bytes and invalid UTF-8", "[runtime][trace]") {

@@ -13,11 +13,7 @@
 // the file as the run goes (a million requests make tens of millions of slices), with the same bytes.
 #pragma once
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <memory>
 #include <ostream>
@@ -33,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "paraflex/core/error.hpp"
+#include "paraflex/core/output_file.hpp"
 #include "paraflex/core/utf8.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 
@@ -122,30 +119,16 @@ class chrome_trace_recorder {
 /// With cells (sim/cells.hpp), cell 0 is written as it runs and each other cell to a temporary file
 /// beside the trace (on its file system, which must hold the trace anyway; unlinked at once, so
 /// nothing is left behind even if the process dies), else from std::tmpfile, else in memory, that
-/// finish() appends in cell order:
-/// attach(s, c, first_device) from cell c's set-up, on its thread. The file does not depend on which
-/// thread ran which cell, and no cell's slices are held in memory.
+/// finish() appends in cell order: attach(s, c, first_device) from cell c's set-up, on its thread.
+/// The file does not depend on which thread ran which cell, and no cell's slices are held in memory.
 class chrome_trace_file {
  public:
   /// Opens `path` for a trace of `gpus` devices run as `cells` schedulers. `flag` names where the
   /// path came from in errors ("--trace-out 'x': cannot open for writing (reason)"); an
   /// input_exception when the file cannot be opened.
   chrome_trace_file(std::string path, int gpus, int cells = 1, std::string_view flag = "trace")
-      : path_(std::move(path)), flag_(flag), held_(cells > 1 ? static_cast<std::size_t>(cells - 1) : 0) {
-    out_ = std::make_unique<std::ofstream>(path_, std::ios::binary);
-    if (!*out_) {
-      const int err = errno;
-      out_.reset();
-      throw input_exception(error(fmt::format("cannot open for writing ({})", std::strerror(err))));
-    }
-    chrome_trace_detail::write_header(*out_, gpus);
-  }
-  chrome_trace_file(const chrome_trace_file&) = delete;
-  chrome_trace_file& operator=(const chrome_trace_file&) = delete;
-  ~chrome_trace_file() {
-    if (!out_) return;
-    out_.reset();
-    discard();  // unfinished: not a trace
+      : file_(std::move(path), flag), held_(cells > 1 ? static_cast<std::size_t>(cells - 1) : 0) {
+    chrome_trace_detail::write_header(file_.stream(), gpus);
   }
 
   /// Records every task of `s`, cell `cell` of the run, whose devices are the cluster's from
@@ -153,7 +136,7 @@ class chrome_trace_file {
   template <class Scheduler>
   void attach(Scheduler& s, int cell = 0, device_id first_device = 0) {
     if (cell == 0) {
-      s.on_task_record([this, &s, first_device](const task_record& t) { put(t, s.request(t.request).spec.id, first_device, *out_); });
+      s.on_task_record([this, &s, first_device](const task_record& t) { put(t, s.request(t.request).spec.id, first_device, file_.stream()); });
       return;
     }
     held_cell& h = held_.at(static_cast<std::size_t>(cell - 1));
@@ -171,29 +154,25 @@ class chrome_trace_file {
   /// Appends the held cells in order and the footer, and closes the file; an input_exception when
   /// anything could not be written (a full disk). Once finished, a second call does nothing.
   void finish() {
-    if (!out_) return;
+    if (!file_.is_open()) return;
+    std::ostream& out = file_.stream();
     bool ok = true;
     for (auto& h : held_) {
       if (h.file) {
         ok = h.flush() && ok;
         std::rewind(h.file.get());
         char chunk[1 << 16];
-        for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, h.file.get())) > 0;) out_->write(chunk, static_cast<std::streamsize>(n));
+        for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, h.file.get())) > 0;) out.write(chunk, static_cast<std::streamsize>(n));
         ok = !std::ferror(h.file.get()) && ok;
         h.file.reset();  // unlinked already: closing it frees the space
       } else {
-        h.memory.write_slices(*out_);
+        h.memory.write_slices(out);
         h.memory = chrome_trace_recorder{};  // free each cell once written
       }
     }
-    chrome_trace_detail::write_footer(*out_);
-    out_->close();
-    ok = !out_->fail() && ok;
-    out_.reset();
-    if (!ok) {
-      discard();
-      throw input_exception(error("write failed"));
-    }
+    chrome_trace_detail::write_footer(out);
+    if (!ok) throw input_exception(file_.error("write failed"));  // file_ removes the file
+    file_.commit();
   }
 
  private:
@@ -222,7 +201,7 @@ class chrome_trace_file {
   // A file for one cell's slices, already unlinked: beside the trace where the platform allows.
   [[nodiscard]] std::FILE* open_scratch() const {
 #if defined(__unix__) || defined(__APPLE__)
-    std::string name = path_ + ".cell-XXXXXX";
+    std::string name = file_.path() + ".cell-XXXXXX";
     if (const int fd = ::mkstemp(name.data()); fd >= 0) {
       ::unlink(name.c_str());
       if (std::FILE* f = ::fdopen(fd, "w+b")) return f;
@@ -231,19 +210,9 @@ class chrome_trace_file {
 #endif
     return std::tmpfile();
   }
-  [[nodiscard]] input_error error(std::string message) const {
-    return input_error{fmt::format("{} '{}'", flag_, path_), 0, {}, std::move(message)};
-  }
-  // Only a plain file is removed: never /dev/null, /dev/stdout or what a link points to.
-  void discard() const noexcept {
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(std::filesystem::symlink_status(path_, ec))) std::filesystem::remove(path_, ec);
-  }
-
-  std::string path_, flag_;
-  std::unique_ptr<std::ofstream> out_;  // null once finished (or never opened)
-  std::string text_;                    // cell 0's slice being written
-  std::vector<held_cell> held_;         // cells 1.., each written by its own thread
+  output_file file_;             // removed if the run never finishes it
+  std::string text_;             // cell 0's slice being written
+  std::vector<held_cell> held_;  // cells 1.., each written by its own thread
 };
 
 }  // namespace paraflex
