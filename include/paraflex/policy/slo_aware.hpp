@@ -83,6 +83,14 @@
 // and requests that arrive wait for the next check (deferred), so a decision costs about
 // exact_limit requests' worth on average, and one decision in ceil(R / exact_limit) the whole pass.
 // A check is never skipped while nothing runs (no task end would come to bring the next one).
+// In either regime a check is also skipped, exactly, while the last one is known to give the same
+// verdicts: it set nothing aside, every need was on its cheapest degree and every window fitted
+// below its room (not by the alone rule), and since then no request arrived, no task failed and no
+// device was lost. Needs then only fall (a task end leaves fewer steps; an end removes one), and
+// rooms shrink linearly with time, so every window keeps fitting until the earliest time one of
+// them could touch its room, or a need could leave its cheapest degree (clean_until_, with a margin
+// for rounding). Under light load most decisions skip the walk (docs/performance.md); under overload
+// windows overflow and every decision checks.
 // The registry's exact_limit=N sets the limit: a smaller one trades exactness for speed where
 // hundreds of requests are tracked (docs/performance.md, "Exact limit").
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
@@ -90,6 +98,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -135,9 +144,10 @@ class slo_admission {
     --known_;
     if (h < mark_.size()) mark_[h] |= ended;
   }
-  void on_task_end(const scheduler_view&, request_handle h, bool) {
+  void on_task_end(const scheduler_view&, request_handle h, bool ok) {
     task_hooks_ = true;
     if (h < mark_.size()) mark_[h] |= moved;
+    if (!ok) clean_ = false;  // a failed task may be run again: its need did not fall
   }
 
   void begin(const scheduler_view& v) {
@@ -152,6 +162,12 @@ class slo_admission {
       }
     }
     const int usable = v.usable_device_count();
+    // The last check still holds (see "In either regime" above): its verdicts stand, exactly.
+    if (clean_ && told && task_hooks_ && pending_.empty() && usable == hull_devices_ && now >= clean_from_ && now <= clean_until_) {
+      ++clean_skips_;
+      return;
+    }
+    clean_ = false;
     const std::size_t tracked = by_deadline_.size() - dead_ + pending_.size();
     // Skipped only while a task is in flight: its end brings the next decision, so deferred
     // newcomers cannot stall a run with nothing else to wake it.
@@ -241,6 +257,9 @@ class slo_admission {
       }
     };
     const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
+    // Whether this check can stand for later ones (clean_), and until when.
+    bool clean = trust && !off;
+    tick clean_until = std::numeric_limits<tick>::max();
     for (std::size_t i = 0; i < n; ++i) {
       entry& e = es[i];
       if (trust) {
@@ -259,7 +278,10 @@ class slo_admission {
         if (e.position != r.position || lost) refresh(v, e);
       }
       const tick w = need_at(e, now);
+      if (now > e.cheap_until) clean = false;  // a need past its cheapest degree grows with time
+      else clean_until = std::min(clean_until, e.cheap_until);
       if (w < 0) {  // too late even alone at the fastest degree
+        clean = false;
         if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
       }
@@ -273,7 +295,18 @@ class slo_admission {
       }
       need += static_cast<double>(w);
       // A request alone in its window always fits: only competition sets one aside.
-      const double room = (e.slo > long_above ? long_limit : short_limit) * static_cast<double>(e.deadline - now);
+      const double share = e.slo > long_above ? long_limit : short_limit;
+      const double room = share * static_cast<double>(e.deadline - now);
+      if (clean) {
+        // The window fits until need reaches share x (deadline - t): a tick and a relative 1e-9
+        // early, so that rounding can never make a skipped check disagree with a real one.
+        if (need <= room && share > 0) {
+          const double fits_for = need / share * (1 + 1e-9) + 2;
+          clean_until = std::min(clean_until, e.deadline - static_cast<tick>(std::ceil(fits_for)));
+        } else {
+          clean = false;  // fits only by the alone rule, or overflows
+        }
+      }
       if (need <= room || need <= static_cast<double>(w)) {  // need <= limit below
         if (wide) {
           heap[top] = added;
@@ -289,6 +322,9 @@ class slo_admission {
       if (wide) overflow(heap, added, set_aside_first, [](const job& j) { return j; }, limit);
       else overflow(narrow, added.lo, lo_first, [hi](std::uint64_t lo) { return job{hi, lo}; }, limit);
     }
+    clean_ = clean && clean_until >= now;
+    clean_from_ = now;
+    clean_until_ = clean_until;
     // Ended requests' entries stay where they are (skipped above) until they are an eighth of the
     // list: closing each gap at once copied every later entry, at every check after an end.
     dead_ = dead;
@@ -300,6 +336,8 @@ class slo_admission {
 
   /// How many times begin() has run the capacity check (fewer than its calls above exact_limit).
   [[nodiscard]] std::uint64_t checks() const noexcept { return pass_; }
+  /// How many begin() calls skipped the check because the last one was known to still hold.
+  [[nodiscard]] std::uint64_t clean_skips() const noexcept { return clean_skips_; }
 
   /// The requests begin() judged unreachable or rejected: composed_policy drops them at every call,
   /// wherever they stand in the order.
@@ -577,6 +615,9 @@ class slo_admission {
   std::vector<unsigned char> mark_;     // by handle: ended, or a task ended since refresh()
   bool task_hooks_ = false;             // on_task_end is called (so marks say who moved)
   std::size_t skipped_ = 0;             // decisions since the last check
+  bool clean_ = false;                  // the last check holds from clean_from_ to clean_until_ unless
+  tick clean_from_ = 0, clean_until_ = 0;  // a request arrives, a task fails or a device is lost
+  std::uint64_t clean_skips_ = 0;
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
   int hull_devices_ = -1;
