@@ -89,8 +89,11 @@
 // device was lost. Needs then only fall (a task end leaves fewer steps; an end removes one), and
 // rooms shrink linearly with time, so every window keeps fitting until the earliest time one of
 // them could touch its room, or a need could leave its cheapest degree (clean_until_, with a margin
-// for rounding). Under light load most decisions skip the walk (docs/performance.md); under overload
-// windows overflow and every decision checks.
+// for rounding). A need past its cheapest degree grows with time (and falls with progress: fewer
+// steps, more time per step), so with one the check stands only up to a horizon, from the needs as
+// they will be then; the horizon doubles when it held and halves when it did not, and is tried only
+// after a check that set nothing aside. Under light load most decisions skip the walk
+// (docs/performance.md); under overload windows overflow and every decision checks.
 // The registry's exact_limit=N sets the limit: a smaller one trades exactness for speed where
 // hundreds of requests are tracked (docs/performance.md, "Exact limit").
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
@@ -260,6 +263,14 @@ class slo_admission {
     // Whether this check can stand for later ones (clean_), and until when.
     bool clean = trust && !off;
     tick clean_until = std::numeric_limits<tick>::max();
+    // With a need past its cheapest degree (it grows with time), the check can still stand up to a
+    // horizon: needs only grow between task ends, so their values at the horizon bound them until
+    // then. Tried only after a check that set nothing aside (under overload it would cost a second
+    // need per request for nothing).
+    const tick horizon = now + clean_horizon_;
+    bool clean_h = clean && last_fitted_;
+    double need_h = 0;  // every need at the horizon, summed in deadline order
+    bool fitted = !off;  // this check sets nothing aside and uses no alone rule
     for (std::size_t i = 0; i < n; ++i) {
       entry& e = es[i];
       if (trust) {
@@ -280,8 +291,13 @@ class slo_admission {
       const tick w = need_at(e, now);
       if (now > e.cheap_until) clean = false;  // a need past its cheapest degree grows with time
       else clean_until = std::min(clean_until, e.cheap_until);
+      if (clean_h) {
+        const tick wh = horizon <= e.cheap_until ? e.w_cheap : need_late_of_copy(e, horizon);
+        if (wh < 0) clean_h = false;
+        else need_h += static_cast<double>(wh) + 1;  // + 1: a tick of rounding per need
+      }
       if (w < 0) {  // too late even alone at the fastest degree
-        clean = false;
+        clean = clean_h = fitted = false;
         if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
         continue;   // running: dropped when its task ends
       }
@@ -307,6 +323,8 @@ class slo_admission {
           clean = false;  // fits only by the alone rule, or overflows
         }
       }
+      if (clean_h && !(share > 0 && need_h + 2 <= share * static_cast<double>(e.deadline - horizon) * (1 - 1e-9))) clean_h = false;
+      if (!(need <= room)) clean_h = fitted = false;
       if (need <= room || need <= static_cast<double>(w)) {  // need <= limit below
         if (wide) {
           heap[top] = added;
@@ -323,8 +341,13 @@ class slo_admission {
       else overflow(narrow, added.lo, lo_first, [hi](std::uint64_t lo) { return job{hi, lo}; }, limit);
     }
     clean_ = clean && clean_until >= now;
-    clean_from_ = now;
     clean_until_ = clean_until;
+    if (!clean_ && last_fitted_ && trust && !off) {  // the horizon was tried: grow it when it held, else shrink it
+      if (clean_h && horizon > now) clean_ = true, clean_until_ = horizon;
+      clean_horizon_ = clean_h ? std::min<tick>(clean_horizon_ * 2, max_horizon) : std::max<tick>(clean_horizon_ / 2, 1000);
+    }
+    clean_from_ = now;
+    last_fitted_ = fitted;
     // Ended requests' entries stay where they are (skipped above) until they are an eighth of the
     // list: closing each gap at once copied every later entry, at every check after an end.
     dead_ = dead;
@@ -537,6 +560,11 @@ class slo_admission {
   // steps x time(0) <= budget in integers, so the rounded budget / steps is >= time(0) too, and the
   // search in need_late() would stop at point 0 with no mix.
   [[nodiscard]] tick need_at(entry& e, tick now) const { return now <= e.cheap_until ? e.w_cheap : need_late(e, now); }
+  // need_late at a time ahead, leaving e's hull point where it is (the next check starts from there).
+  [[nodiscard]] tick need_late_of_copy(const entry& e, tick at) const {
+    entry copy = e;
+    return need_late(copy, at);
+  }
   [[nodiscard]] tick need_late(entry& e, tick now) const {
     const double steps = e.steps;
     const double budget = static_cast<double>(e.deadline - now - e.stages);
@@ -618,6 +646,9 @@ class slo_admission {
   bool clean_ = false;                  // the last check holds from clean_from_ to clean_until_ unless
   tick clean_from_ = 0, clean_until_ = 0;  // a request arrives, a task fails or a device is lost
   std::uint64_t clean_skips_ = 0;
+  static constexpr tick max_horizon = 3'600'000'000;  // an hour
+  tick clean_horizon_ = 1'000'000;  // how far ahead a check with growing needs tries to stand
+  bool last_fitted_ = false;        // the last check set nothing aside (and used no alone rule)
   std::vector<unsigned char> tracked_;                         // by handle
   std::vector<std::vector<hull_point>> hulls_;
   int hull_devices_ = -1;
