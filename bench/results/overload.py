@@ -16,7 +16,7 @@ import csv, json, os, sys
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and sys.argv[i - 1] not in ("--policy", "--setups", "--only")]
+ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and sys.argv[i - 1] not in ("--policy", "--setups", "--only", "--runs", "--swaps")]
 BUILD = ARGS[0] if ARGS else os.path.join(ROOT, "build")
 POLICIES = sys.argv[sys.argv.index("--policy") + 1].split(",") if "--policy" in sys.argv else ["slo-aware"]
 SETUPS = sys.argv[sys.argv.index("--setups") + 1] if "--setups" in sys.argv else "all"
