@@ -49,14 +49,39 @@ inline CLI::Validator finite_range(double lo, double hi) {
       "", "finite number");
 }
 
+namespace detail {
+// Leading zeros off a string of decimal digits ("010" -> "10", "000" -> "0"): CLI11 reads a leading
+// 0 as octal (and "0x10" as hex), so "--gpus 010" would run on 8 GPUs and "--seed 010" as seed 8.
+inline void strip_leading_zeros(std::string& s, std::size_t from) {
+  const std::size_t first = s.find_first_not_of('0', from);
+  s.erase(from, (first == std::string::npos ? s.size() - 1 : first) - from);
+}
+}  // namespace detail
+
+/// A signed integer written in decimal digits (an optional '-' or '+', then 0-9), normalised to the
+/// form CLI11 reads as decimal. Added with ->transform() (it rewrites the value) before any range check.
+inline const CLI::Validator decimal_integer{[](std::string& s) {
+                                              const std::size_t digits = !s.empty() && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+                                              if (s.size() == digits || s.find_first_not_of("0123456789", digits) != std::string::npos) {
+                                                return "expected a decimal integer, got '" + s + "'";
+                                              }
+                                              if (s[0] == '+') s.erase(0, 1);
+                                              detail::strip_leading_zeros(s, s[0] == '-' ? 1 : 0);
+                                              if (s == "-0") s = "0";
+                                              return std::string();
+                                            },
+                                            "", "decimal integer"};
+
 /// An unsigned 64-bit integer written in decimal digits: CLI11 alone turns "-1" into 2^64 - 1 and
-/// clamps larger values, so two different seeds would silently run the same draw.
+/// clamps larger values, so two different seeds would silently run the same draw. Added with
+/// ->transform(): leading zeros are taken off, so that "010" is 10 and not octal.
 inline const CLI::Validator uint64_digits{[](std::string& s) {
                                             std::uint64_t x = 0;
                                             const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), x);
                                             if (s.empty() || s[0] == '-' || ec != std::errc{} || end != s.data() + s.size()) {
                                               return "expected an integer in [0, 18446744073709551615], got '" + s + "'";
                                             }
+                                            detail::strip_leading_zeros(s, 0);
                                             return std::string();
                                           },
                                           "", "unsigned 64-bit integer"};

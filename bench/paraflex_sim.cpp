@@ -128,21 +128,21 @@ int main(int argc, char** argv) {
   std::vector<std::string> fail_devices, stragglers;
   app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload")->check(paraflex_bench::non_empty);
   app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile")->check(paraflex_bench::non_empty);
-  app.add_option("--gpus", gpus, "GPUs in the cluster")->check(CLI::Range(1, 1 << 16));
-  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpus", gpus, "GPUs in the cluster")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--cells", cells,
                  "cut the cluster into this many equal cells of whole nodes, each with its own policy; requests go round robin "
                  "in arrival order (default 1: one policy over every GPU)")
-      ->check(CLI::Range(1, 1 << 16));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core); the output is the same")
-      ->check(CLI::Range(0, 1024));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024));
   app.add_option("--max-degree", max_degree,
                  "run no request on more GPUs than this: the widest sequence-parallel group the deployment runs (default: "
                  "no cap; every degree the cost model allows up to a policy's GPUs)")
-      ->check(CLI::Range(1, 1 << 16));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)")->check(paraflex_bench::non_empty);
   auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
-  app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->check(paraflex_bench::uint64_digits);
+  app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->transform(paraflex_bench::uint64_digits);
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--trace-out", trace_out, "write a Chrome trace (Perfetto) of the first policy's run")->check(paraflex_bench::non_empty);
   auto* bound_flag = app.add_flag("--bound", bound, "add an upper bound on SLO attainment to each result");

@@ -91,15 +91,15 @@ int main(int argc, char** argv) {
       ->check(paraflex_bench::non_empty);
   app.add_option("--workload", workload_file, "workload CSV; default: the embedded workload")->check(paraflex_bench::non_empty);
   app.add_option("--profile", profile_file, "profile CSV; default: the embedded profile")->check(paraflex_bench::non_empty);
-  app.add_option("--gpus", gpus, "GPUs in the cluster")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpus", gpus, "GPUs in the cluster")->capture_default_str()->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
+  app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--cells", cells, "run each setting as paraflex-sim --cells does: equal cells of whole nodes, one policy each")
-      ->check(CLI::Range(1, 1 << 16));
-  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->check(CLI::Range(0, 1024));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
+  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024));
   app.add_option("--max-degree", max_degree, "run no request on more GPUs than this, as paraflex-sim --max-degree (default: no cap)")
-      ->check(CLI::Range(1, 1 << 16));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpu", gpu, "GPU type (profile rows)")->check(paraflex_bench::non_empty);
-  app.add_option("--seed", seed, "seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
+  app.add_option("--seed", seed, "seed")->capture_default_str()->transform(paraflex_bench::uint64_digits);
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")
       ->capture_default_str()
       ->check(CLI::IsMember({"slo", "goodput", "latency"}));

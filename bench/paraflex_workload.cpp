@@ -146,6 +146,7 @@ struct options {
   bool quiet = false;
   bool requests_given = false;  // --requests on the command line (0 is then an error, not "the default")
   bool gpus_given = false;      // --gpus on the command line
+  bool duration_given = false;  // --duration on the command line (0 is then an error, not "no limit")
 };
 
 /// Step times from the profile, loaded on first use.
@@ -205,7 +206,10 @@ class step_times {
 
   // Flags that the chosen mode would ignore are mistakes, not no-ops.
   const bool poisson = o.arrivals == "poisson";
-  if (o.duration_s != 0.0 && !poisson) throw usage_error{"--duration: only for --arrivals poisson"};
+  if ((o.duration_given || o.duration_s != 0.0) && !poisson) throw usage_error{"--duration: only for --arrivals poisson"};
+  if (o.duration_given && !(o.duration_s > 0.0 && std::isfinite(o.duration_s))) {
+    throw usage_error{fmt::format("--duration: must be a finite number of seconds > 0, got {} (omit it for no time limit)", o.duration_s)};
+  }
   if (o.rate && !poisson && o.arrivals.rfind("trace:", 0) != 0) throw usage_error{"--rate: not for --arrivals phases"};
   if (!o.weights.empty() && o.mix != "weighted") throw usage_error{"--weights: only with --mix weighted"};
   if (!o.base_slo.empty() && o.slo_rule.rfind("fixed", 0) != 0) throw usage_error{"--base-slo: only with --slo-rule fixed"};
@@ -246,14 +250,14 @@ class step_times {
     if (o.weights.empty() || w.size() != g.shapes.size()) {
       throw usage_error{fmt::format("--weights: --mix weighted needs one weight per shape ({})", g.shapes.size())};
     }
-    double total = 0.0;
+    double largest = 0.0;
     for (std::size_t i = 0; i < w.size(); ++i) {
       const double x = number("--weights", w[i]);
       if (x < 0.0) throw usage_error{fmt::format("--weights: weight {} of {} is {}: must be >= 0", i + 1, w.size(), w[i])};
       g.shapes[i].weight = x;
-      total += x;
+      largest = std::max(largest, x);  // not a sum: weights near the largest double would add up to infinity
     }
-    if (!(total > 0.0)) throw usage_error{"--weights: every weight is 0: no shape could be drawn"};
+    if (!(largest > 0.0)) throw usage_error{"--weights: every weight is 0: no shape could be drawn"};
   } else {
     throw usage_error{fmt::format("--mix: '{}' is not uniform, skewed or weighted", o.mix)};
   }
@@ -434,8 +438,8 @@ int main(int argc, char** argv) {
   app.add_option("--arrivals", o.arrivals, "poisson | phases:DUR@RATE,... | trace:FILE")->capture_default_str()->check(non_empty);
   app.add_option("--rate", o.rate, "poisson: requests/s (default 0.2); trace: rescale to this mean rate")->check(non_empty);
   auto* requests = app.add_option("--requests", o.requests, "number of requests, >= 1 (default: poisson 300, trace all, phases one pass)")
-                       ->check(paraflex_bench::uint64_digits);
-  app.add_option("--duration", o.duration_s, "poisson: stop at this many seconds")->check(non_empty);
+                       ->transform(paraflex_bench::uint64_digits);
+  auto* duration = app.add_option("--duration", o.duration_s, "poisson: stop at this many seconds")->check(non_empty);
   app.add_option("--steps", o.steps, "denoising steps, or a comma list drawn uniformly, or trace:COLUMN[:N] (each request's steps from that column of a CSV --arrivals trace; N for empty cells)")
       ->capture_default_str()
       ->check(non_empty);
@@ -458,9 +462,9 @@ int main(int argc, char** argv) {
       ->check(non_empty);
   auto* gpus = app.add_option("--gpus", o.gpus, "cluster size, with --load or --slo-rule alpha:A")
                    ->capture_default_str()
-                   ->check(CLI::Range(1, 1 << 20));
+                   ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 20));
   app.add_option("--load", o.load, "rescale arrivals to this offered load: sum(steps x step time on 1 GPU) / (gpus x span)")->check(non_empty);
-  app.add_option("--seed", o.seed, "random seed")->capture_default_str()->check(paraflex_bench::uint64_digits);
+  app.add_option("--seed", o.seed, "random seed")->capture_default_str()->transform(paraflex_bench::uint64_digits);
   app.add_option("-o,--output", o.output, "output file, - for stdout")->capture_default_str()->check(non_empty);
   app.add_flag("--quiet", o.quiet, "no notes, progress or summary on stderr (errors only)");
 
@@ -470,6 +474,7 @@ int main(int argc, char** argv) {
   if (status) return *status;
   o.requests_given = requests->count() > 0;
   o.gpus_given = gpus->count() > 0;
+  o.duration_given = duration->count() > 0;
 
   const std::string shown_output = o.output == "-" ? std::string("stdout") : printable(o.output);
   bool created = false;  // a file of ours that a failure must not leave behind half-written

@@ -551,6 +551,40 @@ request_spec unit_request(std::string id, double arrival_s, int steps, double sl
 }
 }  // namespace
 
+namespace {
+// 10^11 s per step: one request fits the clock (4.0e12 s); forty-one after another on one GPU do not.
+struct glacial_cost {
+  double step_seconds(const request_shape&, int) const { return 1e11; }
+  bool allows_degree(const request_shape&, int k) const { return k == 1; }
+  double migration_seconds(const request_shape&, int, int, bool) const { return 0.0; }
+};
+}  // namespace
+
+TEST_CASE("A simulated run that would pass the clock's limit stops with an input error naming the request", "[runtime][time]") {
+  workload w{"w.csv", {}};
+  for (int i = 0; i < 60; ++i) {
+    w.requests.push_back(unit_request(std::to_string(i), 0, 1, 0, "S"));
+    w.requests.back().source_line = i + 2;
+  }
+  rssp_policy p;
+  // Never a result with times saturated at the 64-bit limit: the input cannot be simulated.
+  CHECK_THROWS_AS(simulate(w, cluster{1, 1, "x"}, glacial_cost{}, p, "rssp"), input_exception);
+  rssp_policy q;
+  CHECK_THROWS_WITH(simulate(w, cluster{1, 1, "x"}, glacial_cost{}, q, "rssp"),
+                    Catch::Contains("w.csv:") && Catch::Contains("clock's limit") && Catch::Contains("request '"));
+  // The executor itself refuses a task that would end past the limit, and says which request.
+  simulated_executor ex;
+  task_launch l;
+  l.request = 7;
+  l.expected_duration = clock_limit + 1;
+  try {
+    ex.launch(l);
+    FAIL("no clock_overflow");
+  } catch (const clock_overflow& e) {
+    CHECK(e.request == 7);
+  }
+}
+
 TEST_CASE("Metrics match a hand calculation on a tiny run", "[metrics]") {
   // rssp on 2 GPUs with 1 s steps at every degree runs each request on one GPU (the cheapest degree),
   // in arrival order:

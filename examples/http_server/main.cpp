@@ -70,9 +70,7 @@ std::string choose_gpu(const paraflex::profile_table& table) {
   return best;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_server(int argc, char** argv) {
   CLI::App app{"paraflex-serve: an HTTP server that schedules requests with paraflex on CPU threads standing in for GPUs."};
   std::string host = "127.0.0.1", policy_spec = "slo-aware", profile_file, gpu_type;
   int port = 8080, gpus = 4, io_threads = 2, channels = 16, max_degree = 0;
@@ -80,25 +78,25 @@ int main(int argc, char** argv) {
   long max_connections = 512;
   std::size_t body_limit = 64 * 1024;
   std::size_t retain = 100000;
-  app.add_option("--port", port, "TCP port; 0 picks a free one (the first line on stdout says which)")->check(CLI::Range(0, 65535));
+  app.add_option("--port", port, "TCP port; 0 picks a free one (the first line on stdout says which)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 65535));
   app.add_option("--host", host, "address to listen on (default 127.0.0.1)");
-  app.add_option("--gpus", gpus, "devices (CPU worker threads standing in for GPUs)")->check(CLI::Range(1, 256));
+  app.add_option("--gpus", gpus, "devices (CPU worker threads standing in for GPUs)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 256));
   app.add_option("--policy", policy_spec, "policy spec NAME[:KEY=VALUE]... (default slo-aware)");
   app.add_option("--max-degree", max_degree, "run no request on more devices than this (default: no cap), as paraflex-sim --max-degree")
-      ->check(CLI::Range(1, 256));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 256));
   app.add_option("--profile", profile_file, "step-latency profile CSV (default: the bundled one)");
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows");
   app.add_option("--time-scale", time_scale, "run X times faster than the profile's GPUs (1000: a step priced 0.8 s takes 0.8 ms)")
-      ->check(CLI::Range(1e-3, 1e6));
-  app.add_option("--threads", io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
-  app.add_option("--max-connections", max_connections, "open connections beyond which new ones get 503")->check(CLI::Range(1L, 1L << 20));
-  app.add_option("--read-timeout", read_timeout_s, "seconds a request (headers and body) may take to arrive")->check(CLI::Range(0.01, 3600.0));
-  app.add_option("--body-limit", body_limit, "largest request body in bytes (413 beyond)")->check(CLI::Range(std::size_t{2}, std::size_t{1} << 30));
-  app.add_option("--drain-timeout", drain_timeout_s, "seconds after SIGTERM before running requests are cancelled")->check(CLI::Range(0.0, 86400.0));
-  app.add_option("--max-tokens", max_tokens, "largest latent (tokens) one request may have")->check(CLI::Range(1.0, 1e9));
+      ->check(paraflex_bench::finite_range(1e-3, 1e6));
+  app.add_option("--threads", io_threads, "HTTP I/O threads")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 64));
+  app.add_option("--max-connections", max_connections, "open connections beyond which new ones get 503")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1L, 1L << 20));
+  app.add_option("--read-timeout", read_timeout_s, "seconds a request (headers and body) may take to arrive")->check(paraflex_bench::finite_range(0.01, 3600.0));
+  app.add_option("--body-limit", body_limit, "largest request body in bytes (413 beyond)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(std::size_t{2}, std::size_t{1} << 30));
+  app.add_option("--drain-timeout", drain_timeout_s, "seconds after SIGTERM before running requests are cancelled")->check(paraflex_bench::finite_range(0.0, 86400.0));
+  app.add_option("--max-tokens", max_tokens, "largest latent (tokens) one request may have")->check(paraflex_bench::finite_range(1.0, 1e9));
   app.add_option("--retain", retain, "ended requests whose outcome GET still answers; older ones are forgotten (404)")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
-  app.add_option("--channels", channels, "latent channels of the CPU stand-in (memory and work per token)")->check(CLI::Range(1, 1024));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
+  app.add_option("--channels", channels, "latent channels of the CPU stand-in (memory and work per token)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1024));
   if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, usage_error)) return *status;
 
   beast::error_code addr_ec;
@@ -254,4 +252,14 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "paraflex-serve: stopped: %llu submitted, %llu completed, %llu dropped%s\n", static_cast<unsigned long long>(c.submitted),
                static_cast<unsigned long long>(c.completed), static_cast<unsigned long long>(c.dropped), metrics.dropped_summary().c_str());
   return sched_failed ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_server(argc, argv);
+  } catch (const std::exception& e) {  // from startup (an executor or the scheduler refusing a setting): exit 2, not terminate()
+    usage_error(e.what());
+  }
 }

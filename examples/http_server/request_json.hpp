@@ -4,6 +4,8 @@
 // the same types and rules: `model` (string), `width`, `height`, `steps` (integers > 0), `frames`
 // (integer > 0, default 1), `slo_s` (number > 0, or null / absent: no deadline), `priority`
 // (integer, default 0), `class` (string, default ""), `request_id` (string, default: generated).
+// An optional field that is null takes its default, as an empty CSV cell does. A key may appear
+// once per object, and the body holds no NUL byte (400 otherwise).
 // Strings hold no control characters (C0, DEL, C1) and no U+2028/U+2029.
 // Unknown fields are ignored, as unknown columns are; `arrival_s` too, since arrival is when the
 // server receives the request. A server also bounds what one request may cost it (request_limits),
@@ -17,7 +19,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -127,9 +131,32 @@ namespace detail {
 /// scheduler picks it up", i.e. now.
 [[nodiscard]] inline parsed_request parse_request_json(std::string_view body, const request_limits& lim = {}) {
   parsed_request out;
+  // A raw NUL is never JSON, but nlohmann's lexer takes it for the end of the input and would
+  // ignore whatever follows it.
+  if (const auto nul = body.find('\0'); nul != std::string_view::npos) {
+    out.error = fmt::format("invalid JSON: a NUL byte at offset {}", nul);
+    return out;
+  }
+  // A key repeated within an object: the parser would keep the last value silently, and a proxy
+  // that reads the first one would see another request. A key is kept with its object's ordinal.
+  std::vector<std::uint64_t> open_objects;
+  std::uint64_t objects = 0;
+  std::unordered_set<std::string> keys;
+  std::optional<std::pair<nlohmann::json, int>> repeated;  // the first repeated key, and its depth
+  auto unique_keys = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using ev = nlohmann::json::parse_event_t;
+    if (event == ev::object_start) {
+      open_objects.push_back(objects++);
+    } else if (event == ev::object_end) {
+      open_objects.pop_back();
+    } else if (event == ev::key && !repeated) {
+      if (!keys.insert(std::to_string(open_objects.back()) + ':' + parsed.get_ref<const std::string&>()).second) repeated.emplace(parsed, depth);
+    }
+    return true;
+  };
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(body.begin(), body.end());
+    j = nlohmann::json::parse(body.begin(), body.end(), unique_keys);
   } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number such as 1e400
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ...": keep the part after "] "
     if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
@@ -138,6 +165,11 @@ namespace detail {
   }
   if (!j.is_object()) {
     out.error = fmt::format("the body must be a JSON object, got {}", j.type_name());
+    return out;
+  }
+  if (repeated) {
+    out.error = repeated->second == 1 ? fmt::format("field {} appears more than once", detail::show(repeated->first))
+                                      : fmt::format("key {} appears more than once in a nested object", detail::show(repeated->first));
     return out;
   }
   paraflex::request_spec s;

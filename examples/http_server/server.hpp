@@ -7,7 +7,8 @@
 // Connections (one `session` each, on its own strand): HTTP/1.1 keep-alive; the whole of a request
 // (headers and body) must arrive within --read-timeout of the first byte or of the previous response
 // (slowloris: a client trickling bytes is cut off, 408); a request line over 8 KiB gets 414, the
-// headers as a whole over 8 KiB 431, bodies over the body limit 413 (from Content-Length, before
+// headers as a whole over 8 KiB 431, and so do a chunked body's extensions and trailer together
+// (request_parser), bodies over the body limit 413 (from Content-Length, before
 // reading the body; `Expect: 100-continue` is answered); a transfer coding other than chunked 501;
 // anything the parser rejects, and a Transfer-Encoding it would misread, gets 400. After an error answer the connection is closed gracefully
 // (half-close, then discard what the client still sends for a second) so that the client reads the
@@ -26,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -153,6 +155,34 @@ struct http_options {
   if (chunked != 1) return std::pair{http::status::bad_request, std::string("Transfer-Encoding must name chunked exactly once")};
   return std::nullopt;
 }
+
+/// Beast's request parser, with the chunk extensions and trailer fields of a request held, together,
+/// to the header limit. Beast bounds them only by the read buffer, and a trailer field of 64 KiB or
+/// more makes it throw std::length_error out of the read: the client got no answer.
+class request_parser final : public http::request_parser<http::string_body> {
+ public:
+  explicit request_parser(std::size_t limit) : budget_(limit) {}
+
+ private:
+  void on_field_impl(http::field f, beast::string_view name, beast::string_view value, beast::error_code& ec) override {
+    if (is_header_done() && !spend(name.size() + value.size() + 4, ec)) return;  // a trailer field: "name: value\r\n"
+    try {
+      get().insert(f, name, value);
+    } catch (const std::length_error&) {  // a field of 64 KiB or more: only with a header limit above that
+      ec = http::error::header_limit;
+    }
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view extensions, beast::error_code& ec) override { spend(extensions.size(), ec); }
+  bool spend(std::size_t n, beast::error_code& ec) {
+    if (n > budget_) {
+      ec = http::error::header_limit;
+      return false;
+    }
+    budget_ -= n;
+    return true;
+  }
+  std::size_t budget_;
+};
 
 /// A request's status as the API shows it.
 [[nodiscard]] inline nlohmann::json status_json(const paraflex::request_status& s) {
@@ -393,7 +423,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   void read_header() {
-    parser_.emplace();
+    parser_.emplace(svc_.options().header_limit);
     parser_->body_limit(svc_.options().body_limit);
     parser_->header_limit(static_cast<std::uint32_t>(svc_.options().header_limit));
     // Headers and body together must arrive in time (slowloris). Not tcp_stream's own timeout: that
@@ -456,6 +486,12 @@ class session : public std::enable_shared_from_this<session> {
     }
     if (ec == http::error::body_limit) {
       return fail(http::status::payload_too_large, fmt::format("the body is larger than {} bytes", svc_.options().body_limit));
+    }
+    // After the header, only a chunk line or the trailer waits in the buffer: past the parser's
+    // budget, or past the buffer itself.
+    if ((ec == http::error::header_limit || ec == http::error::buffer_overflow) && parser_->is_header_done()) {
+      return fail(http::status::request_header_fields_too_large,
+                  fmt::format("the chunk extensions and trailer are larger than {} bytes", svc_.options().header_limit));
     }
     if (ec == http::error::header_limit) {
       const auto limit = svc_.options().header_limit;
@@ -570,7 +606,7 @@ class session : public std::enable_shared_from_this<session> {
   std::uint64_t read_gen_ = 0;
   bool read_timed_out_ = false;
   beast::flat_buffer buffer_{256 * 1024};  // pipelined requests wait here; more is a parse error
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<request_parser> parser_;
   service::request req_;
   service::response res_;
   service& svc_;

@@ -10,8 +10,9 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      requests, slowloris trickles and requests cut off mid-body; every answer is checked;
   2. protocol details: pipelining, chunked bodies, Expect: 100-continue, HTTP/1.0, 404/405/409, HEAD
      without a body, Host required on HTTP/1.1, out-of-range numbers (400), absolute-form targets,
-     control characters and U+2028/U+2029 in strings (400), transfer codings other than chunked
-     (501), Transfer-Encoding on HTTP/1.0 (400), a request target over 8 KiB (414);
+     control characters and U+2028/U+2029 in strings, a NUL byte after the object and repeated keys
+     (400), null optional fields (201), transfer codings other than chunked (501), Transfer-Encoding
+     on HTTP/1.0 (400), a request target over 8 KiB (414), chunk trailers and extensions over it (431);
   3. waits until every accepted request has ended (GET), checks each end state and that /metrics
      adds up (submitted = completed + dropped, by reason, histogram count, idle gauges);
   4. the connection cap: more idle connections than --max-connections get 503;
@@ -19,7 +20,8 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      for POST and /healthz and stay open for GET, the server exits 0 and its summary says every
      request ended; SIGTERM right after the "listening on" line drains too (exit 0);
   6. a second server: --retain forgets old outcomes but keeps their ids taken (409, and never
-     generated again); a deeply nested wrong-typed field under a large --body-limit is a 400.
+     generated again); a deeply nested wrong-typed field under a large --body-limit is a 400;
+  7. --max-degree and static:K servers; nan or inf in a floating-point flag exits 2.
 Prints the figures (requests, connections, seconds) at the end. Exit status 0 when all checks pass.
 """
 
@@ -493,6 +495,29 @@ def protocol_checks():
     expect_error(read_response(s), 413, "oversized chunked body")
     s.close()
 
+    # Chunk extensions and trailer fields are held, together, to the 8 KiB header limit: 431 at once,
+    # then closed (a trailer field of 64 KiB or more made Beast throw out of the read: no answer).
+    def chunked_post(rid, ext, trailer):
+        body = json.dumps(valid_request(rng, rid)).encode()
+        return (b"POST /v1/requests HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x" % len(body) + ext + b"\r\n" + body + b"\r\n0\r\n" + trailer + b"\r\n")
+    for n, (ext, trailer, what) in enumerate(((b"", b"X-T: " + b"a" * 70000 + b"\r\n", "a 70000-byte trailer value"),
+                                              (b"", b"X" * 70000 + b": v\r\n", "a 70000-byte trailer name"),
+                                              (b"", b"X-T: " + b"a" * 20000 + b"\r\n", "a 20000-byte trailer"),
+                                              (b";e=" + b"a" * 100000, b"", "a 100000-byte chunk extension"))):
+        s = raw_socket()
+        s.sendall(chunked_post(f"trailer-{n}", ext, trailer))
+        expect_error(read_response(s), 431, what, "trailer")
+        check(read_response(s) is None, f"{what}: the connection stayed open")
+        s.close()
+    s = raw_socket()
+    s.sendall(chunked_post("trailer-ok", b";e=1", b"X-T: small\r\n"))
+    r = read_response(s)
+    if check(r is not None and r[0] == 201, f"chunked POST with a small extension and trailer: {r}"):
+        with lock:
+            accepted["trailer-ok"] = {"cancelled": False}
+    s.close()
+
     # Expect: 100-continue, accepted; and refused by size before the body is sent.
     body = json.dumps(valid_request(rng, "continue-1")).encode()
     s = raw_socket()
@@ -558,6 +583,27 @@ def protocol_checks():
         status, res, j = call(conn, "POST", "/v1/requests", body)
         check(status == 400 and "invalid JSON" in (j or {}).get("error", "") and res.getheader("Connection") != "close",
               f"number overflow: {status} {j} Connection={res.getheader('Connection')}")
+    # A NUL byte is refused: nlohmann's parser takes it for the end of the input and ignored what follows.
+    status, res, j = call(conn, "POST", "/v1/requests", json.dumps(valid_request(rng, "nul-1")).encode() + b'\x00{"steps": -1} x')
+    check(status == 400 and "NUL byte" in (j or {}).get("error", ""), f"a NUL after the object: {status} {j}")
+    # A key repeated within an object (at any depth): 400 naming it, never the last value silently.
+    base = b'"model":"flux-dev","width":256,"height":256'
+    for body, key in ((b'{' + base + b',"steps":-1,"steps":4}', "steps"),
+                      (b'{"request_id":"dup-a","request_id":"dup-b",' + base + b',"steps":2}', "request_id"),
+                      (b'{' + base + b',"steps":2,"note":[{"k":1,"k":1}]}', "k")):
+        status, res, j = call(conn, "POST", "/v1/requests", body)
+        err = (j or {}).get("error", "")
+        check(status == 400 and f'"{key}" appears more than once' in err, f"repeated key {key!r}: {status} {j}")
+    for rid in ("dup-a", "dup-b"):
+        status, res, j = call(conn, "GET", "/v1/requests/" + rid)
+        check(status == 404, f"a body with a repeated key was accepted: GET {rid} {status} {j}")
+    submit(conn, {**valid_request(rng), "x": {"k": 1}, "y": {"k": 2}})  # the same key in two objects
+    # null in an optional field is its default, as an empty CSV cell is (README).
+    status, res, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2, "frames": None,
+                                                         "priority": None, "class": None, "slo_s": None, "request_id": None})
+    if check(status == 201, f"null optional fields: {status} {j}"):
+        with lock:
+            accepted[j["request_id"]] = {"cancelled": False}
     # A wrong-typed array or object is named by its type, never dumped (dump() recurses per level).
     status, res, j = call(conn, "POST", "/v1/requests", b'{"model":"flux-dev","height":8,"steps":1,"width":[[[[1]]]]}')
     check(status == 400 and (j or {}).get("error") == "field 'width': expected an integer, got array", f"nested width: {status} {j}")
@@ -862,6 +908,20 @@ def max_degree_check(exe):
         check(p.returncode == 2 and "--max-degree" in err, f"{' '.join(args)}: exit 2 naming --max-degree ({p.returncode}: {err.strip()})")
 
 
+def float_flag_check(exe):
+    """A floating-point flag given nan or inf exits 2 naming it (nan passes every comparison: it
+    aborted --time-scale and switched the read timeout, the drain and the token cap off)."""
+    for flag in ("--time-scale", "--read-timeout", "--drain-timeout", "--max-tokens"):
+        for value in ("nan", "-NaN", "inf"):
+            try:
+                p = subprocess.run([exe, "--port", "0", "--gpus", "1", flag, value], capture_output=True, timeout=5)
+            except subprocess.TimeoutExpired:
+                fail(f"{flag} {value}: the server started instead of exiting 2")
+                continue
+            err = p.stderr.decode("utf-8", "replace")
+            check(p.returncode == 2 and f"paraflex-serve: error: {flag}" in err, f"{flag} {value}: exit 2 naming it ({p.returncode}: {err.strip()})")
+
+
 def fixed_degree_check(exe):
     """Under static:K a request whose model does not allow K (its heads) is refused at submit with a
     400 naming the degrees it allows, instead of being accepted and never run; a model that allows K
@@ -931,6 +991,7 @@ def main():
         retain_check(exe)
         max_degree_check(exe)
         fixed_degree_check(exe)
+        float_flag_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:

@@ -61,6 +61,7 @@ py::object admission_to_python(const admission& a) {
 
 // Whether the Python int d is one of s's devices: false beyond the set, as device_set::test.
 bool holds(const device_set& s, py::handle d) {
+  if (PyBool_Check(d.ptr())) return false;  // True is no device (try_arg would raise)
   const auto id = try_arg<device_id>(d, "DeviceSet", "device");
   return id && s.test(*id);
 }
@@ -96,16 +97,14 @@ python_policy::python_policy(py::handle obj, std::shared_ptr<run_context> ctx) :
   on_task_end_ = optional_method(obj, "on_task_end", *refs_);
   on_tick_ = optional_method(obj, "on_tick", *refs_);
   name_ = type_name(obj);
-  if (py::hasattr(obj, "name")) {
-    py::object n = obj.attr("name");
+  if (py::object n = optional_attr(obj, "name"); !n.is_none()) {
     if (PyCallable_Check(n.ptr())) n = n();
     if (!n.is_none()) {
       if (!py::isinstance<py::str>(n)) throw py::type_error("policy: " + type_name(obj) + ".name must be a str");
-      name_ = n.cast<std::string>();
+      name_ = arg<std::string>(n, "policy", type_name(obj) + ".name");
     }
   }
-  if (py::hasattr(obj, "tick_period")) {
-    py::object p = obj.attr("tick_period");
+  if (py::object p = optional_attr(obj, "tick_period"); !p.is_none()) {
     if (PyCallable_Check(p.ptr())) p = p();
     if (!p.is_none()) {
       const tick t = to_tick(p, "policy tick_period");
@@ -155,6 +154,7 @@ admission python_admission::judge(const scheduler_view& v, request_handle h) {
   if (verdict == "background") return admission::background();
   if (verdict == "defer") return admission::defer();
   if (verdict != "drop") return bad();
+  check_reason(reason, describe() + "()");
   if (reason.empty()) return admission::drop("dropped_by_policy");
   for (const auto& s : *reasons_) {
     if (s == reason) return admission::drop(s);
@@ -557,8 +557,11 @@ void bind_view(py::module_& m) {
          "one shape, are waiting, their next task is a step for all (step indices may differ) or the encode for all, and their state\n"
          "lives on exactly group's devices or nowhere yet. One member is a plain assign(h, group, 1). The runtime refuses a batch\n"
          "(PolicyError) when the executor cannot run batches, the cost model cannot price them, or it has more than max_batch members.")
-      .def("drop", [](const py_decisions& d, py::handle h, typed<std::string> reason) {
-        d.get().drop(to_handle(h, "Decisions.drop"), arg(reason, "Decisions.drop", "reason"));
+      .def("drop", [](const py_decisions& d, py::handle h, typed<std::string> reason_arg) {
+        const auto r = to_handle(h, "Decisions.drop");
+        const auto reason = arg(reason_arg, "Decisions.drop", "reason");
+        check_reason(reason, "Decisions.drop");
+        d.get().drop(r, reason);
       },
            py::arg("h"), py::arg("reason") = "", "End h now (a running one: after its task in flight), reported under `reason`.")
       .def("wake_at", [](const py_decisions& d, py::handle t) { d.get().wake_at(to_tick(t, "Decisions.wake_at")); }, py::arg("t"))
@@ -579,6 +582,13 @@ void bind_view(py::module_& m) {
       })
       .def("wake_time", [](const py_decisions& d) { return d.get().wake_time(); })
       .def("empty", [](const py_decisions& d) { return d.get().empty(); });
+}
+
+// The cluster size a policy list is for, with a run's rules (simulate, Scheduler and Cluster refuse
+// gpus < 1). `prefix` is "fn: " and must outlive the call.
+int registry_gpus(typed<int> gpus, std::string_view prefix) {
+  const std::string_view fn = prefix.substr(0, prefix.find(':'));
+  return check_cluster(gpus.value, py::none(), fn, cluster_names{prefix, "gpus", "gpus_per_node"}).gpus;
 }
 
 // The placement helpers index the sets by device and return ids from them: a set of another size
@@ -654,13 +664,22 @@ void bind_parts(py::module_& m) {
            }),
            py::arg("margin") = 0.0)
       .def_readonly("margin", &smallest_meeting_degree::margin)
-      .def("degree", [](const smallest_meeting_degree& s, const py_view& v, py::handle h, const device_set& a) { return s.degree(v.get(), v.handle(h), a); });
+      .def("degree", [](const smallest_meeting_degree& s, const py_view& v, py::handle h, const device_set& a) {
+        require_cluster_size(v, a, "SmallestMeetingDegree.degree: available");
+        return s.degree(v.get(), v.handle(h), a);
+      });
   py::class_<fastest_degree>(m, "FastestDegree", "Sizing: the fastest degree that fits.")
       .def(py::init<>())
-      .def("degree", [](const fastest_degree& s, const py_view& v, py::handle h, const device_set& a) { return s.degree(v.get(), v.handle(h), a); });
+      .def("degree", [](const fastest_degree& s, const py_view& v, py::handle h, const device_set& a) {
+        require_cluster_size(v, a, "FastestDegree.degree: available");
+        return s.degree(v.get(), v.handle(h), a);
+      });
   py::class_<cheapest_degree>(m, "CheapestDegree", "Sizing: the fewest GPU-seconds that meets the deadline, else the fastest.")
       .def(py::init<>())
-      .def("degree", [](const cheapest_degree& s, const py_view& v, py::handle h, const device_set& a) { return s.degree(v.get(), v.handle(h), a); });
+      .def("degree", [](const cheapest_degree& s, const py_view& v, py::handle h, const device_set& a) {
+        require_cluster_size(v, a, "CheapestDegree.degree: available");
+        return s.degree(v.get(), v.handle(h), a);
+      });
 
   py::class_<sticky_placement>(m, "StickyPlacement", "Placement: own devices, then preferred, then any (node-aware best fit).")
       .def(py::init<>())
@@ -730,7 +749,11 @@ void bind_parts(py::module_& m) {
 
 void bind_helpers(py::module_& m) {
   m.def("find_free_group", [](const device_set& available, typed<int> k, const cluster& topology) {
-    if (available.capacity() < topology.device_count()) throw py::value_error("find_free_group: the DeviceSet is smaller than the cluster");
+    // Ids come from the set: a larger one would yield devices the cluster does not have.
+    if (available.capacity() != topology.device_count()) {
+      throw py::value_error("find_free_group: the DeviceSet has capacity " + std::to_string(available.capacity()) + "; the cluster has " +
+                            std::to_string(topology.device_count()) + " devices");
+    }
     return maybe_group(find_free_group(available, arg(k, "find_free_group", "k"), topology));
   }, py::arg("available"), py::arg("k"), py::arg("topology"),
         "k devices from `available`: an aligned block in one node, else the best-fit node, else the lowest ids; None when fewer are free.");
@@ -739,10 +762,12 @@ void bind_helpers(py::module_& m) {
     return maybe_group(place(v.get(), v.handle(h), arg(k, "place", "k"), available));
   }, py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"), "h's own devices when it keeps degree k and they are available, else find_free_group.");
   m.def("expected_migration", [](const py_view& v, py::handle h, typed<int> k, const device_set& a) {
+    require_cluster_size(v, a, "expected_migration");
     return expected_migration(v.get(), v.handle(h), arg(k, "expected_migration", "k"), a);
   },
         py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"));
   m.def("estimated_finish", [](const py_view& v, py::handle h, typed<int> k, const device_set& a) {
+    require_cluster_size(v, a, "estimated_finish");
     return estimated_finish(v.get(), v.handle(h), arg(k, "estimated_finish", "k"), a);
   },
         py::arg("view"), py::arg("h"), py::arg("k"), py::arg("available"),
@@ -787,20 +812,22 @@ void bind_helpers(py::module_& m) {
         "Waiting requests of h's shape that have not started and could join h's next batched step on group once their (free) text\n"
         "encode has run there, without any member missing its deadline: assign_batch(recruits, group) runs their encodes now.");
   m.def("policies", [](typed<int> gpus) {
-    const auto r = paraflex_bench::builtin_registry(arg(gpus, "policies", "gpus"));
+    const auto r = paraflex_bench::builtin_registry(registry_gpus(gpus, "policies: "));
     py::dict out;
     for (const auto& n : r.names()) out[py::str(n)] = r.summary(n);
     return out;
   }, py::arg("gpus") = 8, "The built-in policies by name, with a one-line summary (paraflex-sim --list-policies).");
-  m.def("policy_parameters", [](const std::string& name, typed<int> gpus) {
-    const auto r = paraflex_bench::builtin_registry(arg(gpus, "policy_parameters", "gpus"));
+  m.def("policy_parameters", [](typed<std::string> name_arg, typed<int> gpus) {
+    const auto name = arg(name_arg, "policy_parameters", "name");
+    const auto r = paraflex_bench::builtin_registry(registry_gpus(gpus, "policy_parameters: "));
     if (!r.contains(name)) throw py::value_error(fmt::format("policy_parameters: unknown policy '{}' (known: {})", name, fmt::join(r.names(), ", ")));
     py::dict out;  // in the order the factory reads them (Python dicts keep it)
     for (const auto& k : r.parameters(name)) out[py::str(k.key)] = py::make_tuple(k.default_value, k.accepted);
     return out;
   }, py::arg("name"), py::arg("gpus") = 8,
         "A built-in policy's parameters: key -> (default, accepted values), as paraflex-sim --list-policies prints them.");
-  m.def("default_policies", [](typed<int> gpus) { return paraflex_bench::default_policy_list(arg(gpus, "default_policies", "gpus")); }, py::arg("gpus") = 8,
+  m.def("default_policies", [](typed<int> gpus) { return paraflex_bench::default_policy_list(registry_gpus(gpus, "default_policies: ")); },
+        py::arg("gpus") = 8,
         "The policy specs paraflex-sim runs by default.");
 }
 

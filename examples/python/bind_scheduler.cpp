@@ -88,8 +88,8 @@ struct py_task {
 /// Whether a Python executor object runs batched steps: its `runs_batches` attribute (absent:
 /// False). Anything but a bool is a TypeError.
 bool python_runs_batches(py::handle obj) {
-  if (!py::hasattr(obj, "runs_batches")) return false;
-  py::object v = obj.attr("runs_batches");
+  py::object v = optional_attr(obj, "runs_batches");
+  if (v.is_none()) return false;
   if (!PyBool_Check(v.ptr())) {
     throw py::type_error("executor: " + type_name(obj) + ".runs_batches must be True or False, got " + std::string(py::repr(v)));
   }
@@ -173,7 +173,11 @@ class python_executor : public batch_capability<Batches> {
   void poll(std::vector<executor_event>& out) {
     py::gil_scoped_acquire gil;
     py::object r = call_python(poll_);
-    if (r.is_none()) return;
+    // None (a forgotten return) or a dict would read as "no events": the tasks would never end.
+    if (PyUnicode_Check(r.ptr()) || PyBytes_Check(r.ptr()) || PyByteArray_Check(r.ptr()) || !PySequence_Check(r.ptr())) {
+      throw py::type_error("executor " + name_ + ".poll() returned " + (r.is_none() ? std::string("None") : "a " + type_name(r)) +
+                           "; expected a list of events (an empty list when there are none)");
+    }
     const tick t = now_locked();
     for (py::handle ev : r) {
       if (!py::isinstance<py::tuple>(ev) || py::len(ev) < 2 || !py::isinstance<py::str>(ev[py::int_(0)])) bad_event(ev);
@@ -218,9 +222,16 @@ class python_executor : public batch_capability<Batches> {
     }
   }
 
+  /// The runtime's reading of the clock (on the thread driving the scheduler).
   [[nodiscard]] tick now() const {
     py::gil_scoped_acquire gil;
     return now_locked();
+  }
+  /// Scheduler.now(), from any thread: not compared with the runtime's readings, which a thread
+  /// switch between another thread's reading and its return could make look later.
+  [[nodiscard]] tick clock() const {
+    py::gil_scoped_acquire gil;
+    return read_clock();
   }
 
   void wait_until(tick t) {
@@ -303,14 +314,28 @@ class python_executor : public batch_capability<Batches> {
     if (b.members.empty()) batches_.erase(it);
   }
 
+  // The runtime's clock reads: a clock that goes backwards would leave it waiting for a time the
+  // clock has already passed (the Executor concept asks for monotonic microseconds).
   tick now_locked() const {
+    const tick t = read_clock();
+    if (t < last_now_) {
+      throw py::value_error("executor " + name_ + ".now() returned " + std::to_string(t) + " after " + std::to_string(last_now_) +
+                            "; expected a monotonic clock (microseconds that never go backwards)");
+    }
+    last_now_ = t;
+    return t;
+  }
+  tick read_clock() const {
     py::object r = call_python(now_);
-    if (!PyLong_Check(r.ptr())) throw py::type_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int (microseconds)");
+    if (!PyLong_Check(r.ptr()) || PyBool_Check(r.ptr())) {
+      throw py::type_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) + "; expected an int (microseconds)");
+    }
     int overflow = 0;
     const long long t = PyLong_AsLongLongAndOverflow(r.ptr(), &overflow);
-    if (overflow != 0) {
+    // The runtime's times start at 0: a negative clock never reaches them (run() would spin).
+    if (overflow != 0 || t < 0) {
       throw py::value_error("executor " + name_ + ".now() returned " + std::string(py::repr(r)) +
-                            "; expected an int64 of microseconds, in [-9223372036854775808, 9223372036854775807]");
+                            "; expected an int of microseconds in [0, 9223372036854775807]");
     }
     return static_cast<tick>(t);
   }
@@ -330,6 +355,7 @@ class python_executor : public batch_capability<Batches> {
   PyObject* release_ = nullptr;
   PyObject* on_ready_ = nullptr;
   std::string name_;
+  mutable tick last_now_ = 0;  // the runtime's latest now_locked() (GIL held)
   /// The C++ side of the callback given to the Python on_ready(): the current function, and how many
   /// calls of it are running (on_ready waits for none).
   struct ready_box {
@@ -416,6 +442,7 @@ class scheduler_base {
   [[nodiscard]] virtual tick next_wakeup() const = 0;
   [[nodiscard]] virtual bool finished() const = 0;
   [[nodiscard]] virtual tick executor_now() const = 0;
+  [[nodiscard]] virtual tick current_time() const = 0;  ///< the scheduler's now (the last turn's time)
   [[nodiscard]] virtual bool virtual_time() const noexcept = 0;
   [[nodiscard]] virtual bool runs_batches() const noexcept = 0;
   virtual void on_wakeup(std::function<void()> f) = 0;
@@ -447,7 +474,11 @@ class scheduler_impl final : public scheduler_base {
   }
   tick next_wakeup() const override { return sched_.next_wakeup(); }
   bool finished() const override { return sched_.finished(); }
-  tick executor_now() const override { return static_cast<tick>(executor_.now()); }
+  tick executor_now() const override {
+    if constexpr (requires { executor_.clock(); }) return executor_.clock();  // a Python executor, from any thread
+    else return static_cast<tick>(executor_.now());
+  }
+  tick current_time() const override { return sched_.state().now; }
   bool virtual_time() const noexcept override { return VirtualTimeExecutor<E>; }
   bool runs_batches() const noexcept override { return BatchingExecutor<E>; }
   void on_wakeup(std::function<void()> f) override { sched_.on_wakeup(std::move(f)); }
@@ -484,7 +515,9 @@ class py_scheduler {
     if (max_degree && (*max_degree < 1 || *max_degree > max_cluster_gpus)) {
       throw py::value_error(fmt::format("Scheduler: max_degree must be in [1, {}] (got {})", max_cluster_gpus, *max_degree));
     }
-    auto inputs = load_cost(profile, arg(gpu, fn, "gpu").value_or(""));
+    const auto gpu_given = arg(gpu, fn, "gpu");
+    if (gpu_given && gpu_given->empty()) throw py::value_error("--gpu: empty value");  // None asks for the default
+    auto inputs = load_cost(profile, gpu_given.value_or(""));
     inputs.cost.set_max_degree(max_degree.value_or(0));  // before the scheduler prices its first shape
     gpu_ = inputs.gpu;
     models_ = inputs.table.models_on(gpu_);
@@ -543,11 +576,13 @@ class py_scheduler {
     const char* fn = "Scheduler.submit";
     request_spec spec;
     spec.id = arg(request_id, fn, "request_id");
+    no_nul(spec.id, "request_id");
     spec.shape = request_shape{arg(model, fn, "model"), arg(height, fn, "height"), arg(width, fn, "width"), arg(frames, fn, "frames")};
     const int steps = arg(steps_arg, fn, "steps");
     spec.steps = steps;
     spec.priority = arg(priority, fn, "priority");
     spec.class_label = arg(class_label, fn, "class_label");
+    no_nul(spec.class_label, "class_label");
     const double arrival_s = arg(arrival_arg, fn, "arrival_s");
     const auto at = to_ticks(arrival_s);
     if (!at || *at < 0) throw py::value_error(fmt::format("Scheduler.submit: arrival_s must be a finite number >= 0 (got {})", arrival_s));
@@ -563,9 +598,12 @@ class py_scheduler {
     return impl_->client().submit(std::move(spec));  // submit_error (ValueError) for a duplicate id or a bad spec
   }
 
-  std::string cancel(typed<std::string> id, typed<std::string> reason) {
+  std::string cancel(typed<std::string> id_arg, typed<std::string> reason_arg) {
     check_usable();
-    switch (impl_->client().cancel(arg(id, "Scheduler.cancel", "id"), arg(reason, "Scheduler.cancel", "reason"))) {
+    const auto id = arg(id_arg, "Scheduler.cancel", "id");
+    auto reason = arg(reason_arg, "Scheduler.cancel", "reason");
+    check_reason(reason, "Scheduler.cancel");
+    switch (impl_->client().cancel(id, std::move(reason))) {
       case cancel_outcome::accepted: return "accepted";
       case cancel_outcome::already_ended: return "already_ended";
       case cancel_outcome::unknown_id: return "unknown_id";
@@ -590,17 +628,28 @@ class py_scheduler {
   bool is_open() const { return impl_->client().is_open(); }
 
   void run() {
-    drive([&] { impl_->run(); });
+    drive("Scheduler.run", [&] { impl_->run(); });
   }
   tick turn() {
     tick t = never;
-    drive([&] { t = impl_->turn(); });
+    drive("Scheduler.turn", [&] { t = impl_->turn(); }, [&] {
+      if (impl_->virtual_time()) throw std::logic_error("Scheduler.turn(): the simulated executor runs on virtual time; use turn_to(t) or run()");
+    });
     return t;
   }
   tick turn_to(typed<tick> to_arg) {
     const tick to = arg(to_arg, "Scheduler.turn_to", "t");
     tick t = never;
-    drive([&] { t = impl_->turn_to(to); });
+    drive("Scheduler.turn_to", [&] { t = impl_->turn_to(to); }, [&] {
+      if (!impl_->virtual_time()) throw std::logic_error("Scheduler.turn_to(): only the simulated executor runs on virtual time; use turn()");
+      // The runtime's own checks would throw inside the turn, which stops the scheduler for good.
+      if (to < impl_->current_time()) {
+        throw py::value_error(fmt::format("Scheduler.turn_to: t {} is before now() = {} (time cannot go backwards)", to, impl_->current_time()));
+      }
+      if (const tick next = impl_->next_wakeup(); to > next) {
+        throw py::value_error(fmt::format("Scheduler.turn_to: t {} skips the event due at next_wakeup() = {}", to, next));
+      }
+    });
     return t;
   }
   tick next_wakeup() const {
@@ -678,14 +727,21 @@ class py_scheduler {
 
  private:
   // One driver at a time, the GIL released, and any exception marks the scheduler as stopped.
-  template <class F>
-  void drive(F&& f) {
+  // `check` runs first, as the driver with the GIL held: what it throws (a bad argument) leaves the
+  // scheduler usable.
+  struct no_check {
+    void operator()() const noexcept {}
+  };
+  template <class F, class Check = no_check>
+  void drive(const char* what, F&& f, Check check = {}) {
     check_usable();
+    const nested_run nest(what);
     if (driving_.exchange(true)) throw std::runtime_error("paraflex.Scheduler: run()/turn() is already in progress (a callback may not drive the scheduler)");
     struct reset {
       std::atomic<bool>& flag;
       ~reset() { flag.store(false); }
     } r{driving_};
+    check();
     try {
       py::gil_scoped_release nogil;
       f();
@@ -707,6 +763,10 @@ class py_scheduler {
   }
   void check_idle(const char* what) const {
     if (driving_.load()) throw std::runtime_error(std::string("paraflex.Scheduler.") + what + ": run()/turn() is in progress");
+  }
+  // NUL is refused as in a workload file or row: C string APIs (and the CSV reader) end text there.
+  static void no_nul(const std::string& s, const char* name) {
+    if (s.find('\0') != std::string::npos) throw py::value_error(fmt::format("Scheduler.submit: {} must not contain NUL characters", name));
   }
   // A shape the cost model cannot price is refused at submit, not when the scheduler thread meets it.
   void check_priceable(const request_shape& s) {
@@ -831,10 +891,16 @@ void bind_scheduler(py::module_& m) {
              const auto channels = arg(channels_arg, fn, "channels");
              const int work = arg(work_arg, fn, "work");
              const bool verify = arg(verify_arg, fn, "verify");
-             if (!(time_scale >= 0)) throw py::value_error("ThreadExecutor: time_scale must be >= 0");
-             if (channels == 0) throw py::value_error("ThreadExecutor: channels must be > 0");
+             if (!(time_scale >= 0 && time_scale <= cpu_dit_body::max_time_scale)) {
+               throw py::value_error(fmt::format("ThreadExecutor: time_scale must be in [0, {}] (got {})", cpu_dit_body::max_time_scale, time_scale));
+             }
+             if (channels < 1 || channels > cpu_dit_body::max_channels) {
+               throw py::value_error(fmt::format("ThreadExecutor: channels must be in [1, {}] (got {})", cpu_dit_body::max_channels, channels));
+             }
              if (work < 0) throw py::value_error("ThreadExecutor: work must be >= 0");
-             return thread_recipe{cpu_dit_body{time_scale, channels, work, verify}};
+             const cpu_dit_body body{time_scale, channels, work, verify};
+             body.check();  // the class's own rules (std::invalid_argument: ValueError)
+             return thread_recipe{body};
            }),
            py::arg("time_scale") = 1.0, py::arg("channels") = 64, py::arg("work") = 4, py::arg("verify") = true);
 

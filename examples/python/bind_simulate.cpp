@@ -57,6 +57,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
                      typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
                      py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg, typed<std::optional<int>> max_degree_arg) {
   const char* fn = "simulate";
+  const nested_run nest("simulate");
   // The order of paraflex-sim: flags, inputs, policy, faults.
   const auto size = check_cluster(gpus_arg.value, gpus_per_node.value, fn);
   const int gpus = size.gpus;
@@ -67,18 +68,20 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   const auto fail_devices = arg(fail_devices_arg, fn, "fail_devices");
   const auto stragglers = arg(stragglers_arg, fn, "stragglers");
   if (!(jitter >= 0.0 && jitter <= 0.9) || !(fail_rate >= 0.0 && fail_rate <= 1.0)) (void)make_faults(jitter, fail_rate, {}, {}, gpus);
-  const std::string gpu_name = arg(gpu_arg, fn, "gpu").value_or("");
-  const std::string trace_file = path_or_empty(trace_out, "trace_out");
+  const auto gpu_given = arg(gpu_arg, fn, "gpu");
+  if (gpu_given && gpu_given->empty()) input_failure("--gpu: empty value");  // None asks for the default
+  const std::string gpu_name = gpu_given.value_or("");
+  const std::string trace_file = flag_path(trace_out, "trace_out", "--trace-out");
   {  // writing the trace over an input file would destroy it (the trace is opened before the run)
     const std::string why = paraflex_bench::output_clash(
-        {"trace_out", trace_file},
-        {{"workload", is_path(workload_arg) ? path_or_empty(workload_arg, "workload") : std::string()}, {"profile", path_or_empty(profile, "profile")}});
+        {"trace_out", trace_file}, {{"workload", is_path(workload_arg) ? flag_path(workload_arg, "workload", "--workload") : std::string()},
+                                    {"profile", flag_path(profile, "profile", "--profile")}});
     if (!why.empty()) input_failure(why);
   }
   const int cells = arg(cells_arg, fn, "cells");
   const int threads = arg(threads_arg, fn, "threads");
   if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());
-  if (threads < 0) input_failure(fmt::format("--threads: Value {} not in range 0 to 1024", threads));
+  if (threads < 0 || threads > max_cell_threads) input_failure(fmt::format("--threads: Value {} not in range 0 to {}", threads, max_cell_threads));
   const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
   if (cap && (*cap < 1 || *cap > max_cluster_gpus)) input_failure(fmt::format("--max-degree: Value {} not in range 1 to {}", *cap, max_cluster_gpus));
   const int max_degree = cap.value_or(0);

@@ -80,6 +80,29 @@ class call_scope {
   paraflex::decision_buffer* out_;
 };
 
+/// Counts the runs (simulate(), Scheduler.run/turn/turn_to) in progress on this thread. A policy or
+/// callback that starts a run inside a run nests a whole scheduler on the C stack (about 15 KB a
+/// level, unseen by Python's recursion limit): past max_depth the new run raises RecursionError
+/// instead of overflowing the stack. Constructed with the GIL held.
+class nested_run {
+ public:
+  static constexpr int max_depth = 8;
+  explicit nested_run(const char* what) {
+    if (depth_ >= max_depth) {
+      PyErr_Format(PyExc_RecursionError, "%s: %d runs are already nested on this thread (a policy or callback started a run inside a run)",
+                   what, max_depth);
+      throw py::error_already_set();
+    }
+    ++depth_;
+  }
+  ~nested_run() { --depth_; }
+  nested_run(const nested_run&) = delete;
+  nested_run& operator=(const nested_run&) = delete;
+
+ private:
+  static inline thread_local int depth_ = 0;
+};
+
 /// A policy from Python: a registry spec ("slo-aware:margin=0.1"), a ComposedPolicy, or any object
 /// with decide(view, out). `label` receives the name results are reported under. GIL held.
 /// Throws paraflex::input_exception (bad spec), py::type_error (not a policy).

@@ -3,9 +3,10 @@
 // wrong type or an int too large with "incompatible function arguments" and the whole signature, and
 // a `.cast<T>()` with "Unable to cast Python instance to C++ type": neither says which argument. The
 // bindings take such arguments as typed<T> (or py::handle) and convert them with arg(); what is
-// accepted is exactly what pybind11 accepts for T.
+// accepted is what pybind11 accepts for T, except True/False where an int is expected.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <limits>
 #include <optional>
@@ -17,6 +18,8 @@
 #include <fmt/format.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "paraflex/core/csv.hpp"
 
 namespace paraflex_python {
 
@@ -30,10 +33,17 @@ namespace py = pybind11;
 template <class T>
 [[nodiscard]] std::optional<T> try_arg(py::handle v, std::string_view fn, std::string_view name) {
   static_assert(std::is_arithmetic_v<T> || std::is_same_v<T, std::string>, "a class argument keeps pybind11's conversion");
+  if constexpr (std::integral<T> && !std::is_same_v<T, bool>) {
+    // pybind11 takes True as 1 (bool is an int subclass): a flag passed where a count belongs.
+    if (PyBool_Check(v.ptr())) throw py::type_error(fmt::format("{}: {} must be an int, got bool", fn, name));
+  }
   py::detail::make_caster<T> c;
   if (c.load(v, true)) return py::detail::cast_op<T>(std::move(c));
   const char* wanted = "a str";
-  if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    // The only str UTF-8 cannot encode: one holding a lone surrogate (e.g. from a bad decode).
+    if (PyUnicode_Check(v.ptr())) throw py::value_error(fmt::format("{}: {} is not valid Unicode text (it holds a lone surrogate)", fn, name));
+  } else if constexpr (std::is_same_v<T, bool>) {
     wanted = "True or False";
   } else if constexpr (std::integral<T>) {
     if (PyLong_Check(v.ptr()) || (!PyFloat_Check(v.ptr()) && PyIndex_Check(v.ptr()))) return std::nullopt;
@@ -64,14 +74,32 @@ template <class T>
   return arg<T>(v, fn, name);
 }
 
-/// A list (any iterable but a str or bytes) of str, as paraflex-sim's repeated flags take them.
+/// A list (any iterable but a str, bytes or dict) of str, as paraflex-sim's repeated flags take them.
 [[nodiscard]] inline std::vector<std::string> str_list_arg(py::handle v, std::string_view fn, std::string_view name) {
-  if (PyUnicode_Check(v.ptr()) || PyBytes_Check(v.ptr()) || !py::isinstance<py::iterable>(v)) {
+  // A dict iterates over its keys: {"0@1:2": 1} would pass for a list, its values unread.
+  if (PyUnicode_Check(v.ptr()) || PyBytes_Check(v.ptr()) || PyDict_Check(v.ptr()) || !py::isinstance<py::iterable>(v)) {
     throw py::type_error(fmt::format("{}: {} must be a list of str, got {}", fn, name, type_name(v)));
   }
   std::vector<std::string> out;
   for (py::handle item : v) out.push_back(arg<std::string>(item, fn, fmt::format("{}[{}]", name, out.size())));
   return out;
+}
+
+/// The longest drop or cancel reason.
+inline constexpr std::size_t max_reason_length = 64;
+
+/// A drop or cancel reason becomes a key of dropped_by_reason, which formats §5 defines as short
+/// stable identifiers: empty (the caller's default) or up to 64 ASCII letters, digits, '_', '-', '.'.
+/// ValueError naming `fn` otherwise.
+inline void check_reason(std::string_view reason, std::string_view fn) {
+  const bool ok = reason.size() <= max_reason_length && std::all_of(reason.begin(), reason.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+  });
+  if (!ok) {
+    throw py::value_error(fmt::format("{}: reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', e.g. "
+                                      "'deadline_unreachable')",
+                                      fn, paraflex::detail::quote_for_message(reason), max_reason_length));
+  }
 }
 
 /// __eq__ of a bound class T: a == b for another T; NotImplemented for any other object, so that

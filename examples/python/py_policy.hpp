@@ -30,10 +30,19 @@
 
 namespace paraflex_python {
 
+/// obj.name, or None when obj has no such attribute. Unlike hasattr, an exception a property raises
+/// (other than AttributeError) propagates instead of reading as "absent".
+inline py::object optional_attr(py::handle obj, const char* name) {
+  PyObject* r = PyObject_GetAttrString(obj.ptr(), name);
+  if (r) return py::reinterpret_steal<py::object>(r);
+  if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+  PyErr_Clear();
+  return py::none();
+}
+
 /// obj.name if present and callable (None otherwise), as a new reference kept in `refs`.
 inline PyObject* optional_method(py::handle obj, const char* name, py_refs& refs) {
-  if (!py::hasattr(obj, name)) return nullptr;
-  py::object m = obj.attr(name);
+  py::object m = optional_attr(obj, name);
   if (m.is_none()) return nullptr;
   if (!PyCallable_Check(m.ptr())) {
     throw py::type_error(std::string(py::str(py::type::of(obj).attr("__name__"))) + "." + name + " must be callable");

@@ -59,6 +59,12 @@ std::string path_or_empty(py::handle p, const char* what) {
   throw py::type_error(std::string(what) + " must be a path (str, bytes or os.PathLike) or None, got " + type_name(p));
 }
 
+std::string flag_path(py::handle p, const char* what, std::string_view flag) {
+  std::string path = path_or_empty(p, what);
+  if (path.empty() && !p.is_none()) input_failure(fmt::format("{}: empty value", flag));
+  return path;
+}
+
 workload workload_from_rows(py::handle rows, const std::vector<std::string>& known_models) {
   if (!py::isinstance<py::sequence>(rows) || py::isinstance<py::str>(rows)) {
     throw py::type_error("workload must be a path, None, or a list of dicts; got " + type_name(rows));
@@ -86,8 +92,10 @@ workload workload_from_rows(py::handle rows, const std::vector<std::string>& kno
       std::string text;
       if (d.contains(name) && !d[name].is_none()) {
         py::object v = d[name];
-        text = py::str(v);
+        text = arg<std::string>(py::str(v), fmt::format("workload[{}]", i), fmt::format("column '{}'", name));
         if (text.find_first_of("\r\n") != std::string::npos) row_error(i, name, "line breaks are not allowed");
+        // Refused as in a file, where the CSV reader would take it for UTF-16 text.
+        if (text.find('\0') != std::string::npos) row_error(i, name, "NUL characters are not allowed");
       }
       if (std::string_view(name) == "request_id") {
         if (text.empty()) text = std::to_string(i);  // default: the row's index in the list
@@ -105,9 +113,9 @@ workload workload_from_rows(py::handle rows, const std::vector<std::string>& kno
 }
 
 paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profile, const std::string& gpu_arg, int gpus, int max_degree) {
-  const std::string profile_file = path_or_empty(profile, "profile");
+  const std::string profile_file = flag_path(profile, "profile", "--profile");
   if (workload_arg.is_none() || is_path(workload_arg)) {
-    return paraflex_bench::load_sim_inputs(path_or_empty(workload_arg, "workload"), profile_file, gpu_arg, gpus, max_degree);
+    return paraflex_bench::load_sim_inputs(flag_path(workload_arg, "workload", "--workload"), profile_file, gpu_arg, gpus, max_degree);
   }
   // Rows: the same steps as load_sim_inputs, with the workload read from the rows.
   return paraflex_bench::load_sim_inputs_with(
@@ -117,7 +125,7 @@ paraflex_bench::sim_inputs load_inputs(py::handle workload_arg, py::handle profi
 
 cost_inputs load_cost(py::handle profile, const std::string& gpu_arg) {
   std::string gpu = gpu_arg;
-  profile_table table = paraflex_bench::load_profile_table(path_or_empty(profile, "profile"));
+  profile_table table = paraflex_bench::load_profile_table(flag_path(profile, "profile", "--profile"));
   paraflex_bench::check_gpu_type(table, gpu);
   if (gpu.empty()) gpu = default_gpu_for(table, {}, table.source).value_or_throw();
   auto cost = profile_cost_model::from_profile(table, gpu).value_or_throw();

@@ -24,6 +24,9 @@ namespace py = pybind11;
 /// --max-degree ranges).
 inline constexpr int max_cluster_gpus = 1 << 16;
 
+/// The most host threads simulate(cells=...) may use (paraflex-sim's --threads range).
+inline constexpr int max_cell_threads = 1024;
+
 /// paraflex-sim's message for a bad flag value, as a ValueError (the text after "paraflex-sim: error: ").
 [[noreturn]] void input_failure(const std::string& message);
 
@@ -73,5 +76,9 @@ struct cluster_size {
 
 /// A path (is_path) -> its text; None -> "" (embedded default); TypeError naming `what` otherwise.
 [[nodiscard]] std::string path_or_empty(py::handle p, const char* what);
+
+/// path_or_empty for what paraflex-sim takes as `flag`: an empty path (an unset variable, say) is the
+/// flag's "empty value" error, never the default that None asks for.
+[[nodiscard]] std::string flag_path(py::handle p, const char* what, std::string_view flag);
 
 }  // namespace paraflex_python

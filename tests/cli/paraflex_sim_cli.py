@@ -242,10 +242,26 @@ def group_bad_input(d):
         (["--fail-rate", "nan"], "--fail-rate: expected a finite number"),
         (["--seed", "-1"], "--seed: expected an integer"),
         (["--seed", "18446744073709551616"], "--seed: expected an integer"),
+        # Integers are decimal: CLI11 alone reads "0x10" as 16 and "010" as 8.
+        (["--gpus", "0x10"], "--gpus: expected a decimal integer"),
+        (["--gpus", "8.0"], "--gpus: expected a decimal integer"),
+        (["--policy", "round-based:round_quantile=1e400"], "1e400 is out of range"),
     ]
     for args, words in usage:
         rc, out, err = run(args)
         check(rc == 2 and err.startswith("paraflex-sim: error: ") and words in err, f"{args}: exit 2 saying {words!r} (got {rc}: {err.strip()!r})")
+    # A leading zero is decimal, not octal: --gpus 010 is 10 GPUs, --seed 010 is seed 10.
+    rc, out, err = run(["--gpus", "010", "--policy", "static:1", "--format", "json", "--quiet"])
+    check(rc == 0 and strict_json(out)["cluster"]["gpus"] == 10, f"--gpus 010: 10 GPUs (got {rc}: {out[:200]!r} {err.strip()!r})")
+    seeded = [run(["--seed", s, "--jitter", "0.3", "--policy", "slo-aware", "--format", "json", "--quiet"]) for s in ("010", "10", "8")]
+    same = [strip_host_timings(strict_json(o)) if rc == 0 else None for rc, o, _ in seeded]
+    check(same[0] is not None and same[0] == same[1] and same[0] != same[2], "--seed 010 runs seed 10, not the octal 8")
+    # Requests that each fit the clock but not one after another: exit 2 naming the row it stopped at,
+    # never results saturated at the 64-bit limit.
+    long_rows = write(os.path.join(d, "long.csv"), "arrival_s,model,height,width,steps,frames\n" + "0,flux-dev,2048,2048,100000,10000\n" * 9)
+    rc, out, err = run(["--workload", long_rows, "--profile", prof, "--gpus", "1", "--policy", "static:1", "--format", "json"])
+    check(rc == 2 and out == "" and f"{long_rows}:" in err and "clock's limit" in err and "request '" in err,
+          f"a run past the clock's limit: exit 2 naming file and request (got {rc}: {err.strip()!r})")
     # static:K where a model's heads do not allow K: refused, naming the model and its degrees.
     p24 = write(os.path.join(d, "p24.csv"), "model,gpu,height,width,frames,degree,step_s,heads\nm24,g,512,512,1,1,0.5,24\nm24,g,512,512,1,2,0.3,24\n")
     w24 = write(os.path.join(d, "w24.csv"), "arrival_s,model,height,width,steps\n0,m24,512,512,20\n")

@@ -184,7 +184,9 @@ def group_workload_bad_input(d):
         ("--rate 0 for a trace", ["--arrivals", "trace:" + trace, "--rate", "0"], ["--rate", "> 0"]),
         ("--rate with --load", ["--rate", "0.5", "--load", "1"], ["--rate", "--load"]),
         ("--duration for phases", ["--arrivals", "phases:10@1", "--duration", "5"], ["--duration", "poisson"]),
-        ("a negative --duration", ["--duration", "-5"], ["--duration", ">= 0"]),
+        ("a negative --duration", ["--duration", "-5"], ["--duration", "> 0"]),
+        ("--duration 0", ["--duration", "0"], ["--duration", "> 0"]),
+        ("--requests in hexadecimal", ["--requests", "0x10"], ["--requests", "'0x10'"]),
         ("--load 0", ["--load", "0"], ["--load", "> 0"]),
         ("--load inf", ["--load", "inf"], ["--load"]),
         ("--gpus 0", ["--gpus", "0", "--load", "1"], ["--gpus"]),
@@ -204,6 +206,9 @@ def group_workload_bad_input(d):
         ("a model name with blanks", ["--model", " flux-dev"], ["--model", "blank"]),
         ("a model name with a newline", ["--model", "flux\ndev"], ["--model", "control character"]),
         ("zero steps", ["--steps", "0"], ["--steps", "> 0"]),
+        ("more steps than a workload may have", ["--steps", "100001"], ["--steps", "at most 100000"]),
+        ("a trace's steps above the limit", ["--arrivals", "trace:" + write(os.path.join(d, "big_steps.csv"), "arrival_s,steps\n0,10\n1,1e6\n"),
+                                             "--steps", "trace:steps"], ["big_steps.csv:3:", "from 1 to 100000"]),
         ("steps that are not a number", ["--steps", "20,lots"], ["--steps", "'lots'"]),
         ("an unknown SLO rule", ["--slo-rule", "tight"], ["--slo-rule", "'tight'"]),
         ("fixed: without a scale", ["--slo-rule", "fixed:"], ["--slo-rule", "fixed:"]),
@@ -254,6 +259,11 @@ def group_workload_bad_input(d):
         check(open(kept, encoding="utf-8").read() == before, f"{what}: the input is left as it was")
     rc, out, err = gen(["--help"])
     check(rc == 0 and "--quiet" in out and "--requests" in out, "--help exits 0 and lists the flags")
+    # Integers are decimal (CLI11 alone reads a leading 0 as octal), and huge weights do not overflow.
+    rc, out, err = gen(["--requests", "010"])
+    check(rc == 0 and len(rows_of(out)) == 10, f"--requests 010 writes 10 requests (got {rc}: {err.strip()!r})")
+    rc, out, err = gen(["--mix", "weighted", "--weights", "1e308,1e308,1e308,1e308", "--requests", "20"])
+    check(rc == 0, f"weights near the largest double are weights (got {rc}: {err.strip()!r})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Policies and policy parts written in Python: what they see, what they may ask, how errors surface."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import traceback
 import unittest
 
-from support import DEFAULT_WORKLOAD, paraflex, without_host_timings
+from support import DEFAULT_WORKLOAD, EXAMPLES, paraflex, without_host_timings
 
 import edf_drop_policy
 
@@ -274,6 +278,93 @@ class InvalidDecisionsAndExceptions(unittest.TestCase):
             with self.assertRaisesRegex(RuntimeError, "valid only during the policy call"):
                 stale()
 
+    def test_an_exception_raised_by_a_name_or_tick_period_property_propagates(self):
+        # Regression: hasattr() swallowed it and the class name was used instead.
+        class BadName(Fcfs):
+            @property
+            def name(self):
+                raise KeyError("no name")
+
+        class BadPeriod(Fcfs):
+            @property
+            def tick_period(self):
+                raise ZeroDivisionError("no period")
+
+        with self.assertRaisesRegex(KeyError, "no name"):
+            paraflex.simulate(workload=SMALL, policy=BadName())
+        with self.assertRaisesRegex(ZeroDivisionError, "no period"):
+            paraflex.simulate(workload=SMALL, policy=BadPeriod())
+
+    def test_a_drop_reason_that_is_no_short_identifier_is_a_value_error_naming_the_method(self):
+        # Regression: any text (100,000 characters, NUL, line breaks) became a dropped_by_reason key.
+        for reason in ("\xff\n\x00" + "x" * 100_000, "not today", "x" * 65, "\u00e9t\u00e9"):
+            class Dropper:
+                def decide(self, view, out):
+                    for h in view.waiting():
+                        out.drop(h, reason)
+
+            with self.subTest(reason=reason[:10]), self.assertRaisesRegex(ValueError, r"^Decisions\.drop: reason '.*' is not a short identifier"):
+                paraflex.simulate(workload=SMALL, policy=Dropper())
+
+        class Refuse:
+            def judge(self, view, h):
+                return ("drop", "too\nlate")
+
+        with self.assertRaisesRegex(ValueError, r"^Refuse\.judge\(\): reason 'too\\x0Alate' is not a short identifier"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.slo_aware(admission=Refuse()))
+        ok = "Drop.v2-" + "x" * 56  # 64 characters
+
+        class Dropper:
+            def decide(self, view, out):
+                for h in view.waiting():
+                    out.drop(h, ok)
+
+        self.assertEqual(paraflex.simulate(workload=SMALL, policy=Dropper())["dropped_by_reason"], {ok: 3})
+
+    def test_simulate_nested_in_a_policy_past_eight_runs_raises_recursion_error_instead_of_crashing(self):
+        # Regression: each nested run takes ~15 KB of C stack that Python's recursion limit does not
+        # count; in a thread with a 512 KiB stack the process died with SIGSEGV.
+        code = textwrap.dedent("""
+            import threading, paraflex
+            rows = [dict(arrival_s=0, model="flux-dev", height=256, width=256, steps=2)]
+            class Again:
+                def decide(self, view, out):
+                    paraflex.simulate(workload=rows, policy=self, gpus=2)
+            class AgainScheduler:
+                def decide(self, view, out):
+                    s = paraflex.Scheduler(self, gpus=2, gpu="l20-inferred")
+                    s.submit("flux-dev", 256, 256, 2)
+                    s.run()
+            def run(policy):
+                try:
+                    paraflex.simulate(workload=rows, policy=policy, gpus=2)
+                except RecursionError as e:
+                    print(type(policy).__name__, e)
+            threading.stack_size(512 * 1024)
+            for p in (Again(), AgainScheduler()):
+                t = threading.Thread(target=run, args=(p,))
+                t.start()
+                t.join()
+        """)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), EXAMPLES) if p))
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertEqual(p.stdout.splitlines(),
+                         ["Again simulate: 8 runs are already nested on this thread (a policy or callback started a run inside a run)",
+                          "AgainScheduler Scheduler.run: 8 runs are already nested on this thread (a policy or callback started a run inside a run)"])
+
+    def test_a_policy_may_simulate_a_what_if_inside_decide(self):
+        what_if = []
+
+        class Lookahead(Fcfs):
+            def decide(self, view, out):
+                if not what_if:
+                    what_if.append(paraflex.simulate(workload=SMALL, policy="slo-aware", gpus=2)["completed"])
+                super().decide(view, out)
+
+        self.assertEqual(paraflex.simulate(workload=SMALL, policy=Lookahead())["completed"], 3)
+        self.assertEqual(len(what_if), 1)
+
     def test_a_policy_without_decide_or_with_a_bad_tick_period_is_refused(self):
         class NoDecide:
             pass
@@ -453,6 +544,23 @@ class PolicyParts(unittest.TestCase):
         self.assertEqual(paraflex.NEVER, 2**63 - 1)
         self.assertIn("slo-aware", paraflex.policies())
 
+    def test_find_free_group_refuses_a_device_set_of_another_size_than_its_cluster(self):
+        # Regression: a 16-device set on an 8-GPU cluster gave devices 0..11 (a smaller set was refused).
+        for capacity in (16, 4):
+            with self.subTest(capacity=capacity), self.assertRaisesRegex(
+                    ValueError, rf"^find_free_group: the DeviceSet has capacity {capacity}; the cluster has 8 devices$"):
+                paraflex.find_free_group(paraflex.DeviceSet(capacity, range(capacity)), 2, paraflex.Cluster(8, 8))
+
+    def test_policy_lists_refuse_a_cluster_without_gpus_as_simulate_does(self):
+        # Regression: gpus=0 or -1 was accepted (policy_parameters then said "[1, 0]").
+        for f, message in [(lambda: paraflex.policy_parameters("static", gpus=0), r"^policy_parameters: gpus: Value 0 not in range 1 to 65536$"),
+                           (lambda: paraflex.policies(-1), r"^policies: gpus: Value -1 not in range 1 to 65536$"),
+                           (lambda: paraflex.default_policies(0), r"^default_policies: gpus: Value 0 not in range 1 to 65536$")]:
+            with self.subTest(message=message), self.assertRaisesRegex(ValueError, message):
+                f()
+        with self.assertRaisesRegex(TypeError, r"^policies: gpus must be an int, got bool$"):
+            paraflex.policies(True)
+
     def test_policy_parameters_list_what_paraflex_sim_lists(self):
         self.assertEqual(paraflex.policy_parameters("static", gpus=4), {"degree": ("required", "[1, 4]")})
         self.assertEqual(paraflex.policy_parameters("rssp"), {})
@@ -489,7 +597,7 @@ class PolicyParts(unittest.TestCase):
         self.assertTrue(s != "x")
         self.assertEqual(s, paraflex.DeviceSet(8, [1]))
         self.assertNotEqual(s, paraflex.DeviceSet(8, [2]))
-        for value in (-1, 8, 2**70, "1", 1.0, None):
+        for value in (-1, 8, 2**70, "1", 1.0, None, True):
             with self.subTest(value=value):
                 self.assertNotIn(value, s)
         self.assertIn(1, s)
@@ -526,7 +634,12 @@ class PolicyParts(unittest.TestCase):
                     for label, f in [("place", lambda: paraflex.place(view, h, 16, all64)),
                                      ("place", lambda: paraflex.place(view, h, 1, paraflex.DeviceSet(2, [0, 1]))),
                                      ("StickyPlacement.place: available", lambda: paraflex.StickyPlacement().place(view, h, 16, all64, none64)),
-                                     ("PackedPlacement.place: available", lambda: paraflex.PackedPlacement().place(view, h, 16, all64, none64))]:
+                                     ("PackedPlacement.place: available", lambda: paraflex.PackedPlacement().place(view, h, 16, all64, none64)),
+                                     ("expected_migration", lambda: paraflex.expected_migration(view, h, 1, all64)),
+                                     ("estimated_finish", lambda: paraflex.estimated_finish(view, h, 1, all64)),
+                                     ("SmallestMeetingDegree.degree: available", lambda: paraflex.SmallestMeetingDegree().degree(view, h, all64)),
+                                     ("FastestDegree.degree: available", lambda: paraflex.FastestDegree().degree(view, h, all64)),
+                                     ("CheapestDegree.degree: available", lambda: paraflex.CheapestDegree().degree(view, h, all64))]:
                         try:
                             seen.append(("returned", f()))
                         except ValueError as e:
@@ -535,7 +648,9 @@ class PolicyParts(unittest.TestCase):
 
         paraflex.simulate(workload=SMALL[:1], policy=Probe())
         self.assertEqual([label for label, _ in seen],
-                         ["place", "place", "StickyPlacement.place: available", "PackedPlacement.place: available"])
+                         ["place", "place", "StickyPlacement.place: available", "PackedPlacement.place: available", "expected_migration",
+                          "estimated_finish", "SmallestMeetingDegree.degree: available", "FastestDegree.degree: available",
+                          "CheapestDegree.degree: available"])
         for label, message in seen:
             self.assertRegex(message, rf"^{label}: the DeviceSet has capacity (64|2); the cluster has 8 devices$")
 

@@ -125,6 +125,50 @@ class ClientApi(unittest.TestCase):
         sched.run()
         self.assertEqual(sched.state("r1"), "completed")
 
+    def test_nul_or_a_lone_surrogate_in_an_id_or_class_is_a_value_error_naming_it(self):
+        # Regression: NUL was accepted (a workload file or row refuses it); "\ud800" gave
+        # "TypeError: request_id must be a str, got str".
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
+        for kwargs, message in [(dict(request_id="a\x00b"), r"^Scheduler\.submit: request_id must not contain NUL characters$"),
+                                (dict(class_label="\x00"), r"^Scheduler\.submit: class_label must not contain NUL characters$"),
+                                (dict(request_id="\ud800"), r"^Scheduler\.submit: request_id is not valid Unicode text \(it holds a lone surrogate\)$")]:
+            with self.subTest(kwargs), self.assertRaisesRegex(ValueError, message):
+                sched.submit("flux-dev", 256, 256, 4, **kwargs)
+        self.assertEqual(sched.counters()["submitted"], 0)
+
+    def test_a_cancel_reason_that_is_no_short_identifier_is_a_value_error(self):
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
+        rid = sched.submit("flux-dev", 256, 256, 4)
+        with self.assertRaisesRegex(ValueError, r"^Scheduler\.cancel: reason 'changed my\\x0Amind' is not a short identifier"):
+            sched.cancel(rid, "changed my\nmind")
+        self.assertEqual(sched.cancel(rid, "changed_my_mind"), "accepted")
+        sched.run()
+        self.assertEqual(sched.metrics()["dropped_by_reason"], {"changed_my_mind": 1})
+
+    def test_an_empty_gpu_is_refused_not_taken_as_the_default(self):
+        with self.assertRaisesRegex(ValueError, r"^--gpu: empty value$"):
+            paraflex.Scheduler(gpu="")
+        with self.assertRaisesRegex(ValueError, r"^--profile: empty value$"):
+            paraflex.Scheduler(gpu="l20-inferred", profile="")
+
+    def test_turn_to_a_time_before_now_or_past_the_next_event_is_a_value_error_that_leaves_the_scheduler_usable(self):
+        # Regression: the runtime's logic_error surfaced as RuntimeError from inside the turn and
+        # stopped the scheduler for good.
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
+        sched.submit("flux-dev", 256, 256, 4, arrival_s=1.0)
+        with self.assertRaisesRegex(ValueError, r"^Scheduler\.turn_to: t -5 is before now\(\) = 0 \(time cannot go backwards\)$"):
+            sched.turn_to(-5)
+        with self.assertRaisesRegex(ValueError, r"^Scheduler\.turn_to: t 5 skips the event due at next_wakeup\(\) = 0$"):
+            sched.turn_to(5)
+        with self.assertRaisesRegex(RuntimeError, "virtual time"):
+            sched.turn()
+        self.assertIsNone(sched.error)
+        self.assertEqual(sched.turn_to(0), 1_000_000)
+        with self.assertRaisesRegex(ValueError, r"^Scheduler\.turn_to: t 2000000 skips the event due at next_wakeup\(\) = 1000000$"):
+            sched.turn_to(2_000_000)
+        sched.run()
+        self.assertEqual(sched.state("r1"), "completed")
+
     def test_turn_to_drives_virtual_time_step_by_step(self):
         sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred")
         sched.submit("flux-dev", 1024, 1024, 10, slo_s=30.0, arrival_s=2.0)
@@ -225,6 +269,18 @@ class Executors(unittest.TestCase):
             sched.run()
         with self.assertRaisesRegex(RuntimeError, "stopped after an exception"):
             sched.submit("flux-dev", 256, 256, 4)
+
+    def test_a_thread_executor_refuses_a_time_scale_or_channel_count_it_cannot_run(self):
+        # Regression: inf and 1e20 ran with no sleep at all (an undefined double -> int64 cast);
+        # 2**40 channels failed every task later.
+        for kwargs, message in [(dict(time_scale=float("inf")), r"^ThreadExecutor: time_scale must be in \[0, 1000\] \(got inf\)$"),
+                                (dict(time_scale=1e20), r"^ThreadExecutor: time_scale must be in \[0, 1000\] \(got 1e\+20\)$"),
+                                (dict(time_scale=float("nan")), r"^ThreadExecutor: time_scale must be in \[0, 1000\] \(got nan\)$"),
+                                (dict(channels=2**40), r"^ThreadExecutor: channels must be in \[1, 1024\] \(got 1099511627776\)$"),
+                                (dict(channels=0), r"^ThreadExecutor: channels must be in \[1, 1024\] \(got 0\)$")]:
+            with self.subTest(kwargs), self.assertRaisesRegex(ValueError, message):
+                paraflex.ThreadExecutor(**kwargs)
+        paraflex.ThreadExecutor(time_scale=1000.0, channels=1024)
 
     def test_an_exception_in_a_python_policy_or_callback_stops_run_and_reaches_the_caller(self):
         class Boom:
@@ -423,8 +479,8 @@ class ExecutorContract(unittest.TestCase):
             def now(self):
                 return 2**70
 
-        with self.assertRaisesRegex(ValueError, r"Huge.now\(\) returned 1180591620717411303424; expected an int64 of microseconds, "
-                                                r"in \[-9223372036854775808, 9223372036854775807\]"):
+        with self.assertRaisesRegex(ValueError, r"Huge.now\(\) returned 1180591620717411303424; expected an int of microseconds "
+                                                r"in \[0, 9223372036854775807\]"):
             paraflex.Scheduler("slo-aware", Huge(), gpu="l20-inferred")
 
         class HugeId(InstantExecutor):
@@ -435,6 +491,54 @@ class ExecutorContract(unittest.TestCase):
         sched.submit("flux-dev", 256, 256, 4)
         with self.assertRaisesRegex(ValueError, r"HugeId.poll\(\) returned the event .*: an id is out of range"):
             sched.run()
+
+    def test_a_negative_clock_is_a_value_error_naming_the_method(self):
+        # Regression: run() spun forever on a clock that never reached the runtime's times.
+        class Negative(InstantExecutor):
+            def now(self):
+                return -5
+
+        with self.assertRaisesRegex(ValueError, r"^executor Negative\.now\(\) returned -5; expected an int of microseconds in \[0, 9223372036854775807\]$"):
+            paraflex.Scheduler("slo-aware", Negative(), gpu="l20-inferred")
+
+    def test_a_clock_that_goes_backwards_stops_the_run_with_a_value_error(self):
+        class Backwards(InstantExecutor):
+            def launch(self, task):
+                super().launch(task)
+                if task.id == 3:
+                    self.t = 7  # one step back, once
+
+        sched = paraflex.Scheduler("slo-aware", Backwards(), gpu="l20-inferred")
+        sched.submit("flux-dev", 256, 256, 4)
+        with self.assertRaisesRegex(ValueError, r"^executor Backwards\.now\(\) returned 7 after \d+; expected a monotonic clock"):
+            sched.run()
+        self.assertIn("Backwards.now()", sched.error)
+
+    def test_poll_returning_none_or_a_dict_is_a_type_error_naming_the_method(self):
+        # Regression: both read as "no events" (a dict's keys, even, as events): a forgotten return hung run().
+        class AsDict(InstantExecutor):
+            def poll(self):
+                return dict.fromkeys(super().poll())
+
+        sched = paraflex.Scheduler("slo-aware", AsDict(), gpu="l20-inferred")
+        sched.submit("flux-dev", 256, 256, 4)
+        with self.assertRaisesRegex(TypeError, r"^executor AsDict\.poll\(\) returned a dict; expected a list of events \(an empty list when there are none\)$"):
+            sched.run()
+        rc, out = run_script("""
+            import paraflex
+            class Forgot:
+                def launch(self, task): pass
+                def poll(self): pass  # the events list is never returned
+                def now(self): return 0
+                def wait_until(self, t): pass
+            sched = paraflex.Scheduler("slo-aware", Forgot(), gpu="l20-inferred")
+            sched.submit("flux-dev", 256, 256, 4)
+            try:
+                sched.run()
+            except TypeError as e:
+                print(e)
+        """, timeout=20)
+        self.assertEqual((rc, out.strip()), (0, "executor Forgot.poll() returned None; expected a list of events (an empty list when there are none)"))
 
     def test_a_failing_notify_does_not_fail_a_submit_that_was_queued(self):
         # Regression: submit() raised notify()'s error after queueing the request; a retry ran it twice.

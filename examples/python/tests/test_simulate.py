@@ -219,6 +219,30 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"^workload\[0\]: column 'steps'"):
             paraflex.simulate(workload=[dict(rows[0], steps=2.5)])
 
+    def test_nul_or_a_lone_surrogate_in_a_row_names_the_row_and_column(self):
+        # Regression: NUL got the CSV reader's "UTF-16 or UTF-32" message, a surrogate a bare UnicodeEncodeError.
+        row = {"arrival_s": 0, "model": "flux-dev", "height": 256, "width": 256, "steps": 2}
+        with self.assertRaisesRegex(ValueError, r"^workload\[0\]: column 'request_id': NUL characters are not allowed$"):
+            paraflex.simulate(workload=[dict(row, request_id="a\x00b")])
+        with self.assertRaisesRegex(ValueError, r"^workload\[1\]: column 'class': NUL characters are not allowed$"):
+            paraflex.simulate(workload=[row, dict(row, **{"class": "a\x00"})])
+        with self.assertRaisesRegex(ValueError, r"^workload\[0\]: column 'request_id' is not valid Unicode text \(it holds a lone surrogate\)$"):
+            paraflex.simulate(workload=[dict(row, request_id="\ud800")])
+
+    def test_an_empty_gpu_or_path_is_paraflex_sims_empty_value_not_the_default(self):
+        # Regression: "" ran on the default GPU type, file or no trace; paraflex-sim refuses an empty flag.
+        for kwargs, message in [(dict(gpu=""), "--gpu: empty value"), (dict(trace_out=""), "--trace-out: empty value"),
+                                (dict(workload=""), "--workload: empty value"), (dict(profile=b""), "--profile: empty value")]:
+            with self.subTest(kwargs), self.assertRaisesRegex(ValueError, f"^{message}$"):
+                paraflex.simulate(**kwargs)
+        self.assert_message(["--gpu", ""], gpu="")
+
+    def test_more_threads_than_paraflex_sim_allows(self):
+        # Regression: threads=10**6 was accepted (paraflex-sim --threads takes 0 to 1024).
+        with self.assertRaisesRegex(ValueError, r"^--threads: Value 1000000 not in range 0 to 1024$"):
+            paraflex.simulate(cells=2, threads=10**6)
+        self.assert_message(["--cells", "2", "--threads", "1025"], cells=2, threads=1025)
+
     def test_wrong_types_raise_type_error(self):
         with self.assertRaises(TypeError):
             paraflex.simulate(workload=42)
@@ -236,7 +260,12 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
                                 (dict(gpus_per_node="4"), r"^simulate: gpus_per_node must be an int, got str$"),
                                 (dict(gpu=5), r"^simulate: gpu must be a str, got int$"),
                                 (dict(jitter="0.1"), r"^simulate: jitter must be a number, got str$"),
-                                (dict(bound="yes"), r"^simulate: bound must be True or False, got str$")]:
+                                (dict(bound="yes"), r"^simulate: bound must be True or False, got str$"),
+                                # a dict iterates over its keys; True would run on 1 GPU
+                                (dict(stragglers={"0@1:2": 1}), r"^simulate: stragglers must be a list of str, got dict$"),
+                                (dict(fail_devices={"0@1": 1}), r"^simulate: fail_devices must be a list of str, got dict$"),
+                                (dict(gpus=True), r"^simulate: gpus must be an int, got bool$"),
+                                (dict(cells=True), r"^simulate: cells must be an int, got bool$")]:
             with self.subTest(kwargs), self.assertRaisesRegex(TypeError, message):
                 paraflex.simulate(**kwargs)
         # An int too large for the flag gets paraflex-sim's range message, not pybind11's.

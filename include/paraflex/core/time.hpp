@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 namespace paraflex {
 
@@ -32,6 +34,20 @@ inline constexpr tick never = std::numeric_limits<tick>::max();
 [[nodiscard]] constexpr double to_seconds(tick t) noexcept {
   return static_cast<double>(t) / static_cast<double>(ticks_per_second);
 }
+
+/// The latest time a simulated run may reach: 4.0e18 us (about 127,000 years). Workloads are
+/// checked against it (check_workload_costs) and so is every simulated task's end, so that times
+/// and their sums never come near the 64-bit limit, where they would saturate or wrap.
+inline constexpr tick clock_limit = 4'000'000'000'000'000'000;
+
+/// Thrown by a virtual-time executor when a task would end past clock_limit: the run cannot be
+/// represented (each request fits alone, but queued one after another they do not). `request` is
+/// the launching request's handle (simulate(): its position in the workload).
+class clock_overflow : public std::overflow_error {
+ public:
+  clock_overflow(const std::string& what, std::uint32_t request_handle) : std::overflow_error(what), request(request_handle) {}
+  std::uint32_t request;
+};
 
 /// Saturating addition: a deadline of `never` plus a duration stays `never`.
 [[nodiscard]] constexpr tick add_sat(tick a, tick b) noexcept {

@@ -127,7 +127,7 @@ template <CostModel C>
       it = slowest.emplace(r.shape, worst).first;
     }
     const double work = static_cast<double>(it->second) * (r.steps + 2.0);
-    if (static_cast<double>(r.arrival) + work > 4.0e18) {  // the same headroom as to_ticks: sums of two in-range times cannot overflow
+    if (static_cast<double>(r.arrival) + work > static_cast<double>(clock_limit)) {
       // Named by what weighs more: a late arrival, or the work itself.
       return input_error{w.source, r.source_line, static_cast<double>(r.arrival) > work ? "arrival_s" : "steps",
                          fmt::format("request '{}': arriving at {} s, its {} steps of up to {} s each (plus encode and decode) "

@@ -44,6 +44,7 @@ class simulated_executor {
   static constexpr bool runs_batches = true;
 
   void launch(const task_launch& l) {
+    if (l.expected_duration > clock_limit - now_) past_clock_limit(l, static_cast<double>(l.expected_duration));
     tick end = now_ + std::max<tick>(0, l.expected_duration);
     if (faults_.jitter > 0 || !faults_.stragglers.empty()) {  // else the duration is exact: no rounding
       double duration = static_cast<double>(l.expected_duration);
@@ -52,6 +53,7 @@ class simulated_executor {
       // A factor of at most 1000 keeps any real duration far inside the clock; the cap only keeps a
       // degenerate one from wrapping around (a wrapped sum reads as a 0-second task).
       end = now_ + static_cast<tick>(std::llround(std::clamp(duration, 0.0, 0x1p60)));
+      if (end > clock_limit) past_clock_limit(l, duration);
     }
     auto kind = executor_event_kind::task_done;
     if (faults_.fail_rate > 0 && l.task.kind != task_kind::migrate && uniform() < faults_.fail_rate) {
@@ -108,6 +110,12 @@ class simulated_executor {
   }
 
  private:
+  [[noreturn]] void past_clock_limit(const task_launch& l, double duration) const {
+    throw clock_overflow("a task of " + std::to_string(duration / 1e6) + " s launched at " + std::to_string(to_seconds(now_)) +
+                             " s would end past the simulated clock's limit of 4.0e12 s: the requests fit one by one, "
+                             "but not one after another",
+                         l.request);
+  }
   // Launches in flight live in reusable slots (no allocation per task once warm). Only a device loss
   // needs to look at them all, and only then are their devices recorded.
   struct flight {

@@ -63,6 +63,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "paraflex/collectives/migration_plan.hpp"
 #include "paraflex/collectives/shared_memory.hpp"
 #include "paraflex/executor/concepts.hpp"
@@ -220,17 +222,34 @@ inline constexpr std::uint32_t modulus = 65521;
 
 /// The default task body: a real CPU stand-in for a DiT step under Ulysses sequence parallelism.
 struct cpu_dit_body {
+  /// Largest time_scale: a run 1000x slower than the cost model (paraflex-serve's --time-scale 1e-3).
+  static constexpr double max_time_scale = 1000.0;
+  /// Most channels (paraflex-serve's --channels range): beyond it a latent is no stand-in, only an allocation failure.
+  static constexpr std::size_t max_channels = 1024;
+
   double time_scale = 1.0;    ///< then sleep until start + expected_duration x time_scale (0: no sleep)
   std::size_t channels = 64;  ///< latent channels per token (rows = latent tokens of the shape)
   int work = 4;               ///< multiply-adds per element per step
   bool verify = true;         ///< decode replays every step serially and compares (costly for videos)
+
+  /// Throws std::invalid_argument unless time_scale is in [0, max_time_scale], channels in [1,
+  /// max_channels] and work >= 0. thread_executor checks its body at construction.
+  void check() const {
+    if (!(time_scale >= 0.0 && time_scale <= max_time_scale)) {
+      throw std::invalid_argument(fmt::format("cpu_dit_body: time_scale must be in [0, {}] (got {})", max_time_scale, time_scale));
+    }
+    if (channels == 0 || channels > max_channels) {
+      throw std::invalid_argument(fmt::format("cpu_dit_body: channels must be in [1, {}] (got {})", max_channels, channels));
+    }
+    if (work < 0) throw std::invalid_argument(fmt::format("cpu_dit_body: work must be >= 0 (got {})", work));
+  }
 
   /// Rows of the latent for a shape: its latent tokens.
   [[nodiscard]] static std::size_t rows_of(const request_shape& s) noexcept { return static_cast<std::size_t>(latent_tokens(s)); }
 
   void operator()(const task_context& c) const {
     if (!c.launch.shape) throw std::invalid_argument("cpu_dit_body: the launch has no shape");
-    if (channels == 0) throw std::invalid_argument("cpu_dit_body: channels must be > 0");
+    check();
     switch (c.launch.task.kind) {
       case task_kind::encode: encode(c); break;
       case task_kind::step: step(c); break;
@@ -238,8 +257,11 @@ struct cpu_dit_body {
       case task_kind::migrate: migrate(c); break;
     }
     if (time_scale > 0 && c.launch.expected_duration > 0) {
-      const auto us = static_cast<std::int64_t>(static_cast<double>(c.launch.expected_duration) * time_scale);
-      std::this_thread::sleep_until(c.started + std::chrono::microseconds(us));
+      // Capped in double before the cast: the product may exceed int64 (the cast would be undefined),
+      // and started + the sleep must stay within steady_clock's range.
+      constexpr double max_sleep_us = 1e15;  // about 31 years
+      const double us = std::min(static_cast<double>(c.launch.expected_duration) * time_scale, max_sleep_us);
+      std::this_thread::sleep_until(c.started + std::chrono::microseconds(static_cast<std::int64_t>(us)));
     }
   }
 
@@ -441,6 +463,7 @@ class thread_executor {
   explicit thread_executor(std::size_t devices, task_body body = {})
       : body_(body ? std::move(body) : task_body(cpu_dit_body{})), transport_(devices == 0 ? 1 : devices) {
     if (devices == 0) throw std::invalid_argument("thread_executor: needs at least one device");
+    if (const auto* b = body_.target<cpu_dit_body>()) b->check();  // refused now, not as task_failed later
     stores_.reserve(devices);
     for (std::size_t d = 0; d < devices; ++d) stores_.push_back(std::make_unique<device_store>());
     queues_.resize(devices);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
@@ -63,15 +64,11 @@ class policy_params {
     auto it = values_.find(key);
     if (it == values_.end()) return fallback;
     const auto& s = it->second;
-    double v = 0;
-    std::size_t pos = 0;
-    try {
-      v = std::stod(s, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    if (pos != s.size() || s.empty() || !std::isfinite(v)) fail(key, fmt::format("expected a number, got '{}'", s));
-    if (v < min_value || v > max_value) fail(key, fmt::format("{} is out of range [{}, {}]", s, min_value, max_value));
+    // strtod, not stod: stod throws on underflow, and "1e-400" is a number (it rounds towards 0).
+    char* end = nullptr;
+    const double v = s.empty() ? std::nan("") : std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || std::isnan(v)) fail(key, fmt::format("expected a number, got '{}'", s));
+    if (std::isinf(v) || v < min_value || v > max_value) fail(key, fmt::format("{} is out of range [{}, {}]", s, min_value, max_value));
     return v;
   }
   /// One of `choices`.

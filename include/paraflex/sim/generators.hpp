@@ -498,8 +498,8 @@ struct recorded_trace {
           continue;
         }
         const auto v = parse_double(f);
-        if (!v || !std::isfinite(*v.value) || *v.value < 1.0 || *v.value > 1e6 || *v.value != std::floor(*v.value)) {
-          return csv.error_at(*c_steps, fmt::format("expected a whole number of steps from 1 to 1000000, got '{}'", csv.field(*c_steps)));
+        if (!v || !std::isfinite(*v.value) || *v.value < 1.0 || *v.value > max_steps || *v.value != std::floor(*v.value)) {
+          return csv.error_at(*c_steps, fmt::format("expected a whole number of steps from 1 to {}, got '{}'", max_steps, csv.field(*c_steps)));
         }
         out.steps.push_back(static_cast<int>(*v.value));
       }
@@ -682,7 +682,10 @@ struct workload_generator {
                                                            int spatial_factor = 16) {
   std::vector<double> p(shapes.size(), 1.0);
   if (mix == shape_mix::weighted) {
-    for (std::size_t i = 0; i < shapes.size(); ++i) p[i] = shapes[i].weight;
+    // Scaled by the largest first: weights near the largest double would add up to infinity.
+    double largest = 0.0;
+    for (const auto& c : shapes) largest = std::max(largest, c.weight);
+    for (std::size_t i = 0; i < shapes.size(); ++i) p[i] = largest > 0.0 && std::isfinite(largest) ? shapes[i].weight / largest : shapes[i].weight;
   } else if (mix == shape_mix::skewed) {
     double max_tokens = 0.0;
     for (const auto& c : shapes) max_tokens = std::max(max_tokens, latent_tokens(c.shape, spatial_factor));
@@ -766,6 +769,7 @@ struct workload_generator {
   if (g.steps.empty()) return config_error("steps", "no step counts to draw from");
   for (const int s : g.steps) {
     if (s <= 0) return config_error("steps", fmt::format("must be > 0, got {}", s));
+    if (s > max_steps) return config_error("steps", fmt::format("must be at most {} (what a workload file may hold), got {}", max_steps, s));
   }
   const auto probabilities = mix_probabilities(g.shapes, g.mix, g.spatial_factor);
   for (const double p : probabilities) {

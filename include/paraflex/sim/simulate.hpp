@@ -192,7 +192,13 @@ auto run(const workload& w, const cluster& topology, const C& cost, P& policy, c
   setup(sched);
   sched.reserve(w.requests.size());  // the request table never moves while a large workload is submitted
   for (const auto& r : w.requests) sched.submit(r);
-  sched.run();
+  try {
+    sched.run();
+  } catch (const clock_overflow& e) {  // a bad input after all: named by the request it stopped at
+    if (e.request >= w.requests.size()) throw input_exception(input_error{w.source, 0, "", e.what()});
+    const request_spec& r = w.requests[e.request];  // submitted in workload order: the handle is the position
+    throw input_exception(input_error{w.source, r.source_line, "", "request '" + r.id + "': " + e.what()});
+  }
   executor.hook_ = nullptr;
   return finish(sched, std::chrono::duration<double>(clock::now() - t0).count());
 }

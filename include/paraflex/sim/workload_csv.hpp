@@ -108,10 +108,6 @@ inline void write_text(std::ostream& out, std::string_view s) {
 
 }  // namespace workload_csv_detail
 
-/// Most denoising steps a request may have. DiTs use 1-1000; the bound keeps a typo (or a fuzzer) from
-/// building a trajectory of billions of tasks.
-inline constexpr int max_steps = 100'000;
-
 /// Reads a workload CSV from `in`. `file_name` names the input in errors and becomes workload::source.
 /// `known_models`: the models a request may name (the cost profile's); empty = accept any model.
 [[nodiscard]] inline result<workload> read_workload_csv(std::istream& in, std::string file_name,

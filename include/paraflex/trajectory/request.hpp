@@ -30,6 +30,10 @@ struct request_shape {
   return t < 1.0 ? 1.0 : t;
 }
 
+/// Most denoising steps a request may have. DiTs use 1-1000; the bound keeps a typo (or a fuzzer) from
+/// building a trajectory of billions of tasks. Every reader and generator of workloads applies it.
+inline constexpr int max_steps = 100'000;
+
 /// One request as read from a workload: identity, shape, work and objective.
 struct request_spec {
   std::string id;           ///< unique within a workload (default: the 1-based line number)
