@@ -146,6 +146,11 @@ struct clp_fluid_report {
   std::size_t parts = 0, requests = 0, intervals = 0, rows = 0, cols = 0, nonzeros = 0;
   std::size_t largest_part_cols = 0;
   std::size_t count_cut_rows = 0;       ///< count cuts added (included in rows)
+  /// Parts whose exact LP would have had more than fluid_bound_options::max_columns columns: built
+  /// with coarser intervals (the widest merge: coarsest_interval_s), or, too large even as one
+  /// interval, counted by the capacity bound (oversized_parts). Both only loosen the bound.
+  std::size_t coarsened_parts = 0, oversized_parts = 0;
+  double coarsest_interval_s = 0;
   int cut_rounds = 0;                   ///< rounds of count cuts, over all parts
   int iterations = 0;
   double build_seconds = 0, solve_seconds = 0;
@@ -180,7 +185,27 @@ template <class Progress = std::nullptr_t>
     constexpr bool reports = !std::is_same_v<std::decay_t<Progress>, std::nullptr_t>;
     if constexpr (reports) progress(clp_progress{rep.parts, parts.size(), rep.requests, 0, 0, 0, left});
     const auto t0 = std::chrono::steady_clock::now();
-    fluid_lp lp = build_fluid_lp(part, fo);
+    fluid_bound_options build_fo = fo;
+    const std::optional<double> gap = interval_for_columns(part, fo.min_interval_s, fo.max_columns);
+    if (!gap) {  // no LP of that size: the part counts by the capacity bound, as one out of time does
+      ++rep.parts;
+      ++rep.oversized_parts;
+      rep.optimal = false;
+      rep.requests += part.requests.size();
+      rep.certified_requests += static_cast<double>(part.requests.size());
+      rep.primal_requests += static_cast<double>(part.requests.size());
+      rep.part_requests += static_cast<double>(std::min(part.requests.size(), capacity_count(part, fo)));
+      if (co.report_served) {
+        for (const auto& r : part.requests) rep.served.emplace_back(r.index, 1.0);
+      }
+      continue;
+    }
+    if (*gap > fo.min_interval_s) {
+      build_fo.min_interval_s = *gap;
+      ++rep.coarsened_parts;
+      rep.coarsest_interval_s = std::max(rep.coarsest_interval_s, *gap);
+    }
+    fluid_lp lp = build_fluid_lp(part, build_fo);
     rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ++rep.parts;
     rep.requests += lp.requests;
@@ -207,7 +232,7 @@ template <class Progress = std::nullptr_t>
     }
     clp_options o = co;
     o.max_seconds = left;
-    fluid_bound_options part_fo = fo;
+    fluid_bound_options part_fo = build_fo;
     const auto columns = std::max<std::size_t>(1, static_cast<std::size_t>(lp.lp.cols()));
     part_fo.count_cut_rounds = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(0, fo.count_cut_rounds)),
                                                                       cut_work_left / columns));

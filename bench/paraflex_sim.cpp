@@ -290,6 +290,13 @@ int main(int argc, char** argv) {
                      solved.requests, fw.with_deadline, solved.parts, solved.rows, solved.cols, solved.nonzeros, solved.intervals,
                      solved.largest_part_cols, solved.count_cut_rows, solved.cut_rounds, solved.build_seconds,
                      solved.optimal ? "optimal" : "stopped early (bound from its duals)", solved.solve_seconds, solved.iterations);
+        if (solved.coarsened_parts + solved.oversized_parts > 0) {
+          std::fprintf(stderr,
+                       "paraflex-sim: note: bound: %zu of %zu parts would have had more than %zu LP columns: %zu built with cut points "
+                       "at least %.3g s apart, %zu counted by the capacity bound (a looser bound, still valid)\n",
+                       solved.coarsened_parts + solved.oversized_parts, solved.parts, bo.max_columns, solved.coarsened_parts,
+                       solved.coarsest_interval_s, solved.oversized_parts);
+        }
       }
 #else
       if (!bound_out.empty()) fail("--bound-out needs the fluid LP: this paraflex-sim was built without COIN-OR Clp");

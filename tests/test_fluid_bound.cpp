@@ -449,6 +449,40 @@ TEST_CASE("the certificate matches the solver, parts add up, and merging interva
   CHECK(merged.certified_requests >= parts.certified_requests - 1e-6);
 }
 
+TEST_CASE("a part larger than max_columns is solved on merged intervals: fewer columns, never a tighter bound", "[bound]") {
+  const toy_cost<false> cost;
+  const workload w = random_workload(cost, 8, 150, 1.2, 11);
+  const auto fw = prepare_fluid_workload(std::span<const request_spec>(w.requests), cost, 8);
+  fluid_bound_options exact;
+  exact.count_cut_rounds = 0;
+  exact.max_columns = 0;  // no limit
+  const clp_fluid_report full = clp_fluid_bound(fw, exact);
+  REQUIRE(full.optimal);
+  CHECK(full.coarsened_parts == 0);
+  CHECK(full.cols == [&] {  // the count without building agrees with the LPs built
+    std::size_t c = 0;
+    for (const auto& part : split_fluid_workload(fw)) c += fluid_lp_columns(part, 0.0);
+    return c;
+  }());
+  fluid_bound_options capped = exact;
+  capped.max_columns = full.largest_part_cols / 3;
+  const clp_fluid_report coarse = clp_fluid_bound(fw, capped);
+  CHECK(coarse.coarsened_parts > 0);
+  CHECK(coarse.coarsest_interval_s > 0.0);
+  CHECK(coarse.largest_part_cols <= capped.max_columns);
+  CHECK(coarse.certified_requests >= full.certified_requests - 1e-6);
+  CHECK(*coarse.bound >= *full.bound);
+  // A limit no part fits even as one interval: each part counts by the capacity bound.
+  capped.max_columns = 1;
+  const clp_fluid_report none = clp_fluid_bound(fw, capped);
+  CHECK(none.oversized_parts == none.parts);
+  CHECK(none.cols == 0);
+  CHECK(*none.bound >= *full.bound);
+  std::size_t by_capacity = 0;
+  for (const auto& part : split_fluid_workload(fw)) by_capacity += std::min(part.requests.size(), capacity_count(part, capped));
+  CHECK(*none.bound == Approx(static_cast<double>(by_capacity) / static_cast<double>(fw.with_deadline)));
+}
+
 TEST_CASE("no policy beats the bound on random workloads, and the bound is at most 1", "[bound]") {
   const toy_cost<false> cost;
   fluid_bound_options whole;  // packing rows and count cuts: the policies are checked against the tightest

@@ -142,6 +142,12 @@ struct fluid_bound_options {
   /// requests (1.6 million columns in 70 parts) it runs out after the first parts. A work count, not a
   /// time: the bound stays the same on every machine.
   std::size_t count_cut_work = 2'000'000;
+  /// Most LP columns one independent part may have. A part that would have more (many GPUs give each
+  /// stage many degrees, long windows many intervals) is built with its cut points merged further
+  /// apart - min_interval_s doubled from 1 ms until it fits: a looser bound, still valid - so that the
+  /// LP and Clp's copies of it stay within about a gigabyte. A part too large even as one interval
+  /// counts by the solver-free capacity bound. 0 = no limit.
+  std::size_t max_columns = 4'000'000;
 };
 
 /// The dual-feasible functions of the packing rows: f_p(k/G) for p = 1..packing_cut_family.
@@ -492,48 +498,47 @@ struct fluid_lp {
   }
 };
 
-/// Builds the fluid LP (see the header comment for the model and why it bounds every schedule).
-[[nodiscard]] inline fluid_lp build_fluid_lp(const fluid_workload& w, const fluid_bound_options& o = {}) {
-  fluid_lp out;
-  out.with_deadline = w.with_deadline;
-  out.requests = w.requests.size();
-  if (w.requests.empty()) return out;
+namespace fluid_detail {
 
-  // Cut points: every arrival and deadline; with min_interval_s, points too close to the last kept
-  // one are dropped (windows are then rounded outwards below, so this only relaxes).
-  std::vector<tick> all;
-  for (const auto& r : w.requests) all.push_back(r.arrival), all.push_back(r.deadline);
-  std::sort(all.begin(), all.end());
-  all.erase(std::unique(all.begin(), all.end()), all.end());
-  const double min_gap = std::max(0.0, o.min_interval_s) * static_cast<double>(ticks_per_second);
-  std::vector<tick> pts{all.front()};
-  for (std::size_t j = 1; j < all.size(); ++j) {
-    if (static_cast<double>(all[j] - pts.back()) >= min_gap) pts.push_back(all[j]);
+// The LP's time axis: cut at every arrival and deadline; with min_interval_s, points too close to the
+// last kept one are dropped (windows are then rounded outwards, so this only relaxes).
+struct interval_grid {
+  std::vector<tick> pts;
+  std::vector<double> len;  ///< of each interval, microseconds
+  std::size_t intervals = 0;
+
+  interval_grid(const fluid_workload& w, double min_interval_s) {
+    std::vector<tick> all;
+    for (const auto& r : w.requests) all.push_back(r.arrival), all.push_back(r.deadline);
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    const double min_gap = std::max(0.0, min_interval_s) * static_cast<double>(ticks_per_second);
+    pts.push_back(all.front());
+    for (std::size_t j = 1; j < all.size(); ++j) {
+      if (static_cast<double>(all[j] - pts.back()) >= min_gap) pts.push_back(all[j]);
+    }
+    if (pts.back() != all.back()) {
+      if (pts.size() > 1) pts.back() = all.back();  // stretch the last interval to the end
+      else pts.push_back(all.back());
+    }
+    intervals = pts.size() - 1;
+    len.resize(intervals);
+    for (std::size_t i = 0; i < intervals; ++i) len[i] = static_cast<double>(pts[i + 1] - pts[i]);
   }
-  if (pts.back() != all.back()) {
-    if (pts.size() > 1) pts.back() = all.back();  // stretch the last interval to the end
-    else pts.push_back(all.back());
-  }
-  const std::size_t intervals = pts.size() - 1;
-  out.intervals = intervals;
-  std::vector<double> len(intervals);
-  for (std::size_t i = 0; i < intervals; ++i) len[i] = static_cast<double>(pts[i + 1] - pts[i]);
-  auto first_interval = [&](tick t) {  // the interval containing t (rounding the window start down)
+  [[nodiscard]] std::size_t first_interval(tick t) const {  // the interval containing t (rounding the window start down)
     const auto it = std::upper_bound(pts.begin(), pts.end(), t);
     const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, (it - pts.begin()) - 1));
     return std::min(i, intervals - 1);
-  };
-  auto last_interval = [&](tick t) {  // the interval containing t (rounding the window end up)
+  }
+  [[nodiscard]] std::size_t last_interval(tick t) const {  // the interval containing t (rounding the window end up)
     const auto it = std::lower_bound(pts.begin(), pts.end(), t);
     const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(1, it - pts.begin()) - 1);
     return std::min(i, intervals - 1);
-  };
-
-  // The columns of one request: stage s on frontier degree j in interval i, with their upper bound.
-  struct column { std::size_t stage, degree_pos, interval; double upper; };
-  std::vector<column> cols;
-  auto columns_of = [&](const fluid_request& r) {
-    cols.clear();
+  }
+  // f(stage, first interval, last interval) for each stage of r: the intervals it may run in, given
+  // the minimum time of the stages before and after it.
+  template <class F>
+  void for_each_stage_window(const fluid_request& r, F&& f) const {
     double before = 0;  // minimum time of the stages before this one
     for (std::size_t s = 0; s < r.stages.size(); ++s) {
       const auto& st = r.stages[s];
@@ -541,14 +546,66 @@ struct fluid_lp {
       // Rounded outwards to whole microseconds; both stay inside [arrival, deadline] (the request fits).
       const tick lo = r.arrival + static_cast<tick>(std::floor(before));
       const tick hi = r.deadline - static_cast<tick>(std::floor(std::max(0.0, after)));
-      const std::size_t i0 = first_interval(lo), i1 = std::max(i0, last_interval(hi));
+      const std::size_t i0 = first_interval(lo);
+      f(s, i0, std::max(i0, last_interval(hi)));
+      before += st.min_time_us();
+    }
+  }
+};
+
+}  // namespace fluid_detail
+
+/// How many columns build_fluid_lp(w) makes with cut points at least `min_interval_s` apart, without
+/// building it.
+[[nodiscard]] inline std::size_t fluid_lp_columns(const fluid_workload& w, double min_interval_s) {
+  if (w.requests.empty()) return 0;
+  const fluid_detail::interval_grid grid(w, min_interval_s);
+  std::size_t columns = 0;
+  for (const auto& r : w.requests) {
+    ++columns;  // x_r
+    grid.for_each_stage_window(r, [&](std::size_t s, std::size_t i0, std::size_t i1) { columns += (i1 - i0 + 1) * r.stages[s].degree.size(); });
+  }
+  return columns;
+}
+
+/// The smallest min_interval_s (from `min_interval_s`, then 1 ms doubled) at which w's LP has at most
+/// `max_columns` columns (fluid_bound_options::max_columns); nullopt when even one interval has more.
+[[nodiscard]] inline std::optional<double> interval_for_columns(const fluid_workload& w, double min_interval_s, std::size_t max_columns) {
+  if (max_columns == 0 || fluid_lp_columns(w, min_interval_s) <= max_columns) return min_interval_s;
+  tick first = never, last = 0;
+  for (const auto& r : w.requests) first = std::min(first, r.arrival), last = std::max(last, r.deadline);
+  const double span_s = to_seconds(last - first);
+  for (double gap = std::max(min_interval_s, 1e-3);; gap *= 2) {
+    if (fluid_lp_columns(w, gap) <= max_columns) return gap;
+    if (gap > span_s) return std::nullopt;  // one interval already
+  }
+}
+
+/// Builds the fluid LP (see the header comment for the model and why it bounds every schedule).
+[[nodiscard]] inline fluid_lp build_fluid_lp(const fluid_workload& w, const fluid_bound_options& o = {}) {
+  fluid_lp out;
+  out.with_deadline = w.with_deadline;
+  out.requests = w.requests.size();
+  if (w.requests.empty()) return out;
+
+  const fluid_detail::interval_grid grid(w, o.min_interval_s);
+  const std::size_t intervals = grid.intervals;
+  out.intervals = intervals;
+  const std::vector<double>& len = grid.len;
+
+  // The columns of one request: stage s on frontier degree j in interval i, with their upper bound.
+  struct column { std::size_t stage, degree_pos, interval; double upper; };
+  std::vector<column> cols;
+  auto columns_of = [&](const fluid_request& r) {
+    cols.clear();
+    grid.for_each_stage_window(r, [&](std::size_t s, std::size_t i0, std::size_t i1) {
+      const auto& st = r.stages[s];
       for (std::size_t i = i0; i <= i1; ++i) {
         for (std::size_t d = 0; d < st.degree.size(); ++d) {
           cols.push_back({s, d, i, std::min(1.0, st.units * st.unit_us[d] / len[i])});
         }
       }
-      before += st.min_time_us();
-    }
+    });
   };
 
   // Pass 1: which capacity rows can bind (their columns could put more than G devices to use).
