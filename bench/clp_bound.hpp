@@ -181,6 +181,17 @@ template <class Progress = std::nullptr_t>
   double left = co.max_seconds;
   std::size_t cut_work_left = fo.count_cut_work;  // rounds x columns (fluid_bound_options::count_cut_work)
   const std::vector<fluid_workload> parts = split_fluid_workload(w);
+  // A part no LP is solved for (too large, or no time left): every request counts as served (the
+  // bound with all multipliers 0), capped by the part's capacity count.
+  const auto count_unsolved = [&](const fluid_workload& part) {
+    rep.optimal = false;
+    rep.certified_requests += static_cast<double>(part.requests.size());
+    rep.primal_requests += static_cast<double>(part.requests.size());
+    rep.part_requests += static_cast<double>(std::min(part.requests.size(), capacity_count(part, fo)));
+    if (co.report_served) {
+      for (const auto& r : part.requests) rep.served.emplace_back(r.index, 1.0);
+    }
+  };
   for (const fluid_workload& part : parts) {
     constexpr bool reports = !std::is_same_v<std::decay_t<Progress>, std::nullptr_t>;
     if constexpr (reports) progress(clp_progress{rep.parts, parts.size(), rep.requests, 0, 0, 0, left});
@@ -190,14 +201,8 @@ template <class Progress = std::nullptr_t>
     if (!gap) {  // no LP of that size: the part counts by the capacity bound, as one out of time does
       ++rep.parts;
       ++rep.oversized_parts;
-      rep.optimal = false;
       rep.requests += part.requests.size();
-      rep.certified_requests += static_cast<double>(part.requests.size());
-      rep.primal_requests += static_cast<double>(part.requests.size());
-      rep.part_requests += static_cast<double>(std::min(part.requests.size(), capacity_count(part, fo)));
-      if (co.report_served) {
-        for (const auto& r : part.requests) rep.served.emplace_back(r.index, 1.0);
-      }
+      count_unsolved(part);
       continue;
     }
     if (*gap > fo.min_interval_s) {
@@ -220,14 +225,8 @@ template <class Progress = std::nullptr_t>
                               static_cast<std::size_t>(lp.lp.cols()), left});
       }
     }
-    if (left <= 0) {  // out of time: the part counts in full (the bound with all multipliers 0)
-      rep.optimal = false;
-      rep.certified_requests += static_cast<double>(lp.requests);
-      rep.primal_requests += static_cast<double>(lp.requests);
-      rep.part_requests += static_cast<double>(std::min(lp.requests, capacity_count(part, fo)));
-      if (co.report_served) {
-        for (const auto& r : part.requests) rep.served.emplace_back(r.index, 1.0);
-      }
+    if (left <= 0) {  // out of time
+      count_unsolved(part);
       continue;
     }
     clp_options o = co;

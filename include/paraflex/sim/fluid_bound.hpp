@@ -144,7 +144,7 @@ struct fluid_bound_options {
   std::size_t count_cut_work = 2'000'000;
   /// Most LP columns one independent part may have. A part that would have more (many GPUs give each
   /// stage many degrees, long windows many intervals) is built with its cut points merged further
-  /// apart - min_interval_s doubled from 1 ms until it fits: a looser bound, still valid - so that the
+  /// apart - min_interval_s doubled (from 1 ms when 0) until it fits: a looser bound, still valid - so that the
   /// LP and Clp's copies of it stay within about a gigabyte. A part too large even as one interval
   /// counts by the solver-free capacity bound. 0 = no limit.
   std::size_t max_columns = 4'000'000;
@@ -568,14 +568,14 @@ struct interval_grid {
   return columns;
 }
 
-/// The smallest min_interval_s (from `min_interval_s`, then 1 ms doubled) at which w's LP has at most
+/// The smallest min_interval_s (`min_interval_s`, then it or 1 ms doubled) at which w's LP has at most
 /// `max_columns` columns (fluid_bound_options::max_columns); nullopt when even one interval has more.
 [[nodiscard]] inline std::optional<double> interval_for_columns(const fluid_workload& w, double min_interval_s, std::size_t max_columns) {
   if (max_columns == 0 || fluid_lp_columns(w, min_interval_s) <= max_columns) return min_interval_s;
   tick first = never, last = 0;
   for (const auto& r : w.requests) first = std::min(first, r.arrival), last = std::max(last, r.deadline);
   const double span_s = to_seconds(last - first);
-  for (double gap = std::max(min_interval_s, 1e-3);; gap *= 2) {
+  for (double gap = min_interval_s > 0 ? 2 * min_interval_s : 1e-3;; gap *= 2) {  // min_interval_s itself was too fine
     if (fluid_lp_columns(w, gap) <= max_columns) return gap;
     if (gap > span_s) return std::nullopt;  // one interval already
   }
