@@ -747,6 +747,17 @@ TEST_CASE("A request the cost model cannot price, or whose run overflows the clo
   REQUIRE(e.has_value());
   CHECK(e->column == "arrival_s");
   CHECK_THAT(e->what(), Catch::Contains("arriving at 4000000000000 s") && Catch::Contains("limit of 4.0e12 s"));
+  // Exact at the limit, where a double cannot tell 4.0e18 us from 4.0e18 us + a few steps: a
+  // trajectory ending exactly at the limit fits, one microsecond more does not.
+  struct ten_us_steps : toy_cost {
+    double step_seconds(const request_shape&, int) const { return 1e-5; }
+  };  // no encode or decode cost: the check counts steps + 2 stages of the slowest step or stage
+  w.requests.back() = request_spec{"edge", clock_limit - 30, {"toy", 512, 512, 1}, 1, never, 0, "", 4};
+  CHECK_FALSE(check_workload_costs(w, ten_us_steps{}, 8).has_value());
+  w.requests.back().arrival = clock_limit - 29;
+  CHECK(check_workload_costs(w, ten_us_steps{}, 8).has_value());
+  w.requests.back().arrival = clock_limit;
+  CHECK(check_workload_costs(w, ten_us_steps{}, 8).has_value());
   struct slow_steps : toy_cost {
     double step_seconds(const request_shape&, int) const { return 1e8; }
   };

@@ -3,7 +3,8 @@
 // error message is valid UTF-8 without control characters; an accepted workload has at least one
 // request, all fields in their ranges, UTF-8 text, unique ids, rows sorted by arrival, and reads back
 // unchanged after write_workload_csv; a small accepted workload either fails the pre-run price check
-// (an input error) or simulates with every request ended exactly once.
+// (an input error) or simulates with every request ended exactly once, unless requests that each fit
+// the clock alone pass its limit queued one after another (clock_overflow naming one of them).
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -79,7 +80,14 @@ inline int fuzz_workload_csv(const std::uint8_t* data, std::size_t size) {
   testing::invariant_checker chk;
   chk.attach(sched);
   for (const auto& q : w.requests) sched.submit(q);
-  sched.run();
+  try {
+    sched.run();
+  } catch (const clock_overflow& e) {
+    // Each request fits the clock alone (checked above) but, arriving near its limit, not queued one
+    // after another: a documented result, which simulate() reports as an input error naming the row.
+    PARAFLEX_FUZZ_CHECK(e.request < w.requests.size());
+    return 0;
+  }
   PARAFLEX_FUZZ_CHECK(chk.violations(sched.state()).empty());
   PARAFLEX_FUZZ_CHECK(sched.unended() == 0);
   return 0;

@@ -126,8 +126,11 @@ template <CostModel C>
       }
       it = slowest.emplace(r.shape, worst).first;
     }
-    const double work = static_cast<double>(it->second) * (r.steps + 2.0);
-    if (static_cast<double>(r.arrival) + work > static_cast<double>(clock_limit)) {
+    // In integers: near the limit a double cannot tell 4.0e18 us from 4.0e18 us + 30 us.
+    const tick units = static_cast<tick>(r.steps) + 2;
+    const tick room = r.arrival < clock_limit ? clock_limit - r.arrival : 0;
+    if (r.arrival > clock_limit || it->second > room / units) {
+      const double work = static_cast<double>(it->second) * static_cast<double>(units);
       // Named by what weighs more: a late arrival, or the work itself.
       return input_error{w.source, r.source_line, static_cast<double>(r.arrival) > work ? "arrival_s" : "steps",
                          fmt::format("request '{}': arriving at {} s, its {} steps of up to {} s each (plus encode and decode) "
