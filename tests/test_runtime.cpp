@@ -677,7 +677,7 @@ TEST_CASE("A registry lists each policy's parameters with their defaults and acc
   CHECK(r.parameters("edf-best-fit").empty());
   const auto slo = r.parameters("slo-aware");
   CHECK(keys("slo-aware") == std::vector<std::string>{"admission", "capacity", "reserve", "margin", "chunk", "best_effort_age", "widen", "hold",
-                                                      "max_batch", "batch_margin", "batch_saving", "exact_limit"});
+                                                      "max_batch", "batch_margin", "batch_saving", "exact_limit", "backfill_max_gpus"});
   CHECK(slo[0].default_value == "relaxed");
   CHECK(slo[0].accepted == "relaxed|strict|off");
   CHECK(slo[1].default_value == "0.9");

@@ -487,3 +487,36 @@ TEST_CASE("the registry builds slo-aware and edf-best-fit and rejects bad parame
   const auto err = r.make("slo-aware:admission=sometimes").error().what();
   CHECK(err.find("admission") != std::string::npos);
 }
+
+TEST_CASE("slo-aware backfills held devices only on clusters of up to backfill_max_gpus GPUs", "[policy][slo-aware][compose]") {
+  policy_registry registry;
+  register_slo_aware(registry);
+  const auto schedule = [&](const char* spec, const std::vector<request_spec>& reqs, int gpus) {
+    any_policy p = registry.make(spec).value_or_throw();
+    auto r = run(p, reqs, cluster{gpus, 8, "toy"});
+    check_invariants(r, reqs.size(), gpus);
+    std::vector<std::pair<tick, std::vector<device_id>>> tasks;
+    for (const auto& t : r.tasks) tasks.emplace_back(t.start, std::vector<device_id>(t.devices.begin(), t.devices.end()));
+    return tasks;
+  };
+  // Arrivals compressed so that g GPUs are overloaded: devices are held, and some backfilled.
+  const auto overloaded = [](std::uint64_t seed, int gpus, int n) {
+    auto reqs = random_workload(seed, gpus, n);
+    for (auto& r : reqs) r.arrival = r.arrival * 8 / gpus;
+    return reqs;
+  };
+  SECTION("8 GPUs: backfilled by default; a limit below the cluster turns it off") {
+    const auto reqs = overloaded(5, 8, 120);
+    const auto by_default = schedule("slo-aware", reqs, 8);
+    CHECK(by_default == schedule("slo-aware:backfill_max_gpus=8", reqs, 8));
+    const auto off = schedule("slo-aware:backfill_max_gpus=0", reqs, 8);
+    CHECK(off != by_default);
+    CHECK(off == schedule("slo-aware:backfill_max_gpus=7", reqs, 8));
+  }
+  SECTION("128 GPUs: not backfilled by default (the limit is 64)") {
+    const auto reqs = overloaded(6, 128, 600);
+    const auto by_default = schedule("slo-aware", reqs, 128);
+    CHECK(by_default == schedule("slo-aware:backfill_max_gpus=0", reqs, 128));
+    CHECK(by_default != schedule("slo-aware:backfill_max_gpus=128", reqs, 128));
+  }
+}

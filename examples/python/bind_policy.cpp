@@ -701,7 +701,7 @@ void bind_parts(py::module_& m) {
                               "judge(view, h) / key(view, h) / degree(view, h, available) / place(view, h, k, available, preferred).")
       .def(py::init([](py::object admission, py::object order, py::object sizing, py::object placement, typed<std::string> name_arg,
                        typed<std::uint32_t> chunk_arg, typed<bool> widen_arg, typed<bool> hold_arg, typed<int> max_batch_arg,
-                       typed<double> batch_margin_arg, typed<double> batch_saving_arg) {
+                       typed<double> batch_margin_arg, typed<double> batch_saving_arg, typed<int> backfill_max_gpus_arg) {
              const char* fn = "ComposedPolicy";
              auto name = arg(name_arg, fn, "name");
              const auto chunk = arg(chunk_arg, fn, "chunk");
@@ -710,6 +710,7 @@ void bind_parts(py::module_& m) {
              const auto max_batch = arg(max_batch_arg, fn, "max_batch");
              const auto batch_margin = arg(batch_margin_arg, fn, "batch_margin");
              const auto batch_saving = arg(batch_saving_arg, fn, "batch_saving");
+             const auto backfill_max_gpus = arg(backfill_max_gpus_arg, fn, "backfill_max_gpus");
              if (admission.is_none()) admission = py::cast(admit_all{});
              if (order.is_none()) order = py::cast(edf_order{});
              if (sizing.is_none()) sizing = py::cast(smallest_meeting_degree{});
@@ -728,12 +729,14 @@ void bind_parts(py::module_& m) {
              if (max_batch < 1 || max_batch > 64) throw py::value_error("ComposedPolicy: max_batch must be in [1, 64], got " + std::to_string(max_batch));
              if (!(batch_margin >= 0 && batch_margin <= 0.9)) throw py::value_error("ComposedPolicy: batch_margin must be in [0, 0.9], got " + std::to_string(batch_margin));
              if (!(batch_saving >= 0 && batch_saving <= 0.95)) throw py::value_error("ComposedPolicy: batch_saving must be in [0, 0.95], got " + std::to_string(batch_saving));
+             if (backfill_max_gpus < 0) throw py::value_error("ComposedPolicy: backfill_max_gpus must be >= 0, got " + std::to_string(backfill_max_gpus));
              return composed_recipe{admission, order, sizing, placement,
-                                    compose_options{std::move(name), chunk, widen, hold, max_batch, batch_margin, batch_saving}};
+                                    compose_options{std::move(name), chunk, widen, hold, max_batch, batch_margin, batch_saving, backfill_max_gpus}};
            }),
            py::arg("admission") = py::none(), py::arg("order") = py::none(), py::arg("sizing") = py::none(), py::arg("placement") = py::none(),
            py::kw_only(), py::arg("name") = "composed", py::arg("chunk") = 1, py::arg("widen") = true, py::arg("hold") = false,
-           py::arg("max_batch") = 1, py::arg("batch_margin") = 0.1, py::arg("batch_saving") = 0.0)
+           py::arg("max_batch") = 1, py::arg("batch_margin") = 0.1, py::arg("batch_saving") = 0.0,
+           py::arg("backfill_max_gpus") = std::numeric_limits<int>::max())
       .def_readonly("admission", &composed_recipe::admission)
       .def_readonly("order", &composed_recipe::order)
       .def_readonly("sizing", &composed_recipe::sizing)
@@ -744,7 +747,8 @@ void bind_parts(py::module_& m) {
       .def_property_readonly("hold", [](const composed_recipe& r) { return r.options.hold; })
       .def_property_readonly("max_batch", [](const composed_recipe& r) { return r.options.max_batch; })
       .def_property_readonly("batch_margin", [](const composed_recipe& r) { return r.options.batch_margin; })
-      .def_property_readonly("batch_saving", [](const composed_recipe& r) { return r.options.batch_saving; });
+      .def_property_readonly("batch_saving", [](const composed_recipe& r) { return r.options.batch_saving; })
+      .def_property_readonly("backfill_max_gpus", [](const composed_recipe& r) { return r.options.backfill_max_devices; });
 }
 
 void bind_helpers(py::module_& m) {

@@ -15,7 +15,7 @@ from ._core import *  # noqa: E402,F401,F403
 
 def slo_aware(admission=None, order=None, sizing=None, placement=None, *, name="slo-aware", admission_mode="relaxed",
               capacity=0.9, reserve=0.1, margin=0.2, chunk=1, best_effort_age=10.0, widen=True, hold=True,
-              max_batch=1, batch_margin=None, batch_saving=0.25):
+              max_batch=1, batch_margin=None, batch_saving=0.25, backfill_max_gpus=64):
     """The built-in "slo-aware" policy as a ComposedPolicy, with any of its four parts replaced.
 
     With no part given it behaves exactly like policy="slo-aware" (same parameters and defaults as
@@ -30,7 +30,8 @@ def slo_aware(admission=None, order=None, sizing=None, placement=None, *, name="
         sizing if sizing is not None else SmallestMeetingDegree(margin),  # noqa: F405
         placement if placement is not None else StickyPlacement(),  # noqa: F405
         name=name, chunk=chunk, widen=widen, hold=hold, max_batch=max_batch,
-        batch_margin=min(0.9, margin + 0.1) if batch_margin is None else batch_margin, batch_saving=batch_saving)
+        batch_margin=min(0.9, margin + 0.1) if batch_margin is None else batch_margin, batch_saving=batch_saving,
+        backfill_max_gpus=backfill_max_gpus)
 
 
 def edf_best_fit(admission=None, order=None, sizing=None, placement=None, *, name="edf-best-fit"):

@@ -389,6 +389,26 @@ class PolicyParts(unittest.TestCase):
         strict = paraflex.slo_aware(admission_mode="strict", margin=0.1, name="slo-aware:admission=strict:margin=0.1")
         self.assertEqual(without_host_timings(paraflex.simulate(policy=strict)), self.reference("slo-aware:admission=strict:margin=0.1"))
 
+    def test_slo_aware_composed_in_python_backfills_only_on_clusters_up_to_64_gpus_as_the_registry_spec_does(self):
+        self.assertEqual(paraflex.slo_aware().backfill_max_gpus, 64)
+        self.assertEqual(paraflex.ComposedPolicy().backfill_max_gpus, 2**31 - 1)  # compose_options: no limit
+        rows = [dict(arrival_s=0.02 * i, model="flux-dev", height=2048, width=2048, steps=20, slo_s=60.0) for i in range(300)]
+        for gpus in (8, 128):
+            with self.subTest(gpus=gpus):
+                ref = without_host_timings(paraflex.simulate(workload=rows, policy="slo-aware", gpus=gpus))
+                self.assertEqual(without_host_timings(paraflex.simulate(workload=rows, policy=paraflex.slo_aware(), gpus=gpus)), ref)
+                off = paraflex.slo_aware(backfill_max_gpus=0, name="slo-aware:backfill_max_gpus=0")
+                got_off = without_host_timings(paraflex.simulate(workload=rows, policy=off, gpus=gpus))
+                self.assertEqual(got_off, without_host_timings(paraflex.simulate(workload=rows, policy="slo-aware:backfill_max_gpus=0", gpus=gpus)))
+                # Backfill did run where the limit allows it, and only there: 8 GPUs by default, 128 when asked.
+                on = without_host_timings(paraflex.simulate(workload=rows, policy=f"slo-aware:backfill_max_gpus={gpus}", gpus=gpus))
+                self.assertNotEqual(on["migrations"], got_off["migrations"])
+                def schedule(r):
+                    return {k: v for k, v in r.items() if k != "policy"}  # the spec differs, not the run
+                self.assertEqual(schedule(ref) == schedule(on), gpus == 8)
+        with self.assertRaisesRegex(ValueError, "backfill_max_gpus must be >= 0"):
+            paraflex.ComposedPolicy(backfill_max_gpus=-1)
+
     def test_slo_aware_composed_in_python_batches_as_the_registry_spec_does(self):
         batching = paraflex.slo_aware(max_batch=8, name="slo-aware:max_batch=8")
         self.assertEqual((batching.max_batch, batching.batch_margin, batching.batch_saving), (8, min(0.9, 0.2 + 0.1), 0.25))

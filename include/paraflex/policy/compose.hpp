@@ -34,7 +34,9 @@
 // sees the devices freed meanwhile: they go to less urgent requests at every boundary, and an
 // urgent one can stay stuck at degree 1.
 // Held devices are backfilled: a waiting request left without devices may use some of them when
-// its next assignment (migration included) ends before the holder's task does.
+// its next assignment (migration included) ends before the holder's task does - on clusters of up
+// to compose_options::backfill_max_devices devices (all, unless set: slo-aware sets 64, because on
+// hundreds of devices backfill costs attainment; docs/performance.md, "Backfill over hundreds of GPUs").
 //
 // "preferred" is `available` minus devices that hold the state of another waiting request not yet
 // served in this call, so that a newcomer does not evict someone's latent when idle devices exist.
@@ -589,6 +591,8 @@ struct compose_options {
   int max_batch = 1;        ///< > 1: waiting requests may share a planned request's step (batching.hpp); 1 = off
   double batch_margin = 0.1;  ///< a batch keeps every member within (1 - margin) of its time left
   double batch_saving = 0;    ///< a member joins only if it adds at most (1 - this) of a step alone
+  /// With hold: held devices are backfilled only on clusters of at most this many devices (0: never).
+  int backfill_max_devices = std::numeric_limits<int>::max();
 };
 
 namespace detail {
@@ -665,6 +669,8 @@ class composed_policy {
     if (held_.capacity() != v.topology().device_count()) held_ = device_set(v.topology().device_count(), false);
     held_.for_each([this](device_id d) { held_.reset(d); });  // left over from the last call
     held_count_ = 0;
+    // Without backfill the walk stops at the last free device: no unserved request is kept.
+    backfill_limit_ = v.device_count() <= options_.backfill_max_devices ? backfill_candidates : 0;
     idle_runs_.clear();
     idle_until_.clear();
     idle_sorted_ = true;
@@ -797,7 +803,7 @@ class composed_policy {
         set_unsettled(h, true);  // and stays so until its task ends: no need to ask again
       }
     }
-    if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_candidates)) return false;
+    if (free_count_ == 0 && (held_count_ == 0 || unserved_.size() >= backfill_limit_)) return false;
     if (running) {  // judged only when there are devices to hold (past them the walk looks for backfill)
       if (free_count_ > 0 && admission_.judge(v, h).verdict == admission_verdict::admit) hold_for(v, h);
       return true;
@@ -824,7 +830,7 @@ class composed_policy {
     dropped_call_[h] = call_;
   }
   // Background requests kept for the end of a call: more than could ever be placed is never needed.
-  static std::size_t tier2_limit(const scheduler_view& v) { return 2 * static_cast<std::size_t>(v.device_count()) + backfill_candidates; }
+  [[nodiscard]] std::size_t tier2_limit(const scheduler_view& v) const { return 2 * static_cast<std::size_t>(v.device_count()) + backfill_limit_; }
 
   // Is the kept order exactly the unended arrived requests, keyed as of their last task? The hooks
   // keep it so; this catches a host that does not forward them and devices lost (positions reset).
@@ -896,7 +902,7 @@ class composed_policy {
   // Sizes and places one waiting request; false when no device is left at all.
   bool serve_one(const scheduler_view& v, request_handle h, bool widenable) {
     if (free_count_ == 0) {
-      if (held_count_ == 0 || unserved_.size() >= backfill_candidates) return false;
+      if (held_count_ == 0 || unserved_.size() >= backfill_limit_) return false;
       unserved_.push_back(h);
       return true;
     }
@@ -904,7 +910,7 @@ class composed_policy {
     const int k = sizing_.degree(v, h, available_);
     auto g = k > 0 ? placement_.place(v, h, k, available_, preferred_) : std::nullopt;
     if (!g || g->size() != static_cast<std::size_t>(k) || !available_.contains_all(*g)) {
-      if (unserved_.size() < backfill_candidates) unserved_.push_back(h);
+      if (unserved_.size() < backfill_limit_) unserved_.push_back(h);
       return true;
     }
     available_.reset(*g);
@@ -1076,6 +1082,7 @@ class composed_policy {
   int free_count_ = 0;  // available_.count(), kept up to date
   // Devices held for running requests, until when, and who may fill them meanwhile.
   static constexpr std::size_t backfill_candidates = 64;
+  std::size_t backfill_limit_ = backfill_candidates;  // this call's: 0 when the cluster is too large to backfill
   device_set held_;
   std::vector<tick> held_until_;
   int held_count_ = 0;
