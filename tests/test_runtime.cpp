@@ -757,7 +757,9 @@ TEST_CASE("A request the cost model cannot price, or whose run overflows the clo
   w.requests.back().arrival = clock_limit - 29;
   CHECK(check_workload_costs(w, ten_us_steps{}, 8).has_value());
   w.requests.back().arrival = clock_limit;
-  CHECK(check_workload_costs(w, ten_us_steps{}, 8).has_value());
+  e = check_workload_costs(w, ten_us_steps{}, 8);
+  REQUIRE(e.has_value());
+  CHECK_THAT(e->what(), Catch::Contains("its 1 step of up to 1e-05 s each"));
   struct slow_steps : toy_cost {
     double step_seconds(const request_shape&, int) const { return 1e8; }
   };

@@ -246,6 +246,7 @@ def group_bad_input(d):
         (["--gpus", "0x10"], "--gpus: expected a decimal integer"),
         (["--gpus", "8.0"], "--gpus: expected a decimal integer"),
         (["--policy", "round-based:round_quantile=1e400"], "1e400 is out of range"),
+        (["--policy", "slo-aware:backfill_max_gpus=-1"], "parameter 'backfill_max_gpus': -1 is out of range [0, 1000000000]"),
     ]
     for args, words in usage:
         rc, out, err = run(args)

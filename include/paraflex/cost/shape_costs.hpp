@@ -133,9 +133,9 @@ template <CostModel C>
       const double work = static_cast<double>(it->second) * static_cast<double>(units);
       // Named by what weighs more: a late arrival, or the work itself.
       return input_error{w.source, r.source_line, static_cast<double>(r.arrival) > work ? "arrival_s" : "steps",
-                         fmt::format("request '{}': arriving at {} s, its {} steps of up to {} s each (plus encode and decode) "
+                         fmt::format("request '{}': arriving at {} s, its {} step{} of up to {} s each (plus encode and decode) "
                                      "would end past the microsecond clock's limit of 4.0e12 s",
-                                     r.id, to_seconds(r.arrival), r.steps, to_seconds(it->second))};
+                                     r.id, to_seconds(r.arrival), r.steps, r.steps == 1 ? "" : "s", to_seconds(it->second))};
     }
   }
   return std::nullopt;
