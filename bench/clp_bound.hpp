@@ -196,12 +196,12 @@ template <class Progress = std::nullptr_t>
     constexpr bool reports = !std::is_same_v<std::decay_t<Progress>, std::nullptr_t>;
     if constexpr (reports) progress(clp_progress{rep.parts, parts.size(), rep.requests, 0, 0, 0, left});
     const auto t0 = std::chrono::steady_clock::now();
+    ++rep.parts;
+    rep.requests += part.requests.size();
     fluid_bound_options build_fo = fo;
     const std::optional<double> gap = interval_for_columns(part, fo.min_interval_s, fo.max_columns);
     if (!gap) {  // no LP of that size: the part counts by the capacity bound, as one out of time does
-      ++rep.parts;
       ++rep.oversized_parts;
-      rep.requests += part.requests.size();
       count_unsolved(part);
       continue;
     }
@@ -212,8 +212,6 @@ template <class Progress = std::nullptr_t>
     }
     fluid_lp lp = build_fluid_lp(part, build_fo);
     rep.build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++rep.parts;
-    rep.requests += lp.requests;
     rep.intervals += lp.intervals;
     rep.rows += static_cast<std::size_t>(lp.lp.rows());
     rep.cols += static_cast<std::size_t>(lp.lp.cols());
