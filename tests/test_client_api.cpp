@@ -141,6 +141,9 @@ TEST_CASE("A running request cancelled mid-task ends when that task ends and lau
   s.turn_to(0);                          // encode launched (0 s in this cost model: ends at 0)
   while (s.next_wakeup() < 15'000) s.turn_to(s.next_wakeup());  // into the second step
   REQUIRE(s.client().status("r")->state == request_state::running);
+  REQUIRE_THROWS_WITH(s.client().cancel("r", "client gone"),
+                      Catch::Contains("cancel of request 'r': reason 'client gone' is not a short identifier"));
+  REQUIRE(s.client().status("r")->state == request_state::running);  // a refused cancel changes nothing
   REQUIRE(s.client().cancel("r", "client_gone") == cancel_outcome::accepted);
   s.run();
   const auto st = s.client().status("r");

@@ -440,6 +440,62 @@ TEST_CASE("An invalid decision throws in strict mode and is skipped otherwise", 
   }
 }
 
+namespace {
+// Drops every waiting request with a fixed reason.
+struct drop_all_with {
+  std::string reason;
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    for (request_handle h : v.waiting()) out.drop(h, reason);
+  }
+};
+}  // namespace
+
+TEST_CASE("A drop reason is a short identifier: any other is an invalid decision, naming the request and the reason",
+          "[runtime][decisions][drop]") {
+  STATIC_REQUIRE(is_drop_reason("deadline_unreachable"));
+  STATIC_REQUIRE(is_drop_reason(""));  // the default: dropped_by_policy
+  STATIC_REQUIRE(is_drop_reason("tier-2.over_budget"));
+  STATIC_REQUIRE_FALSE(is_drop_reason("over budget"));
+  STATIC_REQUIRE_FALSE(is_drop_reason("line\nbreak"));
+  STATIC_REQUIRE_FALSE(is_drop_reason("caf\xC3\xA9"));
+  REQUIRE(is_drop_reason(std::string(max_drop_reason_length, 'a')));
+  REQUIRE_FALSE(is_drop_reason(std::string(max_drop_reason_length + 1, 'a')));
+
+  toy_cost cost;
+  const auto reqs = random_requests(2, 3, 0.0);
+  {
+    drop_all_with p{"over budget"};
+    simulated_executor ex;
+    scheduler s(cluster{2, 2, "x"}, p, ex, cost);
+    for (const auto& r : reqs) s.submit(r);
+    try {
+      s.run();
+      FAIL("a drop with a space in its reason was accepted");
+    } catch (const policy_error& e) {
+      const std::string what = e.what();
+      CHECK(what.find("reason 'over budget' is not a short identifier") != std::string::npos);
+      CHECK(what.find("drop of request '" + reqs[0].id + "'") != std::string::npos);
+    }
+  }
+  {  // not strict: skipped like any invalid decision; the stall guard then ends the requests
+    drop_all_with p{"over budget"};
+    simulated_executor ex;
+    scheduler s(cluster{2, 2, "x"}, p, ex, cost, scheduler_options{.strict = false});
+    for (const auto& r : reqs) s.submit(r);
+    s.run();
+    REQUIRE(s.stats().rejected > 0);
+    for (const auto& r : s.state().requests) REQUIRE(r.drop_reason == "policy_stalled");
+  }
+  {
+    drop_all_with p{"over_budget"};
+    simulated_executor ex;
+    scheduler s(cluster{2, 2, "x"}, p, ex, cost);
+    for (const auto& r : reqs) s.submit(r);
+    s.run();
+    for (const auto& r : s.state().requests) REQUIRE(r.drop_reason == "over_budget");
+  }
+}
+
 TEST_CASE("static:K on a model that does not allow K is refused before the run, naming the model and its degrees",
           "[runtime][decisions][static]") {
   // heads_cost allows 1, 2, 3 and 6 (6 % k == 0). formats §5: static:K never drops a request, so a

@@ -20,6 +20,7 @@
 #include <pybind11/stl.h>
 
 #include "paraflex/core/csv.hpp"
+#include "paraflex/trajectory/request.hpp"
 
 namespace paraflex_python {
 
@@ -85,20 +86,13 @@ template <class T>
   return out;
 }
 
-/// The longest drop or cancel reason.
-inline constexpr std::size_t max_reason_length = 64;
-
-/// A drop or cancel reason becomes a key of dropped_by_reason, which formats §5 defines as short
-/// stable identifiers: empty (the caller's default) or up to 64 ASCII letters, digits, '_', '-', '.'.
-/// ValueError naming `fn` otherwise.
+/// A drop or cancel reason becomes a key of dropped_by_reason: paraflex::is_drop_reason's rule (empty
+/// = the caller's default). ValueError naming `fn` otherwise, before the library would reject it.
 inline void check_reason(std::string_view reason, std::string_view fn) {
-  const bool ok = reason.size() <= max_reason_length && std::all_of(reason.begin(), reason.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
-  });
-  if (!ok) {
+  if (!paraflex::is_drop_reason(reason)) {
     throw py::value_error(fmt::format("{}: reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', e.g. "
                                       "'deadline_unreachable')",
-                                      fn, paraflex::detail::quote_for_message(reason), max_reason_length));
+                                      fn, paraflex::detail::quote_for_message(reason), paraflex::max_drop_reason_length));
   }
 }
 

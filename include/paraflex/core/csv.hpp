@@ -90,14 +90,6 @@ struct parsed {
 
 namespace detail {
 
-/// Quotes a field for an error message, shortened (never inside a UTF-8 sequence) so that a pasted
-/// binary blob stays readable; invalid bytes and control characters show as \xNN.
-[[nodiscard]] inline std::string quote_for_message(std::string_view s) {
-  constexpr std::size_t max_shown = 40;
-  const std::string_view shown = utf8_prefix(s, max_shown);
-  return "'" + printable(shown) + (shown.size() < s.size() ? "...'" : "'");
-}
-
 /// Why `text` (one field) is not valid UTF-8, or an empty string when it is.
 [[nodiscard]] inline std::string utf8_problem(std::string_view text) {
   const auto at = utf8_error(text);

@@ -120,6 +120,18 @@ inline void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
+namespace detail {
+
+/// Quotes a field for an error message, shortened (never inside a UTF-8 sequence) so that a pasted
+/// binary blob stays readable; invalid bytes and control characters show as \xNN.
+[[nodiscard]] inline std::string quote_for_message(std::string_view s) {
+  constexpr std::size_t max_shown = 40;
+  const std::string_view shown = utf8_prefix(s, max_shown);
+  return "'" + printable(shown) + (shown.size() < s.size() ? "...'" : "'");
+}
+
+}  // namespace detail
+
 /// `s` as a JSON string literal (see append_json_string).
 [[nodiscard]] inline std::string json_string(std::string_view s) {
   std::string out;

@@ -50,7 +50,8 @@ struct batch_decision {
 };
 
 /// End `request` now without running it further. `reason` is a short stable identifier
-/// (e.g. "deadline_unreachable") reported in dropped_by_reason.
+/// (is_drop_reason in trajectory/request.hpp; e.g. "deadline_unreachable") reported in
+/// dropped_by_reason; the runtime rejects a drop with any other reason as an invalid decision.
 struct drop_decision {
   request_handle request = 0;
   std::string reason;

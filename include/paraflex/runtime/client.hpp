@@ -35,6 +35,7 @@
 #include <fmt/format.h>
 
 #include "paraflex/core/time.hpp"
+#include "paraflex/core/utf8.hpp"
 #include "paraflex/trajectory/request.hpp"
 
 namespace paraflex {
@@ -184,7 +185,12 @@ class request_client {
 
   /// Asks the scheduler to end request `id` with `reason`: a waiting one ends at its next turn, a
   /// running one when its task in flight (a migration included) ends; nothing is launched for it after.
+  /// std::invalid_argument when `reason` is not a short identifier (is_drop_reason; empty = "cancelled").
   cancel_outcome cancel(std::string_view id, std::string reason = "cancelled") {
+    if (!is_drop_reason(reason)) {
+      throw std::invalid_argument(fmt::format("cancel of request {}: reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', e.g. 'cancelled')",
+                                              detail::quote_for_message(id), detail::quote_for_message(reason), max_drop_reason_length));
+    }
     {
       std::lock_guard lk(s_->mu);
       auto it = s_->slot_of_id.find(std::string(id));

@@ -1,8 +1,10 @@
 // paraflex/trajectory/request.hpp - what a client asks for: one image or video generation.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "paraflex/core/time.hpp"
@@ -33,6 +35,25 @@ struct request_shape {
 /// Most denoising steps a request may have. DiTs use 1-1000; the bound keeps a typo (or a fuzzer) from
 /// building a trajectory of billions of tasks. Every reader and generator of workloads applies it.
 inline constexpr int max_steps = 100'000;
+
+/// The longest drop or cancel reason (is_drop_reason).
+inline constexpr std::size_t max_drop_reason_length = 64;
+
+/// Whether `reason` may end a request: it becomes a key of dropped_by_reason (JSON, metrics labels),
+/// which formats §5 defines as short stable identifiers - up to max_drop_reason_length ASCII letters,
+/// digits, '_', '-' or '.'. Empty is allowed too: it stands for the caller's default
+/// ("dropped_by_policy" for a drop, "cancelled" for a cancel). The runtime rejects a drop with any
+/// other reason as an invalid decision, and client::cancel throws on one.
+///   is_drop_reason("deadline_unreachable")  // true
+///   is_drop_reason("over budget")           // false: a space
+[[nodiscard]] constexpr bool is_drop_reason(std::string_view reason) noexcept {
+  if (reason.size() > max_drop_reason_length) return false;
+  for (const char c : reason) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
 
 /// One request as read from a workload: identity, shape, work and objective.
 struct request_spec {
