@@ -89,10 +89,8 @@ template <class T>
 /// A drop or cancel reason becomes a key of dropped_by_reason: paraflex::is_drop_reason's rule (empty
 /// = the caller's default). ValueError naming `fn` otherwise, before the library would reject it.
 inline void check_reason(std::string_view reason, std::string_view fn) {
-  if (!paraflex::is_drop_reason(reason)) {
-    throw py::value_error(fmt::format("{}: reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', e.g. "
-                                      "'deadline_unreachable')",
-                                      fn, paraflex::detail::quote_for_message(reason), paraflex::max_drop_reason_length));
+  if (const std::string problem = paraflex::drop_reason_problem(reason); !problem.empty()) {
+    throw py::value_error(fmt::format("{}: {}", fn, problem));
   }
 }
 

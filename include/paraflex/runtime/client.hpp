@@ -187,9 +187,8 @@ class request_client {
   /// running one when its task in flight (a migration included) ends; nothing is launched for it after.
   /// std::invalid_argument when `reason` is not a short identifier (is_drop_reason; empty = "cancelled").
   cancel_outcome cancel(std::string_view id, std::string reason = "cancelled") {
-    if (!is_drop_reason(reason)) {
-      throw std::invalid_argument(fmt::format("cancel of request {}: reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', e.g. 'cancelled')",
-                                              detail::quote_for_message(id), detail::quote_for_message(reason), max_drop_reason_length));
+    if (const std::string problem = drop_reason_problem(reason); !problem.empty()) {
+      throw std::invalid_argument(fmt::format("cancel of request {}: {}", detail::quote_for_message(id), problem));
     }
     {
       std::lock_guard lk(s_->mu);

@@ -47,7 +47,6 @@
 #include <fmt/format.h>
 
 #include "paraflex/core/duration_histogram.hpp"
-#include "paraflex/core/utf8.hpp"
 #include "paraflex/cost/concepts.hpp"
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/executor/concepts.hpp"
@@ -672,10 +671,8 @@ class scheduler {
         reject(fmt::format("drop of request '{}' which has already ended", r.spec.id));
         continue;
       }
-      if (!is_drop_reason(d.reason)) {
-        reject(fmt::format("drop of request '{}': reason {} is not a short identifier (up to {} ASCII letters, digits, '_', '-' or '.', "
-                           "e.g. 'deadline_unreachable')",
-                           r.spec.id, detail::quote_for_message(d.reason), max_drop_reason_length));
+      if (const std::string problem = drop_reason_problem(d.reason); !problem.empty()) {
+        reject(fmt::format("drop of request '{}': {}", r.spec.id, problem));
         continue;
       }
       std::string reason = d.reason.empty() ? std::string("dropped_by_policy") : d.reason;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "paraflex/core/time.hpp"
+#include "paraflex/core/utf8.hpp"
 
 namespace paraflex {
 
@@ -53,6 +54,14 @@ inline constexpr std::size_t max_drop_reason_length = 64;
     if (!ok) return false;
   }
   return true;
+}
+
+/// Why `reason` may not end a request ("reason 'x' is not a short identifier (...)"), for the
+/// messages of every caller that checks it; empty when is_drop_reason(reason).
+[[nodiscard]] inline std::string drop_reason_problem(std::string_view reason) {
+  if (is_drop_reason(reason)) return {};
+  return "reason " + detail::quote_for_message(reason) + " is not a short identifier (up to " + std::to_string(max_drop_reason_length) +
+         " ASCII letters, digits, '_', '-' or '.', e.g. 'deadline_unreachable')";
 }
 
 /// One request as read from a workload: identity, shape, work and objective.
