@@ -12,6 +12,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "decision_gap.hpp"
+
 namespace paraflex_bench {
 
 /// Parses argc/argv into `app`. Returns the exit status when the tool should stop now: 0 after --help
@@ -48,6 +50,21 @@ inline CLI::Validator finite_range(double lo, double hi) {
       },
       "", "finite number");
 }
+
+/// --decision-gap-ms: every check of decision_gap_ticks, so that the Python module's message (which
+/// calls it directly) is this one.
+inline const CLI::Validator decision_gap_ms{[](std::string& s) {
+                                              char* end = nullptr;
+                                              const double ms = s.empty() ? std::nan("") : std::strtod(s.c_str(), &end);
+                                              if (end != s.c_str() + s.size()) return "expected a number of milliseconds, got '" + s + "'";
+                                              try {
+                                                (void)decision_gap_ticks(ms);
+                                              } catch (const paraflex::input_exception& e) {
+                                                return e.error().message;
+                                              }
+                                              return std::string();
+                                            },
+                                            "", "milliseconds"};
 
 namespace detail {
 // Leading zeros off a string of decimal digits ("010" -> "10", "000" -> "0"): CLI11 reads a leading

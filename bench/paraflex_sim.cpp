@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   std::string workload_file, profile_file, gpu_type, policies, format = "table", trace_out, bound_out;
   int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0, max_degree = 0;
   std::uint64_t seed = 0;
-  double fail_rate = 0, jitter = 0;
+  double fail_rate = 0, jitter = 0, decision_gap_ms = 0;
   bool bound = false, priority_bound = false, quiet = false, list = false;
   std::vector<std::string> fail_devices, stragglers;
   app.add_option("--workload", workload_file, "workload CSV (formats §1); default: the embedded workload")->check(paraflex_bench::non_empty);
@@ -140,6 +140,10 @@ int main(int argc, char** argv) {
                  "run no request on more GPUs than this: the widest sequence-parallel group the deployment runs (default: "
                  "no cap; every degree the cost model allows up to a policy's GPUs)")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
+  app.add_option("--decision-gap-ms", decision_gap_ms,
+                 "call each policy at most once per this many milliseconds; events in between are decided together "
+                 "(default 0: a decision at every event time)")
+      ->check(paraflex_bench::decision_gap_ms);
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows (default: the only one the profile has for the workload's models)")->check(paraflex_bench::non_empty);
   auto* policy_option = app.add_option("--policy", policies, "policy or comma-separated list, NAME[:KEY=VALUE]... (default: every built-in)");
   app.add_option("--seed", seed, "seed for every random draw (jitter, faults)")->transform(paraflex_bench::uint64_digits);
@@ -160,6 +164,7 @@ int main(int argc, char** argv) {
   app.add_flag("--list-policies", list, "list the built-in policies and exit");
   if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
   if (gpus_per_node == 0) gpus_per_node = gpus;
+  const tick decision_gap = paraflex_bench::decision_gap_ticks(decision_gap_ms);  // checked by the flag's validator
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
   // Nodes are whole: a partial last node would be a different machine type the cost model knows nothing about.
   if (gpus % gpus_per_node != 0) {
@@ -325,7 +330,9 @@ int main(int argc, char** argv) {
     report.topology = topology;
     report.cells = cells;
     report.max_degree = max_degree;
+    report.decision_gap = decision_gap;
     simulation_options options{.seed = seed, .faults = faults, .runtime = {}};
+    options.runtime.min_decision_gap = report.decision_gap;
     if (!quiet) {
       // Only runs longer than a couple of seconds say how far they are; at most 2 lines a second.
       options.progress = [](const simulation_progress& p) {

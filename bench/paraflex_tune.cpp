@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> params;
   int gpus = 8, gpus_per_node = 0, cells = 1, threads = 0, max_degree = 0;
   std::uint64_t seed = 0;
+  double decision_gap_ms = 0;
   bool quiet = false;
   app.add_option("--policy", policy, "policy NAME[:KEY=VALUE...] whose other parameters are searched")->required()->check(paraflex_bench::non_empty);
   app.add_option("--param", params, "KEY=V1,V2,... values to try; repeatable, one per KEY (the grid is their product, at most 10,000)")
@@ -98,6 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024));
   app.add_option("--max-degree", max_degree, "run no request on more GPUs than this, as paraflex-sim --max-degree (default: no cap)")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
+  app.add_option("--decision-gap-ms", decision_gap_ms, "call the policy at most once per this many milliseconds, as paraflex-sim --decision-gap-ms (default 0)")
+      ->check(paraflex_bench::decision_gap_ms);
   app.add_option("--gpu", gpu, "GPU type (profile rows)")->check(paraflex_bench::non_empty);
   app.add_option("--seed", seed, "seed")->capture_default_str()->transform(paraflex_bench::uint64_digits);
   app.add_option("--objective", objective, "slo (attainment), goodput, or latency (mean)")
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "no progress lines or notes on stderr");
   if (const auto status = paraflex_bench::parse_command_line(app, argc, argv, fail)) return *status;
   if (gpus_per_node == 0) gpus_per_node = gpus;
+  const paraflex::tick decision_gap = paraflex_bench::decision_gap_ticks(decision_gap_ms);  // checked by the flag's validator
   if (gpus_per_node > gpus) fail(fmt::format("--gpus-per-node {} exceeds --gpus {}", gpus_per_node, gpus));
   if (gpus % gpus_per_node != 0) fail(fmt::format("--gpus {} is not a multiple of --gpus-per-node {}: every node must be whole", gpus, gpus_per_node));
 
@@ -190,6 +194,7 @@ int main(int argc, char** argv) {
     auto run = [&](const std::string& spec) {
       auto p = registry.make(spec).value_or_throw();
       paraflex::simulation_options o{.seed = seed, .faults = {}, .runtime = {}};
+      o.runtime.min_decision_gap = decision_gap;
       if (!quiet) {
         o.progress = [](const paraflex::simulation_progress& pr) {  // long runs only, at most 2 lines a second
           if (pr.wall_s < 2.0) return;
@@ -203,10 +208,12 @@ int main(int argc, char** argv) {
       }
       return paraflex::simulate(in.workload, topology, in.cost, p, spec, o);
     };
-    std::printf("workload %s (%zu requests), %d x %s%s%s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
+    std::printf("workload %s (%zu requests), %d x %s%s%s%s, objective %s\n\n", paraflex::printable(in.workload.source).c_str(),
                 in.workload.requests.size(), gpus, paraflex::printable(in.gpu).c_str(),
                 cells > 1 ? fmt::format(" in {} cells of {}", cells, policy_gpus).c_str() : "",
-                max_degree > 0 ? fmt::format(", groups of at most {}", max_degree).c_str() : "", objective.c_str());
+                max_degree > 0 ? fmt::format(", groups of at most {}", max_degree).c_str() : "",
+                decision_gap > 0 ? fmt::format(", decisions at least {} ms apart", static_cast<double>(decision_gap) / 1000.0).c_str() : "",
+                objective.c_str());
     // The policy as given (its defaults for the searched keys) is the baseline, when it runs alone.
     std::optional<paraflex::run_metrics> baseline;
     if (!alone) {

@@ -28,6 +28,7 @@ struct report {
   paraflex::cluster topology;
   int cells = 1;  ///< --cells: independent cells, one policy each
   int max_degree = 0;  ///< --max-degree: no group wider than this (0: no cap)
+  paraflex::tick decision_gap = 0;  ///< --decision-gap-ms, in microseconds (0: a decision at every event time)
   std::vector<policy_result> results;
 };
 
@@ -50,6 +51,7 @@ inline std::string to_json(const report& r) {
   doc["cluster"] = {{"gpus", r.topology.gpus}, {"gpus_per_node", r.topology.gpus_per_node}, {"gpu", r.topology.gpu_type}};
   if (r.cells > 1) doc["cluster"]["cells"] = r.cells;  // only then: the output of a run without --cells is unchanged
   if (r.max_degree > 0) doc["cluster"]["max_degree"] = r.max_degree;  // likewise without --max-degree
+  if (r.decision_gap > 0) doc["cluster"]["decision_gap_ms"] = static_cast<double>(r.decision_gap) / 1000.0;  // and --decision-gap-ms
   json results = json::array();
   for (const auto& pr : r.results) {
     const auto& m = pr.metrics;
@@ -95,7 +97,8 @@ inline std::string to_table(const report& r) {
   std::string out = fmt::format("workload: {} ({} requests)   cluster: {} x {} ({} per node){}\n\n", paraflex::printable(r.workload_file), r.requests,
                                 r.topology.gpus, r.topology.gpu_type, r.topology.gpus_per_node,
                                 (r.cells > 1 ? fmt::format(", {} cells of {}", r.cells, r.topology.gpus / r.cells) : "") +
-                                    (r.max_degree > 0 ? fmt::format(", groups of at most {}", r.max_degree) : ""));
+                                    (r.max_degree > 0 ? fmt::format(", groups of at most {}", r.max_degree) : "") +
+                                    (r.decision_gap > 0 ? fmt::format(", decisions at least {} ms apart", static_cast<double>(r.decision_gap) / 1000.0) : ""));
   const bool any_bound = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.upper_bound.has_value(); });
   const bool any_given = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.given_priorities.has_value(); });
   out += fmt::format("{:<22} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}{}{}\n", "policy", "done", "dropped", "SLO %", "mean s",

@@ -551,6 +551,89 @@ TEST_CASE("A policy that never schedules cannot hang the runtime", "[runtime][de
   for (const auto& r : out) REQUIRE(r.drop_reason == "policy_stalled");
 }
 
+namespace {
+// Any policy, with the time of each of its calls written down.
+struct call_recording_policy {
+  any_policy inner;
+  std::vector<tick>* calls;
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    calls->push_back(v.now());
+    inner.decide(v, out);
+  }
+  void on_arrival(const scheduler_view& v, request_handle h) { inner.on_arrival(v, h); }
+  void on_request_end(const scheduler_view& v, request_handle h) { inner.on_request_end(v, h); }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) { inner.on_task_end(v, h, ok); }
+  void on_tick(const scheduler_view& v) { inner.on_tick(v); }
+  [[nodiscard]] tick tick_period() const { return inner.tick_period(); }
+};
+
+// The times of the policy's calls in a checked run of `reqs` with min_decision_gap = gap.
+std::vector<tick> decision_times(any_policy p, const std::vector<request_spec>& reqs, tick gap, std::vector<request_record>* ended = nullptr) {
+  std::vector<tick> calls;
+  call_recording_policy rec{std::move(p), &calls};
+  toy_cost cost;
+  simulated_executor ex(3, {});
+  scheduler_options o;
+  o.min_decision_gap = gap;
+  scheduler s(cluster{8, 4, "x"}, rec, ex, cost, o);
+  testing::invariant_checker chk;
+  chk.attach(s);
+  for (const auto& r : reqs) s.submit(r);
+  s.run();
+  const auto v = chk.violations(s.state());
+  INFO(testing::join_lines(v));
+  REQUIRE(v.empty());
+  if (ended) *ended = s.state().requests;
+  return calls;
+}
+}  // namespace
+
+TEST_CASE("A minimum decision gap calls the policy at most once per gap and still ends every request once", "[runtime][decisions]") {
+  constexpr tick gap = 40'000;  // 40 ms: several task ends and arrivals of this workload fall inside one
+  const auto reqs = random_requests(21, 150, 0.01);
+  for (auto& [name, make] : sweep_policies()) {
+    INFO(name);
+    std::vector<request_record> ended;
+    const auto every_event = decision_times(make(), reqs, 0);
+    const auto gapped = decision_times(make(), reqs, gap, &ended);
+    const auto closest = [](const std::vector<tick>& t) {
+      tick c = never;
+      for (std::size_t i = 1; i < t.size(); ++i) c = std::min(c, t[i] - t[i - 1]);
+      return c;
+    };
+    CHECK(closest(every_event) < gap);  // without the gap, calls come closer: the check below can fail
+    CHECK(closest(gapped) >= gap);
+    CHECK(gapped.size() < every_event.size());
+    for (const auto& r : ended) CHECK(r.ended());
+  }
+}
+
+TEST_CASE("A call held back by the decision gap decides, at the gap's end, what happened meanwhile", "[runtime][decisions]") {
+  // static:1 on two devices: the first request starts at its arrival; the second, 1 ms later, waits
+  // for the held-back call 10 ms after the first.
+  std::vector<request_spec> reqs(2);
+  for (int i = 0; i < 2; ++i) {
+    reqs[i].id = "r" + std::to_string(i);
+    reqs[i].arrival = i * 1'000;
+    reqs[i].shape = {"toy", 256, 256, 1};
+    reqs[i].steps = 3;
+  }
+  std::vector<request_record> ended;
+  (void)decision_times(any_policy(static_degree_policy(1)), reqs, 10'000, &ended);
+  REQUIRE(ended.size() == 2);
+  CHECK(ended[0].first_start == 0);
+  CHECK(ended[1].first_start == 10'000);
+  (void)decision_times(any_policy(static_degree_policy(1)), reqs, 0, &ended);
+  CHECK(ended[1].first_start == 1'000);
+
+  simulated_executor ex(0, {});
+  toy_cost cost;
+  idle_policy idle;
+  scheduler_options o;
+  o.min_decision_gap = -1;
+  CHECK_THROWS_WITH((scheduler{cluster{2, 2, "x"}, idle, ex, cost, o}), Catch::Contains("min_decision_gap -1 us"));
+}
+
 TEST_CASE("Moving a request to other devices migrates its state and occupies both groups", "[runtime][migration]") {
   toy_cost cost;
   ping_pong p;

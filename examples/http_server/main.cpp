@@ -74,7 +74,7 @@ int run_server(int argc, char** argv) {
   CLI::App app{"paraflex-serve: an HTTP server that schedules requests with paraflex on CPU threads standing in for GPUs."};
   std::string host = "127.0.0.1", policy_spec = "slo-aware", profile_file, gpu_type;
   int port = 8080, gpus = 4, io_threads = 2, channels = 16, max_degree = 0;
-  double time_scale = 1.0, read_timeout_s = 10, drain_timeout_s = 60, max_tokens = 1 << 18;
+  double time_scale = 1.0, read_timeout_s = 10, drain_timeout_s = 60, max_tokens = 1 << 18, decision_gap_ms = 0;
   long max_connections = 512;
   std::size_t body_limit = 64 * 1024;
   std::size_t retain = 100000;
@@ -84,6 +84,10 @@ int run_server(int argc, char** argv) {
   app.add_option("--policy", policy_spec, "policy spec NAME[:KEY=VALUE]... (default slo-aware)");
   app.add_option("--max-degree", max_degree, "run no request on more devices than this (default: no cap), as paraflex-sim --max-degree")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 256));
+  app.add_option("--decision-gap-ms", decision_gap_ms,
+                 "call the policy at most once per this many milliseconds of the profile's clock (default 0: at every event), "
+                 "as paraflex-sim --decision-gap-ms")
+      ->check(paraflex_bench::decision_gap_ms);
   app.add_option("--profile", profile_file, "step-latency profile CSV (default: the bundled one)");
   app.add_option("--gpu", gpu_type, "GPU type: selects profile rows");
   app.add_option("--time-scale", time_scale, "run X times faster than the profile's GPUs (1000: a step priced 0.8 s takes 0.8 ms)")
@@ -141,6 +145,7 @@ int run_server(int argc, char** argv) {
   scaled_executor executor(threads, time_scale);
   paraflex::scheduler_options sched_opts;
   sched_opts.strict = false;  // a server keeps serving past an invalid decision (skipped, counted)
+  sched_opts.min_decision_gap = paraflex_bench::decision_gap_ticks(decision_gap_ms);  // checked by the flag's validator
   paraflex::scheduler sched(paraflex::cluster{gpus, gpus, gpu_type}, *policy, executor, *cost, sched_opts);
 
   server_metrics metrics;

@@ -21,7 +21,7 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      request ended; SIGTERM right after the "listening on" line drains too (exit 0);
   6. a second server: --retain forgets old outcomes but keeps their ids taken (409, and never
      generated again); a deeply nested wrong-typed field under a large --body-limit is a 400;
-  7. --max-degree and static:K servers; nan or inf in a floating-point flag exits 2.
+  7. --max-degree, --decision-gap-ms and static:K servers; nan or inf in a floating-point flag exits 2.
 Prints the figures (requests, connections, seconds) at the end. Exit status 0 when all checks pass.
 """
 
@@ -908,10 +908,20 @@ def max_degree_check(exe):
         check(p.returncode == 2 and "--max-degree" in err, f"{' '.join(args)}: exit 2 naming --max-degree ({p.returncode}: {err.strip()})")
 
 
+def decision_gap_check(exe):
+    """--decision-gap-ms G: requests are still served (decided at most once per G ms); a negative
+    gap exits 2 naming the flag."""
+    widest = widest_degree(exe, ["--decision-gap-ms", "20"])
+    check(widest is not None and widest >= 1, f"--decision-gap-ms 20: a lone request is served (widest degree {widest})")
+    p = subprocess.run([exe, "--port", "0", "--decision-gap-ms", "-1"], capture_output=True, timeout=30)
+    err = p.stderr.decode("utf-8", "replace")
+    check(p.returncode == 2 and "--decision-gap-ms" in err, f"--decision-gap-ms -1: exit 2 naming it ({p.returncode}: {err.strip()})")
+
+
 def float_flag_check(exe):
     """A floating-point flag given nan or inf exits 2 naming it (nan passes every comparison: it
     aborted --time-scale and switched the read timeout, the drain and the token cap off)."""
-    for flag in ("--time-scale", "--read-timeout", "--drain-timeout", "--max-tokens"):
+    for flag in ("--time-scale", "--read-timeout", "--drain-timeout", "--max-tokens", "--decision-gap-ms"):
         for value in ("nan", "-NaN", "inf"):
             try:
                 p = subprocess.run([exe, "--port", "0", "--gpus", "1", flag, value], capture_output=True, timeout=5)
@@ -990,6 +1000,7 @@ def main():
         early_sigterm_check(exe)
         retain_check(exe)
         max_degree_check(exe)
+        decision_gap_check(exe)
         fixed_degree_check(exe)
         float_flag_check(exe)
     except Exception as e:  # noqa: BLE001

@@ -42,6 +42,7 @@
 #include "py_objects.hpp"
 #include "py_policy.hpp"
 #include "sim_report.hpp"
+#include "decision_gap.hpp"
 #include "sim_support.hpp"
 
 namespace paraflex_python {
@@ -503,7 +504,7 @@ class py_scheduler {
  public:
   py_scheduler(py::handle policy, py::handle executor, typed<int> gpus_arg, typed<std::optional<int>> gpus_per_node, typed<std::optional<std::string>> gpu,
                py::handle profile, typed<bool> strict_arg, typed<std::uint32_t> max_failures_arg, typed<int> max_batch_arg,
-               typed<std::optional<int>> max_degree_arg) {
+               typed<std::optional<int>> max_degree_arg, typed<double> decision_gap_arg) {
     const char* fn = "Scheduler";
     const bool strict = arg(strict_arg, fn, "strict");
     const auto max_failures = arg(max_failures_arg, fn, "max_failures");
@@ -529,6 +530,7 @@ class py_scheduler {
     options.strict = strict;
     options.max_failures = max_failures == 0 ? 1 : max_failures;
     options.max_batch = max_batch;
+    options.min_decision_gap = paraflex_bench::decision_gap_ticks(arg(decision_gap_arg, fn, "decision_gap_ms"));
     if (executor.is_none() || (py::isinstance<py::str>(executor) && executor.cast<std::string>() == "simulated")) {
       impl_ = std::make_unique<scheduler_impl<simulated_executor>>(topology, std::move(p), std::move(inputs.cost), options, 0, simulation_faults{});
     } else if (py::isinstance<py::str>(executor) && executor.cast<std::string>() == "threads") {
@@ -913,14 +915,16 @@ executor  "simulated" (virtual time), "threads" (CPU workers, real time), a Simu
           batched steps, Task.batch, reporting one event per member]
 max_batch the largest batched step the runtime accepts (scheduler_options::max_batch)
 max_degree no request on more devices than this (profile_cost_model::set_max_degree; None: no cap)
+decision_gap_ms the policy is called at most once per this many milliseconds; what happens in between is
+          decided together (scheduler_options::min_decision_gap; 0, the default: at every event)
 Drive it with run() (blocks until every request ended and the client is closed; call it from a
 background thread to serve), with turn() / next_wakeup() / on_wakeup() from an event loop (real
 time), or with turn_to(t) (simulated). submit/cancel/status/counters work from any thread.)doc")
       .def(py::init<py::handle, py::handle, typed<int>, typed<std::optional<int>>, typed<std::optional<std::string>>, py::handle, typed<bool>,
-                    typed<std::uint32_t>, typed<int>, typed<std::optional<int>>>(), py::arg("policy") = "slo-aware",
+                    typed<std::uint32_t>, typed<int>, typed<std::optional<int>>, typed<double>>(), py::arg("policy") = "slo-aware",
            py::arg("executor") = "simulated", py::kw_only(), py::arg("gpus") = 8, py::arg("gpus_per_node") = py::none(), py::arg("gpu") = py::none(),
            py::arg("profile") = py::none(), py::arg("strict") = true, py::arg("max_failures") = 8, py::arg("max_batch") = 8,
-           py::arg("max_degree") = py::none())
+           py::arg("max_degree") = py::none(), py::arg("decision_gap_ms") = 0.0)
       .def("submit", &py_scheduler::submit, py::arg("model"), py::arg("height"), py::arg("width"), py::arg("steps"), py::kw_only(),
            py::arg("frames") = 1, py::arg("slo_s") = py::none(), py::arg("priority") = 0, py::arg("class_label") = "", py::arg("request_id") = "",
            py::arg("arrival_s") = 0.0,

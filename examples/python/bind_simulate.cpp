@@ -21,6 +21,7 @@
 #include "paraflex/sim/simulate.hpp"
 #include "py_args.hpp"
 #include "sim_report.hpp"
+#include "decision_gap.hpp"
 #include "sim_support.hpp"
 #ifdef PARAFLEX_HAVE_CLP
 #include "clp_bound.hpp"
@@ -55,7 +56,8 @@ struct state_guard {
 py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpus_arg, typed<std::optional<std::string>> gpu_arg, py::handle policy,
                      typed<std::optional<int>> gpus_per_node, typed<std::uint64_t> seed_value, typed<bool> bound_arg, typed<double> jitter_arg,
                      typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
-                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg, typed<std::optional<int>> max_degree_arg) {
+                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg, typed<std::optional<int>> max_degree_arg,
+                     typed<double> decision_gap_arg) {
   const char* fn = "simulate";
   const nested_run nest("simulate");
   // The order of paraflex-sim: flags, inputs, policy, faults.
@@ -85,6 +87,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
   if (cap && (*cap < 1 || *cap > max_cluster_gpus)) input_failure(fmt::format("--max-degree: Value {} not in range 1 to {}", *cap, max_cluster_gpus));
   const int max_degree = cap.value_or(0);
+  const tick decision_gap = paraflex_bench::decision_gap_ticks(arg(decision_gap_arg, fn, "decision_gap_ms"));
   // One policy instance per cell: only a built-in spec can be made again for each (a Python object is one instance).
   if (cells > 1 && !py::isinstance<py::str>(policy)) {
     throw py::value_error("simulate: cells > 1 needs a built-in policy spec (str), one instance per cell; got " + type_name(policy));
@@ -114,6 +117,9 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   report.topology = topology;
   report.cells = cells;
   report.max_degree = max_degree;
+  report.decision_gap = decision_gap;
+  simulation_options options{seed, faults, {}};
+  options.runtime.min_decision_gap = decision_gap;
   std::optional<double> bound_value;
   run_metrics m;
   // Opened before the run (a path that cannot be written fails at once) and written as it goes.
@@ -127,13 +133,13 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
     if (cells > 1) {
       const auto& registry = paraflex_bench::builtin_registry(policy_gpus);
       m = simulate_cells(
-          w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, simulation_options{seed, faults, {}},
+          w, topology, cost, [&] { return registry.make(label).value_or_throw(); }, label, options,
           cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
           [&](int c, auto& sched) {
             if (trace) trace->attach(sched, c, cell_first_device(topology, cells, c));
           });
     } else {
-      m = simulate(w, topology, cost, p, label, simulation_options{seed, faults, {}}, [&](auto& sched) {
+      m = simulate(w, topology, cost, p, label, options, [&](auto& sched) {
         ctx->slot->state = &sched.state();
         if (trace) trace->attach(sched);
       });
@@ -188,7 +194,7 @@ Bad input raises ValueError naming the file, line and column; a wrong type TypeE
         py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
         py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
         py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(), py::arg("cells") = 1, py::arg("threads") = 0,
-        py::arg("max_degree") = py::none(),
+        py::arg("max_degree") = py::none(), py::arg("decision_gap_ms") = 0.0,
         R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
 
 workload      None (the embedded default), a CSV path (str, bytes or os.PathLike; docs/formats.md §1), or a list of dicts with
@@ -198,7 +204,7 @@ gpus, gpus_per_node (default gpus), gpu (default: the profile's only type for th
 policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps=5"), a ComposedPolicy,
               or any object with decide(view, out) and optional hooks
 seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out,
-cells, threads, max_degree (default None: no cap):
+cells, threads, max_degree (default None: no cap), decision_gap_ms (default 0: a decision at every event):
               as paraflex-sim's flags of the same names (cells > 1: a built-in spec, one instance per cell)
 Bad input raises ValueError with paraflex-sim's message, a wrong type TypeError naming the argument; an
 invalid decision raises PolicyError; an exception raised by a Python policy propagates unchanged.)doc");

@@ -508,6 +508,24 @@ def group_scale(d):
                        (["--max-degree", "x"], "--max-degree"), (["--max-degree", "70000"], "--max-degree")):
         rc, out, err = run(args + ["--quiet"])
         check(rc == 2 and says in err and out == "", f"{' '.join(args)}: exit 2 saying {says!r} (got {rc}: {err.strip()[-300:]})")
+    # --decision-gap-ms G: each policy called at most once per G ms (formats §6); 0 is the run without it.
+    rc0, gap0, err0 = run(base + ["--decision-gap-ms", "0"])
+    check(rc0 == 0 and mask(gap0) == mask(plain), f"--decision-gap-ms 0: the run without the flag, byte for byte ({err0[-200:]})")
+    rc, gapped, err = run(base + ["--decision-gap-ms", "250"])
+    if rc == 0 and rc0 == 0:
+        a, b = strict_json(plain), strict_json(gapped)
+        check(b["cluster"].get("decision_gap_ms") == 250, f"--decision-gap-ms 250: in the JSON cluster ({b['cluster']})")
+        # slo-aware decides at every step boundary: step ends within 250 ms of a call share the next one.
+        check(b["results"][0]["scheduler"]["decisions"] < a["results"][0]["scheduler"]["decisions"], "--decision-gap-ms 250: slo-aware decides less often")
+        check(all(r["completed"] + r["dropped"] == r["requests"] for r in b["results"]), "--decision-gap-ms 250: every request ends")
+    else:
+        check(False, f"--decision-gap-ms 250: exit 0 (got {rc}: {err[-200:]})")
+    rc, out, err = run(["--decision-gap-ms", "2.5", "--policy", "slo-aware"])
+    check(rc == 0 and "decisions at least 2.5 ms apart" in out, f"--decision-gap-ms 2.5: the table says so (got {rc}: {err[-200:]})")
+    for args, says in ((["--decision-gap-ms", "-1"], "--decision-gap-ms"), (["--decision-gap-ms", "nan"], "--decision-gap-ms"),
+                       (["--decision-gap-ms", "1e9"], "--decision-gap-ms"), (["--decision-gap-ms", "0.0001"], "rounds to 0 microseconds")):
+        rc, out, err = run(args + ["--quiet"])
+        check(rc == 2 and says in err and out == "", f"{' '.join(args)}: exit 2 saying {says!r} (got {rc}: {err.strip()[-300:]})")
 
 
 def group_cells(d):

@@ -309,16 +309,22 @@ def group_tune(d):
     check(rc == 2 and "--param 'degree=2,8'" in err and "cells of 4 GPUs" in err, f"--cells 2: static:8 is refused naming the cell size ({err.strip()[-300:]})")
     rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1", "--cells", "3"])
     check(rc == 2 and "--cells" in err and "3 equal cells" in err, f"--cells 3 on 8 GPUs: exit 2 ({err.strip()[-300:]})")
-    # --max-degree: every setting runs as paraflex-sim --max-degree runs it.
-    rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1,0.3", "--max-degree", "2", "--quiet"])
-    check(rc == 0 and "groups of at most 2" in out, f"--max-degree 2: the first line says so ({err.strip()[-300:]})")
-    src, sout, serr = run_command([SIM, "--policy", "slo-aware:margin=0.3", "--max-degree", "2", "--format", "json", "--quiet"], 300)
-    if rc == 0 and src == 0:
-        slo = json.loads(sout)["results"][0]["slo_attainment"]
-        line = next((l for l in out.splitlines() if l.startswith("slo-aware:margin=0.3 ")), "")
-        check(f"{100 * slo:.1f}%" in line, f"--max-degree 2: a setting reads what paraflex-sim --max-degree 2 gives ({100 * slo:.1f}%: {line!r})")
+    def runs_as_sim(flag, says):
+        """Every setting runs as paraflex-sim runs it with the same flag, and the first line says so."""
+        rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1,0.3", *flag, "--quiet"])
+        check(rc == 0 and says in out, f"{' '.join(flag)}: the first line says {says!r} ({err.strip()[-300:]})")
+        src, sout, serr = run_command([SIM, "--policy", "slo-aware:margin=0.3", *flag, "--format", "json", "--quiet"], 300)
+        if rc == 0 and src == 0:
+            slo = json.loads(sout)["results"][0]["slo_attainment"]
+            line = next((l for l in out.splitlines() if l.startswith("slo-aware:margin=0.3 ")), "")
+            check(f"{100 * slo:.1f}%" in line, f"{' '.join(flag)}: a setting reads what paraflex-sim gives ({100 * slo:.1f}%: {line!r})")
+
+    runs_as_sim(["--max-degree", "2"], "groups of at most 2")
     rc, out, err = tune(["--policy", "static", "--param", "degree=2,4", "--max-degree", "2"])
     check(rc == 2 and "--param 'degree=2,4'" in err and "degree cap" in err, f"--max-degree 2: static:4 is refused naming the cap ({err.strip()[-300:]})")
+    runs_as_sim(["--decision-gap-ms", "30"], "decisions at least 30 ms apart")
+    rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1", "--decision-gap-ms", "-3"])
+    check(rc == 2 and "--decision-gap-ms" in err, f"--decision-gap-ms -3: exit 2 naming the flag ({err.strip()[-300:]})")
 
 
 def group_tune_bad_input(d):

@@ -54,6 +54,18 @@ class ClientApi(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "max_degree must be in"):
             paraflex.Scheduler(gpu="l20-inferred", max_degree=0)
 
+    def test_a_decision_gap_gives_simulates_result_with_fewer_decisions(self):
+        sched = paraflex.Scheduler("slo-aware", gpu="l20-inferred", decision_gap_ms=50)
+        for r in workload_rows():
+            submit_row(sched, r)
+        sched.run()
+        gapped = without_host_timings(sched.metrics())
+        self.assertEqual(gapped, without_host_timings(paraflex.simulate(policy="slo-aware", decision_gap_ms=50)))
+        plain = paraflex.simulate(policy="slo-aware")
+        self.assertLess(gapped["scheduler"]["decisions"], plain["scheduler"]["decisions"])
+        with self.assertRaisesRegex(ValueError, "--decision-gap-ms: -2 is not a number of milliseconds"):
+            paraflex.Scheduler(gpu="l20-inferred", decision_gap_ms=-2)
+
     def test_submit_status_and_cancel_by_id(self):
         sched = paraflex.Scheduler("edf-best-fit", gpu="l20-inferred")
         a = sched.submit("flux-dev", 1024, 1024, 28, slo_s=30.0)

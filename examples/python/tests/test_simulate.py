@@ -103,6 +103,11 @@ class SimulateMatchesParaflexSim(unittest.TestCase):
                 self.assert_same(["--gpus", "16", "--gpus-per-node", "8", "--max-degree", "2", "--policy", spec],
                                  gpus=16, gpus_per_node=8, max_degree=2, policy=spec)
 
+    def test_a_decision_gap_gives_paraflex_sims_entry(self):
+        for spec in ("slo-aware", "round-based"):
+            with self.subTest(policy=spec):
+                self.assert_same(["--decision-gap-ms", "20", "--policy", spec], decision_gap_ms=20, policy=spec)
+
     def test_a_trace_is_written_when_asked(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "trace.json")
@@ -177,6 +182,12 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
         self.assert_message(["--max-degree", "4", "--policy", "static:8"], max_degree=4, policy="static:8")
         with self.assertRaises(TypeError):
             paraflex.simulate(max_degree="4")
+
+    def test_a_decision_gap_out_of_range_or_below_a_microsecond(self):
+        self.assert_message(["--decision-gap-ms", "-1"], decision_gap_ms=-1)
+        self.assert_message(["--decision-gap-ms", "0.0001"], decision_gap_ms=0.0001)
+        with self.assertRaises(TypeError):
+            paraflex.simulate(decision_gap_ms="20")
 
     def test_an_unknown_gpu_type(self):
         self.assert_message(["--gpu", "a100"], gpu="a100")

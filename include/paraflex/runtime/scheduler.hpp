@@ -4,7 +4,7 @@
 // timer wake-ups come back as events that are processed in time order. The loop (hooks marked *):
 //
 //   loop:
-//     t = earliest(next arrival, policy wake-up, periodic tick, executor event)
+//     t = earliest(next arrival, policy wake-up, periodic tick, executor event, held-back call)
 //     advance executor to t; now = t
 //     for each executor event at t (in order):
 //       task done     -> request advances; next task of its assignment launches on the same group,
@@ -14,7 +14,8 @@
 //     for each arrival at t: intern its shape (costs computed once; batched steps on first use),
 //                            *on_arrival
 //     periodic tick due: *on_tick
-//     if anything changed: buffer.clear(); *decide(view, buffer); validate; apply:
+//     if anything changed (and min_decision_gap has passed since the last call, else at its end):
+//       buffer.clear(); *decide(view, buffer); validate; apply:
 //       drops; claims of every assignment's devices; migrations (source + destination busy);
 //       launches
 //   until every submitted request has ended
@@ -79,6 +80,12 @@ struct scheduler_options {
   std::uint32_t stall_limit = 64;
   /// The largest batched step (decision_buffer::assign_batch) the runtime prices and accepts.
   int max_batch = 8;
+  /// The policy is called at most once per this many microseconds: what happens in between (task
+  /// ends, arrivals, wake-ups) is decided together at the first time allowed. 0 (the default): at
+  /// every event time, as GF-DiT reschedules at every step boundary. On hundreds of GPUs task ends
+  /// come microseconds apart and each call costs about the same, so a gap of a few milliseconds cuts
+  /// the calls several-fold while devices wait at most that long (docs/performance.md, "Decision gap").
+  tick min_decision_gap = 0;
 };
 
 /// Host-time statistics of the policy calls (not part of the deterministic output).
@@ -122,6 +129,9 @@ class scheduler {
   scheduler(cluster topology, P& policy, E& executor, const C& cost, scheduler_options options = {})
       : policy_(policy), executor_(executor), cost_(cost), options_(options), view_(state_) {
     if (!topology.valid()) throw std::invalid_argument(fmt::format("scheduler: invalid cluster ({} GPUs, {} per node)", topology.gpus, topology.gpus_per_node));
+    if (options_.min_decision_gap < 0 || options_.min_decision_gap > clock_limit) {
+      throw std::invalid_argument(fmt::format("scheduler: min_decision_gap {} us is outside [0, {}]", options_.min_decision_gap, clock_limit));
+    }
     state_.topology = std::move(topology);
     const auto n = state_.topology.device_count();
     state_.free = device_set(n, true);
@@ -275,7 +285,7 @@ class scheduler {
   /// a completion or a future client call can wake it.
   [[nodiscard]] tick next_wakeup() const {
     if (shared_->pending.load(std::memory_order_acquire)) return state_.now;  // client calls to apply
-    tick t = std::min({next_arrival(), wake_, next_tick_});
+    tick t = std::min({next_arrival(), wake_, next_tick_, deferred_call_});
     if constexpr (VirtualTimeExecutor<E>) t = std::min(t, static_cast<tick>(executor_.next_event_time()));
     if (t != never && t < state_.now) t = state_.now;
     return t;
@@ -323,7 +333,15 @@ class scheduler {
       dirty_ = true;
     }
     if (!cancel_reason_.empty()) apply_cancellations();
-    if (dirty_) call_policy();
+    if (dirty_) {
+      // Within min_decision_gap of the last decision, the call waits (dirty_ stays set) until the gap ends.
+      if (last_decision_ != never && state_.now - last_decision_ < options_.min_decision_gap) {
+        deferred_call_ = last_decision_ + options_.min_decision_gap;
+      } else {
+        deferred_call_ = never;
+        call_policy();
+      }
+    }
     if (client_used_) publish_counters();
   }
 
@@ -615,6 +633,7 @@ class scheduler {
     // Nothing waits: no decision is possible (running tasks cannot be reassigned), so the call is
     // skipped, also at a requested wake-up; the policy runs again at the next event.
     if (state_.waiting.empty() && period_ == never) return;
+    last_decision_ = state_.now;
     buffer_.clear();
     if (timed_call()) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -963,6 +982,8 @@ class scheduler {
   tick wake_ = never;
   tick period_ = never;
   tick next_tick_ = never;
+  tick last_decision_ = never;  // when the policy was last called (min_decision_gap)
+  tick deferred_call_ = never;  // a call held back by min_decision_gap is due then
   std::uint32_t idle_calls_ = 0;
   std::uint64_t sample_rng_ = 0x9E3779B97F4A7C15ULL;  // timed_call's draws (host timing only)
   bool dirty_ = false;
