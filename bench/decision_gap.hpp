@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -28,6 +29,11 @@ inline paraflex::tick decision_gap_ticks(double ms) {
     throw input_exception(input_error{"--decision-gap-ms", 0, "", fmt::format("{} ms rounds to 0 microseconds (use 0 for no gap)", ms)});
   }
   return ticks;
+}
+
+/// What the tools' first line adds for a gap: ", decisions at least G ms apart", or nothing for 0.
+inline std::string decision_gap_note(paraflex::tick gap) {
+  return gap > 0 ? fmt::format(", decisions at least {} ms apart", static_cast<double>(gap) / 1000.0) : std::string();
 }
 
 }  // namespace paraflex_bench

@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
                 in.workload.requests.size(), gpus, paraflex::printable(in.gpu).c_str(),
                 cells > 1 ? fmt::format(" in {} cells of {}", cells, policy_gpus).c_str() : "",
                 max_degree > 0 ? fmt::format(", groups of at most {}", max_degree).c_str() : "",
-                decision_gap > 0 ? fmt::format(", decisions at least {} ms apart", static_cast<double>(decision_gap) / 1000.0).c_str() : "",
+                paraflex_bench::decision_gap_note(decision_gap).c_str(),
                 objective.c_str());
     // The policy as given (its defaults for the searched keys) is the baseline, when it runs alone.
     std::optional<paraflex::run_metrics> baseline;

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "decision_gap.hpp"
 #include "paraflex/core/utf8.hpp"
 #include "paraflex/resource/cluster.hpp"
 #include "paraflex/sim/metrics.hpp"
@@ -98,7 +99,7 @@ inline std::string to_table(const report& r) {
                                 r.topology.gpus, r.topology.gpu_type, r.topology.gpus_per_node,
                                 (r.cells > 1 ? fmt::format(", {} cells of {}", r.cells, r.topology.gpus / r.cells) : "") +
                                     (r.max_degree > 0 ? fmt::format(", groups of at most {}", r.max_degree) : "") +
-                                    (r.decision_gap > 0 ? fmt::format(", decisions at least {} ms apart", static_cast<double>(r.decision_gap) / 1000.0) : ""));
+                                    decision_gap_note(r.decision_gap));
   const bool any_bound = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.upper_bound.has_value(); });
   const bool any_given = std::any_of(r.results.begin(), r.results.end(), [](const policy_result& p) { return p.given_priorities.has_value(); });
   out += fmt::format("{:<22} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}{}{}\n", "policy", "done", "dropped", "SLO %", "mean s",

@@ -32,6 +32,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "decision_gap.hpp"
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/executor/thread_executor.hpp"
@@ -42,7 +43,6 @@
 #include "py_objects.hpp"
 #include "py_policy.hpp"
 #include "sim_report.hpp"
-#include "decision_gap.hpp"
 #include "sim_support.hpp"
 
 namespace paraflex_python {

@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "decision_gap.hpp"
 #include "builtin_policies.hpp"
 #include "output_clash.hpp"
 #include "paraflex/sim/cells.hpp"
@@ -21,7 +22,6 @@
 #include "paraflex/sim/simulate.hpp"
 #include "py_args.hpp"
 #include "sim_report.hpp"
-#include "decision_gap.hpp"
 #include "sim_support.hpp"
 #ifdef PARAFLEX_HAVE_CLP
 #include "clp_bound.hpp"
