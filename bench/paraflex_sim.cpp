@@ -28,6 +28,7 @@
 #include "builtin_policies.hpp"
 #include "cli_parse.hpp"
 #include "output_clash.hpp"
+#include "progress_line.hpp"
 #include "sim_inputs.hpp"
 #include "sim_report.hpp"
 #ifdef PARAFLEX_HAVE_CLP
@@ -335,11 +336,7 @@ int main(int argc, char** argv) {
     options.runtime.min_decision_gap = report.decision_gap;
     if (!quiet) {
       // Only runs longer than a couple of seconds say how far they are; at most 2 lines a second.
-      options.progress = [](const simulation_progress& p) {
-        if (p.wall_s < 2.0) return;
-        std::fprintf(stderr, "paraflex-sim: %.*s: %zu/%zu requests ended, simulated %.1f s, %.1f s elapsed\n",
-                     static_cast<int>(p.label.size()), p.label.data(), p.ended, p.total, to_seconds(p.now), p.wall_s);
-      };
+      options.progress = paraflex_bench::progress_printer("paraflex-sim");
     }
     for (std::size_t i = 0; i < specs.size(); ++i) {
       const bool tracing = i == 0 && !trace_out.empty();

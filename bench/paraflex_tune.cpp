@@ -26,6 +26,7 @@
 #include "paraflex/core/utf8.hpp"
 #include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/simulate.hpp"
+#include "progress_line.hpp"
 #include "sim_inputs.hpp"
 
 namespace {
@@ -196,11 +197,7 @@ int main(int argc, char** argv) {
       paraflex::simulation_options o{.seed = seed, .faults = {}, .runtime = {}};
       o.runtime.min_decision_gap = decision_gap;
       if (!quiet) {
-        o.progress = [](const paraflex::simulation_progress& pr) {  // long runs only, at most 2 lines a second
-          if (pr.wall_s < 2.0) return;
-          std::fprintf(stderr, "paraflex-tune: %.*s: %zu/%zu requests ended, simulated %.1f s, %.1f s elapsed\n", static_cast<int>(pr.label.size()),
-                       pr.label.data(), pr.ended, pr.total, paraflex::to_seconds(pr.now), pr.wall_s);
-        };
+        o.progress = paraflex_bench::progress_printer("paraflex-tune");  // long runs only, at most 2 lines a second
       }
       if (cells > 1) {
         return paraflex::simulate_cells(in.workload, topology, in.cost, [&] { return registry.make(spec).value_or_throw(); }, spec, o,

@@ -28,6 +28,7 @@
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/testing/archetypes.hpp"
 #include "paraflex/testing/invariants.hpp"
+#include "progress_line.hpp"  // bench/: the tools' wording of a progress report
 
 using namespace paraflex;
 
@@ -949,6 +950,17 @@ TEST_CASE("simulate reports progress while it runs, in order, and never after th
   CHECK(calls == 0);
   CHECK(m2.completed == m.completed);
   CHECK(m2.makespan_s == m.makespan_s);
+}
+
+TEST_CASE("the tools' progress line says how far a run is and, once requests have ended, about how long is left", "[runtime][simulate]") {
+  using paraflex_bench::progress_line;
+  simulation_progress p{.label = "slo-aware", .ended = 250, .total = 1000, .now = 12'340'000, .wall_s = 5.0};
+  CHECK(progress_line("paraflex-sim", p) ==
+        "paraflex-sim: slo-aware: 250/1000 requests ended (25%), simulated 12.3 s, 5.0 s elapsed, about 15 s left");
+  p.ended = 0;  // no rate yet: no estimate
+  CHECK(progress_line("paraflex-tune", p) == "paraflex-tune: slo-aware: 0/1000 requests ended (0%), simulated 12.3 s, 5.0 s elapsed");
+  p.total = 0;  // an empty workload never reports, but the line must not divide by zero
+  CHECK(progress_line("t", p) == "t: slo-aware: 0/0 requests ended, simulated 12.3 s, 5.0 s elapsed");
 }
 
 // ---- Chrome trace ----------------------------------------------------------------------------------
