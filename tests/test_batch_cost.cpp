@@ -13,6 +13,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/simulate.hpp"
 #include "paraflex/sim/workload_csv.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 using Catch::Matchers::Contains;
@@ -302,7 +303,7 @@ struct batch_run {
 };
 batch_run run_counting_batches(const workload& w, const cluster& c, const profile_cost_model& cm, const char* spec) {
   batch_run out;
-  auto policy = builtin_policies(c.gpus).make(spec).value_or_throw();
+  auto policy = paraflex_test::builtin_policies(c.gpus).make(spec).value_or_throw();
   out.metrics = simulate(w, c, cm, policy, spec, {}, [&](auto& sched) {
     sched.on_task_record([&](const task_record& t) { out.batched_tasks += t.batch > 1; });
   });
@@ -337,7 +338,7 @@ TEST_CASE("round-based with batching runs the bundled default workload: a batch 
   if (!w) FAIL(w.error().what());
   for (const char* spec : {"round-based:max_batch=8", "round-based:max_batch=2:mid_round=admit"}) {
     INFO(spec);
-    auto policy = builtin_policies(8).make(spec).value_or_throw();
+    auto policy = paraflex_test::builtin_policies(8).make(spec).value_or_throw();
     int batched = 0;
     run_metrics m;
     REQUIRE_NOTHROW(m = simulate(w.value(), cluster{8, 8, "l20-inferred"}, cm, policy, spec, {}, [&](auto& sched) {
@@ -394,7 +395,7 @@ TEST_CASE("slo-aware with batching runs the bundled default workload: every requ
   if (!w) FAIL(w.error().what());
   for (const char* spec : {"slo-aware:max_batch=8", "slo-aware:max_batch=2:chunk=3:hold=0", "slo-aware:max_batch=4:admission=strict:batch_margin=0"}) {
     INFO(spec);
-    auto policy = builtin_policies(8).make(spec).value_or_throw();
+    auto policy = paraflex_test::builtin_policies(8).make(spec).value_or_throw();
     int batched = 0;
     run_metrics m;
     REQUIRE_NOTHROW(m = simulate(w.value(), cluster{8, 8, "l20-inferred"}, cm, policy, spec, {}, [&](auto& sched) {

@@ -13,6 +13,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/testing/invariants.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -288,7 +289,7 @@ struct outcome {
 };
 template <class C = batch_cost>
 outcome run_policy(const std::string& spec_text, const std::vector<request_spec>& reqs, int gpus) {
-  auto policy = builtin_policies(gpus).make(spec_text).value_or_throw();
+  auto policy = paraflex_test::builtin_policies(gpus).make(spec_text).value_or_throw();
   C cost;
   simulated_executor ex;
   scheduler s(cluster{gpus, gpus, "toy"}, policy, ex, cost);
@@ -387,7 +388,7 @@ TEST_CASE("slo-aware at max_batch=1, or on a cost model that cannot price batche
 }
 
 TEST_CASE("slo-aware names a bad max_batch, batch_margin or batch_saving and refuses it", "[batching][slo-aware][registry]") {
-  const auto r = builtin_policies(4);
+  const auto r = paraflex_test::builtin_policies(4);
   const auto error_of = [&](const char* text) {
     auto p = r.make(text);
     REQUIRE_FALSE(p.has_value());

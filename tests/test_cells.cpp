@@ -18,6 +18,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -50,7 +51,7 @@ void check_same_figures(const run_metrics& a, const run_metrics& b) {
 
 run_metrics run_cells(const workload& w, const cluster& c, const std::string& spec, const simulation_options& o, int cells, int threads) {
   const auto& in = bundled_inputs();
-  return simulate_cells(w, c, in.cost, [&] { return builtin_policies(c.gpus / cells).make(spec).value_or_throw(); }, spec, o,
+  return simulate_cells(w, c, in.cost, [&] { return paraflex_test::builtin_policies(c.gpus / cells).make(spec).value_or_throw(); }, spec, o,
                         cell_options{.cells = cells, .threads = threads});
 }
 
@@ -71,7 +72,7 @@ TEST_CASE("a cluster run as one cell gives exactly what simulate gives", "[sim][
   const simulation_options o = noisy(5, 0.1, 0.02);
   for (const char* spec : {"slo-aware", "round-based", "static:2"}) {
     INFO(spec);
-    auto policy = builtin_policies(8).make(spec).value_or_throw();
+    auto policy = paraflex_test::builtin_policies(8).make(spec).value_or_throw();
     const run_metrics whole = simulate(in.w, c, in.cost, policy, spec, o);
     check_same_figures(run_cells(in.w, c, spec, o, 1, 1), whole);
   }
@@ -99,7 +100,7 @@ TEST_CASE("each cell runs its requests as they would run alone on a cluster of t
   std::vector<int> on_time_by_cell(cells, 0);
   const auto cell_of = round_robin_cells(in.w, cells);
   const run_metrics together = simulate_cells(
-      in.w, c, in.cost, [] { return builtin_policies(2).make("slo-aware").value_or_throw(); }, "slo-aware", o, cell_options{.cells = cells, .threads = 2},
+      in.w, c, in.cost, [] { return paraflex_test::builtin_policies(2).make("slo-aware").value_or_throw(); }, "slo-aware", o, cell_options{.cells = cells, .threads = 2},
       [&](std::size_t i, const request_record& r) { on_time_by_cell[static_cast<std::size_t>(cell_of[i])] += met_slo(r) ? 1 : 0; });
   std::size_t on_time = 0, completed = 0;
   std::uint64_t migrations = 0;
@@ -110,7 +111,7 @@ TEST_CASE("each cell runs its requests as they would run alone on a cluster of t
     for (std::size_t i = 0; i < in.w.requests.size(); ++i) {
       if (cell_of[i] == k) part.requests.push_back(in.w.requests[i]);
     }
-    auto policy = builtin_policies(2).make("slo-aware").value_or_throw();
+    auto policy = paraflex_test::builtin_policies(2).make("slo-aware").value_or_throw();
     const run_metrics alone = simulate(part, cluster{2, 2, "l20-inferred"}, in.cost, policy, "slo-aware", cell_simulation_options(o, 2, k));
     const auto n = static_cast<double>(part.requests.size());
     CHECK(static_cast<int>(alone.slo_attainment.value() * n + 0.5) == on_time_by_cell[static_cast<std::size_t>(k)]);
@@ -132,7 +133,7 @@ std::string cells_trace(const workload& w, const cluster& c, const simulation_op
   const auto& in = bundled_inputs();
   std::vector<chrome_trace_recorder> per_cell(static_cast<std::size_t>(cells));
   (void)simulate_cells(
-      w, c, in.cost, [&] { return builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
+      w, c, in.cost, [&] { return paraflex_test::builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
       cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
       [&](int k, auto& sched) { per_cell[static_cast<std::size_t>(k)].attach(sched, cell_first_device(c, cells, k)); });
   chrome_trace_recorder all;
@@ -149,7 +150,7 @@ std::string cells_trace_file(const workload& w, const cluster& c, const simulati
   {
     chrome_trace_file file(path, c.gpus, cells);
     (void)simulate_cells(
-        w, c, in.cost, [&] { return builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
+        w, c, in.cost, [&] { return paraflex_test::builtin_policies(c.gpus / cells).make("slo-aware").value_or_throw(); }, "slo-aware", o,
         cell_options{.cells = cells, .threads = threads}, [](std::size_t, const request_record&) {},
         [&](int k, auto& sched) { file.attach(sched, k, cell_first_device(c, cells, k)); });
     file.finish();
@@ -181,7 +182,7 @@ TEST_CASE("a trace of a run in cells shows each cell's tasks on that cell's devi
     for (std::size_t i = 0; i < in.w.requests.size(); ++i) {
       if (cell_of[i] == k) part.requests.push_back(in.w.requests[i]);
     }
-    auto policy = builtin_policies(2).make("slo-aware").value_or_throw();
+    auto policy = paraflex_test::builtin_policies(2).make("slo-aware").value_or_throw();
     chrome_trace_recorder alone;
     (void)simulate(part, cluster{2, 2, "l20-inferred"}, in.cost, policy, "slo-aware", cell_simulation_options(o, 2, k),
                    [&](auto& sched) { alone.attach(sched, static_cast<device_id>(2 * k)); });
@@ -262,7 +263,7 @@ TEST_CASE("a fault keeps its device: it falls in that device's cell, renumbered,
 TEST_CASE("a policy that cannot run a request on a cell is an input error that names the cell size", "[sim][cells]") {
   const auto& in = bundled_inputs();
   try {
-    const auto make = [] { return builtin_policies(16).make("static:4").value_or_throw(); };
+    const auto make = [] { return paraflex_test::builtin_policies(16).make("static:4").value_or_throw(); };
     (void)simulate_cells(in.w, cluster{16, 8, "l20-inferred"}, in.cost, make, "static:4", {}, cell_options{.cells = 8});  // cells of 2 GPUs
     FAIL("static:4 ran on cells of 2 GPUs");
   } catch (const input_exception& e) {

@@ -14,6 +14,7 @@
 #include "paraflex/executor/simulated.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -285,7 +286,7 @@ TEST_CASE("Driving the scheduler turn by turn gives exactly the schedule of run(
   std::vector<request_spec> reqs;
   for (int i = 0; i < 30; ++i) reqs.push_back(spec("x" + std::to_string(i), 3 + i % 5, i * 7'000, 200'000));
   auto finishes = [&](bool own_loop) {
-    auto policy = builtin_policies(4).make("slo-aware").value_or_throw();
+    auto policy = paraflex_test::builtin_policies(4).make("slo-aware").value_or_throw();
     simulated_executor ex;
     scheduler s(cluster{4, 4, "x"}, policy, ex, cost);
     for (const auto& r : reqs) s.submit(r);
@@ -321,7 +322,7 @@ TEST_CASE("turn_to refuses to skip an event or to go back in time", "[client][ow
 
 TEST_CASE("Submissions and cancels from many threads each end exactly once", "[client][threads]") {
   flat_cost cost;
-  auto policy = builtin_policies(4).make("edf-best-fit").value_or_throw();
+  auto policy = paraflex_test::builtin_policies(4).make("edf-best-fit").value_or_throw();
   simulated_executor ex;
   scheduler s(cluster{4, 4, "x"}, policy, ex, cost);
   std::atomic<int> wakeups{0};

@@ -21,6 +21,7 @@
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/sim/fluid_bound.hpp"
 #include "paraflex/sim/metrics.hpp"
+#include "builtin_registry.hpp"
 
 #if __has_include(<ClpSimplex.hpp>) && __has_include("clp_bound.hpp")
 #include "clp_bound.hpp"
@@ -372,7 +373,7 @@ TEST_CASE("count cuts never loosen the bound, and no policy beats the tighter on
       CHECK(cut.lp.certified_requests == Approx(cut.lp.primal_requests).margin(1e-5));
       for (const auto& name : default_policy_list(4)) {
         INFO(name);
-        CHECK(attainment_of(w, cost, 4, builtin_policies(4).make(name).value_or_throw()) <= *cut.bounds.slo_attainment);
+        CHECK(attainment_of(w, cost, 4, paraflex_test::builtin_policies(4).make(name).value_or_throw()) <= *cut.bounds.slo_attainment);
       }
     }
   }
@@ -513,7 +514,7 @@ TEST_CASE("no policy beats the bound on random workloads, and the bound is at mo
         CHECK(attainment_of(w, cost, gpus, edf_admission_policy{}) <= ub);
         for (const auto& name : default_policy_list(gpus)) {  // every built-in policy, by name
           INFO(name);
-          CHECK(attainment_of(w, cost, gpus, builtin_policies(gpus).make(name).value_or_throw()) <= ub);
+          CHECK(attainment_of(w, cost, gpus, paraflex_test::builtin_policies(gpus).make(name).value_or_throw()) <= ub);
         }
       }
     }
@@ -547,7 +548,7 @@ TEST_CASE("given the higher-priority requests a policy served, the bound still h
     for (std::size_t j = 0; j < w.requests.size(); ++j) w.requests[j].priority = j % 4 == 0 ? 1 : 0;
     for (const auto& name : default_policy_list(8)) {
       INFO("load " << load << " " << name);
-      any_policy policy = builtin_policies(8).make(name).value_or_throw();
+      any_policy policy = paraflex_test::builtin_policies(8).make(name).value_or_throw();
       simulated_executor executor(0, {});
       scheduler sched(cluster{8, 8, "test"}, policy, executor, cost);
       std::vector<char> met(w.requests.size(), 0);

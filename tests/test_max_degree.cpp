@@ -14,6 +14,7 @@
 #include "paraflex/cost/shape_costs.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/sim/simulate.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -34,7 +35,7 @@ struct widest_run {
 
 widest_run run_capped(const std::string& spec, int gpus, int max_degree) {
   const auto cost = capped_cost(max_degree);
-  any_policy p = builtin_policies(gpus).make(spec).value_or_throw();
+  any_policy p = paraflex_test::builtin_policies(gpus).make(spec).value_or_throw();
   widest_run out;
   out.metrics = simulate(bundled_workload(), cluster{gpus, 8, "l20-inferred"}, cost, p, spec, simulation_options{}, [&](auto& sched) {
     sched.on_task_record([&](const task_record& t) {

@@ -29,6 +29,7 @@
 #include "paraflex/testing/archetypes.hpp"
 #include "paraflex/testing/invariants.hpp"
 #include "progress_line.hpp"  // bench/: the tools' wording of a progress report
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -302,7 +303,7 @@ std::vector<std::pair<std::string, std::function<any_policy()>>> sweep_policies(
   names.push_back("round-based:round_steps=1:mid_round=admit");
   names.push_back("slo-aware:admission=off");
   for (const auto& n : names) {
-    out.emplace_back(n, [n] { return builtin_policies(64).make(n).value_or_throw(); });
+    out.emplace_back(n, [n] { return paraflex_test::builtin_policies(64).make(n).value_or_throw(); });
   }
   return out;
 }
@@ -516,10 +517,10 @@ TEST_CASE("static:K on a model that does not allow K is refused before the run, 
   static_degree_policy typed(4);
   CHECK(fixed_degree_of(typed) == std::optional<int>(4));
   CHECK_THROWS_WITH(simulate(w, cluster{8, 8, "x"}, cost, typed, "static:4"), Catch::Contains("model 'toy'"));
-  any_policy named = builtin_policies(8).make("static:4").value_or_throw();
+  any_policy named = paraflex_test::builtin_policies(8).make("static:4").value_or_throw();
   CHECK(fixed_degree_of(named) == std::optional<int>(4));
   CHECK_THROWS_AS(simulate(w, cluster{8, 8, "x"}, cost, named, "static:4"), input_exception);
-  any_policy rssp = builtin_policies(8).make("rssp").value_or_throw();
+  any_policy rssp = paraflex_test::builtin_policies(8).make("rssp").value_or_throw();
   CHECK_FALSE(fixed_degree_of(rssp).has_value());
   static_degree_policy three(3);
   const auto m = simulate(w, cluster{8, 8, "x"}, cost, three, "static:3");
@@ -802,7 +803,7 @@ TEST_CASE("Policy specs parse positional and keyed parameters and name bad ones"
 
 TEST_CASE("A registry lists each policy's parameters with their defaults and accepted values, and an unknown key names them",
           "[policy][registry]") {
-  const policy_registry r = builtin_policies(8);
+  const policy_registry r = paraflex_test::builtin_policies(8);
   const auto keys = [&](const std::string& name) {
     std::vector<std::string> out;
     for (const auto& k : r.parameters(name)) out.push_back(k.key);
@@ -967,7 +968,7 @@ TEST_CASE("the tools' progress line says how far a run is and, once requests hav
 
 TEST_CASE("the Chrome trace is valid JSON with one track per GPU and one slice per device of every task", "[runtime][trace]") {
   const workload w{"t.csv", random_requests(31, 40, 0.05)};
-  any_policy p = builtin_policies(4).make("slo-aware").value_or_throw();
+  any_policy p = paraflex_test::builtin_policies(4).make("slo-aware").value_or_throw();
   chrome_trace_recorder trace;
   std::vector<task_record> records;
   simulation_options o;
@@ -1025,7 +1026,7 @@ TEST_CASE("a trace written to its file as the run goes has the recorder's bytes,
   o.faults.fail_rate = 0.05;
   o.seed = 5;
   const auto run = [&](auto&& attach) {
-    any_policy p = builtin_policies(4).make("slo-aware").value_or_throw();
+    any_policy p = paraflex_test::builtin_policies(4).make("slo-aware").value_or_throw();
     (void)simulate(w, cluster{4, 2, "x"}, toy_cost{}, p, "slo-aware", o, attach);
   };
   chrome_trace_recorder recorder;

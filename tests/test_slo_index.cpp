@@ -17,6 +17,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/policy/slo_aware.hpp"
 #include "paraflex/runtime/scheduler.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -272,7 +273,7 @@ TEST_CASE("slo-aware at or under its exact limit schedules as with no limit", "[
 
 TEST_CASE("slo-aware:exact_limit=N from the registry is the admission part's exact limit", "[slo][slo-aware][registry]") {
   const auto reqs = busy_workload(3, 300, 0.05);
-  const policy_registry r = builtin_policies(8);
+  const policy_registry r = paraflex_test::builtin_policies(8);
   slo_aware_policy two;
   two.admission_part().exact_limit = 2;
   any_policy from_spec = r.make("slo-aware:exact_limit=2").value_or_throw();

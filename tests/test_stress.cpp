@@ -18,6 +18,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/testing/invariants.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -50,7 +51,7 @@ stress_outcome stress(const std::string& policy_spec, std::size_t requests) {
   constexpr int submitters = 8, cancellers = 2, devices = 8;
   // A tiny real body (state is created, moved and decoded) that does not sleep: the high time scale.
   thread_executor ex(devices, cpu_dit_body{0.0, 2, 1, false});
-  auto policy = builtin_policies(devices).make(policy_spec).value_or_throw();
+  auto policy = paraflex_test::builtin_policies(devices).make(policy_spec).value_or_throw();
   stress_cost cost;
   scheduler sched(cluster{devices, 4, "cpu"}, policy, ex, cost);
   testing::invariant_checker chk;

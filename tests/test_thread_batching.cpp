@@ -15,6 +15,7 @@
 #include "paraflex/policy/batching.hpp"
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -175,7 +176,7 @@ struct ms_batch_cost {
 }  // namespace
 
 TEST_CASE("round-based with max_batch serves identical requests on threads in real batches, every latent exact", "[executor][threads][batching]") {
-  auto policy = builtin_policies(2).make("round-based:max_batch=4").value_or_throw();
+  auto policy = paraflex_test::builtin_policies(2).make("round-based:max_batch=4").value_or_throw();
   ms_batch_cost cost;
   cpu_dit_body body;
   body.time_scale = 1.0;

@@ -26,6 +26,7 @@
 #include "paraflex/policy/builtin.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 #include "paraflex/testing/invariants.hpp"
+#include "builtin_registry.hpp"
 
 using namespace paraflex;
 
@@ -509,7 +510,7 @@ run_result serve_with(any_policy policy, const std::string& spec, bool async) {
 }
 
 run_result serve_with(const std::string& spec, bool async) {
-  return serve_with(builtin_policies(4).make(spec).value_or_throw(), spec, async);
+  return serve_with(paraflex_test::builtin_policies(4).make(spec).value_or_throw(), spec, async);
 }
 
 }  // namespace
@@ -813,7 +814,7 @@ served serve_losing_device_2(const std::string& spec) {
   });
   self = &ex;
   ms_cost cost;
-  auto policy = builtin_policies(4).make(spec).value_or_throw();
+  auto policy = paraflex_test::builtin_policies(4).make(spec).value_or_throw();
   scheduler sched(cluster{4, 4, "cpu"}, policy, ex, cost);
   testing::invariant_checker chk;
   chk.attach(sched);
