@@ -12,8 +12,8 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
-#include "decision_gap.hpp"
 #include "builtin_policies.hpp"
+#include "decision_gap.hpp"
 #include "output_clash.hpp"
 #include "paraflex/sim/cells.hpp"
 #include "paraflex/sim/chrome_trace.hpp"
