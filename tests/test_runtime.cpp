@@ -881,6 +881,21 @@ TEST_CASE("A request the cost model cannot price, or whose run overflows the clo
   REQUIRE(e->file == "w.csv");
   REQUIRE(e->line == 3);
   REQUIRE(e->what().find("request 'huge'") != std::string::npos);
+  CHECK(e->column == "model");  // the cost model cannot price it: the model is named
+
+  // A shape too large to price names its largest dimension: the column a typo most likely hit.
+  struct per_pixel_frame : toy_cost {
+    double step_seconds(const request_shape& s, int) const { return 10.0 * s.height * s.width * s.frames; }
+  };
+  w.requests.back() = request_spec{"frames", 0, {"toy", 512, 512, 1'000'000'000}, 20, never, 0, "", 3};
+  e = check_workload_costs(w, per_pixel_frame{}, 8);
+  REQUIRE(e.has_value());
+  CHECK(e->column == "frames");
+  CHECK_THAT(e->what(), Catch::Contains("w.csv:3: column 'frames': request 'frames': cost model:") && Catch::Contains("limit of 4.0e12 s"));
+  w.requests.back().shape = {"toy", 2'000'000'000, 2'000'000'000, 1};
+  CHECK(check_workload_costs(w, per_pixel_frame{}, 8)->column == "height");
+  w.requests.back().shape = {"toy", 512, 2'000'000'000, 1};
+  CHECK(check_workload_costs(w, per_pixel_frame{}, 8)->column == "width");
 
   // Past the clock's end: named by what weighs more, a late arrival or the work, with the limit stated.
   w.requests.back() = request_spec{"late", *to_ticks(4.0e12), {"toy", 2048, 2048, 1}, 100'000, never, 0, "", 4};
@@ -1144,8 +1159,9 @@ TEST_CASE("round_cost_seconds rounds to the nearest microsecond and rejects time
   CHECK_THROWS_WITH(round_cost_seconds(std::numeric_limits<double>::quiet_NaN(), s, 1), Catch::Contains("not a finite number"));
   CHECK_THROWS_WITH(round_cost_seconds(std::numeric_limits<double>::infinity(), s, 1), Catch::Contains("not a finite number"));
   // Too large says so, and what the limit is: a huge shape, not a broken cost model.
-  CHECK_THROWS_WITH(round_cost_seconds(1e300, s, 1), Catch::Contains("beyond the microsecond clock") && Catch::Contains("4.6e12 s") &&
+  CHECK_THROWS_WITH(round_cost_seconds(1e300, s, 1), Catch::Contains("beyond the simulated clock's limit of 4.0e12 s") &&
                                                          Catch::Contains("shape is too large"));
+  CHECK_THROWS_AS(round_cost_seconds(1e300, s, 1), shape_too_large);
 
   struct tiny : toy_cost {  // a step of a nanosecond still takes the shortest tick: 0 means "not allowed"
     double step_seconds(const request_shape&, int) const { return 1e-9; }

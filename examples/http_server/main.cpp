@@ -88,8 +88,8 @@ int run_server(int argc, char** argv) {
                  "call the policy at most once per this many milliseconds of the profile's clock (default 0: at every event), "
                  "as paraflex-sim --decision-gap-ms")
       ->check(paraflex_bench::decision_gap_ms);
-  app.add_option("--profile", profile_file, "step-latency profile CSV (default: the bundled one)");
-  app.add_option("--gpu", gpu_type, "GPU type: selects profile rows");
+  app.add_option("--profile", profile_file, "step-latency profile CSV (default: the bundled one)")->check(paraflex_bench::non_empty);
+  app.add_option("--gpu", gpu_type, "GPU type: selects profile rows")->check(paraflex_bench::non_empty);
   app.add_option("--time-scale", time_scale, "run X times faster than the profile's GPUs (1000: a step priced 0.8 s takes 0.8 ms)")
       ->check(paraflex_bench::finite_range(1e-3, 1e6));
   app.add_option("--threads", io_threads, "HTTP I/O threads")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 64));

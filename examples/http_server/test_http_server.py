@@ -935,6 +935,20 @@ def float_flag_check(exe):
             check(p.returncode == 2 and f"paraflex-serve: error: {flag}" in err, f"{flag} {value}: exit 2 naming it ({p.returncode}: {err.strip()})")
 
 
+def empty_value_check(exe):
+    """An empty --profile or --gpu exits 2 naming the flag, as in paraflex-sim (formats.md section 6): it
+    is an unset shell variable, not a request for the default (the server served on the bundled profile)."""
+    for flag in ("--profile", "--gpu"):
+        try:
+            p = subprocess.run([exe, "--port", "0", "--gpus", "1", flag, ""], capture_output=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            fail(f"{flag} '': the server started instead of exiting 2")
+            continue
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 2 and f"paraflex-serve: error: {flag}" in err and "empty value" in err,
+              f"{flag} '': exit 2 naming it ({p.returncode}: {err.strip()})")
+
+
 def fixed_degree_check(exe):
     """Under static:K a request whose model does not allow K (its heads) is refused at submit with a
     400 naming the degrees it allows, instead of being accepted and never run; a model that allows K
@@ -1006,6 +1020,7 @@ def main():
         decision_gap_check(exe)
         fixed_degree_check(exe)
         float_flag_check(exe)
+        empty_value_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:

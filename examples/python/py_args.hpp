@@ -39,7 +39,9 @@ template <class T>
     if (PyBool_Check(v.ptr())) throw py::type_error(fmt::format("{}: {} must be an int, got bool", fn, name));
   }
   py::detail::make_caster<T> c;
-  if (c.load(v, true)) return py::detail::cast_op<T>(std::move(c));
+  // A flag is True or False (numpy's bool too): converting would take None, 0 or 2.5 as a flag, and
+  // strict=None would quietly turn strict mode off.
+  if (c.load(v, !std::is_same_v<T, bool>)) return py::detail::cast_op<T>(std::move(c));
   const char* wanted = "a str";
   if constexpr (std::is_same_v<T, std::string>) {
     // The only str UTF-8 cannot encode: one holding a lone surrogate (e.g. from a bad decode).

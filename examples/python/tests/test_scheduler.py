@@ -128,7 +128,13 @@ class ClientApi(unittest.TestCase):
                  (lambda: sched.metrics(label=5), TypeError, r"^Scheduler\.metrics: label must be a str, got int$"),
                  (lambda: paraflex.SimulatedExecutor(fail_devices="3@1"), TypeError, r"^SimulatedExecutor: fail_devices must be a list of str, got str$"),
                  (lambda: paraflex.SimulatedExecutor(seed=-1), ValueError, r"^--seed: expected an integer in \[0, 18446744073709551615\], got '-1'$"),
-                 (lambda: paraflex.ThreadExecutor(channels=-1), ValueError, r"^ThreadExecutor: channels -1 is out of range")]
+                 (lambda: paraflex.ThreadExecutor(channels=-1), ValueError, r"^ThreadExecutor: channels -1 is out of range"),
+                 # A flag is True or False: strict=None quietly turned strict mode off.
+                 (lambda: paraflex.Scheduler(strict=None, gpu="l20-inferred"), TypeError, r"^Scheduler: strict must be True or False, got NoneType$"),
+                 (lambda: paraflex.Scheduler(strict=0, gpu="l20-inferred"), TypeError, r"^Scheduler: strict must be True or False, got int$"),
+                 (lambda: paraflex.ThreadExecutor(verify=2.5), TypeError, r"^ThreadExecutor: verify must be True or False, got float$"),
+                 (lambda: paraflex.slo_aware(widen=None), TypeError, r"^ComposedPolicy: widen must be True or False, got NoneType$"),
+                 (lambda: paraflex.slo_aware(hold=1), TypeError, r"^ComposedPolicy: hold must be True or False, got int$")]
         for f, exc, message in cases:
             with self.subTest(message=message), self.assertRaisesRegex(exc, message):
                 f()

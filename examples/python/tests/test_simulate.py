@@ -272,6 +272,10 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
                                 (dict(gpu=5), r"^simulate: gpu must be a str, got int$"),
                                 (dict(jitter="0.1"), r"^simulate: jitter must be a number, got str$"),
                                 (dict(bound="yes"), r"^simulate: bound must be True or False, got str$"),
+                                # a flag is True or False: None, 0 or 2.5 would pass for one
+                                (dict(bound=None), r"^simulate: bound must be True or False, got NoneType$"),
+                                (dict(bound=1), r"^simulate: bound must be True or False, got int$"),
+                                (dict(bound=2.5), r"^simulate: bound must be True or False, got float$"),
                                 # a dict iterates over its keys; True would run on 1 GPU
                                 (dict(stragglers={"0@1:2": 1}), r"^simulate: stragglers must be a list of str, got dict$"),
                                 (dict(fail_devices={"0@1": 1}), r"^simulate: fail_devices must be a list of str, got dict$"),

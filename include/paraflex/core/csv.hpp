@@ -349,12 +349,9 @@ class csv_reader {
     return true;
   }
 
-  /// `field`: 1-based, or 0 for a comment line.
-  static std::string lone_cr_message(std::size_t field) {
-    return (field > 0 ? "field " + std::to_string(field) + ": " : std::string("comment: ")) +
-           "carriage return (CR) inside a line: the file seems to have CR-only (classic Mac) line ends, or a "
-           "stray CR; save it with LF or CRLF line ends (a CR is allowed only inside a quoted field)";
-  }
+  static constexpr std::string_view lone_cr_message =
+      "carriage return (CR) inside a line: the file seems to have CR-only (classic Mac) line ends, or a "
+      "stray CR; save it with LF or CRLF line ends (a CR is allowed only inside a quoted field)";
 
   /// Splits the next record (skipping comments and blank lines) into buf_/spans_.
   result<bool> read_record() {
@@ -368,7 +365,7 @@ class csv_reader {
       const std::string_view t = trim(line);
       if (!t.empty() && t.front() != '#') break;
       // A comment swallowing a CR-only file would otherwise make it look empty.
-      if (!t.empty() && t.find('\r') != std::string_view::npos) return fail(physical_line_, lone_cr_message(0));
+      if (!t.empty() && t.find('\r') != std::string_view::npos) return fail(physical_line_, "comment: " + std::string(lone_cr_message));
     }
     record_line_ = physical_line_;
 
@@ -404,22 +401,18 @@ class csv_reader {
         }
         spans_.push_back({start, buf_.size() - start});
         while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
-        if (pos < line.size() && line[pos] == '\r') return fail(physical_line_, lone_cr_message(spans_.size()));
+        if (pos < line.size() && line[pos] == '\r') return fail_in_field(spans_.size(), std::string(lone_cr_message));
         if (pos < line.size() && line[pos] != ',') {
-          return fail(physical_line_, "field " + std::to_string(spans_.size()) +
-                                          ": unexpected text after a closing quote (a quote inside a field must "
-                                          "be doubled)");
+          return fail_in_field(spans_.size(), "unexpected text after a closing quote (a quote inside a field must be doubled)");
         }
       } else {
         const std::size_t end = std::min(line.find(',', pos), line.size());
         if (std::string_view(line).substr(pos, end - pos).find('\r') != std::string_view::npos) {
-          return fail(physical_line_, lone_cr_message(spans_.size() + 1));
+          return fail_in_field(spans_.size() + 1, std::string(lone_cr_message));
         }
         const std::string_view text = trim(std::string_view(line).substr(pos, end - pos));
         if (text.find('"') != std::string_view::npos) {
-          return fail(physical_line_, "field " + std::to_string(spans_.size() + 1) +
-                                          ": quote inside an unquoted field (quote the whole field and double "
-                                          "the quote)");
+          return fail_in_field(spans_.size() + 1, "quote inside an unquoted field (quote the whole field and double the quote)");
         }
         buf_.append(text);
         spans_.push_back({start, text.size()});
@@ -428,6 +421,18 @@ class csv_reader {
       if (pos >= line.size()) return true;
       ++pos;  // the comma; a trailing comma means one more (empty) field
     }
+  }
+
+  // A malformed field (1-based) of the current physical line: in a data row it is named by its
+  // header name, as every other error about a cell is; in the header, past the header's last column
+  // or under a column without a name, by its number.
+  result<bool> fail_in_field(std::size_t field, std::string message) {
+    if (header_read_ && field >= 1 && field <= names_.size() && !names_[field - 1].empty()) {
+      failed_ = true;
+      spans_.clear();
+      return input_error{file_, physical_line_, names_[field - 1], std::move(message)};
+    }
+    return fail(physical_line_, "field " + std::to_string(field) + ": " + std::move(message));
   }
 
   result<bool> fail(long at_line, std::string message) {

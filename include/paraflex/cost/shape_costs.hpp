@@ -23,16 +23,26 @@
 
 namespace paraflex {
 
+/// Thrown by round_cost_seconds for a time past the clock: the shape is too large to price, which
+/// check_workload_costs reports under the shape's largest dimension rather than the model.
+class shape_too_large : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
 /// Seconds from a cost model to whole microseconds; a value that is not finite, is negative or does
 /// not fit is an input error naming the shape and the degree (0 = not degree-specific).
 [[nodiscard]] inline tick round_cost_seconds(double seconds, const request_shape& s, int degree) {
   const auto t = to_ticks(seconds);
   if (t && *t >= 0) return *t;
-  const char* why = !std::isfinite(seconds) ? "is not a finite number"
-                    : seconds < 0          ? "is negative"
-                                           : "is beyond the microsecond clock (at most 4.6e12 s): the shape is too large for this cost model";
-  throw std::invalid_argument(fmt::format("cost model: the time of {} {}x{}x{} on {} devices, {} s, {}", s.model, s.height, s.width,
-                                          s.frames, degree, seconds, why));
+  const auto message = [&](std::string_view why) {
+    return fmt::format("cost model: the time of {} {}x{}x{} on {} devices, {} s, {}", s.model, s.height, s.width, s.frames, degree,
+                       seconds, why);
+  };
+  if (!std::isfinite(seconds)) throw std::invalid_argument(message("is not a finite number"));
+  if (seconds < 0) throw std::invalid_argument(message("is negative"));
+  // to_ticks stops near 4.6e12 s, past the simulated clock's end: the clock's limit is the one to state.
+  throw shape_too_large(message("is beyond the simulated clock's limit of 4.0e12 s: the shape is too large for this cost model"));
 }
 
 /// "1..4, 6, 8, 12": a sorted list of degrees (shape_costs::allowed_degrees, say) for a message, runs
@@ -121,8 +131,13 @@ template <CostModel C>
           const auto kk = static_cast<std::size_t>(k);
           worst = std::max({worst, c.step[kk], c.encode[kk], c.decode[kk]});
         }
-      } catch (const std::exception& e) {
-        return input_error{w.source, r.source_line, "", fmt::format("request '{}': {}", r.id, e.what())};
+      } catch (const shape_too_large& e) {
+        // Named by the largest dimension, the likeliest typo (a frames count for a pixel count, say).
+        const request_shape& s = r.shape;
+        const char* column = s.frames > std::max(s.height, s.width) ? "frames" : s.width > s.height ? "width" : "height";
+        return input_error{w.source, r.source_line, column, fmt::format("request '{}': {}", r.id, e.what())};
+      } catch (const std::exception& e) {  // the cost model cannot price this model's shape
+        return input_error{w.source, r.source_line, "model", fmt::format("request '{}': {}", r.id, e.what())};
       }
       it = slowest.emplace(r.shape, worst).first;
     }
