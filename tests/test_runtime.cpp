@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -440,6 +441,138 @@ TEST_CASE("An invalid decision throws in strict mode and is skipped otherwise", 
     REQUIRE(s.stats().rejected > 0);
     for (const auto& r : s.state().requests) REQUIRE(r.phase == request_phase::completed);
   }
+}
+
+namespace {
+// Names handle 1 at its first call, before request 1 arrives (handles are dense and in submission
+// order): assigns it, drops it, or puts it in a batch with the waiting request 0.
+struct ahead_of_arrival {
+  enum class what { assign, drop, batch } act;
+  bool first = true;
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    if (first) {  // only that: the call's one invalid decision
+      first = false;
+      const std::array<request_handle, 2> both{0, 1};
+      switch (act) {
+        case what::assign: out.assign_to_completion(1, {1}); break;
+        case what::drop: out.drop(1, "too_early"); break;
+        case what::batch: out.assign_batch(both, {0}); break;
+      }
+      return;
+    }
+    for (request_handle h : v.waiting()) {  // then each on its own device, to completion
+      if (v.free_devices().test(static_cast<device_id>(h))) out.assign_to_completion(h, {static_cast<device_id>(h)});
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("A decision about a request that has not arrived yet is invalid: it runs, and ends once, after it arrives",
+          "[runtime][decisions]") {
+  // Regression: only the phase was checked (waiting before arrival too), so such a request ran
+  // before it arrived, entered the waiting set while running, and ended twice (logic_error).
+  toy_cost cost;
+  for (const auto act : {ahead_of_arrival::what::assign, ahead_of_arrival::what::drop, ahead_of_arrival::what::batch}) {
+    INFO("decision " << static_cast<int>(act));
+    const auto submit_both = [](auto& s) {
+      s.submit(request_spec{"r0", 0, {"toy", 256, 256, 1}, 4, never, 0, ""});
+      s.submit(request_spec{"r1", 50'000, {"toy", 256, 256, 1}, 4, never, 0, ""});  // arrives at 0.05 s
+    };
+    {
+      ahead_of_arrival p{act};
+      simulated_executor ex;
+      scheduler s(cluster{2, 2, "x"}, p, ex, cost, scheduler_options{.max_batch = 2});
+      submit_both(s);
+      REQUIRE_THROWS_WITH(s.run(), Catch::Contains("'r1'") && Catch::Contains("has not arrived yet (it arrives at t=50000us)"));
+    }
+    ahead_of_arrival p{act};
+    simulated_executor ex;
+    scheduler s(cluster{2, 2, "x"}, p, ex, cost, scheduler_options{.strict = false, .max_batch = 2});
+    testing::invariant_checker chk;
+    chk.attach(s);
+    submit_both(s);
+    s.run();
+    CHECK(s.stats().rejected == 1);
+    CHECK(chk.violations(s.state()).empty());
+    const auto& r1 = s.state().requests[1];
+    CHECK(r1.phase == request_phase::completed);
+    CHECK(r1.first_start >= 50'000);
+  }
+}
+
+TEST_CASE("A request of more steps than a trajectory may have is refused at submit, by both paths", "[runtime][client]") {
+  // Regression: the client took steps = 2e9, and the scheduler's thread then died building the
+  // trajectory (bad_alloc), losing the submissions queued behind it.
+  toy_cost cost;
+  idle_policy p;
+  simulated_executor ex;
+  scheduler s(cluster{1, 1, "x"}, p, ex, cost);
+  request_spec big{"big", 0, {"toy", 256, 256, 1}, max_steps + 1, never, 0, ""};
+  REQUIRE_THROWS_WITH(s.submit(big), Catch::Contains("steps must be at most 100000 (got 100001)"));
+  try {
+    (void)s.client().submit(big);
+    FAIL("the client accepted " << big.steps << " steps");
+  } catch (const submit_error& e) {
+    CHECK(e.kind() == submit_error::kind_type::invalid_spec);
+  }
+  big.steps = max_steps;
+  CHECK(check_request_spec(big).empty());
+}
+
+namespace {
+// Throws once from the hook or call named, at its second chance; otherwise runs each waiting request
+// to completion on the first free device.
+struct throws_once {
+  enum class where { decide, on_task_end, on_arrival, on_request_end } at;
+  int calls = 0;
+  void maybe_throw(where w) {
+    if (w == at && ++calls == 2) throw std::runtime_error("thrown once");
+  }
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    maybe_throw(where::decide);
+    std::size_t d = 0;
+    for (request_handle h : v.waiting()) {
+      while (d < v.free_devices().capacity() && !v.free_devices().test(static_cast<device_id>(d))) ++d;
+      if (d >= v.free_devices().capacity()) break;
+      out.assign(h, {static_cast<device_id>(d++)}, 1);
+    }
+  }
+  void on_task_end(const scheduler_view&, request_handle, bool) { maybe_throw(where::on_task_end); }
+  void on_arrival(const scheduler_view&, request_handle) { maybe_throw(where::on_arrival); }
+  void on_request_end(const scheduler_view&, request_handle) { maybe_throw(where::on_request_end); }
+};
+}  // namespace
+
+TEST_CASE("A policy or hook that throws leaves the run where a later run() goes on: every request still ends once",
+          "[runtime][decisions][faults]") {
+  // Regression: an on_task_end that threw left its request running with nothing in flight (it never
+  // ended, and a real-time run hung), and a decide() that threw made the next run() drop every
+  // waiting request as stalled without asking the policy again.
+  toy_cost cost;
+  for (const auto at : {throws_once::where::decide, throws_once::where::on_task_end, throws_once::where::on_arrival,
+                        throws_once::where::on_request_end}) {
+    INFO("throws from " << static_cast<int>(at));
+    throws_once p{at};
+    simulated_executor ex;
+    scheduler s(cluster{2, 2, "x"}, p, ex, cost);
+    testing::invariant_checker chk;
+    chk.attach(s);
+    for (int i = 0; i < 4; ++i) s.submit(request_spec{fmt::format("r{}", i), i * 10'000, {"toy", 256, 256, 1}, 3, never, 0, ""});
+    REQUIRE_THROWS_WITH(s.run(), "thrown once");
+    s.run();  // goes on from where the exception left it
+    CHECK(s.unended() == 0);
+    CHECK(chk.violations(s.state()).empty());
+    for (const auto& r : s.state().requests) CHECK(r.phase == request_phase::completed);
+  }
+}
+
+TEST_CASE("A moved-from any_policy throws logic_error when used, as an empty std::function does", "[runtime][policy]") {
+  any_policy a = static_degree_policy(1);
+  any_policy b = std::move(a);
+  CHECK(b.name() == "static:1");
+  CHECK_THROWS_AS(a.name(), std::logic_error);  // NOLINT(bugprone-use-after-move): what is tested
+  CHECK_THROWS_WITH(a.tick_period(), Catch::Contains("moved from"));
+  CHECK(a.target<static_degree_policy>() == nullptr);
 }
 
 namespace {

@@ -798,6 +798,44 @@ TEST_CASE("a device lost mid-step fails its launches first, releases its peers a
 
 namespace {
 
+TEST_CASE("a request released while a lost device's peers still run its step keeps its state until they return", "[executor][threads][faults]") {
+  // Device 1 is lost during a step of request 1 on {0,1}: the launch is reported failed at once,
+  // while the body on device 0 still reads the committed shard find() gave it. The runtime then
+  // drops the request and calls release(1); the shard must outlive that body (find(): valid until
+  // the launch ends), and go once it returns.
+  thread_executor* self = nullptr;
+  std::atomic<bool> released{false}, readable_after_release{false};
+  std::atomic<float> sink{0};
+  const cpu_dit_body inner{0.0, 16, 2};
+  thread_executor ex(2, [&](const task_context& c) {
+    if (c.launch.task.kind != task_kind::step) return inner(c);
+    if (c.device == 1) return self->fail_device(1);
+    const latent_shard* shard = c.store.find(1);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!released && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    readable_after_release = c.store.find(1) != nullptr;
+    if (shard != nullptr) sink = shard->data.front();  // freed here before the fix (ASan: heap-use-after-free)
+  });
+  self = &ex;
+  const request_shape shape{"toy", 256, 256, 1};
+  REQUIRE(run_one(ex, make(1, task_kind::encode, -1, device_group{0, 1}, &shape)).kind == executor_event_kind::task_done);
+  ex.launch(make(1, task_kind::step, 0, device_group{0, 1}, &shape));
+  std::vector<executor_event> evs;
+  while (evs.size() < 2) {  // task_failed, then device_lost: the body on device 0 is still inside
+    ex.wait_until(ex.now() + 1'000'000);
+    ex.poll(evs);
+  }
+  CHECK(evs[0].kind == executor_event_kind::task_failed);
+  CHECK(ex.in_flight() == 1);
+  ex.release(1);
+  released = true;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ex.in_flight() > 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(ex.in_flight() == 0);
+  CHECK(readable_after_release);
+  for (device_id d = 0; d < 2; ++d) CHECK(ex.store(d).size() == 0);  // released once the body returned
+}
+
 struct served {
   std::size_t completed = 0, dropped = 0, failures = 0;
   bool lost = false;

@@ -647,7 +647,19 @@ class thread_executor {
   }
 
   /// Forgets h's state on every device (a dropped request's latent; completed ones are freed by decode).
+  /// A launch of h that a device loss reported failed may still have ranks inside their bodies,
+  /// reading h's committed shards (find() keeps them valid until the launch ends): then the state is
+  /// forgotten when the last of them returns.
   void release(request_handle h) {
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [seq, j] : live_) {
+        if (std::find(j->requests.begin(), j->requests.end(), h) != j->requests.end()) {
+          j->release_at_finish.push_back(h);
+          return;
+        }
+      }
+    }
     for (auto& s : stores_) s->drop(h);
   }
 
@@ -723,6 +735,7 @@ class thread_executor {
     bool cancelled = false;          // failed before it started: taken out of every queue
     std::vector<device_id> inside;   // devices whose rank has not returned yet
     std::vector<device_id> aborted;  // devices aborted in the transport when the launch failed
+    std::vector<request_handle> release_at_finish;  // released while ranks were still inside (release)
     std::string error;
     clock::time_point started_at;
   };
@@ -812,6 +825,9 @@ class thread_executor {
         if (!lost_[d]) usable.push_back(d);
       }
       transport_.reset(usable);  // every aborted rank has left its calls and waits: safe to forget them
+    }
+    for (request_handle h : j.release_at_finish) {  // no body reads h's shards any more
+      for (auto& s : stores_) s->drop(h);
     }
     if (j.reported) return false;
     if (j.failed) {

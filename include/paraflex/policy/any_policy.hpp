@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -20,15 +21,15 @@ class any_policy {
   any_policy(P policy)  // NOLINT: implicit, like std::function
       : self_(std::make_unique<model<P>>(std::move(policy))) {}
 
-  void decide(const scheduler_view& v, decision_buffer& out) { self_->decide(v, out); }
-  void on_arrival(const scheduler_view& v, request_handle h) { self_->on_arrival(v, h); }
-  void on_request_end(const scheduler_view& v, request_handle h) { self_->on_request_end(v, h); }
-  void on_task_end(const scheduler_view& v, request_handle h, bool ok) { self_->on_task_end(v, h, ok); }
-  void on_tick(const scheduler_view& v) { self_->on_tick(v); }
+  void decide(const scheduler_view& v, decision_buffer& out) { self().decide(v, out); }
+  void on_arrival(const scheduler_view& v, request_handle h) { self().on_arrival(v, h); }
+  void on_request_end(const scheduler_view& v, request_handle h) { self().on_request_end(v, h); }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) { self().on_task_end(v, h, ok); }
+  void on_tick(const scheduler_view& v) { self().on_tick(v); }
   /// never when the wrapped policy is not periodic.
-  [[nodiscard]] tick tick_period() const { return self_->tick_period(); }
-  [[nodiscard]] std::string name() const { return self_->name(); }
-  /// The wrapped policy when it is a T (like std::function::target), else nullptr.
+  [[nodiscard]] tick tick_period() const { return self().tick_period(); }
+  [[nodiscard]] std::string name() const { return self().name(); }
+  /// The wrapped policy when it is a T (like std::function::target), else nullptr (also once moved from).
   template <class T>
   [[nodiscard]] T* target() noexcept {
     auto* m = dynamic_cast<model<T>*>(self_.get());
@@ -58,6 +59,11 @@ class any_policy {
     [[nodiscard]] std::string name() const override { return policy_name(policy); }
     P policy;
   };
+  // A moved-from any_policy holds nothing: using it throws, as an empty std::function does.
+  [[nodiscard]] concept_base& self() const {
+    if (!self_) throw std::logic_error("any_policy: used after it was moved from (it holds no policy)");
+    return *self_;
+  }
   std::unique_ptr<concept_base> self_;
 };
 

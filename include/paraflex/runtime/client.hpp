@@ -112,6 +112,8 @@ class submit_error : public std::invalid_argument {
 /// Checks what the runtime needs of a spec from outside; empty when it is acceptable.
 [[nodiscard]] inline std::string check_request_spec(const request_spec& spec) {
   if (spec.steps <= 0) return fmt::format("steps must be > 0 (got {})", spec.steps);
+  // Above it the scheduler's thread would build a trajectory of billions of tasks (bad_alloc there).
+  if (spec.steps > max_steps) return fmt::format("steps must be at most {} (got {})", max_steps, spec.steps);
   if (spec.shape.model.empty()) return "model must not be empty";
   if (spec.shape.height <= 0 || spec.shape.width <= 0) return fmt::format("height and width must be > 0 (got {}x{})", spec.shape.height, spec.shape.width);
   if (spec.shape.frames <= 0) return fmt::format("frames must be > 0 (got {})", spec.shape.frames);

@@ -35,6 +35,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -233,6 +234,7 @@ class scheduler {
       const tick t = next_wakeup();
       if (t == never) {
         stall_all("policy_stalled");
+        rethrow_callback_error();
         break;
       }
       advance_to(t);  // turn_to's checks hold: t is next_wakeup(), never before now
@@ -269,6 +271,7 @@ class scheduler {
     process_due();
     if (unended_ > 0 && state_.running.empty() && !client_busy() && next_wakeup() == never) {
       stall_all("policy_stalled");  // nothing runs and nothing can happen: waiting would hang
+      rethrow_callback_error();
     }
     return next_wakeup();
   }
@@ -329,10 +332,11 @@ class scheduler {
     if (next_tick_ <= state_.now) {
       // Ticks only while there is something to schedule, so an idle periodic policy cannot spin.
       next_tick_ = unended_ > 0 ? state_.now + period_ : never;
-      hooks::on_tick(policy_, view_);
+      guarded([&] { hooks::on_tick(policy_, view_); });
       dirty_ = true;
     }
     if (!cancel_reason_.empty()) apply_cancellations();
+    rethrow_callback_error();  // before the policy is called: it would decide on a part that failed
     if (dirty_) {
       // Within min_decision_gap of the last decision, the call waits (dirty_ stays set) until the gap ends.
       if (last_decision_ != never && state_.now - last_decision_ < options_.min_decision_gap) {
@@ -343,6 +347,7 @@ class scheduler {
       }
     }
     if (client_used_) publish_counters();
+    rethrow_callback_error();
   }
 
  private:
@@ -456,7 +461,7 @@ class scheduler {
     }
     state_.waiting.insert(h);
     if (next_tick_ == never && period_ != never && period_ > 0) next_tick_ = state_.now + period_;
-    hooks::on_arrival(policy_, view_, h);
+    guarded([&] { hooks::on_arrival(policy_, view_, h); });
     dirty_ = true;
   }
 
@@ -474,7 +479,7 @@ class scheduler {
       auto f = std::find_if(batches_in_flight_.begin(), batches_in_flight_.end(), [&](const batch_flight& b) { return b.id == ev.id; });
       const tick spent = (state_.now - start) * static_cast<tick>(r.run_group.size());
       r.gpu_busy_s += to_seconds(spent) / static_cast<double>(r.launch_batch);
-      if (task_end_) task_end_(task_record{ev.request, r.launch_task, r.run_group, start, state_.now, ok, ev.id, r.launch_batch});
+      if (task_end_) guarded([&] { task_end_(task_record{ev.request, r.launch_task, r.run_group, start, state_.now, ok, ev.id, r.launch_batch}); });
       if (f != batches_in_flight_.end() && --f->remaining == 0) {
         release(f->group);
         gpu_busy_ticks_ += spent;
@@ -488,7 +493,7 @@ class scheduler {
       const tick spent = (state_.now - start) * static_cast<tick>(held.size());
       gpu_busy_ticks_ += spent;
       r.gpu_busy_s += to_seconds(spent);
-      if (task_end_) task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ok, ev.id, 1});
+      if (task_end_) guarded([&] { task_end_(task_record{ev.request, r.launch_task, held, start, state_.now, ok, ev.id, 1}); });
     }
     r.occupied.clear();
     const task_desc done = r.launch_task;
@@ -496,7 +501,7 @@ class scheduler {
     if (ev.kind == executor_event_kind::task_failed) {
       ++r.failures;
       r.chunk_left = 0;
-      hooks::on_task_end(policy_, view_, ev.request, false);
+      guarded([&] { hooks::on_task_end(policy_, view_, ev.request, false); });
       if (r.failures >= options_.max_failures) {
         end_request(ev.request, request_phase::dropped, "task_failed");
       } else {
@@ -516,7 +521,7 @@ class scheduler {
     --r.chunk_left;
     r.last_degree = static_cast<int>(r.run_group.size());
     set_state_group(ev.request, r.run_group);
-    hooks::on_task_end(policy_, view_, ev.request, true);
+    guarded([&] { hooks::on_task_end(policy_, view_, ev.request, true); });
     if (r.position == r.tasks_total()) {
       end_request(ev.request, request_phase::completed, {});
     } else if (r.chunk_left > 0 && !cancel_reason_.contains(ev.request)) {
@@ -580,8 +585,8 @@ class scheduler {
       if (how == request_phase::dropped) executor_.release(h);  // its state on the devices is not needed
     }
     publish(h);
-    hooks::on_request_end(policy_, view_, h);
-    if (request_end_) request_end_(r);
+    guarded([&] { hooks::on_request_end(policy_, view_, h); });
+    if (request_end_) guarded([&] { request_end_(r); });
   }
 
   void apply_cancellations() {
@@ -635,15 +640,22 @@ class scheduler {
     if (state_.waiting.empty() && period_ == never) return;
     last_decision_ = state_.now;
     buffer_.clear();
-    if (timed_call()) {
-      const auto t0 = std::chrono::steady_clock::now();
-      policy_.decide(view_, buffer_);
-      const auto t1 = std::chrono::steady_clock::now();
-      stats_.host_us.add(std::chrono::duration<double, std::micro>(t1 - t0).count(),
-                         stats_.decisions < decision_stats::timed_calls ? 1 : decision_stats::sample_period);
-    } else {
-      policy_.decide(view_, buffer_);
-      stats_.host_us.skip();
+    try {
+      if (timed_call()) {
+        const auto t0 = std::chrono::steady_clock::now();
+        policy_.decide(view_, buffer_);
+        const auto t1 = std::chrono::steady_clock::now();
+        stats_.host_us.add(std::chrono::duration<double, std::micro>(t1 - t0).count(),
+                           stats_.decisions < decision_stats::timed_calls ? 1 : decision_stats::sample_period);
+      } else {
+        policy_.decide(view_, buffer_);
+        stats_.host_us.skip();
+      }
+    } catch (...) {
+      // Nothing was decided: the call is owed, and the next run() or turn() makes it (instead of
+      // finding nothing due and dropping every waiting request as stalled).
+      owe_call();
+      throw;
     }
     ++stats_.decisions;
     const bool changed = apply(buffer_);
@@ -674,6 +686,35 @@ class scheduler {
     return sample_rng_ % decision_stats::sample_period == 0;
   }
 
+  // Hooks and callbacks run inside a state change (a task end, an arrival, a request's end): one
+  // that throws must not leave it half done - a request marked running with nothing in flight
+  // never ends, and the events polled after it would be lost. The first exception is kept and
+  // thrown once the turn's changes are made (rethrow_callback_error), before the policy is called.
+  template <class F>
+  void guarded(F&& f) noexcept {
+    try {
+      std::forward<F>(f)();
+    } catch (...) {
+      if (!callback_error_) callback_error_ = std::current_exception();
+    }
+  }
+  void rethrow_callback_error() {
+    if (!callback_error_) return;
+    if (dirty_) owe_call();
+    std::rethrow_exception(std::exchange(callback_error_, nullptr));
+  }
+  // The policy call this turn did not make is due at once: next_wakeup() says so.
+  void owe_call() noexcept {
+    dirty_ = true;
+    deferred_call_ = state_.now;
+  }
+
+  // A handle is dense and in submission order, so a policy can name a request submitted for later
+  // that the view does not show yet: it is waiting in phase, but not in the waiting set until it arrives.
+  [[nodiscard]] bool arrived(request_handle h) const noexcept {
+    return state_.requests[h].phase != request_phase::waiting || state_.waiting.contains(h);
+  }
+
   bool reject(const std::string& why) {
     if (options_.strict) throw policy_error(fmt::format("{}: invalid decision at t={}us: {}", policy_name(policy_), state_.now, why));
     ++stats_.rejected;
@@ -688,6 +729,10 @@ class scheduler {
       auto& r = state_.requests[d.request];
       if (r.ended()) {
         reject(fmt::format("drop of request '{}' which has already ended", r.spec.id));
+        continue;
+      }
+      if (!arrived(d.request)) {
+        reject(fmt::format("drop of request '{}' which has not arrived yet (it arrives at t={}us)", r.spec.id, r.spec.arrival));
         continue;
       }
       if (const std::string problem = drop_reason_problem(d.reason); !problem.empty()) {
@@ -712,6 +757,10 @@ class scheduler {
       const auto& r = state_.requests[a.request];
       if (r.phase != request_phase::waiting) {
         reject(fmt::format("request '{}' is not waiting ({})", r.spec.id, r.ended() ? "ended" : "running or assigned twice"));
+        continue;
+      }
+      if (!arrived(a.request)) {
+        reject(fmt::format("request '{}' has not arrived yet (it arrives at t={}us)", r.spec.id, r.spec.arrival));
         continue;
       }
       if (a.group.empty() || a.tasks == 0) { reject(fmt::format("request '{}': empty group or zero tasks", r.spec.id)); continue; }
@@ -801,6 +850,7 @@ class scheduler {
       const request_handle h = bd.members[i];
       const auto& r = state_.requests[h];
       if (r.phase != request_phase::waiting) return reject(fmt::format("{}: request '{}' is not waiting (or is assigned twice)", who(), r.spec.id));
+      if (!arrived(h)) return reject(fmt::format("{}: request '{}' has not arrived yet (it arrives at t={}us)", who(), r.spec.id, r.spec.arrival));
       if (i == 0) shape = r.shape;
       if (r.shape != shape) return reject(fmt::format("{}: request '{}' has another shape", who(), r.spec.id));
       const task_kind kind = r.next_task().kind;
@@ -983,7 +1033,8 @@ class scheduler {
   tick period_ = never;
   tick next_tick_ = never;
   tick last_decision_ = never;  // when the policy was last called (min_decision_gap)
-  tick deferred_call_ = never;  // a call held back by min_decision_gap is due then
+  tick deferred_call_ = never;  // a call held back by min_decision_gap (or owed after a throw) is due then
+  std::exception_ptr callback_error_;  // the first hook or callback that threw in this turn (guarded)
   std::uint32_t idle_calls_ = 0;
   std::uint64_t sample_rng_ = 0x9E3779B97F4A7C15ULL;  // timed_call's draws (host timing only)
   bool dirty_ = false;
