@@ -428,17 +428,15 @@ class csv_reader {
   // or under a column without a name, by its number.
   result<bool> fail_in_field(std::size_t field, std::string message) {
     if (header_read_ && field >= 1 && field <= names_.size() && !names_[field - 1].empty()) {
-      failed_ = true;
-      spans_.clear();
-      return input_error{file_, physical_line_, names_[field - 1], std::move(message)};
+      return fail(physical_line_, std::move(message), names_[field - 1]);
     }
     return fail(physical_line_, "field " + std::to_string(field) + ": " + std::move(message));
   }
 
-  result<bool> fail(long at_line, std::string message) {
+  result<bool> fail(long at_line, std::string message, std::string column = {}) {
     failed_ = true;
     spans_.clear();
-    return input_error{file_, at_line, {}, std::move(message)};
+    return input_error{file_, at_line, std::move(column), std::move(message)};
   }
 
   std::istream* in_;
