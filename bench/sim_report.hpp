@@ -69,11 +69,16 @@ inline std::string to_json(const report& r) {
     j["gpu_busy_s"] = m.gpu_busy_s;
     j["utilization"] = m.utilization;
     j["migrations"] = m.migrations;
+    // Appended to the ordered object's vector: its operator[] looks the key up first, which made
+    // 200,000 distinct classes quadratic (the labels are distinct already: a map's keys).
     json pc = json::object();
+    auto& classes = static_cast<json::object_t::Container&>(pc.get_ref<json::object_t&>());
+    classes.reserve(m.per_class.size());
     for (const auto& [label, c] : m.per_class) {
-      pc[label] = {{"requests", c.requests}, {"slo_attainment", optional_number(c.slo_attainment)}, {"latency_s", latency_json(c.latency_s, false)}};
+      classes.emplace_back(label, json{{"requests", c.requests}, {"slo_attainment", optional_number(c.slo_attainment)},
+                                       {"latency_s", latency_json(c.latency_s, false)}});
     }
-    j["per_class"] = pc;
+    j["per_class"] = std::move(pc);
     json drops = json::object();
     for (const auto& [reason, n] : m.dropped_by_reason) drops[reason] = n;
     j["dropped_by_reason"] = drops;

@@ -293,6 +293,50 @@ TEST_CASE("rssp picks the cheapest degree that meets the SLO alone, else the fas
   REQUIRE(s.request(1).first_start == s.request(0).finish);
 }
 
+TEST_CASE("rssp after a device loss sizes requests for the devices left instead of stalling the queue", "[policy][rssp][faults]") {
+  // Regression: a request without an SLO got the fastest degree, all 8 devices, which 7 could never
+  // give: the head of the queue blocked, and the stall guard dropped every request.
+  toy_cost cost;
+  simulation_faults f;
+  f.device_failures = {{5, 0}};
+  simulated_executor ex(0, f);
+  rssp_policy p;
+  scheduler s(cluster{8, 8, "x"}, p, ex, cost);
+  s.submit(request_spec{"big", 0, {"toy", 2048, 2048, 1}, 10, never, 0, ""});
+  s.submit(request_spec{"small", 0, {"toy", 512, 512, 1}, 10, never, 0, ""});
+  s.run();
+  CHECK(s.request(0).phase == request_phase::completed);
+  CHECK(s.request(0).last_degree == 7);  // the fastest the 7 devices left can run
+  CHECK(s.request(1).phase == request_phase::completed);
+}
+
+namespace {
+struct wide_only_cost : toy_cost {  // a 2048 px image needs all 8 devices
+  bool allows_degree(const request_shape& s, int k) const { return s.height == 2048 ? k == 8 : k >= 1; }
+};
+}  // namespace
+
+TEST_CASE("after a device loss a request that comes to wait later is dropped when no degree fits", "[runtime][faults]") {
+  // The runtime checks every waiting request once per loss, then each request as it comes to wait.
+  wide_only_cost cost;
+  simulation_faults f;
+  f.device_failures = {{7, 1'000'000}};
+  simulated_executor ex(0, f);
+  rssp_policy p;
+  scheduler s(cluster{8, 8, "x"}, p, ex, cost);
+  s.submit(request_spec{"small", 0, {"toy", 256, 256, 1}, 200, never, 0, ""});
+  s.submit(request_spec{"wide-before", 500'000, {"toy", 2048, 2048, 1}, 5, never, 0, ""});  // waits behind small: dropped at the loss
+  s.submit(request_spec{"wide-after", 5'000'000, {"toy", 2048, 2048, 1}, 5, never, 0, ""});  // arrives after it
+  s.submit(request_spec{"small-after", 5'000'000, {"toy", 256, 256, 1}, 5, never, 0, ""});
+  s.run();
+  CHECK(s.request(0).phase == request_phase::completed);
+  CHECK(s.request(1).drop_reason == "device_lost_no_capacity");
+  CHECK(s.request(1).finish == 1'000'000);
+  CHECK(s.request(2).drop_reason == "device_lost_no_capacity");
+  CHECK(s.request(2).finish == 5'000'000);
+  CHECK(s.request(3).phase == request_phase::completed);
+}
+
 // ---- invariant sweeps ----------------------------------------------------------------------------
 
 namespace {

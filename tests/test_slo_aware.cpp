@@ -8,6 +8,7 @@
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -432,6 +433,28 @@ TEST_CASE("every request ends exactly once, with no invalid decision, over rando
       REQUIRE_NOTHROW(check_invariants(run(b, reqs, cluster{c.gpus, c.per_node, "toy"}), reqs.size(), c.gpus));
     }
   }
+}
+
+TEST_CASE("priority order runs the whole int range from the largest to the smallest with INT_MIN last", "[policy][compose]") {
+  // Regression: the key negated the priority in int, so INT_MIN (the least important) overflowed to
+  // the most important and was served first. One device: they run one after the other.
+  constexpr int lo = std::numeric_limits<int>::min(), hi = std::numeric_limits<int>::max();
+  const std::vector<request_spec> reqs = {make("blocker", 0, 256, 2, 100), make("min", 0.01, 256, 2, 100, lo),
+                                          make("min+1", 0.01, 256, 2, 100, lo + 1), make("zero", 0.01, 256, 2, 100, 0),
+                                          make("max", 0.01, 256, 2, 100, hi)};
+  composed_policy<admit_all, priority_edf_order, fastest_degree> p;
+  const auto r = run(p, reqs, cluster{1, 1, "toy"});
+  check_invariants(r, reqs.size(), 1);
+  CHECK(r.records[4].finish < r.records[3].finish);  // max before zero
+  CHECK(r.records[3].finish < r.records[2].finish);  // zero before min+1
+  CHECK(r.records[2].finish < r.records[1].finish);  // min+1 before min
+  // slo-aware orders by the same key.
+  policy_registry registry;
+  register_slo_aware(registry);
+  any_policy slo = registry.make("slo-aware").value_or_throw();
+  const auto s = run(slo, reqs, cluster{1, 1, "toy"});
+  CHECK(s.records[2].finish < s.records[1].finish);
+  CHECK(s.records[4].finish < s.records[1].finish);
 }
 
 TEST_CASE("the same input gives the same schedule", "[policy][slo-aware]") {

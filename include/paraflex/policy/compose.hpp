@@ -385,12 +385,12 @@ struct priority_edf_order {
   double best_effort_age = 0;
 
   struct key_type {
-    int neg_priority = 0;
+    std::int64_t neg_priority = 0;  ///< wider than int: -INT_MIN must not overflow
     tick deadline = never;
     friend auto operator<=>(const key_type&, const key_type&) = default;
   };
   [[nodiscard]] key_type key(const scheduler_view& v, request_handle h) const noexcept {
-    return {-v.request(h).spec.priority, effective_deadline(v, h, best_effort_age)};
+    return {-std::int64_t{v.request(h).spec.priority}, effective_deadline(v, h, best_effort_age)};
   }
   /// The deadline, or the virtual one of a best-effort request (see above).
   [[nodiscard]] static tick effective_deadline(const scheduler_view& v, request_handle h, double age) noexcept {

@@ -79,18 +79,25 @@ class rssp_policy {
   [[nodiscard]] std::string name() const { return "rssp"; }
 
   /// The degree rssp gives request h: the cheapest (GPU-seconds) allowed degree whose latency alone
-  /// meets the SLO; if none does or there is no SLO, the fastest.
+  /// meets the SLO; if none does or there is no SLO, the fastest. Only degrees the devices left can
+  /// run count: after a device loss a degree above them would never be placed, and the head of the
+  /// queue would block every request behind it (the runtime drops a request no degree fits).
   [[nodiscard]] static int degree_for(const scheduler_view& v, request_handle h) {
     const auto& r = v.request(h);
-    int best = 0;
+    const int usable = v.usable_device_count();
+    const auto& c = v.costs(h);
+    int best = 0, fastest = 0;
     double best_cost = 0;
     for (int k : v.allowed_degrees(h)) {
+      if (k > usable) break;  // increasing
+      if (fastest == 0 || c.step_time(k) < c.step_time(fastest)) fastest = k;  // ties: fewer devices, as fastest_degree
       const tick t = v.remaining_time(h, k);
       if (!r.has_deadline() || t > r.spec.slo) continue;
       const double cost = static_cast<double>(t) * k;
       if (best == 0 || cost < best_cost) best = k, best_cost = cost;
     }
-    return best != 0 ? best : v.costs(h).fastest_degree;
+    if (best != 0) return best;
+    return usable == v.device_count() || fastest == 0 ? c.fastest_degree : fastest;
   }
 
   void decide(const scheduler_view& v, decision_buffer& out) {

@@ -203,7 +203,14 @@ class device_group {
   /// Same devices regardless of rank order (state held by one is usable by the other without a move).
   [[nodiscard]] bool same_devices(const device_group& o) const {
     if (size() != o.size()) return false;
-    return std::all_of(begin(), end(), [&](device_id d) { return o.contains(d); });
+    if (std::equal(begin(), end(), o.begin())) return true;  // the usual case: the same rank order too
+    // Pairwise on small groups (no allocation); sorted copies on wide ones, where pairwise would
+    // cost k^2 per step (65,536 devices: seconds per step).
+    if (size() <= 32) return std::all_of(begin(), end(), [&](device_id d) { return o.contains(d); });
+    std::vector<device_id> mine(begin(), end()), theirs(o.begin(), o.end());
+    std::sort(mine.begin(), mine.end());
+    std::sort(theirs.begin(), theirs.end());
+    return mine == theirs;
   }
 
   friend bool operator==(const device_group& a, const device_group& b) noexcept {

@@ -460,6 +460,7 @@ class scheduler {
       return;
     }
     state_.waiting.insert(h);
+    came_to_wait(h);
     if (next_tick_ == never && period_ != never && period_ > 0) next_tick_ = state_.now + period_;
     guarded([&] { hooks::on_arrival(policy_, view_, h); });
     dirty_ = true;
@@ -563,6 +564,7 @@ class scheduler {
     r.running_until = never;
     state_.running.erase(h);
     state_.waiting.insert(h);
+    came_to_wait(h);
     dirty_ = true;
     publish(h);
   }
@@ -620,16 +622,30 @@ class scheduler {
     }
   }
 
-  // Requests that can never run again on what is left of the cluster are dropped.
+  // Requests that can never run again on what is left of the cluster are dropped. Every waiting
+  // request is checked once per device loss; after that only those that came to wait since the last
+  // check (a full pass at every call made long runs with a lost device quadratic in the queue).
   void drop_unplaceable() {
     const int usable = view_.usable_device_count();
     if (usable == state_.topology.gpus) return;
-    drop_list_.assign(state_.waiting.begin(), state_.waiting.end());
+    if (usable != unplaceable_checked_at_) {
+      unplaceable_checked_at_ = usable;
+      drop_list_.assign(state_.waiting.begin(), state_.waiting.end());
+    } else {
+      drop_list_.swap(came_to_wait_);
+      std::sort(drop_list_.begin(), drop_list_.end());  // handle order, as the full pass
+    }
+    came_to_wait_.clear();
     for (request_handle h : drop_list_) {
-      if (state_.requests[h].costs->allowed_degrees.front() > usable) {
+      const auto& r = state_.requests[h];
+      if (r.phase == request_phase::waiting && r.costs->allowed_degrees.front() > usable) {
         end_request(h, request_phase::dropped, "device_lost_no_capacity");
       }
     }
+  }
+  // h entered the waiting set: drop_unplaceable checks it at the next call (only once a device is lost).
+  void came_to_wait(request_handle h) {
+    if (!state_.lost.none()) came_to_wait_.push_back(h);
   }
 
   void call_policy() {
@@ -1010,6 +1026,8 @@ class scheduler {
   std::map<request_handle, std::string> cancel_reason_;
   std::vector<executor_event> events_;
   std::vector<request_handle> drop_list_;  // scratch: a copy of a set that is changed while walked
+  std::vector<request_handle> came_to_wait_;  // since the last drop_unplaceable (only once a device is lost)
+  int unplaceable_checked_at_ = -1;           // the usable device count at drop_unplaceable's last full pass
   decision_buffer buffer_;
   std::vector<std::size_t> accepted_, accepted_batches_;
   struct batch_flight {
