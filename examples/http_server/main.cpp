@@ -141,6 +141,9 @@ int run_server(int argc, char** argv) {
   body.time_scale = 1.0 / time_scale;  // the body sleeps expected_duration / X (real microseconds)
   body.channels = static_cast<std::size_t>(channels);
   body.work = 1;
+  // The stand-in's self-check (its decode replays every step serially) costs real CPU in proportion
+  // to the steps, which no time scale shortens and no cancel interrupts: a server does not need it.
+  body.verify = false;
   paraflex::thread_executor threads(static_cast<std::size_t>(gpus), body);
   scaled_executor executor(threads, time_scale);
   paraflex::scheduler_options sched_opts;
@@ -215,7 +218,10 @@ int run_server(int argc, char** argv) {
   signals.async_wait(on_signal);
 
   const auto at = lst->local_endpoint();
-  std::printf("listening on %s:%u\n", at.address().to_string().c_str(), static_cast<unsigned>(at.port()));
+  // An IPv6 address in brackets (RFC 3986 authority form), so that HOST:PORT splits at the last colon
+  // and reads as a URL's authority either way.
+  const std::string shown_address = at.address().is_v6() ? "[" + at.address().to_string() + "]" : at.address().to_string();
+  std::printf("listening on %s:%u\n", shown_address.c_str(), static_cast<unsigned>(at.port()));
   std::fflush(stdout);
   std::fprintf(stderr, "paraflex-serve: %d devices as '%s', policy %s, profile %s, time scale %g%s\n", gpus, gpu_type.c_str(),
                policy_spec.c_str(), profile_path.c_str(), time_scale,
@@ -262,6 +268,9 @@ int run_server(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write to a closed pipe (stderr read by a log shipper that died, `2>&1 | head`) must fail, not
+  // kill the server mid-drain: requests in flight would never end. Sockets use MSG_NOSIGNAL already.
+  std::signal(SIGPIPE, SIG_IGN);
   try {
     return run_server(argc, argv);
   } catch (const std::exception& e) {  // from startup (an executor or the scheduler refusing a setting): exit 2, not terminate()

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -79,6 +80,48 @@ struct http_options {
     }
   }
   return out;
+}
+
+/// An id as one path segment: percent-encoded, and "." or ".." with its dots escaped too, since a
+/// client resolves those segments away (RFC 3986 5.2.4) before it sends the path.
+[[nodiscard]] inline std::string path_segment(std::string_view id) {
+  if (id == "." || id == "..") return id.size() == 1 ? "%2E" : "%2E%2E";
+  return percent_encode(id);
+}
+
+/// A Host header value (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): empty, or host[:port] where host is a
+/// reg-name (unreserved, sub-delims, %HH), an IPv4 address (a reg-name's characters) or an IP literal
+/// in brackets, and port is at most 65535.
+[[nodiscard]] inline bool valid_host(std::string_view v) {
+  const auto unreserved_or_sub_delim = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+  };
+  std::size_t i = 0;
+  if (!v.empty() && v[0] == '[') {
+    const auto close = v.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (const char c : v.substr(1, close - 1)) {
+      if (!unreserved_or_sub_delim(c) && c != ':') return false;
+    }
+    i = close + 1;
+  } else {
+    while (i < v.size() && v[i] != ':') {
+      if (v[i] == '%') {
+        if (i + 2 >= v.size() || !std::isxdigit(static_cast<unsigned char>(v[i + 1])) || !std::isxdigit(static_cast<unsigned char>(v[i + 2]))) return false;
+        i += 3;
+      } else if (unreserved_or_sub_delim(v[i])) {
+        ++i;
+      } else {
+        return false;
+      }
+    }
+  }
+  if (i == v.size()) return true;
+  if (v[i] != ':') return false;
+  const auto port = v.substr(i + 1);
+  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  return port.empty() || std::stoul(std::string(port)) <= 65535;
 }
 
 /// Percent-decodes one path segment; nullopt for a malformed escape.
@@ -378,7 +421,7 @@ class service {
       }
     }
     auto res = json_response(http::status::created, {{"request_id", id}, {"state", "waiting"}}, v, ka);
-    res.set(http::field::location, "/v1/requests/" + percent_encode(id));
+    res.set(http::field::location, "/v1/requests/" + path_segment(id));
     return res;
   }
 
@@ -454,6 +497,9 @@ class session : public std::enable_shared_from_this<session> {
       read_done();
       return handle();
     }
+    // The deadline may have fired after the header arrived but before this ran: its cancel found no
+    // read to abort, and the body read would have no deadline.
+    if (read_timed_out_) return on_read_error(net::error::operation_aborted);
     const auto& req = parser_->get();
     if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {  // never to HTTP/1.0 (RFC 9110 10.1.1)
       static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -464,6 +510,7 @@ class session : public std::enable_shared_from_this<session> {
   }
   void on_continue(beast::error_code ec, std::size_t) {
     if (ec) return on_read_error(ec);
+    if (read_timed_out_) return on_read_error(net::error::operation_aborted);  // as in on_header
     read_body();
   }
   void read_body() { http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this())); }
@@ -527,6 +574,9 @@ class session : public std::enable_shared_from_this<session> {
     req_ = parser_->release();
     if (req_.version() >= 11 && req_.count(http::field::host) != 1) {  // RFC 9112 3.2: MUST answer 400
       return fail(http::status::bad_request, "an HTTP/1.1 request needs exactly one Host header");
+    }
+    if (const auto host = req_.find(http::field::host); host != req_.end() && !valid_host({host->value().data(), host->value().size()})) {  // the same rule
+      return fail(http::status::bad_request, "the Host header is not a valid host[:port]");
     }
     head_ = req_.method() == http::verb::head;
     try {

@@ -9,7 +9,7 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      while others send bad JSON, wrong types, invalid UTF-8, oversized bodies and headers, truncated
      requests, slowloris trickles and requests cut off mid-body; every answer is checked;
   2. protocol details: pipelining, chunked bodies, Expect: 100-continue, HTTP/1.0, 404/405/409, HEAD
-     without a body, Host required on HTTP/1.1, out-of-range numbers (400), absolute-form targets,
+     without a body, Host required on HTTP/1.1 (and valid), out-of-range numbers (400), absolute-form targets,
      control characters and U+2028/U+2029 in strings, a NUL byte after the object and repeated keys
      (400), null optional fields (201), transfer codings other than chunked (501), Transfer-Encoding
      on HTTP/1.0 (400), a request target over 8 KiB (414), chunk trailers and extensions over it (431);
@@ -21,7 +21,8 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      request ended; SIGTERM right after the "listening on" line drains too (exit 0);
   6. a second server: --retain forgets old outcomes but keeps their ids taken (409, and never
      generated again); a deeply nested wrong-typed field under a large --body-limit is a 400;
-  7. --max-degree, --decision-gap-ms and static:K servers; nan or inf in a floating-point flag exits 2.
+  7. --max-degree, --decision-gap-ms and static:K servers; nan or inf in a floating-point flag exits 2;
+     a server whose stderr pipe is closed drains on SIGTERM; --host ::1 prints [::1]:PORT.
 Prints the figures (requests, connections, seconds) at the end. Exit status 0 when all checks pass.
 """
 
@@ -576,6 +577,18 @@ def protocol_checks():
               f"HEAD {path}: a body after the headers, or a wrong status: {data[:300]!r}")
         s.close()
 
+    # A Host header with an invalid value: 400 (RFC 9112 3.2), as for none or two.
+    for host, want in ((b"a b", 400), (b"[::1", 400), (b"x:99999999", 400), (b"a/b?c", 400), (b"\xff\xfe", 400),
+                       (b"x:65536", 400), (b"[::1]:8080", 200), (b"example.com:80", 200), (b"10.0.0.1", 200), (b"h%41st", 200), (b"", 200)):
+        s = raw_socket()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        res = read_response(s)
+        s.close()
+        if want == 400:
+            expect_error(res, 400, f"Host: {host!r}")
+        else:
+            check(res is not None and res[0] == 200, f"Host: {host!r}: {res and res[0]}, expected 200")
+
     # A number out of double's range, even in an ignored field: invalid JSON (400), connection kept.
     conn = new_conn()
     for body in (b'{"model":"flux-dev","width":256,"height":256,"steps":2,"slo_s":1e400}',
@@ -598,6 +611,15 @@ def protocol_checks():
         status, res, j = call(conn, "GET", "/v1/requests/" + rid)
         check(status == 404, f"a body with a repeated key was accepted: GET {rid} {status} {j}")
     submit(conn, {**valid_request(rng), "x": {"k": 1}, "y": {"k": 2}})  # the same key in two objects
+    # Ids "." and "..": their Location escapes the dots (a client would resolve the segment away,
+    # RFC 3986 5.2.4), and GET at that Location finds them.
+    for rid, location in ((".", "/v1/requests/%2E"), ("..", "/v1/requests/%2E%2E")):
+        status, res, j = call(conn, "POST", "/v1/requests", valid_request(rng, rid))
+        if check(status == 201 and res.getheader("Location") == location, f"id {rid!r}: {status} {j} Location={res.getheader('Location')}"):
+            with lock:
+                accepted[rid] = {"cancelled": False}
+            status, res, j = call(conn, "GET", location)
+            check(status == 200 and (j or {}).get("request_id") == rid, f"GET {location}: {status} {j}")
     # null in an optional field is its default, as an empty CSV cell is (README).
     status, res, j = call(conn, "POST", "/v1/requests", {"model": "flux-dev", "width": 256, "height": 256, "steps": 2, "frames": None,
                                                          "priority": None, "class": None, "slo_s": None, "request_id": None})
@@ -798,17 +820,22 @@ def shutdown_check():
 
 # ---- 6. retention -------------------------------------------------------------------------------
 
+def sigterm_exit_status(srv):
+    """SIGTERM to a server, then its exit status ("a hang" when it is still there 10 s later)."""
+    srv.send_signal(signal.SIGTERM)
+    try:
+        return srv.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        return "a hang"
+
+
 def early_sigterm_check(exe):
     """SIGTERM as soon as the "listening on" line is read: a drain and exit 0, not death by the signal."""
     for _ in range(3):
         srv = subprocess.Popen([exe, "--port", "0", "--gpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         srv.stdout.readline()
-        srv.send_signal(signal.SIGTERM)
-        try:
-            rc = srv.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            rc = "a hang"
+        rc = sigterm_exit_status(srv)
         check(rc == 0, f"SIGTERM right after the listening line: exit status {rc}, expected 0")
 
 
@@ -949,6 +976,36 @@ def empty_value_check(exe):
               f"{flag} '': exit 2 naming it ({p.returncode}: {err.strip()})")
 
 
+def dead_stderr_check(exe):
+    """SIGTERM with stderr a pipe nobody reads any more (a log shipper that died): the server drains
+    and exits 0, not killed by SIGPIPE at its first line of log."""
+    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    srv.stdout.readline()
+    srv.stderr.close()
+    time.sleep(0.2)
+    rc = sigterm_exit_status(srv)
+    check(rc == 0, f"SIGTERM with a closed stderr pipe: exit status {rc}, expected 0")
+
+
+def ipv6_listening_line_check(exe):
+    """--host ::1: the first line puts the address in brackets, [::1]:PORT (skipped without IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return
+    srv = subprocess.Popen([exe, "--port", "0", "--gpus", "1", "--host", "::1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = srv.stdout.readline().decode().strip()
+        check(re.match(r"listening on \[::1\]:\d+$", line) is not None, f"--host ::1: first line {line!r}, expected 'listening on [::1]:PORT'")
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
 def fixed_degree_check(exe):
     """Under static:K a request whose model does not allow K (its heads) is refused at submit with a
     400 naming the degrees it allows, instead of being accepted and never run; a model that allows K
@@ -1021,6 +1078,8 @@ def main():
         fixed_degree_check(exe)
         float_flag_check(exe)
         empty_value_check(exe)
+        dead_stderr_check(exe)
+        ipv6_listening_line_check(exe)
     except Exception as e:  # noqa: BLE001
         fail(f"test driver: {type(e).__name__}: {e}")
         if SERVER.poll() is None:

@@ -30,9 +30,9 @@ namespace {
 
 PyObject* g_policy_error = nullptr;  // paraflex.PolicyError (never freed: exceptions may outlive the module)
 
-// A tick from a Python int (ValueError outside int64).
+// A tick from a Python int, not a bool (ValueError outside int64).
 tick to_tick(py::handle t, const char* what) {
-  if (!PyLong_Check(t.ptr())) throw py::type_error(std::string(what) + ": a time must be an int (microseconds), got " + type_name(t));
+  if (!PyLong_Check(t.ptr()) || PyBool_Check(t.ptr())) throw py::type_error(std::string(what) + ": a time must be an int (microseconds), got " + type_name(t));
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(t.ptr(), &overflow);
   if (overflow != 0) throw py::value_error(std::string(what) + ": " + std::string(py::str(t)) + " does not fit in a tick");
@@ -131,7 +131,7 @@ python_part::python_part(py::handle obj, const char* method, const char* role, s
 }
 
 admission python_admission::judge(const scheduler_view& v, request_handle h) {
-  py::gil_scoped_acquire gil;
+  gil_acquire gil;
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h);
   auto bad = [&]() -> admission {
@@ -165,14 +165,19 @@ admission python_admission::judge(const scheduler_view& v, request_handle h) {
 
 std::span<const request_handle> python_admission::pending_drops() {
   if (!pending_) return {};
-  py::gil_scoped_acquire gil;
+  gil_acquire gil;
   py::object r = call_python(pending_);
   pending_list_->clear();
   if (r.is_none()) return {};
   // composed_policy reads each handle's record unchecked: one that does not exist must stop here.
   const std::string what = name_.substr(0, name_.rfind('.')) + ".pending_drops()";
   const std::size_t n = ctx_->slot->state ? ctx_->slot->state->requests.size() : 0;
-  for (py::handle h : r) {
+  PyObject* items = PyUnicode_Check(r.ptr()) || PyBytes_Check(r.ptr()) ? nullptr : PyObject_GetIter(r.ptr());
+  if (!items) {
+    PyErr_Clear();
+    throw py::type_error(what + " returned a " + type_name(r) + "; expected an iterable of request handles (or None)");
+  }
+  for (py::handle h : py::reinterpret_steal<py::iterator>(items)) {
     const request_handle d = to_handle(h, what.c_str());
     if (d >= n) {
       throw py::value_error(what + " returned request handle " + std::to_string(d) + ", which does not exist (" + std::to_string(n) +
@@ -184,7 +189,7 @@ std::span<const request_handle> python_admission::pending_drops() {
 }
 
 dyn_key python_order::key(const scheduler_view& v, request_handle h) {
-  py::gil_scoped_acquire gil;
+  gil_acquire gil;
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h);
   dyn_key k;
@@ -193,7 +198,11 @@ dyn_key python_order::key(const scheduler_view& v, request_handle h) {
       throw py::type_error(describe() + "() returned " + std::string(py::repr(r)) + "; expected a number or a tuple of up to 4 numbers");
     }
     const double d = PyFloat_AsDouble(x.ptr());
-    if (d == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (d == -1.0 && PyErr_Occurred()) {  // an int beyond a double's range
+      PyErr_Clear();
+      throw py::value_error(describe() + "() returned " + std::string(py::repr(x)).substr(0, 40) + " for request " + std::to_string(h) +
+                            ", too large to compare as a float");
+    }
     if (std::isnan(d)) throw py::value_error(describe() + "() returned NaN for request " + std::to_string(h));
     return d;
   };
@@ -210,7 +219,7 @@ dyn_key python_order::key(const scheduler_view& v, request_handle h) {
 }
 
 int python_sizing::degree(const scheduler_view& v, request_handle h, const device_set& available) {
-  py::gil_scoped_acquire gil;
+  gil_acquire gil;
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h, available);
   if (!PyLong_Check(r.ptr())) throw py::type_error(describe() + "() returned " + std::string(py::repr(r)) + "; expected an int (0: wait)");
@@ -224,7 +233,7 @@ int python_sizing::degree(const scheduler_view& v, request_handle h, const devic
 
 std::optional<device_group> python_placement::place(const scheduler_view& v, request_handle h, int k, const device_set& available,
                                                     const device_set& preferred) {
-  py::gil_scoped_acquire gil;
+  gil_acquire gil;
   call_scope scope(*ctx_->slot, v);
   py::object r = call_python(main_, ctx_->view_object(), h, k, available, preferred);
   if (r.is_none()) return std::nullopt;
@@ -276,7 +285,11 @@ D make_order(py::handle o, const std::shared_ptr<run_context>& ctx) {
 // A built-in order, or a Python one declaring key_depends_only_on_request = True.
 bool keyed_order(py::handle o) {
   if (is_builtin_order(o)) return true;
-  return py::hasattr(o, "key_depends_only_on_request") && py::bool_(o.attr("key_depends_only_on_request"));
+  const py::object declared = optional_attr(o, "key_depends_only_on_request");
+  if (declared.is_none()) return false;
+  const int truth = PyObject_IsTrue(declared.ptr());
+  if (truth < 0) throw py::error_already_set();
+  return truth == 1;
 }
 dyn_sizing make_sizing(py::handle o, const std::shared_ptr<run_context>& ctx) {
   if (py::isinstance<smallest_meeting_degree>(o)) return dyn_sizing(o.cast<smallest_meeting_degree>());
@@ -312,7 +325,7 @@ any_policy make_policy(py::handle policy, int gpus, const std::shared_ptr<run_co
     return dyn_composed_policy(make_admission(r.admission, ctx), make_order<dyn_order>(r.order, ctx), make_sizing(r.sizing, ctx),
                                make_placement(r.placement, ctx), r.options);
   }
-  if (!py::hasattr(policy, "decide")) {
+  if (optional_attr(policy, "decide").is_none()) {
     throw py::type_error("policy must be a built-in policy spec (str, e.g. 'slo-aware'), a paraflex.ComposedPolicy, or an object with "
                          "decide(view, out); got " + type_name(policy));
   }
@@ -350,7 +363,7 @@ void bind_values(py::module_& m) {
       .def("node_count", &cluster::node_count)
       .def("node_of", [](const cluster& c, typed<device_id> d) { return c.node_of(device_index(d.value, c.device_count(), "Cluster.node_of")); },
            py::arg("device"))
-      .def("within_one_node", [](const cluster& c, py::handle g) { return c.within_one_node(to_group(g, "Cluster.within_one_node")); },
+      .def("within_one_node", [](const cluster& c, py::handle g) { return c.within_one_node(to_valid_group(g, "Cluster.within_one_node", c.device_count())); },
            py::arg("group"))
       .def("__repr__", [](const cluster& c) {
         return "Cluster(gpus=" + std::to_string(c.gpus) + ", gpus_per_node=" + std::to_string(c.gpus_per_node) + ", gpu_type='" + c.gpu_type + "')";
@@ -478,11 +491,11 @@ void bind_view(py::module_& m) {
         const auto k = arg(k_arg, "View.remaining_work", "k");
         return k ? v.get().remaining_work(r, *k) : v.get().remaining_work(r);
       }, py::arg("h"), py::arg("k") = py::none(), "Device-microseconds h still needs on k devices (default: its most efficient degree).")
-      .def("needs_migration", [](const py_view& v, py::handle h, py::handle g) { return v.get().needs_migration(v.handle(h), to_group(g, "View.needs_migration")); },
+      .def("needs_migration", [](const py_view& v, py::handle h, py::handle g) { return v.get().needs_migration(v.handle(h), to_valid_group(g, "View.needs_migration", v.get().topology().device_count())); },
            py::arg("h"), py::arg("group"))
-      .def("migration_time", [](const py_view& v, py::handle h, py::handle g) { return v.get().migration_time(v.handle(h), to_group(g, "View.migration_time")); },
+      .def("migration_time", [](const py_view& v, py::handle h, py::handle g) { return v.get().migration_time(v.handle(h), to_valid_group(g, "View.migration_time", v.get().topology().device_count())); },
            py::arg("h"), py::arg("group"))
-      .def("placeable", [](const py_view& v, py::handle g, const device_set& available) { return v.get().placeable(to_group(g, "View.placeable"), available); },
+      .def("placeable", [](const py_view& v, py::handle g, const device_set& available) { return v.get().placeable(to_valid_group(g, "View.placeable", v.get().topology().device_count()), available); },
            py::arg("group"), py::arg("available"));
 
   py::class_<py_request>(m, "Request", "One request as the runtime knows it (paraflex::request_record); read during a policy call.")
@@ -525,6 +538,8 @@ void bind_view(py::module_& m) {
         return py::make_tuple(to_string(t.kind), t.step);
       }, "(kind, step) of the next task, or None when every task is done")
       .def("__repr__", [](const py_request& r) {
+        // A kept Request still prints (a log line, a traceback's locals): its handle is all it has then.
+        if (!r.live()) return "Request(handle=" + std::to_string(r.handle()) + ", stale: readable only during the call it was given to)";
         const auto& rec = r.rec();
         return "Request(handle=" + std::to_string(r.handle()) + ", id='" + rec.spec.id + "', phase=" + phase_name(rec.phase) + ")";
       });
@@ -720,7 +735,7 @@ void bind_parts(py::module_& m) {
              const bool builtin[] = {is_builtin_admission(admission), is_builtin_order(order), is_builtin_sizing(sizing), is_builtin_placement(placement)};
              const char* roles[] = {"admission", "order", "sizing", "placement"};
              for (int i = 0; i < 4; ++i) {
-               if (!builtin[i] && !py::hasattr(checks[i].first, checks[i].second)) {
+               if (!builtin[i] && optional_attr(checks[i].first, checks[i].second).is_none()) {
                  throw py::type_error(std::string("ComposedPolicy: ") + roles[i] + " " + type_name(checks[i].first) + " has no " + checks[i].second + "() method");
                }
              }

@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,14 +51,6 @@ namespace paraflex_python {
 using namespace paraflex;
 
 namespace {
-
-bool interpreter_finalizing() noexcept {
-#if PY_VERSION_HEX >= 0x030D0000
-  return Py_IsFinalizing() != 0;
-#else
-  return _Py_IsFinalizing() != 0;
-#endif
-}
 
 // ---- Task: what a Python executor's launch() receives -----------------------------------------
 
@@ -165,14 +158,18 @@ class python_executor : public batch_capability<Batches> {
         track.members.push_back(m.request);
       }
     }
-    if (l.batch.empty()) in_flight_[l.id] = l.request;
+    if (launch_request_.size() < l.id) launch_request_.resize(l.id, no_launch);
+    launch_request_[l.id - 1] = l.batch.empty() ? l.request : batched_launch;
+    auto& devices = flying_[l.id];
+    devices.assign(l.group.begin(), l.group.end());
+    if (l.task.kind == task_kind::migrate) devices.insert(devices.end(), l.source.begin(), l.source.end());  // its senders too
     last_launch_ = std::max(last_launch_, l.id);
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     call_python(launch_, std::move(t));
   }
 
   void poll(std::vector<executor_event>& out) {
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     py::object r = call_python(poll_);
     // None (a forgotten return) or a dict would read as "no events": the tasks would never end.
     if (PyUnicode_Check(r.ptr()) || PyBytes_Check(r.ptr()) || PyByteArray_Check(r.ptr()) || !PySequence_Check(r.ptr())) {
@@ -198,6 +195,13 @@ class python_executor : public batch_capability<Batches> {
         const auto d = ids[1];
         if (d < 0 || !slot_->state || static_cast<std::size_t>(d) >= slot_->state->topology.device_count()) bad_event(ev, "no such device");
         e.device = static_cast<device_id>(d);
+        // The runtime frees nothing of a launch on a lost device until the launch is reported
+        // failed (the Executor contract: those reports come first): it would wait for it forever.
+        for (const auto& [id, devices] : flying_) {
+          if (std::find(devices.begin(), devices.end(), e.device) == devices.end()) continue;
+          bad_event(ev, ("launch " + std::to_string(id) + " on device " + std::to_string(d) +
+                         " has not been reported; report each launch on a lost device as task_failed before the loss").c_str());
+        }
       } else if ((kind == "task_done" || kind == "task_failed") && tup.size() == 3) {
         e.kind = kind == "task_done" ? executor_event_kind::task_done : executor_event_kind::task_failed;
         const auto id = ids[1];
@@ -205,17 +209,18 @@ class python_executor : public batch_capability<Batches> {
         // The runtime drops an event that does not match the request's launch as stale (right for a
         // late report after a device loss), so an executor bug would leave the request running
         // forever: an id never launched, or a launch reported with another request, is an error.
-        if (id <= 0 || static_cast<launch_id>(id) > last_launch_) bad_event(ev, "no such launch id (never launched)");
+        if (id <= 0 || static_cast<launch_id>(id) > last_launch_ || launch_request_[static_cast<std::size_t>(id) - 1] == no_launch) {
+          bad_event(ev, "no such launch id (never launched)");
+        }
         if (h < 0 || !slot_->state || static_cast<std::size_t>(h) >= slot_->state->requests.size()) bad_event(ev, "no such request");
         e.id = static_cast<launch_id>(id);
         e.request = static_cast<request_handle>(h);
-        if (auto it = in_flight_.find(e.id); it != in_flight_.end()) {
-          if (it->second != e.request) {
-            bad_event(ev, ("launch " + std::to_string(e.id) + " ran request " + std::to_string(it->second) + ", not " + std::to_string(e.request)).c_str());
-          }
-          in_flight_.erase(it);
+        const request_handle ran = launch_request_[e.id - 1];
+        if (ran != batched_launch && ran != e.request) {  // checked again for a repeated report too
+          bad_event(ev, ("launch " + std::to_string(e.id) + " ran request " + std::to_string(ran) + ", not " + std::to_string(e.request)).c_str());
         }
         if constexpr (Batches) check_member(ev, e);
+        if (ran != batched_launch || !batches_.contains(e.id)) flying_.erase(e.id);
       } else {
         bad_event(ev);
       }
@@ -225,18 +230,18 @@ class python_executor : public batch_capability<Batches> {
 
   /// The runtime's reading of the clock (on the thread driving the scheduler).
   [[nodiscard]] tick now() const {
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     return now_locked();
   }
   /// Scheduler.now(), from any thread: not compared with the runtime's readings, which a thread
   /// switch between another thread's reading and its return could make look later.
   [[nodiscard]] tick clock() const {
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     return read_clock();
   }
 
   void wait_until(tick t) {
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     if (!notify_) {
       // Without notify() a submit from another thread could not wake the wait: poll the inbox as
       // the runtime does for executors that are not Notifiable.
@@ -248,7 +253,7 @@ class python_executor : public batch_capability<Batches> {
   /// done operation look failed (a retry would submit twice). Reported as unraisable instead.
   void notify() {
     if (!notify_) return;
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     try {
       call_python(notify_);
     } catch (py::error_already_set& e) {
@@ -257,7 +262,7 @@ class python_executor : public batch_capability<Batches> {
   }
   void release(request_handle h) {
     if (!release_) return;
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     call_python(release_, h);
   }
   /// Optional on_ready(callback): the executor calls callback() (any thread) when an event is ready
@@ -275,7 +280,7 @@ class python_executor : public batch_capability<Batches> {
         std::lock_guard lk(box->mu);
         box->f = std::move(next);
       }
-      py::gil_scoped_acquire gil;
+      gil_acquire gil;
       call_python(on_ready_, py::cpp_function([box] { box->call(); }));
       ready_registered_ = true;
       return;
@@ -393,7 +398,13 @@ class python_executor : public batch_capability<Batches> {
     executor_event_kind kind = executor_event_kind::task_done;
   };
   std::map<launch_id, batch_track> batches_;  // batched launches in flight (scheduler thread only)
-  std::map<launch_id, request_handle> in_flight_;  // single launches not reported yet (scheduler thread only)
+  // By launch id - 1: the request a launch ran (batched_launch for a batch; no_launch: an id never
+  // issued). Kept for the whole run, so that a report repeated with another request is caught too.
+  static constexpr request_handle no_launch = std::numeric_limits<request_handle>::max();
+  static constexpr request_handle batched_launch = no_launch - 1;
+  std::vector<request_handle> launch_request_;
+  // The devices of each launch not reported yet (every member, for a batch); scheduler thread only.
+  std::map<launch_id, std::vector<device_id>> flying_;
   launch_id last_launch_ = 0;  // the runtime numbers launches 1, 2, ...: above this, never issued
 };
 static_assert(BlockingExecutor<python_executor<false>> && NotifiableExecutor<python_executor<false>> &&
@@ -567,7 +578,14 @@ class py_scheduler {
     // waiting for the GIL, and ~scheduler waits for them: wait without it. Python references the
     // parts hold are in py_refs, which takes the GIL back to drop them.
     alive_->store(false);
-    py::gil_scoped_release nogil;
+    if (wakeup_running_for == alive_.get()) {
+      // Dropped inside its own on_wakeup, on one of its executor's threads: ~scheduler would wait
+      // for this very callback to return and join this thread. Another thread finishes the job
+      // once the callback has returned.
+      std::thread([impl = std::move(impl_)]() mutable { impl.reset(); }).detach();
+      return;
+    }
+    gil_release nogil;
     impl_.reset();
   }
 
@@ -667,7 +685,7 @@ class py_scheduler {
       check_idle("now");
       return impl_->executor_now();
     }
-    py::gil_scoped_release nogil;  // a Python executor takes it back for its now()
+    gil_release nogil;  // a Python executor takes it back for its now()
     return impl_->executor_now();
   }
 
@@ -682,8 +700,8 @@ class py_scheduler {
     refs->objects.push_back(f);
     impl_->on_request_end([refs](const request_record& r) {
       request_status st = status_of(r);
-      py::gil_scoped_acquire gil;
-      refs->objects[0](std::move(st));
+      gil_acquire gil;
+      call_python(refs->objects[0].ptr(), std::move(st));
     });
   }
 
@@ -697,12 +715,14 @@ class py_scheduler {
     // GIL then is ended by Python), it no longer calls Python.
     impl_->on_wakeup([refs, alive = alive_] {
       if (!alive->load() || interpreter_finalizing()) return;
-      py::gil_scoped_acquire gil;
+      gil_acquire gil;
+      const void* outer = std::exchange(wakeup_running_for, alive.get());  // for ~py_scheduler
       try {
-        refs->objects[0]();
+        call_python(refs->objects[0].ptr());
       } catch (py::error_already_set& e) {
         e.discard_as_unraisable("paraflex.Scheduler on_wakeup callback");
       }
+      wakeup_running_for = outer;
     });
   }
 
@@ -745,7 +765,7 @@ class py_scheduler {
     } r{driving_};
     check();
     try {
-      py::gil_scoped_release nogil;
+      gil_release nogil;
       f();
     } catch (py::error_already_set& e) {
       fail(e.what());
@@ -793,6 +813,8 @@ class py_scheduler {
   int gpus_ = 0;
   std::atomic<bool> driving_{false};
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);  // false once destruction began
+  // The Scheduler (its alive_) whose on_wakeup callback runs on this thread now, if any.
+  static inline thread_local const void* wakeup_running_for = nullptr;
   mutable std::mutex mu_;
   std::optional<std::string> failure_;
   std::set<request_shape> priced_;
@@ -940,10 +962,10 @@ time), or with turn_to(t) (simulated). submit/cancel/status/counters work from a
         return std::string(to_string(st->state));
       }, py::arg("id"), "status(id).state: 'waiting', 'running', 'completed' or 'dropped'; None for an unknown id. Any thread.")
       .def("counters", &py_scheduler::counters, "submitted, completed, dropped, waiting, running, busy_devices, devices. Any thread.")
-      .def("open", &py_scheduler::open, "While open, run() keeps serving when everything has ended.")
+      .def("open", &py_scheduler::open, "While open, run() keeps serving when everything has ended (real-time executors: on virtual time nothing could arrive, so run() returns).")
       .def("close", &py_scheduler::close, "run() returns once everything submitted so far has ended.")
       .def("is_open", &py_scheduler::is_open)
-      .def("run", &py_scheduler::run, "Serves until every request has ended and the client is closed (the GIL is released).")
+      .def("run", &py_scheduler::run, "Serves until every request has ended and the client is closed (the GIL is released); on the simulated executor, until every request has ended.")
       .def("turn", &py_scheduler::turn, "Real-time executors: processes everything due now; returns next_wakeup() (NEVER: none).")
       .def("turn_to", &py_scheduler::turn_to, py::arg("t"), "Simulated executor: advances to t (<= next_wakeup()) and processes it.")
       .def("next_wakeup", &py_scheduler::next_wakeup)

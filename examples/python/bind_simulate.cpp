@@ -127,7 +127,7 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
   if (!trace_file.empty()) trace.emplace(trace_file, gpus, cells, "trace_out");
   {
     // Built-in policies run without the GIL; a Python policy takes it for its own calls only.
-    py::gil_scoped_release nogil;
+    gil_release nogil;
     if (bound) bound_value = upper_bound(w, cost, gpus, faults);
     state_guard guard{*ctx->slot};
     if (cells > 1) {

@@ -2,12 +2,17 @@
 //
 // GIL rule: C++ code of a run (scheduler, built-in policies, executors) runs with the GIL released;
 // every call into Python (a policy or part written in Python, a Python executor) takes it for that
-// call only (py::gil_scoped_acquire), and holds no Python reference after it returns except in
+// call only (gil_acquire below), and holds no Python reference after it returns except in
 // objects that are destroyed while the GIL is held.
 #pragma once
 
+#include <unistd.h>  // pause()
+
+#include <cxxabi.h>  // abi::__forced_unwind
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +24,85 @@
 namespace paraflex_python {
 
 namespace py = pybind11;
+
+/// True once the interpreter has begun to shut down (after atexit handlers ran).
+[[nodiscard]] inline bool interpreter_finalizing() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
+/// The ident of Python's main thread (threading.main_thread()), set when the module is imported:
+/// the thread that finalizes the interpreter.
+inline unsigned long main_thread_ident = 0;
+
+/// While the interpreter finalizes, Python ends any other thread that takes the GIL (pthread_exit,
+/// a forced unwind). Through a C++ frame that unwinding would abort the process (a destructor is
+/// noexcept) or drop Python references without the GIL: a daemon thread still in a run when the
+/// program exits. Such a thread parks instead, for the process exit to end it, as it ends a daemon
+/// thread running Python code. Parking is checked before taking the GIL and caught where Python
+/// may end the thread (the GIL guards below, call_python).
+[[noreturn]] inline void park_forever() noexcept {
+  for (;;) pause();
+}
+inline void park_if_finalizing() noexcept {
+  if (interpreter_finalizing() && PyThread_get_thread_ident() != main_thread_ident) park_forever();
+}
+
+/// py::gil_scoped_acquire, parking at shutdown (park_forever). Every call into Python from a run
+/// takes the GIL through this.
+class gil_acquire {
+ public:
+  gil_acquire() {
+    park_if_finalizing();
+    try {
+      gil_.emplace();
+    } catch (abi::__forced_unwind&) {
+      park_forever();  // never rethrown: the thread goes no further
+    }
+  }
+  gil_acquire(const gil_acquire&) = delete;
+  gil_acquire& operator=(const gil_acquire&) = delete;
+
+ private:
+  std::optional<py::gil_scoped_acquire> gil_;
+};
+
+/// py::gil_scoped_release, parking at shutdown when it takes the GIL back (park_forever).
+class gil_release {
+ public:
+  gil_release() { nogil_.emplace(); }
+  ~gil_release() {
+    park_if_finalizing();
+    try {
+      nogil_.reset();
+    } catch (abi::__forced_unwind&) {
+      park_forever();
+    }
+  }
+  gil_release(const gil_release&) = delete;
+  gil_release& operator=(const gil_release&) = delete;
+
+ private:
+  std::optional<py::gil_scoped_release> nogil_;
+};
+
+/// Calls f(args...) with the GIL held; a Python exception propagates as py::error_already_set. A
+/// thread Python ends inside the call parks there (park_forever), before any C++ frame unwinds.
+template <class... A>
+py::object call_python(PyObject* f, A&&... args) {
+  py::tuple call_args = py::make_tuple(std::forward<A>(args)...);
+  PyObject* r = nullptr;
+  try {
+    r = PyObject_Call(f, call_args.ptr(), nullptr);
+  } catch (abi::__forced_unwind&) {
+    park_forever();
+  }
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(r);
+}
 
 /// What the Python objects handed to a policy (View, Request, Decisions) point at: `state` while the
 /// scheduler lives, `view` and `out` only during a call into Python, so that an object kept past its
@@ -37,11 +121,11 @@ struct py_refs {
   py_refs(const py_refs&) = delete;
   py_refs& operator=(const py_refs&) = delete;
   ~py_refs() {
-    if (objects.empty() || !Py_IsInitialized()) {
-      for (auto& o : objects) o.release();  // interpreter gone: leak rather than crash
+    if (objects.empty() || !Py_IsInitialized() || (interpreter_finalizing() && PyThread_get_thread_ident() != main_thread_ident)) {
+      for (auto& o : objects) o.release();  // interpreter gone or going: leak rather than crash
       return;
     }
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     objects.clear();
   }
 };

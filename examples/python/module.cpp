@@ -4,6 +4,7 @@
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "paraflex: GPU-parallelism scheduling for Diffusion Transformer serving (C++ core)";
+  paraflex_python::main_thread_ident = pybind11::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   paraflex_python::bind_migration(m);
   paraflex_python::bind_policy(m);
   paraflex_python::bind_simulate(m);

@@ -3,6 +3,7 @@
 // between device groups and Python lists. Shared by bind_policy.cpp and bind_scheduler.cpp.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,6 +64,21 @@ template <class Error = py::index_error>
   return paraflex::device_group(std::span<const paraflex::device_id>(ids.data(), ids.size()));
 }
 
+/// A group to ask the runtime about: at least one device, each below `devices`, none twice.
+[[nodiscard]] inline paraflex::device_group to_valid_group(py::handle seq, const std::string& what, std::size_t devices) {
+  paraflex::device_group g = to_group(seq, what);
+  if (g.empty()) throw py::value_error(what + ": the device group is empty");
+  boost::container::small_vector<paraflex::device_id, 16> sorted(g.begin(), g.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.back() >= devices) {
+    throw py::index_error(what + ": device " + std::to_string(sorted.back()) + " out of range (" + std::to_string(devices) + " devices)");
+  }
+  if (auto d = std::adjacent_find(sorted.begin(), sorted.end()); d != sorted.end()) {
+    throw py::value_error(what + ": device " + std::to_string(*d) + " appears twice in the group");
+  }
+  return g;
+}
+
 [[nodiscard]] inline py::list group_list(const paraflex::device_group& g) {
   py::list out(g.size());
   for (std::size_t i = 0; i < g.size(); ++i) PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), PyLong_FromUnsignedLong(g[i]));
@@ -102,6 +118,8 @@ class py_request {
     return slot_->state->requests[h_];
   }
   [[nodiscard]] paraflex::request_handle handle() const noexcept { return h_; }
+  /// False once the call it was handed to has returned (rec() raises then).
+  [[nodiscard]] bool live() const noexcept { return slot_->view != nullptr; }
 
  private:
   std::shared_ptr<call_slot> slot_;

@@ -51,11 +51,6 @@ inline PyObject* optional_method(py::handle obj, const char* name, py_refs& refs
   return m.ptr();
 }
 
-/// Calls f(args...) with the GIL held; a Python exception propagates as py::error_already_set.
-template <class... A>
-py::object call_python(PyObject* f, A&&... args) {
-  return py::reinterpret_borrow<py::object>(f)(std::forward<A>(args)...);
-}
 
 /// The request hooks of a whole Python policy and of a Python part (on_arrival, on_request_end,
 /// on_task_end). The derived constructor takes the methods from the object (in its own order, so that
@@ -74,7 +69,7 @@ class python_hooks {
   template <class... A>
   void call_hook(PyObject* f, const paraflex::scheduler_view& v, const A&... args) {
     if (!f) return;
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     call_scope scope(*ctx_->slot, v);
     call_python(f, ctx_->view_object(), args...);
   }
@@ -96,7 +91,7 @@ class python_policy : public python_hooks {
   python_policy(py::handle obj, std::shared_ptr<run_context> ctx);
 
   void decide(const paraflex::scheduler_view& v, paraflex::decision_buffer& out) {
-    py::gil_scoped_acquire gil;
+    gil_acquire gil;
     call_scope scope(*ctx_->slot, v, &out);
     call_python(decide_, ctx_->view_object(), ctx_->out_object());
   }

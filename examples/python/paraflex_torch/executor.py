@@ -32,9 +32,11 @@ the live ranks, which finish the task (failed) instead of hanging (comm.py).
 
 from __future__ import annotations
 
+import atexit
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
@@ -115,6 +117,15 @@ class Stats:
         return "; ".join(parts)
 
 
+def _closer(executor: "weakref.ref[TorchExecutor]") -> Callable[[], None]:
+    """close() of the executor if it still exists: what atexit holds (not the executor itself)."""
+    def close() -> None:
+        ex = executor()
+        if ex is not None:
+            ex.close()
+    return close
+
+
 class TorchExecutor:
     """The driver side. ``TorchExecutor.spawn(...)`` starts the workers on this machine with
     torch.multiprocessing; ``TorchExecutor(settings)`` in rank 0 of a torchrun/env:// launch attaches
@@ -159,6 +170,11 @@ class TorchExecutor:
         if len(self._info) + len(self._lost) < settings.devices:
             raise TimeoutError(f"TorchExecutor: only {len(self._info)} of {settings.devices} workers reported ready "
                                f"within {settings.timeout_s} s")
+        # A driver that ends without close() (an uncaught exception, sys.exit) must still exit: the
+        # spawned workers are not daemonic, so multiprocessing's exit handler would wait for them
+        # for good. atexit calls handlers last-registered first, so this one runs before that one.
+        self._close_at_exit = _closer(weakref.ref(self))
+        atexit.register(self._close_at_exit)
 
     # start-up -----------------------------------------------------------------------------------
     @classmethod
@@ -284,7 +300,10 @@ class TorchExecutor:
 
     # results --------------------------------------------------------------------------------------
     def output(self, request: int) -> Optional[torch.Tensor]:
-        """The decoded pixels of a completed request ([frames, 3, H, W]), or None."""
+        """The decoded pixels of a completed request, or None: [latent frames, 3, H', W'], where
+        H' and W' are H and W rounded down to whole 16-pixel tokens (at least 16) and a video of
+        `frames` frames has 1 + (frames - 1) // 4 latent frames (1 for an image): the stand-in DiT's
+        decoder does not expand time or pad (Shape.grid)."""
         with self._lock:
             o = self._outputs.get(int(request))
         return None if o is None else torch.from_numpy(o)
@@ -516,11 +535,13 @@ class TorchExecutor:
 
     # shutdown ---------------------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:
-        """Stops the workers and leaves the process group. Idempotent."""
+        """Stops the workers and leaves the process group. Idempotent; called at interpreter exit if
+        the driver did not."""
         with self._lock:
             if self._closed:
                 return
             alive = [d for d in range(self.s.devices) if d not in self._lost]
+        atexit.unregister(self._close_at_exit)
         for d in alive:
             try:
                 self._channels[d].send(P.STOP)

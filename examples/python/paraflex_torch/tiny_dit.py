@@ -384,7 +384,8 @@ class TinyDiT(nn.Module):
 
     # decode -------------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, shape: Shape) -> torch.Tensor:
-        """All tokens [T, token_dim] -> pixels [frames, 3, H', W'] in [-1, 1]."""
+        """All tokens [T, token_dim] -> pixels [latent frames, 3, H', W'] in [-1, 1] (grid(): H', W'
+        rounded down to whole tokens; no temporal upsampling)."""
         f, h, w = shape.grid(self.cfg)
         lat = unpatchify(tokens, f, h, w, self.cfg.patch, self.cfg.latent_channels)
         return torch.tanh(self.decoder(lat))

@@ -278,7 +278,7 @@ class InvalidDecisionsAndExceptions(unittest.TestCase):
             with self.assertRaisesRegex(RuntimeError, "valid only during the policy call"):
                 stale()
 
-    def test_an_exception_raised_by_a_name_or_tick_period_property_propagates(self):
+    def test_an_exception_raised_by_a_property_the_bindings_read_propagates(self):
         # Regression: hasattr() swallowed it and the class name was used instead.
         class BadName(Fcfs):
             @property
@@ -294,6 +294,46 @@ class InvalidDecisionsAndExceptions(unittest.TestCase):
             paraflex.simulate(workload=SMALL, policy=BadName())
         with self.assertRaisesRegex(ZeroDivisionError, "no period"):
             paraflex.simulate(workload=SMALL, policy=BadPeriod())
+
+        # The same for decide and the parts' methods: "has no decide" or "has no key() method" before,
+        # and a raising key_depends_only_on_request read as False.
+        class BadDecide:
+            @property
+            def decide(self):
+                raise KeyError("no decide today")
+
+        class BadKey:
+            @property
+            def key(self):
+                raise KeyError("no key today")
+
+        class BadDeclaration:
+            def key(self, view, h):
+                return 0
+
+            @property
+            def key_depends_only_on_request(self):
+                raise KeyError("undecided")
+
+        with self.assertRaisesRegex(KeyError, "no decide today"):
+            paraflex.simulate(workload=SMALL, policy=BadDecide())
+        with self.assertRaisesRegex(KeyError, "no key today"):
+            paraflex.ComposedPolicy(order=BadKey())
+        with self.assertRaisesRegex(KeyError, "undecided"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.ComposedPolicy(order=BadDeclaration()))
+
+    def test_a_kept_request_still_has_a_repr(self):
+        # Regression: repr() raised RuntimeError, which broke printing and logging a kept request.
+        class Keeper(Fcfs):
+            def decide(self, view, out):
+                self.req = view.request(view.waiting()[0])
+                self.live = repr(self.req)
+                super().decide(view, out)
+
+        k = Keeper()
+        paraflex.simulate(workload=SMALL, policy=k)
+        self.assertRegex(k.live, r"^Request\(handle=\d+, id='\w+', phase=waiting\)$")
+        self.assertRegex(repr(k.req), r"^Request\(handle=\d+, stale: readable only during the call it was given to\)$")
 
     def test_a_drop_reason_that_is_no_short_identifier_is_a_value_error_naming_the_method(self):
         # Regression: any text (100,000 characters, NUL, line breaks) became a dropped_by_reason key.
@@ -377,6 +417,16 @@ class InvalidDecisionsAndExceptions(unittest.TestCase):
 
         with self.assertRaisesRegex(ValueError, "tick_period must be > 0"):
             paraflex.simulate(workload=SMALL, policy=BadPeriod())
+
+        # Regression: True was taken as 1 microsecond (a million on_tick calls a simulated second).
+        class TruePeriod(Fcfs):
+            tick_period = True
+
+            def on_tick(self, view):
+                pass
+
+        with self.assertRaisesRegex(TypeError, "tick_period: a time must be an int \\(microseconds\\), got bool"):
+            paraflex.simulate(workload=SMALL, policy=TruePeriod())
 
 
 class PolicyParts(unittest.TestCase):
@@ -503,6 +553,53 @@ class PolicyParts(unittest.TestCase):
 
         with self.assertRaisesRegex(TypeError, "has no place"):
             paraflex.ComposedPolicy(placement=object())
+
+    def test_a_key_too_large_for_a_float_or_pending_drops_that_is_no_list_raises_naming_the_method(self):
+        # Regression: a bare OverflowError / "'int' object is not iterable", naming no method.
+        class HugeKey:
+            def key(self, view, h):
+                return 10**400
+
+        class NotAList:
+            def judge(self, view, h):
+                return "admit"
+
+            def pending_drops(self):
+                return 5
+
+        with self.assertRaisesRegex(ValueError, r"HugeKey.key\(\) returned 1000\d+ for request \d+, too large to compare as a float"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.ComposedPolicy(order=HugeKey()))
+        with self.assertRaisesRegex(TypeError, r"NotAList.pending_drops\(\) returned a int; expected an iterable of request handles"):
+            paraflex.simulate(workload=SMALL, policy=paraflex.ComposedPolicy(admission=NotAList()))
+
+    def test_a_group_to_ask_about_must_be_non_empty_in_range_and_without_repeats(self):
+        # Regression: migration_time(h, []) read element 0 of an empty group; out-of-range and
+        # repeated devices were answered as if they were a group.
+        answers = []
+
+        class Asker(Fcfs):
+            def decide(self, view, out):
+                for h in view.waiting():
+                    if view.request(h).state_group and not answers:
+                        for ask in (lambda g: view.migration_time(h, g), lambda g: view.needs_migration(h, g),
+                                    lambda g: view.placeable(g, view.free_devices())):
+                            for g, error in (([], ValueError), ([99], IndexError), ([0, 0], ValueError)):
+                                try:
+                                    ask(g)
+                                    answers.append(("no error", g))
+                                except error as e:
+                                    answers.append((type(e).__name__, str(e)))
+                super().decide(view, out)
+
+        rows = [dict(arrival_s=i * 0.0, model="flux-dev", height=512, width=512, steps=4) for i in range(6)]
+        paraflex.simulate(workload=rows, policy=Asker(), gpus=2)
+        self.assertEqual(len(answers), 9, answers)
+        for kind, message in answers:
+            self.assertNotEqual(kind, "no error", message)
+            self.assertRegex(message, r"^View\.(migration_time|needs_migration|placeable): (the device group is empty|"
+                                      r"device 99 out of range \(2 devices\)|device 0 appears twice in the group)$")
+        with self.assertRaisesRegex(IndexError, r"Cluster.within_one_node: device 99 out of range \(8 devices\)"):
+            paraflex.Cluster(8).within_one_node([99])
 
     def test_a_degree_beyond_64_bits_from_a_python_sizing_is_a_value_error_naming_the_part(self):
         # Regression: RuntimeError "Unable to cast Python instance to C++ type".

@@ -456,6 +456,100 @@ class Teardown(unittest.TestCase):
         self.assertEqual((rc, out.strip()), (0, "exiting completed"))
 
 
+    def test_a_program_that_exits_with_a_daemon_thread_still_in_a_run_exits_cleanly(self):
+        # Regression: Python ends such a thread when it takes the GIL back at shutdown; the unwinding
+        # met a C++ destructor and aborted the process (exit 134), in all three ways of running.
+        policy = """
+            class Greedy:
+                def decide(self, view, out):
+                    free = view.free_devices().to_list()
+                    for h in view.waiting():
+                        if free:
+                            out.assign(h, [free.pop()])
+            """
+        cases = {
+            "simulate() with a Python policy": """
+                rows = [dict(arrival_s=i * 0.05, model="flux-dev", height=512, width=512, steps=28) for i in range(20000)]
+                threading.Thread(target=lambda: paraflex.simulate(workload=rows, policy=Greedy()), daemon=True).start()
+                """,
+            "run() with a Python executor that sleeps in Python": """
+                class NeverDone:
+                    def launch(self, task): pass
+                    def poll(self): return []
+                    def now(self): return time.monotonic_ns() // 1000
+                    def wait_until(self, t): time.sleep(0.001)
+                sched = paraflex.Scheduler("slo-aware", NeverDone(), gpus=8, gpu="l20-inferred")
+                sched.submit("flux-dev", 1024, 1024, 28, slo_s=600.0)
+                threading.Thread(target=sched.run, daemon=True).start()
+                """,
+            "run() on the thread executor with a Python policy": """
+                sched = paraflex.Scheduler(Greedy(), paraflex.ThreadExecutor(time_scale=0.0), gpus=8, gpu="l20-inferred")
+                sched.open()
+                threading.Thread(target=sched.run, daemon=True).start()
+                for i in range(3000):
+                    sched.submit("flux-dev", 256, 256, 28)
+                """,
+        }
+        for name, body in cases.items():
+            with self.subTest(name):
+                code = "import threading, time, paraflex\n" + textwrap.dedent(policy) + textwrap.dedent(body) + "time.sleep(0.5)\nprint('main exits')\n"
+                rc, out = run_script(code, timeout=60)
+                self.assertEqual((rc, out.strip()), (0, "main exits"))
+
+    def test_dropping_a_scheduler_inside_its_own_on_wakeup_on_a_worker_thread_does_not_deadlock(self):
+        # Regression: ~scheduler, on the worker thread running the callback, waited for that very
+        # callback to return: the thread hung and the Scheduler was never freed. Both ways: the last
+        # reference dropped in the callback, and a collection there that frees a Scheduler in a cycle.
+        rc, out = run_script("""
+            import gc, threading, time, paraflex
+            freed = threading.Semaphore(0)
+            class Marker:
+                def __call__(self, status): pass
+                def __del__(self):
+                    print("freed", flush=True)
+                    freed.release()
+            class Sched(paraflex.Scheduler):
+                pass
+            holder, armed, done = {}, threading.Event(), threading.Event()
+            def drop_it():
+                if threading.current_thread() is not threading.main_thread() and not done.is_set():
+                    armed.wait(20)  # until the main thread has let go: this drops the last reference
+                    del holder["s"]
+                    print("dropped", flush=True)
+                    done.set()
+            s = paraflex.Scheduler("slo-aware", paraflex.ThreadExecutor(time_scale=0.01), gpus=2, gpu="l20-inferred")
+            s.on_wakeup(drop_it)
+            s.on_request_end(Marker())
+            s.submit("flux-dev", 256, 256, 2, slo_s=100.0)
+            s.turn()  # launches the encode: its completion wakes drop_it on a worker thread
+            holder["s"] = s
+            del s
+            armed.set()
+            assert done.wait(20), "no wake-up from a worker"
+            armed2, collected = threading.Event(), threading.Event()
+            def collect():
+                if threading.current_thread() is not threading.main_thread() and not collected.is_set():
+                    armed2.wait(20)  # until make() has returned: only the cycle holds the Scheduler
+                    gc.collect()
+                    print("collected", flush=True)
+                    collected.set()
+            def make():
+                s = Sched("slo-aware", paraflex.ThreadExecutor(time_scale=0.01), gpus=2, gpu="l20-inferred")
+                s.me = s  # a cycle: only the collector frees it
+                s.on_wakeup(collect)
+                s.on_request_end(Marker())
+                s.submit("flux-dev", 256, 256, 2, slo_s=100.0)
+                s.turn()
+            make()
+            armed2.set()
+            assert collected.wait(20), "no wake-up from a worker"
+            for _ in range(2):  # the hand-off threads free them once the callbacks returned
+                assert freed.acquire(timeout=20), "a Scheduler was never freed"
+            print("end")
+            """, timeout=60)
+        self.assertEqual((rc, sorted(out.split())), (0, ["collected", "dropped", "end", "freed", "freed"]), out)
+
+
 class ExecutorContract(unittest.TestCase):
     def drive(self, sched):
         """turn() for up to 5 s (run() would wait forever for a request the runtime lost)."""
@@ -481,6 +575,22 @@ class ExecutorContract(unittest.TestCase):
                 sched.submit("flux-dev", size, size, 4, slo_s=60.0)
             with self.subTest(message=message), self.assertRaisesRegex(ValueError, message):
                 self.drive(sched)
+        # A report repeated later naming another request (the launch was checked the first time).
+        class Repeats(InstantExecutor):
+            def __init__(self):
+                super().__init__()
+                self.again = []
+
+            def poll(self):
+                q = super().poll()
+                out, self.again = q + self.again, [(k, i, 1 - h) for k, i, h in q]
+                return out
+
+        sched = paraflex.Scheduler("slo-aware", Repeats(), gpu="l20-inferred")
+        for size in (1024, 512):
+            sched.submit("flux-dev", size, size, 4, slo_s=60.0)
+        with self.assertRaisesRegex(ValueError, r"Repeats.poll\(\) returned the event \('task_done', 1, 1\): launch 1 ran request 0, not 1"):
+            self.drive(sched)
         # A completion reported twice is still a harmless stale event.
         class Twice(InstantExecutor):
             def poll(self):
@@ -491,6 +601,39 @@ class ExecutorContract(unittest.TestCase):
         sched.submit("flux-dev", 256, 256, 4)
         sched.run()
         self.assertEqual(sched.state("r1"), "completed")
+
+    def test_a_device_lost_before_its_launches_are_reported_failed_raises(self):
+        # Regression: the runtime waits for those reports (the Executor contract puts them first):
+        # without them run() waited for ever, silently.
+        class LosesAll(InstantExecutor):
+            def launch(self, task):
+                self.t += 1
+
+            def poll(self):
+                return [("device_lost", d) for d in range(4)] if self.t >= 1 else []
+
+        sched = paraflex.Scheduler("slo-aware", LosesAll(), gpus=4, gpu="l20-inferred")
+        sched.submit("flux-dev", 512, 512, 4, slo_s=60.0)
+        with self.assertRaisesRegex(ValueError, r"LosesAll.poll\(\) returned the event \('device_lost', \d\): launch 1 on device \d "
+                                                r"has not been reported; report each launch on a lost device as task_failed before the loss"):
+            self.drive(sched)
+        # Failing them first is the contract: the request is dropped, nothing raises.
+        class FailsFirst(InstantExecutor):
+            def __init__(self):
+                super().__init__()
+                self.failed = []
+
+            def launch(self, task):
+                self.failed.append(("task_failed", task.id, task.request))
+
+            def poll(self):
+                q, self.failed = self.failed, []
+                return q + [("device_lost", d) for d in range(4)] if q else []
+
+        sched = paraflex.Scheduler("slo-aware", FailsFirst(), gpus=4, gpu="l20-inferred")
+        sched.submit("flux-dev", 512, 512, 4, slo_s=60.0)
+        sched.run()
+        self.assertEqual((sched.status("r1").state, sched.status("r1").reason), ("dropped", "device_lost_no_capacity"))
 
     def test_a_huge_clock_or_id_is_a_value_error_naming_the_method(self):
         class Huge(InstantExecutor):

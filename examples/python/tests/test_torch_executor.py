@@ -2,6 +2,7 @@
 reference while groups, degrees and layouts change; failures are transactional; bad launches fail
 cleanly. Needs the bindings (paraflex.plan_migration) on PYTHONPATH."""
 
+import os
 import time
 import unittest
 
@@ -136,6 +137,31 @@ class TorchExecutorTest(SharedExecutorTest):
         self.assertGreaterEqual(ex.now(), a)
         ex.wait_until(ex.now() + 20_000)  # a deadline in 20 ms
         self.assertGreaterEqual(ex.now() - a, 20_000)
+
+
+
+@needs_plan
+class Shutdown(unittest.TestCase):
+    def test_a_driver_that_exits_without_close_still_exits(self):
+        # Regression: the spawned workers are not daemonic; with no close() multiprocessing's exit
+        # handler waited for them for good (the driver hung after an uncaught exception or sys.exit).
+        import subprocess
+        import sys
+        import textwrap
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = textwrap.dedent("""
+            import sys, torch
+            from torch_support import SMALL
+            from paraflex_torch.executor import TorchExecutor
+            from paraflex_torch.worker import Settings
+            torch.set_num_threads(1)
+            ex = TorchExecutor.spawn(Settings(devices=2, model=SMALL, timeout_s=60))
+            print("spawned", flush=True)
+            sys.exit(3)
+            """)
+        p = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=120)
+        self.assertEqual((p.returncode, p.stdout.strip()), (3, "spawned"), p.stderr[-2000:])
 
 
 if __name__ == "__main__":
