@@ -331,6 +331,21 @@ struct toy_cost_min_degree : toy_cost {
   bool allows_degree(const request_shape& s, int k) const { return k >= min_degree.at(s.height); }
 };
 
+/// Rounds of `round` on four GPUs, reading late, best-effort and not-at-stake requests as needed:
+/// checks the schedule against reading them all, and returns each request's first start.
+std::map<request_handle, tick> first_starts_reading_as_needed(tick round, const toy_cost_min_degree& cost,
+                                                              const std::vector<request_spec>& w) {
+  round_based_options as_needed;
+  as_needed.round = round;
+  round_based_options all = as_needed;
+  all.read_late_as_needed = false;
+  check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
+  const round_run run = run_fixed_rounds(as_needed, cluster{4, 4, "toy"}, cost, w, {});
+  std::map<request_handle, tick> first_start;
+  for (const auto& t : run.tasks) first_start.try_emplace(t.request, t.start);
+  return first_start;
+}
+
 TEST_CASE("round-based sleeps while fewer devices are free than any waiting request needs", "[policy][round-based]") {
   round_based_options o;
   o.round = *to_ticks(1.0);
@@ -367,19 +382,42 @@ TEST_CASE("round-based sleeps while fewer devices are free than any waiting requ
 
 TEST_CASE("round-based looks at late and best-effort requests only as far as a round reads them, without changing the schedule",
           "[policy][round-based]") {
-  SECTION("an overloaded run with faults, most requests late") {
+  SECTION("a request at stake behind others that are not, by deadline") {
+    // Four GPUs, 10 s rounds. A (best effort, degrees >= 2) runs on two GPUs from 0 for 100 s. Five
+    // one-GPU requests of one 10 s step (deadline 32 s) and B (degrees >= 2, two 10 s steps, deadline
+    // 35 s) arrive and wait for the round at 10 s. The five come first by deadline but are not at
+    // stake; B is: its whole run (20 s) leaves less than a round spare, and it makes its deadline
+    // only if it runs now. So the round looks at B although five come before it (usable devices + 1
+    // by deadline), and the knapsack starts it at 10 s on the two free GPUs, as a round that looks at
+    // them all does.
+    toy_cost_min_degree cost;
+    cost.step = {{2048, {0, 100.0, 100.0}}, {512, {0, 10.0}}, {1024, {0, 10.0, 10.0}}};
+    cost.min_degree = {{2048, 2}, {512, 1}, {1024, 2}};
+    std::vector<request_spec> w{make_request("A", 0, 2048, 1)};
+    for (int i = 0; i < 5; ++i) w.push_back(make_request(std::to_string(i + 1), 0.1, 512, 1, 31.9));
+    w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
+    CHECK(first_starts_reading_as_needed(*to_ticks(10.0), cost, w).at(6) == *to_ticks(10.0));  // handle 6: B
+  }
+  SECTION("an overloaded run with faults, most requests late or none at stake for a long time") {
     // Load 20 on 8 GPUs: hundreds of late requests wait at every round; every fifth request has no
-    // deadline. Adaptive and fixed rounds, mid-round arrivals waiting or admitted.
-    const auto [w, faults] = overloaded_with_faults(11, 300, 20, 5, 10.0);
-    for (const tick round : {tick{0}, *to_ticks(0.05)}) {
-      for (const bool admit : {false, true}) {
-        INFO("round " << round << " us, mid_round=" << (admit ? "admit" : "wait"));
-        round_based_options as_needed;
-        as_needed.round = round;
-        as_needed.admit_mid_round = admit;
-        round_based_options all = as_needed;
-        all.read_late_as_needed = false;
-        check_same_schedule(as_needed, all, cluster{8, 4, "l20-inferred"}, flux_cost(), w, faults);
+    // deadline. Adaptive and fixed rounds, mid-round arrivals waiting or admitted. With deadlines
+    // 1,000 times further away, hundreds wait with a deadline no round puts at stake, and those of
+    // 2048 px (1-GPU runs of minutes) reach the band long before the small ones.
+    for (const tick slo_scale : {tick{1}, tick{1000}}) {
+      auto [w, faults] = overloaded_with_faults(11, 300, 20, 5, 10.0);
+      for (auto& r : w) {
+        if (r.slo != never) r.slo *= slo_scale;
+      }
+      for (const tick round : {tick{0}, *to_ticks(0.05)}) {
+        for (const bool admit : {false, true}) {
+          INFO("SLOs x" << slo_scale << ", round " << round << " us, mid_round=" << (admit ? "admit" : "wait"));
+          round_based_options as_needed;
+          as_needed.round = round;
+          as_needed.admit_mid_round = admit;
+          round_based_options all = as_needed;
+          all.read_late_as_needed = false;
+          check_same_schedule(as_needed, all, cluster{8, 4, "l20-inferred"}, flux_cost(), w, faults);
+        }
       }
     }
   }
@@ -392,19 +430,12 @@ TEST_CASE("round-based looks at late and best-effort requests only as far as a r
     toy_cost_min_degree cost;
     cost.step = {{1024, {0, 100.0}}, {512, {0, 10.0}}, {256, {0, 10.0}}};
     cost.min_degree = {{1024, 2}, {512, 3}, {256, 1}};
-    for (const double slo : {0.001, 0.0}) {
-      INFO((slo > 0 ? "late" : "best effort"));
+    for (const double slo : {0.001, 0.0, 10000.0}) {
+      INFO((slo > 1 ? "deadline not at stake" : slo > 0 ? "late" : "best effort"));
       std::vector<request_spec> w{make_request("1", 0, 1024, 1)};
       for (int i = 0; i < 6; ++i) w.push_back(make_request(std::to_string(i + 2), 0.1, 512, 1, slo));
       for (int i = 0; i < 2; ++i) w.push_back(make_request(std::to_string(i + 8), 0.2, 256, 1, slo));
-      round_based_options as_needed;
-      as_needed.round = *to_ticks(1.0);
-      round_based_options all = as_needed;
-      all.read_late_as_needed = false;
-      check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
-      const round_run run = run_fixed_rounds(as_needed, cluster{4, 4, "toy"}, cost, w, {});
-      std::map<request_handle, tick> first_start;
-      for (const auto& t : run.tasks) first_start.try_emplace(t.request, t.start);
+      const auto first_start = first_starts_reading_as_needed(*to_ticks(1.0), cost, w);
       CHECK(first_start.at(7) == *to_ticks(1.0));  // handles 7 and 8: the one-GPU requests
       CHECK(first_start.at(8) == *to_ticks(1.0));
     }

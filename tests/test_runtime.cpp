@@ -1451,9 +1451,10 @@ TEST_CASE("fault flags parse ID@SECONDS and ID@SECONDS:FACTOR strictly, naming t
   };
   bad_straggler("3@1", "expected ID@SECONDS:FACTOR");
   bad_straggler("3@1:", "FACTOR: expected a number");
-  bad_straggler("3@1:0", "FACTOR must be > 0 and <= 1000");
-  bad_straggler("3@1:-2", "FACTOR must be > 0");
-  bad_straggler("3@1:1001", "<= 1000");
+  bad_straggler("3@1:0", "FACTOR must be in [0.001, 1000]");
+  bad_straggler("3@1:-2", "FACTOR must be in [0.001, 1000]");
+  bad_straggler("3@1:1e-7", "FACTOR must be in [0.001, 1000]");  // would round steps to 0 us
+  bad_straggler("3@1:1001", "[0.001, 1000]");
   bad_straggler("3@1:2:3", "FACTOR: expected a number, got '2:3'");
   bad_straggler("3@x:2", "SECONDS: expected a number");
 }

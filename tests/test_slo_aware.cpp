@@ -326,6 +326,30 @@ TEST_CASE("slo-aware drops a request that cannot meet its deadline with deadline
   CHECK(r.records[1].first_start == never);  // never ran: no GPU time wasted on it
 }
 
+TEST_CASE("slo-aware admits a request left alone in its window once the others are set aside", "[policy][slo-aware]") {
+  // Eight devices at a capacity of 0.2: A (priority 1) needs more than 0.2 x 8 x its time to its
+  // deadline, which only the alone rule lets in. B (priority 0, one small step) shares A's
+  // deadline, so the window overflows and B, of the lower class, is set aside; A is then alone
+  // and must run. Setting A aside as well left nothing to run on an idle cluster: the runtime's
+  // stall guard dropped both as policy_stalled. Relaxed admission defers, strict rejects B.
+  toy_cost cost;
+  const double slo = 2 * alone_s(cost, square(2048), 10, 8);
+  const std::vector<request_spec> reqs = {make("A", 0, 2048, 10, slo, 1), make("B", 0, 512, 1, slo, 0)};
+  for (const admission_mode mode : {admission_mode::relaxed, admission_mode::strict}) {
+    INFO((mode == admission_mode::strict ? "strict" : "relaxed"));
+    slo_aware_options o;
+    o.admission = mode;
+    o.capacity = 0.2;
+    o.reserve = 0;
+    slo_aware_policy p(o);
+    auto r = run(p, reqs, cluster{8, 8, "toy"});
+    CHECK(r.records[0].phase == request_phase::completed);
+    CHECK(r.records[0].finish <= r.records[0].deadline());
+    for (const auto& rec : r.records) CHECK(rec.drop_reason != "policy_stalled");
+    if (mode == admission_mode::strict) CHECK(r.records[1].drop_reason == "over_capacity");
+  }
+}
+
 TEST_CASE("slo-aware admission keeps the deadline windows within capacity", "[policy][slo-aware]") {
   toy_cost cost;
   const int steps = 10;
@@ -509,6 +533,15 @@ TEST_CASE("the registry builds slo-aware and edf-best-fit and rejects bad parame
   CHECK_FALSE(r.make("edf-best-fit:admission=strict").has_value());
   const auto err = r.make("slo-aware:admission=sometimes").error().what();
   CHECK(err.find("admission") != std::string::npos);
+  // The range --list-policies gives for capacity starts at 0.05, below the default reserve (0.1):
+  // the message says which reserve and that it was the default, so the user knows what to lower.
+  const std::string low = r.make("slo-aware:capacity=0.05").error().what();
+  CHECK(low.find("0.1 must be smaller than capacity (0.05)") != std::string::npos);
+  CHECK(low.find("default") != std::string::npos);
+  CHECK(r.make("slo-aware:capacity=0.05:reserve=0").has_value());
+  const std::string set = r.make("slo-aware:capacity=0.5:reserve=0.6").error().what();
+  CHECK(set.find("0.6 must be smaller than capacity (0.5)") != std::string::npos);
+  CHECK(set.find("default") == std::string::npos);
 }
 
 TEST_CASE("slo-aware backfills held devices only on clusters of up to backfill_max_gpus GPUs", "[policy][slo-aware][compose]") {

@@ -81,8 +81,8 @@ struct observer {
   observer() { lazy.exact_limit = 3; }
 
   // Moore-Hodgson written out plainly from demand() (priced from the records, not the copies the
-  // check keeps): by deadline, add each request's need; while the window overflows, set aside the
-  // lowest class, then the largest need, then the latest arrival.
+  // check keeps): by deadline, add each request's need; while the window overflows and holds more
+  // than one, set aside the lowest class, then the largest need, then the latest arrival.
   void check_reference(const scheduler_view& v) {
     struct job {
       tick deadline;
@@ -122,7 +122,7 @@ struct observer {
       const bool long_slo = slo_count > 0 && j.slo > mean_slo;
       const double share = long_slo ? exact.capacity - exact.reserve : exact.capacity;
       const double limit = std::max(share * devices * static_cast<double>(j.deadline - v.now()), static_cast<double>(j.w));
-      while (need > limit && !kept.empty()) {
+      while (need > limit && kept.size() > 1) {  // one left alone in its window fits
         need -= static_cast<double>(kept.top().w);
         aside.push_back(kept.top().h);
         kept.pop();

@@ -44,7 +44,7 @@ inline int fuzz_fault_flags(const std::uint8_t* data, std::size_t size) {
         continue;
       }
       PARAFLEX_FUZZ_CHECK(s.value().device < static_cast<device_id>(gpus) && s.value().from >= 0);
-      PARAFLEX_FUZZ_CHECK(s.value().factor > 0 && s.value().factor <= max_straggler_factor);
+      PARAFLEX_FUZZ_CHECK(s.value().factor >= min_straggler_factor && s.value().factor <= max_straggler_factor);
       faults.stragglers.push_back(s.value());
     } else {
       auto f = parse_device_failure(text, gpus);

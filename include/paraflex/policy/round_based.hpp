@@ -445,8 +445,9 @@ struct round_based_options {
   /// With a fixed round: sleep through rounds that cannot launch anything (same schedule, fewer
   /// calls; see skip_idle_rounds). false wakes at every boundary: what tests compare against.
   bool skip_idle_rounds = true;
-  /// Look at late and best-effort requests only as far as a round's plan reads them (same plan; see
-  /// plan_round). false looks at collect_cap() of each at every round: what tests compare against.
+  /// Look at late and best-effort requests, and at those whose deadline is not at stake in the
+  /// round, only as far as a round's plan reads them (same plan; see start_round). false looks at
+  /// collect_cap() of each file at every round: what tests compare against.
   bool read_late_as_needed = true;
 };
 
@@ -524,12 +525,14 @@ class round_based_policy {
     for (const auto& p : pending_) set_pending(p.h, false);
     pending_.clear();
     if (skip_idle_rounds(v)) return;
-    // A late request (deadline passed) or a best-effort one has one degree, the one its step-time
-    // sample was filed at, so looking at it changes no sample (tau, capacity and survival stay the
-    // same), only whether work conservation can choose it - and each one chosen takes a device. So
-    // usable devices + 1 of each of those files usually cover what a round reads; a plan that reads
-    // the last one looked at with devices left is made again over collect_cap() of each, as every
-    // round did before. 200,000 requests on 8 GPUs, most of them late: 258 -> ~10 looked at a round.
+    // A late request (deadline passed), a best-effort one or one whose deadline is not at stake in
+    // the round (outside the band, see collect_waiting) has one degree, the one its step-time
+    // sample was filed at, and is never an item of Step B's knapsack, so looking at it changes no
+    // sample (tau, capacity and survival stay the same), only whether work conservation can choose
+    // it - and each one chosen takes a device. So usable devices + 1 of each file usually cover
+    // what a round reads; a plan that reads past the last one looked at in a file with devices left
+    // is made again over collect_cap() of each, as every round did before. 200,000 requests on 8
+    // GPUs, most of them late: 258 -> ~10 looked at a round.
     const std::size_t first_look = opt_.read_late_as_needed ? static_cast<std::size_t>(v.usable_device_count()) + 1 : collect_cap(v);
     for (std::size_t look = first_look;; look = collect_cap(v)) {
       if (plan_round(v, now, look)) break;
@@ -629,19 +632,36 @@ class round_based_policy {
       order_.keys.push_back({cls, cls == 0 ? c.deadline : 0, c.h, static_cast<std::uint32_t>(i)});  // best effort: arrival order
       zero_degree = zero_degree || c.degree <= 0;
     }
-    for (std::size_t j = 0; j < order_.size(); ++j) {
-      if (used >= capacity && !zero_degree) break;
-      auto& c = cands_[order_.at(j).index];
-      if (c.h == last_looked_[0] || c.h == last_looked_[1]) {  // what follows it in its file may count
-        if (look < collect_cap(v) && (c.h == last_looked_[0] ? more_[0] : more_[1]) &&
-            (zero_degree || used + (c.chosen || used + c.degree > capacity ? 0 : c.degree) < capacity)) {
-          return false;
-        }
+    // A file's requests that were not looked at come after the last one looked at in this order
+    // (the late file's in class 1, the best-effort file's in class 2, and the by-deadline file's in
+    // class 0 by deadline: beyond the band none is late). Reading past it with devices left means
+    // the plan may choose one of them: it is made again over collect_cap() of each file.
+    const bool may_read_past = look < collect_cap(v);
+    std::array<order_key, 3> last_looked_key{};
+    for (std::size_t f = 0; f < last_looked_.size(); ++f) {
+      const request_handle h = last_looked_[f];
+      if (h == no_request) last_looked_key[f].cls = -1;  // none looked at: every candidate reads past
+      else last_looked_key[f] = {f == 0 ? 1 : f == 1 ? 2 : 0, f == 2 ? v.request(h).deadline() : 0, h, 0};
+    }
+    const auto reads_past = [&](const order_key& k) {
+      for (std::size_t f = 0; f < last_looked_.size(); ++f) {
+        if (more_[f] && last_looked_key[f] < k) return true;
       }
+      return false;
+    };
+    bool ran_out = false;  // of devices, before the end of the order
+    for (std::size_t j = 0; j < order_.size(); ++j) {
+      if (used >= capacity && !zero_degree) {
+        ran_out = true;
+        break;
+      }
+      if (may_read_past && reads_past(order_.at(j))) return false;
+      auto& c = cands_[order_.at(j).index];
       if (c.chosen || used + c.degree > capacity) continue;
       c.chosen = true;
       used += c.degree;
     }
+    if (may_read_past && !ran_out && (zero_degree || used < capacity) && (more_[0] || more_[1] || more_[2])) return false;
     // ... then scale-up: leftover GPUs to chosen requests that get strictly faster (not late ones).
     if (opt_.scale_up) {
       for (std::size_t j = 0; j < order_.size(); ++j) {
@@ -850,8 +870,10 @@ class round_based_policy {
   // Every unended request is filed under exactly one of: by_deadline_ (a deadline not yet passed at
   // the last round start, keyed by it), expired_ (its deadline passed: late for good) and
   // no_deadline_. A round looks at the waiting requests of each file in the order it serves them
-  // (earliest deadline; oldest first): every one whose deadline falls within the band - where a
-  // request's plan depends on this round - and at least collect_cap() of each file. Beyond those,
+  // (earliest deadline; oldest first): every one within the band - whose deadline leaves less than
+  // one round plus its own whole run at its cheapest degree, so that its plan depends on this
+  // round; by_latest_start_ keys each by that latest start - and at least collect_cap() of each
+  // file. Beyond those,
   // each request's plan is known without looking at it (its cheapest degree, no deadline at stake
   // this round), so tau's reference step counts it through a per-file tally of static step times,
   // and the plan is exactly TetriServe's over all requests unless more than collect_cap() requests
@@ -883,6 +905,16 @@ class round_based_policy {
     else if (rounds_ > 0 && r.deadline() < round_start_) k = file_kind::expired, expired_.insert(h);
     else by_deadline_.insert(h, r.deadline());
     set_file(v, h, k);
+    if (k == file_kind::by_deadline) by_latest_start_.insert(h, r.deadline() - cheapest_run(v, h));
+  }
+  // The request's whole run at its cheapest degree: the latest it can start is its deadline minus this.
+  [[nodiscard]] tick cheapest_run(const scheduler_view& v, request_handle h) {
+    const auto& c = v.costs(h);
+    const auto& hull = hulls_.get(v, h, calls_);
+    const int cheap = hull.empty() ? (c.allowed_degrees.empty() ? 0 : c.allowed_degrees.front()) : hull.front();
+    if (cheap <= 0) return 0;
+    const auto kk = static_cast<std::size_t>(cheap);
+    return add_sat(c.encode[kk] + c.decode[kk], static_cast<tick>(steps_of(v, h)) * c.step[kk]);
   }
   void set_file(const scheduler_view& v, request_handle h, file_kind k) {
     if (h >= filed_.size()) filed_.resize(static_cast<std::size_t>(h) + 1, {file_kind::none, 0});
@@ -892,20 +924,14 @@ class round_based_policy {
     f.sample = k == file_kind::none ? 0 : static_sample(v, h, k);
     if (k != file_kind::none) {
       tally(static_samples_, f.sample, 1);
-      // Bounds for the band: a deadline this far away is not at stake in a round (see collect_waiting).
-      const auto& c = v.costs(h);
-      const auto& hull = hulls_.get(v, h, calls_);
-      const int cheap = hull.empty() ? (c.allowed_degrees.empty() ? 0 : c.allowed_degrees.front()) : hull.front();
-      if (cheap > 0) {
-        const auto kk = static_cast<std::size_t>(cheap);
-        longest_cheap_ = std::max(longest_cheap_, c.encode[kk] + c.decode[kk] + static_cast<tick>(steps_of(v, h)) * c.step[kk]);
-      }
-      for (int d : c.allowed_degrees) longest_step_ = std::max(longest_step_, c.step_time(d));
+      // The longest a round can be (see collect_waiting).
+      for (int d : v.costs(h).allowed_degrees) longest_step_ = std::max(longest_step_, v.costs(h).step_time(d));
     }
   }
   [[nodiscard]] static int steps_of(const scheduler_view& v, request_handle h) { return v.request(h).spec.steps; }
   void unfile(request_handle h) {
     by_deadline_.erase(h);
+    by_latest_start_.erase(h);
     expired_.erase(h);
     no_deadline_.erase(h);
     if (h < filed_.size() && filed_[h].kind != file_kind::none) {
@@ -919,6 +945,7 @@ class round_based_policy {
   }
   void refile(const scheduler_view& v) {  // a host that does not forward the hooks, or lost devices
     by_deadline_.clear();
+    by_latest_start_.clear();
     expired_.clear();
     no_deadline_.clear();
     static_samples_.clear();
@@ -929,15 +956,16 @@ class round_based_policy {
   }
   // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
   // call, with `exclude_planned`), in handle order; outside_ <- the static samples of the others.
-  // Of the late and best-effort files, at most `look` each (<= collect_cap(v)): last_looked_ and
-  // more_ say which was the last one looked at in each and whether the file had more within the
-  // cap. A request of those files gets its static degree (make_candidate), so whether it is looked
-  // at changes no sample, only whether the plan can choose it; none with a deadline is at stake.
+  // Every request of the band, and of each file at most the first `look` (<= collect_cap(v)) in its
+  // order: last_looked_ and more_ say which was the last one looked at in each and whether the file
+  // had more within the cap. Any other gets its static degree (make_candidate), so whether it is
+  // looked at changes no sample, only whether the plan can choose it; none is at stake.
   void collect_waiting(const scheduler_view& v, bool exclude_planned, std::size_t look) {
     const tick now = v.now();
     while (!by_deadline_.empty() && (*by_deadline_.begin()).key < now) {
       const request_handle h = (*by_deadline_.begin()).h;
       by_deadline_.erase(h);
+      by_latest_start_.erase(h);
       expired_.insert(h);
       set_file(v, h, file_kind::expired);
     }
@@ -952,31 +980,38 @@ class round_based_policy {
     }
     const std::size_t cap = collect_cap(v);
     const tick tau_max = opt_.round > 0 ? opt_.round : longest_step_ * opt_.round_steps;
-    const tick band_end = add_sat(add_sat(now, tau_max), longest_cheap_);
-    std::size_t n = 0;
-    for (auto it = by_deadline_.begin(); it != by_deadline_.end() && (n < cap || (*it).key < band_end); ++it) {
-      const request_handle h = (*it).h;
-      if (v.request(h).phase != request_phase::waiting) continue;
+    const tick band_end = add_sat(now, tau_max);  // a latest start before it: at stake in this round
+    ++collect_stamp_;
+    if (collected_stamp_.size() < filed_.size()) collected_stamp_.resize(filed_.size(), 0);
+    const auto look_once = [&](request_handle h) {
+      if (collected_stamp_[h] == collect_stamp_) return;
+      collected_stamp_[h] = collect_stamp_;
       if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
-      ++n;
+    };
+    for (auto it = by_latest_start_.begin(); it != by_latest_start_.end() && (*it).key < band_end; ++it) {
+      if (v.request((*it).h).phase == request_phase::waiting) look_once((*it).h);
     }
+    // The first `look` waiting requests of each file in its order (the band's already looked at).
     const std::size_t limit = std::min(look, cap);
-    for (int f = 0; f < 2; ++f) {
-      const handle_set& file = f == 0 ? expired_ : no_deadline_;
+    const auto look_at_prefix = [&](std::size_t f, auto first, auto last, auto handle_of) {
       last_looked_[f] = no_request;
       more_[f] = false;
-      n = 0;
-      for (auto it = file.begin(); it != file.end() && n < cap; ++it) {
-        const request_handle h = *it;
+      std::size_t n = 0;
+      for (auto it = first; it != last && n < cap; ++it) {
+        const request_handle h = handle_of(it);
         if (v.request(h).phase != request_phase::waiting) continue;
         if (n == limit) {
           more_[f] = true;
           break;
         }
-        if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h), last_looked_[f] = h;
+        look_once(h);
+        if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) last_looked_[f] = h;
         ++n;
       }
-    }
+    };
+    look_at_prefix(0, expired_.begin(), expired_.end(), [](auto it) { return *it; });
+    look_at_prefix(1, no_deadline_.begin(), no_deadline_.end(), [](auto it) { return *it; });
+    look_at_prefix(2, by_deadline_.begin(), by_deadline_.end(), [](auto it) { return (*it).h; });
     if (exclude_planned) return;  // admit() needs no samples
     round_based_detail::radix_sort(collected_, sort_scratch_);
   }
@@ -1035,10 +1070,15 @@ class round_based_policy {
   std::vector<std::uint64_t> launched_round_;  // by handle: the round that last launched it
   std::vector<int> launched_degree_;           // by handle: at which degree
   std::uint64_t calls_ = 0;
-  request_index<tick> by_deadline_;  // see collect_waiting()
+  request_index<tick> by_deadline_;      // see collect_waiting()
+  request_index<tick> by_latest_start_;  // the same requests, by deadline minus cheapest_run()
+  std::vector<std::uint64_t> collected_stamp_;  // by handle: the collect_waiting() that last looked at it
+  std::uint64_t collect_stamp_ = 0;
   static constexpr request_handle no_request = std::numeric_limits<request_handle>::max();
-  std::array<request_handle, 2> last_looked_{no_request, no_request};  // collect_waiting: late, best effort
-  std::array<bool, 2> more_{};
+  // collect_waiting: the last request looked at in the late, best-effort and by-deadline files, and
+  // whether the file has more waiting within collect_cap().
+  std::array<request_handle, 3> last_looked_{no_request, no_request, no_request};
+  std::array<bool, 3> more_{};
   handle_set expired_, no_deadline_;
   struct filing {
     file_kind kind;
@@ -1047,7 +1087,6 @@ class round_based_policy {
   std::vector<filing> filed_;                                  // by handle
   std::vector<std::pair<tick, std::int64_t>> static_samples_;  // (step time, requests) over all files, sorted
   std::vector<std::pair<tick, std::int64_t>> outside_;         // ... minus those looked at and running
-  tick longest_cheap_ = 0;   // longest whole trajectory at its cheapest degree, over every request filed
   tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.

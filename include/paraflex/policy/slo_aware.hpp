@@ -28,7 +28,8 @@
 //      request set aside is not run: admission=relaxed defers it (it waits and is admitted when
 //      room appears, or dropped once unreachable); admission=strict drops it at once
 //      ("over_capacity") if it has not started, so its client can go elsewhere; admission=off
-//      skips the check. A request alone in its window is always admitted.
+//      skips the check. A request alone in its window is always admitted, also when it is alone
+//      because the others were set aside, so that some request with a deadline always runs.
 //      Measured: running set-aside requests in the background on devices the admitted ones leave
 //      idle did worse than deferring them (they occupy devices at the next arrival), so they wait.
 //   3. Reserve: a request whose SLO is longer than the mean SLO of the arrivals so far is checked
@@ -112,6 +113,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "paraflex/policy/compose.hpp"
 #include "paraflex/policy/registry.hpp"
@@ -257,7 +260,7 @@ class slo_admission {
         sift_down(h, top, added, before);
         set_aside(as_job(out));
       }
-      while (need > limit && top > 0) {
+      while (need > limit && top > 1) {  // the last one left is alone in its window: it fits
         const auto out = h[0];
         if (--top > 0) sift_down(h, top, h[top], before);
         set_aside(as_job(out));
@@ -715,7 +718,10 @@ inline void register_slo_aware(policy_registry& r) {
           o.admission = mode == "strict" ? admission_mode::strict : mode == "off" ? admission_mode::off : admission_mode::relaxed;
           o.capacity = p.get_double("capacity", o.capacity, 0.05, 4.0);
           o.reserve = p.get_double("reserve", o.reserve, 0.0, 1.0);
-          if (o.reserve >= o.capacity) p.fail("reserve", "must be smaller than capacity");
+          if (o.reserve >= o.capacity) {
+            p.fail("reserve", fmt::format("{} must be smaller than capacity ({}){}", o.reserve, o.capacity,
+                                          p.has("reserve") ? "" : "; reserve is at its default: lower it too (e.g. reserve=0)"));
+          }
           o.margin = p.get_double("margin", o.margin, 0.0, 0.9);
           o.chunk = static_cast<std::uint32_t>(p.get_int("chunk", o.chunk, 1, 1000000));
           o.best_effort_age = p.get_double("best_effort_age", o.best_effort_age, 0.0, 1e6);

@@ -25,6 +25,9 @@ namespace paraflex {
 
 /// Largest straggler slow-down accepted from text.
 inline constexpr double max_straggler_factor = 1000.0;
+/// Smallest factor (a device that fast): below it steps of a few milliseconds would round to 0 us,
+/// and a run of zero-length tasks has no makespan to measure throughput over.
+inline constexpr double min_straggler_factor = 0.001;
 
 namespace fault_flags_detail {
 
@@ -85,8 +88,8 @@ struct parts {
   if (!p) return p.error();
   const auto f = parse_double(p.value().rest);
   if (!f) return fault_flags_detail::bad(flag, text, "FACTOR: " + f.message);
-  if (!(*f.value > 0) || *f.value > max_straggler_factor) {
-    return fault_flags_detail::bad(flag, text, fmt::format("FACTOR must be > 0 and <= {}", max_straggler_factor));
+  if (!(*f.value >= min_straggler_factor) || *f.value > max_straggler_factor) {
+    return fault_flags_detail::bad(flag, text, fmt::format("FACTOR must be in [{}, {}]", min_straggler_factor, max_straggler_factor));
   }
   return simulation_faults::straggler{p.value().device, p.value().at, *f.value};
 }
