@@ -1,6 +1,10 @@
-// A custom policy in ~50 lines: GF-DiT's EDF-best-fit with one part replaced. Here the order
-// becomes "least remaining work first" (at one GPU) - admission, sizing and placement are the
-// standard parts - and both run side by side in the simulator on a generated skewed FLUX mix.
+// A custom policy in ~50 lines: GF-DiT's EDF-best-fit with two parts replaced, run side by side with
+// it in the simulator on a generated skewed FLUX mix. The order becomes "least remaining work first"
+// (at one GPU), a new part written here; admission becomes the library's drop_unreachable, where
+// EDF-best-fit admits all (it never drops). Sizing and placement are EDF-best-fit's.
+// What it prints: 77.5% SLO attainment with 18 requests dropped, against EDF-best-fit's 66.2%. The
+// gain comes from the drops, not the order: with admit_all the new order alone also gives 66.2%, and
+// EDF's order with drop_unreachable gives 78.8% (17 dropped). See docs/writing-a-policy.md.
 #include <cstdio>
 #include <string>
 
@@ -18,10 +22,11 @@
 
 using namespace paraflex;
 
-// The one new part: any type with key(view, handle) returning something ordered models Order.
+// The new part: any type with key(view, handle) returning something ordered models Order.
 struct least_work_first {
   tick key(const scheduler_view& v, request_handle h) const { return v.remaining_time(h, 1); }
 };
+// Admission drop_unreachable (EDF-best-fit: admit_all) and this order; EDF-best-fit's sizing and placement.
 using least_work_policy = composed_policy<drop_unreachable, least_work_first, smallest_meeting_degree>;
 
 template <Policy P>

@@ -18,8 +18,10 @@ def slo_aware(admission=None, order=None, sizing=None, placement=None, *, name="
               max_batch=1, batch_margin=None, batch_saving=0.25, backfill_max_gpus=64):
     """The built-in "slo-aware" policy as a ComposedPolicy, with any of its four parts replaced.
 
-    With no part given it behaves exactly like policy="slo-aware" (same parameters and defaults as
-    the registry: slo-aware:admission=...,capacity=...,margin=...). A part may be a built-in part
+    With no part given it behaves exactly like policy="slo-aware". The keywords are the registry's
+    parameters with the same defaults, except: the registry's admission=strict is
+    admission_mode="strict" (admission is the part), widen and hold are bools, and there is no
+    exact_limit (the admission part keeps 4096). A part may be a built-in part
     object or any Python object with the part's method, e.g. placement=MyPlacement() with
     place(view, h, k, available, preferred). max_batch > 1 turns on selective batching; batch_margin
     defaults to margin + 0.1, as in the registry.

@@ -10,6 +10,19 @@
 See docs/torch-executor.md.
 """
 
-from .tiny_dit import DiTConfig, Shape, TinyDiT, reference_generate, request_seed, shard_range
-
 __all__ = ["DiTConfig", "Shape", "TinyDiT", "reference_generate", "request_seed", "shard_range"]
+
+
+def __getattr__(name: str):
+    """The names above come from tiny_dit on first use, not at import: importing the package first
+    would put tiny_dit in sys.modules before ``python -m paraflex_torch.tiny_dit`` runs it (runpy's
+    RuntimeWarning)."""
+    if name in __all__:
+        from . import tiny_dit
+
+        return getattr(tiny_dit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

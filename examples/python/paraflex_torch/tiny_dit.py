@@ -439,6 +439,9 @@ def _main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     p.add_argument("--repeat", type=int, default=5)
     a = p.parse_args()
+    from .worker import tune_malloc  # here, not at the top: worker imports this module
+
+    tune_malloc()  # as the workers do: with glibc's default a step is several times slower
     torch.set_num_threads(a.threads)
     cfg = DiTConfig.from_args(a)
     m = model_for(cfg)
