@@ -112,8 +112,8 @@ class simulated_executor {
  private:
   [[noreturn]] void past_clock_limit(const task_launch& l, double duration) const {
     throw clock_overflow("a task of " + std::to_string(duration / 1e6) + " s launched at " + std::to_string(to_seconds(now_)) +
-                             " s would end past the simulated clock's limit of 4.0e12 s: the requests fit one by one, "
-                             "but not one after another",
+                             " s would end past the simulated clock's limit of 4.0e12 s: each request fits it alone, "
+                             "but waiting behind others, a straggler or jitter made this task end too late",
                          l.request);
   }
   // Launches in flight live in reusable slots (no allocation per task once warm). Only a device loss
