@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -644,6 +645,62 @@ TEST_CASE("group_knapsack matches brute force on small instances", "[policy][rou
     CHECK(v == best_v);
     CHECK(w == best_w);
     CHECK(w <= capacity);
+  }
+}
+
+TEST_CASE("step_time_tally answers every rank of the tally with times added and removed as a sorted merge would",
+          "[policy][round-based][tally]") {
+  // Against a plain std::multiset: values from a small range (many repeats) and a wide one (nearly
+  // all distinct, so blocks split, and later empty out and are dropped).
+  for (const tick range : {tick{40}, tick{1'000'000'000}}) {
+    std::mt19937_64 g(static_cast<std::uint64_t>(range));
+    round_based_detail::step_time_tally tally;
+    std::multiset<tick> reference;
+    const auto check_ranks = [&](int trial) {
+      REQUIRE(tally.total() == static_cast<std::int64_t>(reference.size()));
+      REQUIRE(tally.distinct() == std::set<tick>(reference.begin(), reference.end()).size());
+      // plus: a few times not necessarily tallied; minus: a few tallied ones.
+      std::vector<tick> plus, minus;
+      for (int i = static_cast<int>(g() % 6); i > 0; --i) plus.push_back(static_cast<tick>(g() % static_cast<std::uint64_t>(range + 2)));
+      std::multiset<tick> left = reference;
+      for (int i = static_cast<int>(g() % 6); i > 0 && !left.empty(); --i) {
+        auto it = std::next(left.begin(), static_cast<std::ptrdiff_t>(g() % left.size()));
+        minus.push_back(*it);
+        left.erase(it);
+      }
+      std::sort(plus.begin(), plus.end());
+      std::sort(minus.begin(), minus.end());
+      std::vector<tick> merged(left.begin(), left.end());
+      merged.insert(merged.end(), plus.begin(), plus.end());
+      std::sort(merged.begin(), merged.end());
+      INFO("range " << range << ", trial " << trial << ", " << merged.size() << " times");
+      for (std::size_t at = 0; at < merged.size(); at += 1 + merged.size() / 64) {
+        CHECK(tally.nth(static_cast<std::int64_t>(at), plus, minus) == merged[at]);
+      }
+      if (!merged.empty()) CHECK(tally.nth(static_cast<std::int64_t>(merged.size() - 1), plus, minus) == merged.back());
+    };
+    // Grow to about 10,000 times, then shrink to none, with adds and removes mixed while growing.
+    for (int trial = 0; !reference.empty() || trial < 250; ++trial) {
+      const bool growing = trial < 250;
+      for (int i = 0; i < 40; ++i) {
+        if (!reference.empty() && (!growing || g() % 3 == 0)) {
+          auto it = std::next(reference.begin(), static_cast<std::ptrdiff_t>(g() % reference.size()));
+          tally.add(*it, -1);
+          reference.erase(it);
+        } else if (growing) {
+          const auto t = static_cast<tick>(g() % static_cast<std::uint64_t>(range));
+          const auto n = static_cast<std::int64_t>(1 + g() % 3);
+          tally.add(t, n);
+          for (std::int64_t k = 0; k < n; ++k) reference.insert(t);
+        }
+      }
+      check_ranks(trial);
+    }
+    REQUIRE(reference.empty());
+    tally.add(7, 2);
+    CHECK(tally.nth(0, {}, {}) == 7);
+    CHECK(tally.nth(1, std::vector<tick>{3}, std::vector<tick>{7}) == 7);
+    CHECK(tally.nth(0, std::vector<tick>{3}, std::vector<tick>{7}) == 3);
   }
 }
 

@@ -72,6 +72,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -353,6 +354,121 @@ class sorted_prefix {
     sorted_ = end;
   }
   std::size_t sorted_ = 0;
+};
+
+/// A multiset of step times, stored as (time, requests) pairs in sorted blocks of at most
+/// `max_block` pairs. Filing or unfiling a request costs O(log blocks + max_block), and the quantile
+/// of this set with a few times added and removed (`nth`) costs O(blocks + max_block + added +
+/// removed). A round asks for that quantile every time, and random shapes give nearly every request
+/// its own step time, so one flat sorted list would make every round walk every distinct time.
+class step_time_tally {
+ public:
+  static constexpr std::size_t max_block = 512;
+
+  /// Adds `n` requests of step time `value` (n < 0 removes them); a time left with none is dropped.
+  /// Removing more requests of a time than were added is a precondition violation.
+  void add(tick value, std::int64_t n) {
+    if (n == 0) return;
+    if (blocks_.empty()) {
+      blocks_.emplace_back();
+      last_.push_back(value);
+      totals_.push_back(0);
+    }
+    // The first block whose last time is >= value, or the last block for a new largest time.
+    auto b = static_cast<std::size_t>(std::lower_bound(last_.begin(), last_.end(), value) - last_.begin());
+    if (b == blocks_.size()) --b;
+    auto& block = blocks_[b];
+    auto it = std::lower_bound(block.begin(), block.end(), value, [](const auto& e, tick x) { return e.first < x; });
+    if (it == block.end() || it->first != value) it = block.insert(it, {value, 0});
+    it->second += n;
+    totals_[b] += n;
+    total_ += n;
+    assert(it->second >= 0 && "step_time_tally: removed a time more often than it was added");
+    if (it->second == 0) block.erase(it);
+    if (block.empty()) {
+      if (blocks_.size() > 1) {
+        blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(b));
+        last_.erase(last_.begin() + static_cast<std::ptrdiff_t>(b));
+        totals_.erase(totals_.begin() + static_cast<std::ptrdiff_t>(b));
+      }
+      return;
+    }
+    last_[b] = block.back().first;
+    if (block.size() > max_block) split(b);
+  }
+  void clear() noexcept {
+    blocks_.clear();
+    last_.clear();
+    totals_.clear();
+    total_ = 0;
+  }
+  /// Requests tallied.
+  [[nodiscard]] std::int64_t total() const noexcept { return total_; }
+  /// Distinct times tallied.
+  [[nodiscard]] std::size_t distinct() const noexcept {
+    std::size_t n = 0;
+    for (const auto& block : blocks_) n += block.size();
+    return n;
+  }
+
+  /// The time of rank `at` (0-based, ties counted) in this multiset plus `plus` minus `minus`, both
+  /// sorted; `minus` must be part of this multiset. Requires 0 <= at < total() + |plus| - |minus|.
+  [[nodiscard]] tick nth(std::int64_t at, std::span<const tick> plus, std::span<const tick> minus) const {
+    std::int64_t below = 0;  // of the combined multiset, below the current block
+    std::size_t p = 0, m = 0;
+    for (std::size_t b = 0; b < blocks_.size(); ++b) {
+      std::size_t p_end = p, m_end = m;
+      while (p_end < plus.size() && plus[p_end] <= last_[b]) ++p_end;
+      while (m_end < minus.size() && minus[m_end] <= last_[b]) ++m_end;
+      const std::int64_t through = below + totals_[b] + static_cast<std::int64_t>(p_end - p) - static_cast<std::int64_t>(m_end - m);
+      if (through > at) return nth_in(blocks_[b], at - below, plus.subspan(p, p_end - p), minus.subspan(m, m_end - m));
+      below = through;
+      p = p_end;
+      m = m_end;
+    }
+    assert(static_cast<std::size_t>(at - below) < plus.size() - p && "step_time_tally::nth: rank out of range");
+    return plus[p + static_cast<std::size_t>(at - below)];
+  }
+
+ private:
+  using block_type = std::vector<std::pair<tick, std::int64_t>>;
+  // Merges one block with the added and removed times that fall in it, in order.
+  [[nodiscard]] static tick nth_in(const block_type& block, std::int64_t at, std::span<const tick> plus, std::span<const tick> minus) {
+    std::size_t e = 0, p = 0, m = 0;
+    std::int64_t rank = 0;
+    for (;;) {
+      std::int64_t count = 0;
+      tick value = 0;
+      if (p < plus.size() && (e == block.size() || plus[p] <= block[e].first)) {
+        value = plus[p++];
+        count = 1;
+      } else {
+        assert(e < block.size() && "step_time_tally::nth: rank out of range");
+        value = block[e].first;
+        count = block[e++].second;
+        while (m < minus.size() && minus[m] == value) ++m, --count;
+      }
+      if (rank + count > at) return value;
+      rank += count;
+    }
+  }
+  void split(std::size_t b) {
+    const auto half = static_cast<std::ptrdiff_t>(blocks_[b].size() / 2);
+    block_type upper(blocks_[b].begin() + half, blocks_[b].end());
+    blocks_[b].erase(blocks_[b].begin() + half, blocks_[b].end());
+    std::int64_t upper_total = 0;
+    for (const auto& e : upper) upper_total += e.second;
+    const auto at = static_cast<std::ptrdiff_t>(b + 1);
+    last_.insert(last_.begin() + at, upper.back().first);
+    totals_.insert(totals_.begin() + at, upper_total);
+    totals_[b] -= upper_total;
+    last_[b] = blocks_[b].back().first;
+    blocks_.insert(blocks_.begin() + at, std::move(upper));
+  }
+  std::vector<block_type> blocks_;
+  std::vector<tick> last_;            // by block: its largest time (what add() and nth() search)
+  std::vector<std::int64_t> totals_;  // by block: its requests
+  std::int64_t total_ = 0;
 };
 
 
@@ -893,11 +1009,6 @@ class round_based_policy {
     const int degree = k == file_kind::expired || hull.empty() ? c.allowed_degrees.front() : hull.front();
     return c.step_time(degree);
   }
-  void tally(std::vector<std::pair<tick, std::int64_t>>& t, tick value, std::int64_t n) {
-    auto it = std::lower_bound(t.begin(), t.end(), value, [](const auto& e, tick x) { return e.first < x; });
-    if (it == t.end() || it->first != value) it = t.insert(it, {value, 0});  // a new distinct time: rare
-    it->second += n;
-  }
   void file(const scheduler_view& v, request_handle h) {
     const auto& r = v.request(h);
     file_kind k = file_kind::by_deadline;
@@ -919,11 +1030,11 @@ class round_based_policy {
   void set_file(const scheduler_view& v, request_handle h, file_kind k) {
     if (h >= filed_.size()) filed_.resize(static_cast<std::size_t>(h) + 1, {file_kind::none, 0});
     auto& f = filed_[h];
-    if (f.kind != file_kind::none) tally(static_samples_, f.sample, -1);
+    if (f.kind != file_kind::none) static_samples_.add(f.sample, -1);
     f.kind = k;
     f.sample = k == file_kind::none ? 0 : static_sample(v, h, k);
     if (k != file_kind::none) {
-      tally(static_samples_, f.sample, 1);
+      static_samples_.add(f.sample, 1);
       // The longest a round can be (see collect_waiting).
       for (int d : v.costs(h).allowed_degrees) longest_step_ = std::max(longest_step_, v.costs(h).step_time(d));
     }
@@ -935,7 +1046,7 @@ class round_based_policy {
     expired_.erase(h);
     no_deadline_.erase(h);
     if (h < filed_.size() && filed_[h].kind != file_kind::none) {
-      tally(static_samples_, filed_[h].sample, -1);
+      static_samples_.add(filed_[h].sample, -1);
       filed_[h] = {file_kind::none, 0};
     }
   }
@@ -955,7 +1066,8 @@ class round_based_policy {
     for (request_handle h : v.running()) file(v, h);
   }
   // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
-  // call, with `exclude_planned`), in handle order; outside_ <- the static samples of the others.
+  // call, with `exclude_planned`), in handle order; not_outside_ <- the static samples of those and
+  // of the running requests (the reference step counts those at their degree instead).
   // Every request of the band, and of each file at most the first `look` (<= collect_cap(v)) in its
   // order: last_looked_ and more_ say which was the last one looked at in each and whether the file
   // had more within the cap. Any other gets its static degree (make_candidate), so whether it is
@@ -970,13 +1082,13 @@ class round_based_policy {
       set_file(v, h, file_kind::expired);
     }
     collected_.clear();
-    outside_ = static_samples_;
+    not_outside_.clear();
     const auto looked_at = [&](request_handle h) {
       collected_.push_back(h);
-      tally(outside_, filed_[h].sample, -1);
+      not_outside_.push_back(filed_[h].sample);
     };
     for (request_handle h : v.running()) {
-      if (h < filed_.size() && filed_[h].kind != file_kind::none) tally(outside_, filed_[h].sample, -1);  // sampled at its degree
+      if (h < filed_.size() && filed_[h].kind != file_kind::none) not_outside_.push_back(filed_[h].sample);  // sampled at its degree
     }
     const std::size_t cap = collect_cap(v);
     const tick tau_max = opt_.round > 0 ? opt_.round : longest_step_ * opt_.round_steps;
@@ -1017,27 +1129,14 @@ class round_based_policy {
   }
   // The reference step: the round_quantile of the step times of every active request - running ones
   // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
-  // their static one (outside_) - found by merging the two in order.
+  // their static one (static_samples_ without not_outside_).
   [[nodiscard]] tick reference_step(const scheduler_view&) {
-    std::int64_t outside = 0;
-    for (const auto& [value, count] : outside_) outside += count;
-    const auto total = static_cast<std::int64_t>(samples_.size()) + outside;
+    const auto total = static_cast<std::int64_t>(samples_.size()) + static_samples_.total() - static_cast<std::int64_t>(not_outside_.size());
     if (total <= 0) return ticks_per_second;
     const auto at = static_cast<std::int64_t>(opt_.reference_quantile * static_cast<double>(total - 1));
     round_based_detail::radix_sort(samples_, samples_scratch_);
-    std::int64_t rank = 0;
-    std::size_t i = 0;
-    auto o = outside_.begin();
-    for (;;) {  // the next smallest value of either list, with its multiplicity
-      while (o != outside_.end() && o->second <= 0) ++o;
-      const bool from_samples = i < samples_.size() && (o == outside_.end() || samples_[i] <= o->first);
-      const tick value = from_samples ? samples_[i] : o->first;
-      const std::int64_t count = from_samples ? 1 : o->second;
-      if (rank + count > at) return std::max<tick>(1, value);
-      rank += count;
-      if (from_samples) ++i;
-      else ++o;
-    }
+    round_based_detail::radix_sort(not_outside_, samples_scratch_);
+    return std::max<tick>(1, static_samples_.nth(at, samples_, not_outside_));
   }
 
   void set_pending(request_handle h, bool on) {
@@ -1085,8 +1184,8 @@ class round_based_policy {
     tick sample;  // static_sample() when filed
   };
   std::vector<filing> filed_;                                  // by handle
-  std::vector<std::pair<tick, std::int64_t>> static_samples_;  // (step time, requests) over all files, sorted
-  std::vector<std::pair<tick, std::int64_t>> outside_;         // ... minus those looked at and running
+  round_based_detail::step_time_tally static_samples_;  // filed requests' static_sample()s
+  std::vector<tick> not_outside_;                       // ... of those looked at and running (collect_waiting)
   tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
