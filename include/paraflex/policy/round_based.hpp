@@ -63,7 +63,8 @@
 // them: O(C (log C + H)) for hulls of H degrees, plus the DP over the requests whose survival depends
 // on this round. Below C waiting requests per kind this is exactly TetriServe's plan over all of
 // them; above it, the rest (less urgent than C others that already compete for G GPUs) waits for a
-// later round and counts in tau's reference step at its static degree. Of the late requests and
+// later round and counts in tau's reference step at its static degree (a tally of those kept in
+// sorted blocks: the quantile costs O(W / 512 + 512) however many distinct times). Of the late requests and
 // those without a deadline a round first looks at only G + 1 of each, and at C only when its plan
 // reads past those (same plan; see start_round): under heavy overload nearly every waiting request
 // is late. A call inside a round only launches the plan's pending requests (and, with admit, looks
