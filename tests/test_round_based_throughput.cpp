@@ -674,14 +674,15 @@ TEST_CASE("step_time_tally answers every rank of the tally with times added and 
       merged.insert(merged.end(), plus.begin(), plus.end());
       std::sort(merged.begin(), merged.end());
       INFO("range " << range << ", trial " << trial << ", " << merged.size() << " times");
-      for (std::size_t at = 0; at < merged.size(); at += 1 + merged.size() / 64) {
+      for (std::size_t at = 0; at < merged.size(); at += 1 + merged.size() / 32) {
         CHECK(tally.nth(static_cast<std::int64_t>(at), plus, minus) == merged[at]);
       }
       if (!merged.empty()) CHECK(tally.nth(static_cast<std::int64_t>(merged.size() - 1), plus, minus) == merged.back());
     };
-    // Grow to about 10,000 times, then shrink to none, with adds and removes mixed while growing.
-    for (int trial = 0; !reference.empty() || trial < 250; ++trial) {
-      const bool growing = trial < 250;
+    // Grow to about 4,000 times (some 8 blocks when nearly all distinct), then shrink to none, with
+    // adds and removes mixed while growing; every fourth step checked (a check copies the multiset).
+    for (int trial = 0; !reference.empty() || trial < 100; ++trial) {
+      const bool growing = trial < 100;
       for (int i = 0; i < 40; ++i) {
         if (!reference.empty() && (!growing || g() % 3 == 0)) {
           auto it = std::next(reference.begin(), static_cast<std::ptrdiff_t>(g() % reference.size()));
@@ -694,7 +695,7 @@ TEST_CASE("step_time_tally answers every rank of the tally with times added and 
           for (std::int64_t k = 0; k < n; ++k) reference.insert(t);
         }
       }
-      check_ranks(trial);
+      if (trial % 4 == 0 || reference.empty()) check_ranks(trial);
     }
     REQUIRE(reference.empty());
     tally.add(7, 2);
