@@ -1067,8 +1067,9 @@ class round_based_policy {
     for (request_handle h : v.running()) file(v, h);
   }
   // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
-  // call, with `exclude_planned`), in handle order; not_outside_ <- the static samples of those and
-  // of the running requests (the reference step counts those at their degree instead).
+  // call, with `exclude_planned`), in handle order; looked_or_running_ <- (without `exclude_planned`)
+  // the static samples of those and of the running requests (the reference step counts those at
+  // their degree instead).
   // Every request of the band, and of each file at most the first `look` (<= collect_cap(v)) in its
   // order: last_looked_ and more_ say which was the last one looked at in each and whether the file
   // had more within the cap. Any other gets its static degree (make_candidate), so whether it is
@@ -1083,13 +1084,15 @@ class round_based_policy {
       set_file(v, h, file_kind::expired);
     }
     collected_.clear();
-    not_outside_.clear();
+    looked_or_running_.clear();
     const auto looked_at = [&](request_handle h) {
       collected_.push_back(h);
-      not_outside_.push_back(filed_[h].sample);
+      if (!exclude_planned) looked_or_running_.push_back(filed_[h].sample);  // admit() needs no samples
     };
-    for (request_handle h : v.running()) {
-      if (h < filed_.size() && filed_[h].kind != file_kind::none) not_outside_.push_back(filed_[h].sample);  // sampled at its degree
+    if (!exclude_planned) {
+      for (request_handle h : v.running()) {
+        if (h < filed_.size() && filed_[h].kind != file_kind::none) looked_or_running_.push_back(filed_[h].sample);  // sampled at its degree
+      }
     }
     const std::size_t cap = collect_cap(v);
     const tick tau_max = opt_.round > 0 ? opt_.round : longest_step_ * opt_.round_steps;
@@ -1130,14 +1133,14 @@ class round_based_policy {
   }
   // The reference step: the round_quantile of the step times of every active request - running ones
   // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
-  // their static one (static_samples_ without not_outside_).
+  // their static one (static_samples_ without looked_or_running_).
   [[nodiscard]] tick reference_step(const scheduler_view&) {
-    const auto total = static_cast<std::int64_t>(samples_.size()) + static_samples_.total() - static_cast<std::int64_t>(not_outside_.size());
+    const auto total = static_cast<std::int64_t>(samples_.size()) + static_samples_.total() - static_cast<std::int64_t>(looked_or_running_.size());
     if (total <= 0) return ticks_per_second;
     const auto at = static_cast<std::int64_t>(opt_.reference_quantile * static_cast<double>(total - 1));
     round_based_detail::radix_sort(samples_, samples_scratch_);
-    round_based_detail::radix_sort(not_outside_, samples_scratch_);
-    return std::max<tick>(1, static_samples_.nth(at, samples_, not_outside_));
+    round_based_detail::radix_sort(looked_or_running_, samples_scratch_);
+    return std::max<tick>(1, static_samples_.nth(at, samples_, looked_or_running_));
   }
 
   void set_pending(request_handle h, bool on) {
@@ -1186,7 +1189,7 @@ class round_based_policy {
   };
   std::vector<filing> filed_;                                  // by handle
   round_based_detail::step_time_tally static_samples_;  // filed requests' static_sample()s
-  std::vector<tick> not_outside_;                       // ... of those looked at and running (collect_waiting)
+  std::vector<tick> looked_or_running_;                 // ... of those looked at and running (collect_waiting)
   tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
