@@ -480,7 +480,53 @@ class session : public std::enable_shared_from_this<session> {
       beast::error_code ignored;
       self->stream_.socket().cancel(ignored);
     });
-    http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_header, shared_from_this()));
+    reading_header_ = true;
+    parse_or_read();
+  }
+
+  // Requests are read by hand rather than with http::async_read_header and http::async_read: Beast's
+  // parser ends a line at CRLF only, so a line that ends in a bare LF never completes, and those
+  // reads waited out the read timeout and answered 408 to what is a malformed request. Here, each
+  // time the parser needs more, the bytes it has not taken are looked at, and a bare LF among them
+  // gets 400 at once. While the header or a chunk line (size, extensions, trailer) is incomplete the
+  // parser takes none of it, so those bytes are exactly the unfinished lines; a body's own bytes are
+  // taken as they arrive and never looked at.
+  void parse_or_read() {
+    for (;;) {
+      if (reading_header_ ? parser_->is_header_done() : parser_->is_done()) {
+        if (reading_header_) return on_header({}, 0);
+        return on_read({}, 0);
+      }
+      if (buffer_.size() == 0) break;
+      beast::error_code ec;
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) break;
+      if (ec) return on_read_error(ec);
+      if (used == 0) break;
+    }
+    if ((reading_header_ || parser_->chunked()) && has_bare_lf(buffer_.data())) {
+      read_done();
+      return fail(http::status::bad_request, "malformed HTTP request: a line ends in a bare LF (HTTP/1.1 lines end in CRLF)");
+    }
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) return on_read_error(http::error::buffer_overflow);
+    stream_.async_read_some(buffer_.prepare(std::min<std::size_t>(room, 64 * 1024)),
+                            beast::bind_front_handler(&session::on_bytes, shared_from_this()));
+  }
+  void on_bytes(beast::error_code ec, std::size_t n) {
+    // The client closed: before any byte of a request, between requests; else, mid-request.
+    if (ec == net::error::eof) ec = parser_->got_some() || buffer_.size() > 0 ? http::error::partial_message : http::error::end_of_stream;
+    if (ec) return on_read_error(ec);
+    buffer_.commit(n);
+    parse_or_read();
+  }
+  [[nodiscard]] static bool has_bare_lf(net::const_buffer data) {
+    const auto* p = static_cast<const char*>(data.data());
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) return true;  // at 0: the byte before was taken (body data)
+    }
+    return false;
   }
   void read_done() {
     ++read_gen_;
@@ -513,7 +559,11 @@ class session : public std::enable_shared_from_this<session> {
     if (read_timed_out_) return on_read_error(net::error::operation_aborted);  // as in on_header
     read_body();
   }
-  void read_body() { http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this())); }
+  void read_body() {
+    reading_header_ = false;
+    parser_->eager(true);  // the rest of the message in as few put() calls as the bytes allow
+    parse_or_read();
+  }
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) return on_read_error(ec);
@@ -657,6 +707,7 @@ class session : public std::enable_shared_from_this<session> {
   bool read_timed_out_ = false;
   beast::flat_buffer buffer_{256 * 1024};  // pipelined requests wait here; more is a parse error
   std::optional<request_parser> parser_;
+  bool reading_header_ = true;  // parse_or_read stops at the end of the header (on_header checks it before the body)
   service::request req_;
   service::response res_;
   service& svc_;

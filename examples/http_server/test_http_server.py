@@ -12,7 +12,8 @@ Starts the server on a free port (--port 0, the port is read from its first stdo
      without a body, Host required on HTTP/1.1 (and valid), out-of-range numbers (400), absolute-form targets,
      control characters and U+2028/U+2029 in strings, a NUL byte after the object and repeated keys
      (400), null optional fields (201), transfer codings other than chunked (501), Transfer-Encoding
-     on HTTP/1.0 (400), a request target over 8 KiB (414), chunk trailers and extensions over it (431);
+     on HTTP/1.0 (400), a request target over 8 KiB (414), chunk trailers and extensions over it (431),
+     lines ending in a bare LF (400, not 408 after the read timeout);
   3. waits until every accepted request has ended (GET), checks each end state and that /metrics
      adds up (submitted = completed + dropped, by reason, histogram count, idle gauges);
   4. the connection cap: more idle connections than --max-connections get 503;
@@ -517,6 +518,27 @@ def protocol_checks():
     if check(r is not None and r[0] == 201, f"chunked POST with a small extension and trailer: {r}"):
         with lock:
             accepted["trailer-ok"] = {"cancelled": False}
+    s.close()
+
+    # A line ending in a bare LF instead of CRLF: 400 at once. Beast's parser ends lines at CRLF only,
+    # so these waited for one and got 408 after the read timeout (paraflex-serve now looks at what
+    # the parser has not taken). The Content-Length body's own LF is data, and is accepted.
+    body = json.dumps(valid_request(rng, "bare-lf")).encode()
+    chunked_head = b"POST /v1/requests HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for what, raw in (("chunk lines ending in a bare LF", chunked_head + b"%x\n" % len(body) + body + b"\n0\n\n"),
+                      ("a chunk trailer ending in a bare LF", chunked_head + b"%x\r\n" % len(body) + body + b"\r\n0\r\nX-T: 1\n\r\n"),
+                      ("a header block ending in a bare LF", b"GET /healthz HTTP/1.1\r\nHost: t\r\n\n")):
+        s = raw_socket()
+        s.sendall(raw)
+        expect_error(read_response(s), 400, what, "bare LF")
+        s.close()
+    body = json.dumps(valid_request(rng, "lf-in-body")).encode() + b"\n"
+    s = raw_socket()
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    r = read_response(s)
+    if check(r is not None and r[0] == 201, f"POST whose body ends in LF: {r}"):
+        with lock:
+            accepted["lf-in-body"] = {"cancelled": False}
     s.close()
 
     # Expect: 100-continue, accepted; and refused by size before the body is sent.
