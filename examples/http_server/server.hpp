@@ -10,9 +10,10 @@
 // headers as a whole over 8 KiB 431, and so do a chunked body's extensions and trailer together
 // (request_parser), bodies over the body limit 413 (from Content-Length, before
 // reading the body; `Expect: 100-continue` is answered); a transfer coding other than chunked 501;
-// anything the parser rejects, and a Transfer-Encoding it would misread, gets 400. After an error answer the connection is closed gracefully
-// (half-close, then discard what the client still sends for a second) so that the client reads the
-// answer instead of a reset. Beyond --max-connections open connections a new one is answered 503 and
+// anything the parser rejects, a Transfer-Encoding it would misread and a line ending in a bare LF
+// (at once, not after the read timeout: session::parse_or_read) get 400. After an error answer the
+// connection is closed gracefully (half-close, then discard what the client still sends for a
+// second) so that the client reads the answer instead of a reset. Beyond --max-connections open connections a new one is answered 503 and
 // closed. A client that vanishes only ends its own session; its accepted requests run on.
 #pragma once
 
