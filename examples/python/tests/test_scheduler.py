@@ -324,7 +324,15 @@ class Driving(unittest.TestCase):
         sched.open()
         server = threading.Thread(target=sched.run)
         server.start()
-        time.sleep(0.05)
+        # Until the thread is inside run() (next_wakeup only reads the flag run() sets): a fixed 50 ms
+        # sleep was not always enough on a loaded 2-core machine, and run() here would then drive.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                sched.next_wakeup()
+            except RuntimeError:
+                break
+            time.sleep(0.001)
         with self.assertRaisesRegex(RuntimeError, "already in progress"):
             sched.run()
         with self.assertRaisesRegex(RuntimeError, "next_wakeup: run\(\)/turn\(\) is in progress"):

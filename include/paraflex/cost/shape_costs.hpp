@@ -95,13 +95,13 @@ template <CostModel C>
   if constexpr (BatchCostModel<C>) {
     if (max_batch > 1) {
       c.max_batch = max_batch;
-      c.batch_step.assign(static_cast<std::size_t>(max_batch - 1) * (g + 1), 0);
       const auto price = [model = &cost, s](int k, int b) {
         return std::max<tick>(1, round_cost_seconds(static_cast<double>(model->batch_step_seconds(s, k, b)), s, k));
       };
       if (pricing == batch_pricing::on_first_use) {
         c.price_batch = price;
       } else {
+        c.batch_step.assign(static_cast<std::size_t>(max_batch - 1) * (g + 1), 0);
         for (int b = 2; b <= max_batch; ++b) {
           for (int k : c.allowed_degrees) c.batch_step[static_cast<std::size_t>(b - 2) * (g + 1) + static_cast<std::size_t>(k)] = price(k, b);
         }
