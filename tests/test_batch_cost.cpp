@@ -255,7 +255,7 @@ TEST_CASE("the runtime's batch tables are the cost model's batched figures in mi
   }
 }
 
-TEST_CASE("priced on first use, a batch table holds the same figures and asks the cost model only for what is read", "[cost][batch]") {
+TEST_CASE("priced on first use, a batch table exists only once read, holds the same figures and asks the cost model only for what is read", "[cost][batch]") {
   const profile_cost_model eager_model(table_of(linear_profile), "g"), lazy_model(table_of(linear_profile), "g");
   const shape_costs eager = make_shape_costs(eager_model, img(512), 2, 4);
   const shape_costs lazy = make_shape_costs(lazy_model, img(512), 2, 4, batch_pricing::on_first_use);
@@ -268,7 +268,10 @@ TEST_CASE("priced on first use, a batch table holds the same figures and asks th
     return out;
   };
   CHECK(batch_notes().empty());  // nothing priced yet (single steps at degree 2 are noted: no such rows)
+  CHECK(lazy.batch_step.empty());  // nor allocated: a run that never batches keeps no table per shape
+  CHECK(eager.batch_step.size() == 3 * eager.step.size());
   CHECK(lazy.batch_step_time(2, 3) == eager.batch_step_time(2, 3));
+  CHECK(lazy.batch_step.size() == 3 * lazy.step.size());
   const auto notes = batch_notes();
   REQUIRE(notes.size() == 1);
   CHECK_THAT(notes[0], Contains("m 512x512 at degree 2 on g, batch 3: estimated from the token-count fit"));
