@@ -795,6 +795,26 @@ TEST_CASE("throughput-first runs small shapes on one GPU", "[policy][throughput-
   }
 }
 
+TEST_CASE("throughput-first widens an idle cluster's lone request to the fastest degree within its cost limit", "[policy][throughput-first]") {
+  // GPU-seconds per step k x T(k): 1.0, 1.1, 1.2, 1.28, 1.5, 1.74, then 0.31 x k from 7 on (slower
+  // than 6): every degree up to the cluster is allowed, the best within the limit is near the start.
+  toy_cost cost{{{512, {0, 1.0, 0.55, 0.4, 0.32, 0.3, 0.29, 0.31}}}};
+  const std::vector<request_spec> w{make_request("1", 0, 512, 4)};
+  const auto step_degrees = [&](double max_inefficiency, int gpus) {
+    throughput_first_policy policy(throughput_first_options{.max_inefficiency = max_inefficiency});
+    std::set<std::size_t> sizes;
+    for (const auto& t : simulate(policy, cluster{gpus, gpus, "toy"}, w, cost).tasks) {
+      if (t.task.kind == task_kind::step) sizes.insert(t.devices.size());
+    }
+    return sizes;
+  };
+  CHECK(step_degrees(1.25, 64) == std::set<std::size_t>{3});  // 4 devices cost 1.28 > 1.25
+  CHECK(step_degrees(2.0, 64) == std::set<std::size_t>{6});   // the fastest; 7 costs 2.17 and is slower
+  CHECK(step_degrees(2.0, 1024) == std::set<std::size_t>{6});
+  CHECK(step_degrees(2.0, 4) == std::set<std::size_t>{4});    // no more devices than that
+  CHECK(step_degrees(1.0, 64) == std::set<std::size_t>{1});   // no widening costs nothing
+}
+
 TEST_CASE("throughput-first beats static:8 in throughput on a saturated small-shape workload",
           "[policy][throughput-first]") {
   std::vector<request_spec> w;

@@ -14,6 +14,7 @@
 #include "paraflex/policy/compose.hpp"
 #include "paraflex/policy/degree_candidates.hpp"
 #include "paraflex/policy/slo_aware.hpp"
+#include "paraflex/policy/static_degree.hpp"
 #include "paraflex/runtime/scheduler.hpp"
 
 using namespace paraflex;
@@ -141,6 +142,114 @@ TEST_CASE("degree_candidates leaves out exactly the degrees a smaller allowed de
     CHECK(dominated == !std::binary_search(tried.begin(), tried.end(), k));
   }
   CHECK(tried.size() < c.allowed_degrees.size());  // the table has dominated degrees to skip
+}
+
+namespace {
+/// A fitted model's shape: faster up to 6 devices, slower beyond, encode and decode flat, some
+/// degrees not allowed. From 7 on each allowed degree is dominated by the one before it (a chain).
+struct smooth_cost {
+  [[nodiscard]] double step_seconds(const request_shape& s, int k) const {
+    const double base = 0.02 * s.height;
+    return k <= 6 ? base / k : base / 6 * (1 + 0.1 * (k - 6));
+  }
+  [[nodiscard]] double stage_seconds(const request_shape&, stage_kind, int) const { return 0.05; }
+  [[nodiscard]] bool allows_degree(const request_shape&, int k) const { return k <= 20 || k % 7 != 0; }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.03 : 0.01; }
+};
+
+// for_each_wider against the definition, from the cost table: every allowed k in (k0, limit] that no
+// allowed degree in (k0, k) dominates, h's own group size always; increasing. Part-way through a run,
+// so that requests hold state of several sizes. Returns how many times h's own size was offered
+// although a degree in (k0, own) dominates it.
+template <class Cost, class Policy>
+int check_wider_degrees(const Cost& cost, Policy p, int gpus, std::uint64_t seed) {
+  simulated_executor ex(seed);
+  scheduler s(cluster{gpus, 8, "table"}, p, ex, cost);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int i = 0; i < 30; ++i) {
+    s.submit(make(std::to_string(i), 0.05 * i, 1 + static_cast<int>(u(rng) * 9), 2 + static_cast<int>(u(rng) * 8), 0.1 + 3.0 * u(rng)));
+  }
+  run_until(s, *to_ticks(1.0));
+  const scheduler_view& v = s.view();
+  degree_candidates dc;
+  int own_dominated = 0;
+  for (const handle_set* list : {&v.waiting(), &v.running()}) {
+    for (request_handle h : *list) {
+      const auto& c = v.costs(h);
+      const auto& ks = c.allowed_degrees;
+      const int own = static_cast<int>(v.request(h).state_group.size());
+      const auto dominated_within = [&](int k, int k0) {
+        const auto kk = static_cast<std::size_t>(k);
+        return std::any_of(ks.begin(), ks.end(), [&](int j) {
+          const auto jj = static_cast<std::size_t>(j);
+          return j > k0 && j < k && c.step[jj] <= c.step[kk] && c.encode[jj] <= c.encode[kk] && c.decode[jj] <= c.decode[kk];
+        });
+      };
+      std::vector<int> starts{0};
+      starts.insert(starts.end(), ks.begin(), ks.end());
+      for (int k0 : starts) {
+        for (int limit : {k0 + 1, k0 + 3, gpus / 2, gpus}) {
+          std::vector<int> expected, got;
+          for (int k : ks) {
+            if (k <= k0 || k > limit) continue;
+            const bool dominated = dominated_within(k, k0);
+            if (k == own && dominated) ++own_dominated;
+            if (k == own || !dominated) expected.push_back(k);
+          }
+          dc.for_each_wider(v, h, k0, limit, [&](int k) { got.push_back(k); });
+          INFO("seed " << seed << " request " << v.request(h).spec.id << " own " << own << " k0 " << k0 << " limit " << limit);
+          CHECK(got == expected);
+        }
+      }
+    }
+  }
+  return own_dominated;
+}
+}  // namespace
+
+TEST_CASE("degree_candidates offers for widening exactly the degrees no degree between the current one and them dominates", "[policy][scale]") {
+  int own_dominated = 0;
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    // Random tables: chains short or absent. A chain from 7 devices on, where the scan stops; under
+    // static:10 requests hold state on 10 devices, a size that 7..9 dominate but that moves for free.
+    own_dominated += check_wider_degrees(table_cost{seed}, edf_best_fit_policy{}, 24, seed);
+    own_dominated += check_wider_degrees(smooth_cost{}, edf_best_fit_policy{}, 64, seed);
+    own_dominated += check_wider_degrees(smooth_cost{}, static_degree_policy{10}, 64, seed);
+  }
+  CHECK(own_dominated > 0);
+}
+
+TEST_CASE("the runtime's state_holding_devices, which contested-device marking walks, are the devices with state holders at every turn", "[policy][scale][runtime]") {
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    simulation_faults faults;
+    faults.fail_rate = 0.05;
+    faults.device_failures.push_back({static_cast<device_id>(seed), *to_ticks(0.4)});  // its holders start over
+    simulated_executor ex(seed, faults);
+    slo_aware_policy p;
+    const int gpus = 16;
+    scheduler s(cluster{gpus, 8, "table"}, p, ex, smooth_cost{});
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int i = 0; i < 40; ++i) {
+      s.submit(make(std::to_string(i), 0.03 * i, 1 + static_cast<int>(u(rng) * 9), 2 + static_cast<int>(u(rng) * 8), 0.2 + 2.0 * u(rng)));
+    }
+    std::size_t turns = 0, held = 0;
+    while (s.next_wakeup() != never) {
+      s.turn_to(s.next_wakeup());
+      const scheduler_view& v = s.view();
+      for (int d = 0; d < gpus; ++d) {
+        const auto dev = static_cast<device_id>(d);
+        INFO("seed " << seed << " turn " << turns << " device " << d);
+        CHECK(v.state_holding_devices().test(dev) == !v.state_holders(dev).empty());
+      }
+      held += v.state_holding_devices().count();
+      ++turns;
+    }
+    CHECK(turns > 50);
+    CHECK(held > 0);
+    CHECK(s.view().state_holding_devices().none());  // every request ended: no state anywhere
+  }
 }
 
 TEST_CASE("the sizing parts pick the degree a loop over every allowed degree picks", "[policy][scale]") {

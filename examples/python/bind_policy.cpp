@@ -463,6 +463,8 @@ void bind_view(py::module_& m) {
         const auto& s = v.get();
         return handle_list(s.state_holders(device_index(d.value, s.device_count(), "View.state_holders")));
       }, py::arg("device"), "Unended requests whose state lives (partly) on the device.")
+      .def("state_holding_devices", [](const py_view& v) { return v.get().state_holding_devices(); },
+           "A copy of the devices whose state_holders() is not empty.")
       .def("request", [](const py_view& v, py::handle h) { return py_request(v.slot(), v.handle(h)); }, py::arg("h"))
       .def("costs", [](const py_view& v, py::handle h) { return v.get().costs(v.handle(h)); }, py::arg("h"))
       .def("allows_degree", [](const py_view& v, py::handle h, typed<int> k) { return v.get().allows_degree(v.handle(h), arg(k, "View.allows_degree", "k")); },

@@ -40,6 +40,25 @@ class PythonPolicies(unittest.TestCase):
         self.assertEqual(r["completed"] + r["dropped"], 3)
         self.assertEqual(r["completed"], 3)
 
+    def test_state_holding_devices_are_the_devices_with_state_holders(self):
+        checked = []
+
+        class Probe(Fcfs):
+            name = "probe"
+
+            def decide(self, view, out):
+                holding = view.state_holding_devices().to_list()
+                self.assert_equal(holding, [d for d in range(view.device_count()) if view.state_holders(d)])
+                checked.append(len(holding))
+                super().decide(view, out)
+
+        probe = Probe()
+        probe.assert_equal = self.assertEqual
+        r = paraflex.simulate(workload=SMALL, policy=probe)
+        self.assertEqual(r["completed"], 3)
+        self.assertGreater(len(checked), 3)
+        self.assertGreater(max(checked), 0)  # some decision saw state on a device
+
     def test_the_view_mirrors_scheduler_view(self):
         seen = {}
 

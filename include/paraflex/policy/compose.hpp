@@ -57,10 +57,11 @@
 // out, O(candidate degrees) for sizing (degree_candidates: dominated degrees are skipped, with the
 // same answers; a running request held for and a request tried on held devices are priced once per
 // task, candidate_times, then only compared) and O(G/64 + nodes) for placement. Contested devices
-// are found from the free devices' state holders (O(G)), and backfill looks at no more than 64
-// unserved requests. With max_batch > 1, each planned request adds O(H log H) for the H state
-// holders of its group's first device and a look at no more than 16 x max_batch + 64 waiting
-// requests for recruits (batching.hpp).
+// are found among the free devices that hold some state (O(G/64) and their holders), widening
+// tries the degrees no smaller one dominates up to the shape's chain (for_each_wider), and backfill
+// looks at no more than 64 unserved requests. With max_batch > 1, each planned request adds
+// O(H log H) for the H state holders of its group's first device and a look at no more than
+// 16 x max_batch + 64 waiting requests for recruits (batching.hpp).
 //
 // Requests the walk does not reach are not judged in that call: a drop the Admission part would
 // decide for one of them happens when the walk reaches it, which is before it could take a device,
@@ -68,6 +69,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -878,19 +880,29 @@ class composed_policy {
 
   // Free devices holding the state of a waiting request that takes part in this call (admit or
   // background): others avoid them if they can. Found through the devices, not the queue: only the
-  // holders of a free device can contest it.
+  // holders of a free device can contest it, and only the free devices that hold some state are
+  // looked at (the runtime's bitmap of them, word by word).
   void mark_contested(const scheduler_view& v) {
-    if (contested_.size() != static_cast<std::size_t>(v.device_count())) contested_.assign(static_cast<std::size_t>(v.device_count()), 0);
+    if (contested_.size() != static_cast<std::size_t>(v.device_count())) {
+      contested_.assign(static_cast<std::size_t>(v.device_count()), 0);
+      contested_list_.clear();
+    }
+    for (device_id d : contested_list_) contested_[d] = 0;  // the last call's (release_contested only lowers them)
+    contested_list_.clear();
     preferred_ = available_;
-    available_.for_each([&](device_id d) {
-      contested_[d] = 0;
-      for (request_handle h : v.state_holders(d)) {
-        if (v.request(h).phase != request_phase::waiting) continue;
-        const admission_verdict verdict = admission_.judge(v, h).verdict;
-        if (verdict == admission_verdict::admit || verdict == admission_verdict::background) ++contested_[d];
+    const device_set& holding = v.state_holding_devices();
+    const std::size_t words = std::min(available_.word_count(), holding.word_count());
+    for (std::size_t w = 0; w < words; ++w) {
+      for (std::uint64_t bits = available_.word(w) & holding.word(w); bits; bits &= bits - 1) {
+        const auto d = static_cast<device_id>(w * 64 + static_cast<std::size_t>(std::countr_zero(bits)));
+        for (request_handle h : v.state_holders(d)) {
+          if (v.request(h).phase != request_phase::waiting) continue;
+          const admission_verdict verdict = admission_.judge(v, h).verdict;
+          if (verdict == admission_verdict::admit || verdict == admission_verdict::background) ++contested_[d];
+        }
+        if (contested_[d] > 0) preferred_.reset(d), contested_list_.push_back(d);
       }
-      if (contested_[d] > 0) preferred_.reset(d);
-    });
+    }
   }
   void release_contested(const scheduler_view& v, request_handle h) {
     for (device_id d : v.request(h).state_group) {
@@ -1040,14 +1052,12 @@ class composed_policy {
       const tick current = v.migration_time(p.request, p.group) + v.remaining_time(p.request, k0);
       int best = k0;
       tick best_t = current;
-      const auto degrees = v.allowed_degrees(p.request);
       const finish_estimate on_pool(v, p.request, pool);
-      for (auto it = std::upper_bound(degrees.begin(), degrees.end(), k0); it != degrees.end() && *it <= limit; ++it) {
-        const int k = *it;
-        if (sizing_candidates_.dominated_above(v, p.request, k, k0)) continue;  // never strictly faster
+      // Degrees some degree in (k0, k) dominates are never strictly faster: not offered.
+      sizing_candidates_.for_each_wider(v, p.request, k0, limit, [&](int k) {
         const tick t = on_pool.migration(k) + on_pool.remaining(k);
         if (t < best_t) best = k, best_t = t;
-      }
+      });
       if (best == k0) continue;
       auto g = placement_.place(v, p.request, best, pool, pool);
       if (!g || g->size() != static_cast<std::size_t>(best) || !pool.contains_all(*g)) continue;
@@ -1077,6 +1087,7 @@ class composed_policy {
   std::vector<request_handle> tier2_;
   std::vector<planned> plan_;
   std::vector<std::uint32_t> contested_;
+  std::vector<device_id> contested_list_;  // devices with contested_ > 0 at the end of mark_contested
   device_set available_, preferred_;
   device_set pool_;     // scratch of hold_for and widen: available_ plus a request's own devices
   int free_count_ = 0;  // available_.count(), kept up to date

@@ -24,13 +24,17 @@
 //   });
 //
 // For "a wider group than k0, if strictly faster" (composed_policy's widen) a degree is needed when
-// no degree between k0 and it dominates it: dominated_above(v, h, k, k0) says when it is not.
+// no degree between k0 and it dominates it: dominated_above(v, h, k, k0) says when it is not, and
+// for_each_wider(v, h, k0, limit, f) offers exactly those degrees up to limit. Past a fitted model's
+// best degree every degree is dominated by the one before it (the shape's chain): a scan from k0
+// stops there, so widening on 65,536 GPUs looks at the first few dozen degrees, not at 65,536.
 //
 // Computed once per shape, on first use, in O(D^2) for D allowed degrees (worst case; the scan for a
 // dominator stops at the first one found). The table is the runtime's, so a cached entry is checked
 // against the shape table it came from and recomputed when that changes (another run, a new shape).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -65,12 +69,32 @@ class degree_candidates {
     return entry_of(v, h).dominator[static_cast<std::size_t>(k)] > k0;
   }
 
+  /// f(k), increasing, for each allowed degree k with k0 < k <= limit that dominated_above(v, h, k, k0)
+  /// keeps. From the shape's chain on (every later allowed degree dominated by the one before it) a
+  /// degree above k0's successor is dominated within (k0, k), so the scan stops there (h's own group
+  /// size, never dominated, is still offered in its place in the order).
+  template <class F>
+  void for_each_wider(const scheduler_view& v, request_handle h, int k0, int limit, F&& f) const {
+    const auto& e = entry_of(v, h);
+    const auto& ks = v.costs(h).allowed_degrees;
+    const int own = static_cast<int>(v.request(h).state_group.size());
+    for (auto i = static_cast<std::size_t>(std::upper_bound(ks.begin(), ks.end(), k0) - ks.begin()); i < ks.size() && ks[i] <= limit; ++i) {
+      const int k = ks[i];
+      if (i >= e.chain_from && ks[i - 1] > k0) {  // k and every later degree: dominated by the one before, in (k0, k)
+        if (own >= k && own <= limit && v.allows_degree(h, own)) f(own);
+        return;
+      }
+      if (k == own || e.dominator[static_cast<std::size_t>(k)] <= k0) f(k);
+    }
+  }
+
  private:
   struct entry {
     const shape_costs* costs = nullptr;  // the table this entry was computed from
     std::size_t degrees = 0;
     std::vector<int> front;      // undominated allowed degrees, increasing
     std::vector<int> dominator;  // by degree: the largest smaller allowed degree dominating it, 0 if none
+    std::size_t chain_from = 0;  // first index (>= 1) of allowed_degrees from which each is dominated by the one before
   };
 
   const entry& entry_of(const scheduler_view& v, request_handle h) const {
@@ -96,6 +120,8 @@ class degree_candidates {
       }
       if (e.dominator[k] == 0) e.front.push_back(ks[i]);
     }
+    e.chain_from = std::max<std::size_t>(ks.size(), 1);
+    while (e.chain_from > 1 && e.dominator[static_cast<std::size_t>(ks[e.chain_from - 1])] == ks[e.chain_from - 2]) --e.chain_from;
     return e;
   }
 

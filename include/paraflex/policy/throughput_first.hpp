@@ -137,8 +137,14 @@ class throughput_first_policy {
         const shape_info& s = info(v, p.h);
         const double limit = opt_.max_inefficiency * static_cast<double>(s.best_cost);
         int best = p.degree;
-        for (int k : v.allowed_degrees(p.h)) {
-          if (k <= p.degree || k - p.degree > free_count) continue;
+        // No step is shorter than the fastest degree's, so from the first k with that step x k over
+        // the limit on, none fits: a scan of the few dozen degrees below, not of every allowed one
+        // (65,536 on 65,536 GPUs).
+        const auto fastest_t = static_cast<double>(v.step_time(p.h, v.costs(p.h).fastest_degree));
+        const auto degrees = v.allowed_degrees(p.h);
+        for (auto it = std::upper_bound(degrees.begin(), degrees.end(), p.degree); it != degrees.end(); ++it) {
+          const int k = *it;
+          if (k - p.degree > free_count || fastest_t * k > limit) break;  // increasing k: so is every later one
           const tick t = v.step_time(p.h, k);
           if (t < v.step_time(p.h, best) && static_cast<double>(t) * k <= limit) best = k;
         }

@@ -139,6 +139,7 @@ class scheduler {
     state_.lost = device_set(n, false);
     state_.busy_until.assign(n, 0);
     state_.holders.assign(n, {});
+    state_.holding = device_set(n, false);
     state_.now = executor_.now();
     period_ = hooks::tick_period(policy_);
     next_tick_ = period_ == never || period_ <= 0 ? never : state_.now + period_;
@@ -552,9 +553,10 @@ class scheduler {
     for (device_id d : r.state_group) {
       auto& list = state_.holders[d];
       list.erase(std::find(list.begin(), list.end(), h));
+      if (list.empty()) state_.holding.reset(d);
     }
     r.state_group = g;
-    for (device_id d : g) state_.holders[d].push_back(h);
+    for (device_id d : g) state_.holders[d].push_back(h), state_.holding.set(d);
   }
 
   void to_waiting(request_handle h) {

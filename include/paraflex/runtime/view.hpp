@@ -147,6 +147,7 @@ struct scheduler_state {
   device_set lost;                        ///< devices that failed; never used again
   std::vector<tick> busy_until;           ///< expected end of what each device runs (now when free)
   std::vector<holder_list> holders;       ///< per device: unended requests whose state lives there
+  device_set holding;                     ///< devices whose holders list is not empty
 };
 
 /// Read-only view handed to a policy. Cheap to pass by reference; valid for one call.
@@ -175,6 +176,10 @@ class scheduler_view {
   [[nodiscard]] std::span<const request_handle> state_holders(device_id d) const noexcept {
     return {s_->holders[d].data(), s_->holders[d].size()};
   }
+  /// The devices whose state_holders() is not empty. A policy that looks for the holders of free
+  /// devices walks free_devices() and this word by word (O(G / 64)) instead of asking every free
+  /// device: on 65,536 GPUs, most of them hold nothing.
+  [[nodiscard]] const device_set& state_holding_devices() const noexcept { return s_->holding; }
   [[nodiscard]] const request_record& request(request_handle h) const noexcept { return s_->requests[h]; }
   [[nodiscard]] const shape_costs& costs(request_handle h) const noexcept { return *request(h).costs; }  // not shapes[shape]: a deque index costs ~4% of a run
 
