@@ -13,8 +13,9 @@
 // anything the parser rejects, a Transfer-Encoding it would misread and a line ending in a bare LF
 // (at once, not after the read timeout: session::parse_or_read) get 400. After an error answer the
 // connection is closed gracefully (half-close, then discard what the client still sends for a
-// second) so that the client reads the answer instead of a reset. Beyond --max-connections open connections a new one is answered 503 and
-// closed. A client that vanishes only ends its own session; its accepted requests run on.
+// second) so that the client reads the answer instead of a reset. Beyond --max-connections open
+// connections a new one is answered 503 and closed. A client that vanishes only ends its own
+// session; its accepted requests run on.
 #pragma once
 
 #include <algorithm>
