@@ -731,6 +731,54 @@ TEST_CASE("profile_cost_model allows degrees that divide the stated heads", "[co
   CHECK_FALSE(cm.allows_degree({"unknown", 512, 512, 1}, 1));
 }
 
+TEST_CASE("profile_cost_model lists a shape's allowed degrees with the same step times and notes as one degree at a time", "[cost]") {
+  // MultiDegreeCostModel: the runtime prices every shape this way; a difference in one bit would
+  // change schedules, and a note missed or doubled would change what a run reports.
+  const auto t = load_profile_csv(real_profile).value_or_throw();
+  profile_cost_model one_by_one(t, "l20-inferred");
+  const std::vector<request_shape> shapes = {
+      {"flux-dev", 1024, 1024, 1},  // profiled: exact rows, then anchored between and past them
+      {"flux-dev", 1536, 1536, 1},  // bracketed by profiled shapes
+      {"flux-dev", 8192, 8192, 1},  // above the profiled tokens: the edge's correction fades
+      {"flux-dev", 64, 64, 1},      // below them
+      {"flux-dev", 4096, 1024, 1},
+  };
+  for (int cap : {0, 6}) {
+    one_by_one.set_max_degree(cap);
+    profile_cost_model swept = one_by_one;
+    swept.clear_extrapolation_notes();
+    one_by_one.clear_extrapolation_notes();
+    std::vector<std::pair<int, double>> allowed = {{99, 1.0}};  // cleared first
+    for (const auto& s : shapes) {
+      for (int up_to : {1, 7, 300}) {
+        CAPTURE(cap, s.height, s.width, up_to);
+        std::vector<std::pair<int, double>> expected;
+        for (int k = 1; k <= up_to; ++k) {
+          if (one_by_one.allows_degree(s, k)) expected.emplace_back(k, one_by_one.step_seconds(s, k));
+        }
+        swept.allowed_step_seconds(s, up_to, allowed);
+        CHECK(allowed == expected);  // bit for bit
+      }
+    }
+    CHECK_FALSE(swept.extrapolation_notes().empty());
+    CHECK(swept.extrapolation_notes() == one_by_one.extrapolation_notes());
+  }
+  // Heads: only their divisors; an unknown model is an error, as for step_seconds.
+  const auto h = profile_of("model,gpu,height,width,frames,degree,step_s,heads\n"
+                            "flux,l20,1024,1024,1,1,0.84,24\n"
+                            "flux,l20,1024,1024,1,2,0.54,24\n");
+  const profile_cost_model with_heads(h, "l20");
+  std::vector<std::pair<int, double>> allowed;
+  with_heads.allowed_step_seconds({"flux", 1024, 1024, 1}, 32, allowed);
+  std::vector<int> degrees;
+  for (const auto& [k, seconds] : allowed) degrees.push_back(k);
+  CHECK(degrees == std::vector<int>{1, 2, 3, 4, 6, 8, 12, 24});
+  CHECK(allowed[0].second == 0.84);
+  CHECK(allowed[1].second == 0.54);
+  CHECK_THROWS_AS(with_heads.allowed_step_seconds({"unknown", 1024, 1024, 1}, 4, allowed), std::out_of_range);
+  static_assert(MultiDegreeCostModel<profile_cost_model>);
+}
+
 TEST_CASE("profile_cost_model answers for a model with one row", "[cost]") {
   const auto t = profile_of(header + "tiny,g,1024,1024,1,1,1.0\n");
   const profile_cost_model cm(t, "g");

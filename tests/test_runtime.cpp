@@ -1350,6 +1350,36 @@ TEST_CASE("round_cost_seconds rounds to the nearest microsecond and rejects time
   CHECK(c.fastest_degree == 1);  // ties keep the fewest devices
 }
 
+TEST_CASE("make_shape_costs and check_workload_costs price a MultiDegreeCostModel's shape in one call each", "[runtime][cost]") {
+  // Even degrees only, at 1 / k s; step_seconds and allows_degree must not be asked when the model
+  // lists its degrees itself.
+  struct listed : toy_cost {
+    mutable int lists = 0, singles = 0;
+    bool allows_degree(const request_shape&, int k) const { return ++singles, k % 2 == 0; }
+    double step_seconds(const request_shape&, int k) const { return ++singles, 1.0 / k; }
+    void allowed_step_seconds(const request_shape&, int up_to, std::vector<std::pair<int, double>>& allowed) const {
+      ++lists;
+      allowed.clear();
+      for (int k = 2; k <= up_to; k += 2) allowed.emplace_back(k, 1.0 / k);
+    }
+  };
+  static_assert(MultiDegreeCostModel<listed> && !MultiDegreeCostModel<toy_cost>);
+  const listed model;
+  const shape_costs c = make_shape_costs(model, request_shape{"m", 512, 512, 1}, 7);
+  CHECK(model.lists == 1);
+  CHECK(model.singles == 0);
+  CHECK(c.allowed_degrees == std::vector<int>{2, 4, 6});
+  CHECK(c.step == std::vector<tick>{0, 0, 500'000, 0, 250'000, 0, 166'667, 0});
+  CHECK(c.fastest_degree == 6);
+  workload w;
+  for (int i = 0; i < 3; ++i) w.requests.push_back(request_spec{});
+  for (auto& r : w.requests) r.shape = request_shape{"m", 512, 512, 1}, r.steps = 10;
+  w.requests[2].shape.height = 1024;
+  CHECK_FALSE(check_workload_costs(w, model, 7).has_value());
+  CHECK(model.lists == 3);  // once per distinct shape
+  CHECK(model.singles == 0);
+}
+
 // ---- placement -----------------------------------------------------------------------------------
 
 TEST_CASE("find_free_group prefers aligned blocks in the best-fitting node, then any devices", "[policy][placement]") {

@@ -9,6 +9,11 @@
 //   StageCostModel  - also prices the non-step stages (text encode, VAE decode); absent = free.
 //   BatchCostModel  - also prices one denoising step of a batch of b requests of one shape run together
 //                     on `degree` devices (TetriServe's batching); absent = the runtime refuses batches.
+//   MultiDegreeCostModel - also lists a shape's allowed degrees with their step times in one call, the
+//                     same answers as allows_degree and step_seconds; absent = two calls per degree.
+//                     Worth having when a model looks a shape up before it can price it
+//                     (profile_cost_model does): the runtime prices each shape on every degree up to
+//                     the cluster's size.
 //
 //   struct my_model {                                                     // valid: models CostModel
 //     double step_seconds(const request_shape&, int degree) const;
@@ -19,6 +24,8 @@
 #pragma once
 
 #include <concepts>
+#include <utility>
+#include <vector>
 
 #include "paraflex/trajectory/request.hpp"
 
@@ -57,6 +64,19 @@ concept StageCostModel = CostModel<C> && requires(const C& c, const request_shap
 template <class C>
 concept BatchCostModel = CostModel<C> && requires(const C& c, const request_shape& s, int degree, int batch) {
   { c.batch_step_seconds(s, degree, batch) } -> std::convertible_to<double>;
+};
+
+/// A CostModel that prices one shape's step on all its allowed degrees in one call: `allowed` is cleared,
+/// then gets (k, step_seconds(s, k)) for every k in 1..max_degree that allows_degree(s, k) admits, in
+/// increasing order (the same figures, not approximations of them). The runtime prices each shape
+/// this way once.
+///
+///   struct swept { ...; void allowed_step_seconds(const request_shape&, int max_degree,
+///                                                  std::vector<std::pair<int, double>>& allowed) const; };  // valid
+///   struct wrong { ...; std::vector<double> allowed_step_seconds(const request_shape&) const; };  // invalid: no max_degree, no out-parameter
+template <class C>
+concept MultiDegreeCostModel = CostModel<C> && requires(const C& c, const request_shape& s, int max_degree, std::vector<std::pair<int, double>>& allowed) {
+  c.allowed_step_seconds(s, max_degree, allowed);
 };
 
 /// Seconds of a stage under any CostModel: the model's own figure if it has one, else 0 (free).

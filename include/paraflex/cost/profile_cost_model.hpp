@@ -54,6 +54,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -192,10 +193,8 @@ class profile_cost_model {
   /// degree >= 1, heads % degree == 0 when the profile states the model's heads, and degree <=
   /// max_degree() when one is set. False for an unknown model.
   [[nodiscard]] bool allows_degree(const request_shape& s, int degree) const noexcept {
-    if (degree < 1 || (max_degree_ > 0 && degree > max_degree_)) return false;
     const auto it = models_.find(s.model);
-    if (it == models_.end()) return false;
-    return !it->second.heads || *it->second.heads % degree == 0;
+    return it != models_.end() && allows(it->second, degree);
   }
 
   [[nodiscard]] double migration_seconds(const request_shape& s, int from_degree, int to_degree, bool cross_node) const noexcept {
@@ -267,25 +266,30 @@ class profile_cost_model {
 
   /// Step time with its provenance. degree < 1 is treated as 1 (allows_degree says it is not allowed).
   [[nodiscard]] step_estimate estimate(const request_shape& s, int degree) const {
-    const model_data& m = model(s.model);
+    const shape_lookup l = look_up(s);
     const int k = std::max(degree, 1);
-    const double tokens = latent_tokens(s);
-
-    double seconds = 0.0;
-    const auto sh = m.shapes.find(shape_key(s));
-    if (sh != m.shapes.end()) {
-      const auto& meas = sh->second.measured;
-      const auto it = std::lower_bound(meas.begin(), meas.end(), k, [](const auto& p, int d) { return p.first < d; });
-      if (it != meas.end() && it->first == k) return {it->second, provenance::exact};
-      seconds = m.fit.predict(tokens, k) * std::exp(anchor_log_ratio(sh->second, k));
-    } else {
-      seconds = m.fit.predict(tokens, k) * std::exp(bracket_log_ratio(m, tokens, k));
+    const step_estimate e = estimate_at(l, k);
+    if (e.source == provenance::extrapolated) {
+      notes_.add(s, k, cause_of(k, l.tokens, l.m->fit), [&] { return describe_extrapolation(s, k, l.tokens, l.m->fit); });
     }
-    seconds = std::max(seconds, m.fit.floor_seconds());
+    return e;
+  }
 
-    if (m.fit.in_range(tokens, k)) return {seconds, provenance::fitted_interpolated};
-    notes_.add(s, k, cause_of(k, tokens, m.fit), [&] { return describe_extrapolation(s, k, tokens, m.fit); });
-    return {seconds, provenance::extrapolated};
+  /// Every degree in 1..max_degree that allows_degree admits for `s`, in increasing order, with its
+  /// step_seconds (MultiDegreeCostModel): the same figures and notes, with the model, the shape and its
+  /// profiled neighbours looked up once, so that pricing a shape on 1,024 degrees is mostly the fit's
+  /// arithmetic. std::out_of_range for an unknown model.
+  void allowed_step_seconds(const request_shape& s, int max_degree, std::vector<std::pair<int, double>>& allowed) const {
+    allowed.clear();
+    const shape_lookup l = look_up(s);
+    std::vector<std::pair<int, unsigned char>> extrapolated;  // (degree, cause), noted under one lock below
+    for (int k = 1; k <= max_degree; ++k) {
+      if (!allows(*l.m, k)) continue;
+      const step_estimate e = estimate_at(l, k);
+      allowed.emplace_back(k, e.seconds);
+      if (e.source == provenance::extrapolated) extrapolated.emplace_back(k, cause_of(k, l.tokens, l.m->fit));
+    }
+    notes_.add_each(s, extrapolated, [&](int k) { return describe_extrapolation(s, k, l.tokens, l.m->fit); });
   }
 
   [[nodiscard]] const std::string& gpu() const noexcept { return gpu_; }
@@ -368,14 +372,16 @@ class profile_cost_model {
     template <class Describe>
     void add(const request_shape& s, int degree, unsigned char cause, Describe&& describe, int batch = 1) {
       const std::lock_guard lock(mutex_);
-      if (!insert(seen_[{s, batch}], degree)) return;
-      for (auto& c : causes_) {
-        if (c.bits == cause && c.model == s.model) {
-          ++c.count;
-          return;
-        }
-      }
-      causes_.push_back(entry{s.model, cause, std::forward<Describe>(describe)(), 1});
+      record(seen_[{s, batch}], s.model, degree, cause, [&](int) { return std::forward<Describe>(describe)(); });
+    }
+    /// add() for each (degree, cause) of one shape (batch 1) in turn, under one lock and one lookup of the
+    /// shape; describe(degree) makes the example line of a new cause.
+    template <class Describe>
+    void add_each(const request_shape& s, std::span<const std::pair<int, unsigned char>> extrapolated, Describe&& describe) {
+      if (extrapolated.empty()) return;
+      const std::lock_guard lock(mutex_);
+      intervals& seen = seen_[{s, 1}];
+      for (const auto& [k, cause] : extrapolated) record(seen, s.model, k, cause, describe);
     }
     [[nodiscard]] std::vector<std::string> lines() const {
       const std::lock_guard lock(mutex_);
@@ -397,13 +403,27 @@ class profile_cost_model {
     }
 
    private:
+    using intervals = std::map<int, int>;  // first degree -> last degree, disjoint and not adjacent
+
+    // Counts `degree` under (model, cause) unless `seen` (the shape's degrees so far) has it. Under mutex_.
+    template <class Describe>
+    void record(intervals& seen, const std::string& model, int degree, unsigned char cause, Describe&& describe) {
+      if (!insert(seen, degree)) return;
+      for (auto& c : causes_) {
+        if (c.bits == cause && c.model == model) {
+          ++c.count;
+          return;
+        }
+      }
+      causes_.push_back(entry{model, cause, describe(degree), 1});
+    }
+
     struct entry {
       std::string model;
       unsigned char bits = 0;
       std::string example;
       std::size_t count = 0;
     };
-    using intervals = std::map<int, int>;  // first degree -> last degree, disjoint and not adjacent
 
     /// Adds k to `iv`; false when it was there already.
     static bool insert(intervals& iv, int k) {
@@ -460,28 +480,80 @@ class profile_cost_model {
     return (1.0 - w) * s.log_ratio[hi - 1] + w * s.log_ratio[hi];
   }
 
-  /// log(measured / fit) for an unprofiled shape: linear in log T between the profiled shapes just below
-  /// and just above it in tokens (each taken at degree k by anchor_log_ratio); 0 (the plain fit) outside
-  /// the profiled token range, where neighbours on one side say little about the trend.
-  [[nodiscard]] static double bracket_log_ratio(const model_data& m, double tokens, int k) {
+  /// Where an unprofiled shape's correction comes from (bracket_log_ratio), found once per shape: the
+  /// profiled shapes just below and just above it in tokens, or the edge shape when it lies outside them.
+  struct bracket {
     const shape_data* lo = nullptr;
     const shape_data* hi = nullptr;
+    const shape_data* edge = nullptr;  ///< set when lo or hi is missing
+    double distance = 0.0;             ///< from the edge, in factors of fade_span (edge only)
+    double w = 0.0;                    ///< hi's weight between lo and hi in log T
+    bool same_tokens = false;          ///< lo and hi have the same token count: their mean
+  };
+  [[nodiscard]] static bracket bracket_of(const model_data& m, double tokens) {
+    bracket b;
     for (const auto& [key, s] : m.shapes) {
-      if (s.tokens <= tokens && (lo == nullptr || s.tokens > lo->tokens)) lo = &s;
-      if (s.tokens >= tokens && (hi == nullptr || s.tokens < hi->tokens)) hi = &s;
+      if (s.tokens <= tokens && (b.lo == nullptr || s.tokens > b.lo->tokens)) b.lo = &s;
+      if (s.tokens >= tokens && (b.hi == nullptr || s.tokens < b.hi->tokens)) b.hi = &s;
     }
-    if (lo == nullptr || hi == nullptr) {
-      // Outside the profiled tokens: fade the edge shape's correction out over a factor of `fade_span`
-      // in tokens, so that the answer stays continuous at the edge yet returns to the plain fit.
-      const shape_data& edge = lo != nullptr ? *lo : *hi;
-      const double distance = std::abs(std::log(tokens / edge.tokens)) / std::log(fade_span);
-      return distance >= 1.0 ? 0.0 : (1.0 - distance) * anchor_log_ratio(edge, k);
+    if (b.lo == nullptr || b.hi == nullptr) {
+      b.edge = b.lo != nullptr ? b.lo : b.hi;
+      b.distance = std::abs(std::log(tokens / b.edge->tokens)) / std::log(fade_span);
+    } else if (b.hi->tokens <= b.lo->tokens) {
+      b.same_tokens = true;  // another shape with the same token count
+    } else {
+      b.w = (std::log(tokens) - std::log(b.lo->tokens)) / (std::log(b.hi->tokens) - std::log(b.lo->tokens));
     }
-    const double r_lo = anchor_log_ratio(*lo, k);
-    const double r_hi = anchor_log_ratio(*hi, k);
-    if (hi->tokens <= lo->tokens) return 0.5 * (r_lo + r_hi);  // another shape with the same token count
-    const double w = (std::log(tokens) - std::log(lo->tokens)) / (std::log(hi->tokens) - std::log(lo->tokens));
-    return (1.0 - w) * r_lo + w * r_hi;
+    return b;
+  }
+  /// log(measured / fit) for an unprofiled shape at degree k: linear in log T between the profiled shapes
+  /// just below and just above it in tokens (each taken at degree k by anchor_log_ratio); outside the
+  /// profiled token range the edge shape's correction fades out over a factor of `fade_span` in tokens,
+  /// so that the answer stays continuous at the edge yet returns to the plain fit, where neighbours on one
+  /// side say little about the trend.
+  [[nodiscard]] static double bracket_log_ratio(const bracket& b, int k) {
+    if (b.edge != nullptr) return b.distance >= 1.0 ? 0.0 : (1.0 - b.distance) * anchor_log_ratio(*b.edge, k);
+    const double r_lo = anchor_log_ratio(*b.lo, k);
+    const double r_hi = anchor_log_ratio(*b.hi, k);
+    if (b.same_tokens) return 0.5 * (r_lo + r_hi);
+    return (1.0 - b.w) * r_lo + b.w * r_hi;
+  }
+
+  /// What estimate() needs of a shape before any degree: its model, tokens, and its own profile rows or
+  /// the bracket its correction comes from.
+  struct shape_lookup {
+    const model_data* m;
+    double tokens;
+    const shape_data* profiled;  ///< the shape's own rows, or nullptr (then `around` applies)
+    bracket around;
+  };
+  [[nodiscard]] shape_lookup look_up(const request_shape& s) const {
+    const model_data& m = model(s.model);
+    shape_lookup l{&m, latent_tokens(s), nullptr, {}};
+    const auto sh = m.shapes.find(shape_key(s));
+    if (sh != m.shapes.end()) l.profiled = &sh->second;
+    else l.around = bracket_of(m, l.tokens);
+    return l;
+  }
+  /// allows_degree for a model found already.
+  [[nodiscard]] bool allows(const model_data& m, int degree) const noexcept {
+    if (degree < 1 || (max_degree_ > 0 && degree > max_degree_)) return false;
+    return !m.heads || *m.heads % degree == 0;
+  }
+  /// estimate() at degree k >= 1 of a looked-up shape, without noting an extrapolation.
+  [[nodiscard]] static step_estimate estimate_at(const shape_lookup& l, int k) {
+    const model_data& m = *l.m;
+    double seconds = 0.0;
+    if (l.profiled != nullptr) {
+      const auto& meas = l.profiled->measured;
+      const auto it = std::lower_bound(meas.begin(), meas.end(), k, [](const auto& p, int d) { return p.first < d; });
+      if (it != meas.end() && it->first == k) return {it->second, provenance::exact};
+      seconds = m.fit.predict(l.tokens, k) * std::exp(anchor_log_ratio(*l.profiled, k));
+    } else {
+      seconds = m.fit.predict(l.tokens, k) * std::exp(bracket_log_ratio(l.around, k));
+    }
+    seconds = std::max(seconds, m.fit.floor_seconds());
+    return {seconds, m.fit.in_range(l.tokens, k) ? provenance::fitted_interpolated : provenance::extrapolated};
   }
 
   [[nodiscard]] static unsigned char cause_of(int k, double tokens, const fitted_step_model& fit) noexcept {
@@ -529,7 +601,7 @@ class profile_cost_model {
   mutable note_log notes_;
 };
 
-static_assert(CostModel<profile_cost_model> && BatchCostModel<profile_cost_model>);
+static_assert(CostModel<profile_cost_model> && BatchCostModel<profile_cost_model> && MultiDegreeCostModel<profile_cost_model>);
 
 /// What leave_one_out holds out at a time.
 enum class holdout : unsigned char {

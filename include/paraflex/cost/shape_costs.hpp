@@ -1,8 +1,9 @@
 // paraflex/cost/shape_costs.hpp - a cost model's answers for one shape, rounded once to microseconds.
 //
 // The runtime prices every (shape, degree) exactly once, when the shape first arrives, and then only
-// reads integer tables; batched steps (shape, degree, batch) are priced once too, on first use. Anything else that must agree with the runtime to the microsecond (the fluid
-// upper bound in sim/fluid_bound.hpp, offline planners) calls the same function, so that both see
+// reads integer tables; batched steps (shape, degree, batch) are priced once too, on first use.
+// Anything else that must agree with the runtime to the microsecond (the input check below, the fluid
+// upper bound in sim/fluid_bound.hpp, offline planners) reads the same functions, so that all see
 // identical durations: a bound computed from slightly different rounding could undercut a real run.
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -67,6 +69,29 @@ class shape_too_large : public std::invalid_argument {
 /// (whose estimates are noted, see profile_cost_model::extrapolation_notes).
 enum class batch_pricing { eager, on_first_use };
 
+/// Calls f(k, step, encode, decode) for each degree k in 1..gpus that `cost` allows, in increasing order,
+/// with the times rounded to microseconds (round_cost_seconds; a step is at least 1 us). A
+/// MultiDegreeCostModel lists the degrees and prices their steps in one call; any other model is asked
+/// one degree at a time.
+/// The one place where a shape's times are read off a cost model: the runtime's tables and the
+/// workload check see the same figures.
+template <CostModel C, class F>
+void for_each_priced_degree(const C& cost, const request_shape& s, int gpus, F&& f) {
+  const auto priced = [&](int k, double step_seconds) {
+    f(k, std::max<tick>(1, round_cost_seconds(step_seconds, s, k)), round_cost_seconds(stage_seconds_of(cost, s, stage_kind::encode, k), s, k),
+      round_cost_seconds(stage_seconds_of(cost, s, stage_kind::decode, k), s, k));
+  };
+  if constexpr (MultiDegreeCostModel<C>) {
+    std::vector<std::pair<int, double>> allowed;
+    cost.allowed_step_seconds(s, gpus, allowed);
+    for (const auto& [k, seconds] : allowed) priced(k, seconds);
+  } else {
+    for (int k = 1; k <= gpus; ++k) {
+      if (cost.allows_degree(s, k)) priced(k, static_cast<double>(cost.step_seconds(s, k)));
+    }
+  }
+}
+
 /// Step, encode and decode times of `s` on 1..gpus devices, plus migration times, and (BatchCostModel)
 /// batched steps of 2..max_batch requests. A step is never shorter than 1 us, because a 0 entry in
 /// shape_costs::step means "degree not allowed" (and a 0 in batch_step "not priced yet").
@@ -81,17 +106,16 @@ template <CostModel C>
   c.encode.assign(g + 1, 0);
   c.decode.assign(g + 1, 0);
   tick best = never, best_work = never;
-  for (int k = 1; k <= gpus; ++k) {
-    if (!cost.allows_degree(s, k)) continue;
+  for_each_priced_degree(cost, s, gpus, [&](int k, tick step, tick encode, tick decode) {
     const auto kk = static_cast<std::size_t>(k);
-    c.step[kk] = std::max<tick>(1, round_cost_seconds(static_cast<double>(cost.step_seconds(s, k)), s, k));
-    c.encode[kk] = round_cost_seconds(stage_seconds_of(cost, s, stage_kind::encode, k), s, k);
-    c.decode[kk] = round_cost_seconds(stage_seconds_of(cost, s, stage_kind::decode, k), s, k);
+    c.step[kk] = step;
+    c.encode[kk] = encode;
+    c.decode[kk] = decode;
     c.allowed_degrees.push_back(k);
-    if (c.step[kk] < best) best = c.step[kk], c.fastest_degree = k;  // strict: ties keep fewer devices
+    if (step < best) best = step, c.fastest_degree = k;  // strict: ties keep fewer devices
     // <=: of two degrees with equal work the wider one has the shorter step, so it wins the tie.
-    if (const tick work = c.step[kk] * k; work <= best_work) best_work = work, c.efficient_degree = k;
-  }
+    if (const tick work = step * k; work <= best_work) best_work = work, c.efficient_degree = k;
+  });
   if constexpr (BatchCostModel<C>) {
     if (max_batch > 1) {
       c.max_batch = max_batch;
@@ -127,11 +151,9 @@ template <CostModel C>
     if (it == slowest.end()) {
       tick worst = 0;
       try {
-        const shape_costs c = make_shape_costs(cost, r.shape, gpus);
-        for (int k : c.allowed_degrees) {
-          const auto kk = static_cast<std::size_t>(k);
-          worst = std::max({worst, c.step[kk], c.encode[kk], c.decode[kk]});
-        }
+        for_each_priced_degree(cost, r.shape, gpus, [&](int, tick step, tick encode, tick decode) { worst = std::max({worst, step, encode, decode}); });
+        (void)round_cost_seconds(static_cast<double>(cost.migration_seconds(r.shape, 1, 1, false)), r.shape, 0);  // as make_shape_costs
+        (void)round_cost_seconds(static_cast<double>(cost.migration_seconds(r.shape, 1, 1, true)), r.shape, 0);
       } catch (const shape_too_large& e) {
         // Named by the largest dimension, the likeliest typo (a frames count for a pixel count, say).
         const request_shape& s = r.shape;
