@@ -815,6 +815,34 @@ TEST_CASE("throughput-first widens an idle cluster's lone request to the fastest
   CHECK(step_degrees(1.0, 64) == std::set<std::size_t>{1});   // no widening costs nothing
 }
 
+TEST_CASE("round-based's scale-up widens a lone request to the fastest degree within reach, however far it is",
+          "[policy][round-based]") {
+  // Fastest at 6 among the first degrees, 0.31 s from 7 to 99 (each dominated by the one before),
+  // then 100 is faster than all of them and 101 on slower again. Scale-up skips dominated degrees,
+  // so it must still find 100 past the long dominated run.
+  struct dip_cost {
+    double step_seconds(const request_shape&, int k) const {
+      static constexpr double first[] = {0, 1.0, 0.55, 0.4, 0.32, 0.3, 0.29};
+      return k <= 6 ? first[k] : k < 100 ? 0.31 : k == 100 ? 0.2 : 0.25;
+    }
+    bool allows_degree(const request_shape&, int) const { return true; }
+    double migration_seconds(const request_shape&, int, int, bool) const { return 0.0005; }
+  };
+  const std::vector<request_spec> w{make_request("1", 0, 512, 4, 100.0)};
+  const auto first_step_degree = [&](int gpus) {
+    round_based_policy policy;
+    for (const auto& t : simulate(policy, cluster{gpus, 8, "toy"}, w, dip_cost{}).tasks) {
+      if (t.task.kind == task_kind::step) return t.devices.size();
+    }
+    return std::size_t{0};
+  };
+  CHECK(first_step_degree(8) == 6);
+  CHECK(first_step_degree(99) == 6);     // 100 is out of reach
+  CHECK(first_step_degree(100) == 100);
+  CHECK(first_step_degree(1024) == 100);
+  CHECK(first_step_degree(65536) == 100);
+}
+
 TEST_CASE("throughput-first beats static:8 in throughput on a saturated small-shape workload",
           "[policy][throughput-first]") {
   std::vector<request_spec> w;

@@ -87,6 +87,7 @@
 #include "paraflex/core/time.hpp"
 #include "paraflex/policy/batching.hpp"
 #include "paraflex/policy/concepts.hpp"
+#include "paraflex/policy/degree_candidates.hpp"
 #include "paraflex/policy/placement.hpp"
 #include "paraflex/policy/registry.hpp"
 #include "paraflex/policy/request_index.hpp"
@@ -517,11 +518,17 @@ struct fit {
 /// another runtime recomputes instead of reading stale data. Recomputed when devices are lost.
 class hull_cache {
  public:
-  const std::vector<int>& get(const scheduler_view& v, request_handle h, std::uint64_t epoch) {
+  const std::vector<int>& get(const scheduler_view& v, request_handle h, std::uint64_t epoch) { return entry_of(v, h, epoch).hull; }
+  /// The longest step of h's shape at any allowed degree (0 when none is allowed), found with the hull.
+  tick longest_step(const scheduler_view& v, request_handle h, std::uint64_t epoch) { return entry_of(v, h, epoch).longest_step; }
+
+ private:
+  struct entry;
+  entry& entry_of(const scheduler_view& v, request_handle h, std::uint64_t epoch) {
     const std::uint32_t idx = v.request(h).shape;
     if (idx >= entries_.size()) entries_.resize(idx + 1);
     entry& e = entries_[idx];
-    if (e.valid && e.checked == epoch) return e.hull;
+    if (e.valid && e.checked == epoch) return e;
     e.checked = epoch;
     const shape_costs& c = v.costs(h);
     const int usable = v.usable_device_count();
@@ -530,16 +537,17 @@ class hull_cache {
       e.table_size = c.step.size();
       e.usable = usable;
       e.hull = efficient_degrees(c, usable);
+      e.longest_step = 0;
+      for (int k : c.allowed_degrees) e.longest_step = std::max(e.longest_step, c.step_time(k));
       e.valid = true;
     }
-    return e.hull;
+    return e;
   }
-
- private:
   struct entry {
     request_shape shape;
     std::size_t table_size = 0;
     std::vector<int> hull;
+    tick longest_step = 0;
     int usable = 0;
     std::uint64_t checked = 0;
     bool valid = false;
@@ -785,10 +793,13 @@ class round_based_policy {
         if (used >= capacity) break;
         auto& c = cands_[order_.at(j).index];
         if (!c.chosen || c.late) continue;
+        // The fastest degree within reach (ties: the narrower). A degree that a narrower one above
+        // c.degree dominates is never strictly faster than it: for_each_wider skips those, so the
+        // scan stops after a few dozen degrees on 65,536 GPUs instead of reading every one.
         int best = c.degree;
-        for (int k : v.allowed_degrees(c.h)) {
-          if (k > c.degree && k - c.degree <= capacity - used && v.step_time(c.h, k) < v.step_time(c.h, best)) best = k;
-        }
+        wider_.for_each_wider(v, c.h, c.degree, c.degree + (capacity - used), [&](int k) {
+          if (v.step_time(c.h, k) < v.step_time(c.h, best)) best = k;
+        });
         used += best - c.degree;
         c.degree = best;
       }
@@ -1037,7 +1048,7 @@ class round_based_policy {
     if (k != file_kind::none) {
       static_samples_.add(f.sample, 1);
       // The longest a round can be (see collect_waiting).
-      for (int d : v.costs(h).allowed_degrees) longest_step_ = std::max(longest_step_, v.costs(h).step_time(d));
+      longest_step_ = std::max(longest_step_, hulls_.longest_step(v, h, calls_));  // once per shape, not per filing
     }
   }
   [[nodiscard]] static int steps_of(const scheduler_view& v, request_handle h) { return v.request(h).spec.steps; }
@@ -1167,6 +1178,7 @@ class round_based_policy {
   bool skipping_ = false;  // round_end_ is a later boundary than round_start_ + tau (skip_idle_rounds)
   std::vector<tick> busy_ends_;  // skip_idle_rounds' scratch
   round_based_detail::hull_cache hulls_;
+  degree_candidates wider_;  // scale-up's degrees worth trying
   std::vector<planned> pending_;         // chosen this round, not launched yet
   std::vector<unsigned char> pending_flag_;  // by handle
   std::vector<std::uint64_t> assigned_call_; // by handle: the call that last assigned it
