@@ -509,12 +509,14 @@ class Teardown(unittest.TestCase):
         # callback to return: the thread hung and the Scheduler was never freed. Both ways: the last
         # reference dropped in the callback, and a collection there that frees a Scheduler in a cycle.
         rc, out = run_script("""
-            import gc, threading, time, paraflex
+            import gc, os, threading, time, paraflex
+            def say(word):  # one write per line: print() writes the word and the newline apart, so
+                os.write(1, (word + "\\n").encode())  # two threads could interleave "freedcollected"
             freed = threading.Semaphore(0)
             class Marker:
                 def __call__(self, status): pass
                 def __del__(self):
-                    print("freed", flush=True)
+                    say("freed")
                     freed.release()
             class Sched(paraflex.Scheduler):
                 pass
@@ -523,7 +525,7 @@ class Teardown(unittest.TestCase):
                 if threading.current_thread() is not threading.main_thread() and not done.is_set():
                     armed.wait(20)  # until the main thread has let go: this drops the last reference
                     del holder["s"]
-                    print("dropped", flush=True)
+                    say("dropped")
                     done.set()
             s = paraflex.Scheduler("slo-aware", paraflex.ThreadExecutor(time_scale=0.01), gpus=2, gpu="l20-inferred")
             s.on_wakeup(drop_it)
@@ -539,7 +541,7 @@ class Teardown(unittest.TestCase):
                 if threading.current_thread() is not threading.main_thread() and not collected.is_set():
                     armed2.wait(20)  # until make() has returned: only the cycle holds the Scheduler
                     gc.collect()
-                    print("collected", flush=True)
+                    say("collected")
                     collected.set()
             def make():
                 s = Sched("slo-aware", paraflex.ThreadExecutor(time_scale=0.01), gpus=2, gpu="l20-inferred")
@@ -553,7 +555,7 @@ class Teardown(unittest.TestCase):
             assert collected.wait(20), "no wake-up from a worker"
             for _ in range(2):  # the hand-off threads free them once the callbacks returned
                 assert freed.acquire(timeout=20), "a Scheduler was never freed"
-            print("end")
+            say("end")
             """, timeout=60)
         self.assertEqual((rc, sorted(out.split())), (0, ["collected", "dropped", "end", "freed", "freed"]), out)
 
