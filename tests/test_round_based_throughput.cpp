@@ -399,6 +399,26 @@ TEST_CASE("round-based looks at late and best-effort requests only as far as a r
     w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
     CHECK(first_starts_reading_as_needed(*to_ticks(10.0), cost, w).at(6) == *to_ticks(10.0));  // handle 6: B
   }
+  SECTION("adaptive rounds: the band of requests at stake reaches the longest step any filed shape takes") {
+    // Section one with rounds of one reference step (round_s unset, round_steps=1): A now takes 10 s
+    // steps, so every round lasts 10 s and so may the longest, which bounds how far the round looks
+    // for requests at stake. At 10 s, B (latest start 14.8 s) is at stake behind the five; a band
+    // any shorter than 10 s misses it, and the five fill the four GPUs instead.
+    toy_cost_min_degree cost;
+    cost.step = {{2048, {0, 10.0, 10.0}}, {512, {0, 10.0}}, {1024, {0, 10.0, 10.0}}};
+    cost.min_degree = {{2048, 2}, {512, 1}, {1024, 2}};
+    std::vector<request_spec> w{make_request("A", 0, 2048, 10)};
+    for (int i = 0; i < 5; ++i) w.push_back(make_request(std::to_string(i + 1), 0.1, 512, 1, 31.9));
+    w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
+    round_based_options as_needed;
+    as_needed.round_steps = 1;
+    round_based_options all = as_needed;
+    all.read_late_as_needed = false;
+    check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
+    std::map<request_handle, tick> first_start;
+    for (const auto& t : run_fixed_rounds(as_needed, cluster{4, 4, "toy"}, cost, w, {}).tasks) first_start.try_emplace(t.request, t.start);
+    CHECK(first_start.at(6) == *to_ticks(10.0));  // handle 6: B
+  }
   SECTION("an overloaded run with faults, most requests late or none at stake for a long time") {
     // Load 20 on 8 GPUs: hundreds of late requests wait at every round; every fifth request has no
     // deadline. Adaptive and fixed rounds, mid-round arrivals waiting or admitted. With deadlines
