@@ -332,12 +332,14 @@ struct toy_cost_min_degree : toy_cost {
   bool allows_degree(const request_shape& s, int k) const { return k >= min_degree.at(s.height); }
 };
 
-/// Rounds of `round` on four GPUs, reading late, best-effort and not-at-stake requests as needed:
-/// checks the schedule against reading them all, and returns each request's first start.
+/// Rounds of `round` (0: of `round_steps` reference steps) on four GPUs, reading late, best-effort and
+/// not-at-stake requests as needed: checks the schedule against reading them all, and returns each
+/// request's first start.
 std::map<request_handle, tick> first_starts_reading_as_needed(tick round, const toy_cost_min_degree& cost,
-                                                              const std::vector<request_spec>& w) {
+                                                              const std::vector<request_spec>& w, int round_steps = 5) {
   round_based_options as_needed;
   as_needed.round = round;
+  as_needed.round_steps = round_steps;
   round_based_options all = as_needed;
   all.read_late_as_needed = false;
   check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
@@ -381,6 +383,19 @@ TEST_CASE("round-based sleeps while fewer devices are free than any waiting requ
   }
 }
 
+/// A (best effort, degrees >= 2, `a_steps` steps of `a_step_s`) from 0; five one-GPU requests of one
+/// 10 s step (deadline 31.9 s) at 0.1 s; B (degrees >= 2, two 10 s steps, deadline 34.8 s) at 0.2 s,
+/// handle 6. B is at stake by 10 s (latest start 14.8 s), the five are not.
+std::pair<toy_cost_min_degree, std::vector<request_spec>> five_before_one_at_stake(double a_step_s, int a_steps) {
+  toy_cost_min_degree cost;
+  cost.step = {{2048, {0, a_step_s, a_step_s}}, {512, {0, 10.0}}, {1024, {0, 10.0, 10.0}}};
+  cost.min_degree = {{2048, 2}, {512, 1}, {1024, 2}};
+  std::vector<request_spec> w{make_request("A", 0, 2048, a_steps)};
+  for (int i = 0; i < 5; ++i) w.push_back(make_request(std::to_string(i + 1), 0.1, 512, 1, 31.9));
+  w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
+  return {std::move(cost), std::move(w)};
+}
+
 TEST_CASE("round-based looks at late and best-effort requests only as far as a round reads them, without changing the schedule",
           "[policy][round-based]") {
   SECTION("a request at stake behind others that are not, by deadline") {
@@ -391,12 +406,7 @@ TEST_CASE("round-based looks at late and best-effort requests only as far as a r
     // only if it runs now. So the round looks at B although five come before it (usable devices + 1
     // by deadline), and the knapsack starts it at 10 s on the two free GPUs, as a round that looks at
     // them all does.
-    toy_cost_min_degree cost;
-    cost.step = {{2048, {0, 100.0, 100.0}}, {512, {0, 10.0}}, {1024, {0, 10.0, 10.0}}};
-    cost.min_degree = {{2048, 2}, {512, 1}, {1024, 2}};
-    std::vector<request_spec> w{make_request("A", 0, 2048, 1)};
-    for (int i = 0; i < 5; ++i) w.push_back(make_request(std::to_string(i + 1), 0.1, 512, 1, 31.9));
-    w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
+    const auto [cost, w] = five_before_one_at_stake(100.0, 1);
     CHECK(first_starts_reading_as_needed(*to_ticks(10.0), cost, w).at(6) == *to_ticks(10.0));  // handle 6: B
   }
   SECTION("adaptive rounds: the band of requests at stake reaches the longest step any filed shape takes") {
@@ -404,20 +414,8 @@ TEST_CASE("round-based looks at late and best-effort requests only as far as a r
     // steps, so every round lasts 10 s and so may the longest, which bounds how far the round looks
     // for requests at stake. At 10 s, B (latest start 14.8 s) is at stake behind the five; a band
     // any shorter than 10 s misses it, and the five fill the four GPUs instead.
-    toy_cost_min_degree cost;
-    cost.step = {{2048, {0, 10.0, 10.0}}, {512, {0, 10.0}}, {1024, {0, 10.0, 10.0}}};
-    cost.min_degree = {{2048, 2}, {512, 1}, {1024, 2}};
-    std::vector<request_spec> w{make_request("A", 0, 2048, 10)};
-    for (int i = 0; i < 5; ++i) w.push_back(make_request(std::to_string(i + 1), 0.1, 512, 1, 31.9));
-    w.push_back(make_request("B", 0.2, 1024, 2, 34.8));
-    round_based_options as_needed;
-    as_needed.round_steps = 1;
-    round_based_options all = as_needed;
-    all.read_late_as_needed = false;
-    check_same_schedule(as_needed, all, cluster{4, 4, "toy"}, cost, w, {});
-    std::map<request_handle, tick> first_start;
-    for (const auto& t : run_fixed_rounds(as_needed, cluster{4, 4, "toy"}, cost, w, {}).tasks) first_start.try_emplace(t.request, t.start);
-    CHECK(first_start.at(6) == *to_ticks(10.0));  // handle 6: B
+    const auto [cost, w] = five_before_one_at_stake(10.0, 10);
+    CHECK(first_starts_reading_as_needed(0, cost, w, 1).at(6) == *to_ticks(10.0));  // handle 6: B
   }
   SECTION("an overloaded run with faults, most requests late or none at stake for a long time") {
     // Load 20 on 8 GPUs: hundreds of late requests wait at every round; every fifth request has no

@@ -92,6 +92,12 @@ void for_each_priced_degree(const C& cost, const request_shape& s, int gpus, F&&
   }
 }
 
+/// One migration of `s`'s state within a node or across nodes, in whole microseconds.
+template <CostModel C>
+[[nodiscard]] tick migration_ticks(const C& cost, const request_shape& s, bool cross_node) {
+  return round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, cross_node)), s, 0);
+}
+
 /// Step, encode and decode times of `s` on 1..gpus devices, plus migration times, and (BatchCostModel)
 /// batched steps of 2..max_batch requests. A step is never shorter than 1 us, because a 0 entry in
 /// shape_costs::step means "degree not allowed" (and a 0 in batch_step "not priced yet").
@@ -134,8 +140,8 @@ template <CostModel C>
   } else {
     (void)max_batch, (void)pricing;
   }
-  c.migrate_intra_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, false)), s, 0);
-  c.migrate_inter_node = round_cost_seconds(static_cast<double>(cost.migration_seconds(s, 1, 1, true)), s, 0);
+  c.migrate_intra_node = migration_ticks(cost, s, false);
+  c.migrate_inter_node = migration_ticks(cost, s, true);
   return c;
 }
 
@@ -152,8 +158,8 @@ template <CostModel C>
       tick worst = 0;
       try {
         for_each_priced_degree(cost, r.shape, gpus, [&](int, tick step, tick encode, tick decode) { worst = std::max({worst, step, encode, decode}); });
-        (void)round_cost_seconds(static_cast<double>(cost.migration_seconds(r.shape, 1, 1, false)), r.shape, 0);  // as make_shape_costs
-        (void)round_cost_seconds(static_cast<double>(cost.migration_seconds(r.shape, 1, 1, true)), r.shape, 0);
+        (void)migration_ticks(cost, r.shape, false);  // priced as make_shape_costs prices them
+        (void)migration_ticks(cost, r.shape, true);
       } catch (const shape_too_large& e) {
         // Named by the largest dimension, the likeliest typo (a frames count for a pixel count, say).
         const request_shape& s = r.shape;
