@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -23,22 +24,26 @@ namespace {
 
 /// Per shape (by height) and degree: random step, encode and decode times, skewed so that small
 /// degrees tend to get faster and large ones slower, with exceptions; some degrees not allowed.
+/// With a grid (seconds), every time is a whole number of grid steps (at least one), so that finishes
+/// tie across degrees and land exactly on deadlines drawn on the same grid.
 struct table_cost {
   std::uint64_t seed = 1;
+  double grid = 0;
   [[nodiscard]] double draw(const request_shape& s, int kind, int k) const {
     std::mt19937_64 rng(seed * 1000003u + static_cast<std::uint64_t>(s.height) * 131u + static_cast<std::uint64_t>(kind) * 17u +
                         static_cast<std::uint64_t>(k));
     std::uniform_real_distribution<double> u(0.5, 1.5);
     const double base = kind == 0 ? 0.2 : 0.05;
     const double trend = k <= 4 ? 1.0 / k : 0.25 * (1.0 + 0.2 * (k - 4));
-    return base * trend * u(rng);
+    return on_grid(base * trend * u(rng));
   }
+  [[nodiscard]] double on_grid(double seconds) const { return grid > 0 ? std::max(1.0, std::round(seconds / grid)) * grid : seconds; }
   [[nodiscard]] double step_seconds(const request_shape& s, int k) const { return draw(s, 0, k); }
   [[nodiscard]] double stage_seconds(const request_shape& s, stage_kind st, int k) const {
     return draw(s, st == stage_kind::encode ? 1 : 2, k);
   }
   [[nodiscard]] bool allows_degree(const request_shape& s, int k) const { return k == 1 || (k + s.height) % 5 != 0; }
-  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.03 : 0.01; }
+  [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return on_grid(cross ? 0.03 : 0.01); }
 };
 
 request_spec make(std::string id, double arrival_s, int height, int steps, double slo_s) {
@@ -59,6 +64,26 @@ device_set random_devices(int gpus, double p, std::mt19937_64& rng) {
     if (u(rng) < p) avail.set(static_cast<device_id>(d));
   }
   return avail;
+}
+
+/// Turns s to the end of its run. At every turn, three random offers of free devices (each device
+/// with probability 0.5), and for each running request f(view, h, offered): first with the offer
+/// plus its own devices (as hold_for asks), then with the offer alone.
+template <class S, class F>
+void ask_running_at_every_turn(S& s, int gpus, std::mt19937_64& rng, F f) {
+  while (s.next_wakeup() != never) {
+    s.turn_to(s.next_wakeup());
+    const scheduler_view& v = s.view();
+    for (int trial = 0; trial < 3; ++trial) {
+      const device_set avail = random_devices(gpus, 0.5, rng);
+      for (request_handle h : v.running()) {
+        device_set pool = avail;
+        pool.set(v.request(h).run_group);
+        f(v, h, static_cast<const device_set&>(pool));
+        f(v, h, avail);
+      }
+    }
+  }
 }
 
 /// Turns the scheduler until the next event would pass t.
@@ -313,23 +338,41 @@ TEST_CASE("smallest_meeting_degree kept across a whole run picks what a fresh lo
     }
     const smallest_meeting_degree kept{0.2};
     int asked = 0;
-    while (s.next_wakeup() != never) {
-      s.turn_to(s.next_wakeup());
-      const scheduler_view& v = s.view();
-      for (int trial = 0; trial < 3; ++trial) {
-        const device_set avail = random_devices(gpus, 0.5, rng);
-        for (request_handle h : v.running()) {
-          device_set pool = avail;  // as hold_for asks: the free devices plus its own
-          pool.set(v.request(h).run_group);
-          INFO("seed " << seed << " request " << v.request(h).spec.id << " at " << v.now());
-          CHECK(kept.degree(v, h, pool) == all_smallest_meeting(v, h, pool, 0.2));
-          CHECK(kept.degree(v, h, avail) == all_smallest_meeting(v, h, avail, 0.2));
-          asked += 2;
-        }
-      }
-    }
+    ask_running_at_every_turn(s, gpus, rng, [&](const scheduler_view& v, request_handle h, const device_set& offered) {
+      INFO("seed " << seed << " request " << v.request(h).spec.id << " at " << v.now());
+      CHECK(kept.degree(v, h, offered) == all_smallest_meeting(v, h, offered, 0.2));
+      ++asked;
+    });
     CHECK(asked > 100);
   }
+}
+
+TEST_CASE("smallest_meeting_degree picks what a fresh loop picks when finishes tie and land on the target", "[policy][scale]") {
+  // Times, arrivals and SLOs on a 20 ms grid: several degrees finish at the same time (the first
+  // of them is the quickest) and finishes fall exactly on the deadline (which meets it, margin 0).
+  int asked = 0, on_target = 0;
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    table_cost cost{seed, 0.02};
+    simulated_executor ex(seed);
+    edf_best_fit_policy p;
+    const int gpus = 16;
+    scheduler s(cluster{gpus, 8, "table"}, p, ex, cost);
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> grid_steps(5, 60);
+    for (int i = 0; i < 30; ++i) {
+      s.submit(make(std::to_string(i), 0.02 * (i * 3), 1 + i % 9, 2 + i % 7, 0.02 * grid_steps(rng)));
+    }
+    const smallest_meeting_degree kept{0};
+    ask_running_at_every_turn(s, gpus, rng, [&](const scheduler_view& v, request_handle h, const device_set& offered) {
+      INFO("seed " << seed << " request " << v.request(h).spec.id << " at " << v.now());
+      const int k = kept.degree(v, h, offered);
+      CHECK(k == all_smallest_meeting(v, h, offered, 0));
+      if (k > 0 && plain_finish(v, h, k, offered) == v.request(h).deadline()) ++on_target;
+      ++asked;
+    });
+  }
+  CHECK(asked > 500);
+  CHECK(on_target > 10);
 }
 
 TEST_CASE("a running request's degree cannot grow until settled_until, and can just after", "[policy][scale]") {

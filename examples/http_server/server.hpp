@@ -381,6 +381,9 @@ class service {
   response submit(const request& req) {
     const unsigned v = req.version();
     const bool ka = req.keep_alive();
+    // Before the body: a draining server takes no request, well-formed or not (checked again below,
+    // under the gate, for a shutdown that starts meanwhile).
+    if (draining()) return error_response(http::status::service_unavailable, "the server is shutting down", v, false);
     auto parsed = parse_request_json(req.body(), limits_);
     if (!parsed.spec) return error_response(http::status::bad_request, parsed.error, v, ka);
     if (auto why = check_request_cost(*parsed.spec, cost_, gpus_, limits_); !why.empty()) {

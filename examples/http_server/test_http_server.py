@@ -795,7 +795,7 @@ def shutdown_check():
         if j and j["state"] != "waiting":
             break
         time.sleep(0.01)
-    spare = [new_conn() for _ in range(2)]
+    spare = [new_conn() for _ in range(3)]
     for c in spare:
         call(c, "GET", "/healthz")  # opened before the signal
     SERVER.send_signal(signal.SIGTERM)
@@ -803,6 +803,8 @@ def shutdown_check():
     try:  # the running requests take ~0.5 s more: the server is still draining
         status, _, j = call(spare[0], "POST", "/v1/requests", valid_request(rng))
         check(status == 503, f"POST while draining: {status} {j}")
+        status, _, j = call(spare[2], "POST", "/v1/requests", {})  # not even valid: still 503, not 400
+        check(status == 503, f"an invalid POST while draining: {status} {j}")
         status, res, j = call(spare[1], "GET", "/healthz")
         check(status == 503 and j == {"status": "draining"}, f"/healthz while draining: {status} {j}")
         # Keep-alive stays on: a client follows its running request to the end (a closed connection
