@@ -111,11 +111,11 @@
 // over the windows from each position on, the earliest time one becomes unreachable), valid until
 // the list's positions move (arrivals merged, ended entries cleaned up, devices lost), since needs
 // only fall and those times only come later as requests progress; built again at the first stop
-// tried after that (a clean check never needs them). The entries past the
-// stop keep the verdict admit, as a whole walk would give them; a stop is tried only once the check
-// cannot be clean (nothing past it could then change what the check decides), and only with every
-// hook forwarded. 200,000 rows on 8 GPUs at load 2, three in ten without a deadline, SLOs from 1e-6 to
-// 1e7 s (the list ~4,000 deep for most of the run): 77 -> 17 s, the same schedule (docs/performance.md).
+// tried after that (a clean check never needs them). The entries past the stop keep the verdict
+// admit, as a whole walk would give them; a stop is tried only once the check cannot be clean
+// (nothing past it could then change what the check decides), and only with every hook forwarded.
+// 200,000 rows on 8 GPUs at load 2, three in ten without a deadline, SLOs from 1e-6 to 1e7 s (the
+// list ~4,000 deep for most of the run): 77 -> 17 s, the same schedule (docs/performance.md).
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
 // spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
@@ -540,7 +540,7 @@ class slo_admission {
     double min_budget;    ///< steps x time of the fastest point: less time than this, unreachable
     int fast;             ///< the fastest degree on the hull
     std::uint32_t shape;  ///< hulls_ index
-    // tail_bounds(): ...
+    // What tail_bounds() reads (taken again with the rest at refresh()):
     double most;           ///< the most it can need while reachable: every step at the fastest point
     double alone_fastest;  ///< stages + min_budget: unreachable once less time is left (+inf: always)
     // ... and the hull segment its need was on last time (time only moves it towards faster points):
