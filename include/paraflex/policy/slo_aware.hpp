@@ -109,13 +109,18 @@
 // no entry from there on can be unreachable yet (deadline - time alone at the fastest degree > now).
 // Both are read off bounds by list position (tail_bounds: prefix sums of `most`, the least room left
 // over the windows from each position on, the earliest time one becomes unreachable), valid until
-// the list's positions move (arrivals merged, ended entries cleaned up, devices lost), since needs
-// only fall and those times only come later as requests progress; built again at the first stop
-// tried after that (a clean check never needs them). The entries past the stop keep the verdict
-// admit, as a whole walk would give them; a stop is tried only once the check cannot be clean
-// (nothing past it could then change what the check decides), and only with every hook forwarded.
+// the list's positions move (a fold, ended entries cleaned up, devices lost), since needs only fall
+// and those times only come later as requests progress; built again at the first stop tried after
+// that (a clean check never needs them). Arrivals do not move them: they join fresh_, a short list
+// walked alongside (in the same order), and every fresh entry not walked yet counts in every window
+// past the stop at its most, and by when it becomes unreachable (fresh_bounds); fresh_ is folded in
+// once longer than 32 + R/32. The entries past the stop keep the verdict admit, as a whole walk
+// would give them; a stop is tried only once the check cannot be clean (nothing past it could then
+// change what the check decides), and only with every hook forwarded.
 // 200,000 rows on 8 GPUs at load 2, three in ten without a deadline, SLOs from 1e-6 to 1e7 s (the
-// list ~4,000 deep for most of the run): 77 -> 17 s, the same schedule (docs/performance.md).
+// list ~4,000 deep for most of the run): 77 -> 17 s with the stop, -> 12 s with fresh_ (merging
+// each arrival into the list and building its bounds again had taken two fifths of the check's
+// time), the same schedule (docs/performance.md).
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
 // spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
@@ -123,6 +128,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <span>
 #include <string>
@@ -194,7 +200,7 @@ class slo_admission {
       return;
     }
     clean_ = false;
-    const std::size_t tracked = by_deadline_.size() - dead_ + pending_.size();
+    const std::size_t tracked = by_deadline_.size() - dead_ + fresh_.size() + pending_.size();
     // Skipped only while a task is in flight: its end brings the next decision, so deferred
     // newcomers cannot stall a run with nothing else to wake it.
     if (tracked > exact_limit && pass_ > 0 && usable == hull_devices_ && !v.running().empty() &&
@@ -218,6 +224,8 @@ class slo_admission {
     const double long_above = slo_count_ > 0 ? slo_sum_ / static_cast<double>(slo_count_) : std::numeric_limits<double>::infinity();
     drops_.clear();
     if (!pending_.empty()) {
+      // Arrivals join fresh_, a short list of their own, so that by_deadline_'s positions (and the
+      // tail stop's bounds by position) stay put; fresh_ is folded in once it grows long.
       // Sorted by 16-byte keys (deadline, handle, slot), then merged: an entry is over 100 bytes, and
       // a burst of 100,000 arrivals sorted in place moved each one log R times (~75% of a cold call).
       // (deadline, handle) is unique, so this is the order a sort of the entries would give.
@@ -227,22 +235,25 @@ class slo_admission {
       }
       std::sort(pending_keys_.begin(), pending_keys_.end());
       next_.clear();
-      next_.reserve(by_deadline_.size() + pending_.size());
-      auto old = by_deadline_.cbegin();
+      next_.reserve(fresh_.size() + pending_.size());
+      auto old = fresh_.cbegin();
       for (const auto& key : pending_keys_) {
         const entry& e = pending_[key.second & 0xFFFFFFFFu];
-        while (old != by_deadline_.cend() && by_deadline(*old, e)) next_.push_back(*old++);
+        while (old != fresh_.cend() && by_deadline(*old, e)) next_.push_back(*old++);
         next_.push_back(e);
       }
-      next_.insert(next_.end(), old, by_deadline_.cend());
-      by_deadline_.swap(next_);
+      next_.insert(next_.end(), old, fresh_.cend());
+      fresh_.swap(next_);
       pending_.clear();
-      tail_valid_ = false;  // positions moved
+      if (fresh_.size() > fresh_fold_at()) fold_fresh();
+      else fresh_bounds();
     }
+    if (lost) fold_fresh();  // every entry is taken again below: the fresh bounds would be stale
     // The loop keeps what it reads in locals (the compiler cannot: the stores below may alias members).
-    const std::size_t n = by_deadline_.size();
-    if (heap_.size() < n) heap_.resize(n), narrow_.resize(n);  // never shrink: no per-call initialisation
+    const std::size_t n = by_deadline_.size(), fn = fresh_.size();
+    if (heap_.size() < n + fn) heap_.resize(n + fn), narrow_.resize(n + fn);  // never shrink: no per-call initialisation
     entry* const es = by_deadline_.data();
+    entry* const fs = fresh_.data();
     const bool off = mode == admission_mode::off;
     // The heap of admitted jobs: the order they leave it in is fixed by set_aside_first, a total
     // order, whatever the heap's layout. While its jobs share hi (one class, needs below 2^32
@@ -300,20 +311,32 @@ class slo_admission {
     const double least_share = std::min(long_limit, short_limit);
     const bool may_stop = trust && !lost && !off && least_share > 0;
     const double now_room = least_share * static_cast<double>(now);
-    for (std::size_t i = 0; i < n; ++i) {
-      entry& e = es[i];
-      if (may_stop && !clean && !clean_h && i % 8 == 0) {
-        // Built here, not before the walk: a clean check never needs them.
-        if (!tail_valid_ || tail_share_ != least_share) tail_bounds(least_share);
-        // Every window j from here: need + (most of entries i..j) <= least_share x (deadline_j - now),
-        // with room for the rounding of sums as large as every entry's most and the clock.
-        const double lhs = need - tail_most_[i] + now_room;
-        if (static_cast<double>(now) + 2 < tail_reach_[i] &&
-            lhs + 4 + 1e-9 * (need + tail_most_[n] + now_room + std::abs(tail_room_[i])) <= tail_room_[i]) {
-          ++tail_stops_;
-          break;
+    // by_deadline_ and fresh_ walked as one list in (deadline, handle) order: es[i] and fs[fi] next.
+    std::size_t i = 0, fi = 0;
+    for (;;) {
+      entry* next = nullptr;
+      if (fi < fn && (i == n || by_deadline(fs[fi], es[i]))) {
+        next = fs + fi++;
+      } else if (i < n) {
+        if (may_stop && !clean && !clean_h && i % 8 == 0) {
+          // Built here, not before the walk: a clean check never needs them.
+          if (!tail_valid_ || tail_share_ != least_share) tail_bounds(least_share);
+          // Every window j from here: need + (most of entries i..j) <= least_share x (deadline_j - now),
+          // with room for the rounding of sums as large as every entry's most and the clock. Fresh
+          // entries not walked yet (each after some es[j], j >= i) count in every such window.
+          const double later = fresh_most_[fi];
+          const double lhs = need - tail_most_[i] + now_room + later;
+          if (static_cast<double>(now) + 2 < std::min(tail_reach_[i], fresh_reach_[fi]) &&
+              lhs + 4 + 1e-9 * (need + tail_most_[n] + later + now_room + std::abs(tail_room_[i])) <= tail_room_[i]) {
+            ++tail_stops_;
+            break;
+          }
         }
+        next = es + i++;
+      } else {
+        break;
       }
+      entry& e = *next;
       if (trust) {
         const unsigned char m = mark_[e.h];
         if (m & ended) {
@@ -394,6 +417,7 @@ class slo_admission {
     // the hooks, the ends counted so far are those a whole walk would pass.
     dead_ = trust ? ended_in_list_ : dead;
     if (dead_ > n / 8) {
+      fold_fresh();  // so that every ended entry is in by_deadline_
       std::erase_if(by_deadline_, [&](const entry& e) { return trust ? (mark_[e.h] & ended) != 0 : v.request(e.h).ended(); });
       dead_ = 0;
       ended_in_list_ = 0;
@@ -490,7 +514,14 @@ class slo_admission {
   // Heap order: the top is set aside first - the lowest class, then the largest need, then the
   // later arrival (the largest handle). (An object, not a function: the heap algorithms inline it.)
   static constexpr auto set_aside_first = [](const job& a, const job& b) noexcept {
+#if defined(__SIZEOF_INT128__)
+    // One 128-bit comparison (cmp, sbb): no branch on hi, whose outcome is a coin toss in a heap
+    // of several classes.
+    __extension__ using wide_key = unsigned __int128;
+    return (wide_key{a.hi} << 64 | a.lo) < (wide_key{b.hi} << 64 | b.lo);
+#else
     return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
+#endif
   };
   // x put in the top slot of heap[0..n) and sifted down (std::pop_heap's step without its sift-up).
   template <class T, class Before>
@@ -601,6 +632,37 @@ class slo_admission {
   // from i on becomes unreachable, deadline - alone_fastest. Entries only need less, and become
   // unreachable later, as their requests progress, so the bounds stay valid until the list's
   // positions move (a merge, a clean-up) or the devices change.
+  // fresh_ joins by_deadline_ once longer than this: each fold moves by_deadline_'s positions (the
+  // tail bounds are built again), and every fresh entry weighs on the tail stop at its most.
+  // Measured on the first deep-queue file (docs/performance.md): 32 + R/32 to 128 + R/4 alike; 8 +
+  // R/256 (a fold every few arrivals) and 256 (fresh bounds too loose to stop) both 40-50% slower.
+  [[nodiscard]] std::size_t fresh_fold_at() const noexcept { return 32 + by_deadline_.size() / 32; }
+  void fold_fresh() {
+    if (!fresh_.empty()) {
+      next_.clear();
+      next_.reserve(by_deadline_.size() + fresh_.size());
+      std::merge(by_deadline_.cbegin(), by_deadline_.cend(), fresh_.cbegin(), fresh_.cend(), std::back_inserter(next_), by_deadline);
+      by_deadline_.swap(next_);
+      fresh_.clear();
+    }
+    tail_valid_ = false;  // positions moved
+    fresh_bounds();
+  }
+  // By position k in fresh_: the most of fresh_[k..] and the earliest time one of them becomes
+  // unreachable (as tail_bounds; they too stay valid while the entries only progress).
+  void fresh_bounds() {
+    const std::size_t f = fresh_.size();
+    fresh_most_.resize(f + 1);
+    fresh_reach_.resize(f + 1);
+    fresh_most_[f] = 0;
+    fresh_reach_[f] = std::numeric_limits<double>::infinity();
+    for (std::size_t k = f; k-- > 0;) {
+      const entry& e = fresh_[k];
+      const bool gone = (mark_[e.h] & ended) != 0;
+      fresh_most_[k] = fresh_most_[k + 1] + (gone ? 0.0 : e.most);
+      fresh_reach_[k] = gone ? fresh_reach_[k + 1] : std::min(fresh_reach_[k + 1], static_cast<double>(e.deadline) - e.alone_fastest);
+    }
+  }
   void tail_bounds(double share) {
     const std::size_t n = by_deadline_.size();
     tail_most_.resize(n + 1);
@@ -716,7 +778,9 @@ class slo_admission {
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<entry> by_deadline_;      // requests with a deadline, by (deadline, handle): unfinished ones and dead_ ended ones
   std::size_t dead_ = 0;                // entries of ended requests in by_deadline_, as of the last check
-  std::vector<entry> pending_;          // tracked since the last check, not yet in by_deadline_
+  std::vector<entry> fresh_;            // tracked since the last fold, by (deadline, handle), walked with by_deadline_
+  std::vector<double> fresh_most_ = {0}, fresh_reach_ = {std::numeric_limits<double>::infinity()};  // fresh_bounds()
+  std::vector<entry> pending_;          // tracked since the last check, not yet in fresh_
   std::vector<entry> next_;             // the merge's output (swapped with by_deadline_)
   std::vector<std::pair<tick, std::uint64_t>> pending_keys_;  // pending_ by (deadline, handle << 32 | slot)
   static constexpr unsigned char ended = 1, moved = 2;
