@@ -39,8 +39,12 @@ inline paraflex::profile_table load_profile_table(const std::string& profile_fil
 inline void check_gpu_type(const paraflex::profile_table& table, const std::string& gpu) {
   using namespace paraflex;
   if (!gpu.empty() && !table.has_gpu(gpu)) {
-    throw input_exception(input_error{"--gpu", 0, "", fmt::format("'{}': the profile {} has no rows for it (it has: {})", gpu,
-                                                                  table.source, join_names(table.gpus()))});
+    // `--gpu 8` is most likely the GPU count meant for --gpus.
+    const bool a_count = gpu.find_first_not_of("0123456789") == std::string::npos;
+    throw input_exception(input_error{"--gpu", 0, "",
+                                      fmt::format("'{}': the profile {} has no rows for it (it has: {}){}", gpu, table.source,
+                                                  join_names(table.gpus()),
+                                                  a_count ? fmt::format("; --gpu names the GPU type, --gpus {} sets the count", gpu) : "")});
   }
 }
 

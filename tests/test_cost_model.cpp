@@ -343,12 +343,19 @@ TEST_CASE("UTF-8 checks follow RFC 3629, and messages and JSON strings stay vali
   CHECK(utf8_error("\xF4\x90\x80\x80") == std::optional<std::size_t>(0));  // above U+10FFFF
   CHECK(utf8_error("\xF8\x88\x80\x80\x80") == std::optional<std::size_t>(0));
   CHECK(printable("a\tb\xFF\x7F\xC3\xA9") == "a\\x09b\\xFF\\x7F\xC3\xA9");
+  // Characters that show as nothing or as a blank are named, so that a field that only looks right
+  // (a second byte-order mark, a no-break space, a zero-width space, a direction override) is seen.
+  CHECK(printable("\xEF\xBB\xBF" "0.5") == "<U+FEFF>0.5");
+  CHECK(printable("a\xC2\xA0" "b\xE2\x80\x8B" "c\xE2\x80\xAE" "d\xC2\x85") == "a<U+00A0>b<U+200B>c<U+202E>d<U+0085>");
+  CHECK(printable("\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xC2\xA1") == "\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xC2\xA1");
   CHECK(json_string("\"\\\n\x01\xFF\xC3\xA9") == "\"\\\"\\\\\\n\\u0001\\ufffd\xC3\xA9\"");
   CHECK(utf8_prefix("ab\xE2\x82\xAC", 4) == "ab");  // never cuts a sequence
   CHECK(utf8_prefix("ab\xE2\x82\xAC", 5) == "ab\xE2\x82\xAC");
   // Every error message is printable UTF-8 whatever the input held.
   const input_error e{"f\xFF.csv", 3, "c\x01", "got '\xFE\n'"};
   CHECK(e.what() == "f\\xFF.csv:3: column 'c\\x01': got '\\xFE\\x0A'");
+  const input_error bom{"w.csv", 2, "arrival_s", "expected a number, got '\xEF\xBB\xBF" "0.5'"};
+  CHECK(bom.what() == "w.csv:2: column 'arrival_s': expected a number, got '<U+FEFF>0.5'");
 }
 
 TEST_CASE("parse_double accepts whole finite numbers only", "[csv]") {

@@ -490,7 +490,7 @@ TEST_CASE("the policies keep many waiting requests on many GPUs correct", "[poli
 
 TEST_CASE("the registry builds both policies and rejects bad parameters", "[policy][registry]") {
   const auto r = registry(8);
-  for (const char* ok : {"round-based", "round-based:round_steps=3:round_s=1.5:scale_up=off:mid_round=admit",
+  for (const char* ok : {"round-based", "round-based:round_steps=3:round_s=1.5:scale_up=off:mid_round=admit", "round-based:round_s=1e-6",
                          "throughput-first:chunk_steps=2:max_inefficiency=1.5:starvation_s=30:starvation_factor=0"}) {
     INFO(ok);
     auto p = r.make(ok);
@@ -503,6 +503,10 @@ TEST_CASE("the registry builds both policies and rejects bad parameters", "[poli
     INFO(bad);
     CHECK_FALSE(r.make(bad).has_value());
   }
+  // Shorter than the clock's microsecond: an error, not a round quietly rounded up to 1 us.
+  const auto too_short = r.make("round-based:round_s=4e-7");
+  REQUIRE_FALSE(too_short.has_value());
+  CHECK_THAT(too_short.error().what(), Catch::Matchers::Contains("round_s") && Catch::Matchers::Contains("1 us"));
 }
 
 // ------------------------------------------------------------------------------------------------

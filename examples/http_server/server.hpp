@@ -318,6 +318,15 @@ class service {
                              v, ka),
               {}};
     }
+    // A fragment never travels in a request (RFC 9112 3.2); read as part of a path it would become
+    // part of an id.
+    if (req.target().find('#') != beast::string_view::npos) {
+      return {error_response(http::status::bad_request,
+                             "the request target contains '#': a URI fragment is never sent in a request (write it as %23 "
+                             "where it is part of an id)",
+                             v, ka),
+              {}};
+    }
     if (target == "/healthz") {
       if (method != http::verb::get) return not_allowed("GET, HEAD");
       if (draining()) return {json_response(http::status::service_unavailable, {{"status", "draining"}}, v, ka), {}};
@@ -583,8 +592,13 @@ class session : public std::enable_shared_from_this<session> {
       if (!parser_->got_some()) return close_now();  // an idle keep-alive connection
       return fail(http::status::request_timeout, "the request did not arrive within the read timeout");
     }
+    // The client closed its side mid-body: the request is known, and a client that only half-closed
+    // still reads the answer (one that closed for good never sees it; the write fails quietly).
+    if (ec == http::error::partial_message && parser_->is_header_done()) {
+      return fail(http::status::bad_request, "the connection was closed before the end of the request's body");
+    }
     if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::operation_aborted) {
-      return close_now();  // the client closed (between requests or mid-request): nobody to answer
+      return close_now();  // the client closed (between requests or mid-header): nobody to answer
     }
     if (ec == http::error::body_limit) {
       return fail(http::status::payload_too_large, fmt::format("the body is larger than {} bytes", svc_.options().body_limit));

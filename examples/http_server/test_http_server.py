@@ -388,6 +388,15 @@ def abusive_client(n):
         s.shutdown(socket.SHUT_WR)
         check(read_response(s) is None, "a truncated request got an answer")
         s.close()
+        # A body shorter than its Content-Length, then a half-close: the request is known, so it is
+        # answered 400 (the client can still read).
+        s = raw_socket()
+        s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+        s.shutdown(socket.SHUT_WR)
+        short = read_response(s)
+        check(short is not None and short[0] == 400 and b"before the end of the request's body" in short[2],
+              f"a short body and a half-close: 400 (got {short and short[:1]})")
+        s.close()
     except Exception as e:  # noqa: BLE001
         fail(f"abusive client {n}: {type(e).__name__}: {e}")
 
@@ -409,6 +418,8 @@ def protocol_checks():
     check(status == 404 and "error" in j, f"invalid UTF-8 id: {status} {j}")
     status, res, j = call(conn, "GET", "/v1/requests/%zz")
     check(status == 400 and "error" in j, f"bad percent-encoding: {status} {j}")
+    status, res, j = call(conn, "GET", "/v1/requests/abc#frag")  # a fragment is never part of a target
+    check(status == 400 and "fragment" in j.get("error", ""), f"a '#' in the target: {status} {j}")
     for method, path, allow in (("PUT", "/v1/requests", "POST"), ("GET", "/v1/requests", "POST"), ("POST", "/v1/requests/x", "GET, HEAD, DELETE"),
                                 ("DELETE", "/healthz", "GET, HEAD"), ("POST", "/metrics", "GET, HEAD")):
         status, res, j = call(conn, method, path, body={} if method in ("PUT", "POST") else None)

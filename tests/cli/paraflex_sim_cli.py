@@ -184,6 +184,9 @@ def group_bad_input(d):
         ("NUL byte", f"{header}\n0,flux-dev,512,512,2\x000\n".encode(), 2, None, ["NUL byte"]),
         ("CR-only line ends", f"{header}\r0,flux-dev,512,512,20\r", 1, None, ["CR-only", "LF or CRLF"]),
         ("a column read twice", f"{header},steps\n0,flux-dev,512,512,20,30\n", 1, "steps", ["duplicate column name", "columns 5 and 6"]),
+        # Invisible characters are named in the message: the quoted field would look right otherwise.
+        ("a byte-order mark inside", f"{header}\n\ufeff0,flux-dev,512,512,20\n".encode(), 2, "arrival_s", ["got '<U+FEFF>0'"]),
+        ("a second byte-order mark", f"\ufeff\ufeff{header}\n0,flux-dev,512,512,20\n".encode(), 1, "arrival_s", ["<U+FEFF>arrival_s"]),
     ]
     for name, text, line, column, words in cases:
         path = os.path.join(d, "bad.csv")
@@ -231,6 +234,8 @@ def group_bad_input(d):
         (["--straggler", "1@2"], "expected ID@SECONDS:FACTOR"),
         (["--fail-rate", "2"], "--fail-rate"),
         (["--gpu", "a100"], "a100"),
+        (["--gpu", "8"], "--gpu names the GPU type, --gpus 8 sets the count"),
+        (["--policy", "round-based:round_s=4e-7"], "shorter than the clock's 1 us"),
         (["--no-such-flag"], "no-such-flag"),
         # An empty value is a mistake (an unset shell variable), never a request for the default.
         (["--workload", ""], "--workload: empty value"),

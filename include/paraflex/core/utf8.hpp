@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -49,8 +50,26 @@ namespace paraflex {
 
 [[nodiscard]] constexpr bool is_valid_utf8(std::string_view s) noexcept { return !utf8_error(s).has_value(); }
 
+/// Whether code point `cp` shows as nothing, or as a blank, where a message quotes it: C1 controls,
+/// no-break and zero-width spaces, soft hyphen, direction marks and overrides, word joiners, the
+/// byte-order mark. A field that differs from the expected text only by one looks identical.
+[[nodiscard]] constexpr bool is_invisible_code_point(std::uint32_t cp) noexcept {
+  return (cp >= 0x80 && cp <= 0xA0) || cp == 0xAD || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+         (cp >= 0x2060 && cp <= 0x206F) || cp == 0xFEFF;
+}
+
+/// The code point of the well-formed n-byte UTF-8 sequence at s[i] (n from utf8_sequence_length).
+[[nodiscard]] constexpr std::uint32_t code_point(std::string_view s, std::size_t i, std::size_t n) noexcept {
+  const auto byte = [&](std::size_t k) { return static_cast<std::uint32_t>(static_cast<unsigned char>(s[i + k])); };
+  if (n == 1) return byte(0);
+  std::uint32_t cp = byte(0) & (0x7Fu >> n);  // the lead byte's payload: 5, 4 or 3 bits
+  for (std::size_t k = 1; k < n; ++k) cp = cp << 6 | (byte(k) & 0x3Fu);
+  return cp;
+}
+
 /// `s` for a message: valid UTF-8 text as it is, every invalid byte and every control character
-/// (below 0x20, and DEL) as \xNN. The result is always valid UTF-8 without control characters.
+/// (below 0x20, and DEL) as \xNN, and every invisible character (is_invisible_code_point) as
+/// <U+XXXX>. The result is always valid UTF-8 without control characters.
 [[nodiscard]] inline std::string printable(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -62,6 +81,11 @@ namespace paraflex {
       std::snprintf(buf, sizeof buf, "\\x%02X", static_cast<unsigned>(c));
       out += buf;
       ++i;
+    } else if (const std::uint32_t cp = code_point(s, i, n); is_invisible_code_point(cp)) {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "<U+%04X>", static_cast<unsigned>(cp));
+      out += buf;
+      i += n;
     } else {
       out.append(s.substr(i, n));
       i += n;

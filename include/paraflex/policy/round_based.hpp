@@ -1229,6 +1229,10 @@ inline void register_round_based(policy_registry& r) {
           round_based_options o;
           o.round_steps = static_cast<int>(p.get_int("round_steps", 5, 1, 1000));
           const double round_s = p.get_double("round_s", 0.0, 0.0, 86400.0);
+          // Time is whole microseconds: a shorter round would silently become 1 us.
+          if (round_s > 0 && round_s < 1e-6) {
+            p.fail("round_s", fmt::format("{} s is shorter than the clock's 1 us; give at least 1e-6, or 0 for the adaptive round length", round_s));
+          }
           o.round = round_s > 0 ? std::max<tick>(1, to_ticks(round_s).value_or(1)) : 0;
           o.scale_up = p.get_choice("scale_up", "on", {"on", "off"}) == "on";
           o.admit_mid_round = p.get_choice("mid_round", "wait", {"wait", "admit"}) == "admit";
