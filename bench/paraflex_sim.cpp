@@ -131,12 +131,13 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile_file, "step-latency profile CSV (formats §2); default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus, one node)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
-  app.add_option("--cells", cells,
+  auto* cells_option = app.add_option("--cells", cells,
                  "cut the cluster into this many equal cells of whole nodes, each with its own policy; requests go round robin "
                  "in arrival order (default 1: one policy over every GPU)")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core); the output is the same")
-      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024));
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024))
+      ->needs(cells_option);  // without cells one policy runs the whole cluster on one thread: --threads would do nothing
   app.add_option("--max-degree", max_degree,
                  "run no request on more GPUs than this: the widest sequence-parallel group the deployment runs (default: "
                  "no cap; every degree the cost model allows up to a policy's GPUs)")

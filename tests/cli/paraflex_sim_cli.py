@@ -235,6 +235,7 @@ def group_bad_input(d):
         (["--fail-rate", "2"], "--fail-rate"),
         (["--gpu", "a100"], "a100"),
         (["--gpu", "8"], "--gpu names the GPU type, --gpus 8 sets the count"),
+        (["--threads", "4"], "--threads requires --cells"),  # it would do nothing: one policy, one thread
         (["--policy", "round-based:round_s=4e-7"], "shorter than the clock's 1 us"),
         (["--no-such-flag"], "no-such-flag"),
         # An empty value is a mistake (an unset shell variable), never a request for the default.
