@@ -95,9 +95,11 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile_file, "profile CSV; default: the embedded profile")->check(paraflex_bench::non_empty);
   app.add_option("--gpus", gpus, "GPUs in the cluster")->capture_default_str()->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node (default: --gpus)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
-  app.add_option("--cells", cells, "run each setting as paraflex-sim --cells does: equal cells of whole nodes, one policy each")
+  auto* cells_option = app.add_option("--cells", cells, "run each setting as paraflex-sim --cells does: equal cells of whole nodes, one policy each")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
-  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024));
+  app.add_option("--threads", threads, "with --cells: host threads running cells at once (default 0: one per host core)")
+      ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(0, 1024))
+      ->needs(cells_option);  // as in paraflex-sim: without cells it would do nothing
   app.add_option("--max-degree", max_degree, "run no request on more GPUs than this, as paraflex-sim --max-degree (default: no cap)")
       ->transform(paraflex_bench::decimal_integer)->check(CLI::Range(1, 1 << 16));
   app.add_option("--decision-gap-ms", decision_gap_ms, "call the policy at most once per this many milliseconds, as paraflex-sim --decision-gap-ms (default 0)")

@@ -299,6 +299,8 @@ def group_tune(d):
     check(rc == 0 and "8 x l20-inferred in 2 cells of 4" in out, f"--cells 2: the first line says so ({err.strip()[-300:]})")
     rc1, out1, _ = tune(cells_args + ["--threads", "1"])
     check(rc1 == 0 and out1 == out, "--cells 2: the same output whatever --threads")
+    rc, out, err = tune(["--policy", "slo-aware", "--param", "margin=0.1,0.3", "--threads", "2"])
+    check(rc == 2 and "--threads requires --cells" in err, f"--threads without --cells: exit 2 (got {rc}: {err.strip()[-200:]})")
     src, sout, serr = run_command([SIM, "--policy", "slo-aware:margin=0.3", "--cells", "2", "--format", "json", "--quiet"], 300)
     check(src == 0, f"paraflex-sim --cells 2 runs ({serr.strip()[-200:]})")
     if src == 0:
