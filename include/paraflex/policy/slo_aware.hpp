@@ -626,12 +626,6 @@ class slo_admission {
     e.most = e.steps * static_cast<double>(hull.back().cost) + static_cast<double>(e.fast) * static_cast<double>(e.stages);
     e.alone_fastest = static_cast<double>(e.stages) + e.min_budget;
   }
-  // The tail stop's bounds by list position i, from the entries as they are now (ended ones need
-  // nothing): tail_most_[i], the most of the entries before i; tail_room_[i], the least over windows
-  // j >= i of share x deadline_j - tail_most_[j + 1]; tail_reach_[i], the earliest time an entry
-  // from i on becomes unreachable, deadline - alone_fastest. Entries only need less, and become
-  // unreachable later, as their requests progress, so the bounds stay valid until the list's
-  // positions move (a merge, a clean-up) or the devices change.
   // fresh_ joins by_deadline_ once longer than this: each fold moves by_deadline_'s positions (the
   // tail bounds are built again), and every fresh entry weighs on the tail stop at its most.
   // Measured on the first deep-queue file (docs/performance.md): 32 + R/32 to 128 + R/4 alike; 8 +
@@ -663,6 +657,12 @@ class slo_admission {
       fresh_reach_[k] = gone ? fresh_reach_[k + 1] : std::min(fresh_reach_[k + 1], static_cast<double>(e.deadline) - e.alone_fastest);
     }
   }
+  // The tail stop's bounds by list position i, from the entries as they are now (ended ones need
+  // nothing): tail_most_[i], the most of the entries before i; tail_room_[i], the least over windows
+  // j >= i of share x deadline_j - tail_most_[j + 1]; tail_reach_[i], the earliest time an entry
+  // from i on becomes unreachable, deadline - alone_fastest. Entries only need less, and become
+  // unreachable later, as their requests progress, so the bounds stay valid until the list's
+  // positions move (a fold, a clean-up) or the devices change.
   void tail_bounds(double share) {
     const std::size_t n = by_deadline_.size();
     tail_most_.resize(n + 1);
