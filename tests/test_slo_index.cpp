@@ -219,6 +219,18 @@ outcome run(P& p, const std::vector<request_spec>& reqs, cluster c, simulation_f
   return o;
 }
 
+// Runs o's policy on reqs and checks its verdicts at every decision, whether the check ran or was
+// skipped: against Moore-Hodgson written out, and against a part without task-end hooks (which
+// walks every entry and never skips); every request ends.
+void check_every_verdict(observer& o, const std::vector<request_spec>& reqs, cluster c, simulation_faults faults = {}, toy_cost cost = {}) {
+  const auto r = run(o, reqs, c, std::move(faults), cost);
+  CHECK(o.reference_mismatches == 0);
+  CHECK(o.untold_mismatches == 0);
+  CHECK(o.untold.tail_stops() == 0);
+  CHECK(o.untold.clean_skips() == 0);
+  for (const auto& rec : r.records) REQUIRE(rec.ended());
+}
+
 bool same_schedule(const outcome& a, const outcome& b) {
   if (a.records.size() != b.records.size()) return false;
   for (std::size_t i = 0; i < a.records.size(); ++i) {
@@ -358,17 +370,31 @@ TEST_CASE("a check stops its walk where no later window can overflow, with the v
     const auto reqs = deep_workload(seed, 300, seed >= 39 ? 1.0 : seed % 2 ? 0.03 : 0.06);
     simulation_faults faults;
     if (seed % 3 == 1) faults.device_failures.push_back({1, *to_ticks(4.0)});
-    const auto r = run(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"}, faults, toy_cost{seed % 2 == 0 ? 2 : 0});
+    check_every_verdict(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"}, faults, toy_cost{seed % 2 == 0 ? 2 : 0});
     if (seed < 39) CHECK(o.set_aside > 40);
-    CHECK(o.reference_mismatches == 0);  // every decision's verdicts against Moore-Hodgson written out
-    CHECK(o.untold_mismatches == 0);     // a part without task-end hooks walks every entry, and agrees
-    CHECK(o.untold.tail_stops() == 0);
     stops += o.exact.tail_stops();
     checks += o.exact.checks();
-    for (const auto& rec : r.records) REQUIRE(rec.ended());
   }
   INFO(stops << " of " << checks << " checks stopped early");
   CHECK(stops * 4 > checks);  // met, and often
+}
+
+TEST_CASE("a check that tries the horizon stops its walk where every later window fits until then, and stands until then",
+          "[slo][slo-aware]") {
+  std::uint64_t horizon_stops = 0, skipped = 0;
+  for (std::uint64_t seed = 51; seed <= 62; ++seed) {
+    INFO("seed " << seed);
+    observer o;
+    // Light to moderate, with the deep tail: checks set nothing aside, some needs are past their
+    // cheapest degree (so the horizon is tried), and the tail fits at its most.
+    const auto reqs = deep_workload(seed, 300, 0.1 + 0.06 * static_cast<double>(seed - 51));
+    check_every_verdict(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"}, {}, toy_cost{seed % 2 == 0 ? 2 : 0});
+    horizon_stops += o.exact.horizon_stops();
+    skipped += o.exact.clean_skips();
+  }
+  INFO(horizon_stops << " checks stopped at the horizon, " << skipped << " decisions skipped the check");
+  CHECK(horizon_stops > 0);
+  CHECK(skipped > 0);
 }
 
 TEST_CASE("a request unreachable on arrival is dropped although the walk could stop before its deadline", "[slo][slo-aware]") {
@@ -410,13 +436,9 @@ TEST_CASE("a check that set nothing aside stands, exactly, until a window could 
     INFO("seed " << seed);
     observer o;
     const auto reqs = busy_workload(seed, 150, seed % 2 ? 2.0 : 4.0);  // light: most checks set nothing aside
-    const auto r = run(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"});
-    CHECK(o.reference_mismatches == 0);  // the verdicts at every decision, skipped or not
-    CHECK(o.untold_mismatches == 0);     // a part without task-end hooks never skips, and agrees
-    CHECK(o.untold.clean_skips() == 0);
+    check_every_verdict(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"});
     skipped += o.exact.clean_skips();
     checked += o.exact.checks();
-    for (const auto& rec : r.records) REQUIRE(rec.ended());
   }
   INFO(skipped << " decisions skipped the check, " << checked << " ran it");
   CHECK(skipped > checked);  // the skip is met, and often
