@@ -56,7 +56,7 @@ struct state_guard {
 py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpus_arg, typed<std::optional<std::string>> gpu_arg, py::handle policy,
                      typed<std::optional<int>> gpus_per_node, typed<std::uint64_t> seed_value, typed<bool> bound_arg, typed<double> jitter_arg,
                      typed<double> fail_rate_arg, typed<std::vector<std::string>> fail_devices_arg, typed<std::vector<std::string>> stragglers_arg,
-                     py::handle trace_out, typed<int> cells_arg, typed<int> threads_arg, typed<std::optional<int>> max_degree_arg,
+                     py::handle trace_out, typed<std::optional<int>> cells_arg, typed<std::optional<int>> threads_arg, typed<std::optional<int>> max_degree_arg,
                      typed<double> decision_gap_arg) {
   const char* fn = "simulate";
   const nested_run nest("simulate");
@@ -80,8 +80,13 @@ py::dict simulate_py(py::handle workload_arg, py::handle profile, typed<int> gpu
                                     {"profile", flag_path(profile, "profile", "--profile")}});
     if (!why.empty()) input_failure(why);
   }
-  const int cells = arg(cells_arg, fn, "cells");
-  const int threads = arg(threads_arg, fn, "threads");
+  // None: not given. threads without cells is paraflex-sim's "--threads requires --cells" (one policy
+  // over the whole cluster runs on one thread, so threads would do nothing).
+  const std::optional<int> cells_given = arg(cells_arg, fn, "cells");
+  const std::optional<int> threads_given = arg(threads_arg, fn, "threads");
+  if (threads_given && !cells_given) input_failure("--threads requires --cells");
+  const int cells = cells_given.value_or(1);
+  const int threads = threads_given.value_or(0);
   if (auto e = check_cells(cluster{gpus, size.per_node, {}}, cells)) input_failure(e->what());
   if (threads < 0 || threads > max_cell_threads) input_failure(fmt::format("--threads: Value {} not in range 0 to {}", threads, max_cell_threads));
   const std::optional<int> cap = arg(max_degree_arg, fn, "max_degree");  // None: no cap
@@ -193,7 +198,7 @@ Bad input raises ValueError naming the file, line and column; a wrong type TypeE
   m.def("simulate", &simulate_py, py::arg("workload") = py::none(), py::arg("profile") = py::none(), py::arg("gpus") = 8,
         py::arg("gpu") = py::none(), py::arg("policy") = "slo-aware", py::arg("gpus_per_node") = py::none(), py::arg("seed") = 0,
         py::arg("bound") = false, py::arg("jitter") = 0.0, py::arg("fail_rate") = 0.0, py::arg("fail_devices") = std::vector<std::string>{},
-        py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(), py::arg("cells") = 1, py::arg("threads") = 0,
+        py::arg("stragglers") = std::vector<std::string>{}, py::arg("trace_out") = py::none(), py::arg("cells") = py::none(), py::arg("threads") = py::none(),
         py::arg("max_degree") = py::none(), py::arg("decision_gap_ms") = 0.0,
         R"doc(Runs one policy on one workload in the simulator; returns one entry of paraflex-sim's JSON "results".
 
@@ -205,7 +210,8 @@ policy        a built-in spec ("slo-aware", "static:4", "round-based:round_steps
               or any object with decide(view, out) and optional hooks
 seed, jitter, fail_rate, fail_devices ["ID@SECONDS"], stragglers ["ID@SECONDS:FACTOR"], bound, trace_out,
 cells, threads, max_degree (default None: no cap), decision_gap_ms (default 0: a decision at every event):
-              as paraflex-sim's flags of the same names (cells > 1: a built-in spec, one instance per cell)
+              as paraflex-sim's flags of the same names (cells > 1: a built-in spec, one instance per cell;
+              cells None is one cell; threads needs cells, as --threads needs --cells)
 Bad input raises ValueError with paraflex-sim's message, a wrong type TypeError naming the argument; an
 invalid decision raises PolicyError; an exception raised by a Python policy propagates unchanged.)doc");
 }

@@ -254,6 +254,13 @@ class InputErrorsCarryParaflexSimsMessage(unittest.TestCase):
             paraflex.simulate(cells=2, threads=10**6)
         self.assert_message(["--cells", "2", "--threads", "1025"], cells=2, threads=1025)
 
+    def test_threads_without_cells_is_an_error_as_in_paraflex_sim(self):
+        # Regression: threads=2 without cells was silently ignored (paraflex-sim exits 2).
+        self.assert_message(["--threads", "2"], threads=2)
+        self.assert_message(["--threads", "0"], threads=0)
+        self.assertEqual(paraflex.simulate(cells=1, threads=2, policy="static:2")["requests"],
+                         paraflex.simulate(policy="static:2")["requests"])
+
     def test_wrong_types_raise_type_error(self):
         with self.assertRaises(TypeError):
             paraflex.simulate(workload=42)
