@@ -70,9 +70,11 @@
 // of what its need is made of (steps and encode/decode time left, hull, deadline, class), taken again
 // only when its task ends (on_task_end) or a device is lost; with every hook forwarded the walk reads
 // no request record. A need is then a comparison while the request's cheapest degree still meets its
-// deadline, else a division and the mix of the two hull points it lay between last time (kept in
-// the copy); only when it moves past them is its shape's hull (computed once per shape) walked on
-// from there (as time passes a need only moves towards faster points). Moore-Hodgson's heap is
+// deadline, else a point on the line between the two hull points it lay between last time (kept in
+// the copy as steps x cost, steps x time and the slope: a multiply-add; with two dependent divisions
+// instead, needs were a third of a check over 1,024 GPUs); only when the budget moves
+// past them is its shape's hull (computed once per shape) walked on from there (as time passes a
+// need only moves towards faster points). Moore-Hodgson's heap is
 // built only when a window first overflows: O(R) when every window fits, O(R log R) at worst. A
 // job in it is one 128-bit key (class, need, handle); while its jobs share the upper word (one
 // class, needs below 2^32 device-microseconds) it holds the lower word alone: half the moves, one
@@ -487,24 +489,20 @@ class slo_admission {
     const tick stages = v.remaining_time(h, fast) - static_cast<tick>(r.steps_remaining()) * v.step_time(h, fast);
     const double budget = static_cast<double>(slack - stages);  // for the steps
     if (budget < steps * static_cast<double>(hull.back().time)) return -1;
-    const double per_step = steps > 0 ? budget / steps : static_cast<double>(never);
-    // hull: by growing cost and shrinking time; find the first point fast enough.
-    std::size_t i = 0;
+    // hull: by growing cost and shrinking time; find the first point fast enough (steps x its time
+    // within the budget; point 0 when no steps are left).
     std::size_t lo = 0, hi = hull.size() - 1;
-    while (lo < hi) {
+    while (steps > 0 && lo < hi) {
       const std::size_t mid = (lo + hi) / 2;
-      if (static_cast<double>(hull[mid].time) <= per_step) hi = mid;
+      if (steps * static_cast<double>(hull[mid].time) <= budget) hi = mid;
       else lo = mid + 1;
     }
-    i = lo;
-    double cost_per_step = static_cast<double>(hull[i].cost);
-    if (i > 0) {  // mix the slower, cheaper point i-1 with point i
-      const auto& a = hull[i - 1];
-      const auto& b = hull[i];
-      const double x = (per_step - static_cast<double>(b.time)) / static_cast<double>(a.time - b.time);
-      cost_per_step = x * static_cast<double>(a.cost) + (1 - x) * static_cast<double>(b.cost);
-    }
-    return static_cast<tick>(steps * cost_per_step) + static_cast<tick>(fast) * stages;
+    // The mix of the slower, cheaper point lo-1 and point lo that spends the budget (in need_late's
+    // arithmetic: the same value to the last bit).
+    const hull_point& b = hull[lo];
+    const double slope = lo > 0 ? mix_slope(hull[lo - 1], b) : 0.0;
+    return static_cast<tick>(steps * static_cast<double>(b.cost) + (budget - steps * static_cast<double>(b.time)) * slope) +
+           static_cast<tick>(fast) * stages;
   }
 
 
@@ -595,11 +593,11 @@ class slo_admission {
     double most;           ///< the most it can need while reachable: every step at the fastest point
     double alone_fastest;  ///< stages + min_budget: unreachable once less time is left (+inf: always)
     // ... and the hull segment its need was on last time (time only moves it towards faster points):
-    // point (b) and the one before it (a), as doubles; it stays there while seg_above <= time per
-    // step < seg_below.
+    // point (b) and the one before it (a), as the line the need lies on: steps x b's cost, plus
+    // (budget - steps x b's time) x slope. It stays there while budget_above <= budget < budget_below.
     std::uint32_t point = 0;
-    double seg_above, seg_below;  ///< b's time, -inf for the fastest; a's time, +inf for point 0
-    double b_time, span, a_cost, b_cost;  ///< span: a's time - b's
+    double budget_above, budget_below;  ///< steps x b's time, -inf for the fastest; steps x a's time, +inf for point 0
+    double steps_cost, steps_time, slope;  ///< steps x b's cost, steps x b's time, (a's cost - b's) / (a's time - b's)
   };
 
   // Inserts h into the deadline order once.
@@ -705,23 +703,23 @@ class slo_admission {
     tail_valid_ = true;
   }
   void to_point(entry& e, const std::vector<hull_point>& hull, std::size_t lo) const noexcept {
+    constexpr double inf = std::numeric_limits<double>::infinity();
     e.point = static_cast<std::uint32_t>(lo);
     const hull_point& b = hull[lo];
-    e.seg_above = lo + 1 < hull.size() ? static_cast<double>(b.time) : -std::numeric_limits<double>::infinity();
-    e.b_cost = static_cast<double>(b.cost);
-    if (lo == 0) {
-      e.seg_below = std::numeric_limits<double>::infinity();
-      return;
-    }
-    const hull_point& a = hull[lo - 1];
-    e.seg_below = static_cast<double>(a.time);
-    e.b_time = static_cast<double>(b.time);
-    e.span = static_cast<double>(a.time - b.time);
-    e.a_cost = static_cast<double>(a.cost);
+    const bool some = e.steps > 0;  // no steps left: point 0 whatever the budget
+    e.budget_above = some && lo + 1 < hull.size() ? e.steps * static_cast<double>(b.time) : -inf;
+    e.budget_below = some && lo > 0 ? e.steps * static_cast<double>(hull[lo - 1].time) : inf;
+    e.steps_cost = e.steps * static_cast<double>(b.cost);
+    e.steps_time = e.steps * static_cast<double>(b.time);
+    e.slope = lo > 0 ? mix_slope(hull[lo - 1], b) : 0.0;
+  }
+  // GPU-time per unit of time per step between hull points a (slower, cheaper) and b: negative.
+  static double mix_slope(const hull_point& a, const hull_point& b) noexcept {
+    return (static_cast<double>(a.cost) - static_cast<double>(b.cost)) / static_cast<double>(a.time - b.time);
   }
   // demand() from an entry, with the same arithmetic. Up to cheap_until the answer is w_cheap: then
-  // steps x time(0) <= budget in integers, so the rounded budget / steps is >= time(0) too, and the
-  // search in need_late() would stop at point 0 with no mix.
+  // steps x time(0) <= budget in integers, so in doubles too (both exact below 2^53), and the search
+  // in need_late() would stop at point 0 with no mix.
   [[nodiscard]] tick need_at(entry& e, tick now) const { return now <= e.cheap_until ? e.w_cheap : need_late(e, now); }
   // need_late at a time ahead, leaving e's hull point where it is (the next check starts from there).
   [[nodiscard]] tick need_late_of_copy(const entry& e, tick at) const {
@@ -732,24 +730,19 @@ class slo_admission {
     const double steps = e.steps;
     const double budget = static_cast<double>(e.deadline - now - e.stages);
     if (budget < e.min_budget) return -1;
-    const double per_step = steps > 0 ? budget / steps : static_cast<double>(never);
-    // The first point fast enough (hull times shrink along it): the one of last time while the time
-    // per step is still in its segment. Between refreshes the budget only shrinks, so the search
+    // The first point fast enough (hull times shrink along it): the one of last time while the
+    // budget is still in its segment. Between refreshes the budget only shrinks, so the search
     // resumes where it stopped last time; it starts over if the point before is fast enough too
     // (time went back: a host replaying a view).
-    if (!(per_step >= e.seg_above && per_step < e.seg_below)) {
+    if (!(budget >= e.budget_above && budget < e.budget_below)) {  // steps > 0 here
       const std::vector<hull_point>& hull = hulls_[e.shape];
       std::size_t lo = e.point;
-      if (lo > 0 && static_cast<double>(hull[lo - 1].time) <= per_step) lo = 0;
-      while (lo + 1 < hull.size() && static_cast<double>(hull[lo].time) > per_step) ++lo;  // else the fastest
+      if (lo > 0 && steps * static_cast<double>(hull[lo - 1].time) <= budget) lo = 0;
+      while (lo + 1 < hull.size() && steps * static_cast<double>(hull[lo].time) > budget) ++lo;  // else the fastest
       to_point(e, hull, lo);
     }
-    double cost_per_step = e.b_cost;
-    if (e.point > 0) {  // mix the slower, cheaper point a with b
-      const double x = (per_step - e.b_time) / e.span;
-      cost_per_step = x * e.a_cost + (1 - x) * e.b_cost;
-    }
-    return static_cast<tick>(steps * cost_per_step) + static_cast<tick>(e.fast) * e.stages;
+    // On point 0 the slope is 0: steps x its cost. Else the mix of a and b that spends the budget.
+    return static_cast<tick>(e.steps_cost + (budget - e.steps_time) * e.slope) + static_cast<tick>(e.fast) * e.stages;
   }
 
   // The lower convex hull of (step time, GPU-time per step) over a shape's allowed degrees that
