@@ -379,6 +379,21 @@ TEST_CASE("a check stops its walk where no later window can overflow, with the v
   CHECK(stops * 4 > checks);  // met, and often
 }
 
+TEST_CASE("a check stops its walk on each entry's bound only until that bound's time, then at its most", "[slo][slo-aware]") {
+  // 400 deep-queue requests: long-deadline entries past the stop are bounded by their cheapest
+  // degree's need only up to bound_until_; waiting longer, their cheapest degree becomes too slow
+  // and their needs grow. Bounds kept past that time (not built again) set aside too few on these seeds.
+  std::uint64_t stops = 0;
+  const std::pair<std::uint64_t, double> runs[] = {{104, 0.04}, {143, 0.02}, {201, 0.04}, {206, 0.02}};
+  for (const auto& [seed, gap] : runs) {
+    INFO("seed " << seed << ", gap " << gap);
+    observer o;
+    check_every_verdict(o, deep_workload(seed, 400, gap), cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"}, {}, toy_cost{seed % 2 == 0 ? 2 : 0});
+    stops += o.exact.tail_stops();
+  }
+  CHECK(stops > 1000);
+}
+
 TEST_CASE("a check that tries the horizon stops its walk where every later window fits until then, and stands until then",
           "[slo][slo-aware]") {
   std::uint64_t horizon_stops = 0, skipped = 0;

@@ -106,16 +106,18 @@
 // Deep queues: under overload the windows that overflow are the first ones; a queue thousands deep
 // (long SLOs waiting their turn) lies beyond them, and a walk of it all decides nothing there. So the
 // walk stops at an entry from which every later window fits, for sure: with each entry at the most
-// it can need while it is reachable (every step at its fastest point, `most`), need so far plus the
-// most of the entries up to window j stays within (capacity - reserve) x G x (deadline_j - now), and
-// no entry from there on can be unreachable yet (deadline - time alone at the fastest degree > now).
-// Both are read off bounds by list position (tail_bounds: prefix sums of `most`, the least room left
+// it can need up to a time bound_until_ (bound_of: its need on the cheapest degree when that stays
+// fast enough until then, else every step at its fastest point, `most`), need so far plus those
+// bounds of the entries up to window j stays within (capacity - reserve) x G x (deadline_j - now),
+// and no entry from there on can be unreachable yet (deadline - time alone at the fastest degree > now).
+// Both are read off bounds by list position (tail_bounds: prefix sums of bound_of, the least room left
 // over the windows from each position on, the earliest time one becomes unreachable), valid until
-// the list's positions move (a fold, ended entries cleaned up, devices lost), since needs only fall
-// and those times only come later as requests progress; built again at the first stop tried after
-// that (a clean check never needs them). Arrivals do not move them: they join fresh_, a short list
-// walked alongside (in the same order), and every fresh entry not walked yet counts in every window
-// past the stop at its most, and by when it becomes unreachable (fresh_bounds); fresh_ is folded in
+// the list's positions move (a fold, ended entries cleaned up, devices lost) or the time passes
+// bound_until_, since needs only fall and those times only come later as requests progress; built
+// again at the first stop tried after that (a clean check never needs them). Arrivals do not move
+// them: they join fresh_, a short list walked alongside (in the same order), and every fresh entry
+// not walked yet counts in every window past the stop at its bound, and by when it becomes
+// unreachable (fresh_bounds); fresh_ is folded in
 // once longer than 32 + R/32. The entries past the stop keep the verdict admit, as a whole walk
 // would give them; a stop is tried only once the check cannot be clean (nothing past it could then
 // change what the check decides), and only with every hook forwarded. While the horizon is tried,
@@ -128,7 +130,10 @@
 // each arrival into the list and building its bounds again had taken two fifths of the check's
 // time), -> about 6.5 s with the stop at the horizon (three quarters of the entries walked were
 // in checks trying the horizon, which walked the whole list) and the head skipped (two fifths of
-// the entries walked had ended), the same schedule (docs/performance.md).
+// the entries walked had ended), the same schedule (docs/performance.md). On the burst file of
+// docs/performance.md (load 10, five classes, bursts of 500) the walk went on 160 entries past the
+// last window that overflowed while the bounds were `most`; with bound_of, 33 (720 -> 594 entries
+// walked per check).
 // Verdicts are stamped with the pass that gave them (no per-call reset), best effort is judged on the
 // spot. The walk of the composed policy then costs what it hands out (compose.hpp).
 #pragma once
@@ -332,15 +337,16 @@ class slo_admission {
         next = fs + fi++;
       } else if (i < n) {
         if (may_stop && !clean && i % 8 == 0) {
-          // Built here, not before the walk: a clean check never needs them.
-          if (!tail_valid_ || tail_share_ != least_share) tail_bounds(least_share);
-          // Every window j from here: need + (most of entries i..j) <= least_share x (deadline_j - at),
-          // with room for the rounding of sums as large as every entry's most and the clock. Fresh
+          // Every window j from here: need + (bounds of entries i..j) <= least_share x (deadline_j - at),
+          // with room for the rounding of sums as large as every entry's bound and the clock. Fresh
           // entries not walked yet (each after some es[j], j >= i) count in every such window.
           // While the horizon is tried, at = the horizon and need = the needs there: every later window
-          // then fits up to the horizon too (needs grow with time up to their most, rooms shrink), so
+          // then fits up to the horizon too (needs grow with time up to their bounds, rooms shrink), so
           // the check stands until then, as a whole walk that kept clean_h would say.
           const tick at = clean_h ? horizon : now;
+          // Built here, not before the walk: a clean check never needs them. The bounds hold up to
+          // bound_until_ (bound_of).
+          if (!tail_valid_ || tail_share_ != least_share || at > bound_until_) tail_bounds(least_share, at);
           const double so_far = clean_h ? need_h : need;
           const double at_room = least_share * static_cast<double>(at);
           const double later = fresh_most_[fi];
@@ -590,7 +596,7 @@ class slo_admission {
     int fast;             ///< the fastest degree on the hull
     std::uint32_t shape;  ///< hulls_ index
     // What tail_bounds() reads (taken again with the rest at refresh()):
-    double most;           ///< the most it can need while reachable: every step at the fastest point
+    double most;           ///< the most it can need while reachable: every step at the fastest point (bound_of)
     double alone_fastest;  ///< stages + min_budget: unreachable once less time is left (+inf: always)
     // ... and the hull segment its need was on last time (time only moves it towards faster points):
     // point (b) and the one before it (a), as the line the need lies on: steps x b's cost, plus
@@ -644,8 +650,16 @@ class slo_admission {
     e.most = e.steps * static_cast<double>(hull.back().cost) + static_cast<double>(e.fast) * static_cast<double>(e.stages);
     e.alone_fastest = static_cast<double>(e.stages) + e.min_budget;
   }
+  // The most e can need at any time up to bound_until_, as long as its request only progresses:
+  // w_cheap while its cheapest degree stays fast enough until then (a task end lowers w_cheap and
+  // moves cheap_until later), else `most`. On the deep-queue files most entries past the last
+  // overflow are such long-deadline requests, and bounding them by `most` (every step at the
+  // fastest degree) kept the walk going past where it could stop (docs/performance.md).
+  [[nodiscard]] double bound_of(const entry& e) const noexcept {
+    return e.cheap_until >= bound_until_ ? static_cast<double>(std::max<tick>(e.w_cheap, 0)) : e.most;
+  }
   // fresh_ joins by_deadline_ once longer than this: each fold moves by_deadline_'s positions (the
-  // tail bounds are built again), and every fresh entry weighs on the tail stop at its most.
+  // tail bounds are built again), and every fresh entry weighs on the tail stop at its bound.
   // Measured on the first deep-queue file (docs/performance.md): 32 + R/32 to 128 + R/4 alike; 8 +
   // R/256 (a fold every few arrivals) and 256 (fresh bounds too loose to stop) both 40-50% slower.
   [[nodiscard]] std::size_t fresh_fold_at() const noexcept { return 32 + by_deadline_.size() / 32; }
@@ -661,8 +675,8 @@ class slo_admission {
     front_ = 0;
     fresh_bounds();
   }
-  // By position k in fresh_: the most of fresh_[k..] and the earliest time one of them becomes
-  // unreachable (as tail_bounds; they too stay valid while the entries only progress).
+  // By position k in fresh_: the bounds of fresh_[k..] summed and the earliest time one of them
+  // becomes unreachable (as tail_bounds; they too stay valid while the entries only progress).
   void fresh_bounds() {
     const std::size_t f = fresh_.size();
     fresh_most_.resize(f + 1);
@@ -672,17 +686,28 @@ class slo_admission {
     for (std::size_t k = f; k-- > 0;) {
       const entry& e = fresh_[k];
       const bool gone = (mark_[e.h] & ended) != 0;
-      fresh_most_[k] = fresh_most_[k + 1] + (gone ? 0.0 : e.most);
+      fresh_most_[k] = fresh_most_[k + 1] + (gone ? 0.0 : bound_of(e));
       fresh_reach_[k] = gone ? fresh_reach_[k + 1] : std::min(fresh_reach_[k + 1], static_cast<double>(e.deadline) - e.alone_fastest);
     }
   }
   // The tail stop's bounds by list position i, from the entries as they are now (ended ones need
-  // nothing): tail_most_[i], the most of the entries before i; tail_room_[i], the least over windows
-  // j >= i of share x deadline_j - tail_most_[j + 1]; tail_reach_[i], the earliest time an entry
-  // from i on becomes unreachable, deadline - alone_fastest. Entries only need less, and become
-  // unreachable later, as their requests progress, so the bounds stay valid until the list's
-  // positions move (a fold, a clean-up) or the devices change.
-  void tail_bounds(double share) {
+  // nothing): tail_most_[i], the bounds of the entries before i summed; tail_room_[i], the least over
+  // windows j >= i of share x deadline_j - tail_most_[j + 1]; tail_reach_[i], the earliest time an
+  // entry from i on becomes unreachable, deadline - alone_fastest. Entries only need less, and
+  // become unreachable later, as their requests progress, so the bounds stay valid until the list's
+  // positions move (a fold, a clean-up), the devices change, or time passes bound_until_. That is
+  // set to `at` + bound_span_ at every build, the fresh bounds built again with it; the span doubles
+  // when the bounds ran out within 64 checks (a build walks the whole list) and halves when they
+  // lasted over 4,096.
+  void tail_bounds(double share, tick at) {
+    if (at > bound_until_) {
+      const std::uint64_t lasted = pass_ - bound_pass_;
+      if (lasted < 64) bound_span_ = std::min<tick>(bound_span_ * 2, max_bound_span);
+      else if (lasted > 4096) bound_span_ = std::max<tick>(bound_span_ / 2, 1000);
+    }
+    bound_pass_ = pass_;
+    bound_until_ = at > std::numeric_limits<tick>::max() - bound_span_ ? std::numeric_limits<tick>::max() : at + bound_span_;
+    fresh_bounds();
     const std::size_t n = by_deadline_.size();
     tail_most_.resize(n + 1);
     tail_room_.resize(n + 1);
@@ -690,7 +715,7 @@ class slo_admission {
     tail_most_[0] = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const entry& e = by_deadline_[i];
-      tail_most_[i + 1] = tail_most_[i] + ((mark_[e.h] & ended) ? 0.0 : e.most);
+      tail_most_[i + 1] = tail_most_[i] + ((mark_[e.h] & ended) ? 0.0 : bound_of(e));
     }
     tail_room_[n] = tail_reach_[n] = std::numeric_limits<double>::infinity();
     for (std::size_t i = n; i-- > 0;) {
@@ -807,6 +832,12 @@ class slo_admission {
   // The tail stop: its bounds by list position (tail_bounds), and the ends not yet cleaned up.
   std::vector<double> tail_most_, tail_room_, tail_reach_;
   bool tail_valid_ = false;
+  // The bounds (tail and fresh) hold up to bound_until_: until the first build it is the end of
+  // time, where bound_of is `most` (or 0 for an entry that never fits), which holds at any time.
+  tick bound_until_ = std::numeric_limits<tick>::max();
+  tick bound_span_ = 1'000'000;  // a second at first
+  std::uint64_t bound_pass_ = 0;  // the check that built them
+  static constexpr tick max_bound_span = 3'600'000'000'000;  // a thousand hours
   std::size_t front_ = 0;  // by_deadline_[0, front_) are ended requests' entries (with every hook forwarded)
   double tail_share_ = 0;
   std::size_t ended_in_list_ = 0;
