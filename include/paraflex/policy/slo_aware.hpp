@@ -320,7 +320,7 @@ class slo_admission {
     double need_h = 0;  // every need at the horizon, summed in deadline order
     bool fitted = !off;  // this check sets nothing aside and uses no alone rule
     // The tail stop (see "Deep queues" above): the walk ends at an entry from which every window fits
-    // with each entry at the most it can need, and none can be unreachable yet.
+    // with each entry at the most it can need until bound_until_, and none can be unreachable yet.
     const double least_share = std::min(long_limit, short_limit);
     const bool may_stop = trust && !lost && !off && least_share > 0;
     // by_deadline_ and fresh_ walked as one list in (deadline, handle) order: es[i] and fs[fi] next.
