@@ -81,7 +81,9 @@
 // comparison. Under overload most requests walked are set aside at every check: the one just
 // added goes without entering the heap when it is the first to go, else it takes the top's place
 // in one sift-down (200,000 requests at load 10 on 8 GPUs: the check's instructions down by a
-// quarter). First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check):
+// quarter). The heap is 4-ary (sift_down): under overload a check pops about a hundred jobs, and
+// a pop then waits on half as many levels (burst file: 15.1-15.2 -> 14.3-14.5 CPU s; 8-ary lost
+// it again). First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check):
 // 39,500 instructions per check, from 67,000 with three-field heap jobs and a hull walk per need.
 // Exact regime: up to slo_admission::exact_limit (4096) such requests, the check runs at every
 // decision - every setup of docs/results.md stays there, with the same schedules as a check at every
@@ -293,7 +295,7 @@ class slo_admission {
       else verdict_[h] = deferred;  // sized by track()
     };
     const auto overflow = [&](auto* h, const auto added, const auto before, const auto as_job, const double limit) {
-      if (!heaped) std::make_heap(h, h + top, before), heaped = true;
+      if (!heaped) make_heap(h, top, before), heaped = true;
       if (top == 0 || before(h[0], added)) {
         set_aside(as_job(added));
       } else {  // the top goes first and the new one takes its place: one sift-down
@@ -547,25 +549,42 @@ class slo_admission {
     return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
 #endif
   };
-  // x put in the top slot of heap[0..n) and sifted down (std::pop_heap's step without its sift-up).
+  // The heap is 4-ary: half the levels of a binary one, and a node's four children lie side by side
+  // (one or two cache lines), so a sift-down waits on half as many dependent loads; a push still
+  // climbs rarely. Pops and sift-downs were a quarter of a check's time under overload.
+  static constexpr std::size_t arity = 4;
+  // x put in slot i of heap[0..n) and sifted down (std::pop_heap's step without its sift-up).
   template <class T, class Before>
-  static void sift_down(T* heap, std::size_t n, const T x, Before before) noexcept {
-    std::size_t i = 0;
+  static void sift_down(T* heap, std::size_t n, const T x, Before before, std::size_t i = 0) noexcept {
     for (;;) {
-      std::size_t c = 2 * i + 1;
-      if (c + 1 < n) c += static_cast<std::size_t>(before(heap[c], heap[c + 1]));  // the child set aside first
-      else if (c >= n) break;
-      if (!before(x, heap[c])) break;
-      heap[i] = heap[c];
-      i = c;
+      const std::size_t c = arity * i + 1;
+      std::size_t first;  // the child set aside first
+      if (c + 3 < n) {  // all four: a tournament without branches
+        const std::size_t a = c + static_cast<std::size_t>(before(heap[c], heap[c + 1]));
+        const std::size_t b = c + 2 + static_cast<std::size_t>(before(heap[c + 2], heap[c + 3]));
+        first = before(heap[a], heap[b]) ? b : a;
+      } else if (c < n) {
+        first = c;
+        for (std::size_t k = c + 1; k < n; ++k) first = before(heap[first], heap[k]) ? k : first;
+      } else {
+        break;
+      }
+      if (!before(x, heap[first])) break;
+      heap[i] = heap[first];
+      i = first;
     }
     heap[i] = x;
+  }
+  // heap[0..n) put in heap order (std::make_heap).
+  template <class T, class Before>
+  static void make_heap(T* heap, std::size_t n, Before before) noexcept {
+    for (std::size_t i = n > 1 ? (n - 2) / arity + 1 : 0; i-- > 0;) sift_down(heap, n, heap[i], before, i);
   }
   // x, to be stored at heap[i], sifted up (std::push_heap).
   template <class T, class Before>
   static void sift_up(T* heap, std::size_t i, const T x, Before before) noexcept {
     while (i > 0) {
-      const std::size_t parent = (i - 1) / 2;
+      const std::size_t parent = (i - 1) / arity;
       if (!before(heap[parent], x)) break;
       heap[i] = heap[parent];
       i = parent;
