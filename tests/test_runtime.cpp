@@ -1256,6 +1256,63 @@ TEST_CASE("a trace written to its file as the run goes has the recorder's bytes,
   }
 }
 
+TEST_CASE("a trace names a request by its id up to 256 bytes, and by a 200-byte prefix and a hash of the whole id beyond", "[runtime][trace]") {
+  const std::string at_limit(max_trace_id_bytes, 'a');
+  CHECK(trace_id(at_limit) == at_limit);
+  CHECK(trace_id("r-7") == "r-7");
+
+  // Two long ids that share their first 300 bytes: shortened, still told apart, and stable.
+  const std::string stem(300, 'b');
+  const std::string one = stem + "-one", two = stem + "-two";
+  const std::string short_one = trace_id(one), short_two = trace_id(two);
+  CHECK(short_one.size() == 200 + 4 + 16);
+  CHECK(short_one.substr(0, 200) == stem.substr(0, 200));
+  CHECK(short_one.substr(200, 4) == "...#");
+  CHECK(short_one != short_two);
+  CHECK(trace_id(one) == short_one);
+  CHECK(trace_id(short_one) == short_one);  // shortening twice changes nothing
+
+  // A two-byte character across byte 200 is left out whole, not cut.
+  const std::string accented = std::string(199, 'c') + "\xC3\xA9" + std::string(100, 'c');
+  CHECK(trace_id(accented).substr(0, 203) == std::string(199, 'c') + "...#");
+  CHECK(is_valid_utf8(trace_id(accented)));
+
+  // Through a run: a 1 MB id names its slices shortened, in the recorder and in the file alike.
+  auto reqs = random_requests(23, 6, 0.05);
+  reqs[2].id = std::string(1'000'000, 'x');
+  const workload w{"t.csv", reqs};
+  const auto run = [&](auto&& attach) {
+    any_policy p = paraflex_test::builtin_policies(4).make("slo-aware").value_or_throw();
+    (void)simulate(w, cluster{4, 2, "x"}, toy_cost{}, p, "slo-aware", simulation_options{}, attach);
+  };
+  chrome_trace_recorder recorder;
+  run([&](auto& s) { recorder.attach(s); });
+  std::ostringstream text;
+  recorder.write(text, 4);
+  CHECK(text.str().size() < 200'000);
+  const auto doc = nlohmann::json::parse(text.str());
+  std::size_t long_slices = 0;
+  for (const auto& e : doc.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    CHECK(e.at("name") == e.at("args").at("request"));
+    long_slices += e.at("name") == trace_id(reqs[2].id);
+  }
+  CHECK(long_slices > 0);
+
+  const auto dir = std::filesystem::temp_directory_path() / "paraflex_trace_long_id_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.json").string();
+  {
+    chrome_trace_file file(path, 4);
+    run([&](auto& s) { file.attach(s); });
+    file.finish();
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(written == text.str());
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("an output file stays only when committed, and a device or a link is never removed", "[runtime][trace]") {
   const auto dir = std::filesystem::temp_directory_path() / "paraflex_output_file_test";
   std::filesystem::remove_all(dir);

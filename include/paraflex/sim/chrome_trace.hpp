@@ -11,8 +11,12 @@
 //
 // chrome_trace_recorder keeps every slice in memory until write(); chrome_trace_file writes them to
 // the file as the run goes (a million requests make tens of millions of slices), with the same bytes.
+//
+// A request id is any text and every slice carries it twice (name and args.request), so an id
+// longer than max_trace_id_bytes is shortened (trace_id): a 10 MB id made a 1 GB trace of 10 requests.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <iterator>
 #include <memory>
@@ -35,6 +39,20 @@
 
 namespace paraflex {
 
+/// Request ids up to this many bytes name their slices as they are.
+inline constexpr std::size_t max_trace_id_bytes = 256;
+
+/// The id a trace shows for a request: `id` itself up to max_trace_id_bytes, else its first 200 bytes
+/// (not cutting a UTF-8 sequence), "...#" and a 64-bit FNV-1a hash of the whole id in 16 hex digits,
+/// so that long ids with one prefix still tell their slices apart. Shortening a shortened id
+/// changes nothing.
+[[nodiscard]] inline std::string trace_id(std::string_view id) {
+  if (id.size() <= max_trace_id_bytes) return std::string(id);
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  for (const char c : id) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  return fmt::format("{}...#{:016x}", utf8_prefix(id, 200), hash);
+}
+
 namespace chrome_trace_detail {
 
 inline void write_header(std::ostream& os, int gpus) {
@@ -46,7 +64,8 @@ inline void write_header(std::ostream& os, int gpus) {
 /// Appends one slice to `out`: a task (or migration) of `request` on one device.
 inline void append_slice(std::string& out, device_id device, tick start, tick end, std::string_view request, const task_desc& task, bool ok) {
   std::string id;
-  append_json_string(id, request);
+  if (request.size() <= max_trace_id_bytes) append_json_string(id, request);
+  else append_json_string(id, trace_id(request));
   auto it = std::back_inserter(out);
   it = fmt::format_to(it, ",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\",\"args\":{{\"request\":{},\"task\":\"",
                       device, start, end - start, id, ok ? to_string(task.kind) : "failed", id);
@@ -69,8 +88,9 @@ class chrome_trace_recorder {
   }
 
   void add(const task_record& t, std::string_view request_id, device_id first_device = 0) {
+    const std::string shown = trace_id(request_id);  // kept shortened: a slice per device holds a copy
     for (device_id d : t.devices) {
-      slices_.push_back(slice{first_device + d, t.start, t.end, std::string(request_id), t.task, t.ok});
+      slices_.push_back(slice{first_device + d, t.start, t.end, shown, t.task, t.ok});
     }
   }
   /// Moves the slices of `other` after this one's (one trace of several schedulers).
