@@ -60,6 +60,7 @@ namespace detail {
       const auto w = static_cast<unsigned>(per_node);
       const std::uint64_t field_mask = w == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << w) - 1;
       const std::size_t per_word = 64 / w;
+      const auto log_w = static_cast<unsigned>(std::countr_zero(w));  // a shift, not a division, per field found
       // Nodes of 4-32 devices: a field's count c <= w is below its top bit, so (c | top) - t keeps the
       // top bit exactly when c >= t, for every field at once without a borrow across fields; a word
       // whose fields all hold fewer than k, or no fewer than the best so far, is passed in a few
@@ -75,7 +76,7 @@ namespace detail {
           std::uint64_t between = at_least(counts, static_cast<std::size_t>(k));
           if (best_node >= 0) between &= ~at_least(counts, best_free);
           for (; between != 0; between &= between - 1) {
-            const std::size_t f = static_cast<std::size_t>(std::countr_zero(between)) / w;
+            const std::size_t f = static_cast<std::size_t>(std::countr_zero(between)) >> log_w;
             const auto f_free = static_cast<std::size_t>((counts >> (f * w)) & field_mask);
             if (best_node < 0 || f_free < best_free) best_node = static_cast<int>(i * per_word + f), best_free = f_free;
             if (f_free == static_cast<std::size_t>(k)) break;  // an exact fit: no later node is better
