@@ -1213,6 +1213,19 @@ TEST_CASE("the Chrome trace is valid JSON with one track per GPU and one slice p
   }
 }
 
+// The bytes of a trace of `gpus` devices that chrome_trace_file writes to `path` while run(attach)
+// simulates.
+template <class Run>
+std::string traced_to_file(const std::string& path, int gpus, Run&& run) {
+  {
+    chrome_trace_file file(path, gpus);
+    run([&](auto& s) { file.attach(s); });
+    file.finish();
+  }
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 TEST_CASE("a trace written to its file as the run goes has the recorder's bytes, and one left unfinished is removed", "[runtime][trace]") {
   const workload w{"t.csv", random_requests(17, 30, 0.05)};
   simulation_options o;
@@ -1231,14 +1244,7 @@ TEST_CASE("a trace written to its file as the run goes has the recorder's bytes,
   const auto dir = std::filesystem::temp_directory_path() / "paraflex_trace_file_test";
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "t.json").string();
-  {
-    chrome_trace_file file(path, 4);
-    run([&](auto& s) { file.attach(s); });
-    file.finish();
-  }
-  std::ifstream in(path, std::ios::binary);
-  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CHECK(written == expected.str());
+  CHECK(traced_to_file(path, 4, run) == expected.str());
 
   {  // the run threw before finish(): no half-written JSON stays behind
     chrome_trace_file file(path, 4);
@@ -1302,14 +1308,7 @@ TEST_CASE("a trace names a request by its id up to 256 bytes, and by a 200-byte 
   const auto dir = std::filesystem::temp_directory_path() / "paraflex_trace_long_id_test";
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "t.json").string();
-  {
-    chrome_trace_file file(path, 4);
-    run([&](auto& s) { file.attach(s); });
-    file.finish();
-  }
-  std::ifstream in(path, std::ios::binary);
-  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CHECK(written == text.str());
+  CHECK(traced_to_file(path, 4, run) == text.str());
   std::filesystem::remove_all(dir);
 }
 

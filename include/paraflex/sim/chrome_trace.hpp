@@ -61,17 +61,34 @@ inline void write_header(std::ostream& os, int gpus) {
   for (int d = 0; d < gpus; ++d) os << fmt::format(",\n{{\"ph\":\"M\",\"pid\":0,\"tid\":{0},\"name\":\"thread_name\",\"args\":{{\"name\":\"GPU {0}\"}}}}", d);
 }
 
-/// Appends one slice to `out`: a task (or migration) of `request` on one device.
-inline void append_slice(std::string& out, device_id device, tick start, tick end, std::string_view request, const task_desc& task, bool ok) {
+/// The JSON string literal that names `request`'s slices (trace_id, escaped).
+[[nodiscard]] inline std::string quoted_id(std::string_view request) {
   std::string id;
   if (request.size() <= max_trace_id_bytes) append_json_string(id, request);
   else append_json_string(id, trace_id(request));
+  return id;
+}
+
+/// Appends one slice to `out`: a task (or migration) on one device, named by `id` (from quoted_id).
+inline void append_quoted_slice(std::string& out, device_id device, tick start, tick end, std::string_view id, const task_desc& task, bool ok) {
   auto it = std::back_inserter(out);
   it = fmt::format_to(it, ",\n{{\"ph\":\"X\",\"pid\":0,\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\",\"args\":{{\"request\":{},\"task\":\"",
                       device, start, end - start, id, ok ? to_string(task.kind) : "failed", id);
   if (task.kind == task_kind::step) it = fmt::format_to(it, "step {}", task.step);
   else out += to_string(task.kind);
   out += "\"}}";
+}
+
+/// Appends one slice to `out`: a task (or migration) of `request` on one device.
+inline void append_slice(std::string& out, device_id device, tick start, tick end, std::string_view request, const task_desc& task, bool ok) {
+  append_quoted_slice(out, device, start, end, quoted_id(request), task, ok);
+}
+
+/// Appends the slices of task `t`, one per device (the scheduler's device d is first_device + d),
+/// with the request's name shortened and escaped once for all of them.
+inline void append_task_slices(std::string& out, const task_record& t, std::string_view request, device_id first_device) {
+  const std::string id = quoted_id(request);
+  for (device_id d : t.devices) append_quoted_slice(out, first_device + d, t.start, t.end, id, t.task, t.ok);
 }
 
 inline void write_footer(std::ostream& os) { os << "\n]}\n"; }
@@ -166,7 +183,7 @@ class chrome_trace_file {
       return;
     }
     s.on_task_record([&s, first_device, &h](const task_record& t) {  // on cell `cell`'s thread: touches only h
-      for (device_id d : t.devices) chrome_trace_detail::append_slice(h.text, first_device + d, t.start, t.end, s.request(t.request).spec.id, t.task, t.ok);
+      chrome_trace_detail::append_task_slices(h.text, t, s.request(t.request).spec.id, first_device);
       if (h.text.size() >= (1u << 16)) h.flush();
     });
   }
@@ -212,11 +229,9 @@ class chrome_trace_file {
   };
 
   void put(const task_record& t, std::string_view id, device_id first_device, std::ostream& os) {
-    for (device_id d : t.devices) {
-      text_.clear();
-      chrome_trace_detail::append_slice(text_, first_device + d, t.start, t.end, id, t.task, t.ok);
-      os.write(text_.data(), static_cast<std::streamsize>(text_.size()));
-    }
+    text_.clear();
+    chrome_trace_detail::append_task_slices(text_, t, id, first_device);
+    os.write(text_.data(), static_cast<std::streamsize>(text_.size()));
   }
   // A file for one cell's slices, already unlinked: beside the trace where the platform allows.
   [[nodiscard]] std::FILE* open_scratch() const {
