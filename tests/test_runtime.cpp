@@ -996,13 +996,16 @@ TEST_CASE("A registry lists each policy's parameters with their defaults and acc
   CHECK(r.parameters("edf-best-fit").empty());
   const auto slo = r.parameters("slo-aware");
   CHECK(keys("slo-aware") == std::vector<std::string>{"admission", "capacity", "reserve", "margin", "chunk", "best_effort_age", "widen", "hold",
-                                                      "max_batch", "batch_margin", "batch_saving", "exact_limit", "backfill_max_gpus"});
+                                                      "max_batch", "batch_margin", "batch_saving", "exact_limit", "backfill_max_gpus",
+                                                      "order"});
   CHECK(slo[0].default_value == "relaxed");
   CHECK(slo[0].accepted == "relaxed|strict|off");
   CHECK(slo[1].default_value == "0.9");
   CHECK(slo[1].accepted == "[0.05, 4]");
   CHECK(slo[9].default_value == "0.3");  // batch_margin: margin + 0.1, printed without binary noise
   CHECK(slo[11].default_value == "4096");
+  CHECK(slo[13].default_value == "priority");
+  CHECK(slo[13].accepted == "priority|edf");
   CHECK(keys("round-based") == std::vector<std::string>{"round_steps", "round_s", "scale_up", "mid_round", "round_quantile", "max_batch",
                                                         "batch_margin"});
   CHECK(keys("throughput-first") == std::vector<std::string>{"chunk_steps", "max_inefficiency", "starvation_factor", "starvation_s"});

@@ -414,6 +414,45 @@ TEST_CASE("slo-aware serves a higher priority class first", "[policy][slo-aware]
   CHECK_FALSE((r.records[0].phase == request_phase::completed && r.records[0].finish <= r.records[0].deadline()));
 }
 
+TEST_CASE("slo-aware with order=edf serves the earlier deadline first, whatever the class", "[policy][slo-aware]") {
+  toy_cost cost;
+  const double one = cost.step_seconds(square(512), 1) * 10;
+  // One device. "low" meets its deadline only if it runs first; "high" meets its own either way.
+  // The capacity check admits both, so the order alone decides whether both make it.
+  const std::vector<request_spec> reqs = {make("low", 0, 512, 10, 1.5 * one, 0), make("high", 0, 512, 10, 3 * one, 1)};
+  const auto on_time = [](const request_record& rec) { return rec.phase == request_phase::completed && rec.finish <= rec.deadline(); };
+
+  slo_aware_policy by_class;  // the default: the higher class first
+  const auto c = run(by_class, reqs, cluster{1, 1, "toy"});
+  CHECK(on_time(c.records[1]));
+  CHECK_FALSE(on_time(c.records[0]));
+
+  slo_aware_options o;
+  o.priority_order = false;  // order=edf
+  slo_aware_policy by_deadline(o);
+  const auto d = run(by_deadline, reqs, cluster{1, 1, "toy"});
+  CHECK(on_time(d.records[0]));
+  CHECK(on_time(d.records[1]));
+  CHECK(d.records[0].finish < d.records[1].finish);
+}
+
+TEST_CASE("priority_edf_order without priority_first keys by the deadline alone", "[policy][compose]") {
+  const std::vector<request_spec> reqs = {make("late-high", 0, 512, 10, 30, 5), make("early-low", 0, 512, 10, 10, -5)};
+  const priority_edf_order by_class{0, true}, by_deadline{0, false};
+  scheduler_state s;
+  s.now = 0;
+  for (request_handle h = 0; h < reqs.size(); ++h) {
+    request_record rec;
+    rec.handle = h;
+    rec.spec = reqs[h];
+    s.requests.push_back(rec);
+  }
+  const scheduler_view v(s);
+  CHECK(by_class.key(v, 0) < by_class.key(v, 1));
+  CHECK(by_deadline.key(v, 1) < by_deadline.key(v, 0));
+  CHECK(by_deadline.key(v, 0).neg_priority == 0);
+}
+
 TEST_CASE("slo-aware runs best-effort requests after deadline ones but never starves them", "[policy][slo-aware]") {
   toy_cost cost;
   const double one = cost.step_seconds(square(512), 1) * 5;
@@ -530,6 +569,10 @@ TEST_CASE("the registry builds slo-aware and edf-best-fit and rejects bad parame
   CHECK_FALSE(r.make("slo-aware:capacity=0").has_value());
   CHECK_FALSE(r.make("slo-aware:capacity=0.5:reserve=0.6").has_value());
   CHECK_FALSE(r.make("slo-aware:colour=blue").has_value());
+  CHECK(r.make("slo-aware:order=edf").has_value());
+  CHECK(r.make("slo-aware:order=priority").has_value());
+  REQUIRE_FALSE(r.make("slo-aware:order=fifo").has_value());
+  CHECK(std::string(r.make("slo-aware:order=fifo").error().what()).find("order") != std::string::npos);
   CHECK_FALSE(r.make("edf-best-fit:admission=strict").has_value());
   const auto err = r.make("slo-aware:admission=sometimes").error().what();
   CHECK(err.find("admission") != std::string::npos);

@@ -664,10 +664,14 @@ void bind_parts(py::module_& m) {
   py::class_<least_slack_order>(m, "LeastSlackOrder", "Order: least slack first (deadline - now - time left at the fastest degree).")
       .def(py::init<>())
       .def("key", [](const least_slack_order& o, const py_view& v, py::handle h) { return o.key(v.get(), v.handle(h)); });
-  py::class_<priority_edf_order>(m, "PriorityEdfOrder", "Order: higher priority first, then the (virtual) deadline.")
-      .def(py::init([](typed<double> age) { return priority_edf_order{arg(age, "PriorityEdfOrder", "best_effort_age")}; }),
-           py::arg("best_effort_age") = 0.0)
+  py::class_<priority_edf_order>(m, "PriorityEdfOrder",
+                                 "Order: higher priority first, then the (virtual) deadline; priority_first=False: the deadline alone.")
+      .def(py::init([](typed<double> age, typed<bool> first) {
+             return priority_edf_order{arg(age, "PriorityEdfOrder", "best_effort_age"), arg(first, "PriorityEdfOrder", "priority_first")};
+           }),
+           py::arg("best_effort_age") = 0.0, py::arg("priority_first") = true)
       .def_readonly("best_effort_age", &priority_edf_order::best_effort_age)
+      .def_readonly("priority_first", &priority_edf_order::priority_first)
       .def("key", [](const priority_edf_order& o, const py_view& v, py::handle h) {
         const auto k = o.key(v.get(), v.handle(h));
         return py::make_tuple(k.neg_priority, k.deadline);

@@ -478,6 +478,21 @@ class PolicyParts(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "backfill_max_gpus must be >= 0"):
             paraflex.ComposedPolicy(backfill_max_gpus=-1)
 
+    def test_slo_aware_with_a_deadline_only_order_in_python_runs_as_order_edf_does(self):
+        # One GPU, both at once: the priority-0 request makes its deadline only if it runs first; the
+        # priority-1 one makes its own either way.
+        one = dict(arrival_s=0.0, model="flux-dev", height=512, width=512, steps=20)
+        alone = paraflex.simulate(workload=[one], policy="slo-aware", gpus=1)["latency_s"]["mean"]
+        rows = [dict(one, slo_s=1.5 * alone, priority=0), dict(one, slo_s=10 * alone, priority=1)]
+        self.assertTrue(paraflex.PriorityEdfOrder().priority_first)
+        by_deadline = paraflex.slo_aware(order=paraflex.PriorityEdfOrder(10.0, priority_first=False), name="slo-aware:order=edf")
+        ref = without_host_timings(paraflex.simulate(workload=rows, policy="slo-aware:order=edf", gpus=1))
+        self.assertEqual(without_host_timings(paraflex.simulate(workload=rows, policy=by_deadline, gpus=1)), ref)
+        by_class = without_host_timings(paraflex.simulate(workload=rows, policy="slo-aware", gpus=1))
+        self.assertGreater(ref["slo_attainment"], by_class["slo_attainment"])
+        with self.assertRaisesRegex(TypeError, "priority_first must be True or False"):
+            paraflex.PriorityEdfOrder(priority_first=1)
+
     def test_slo_aware_composed_in_python_batches_as_the_registry_spec_does(self):
         batching = paraflex.slo_aware(max_batch=8, name="slo-aware:max_batch=8")
         self.assertEqual((batching.max_batch, batching.batch_margin, batching.batch_saving), (8, min(0.9, 0.2 + 0.1), 0.25))

@@ -381,10 +381,13 @@ struct least_slack_order {
 /// Higher priority class (request_spec::priority) first, then the earliest deadline. A request
 /// without a deadline gets the virtual deadline arrival + best_effort_age x its latency alone at
 /// the fastest degree (never when best_effort_age <= 0): best effort comes after deadline traffic
-/// of its class but cannot be overtaken forever.
+/// of its class but cannot be overtaken forever. With priority_first = false the class is left out
+/// of the key: the earliest (virtual) deadline first, whatever the class (slo-aware's order=edf,
+/// where the classes act through admission only).
 struct priority_edf_order {
   static constexpr bool key_depends_only_on_request = true;
   double best_effort_age = 0;
+  bool priority_first = true;
 
   struct key_type {
     std::int64_t neg_priority = 0;  ///< wider than int: -INT_MIN must not overflow
@@ -392,7 +395,7 @@ struct priority_edf_order {
     friend auto operator<=>(const key_type&, const key_type&) = default;
   };
   [[nodiscard]] key_type key(const scheduler_view& v, request_handle h) const noexcept {
-    return {-std::int64_t{v.request(h).spec.priority}, effective_deadline(v, h, best_effort_age)};
+    return {priority_first ? -std::int64_t{v.request(h).spec.priority} : 0, effective_deadline(v, h, best_effort_age)};
   }
   /// The deadline, or the virtual one of a best-effort request (see above).
   [[nodiscard]] static tick effective_deadline(const scheduler_view& v, request_handle h, double age) noexcept {
