@@ -434,6 +434,13 @@ TEST_CASE("slo-aware with order=edf serves the earlier deadline first, whatever 
   CHECK(on_time(d.records[0]));
   CHECK(on_time(d.records[1]));
   CHECK(d.records[0].finish < d.records[1].finish);
+
+  policy_registry registry;  // the registry's order=edf is that option
+  register_slo_aware(registry);
+  any_policy from_spec = registry.make("slo-aware:order=edf").value_or_throw();
+  const auto s = run(from_spec, reqs, cluster{1, 1, "toy"});
+  CHECK(s.records[0].finish == d.records[0].finish);
+  CHECK(s.records[1].finish == d.records[1].finish);
 }
 
 TEST_CASE("priority_edf_order without priority_first keys by the deadline alone", "[policy][compose]") {
