@@ -458,3 +458,96 @@ TEST_CASE("a check that set nothing aside stands, exactly, until a window could 
   INFO(skipped << " decisions skipped the check, " << checked << " ran it");
   CHECK(skipped > checked);  // the skip is met, and often
 }
+
+namespace {
+
+// A batch for `devices` devices: n requests arrive at 0, of 256 px by 256-304 (0.05-0.06 s a step
+// alone, no faster on more devices; unequal, so that tasks on different devices end at different
+// times) with SLOs from lo to hi times the time the devices need for them all.
+std::vector<request_spec> batch_at_zero(int n, int steps, double lo, double hi, int devices, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  const auto shape_of = [](int i) { return request_shape{"toy", 256, 256 + 16 * (i % 4), 1}; };
+  double total = 0;
+  for (int i = 0; i < n; ++i) total += toy_cost{}.step_seconds(shape_of(i), 1) * steps / devices;
+  std::vector<request_spec> out;
+  for (int i = 0; i < n; ++i) {
+    request_spec r;
+    r.id = std::to_string(i + 1);
+    r.arrival = 0;
+    r.shape = shape_of(i);
+    r.steps = steps;
+    r.slo = *to_ticks(u(rng) * total);
+    r.priority = i % 3 == 0 ? 1 : 0;
+    out.push_back(r);
+  }
+  return out;
+}
+
+// slo-aware with its admission part's checks counted, beside a second admission part that is told of
+// arrivals and ends but not of task ends: above exact_limit that one counts every decision towards
+// its next check, as a host without task-end hooks does.
+struct check_counter {
+  slo_aware_policy inner;
+  slo_admission by_decisions;
+  bool any_ended = false;
+  std::uint64_t checks_before_end = 0, decisions_before_end = 0;
+  explicit check_counter(std::size_t limit) {
+    inner.admission_part().exact_limit = limit;
+    by_decisions.exact_limit = limit;
+  }
+  void decide(const scheduler_view& v, decision_buffer& out) {
+    by_decisions.begin(v);
+    inner.decide(v, out);
+    if (!any_ended) checks_before_end = inner.admission_part().checks(), ++decisions_before_end;
+  }
+  void on_arrival(const scheduler_view& v, request_handle h) {
+    by_decisions.on_arrival(v, h);
+    inner.on_arrival(v, h);
+  }
+  void on_request_end(const scheduler_view& v, request_handle h) {
+    any_ended = true;
+    by_decisions.on_request_end(v, h);
+    inner.on_request_end(v, h);
+  }
+  void on_task_end(const scheduler_view& v, request_handle h, bool ok) { inner.on_task_end(v, h, ok); }
+};
+
+}  // namespace
+
+TEST_CASE("above its exact limit, with SLOs far longer than a step, slo-aware checks after arrivals and ends, not after every decision",
+          "[slo][slo-aware]") {
+  // 10,000 requests of 10 steps on 8 devices, due in 0.2-0.9 of the time the batch takes: the first
+  // windows overflow; a thousandth of the median SLO is about 7 steps of a device (55 decisions), so
+  // ends (one every 12 decisions) bring most checks, and time a fifth of them.
+  const auto reqs = batch_at_zero(10000, 10, 0.2, 0.9, 8, 5);
+  check_counter c(4);
+  const auto r = run(c, reqs, cluster{8, 8, "toy"});
+  int completed = 0;
+  for (const auto& rec : r.records) {
+    REQUIRE(rec.ended());
+    CHECK(r.ends.at(rec.spec.id) == 1);
+    completed += rec.phase == request_phase::completed;
+  }
+  CHECK(completed > 5000);
+  CHECK(completed < 10000);  // overloaded
+  const std::uint64_t checks = c.inner.admission_part().checks();
+  INFO("checks " << checks << ", counting every decision " << c.by_decisions.checks());
+  CHECK(checks * 10 < c.by_decisions.checks());  // 14 against 362 (69 when every decision counts)
+  CHECK(checks >= 10);                           // 5 when ends do not count
+}
+
+TEST_CASE("above its exact limit, slo-aware checks again as simulated time passes even when no request arrives or ends",
+          "[slo][slo-aware]") {
+  // 40 requests of 400 steps (20-24 s alone each) on 4 devices, due in 0.5-1.0 of the 220 s the
+  // batch takes: the first ends after about 20 s and 1,000 decisions. A thousandth of the median SLO
+  // (about 0.16 s) counts as a change, so about every 3 steps of a device, and a check needs
+  // ceil(40 / 4) = 10 changes.
+  const auto reqs = batch_at_zero(40, 400, 0.5, 1.0, 4, 9);
+  check_counter c(4);
+  run(c, reqs, cluster{4, 4, "toy"});
+  INFO("checks before the first end " << c.checks_before_end << " in " << c.decisions_before_end << " decisions");
+  CHECK(c.decisions_before_end >= 1000);
+  CHECK(c.checks_before_end >= 10);                          // 19; 3 when time does not count
+  CHECK(c.checks_before_end * 20 < c.decisions_before_end);  // 119 when every decision counts
+}
