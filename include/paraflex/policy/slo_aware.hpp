@@ -105,7 +105,7 @@
 // batch with SLOs of days makes thousands of decisions per thousandth of its median SLO, and between
 // two ends nothing changes that a check would act on: its 200,000 requests on 8 GPUs took 130 s with
 // a check every ceil(R / exact_limit) decisions, 8.0-8.4 s with one every ceil(R / exact_limit) ends, and
-// the same attainment (docs/performance.md, "A batch submitted at once").
+// the same attainment (docs/performance.md, "Changes, not decisions").
 // A check is never skipped while nothing runs (no task end would come to bring the next one).
 // In either regime a check is also skipped, exactly, while the last one is known to give the same
 // verdicts: it set nothing aside, every need was on its cheapest degree and every window fitted
@@ -237,7 +237,7 @@ class slo_admission {
     const std::size_t tracked = by_deadline_.size() - dead_ + fresh_.size() + pending_.size();
     // Skipped only while a task is in flight: its end brings the next decision, so deferred
     // newcomers cannot stall a run with nothing else to wake it. With every hook forwarded, a
-    // decision counts towards the next check only while something changed (see "Above it" above).
+    // decision counts towards the next check only while something changed ("Cost per decision" above).
     if (tracked > exact_limit && pass_ > 0 && usable == hull_devices_ && !v.running().empty()) {
       ++skipped_;
       const std::size_t since = told && task_hooks_ ? std::min(skipped_, changes_since_check(now)) : skipped_;
