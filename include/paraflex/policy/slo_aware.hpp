@@ -617,12 +617,15 @@ class slo_admission {
 
   // Arrivals and ends since the last check, plus one for each thousandth of the median SLO of
   // simulated time passed (the median within a factor of two: from the SLOs' binary magnitudes).
-  [[nodiscard]] std::size_t changes_since_check(tick now) const noexcept {
-    std::uint64_t below = 0;
-    int magnitude = 0;  // the median SLO is in [2^(magnitude - 1), 2^magnitude) ticks
-    while (magnitude < 64 && (below += slo_log2_[magnitude]) * 2 <= slo_count_) ++magnitude;
-    const double per_change = std::max(1.0, std::ldexp(1.0, magnitude - 1) / 1000);
-    const double passed = static_cast<double>(now > last_check_at_ ? now - last_check_at_ : 0) / per_change;
+  [[nodiscard]] std::size_t changes_since_check(tick now) noexcept {
+    if (per_change_of_ != slo_count_) {  // found again only after an arrival (a batch: once for millions of decisions)
+      std::uint64_t below = 0;
+      int magnitude = 0;  // the median SLO is in [2^(magnitude - 1), 2^magnitude) ticks
+      while (magnitude < 64 && (below += slo_log2_[magnitude]) * 2 <= slo_count_) ++magnitude;
+      per_change_ = std::max(1.0, std::ldexp(1.0, magnitude - 1) / 1000);
+      per_change_of_ = slo_count_;
+    }
+    const double passed = static_cast<double>(now > last_check_at_ ? now - last_check_at_ : 0) / per_change_;
     return changes_ + static_cast<std::size_t>(std::min(passed, 1e15));
   }
 
@@ -882,6 +885,8 @@ class slo_admission {
   std::size_t changes_ = 0;             // arrivals and ends of requests with a deadline since the last check
   tick last_check_at_ = 0;
   std::array<std::uint64_t, 65> slo_log2_{};  // the arrivals' SLOs by std::bit_width (changes_since_check)
+  double per_change_ = 1;                     // ticks per change, as of per_change_of_ SLOs
+  std::uint64_t per_change_of_ = ~std::uint64_t{0};  // none yet
   bool clean_ = false;                  // the last check holds from clean_from_ to clean_until_ unless
   tick clean_from_ = 0, clean_until_ = 0;  // a request arrives, a task fails or a device is lost
   std::uint64_t clean_skips_ = 0;
