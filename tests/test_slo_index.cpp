@@ -26,10 +26,11 @@ namespace {
 
 struct toy_cost {  // small shapes gain nothing from more devices, large ones about k^0.8
   int max_degree = 0;  // > 0: no degree above it (the fastest degree is then a small part of a cluster)
+  double largest_times = 1;  // the largest shape (2048 px) takes this many times longer
   [[nodiscard]] double step_seconds(const request_shape& s, int k) const {
     const double tokens = latent_tokens(s);
     const double scale = tokens >= 4096 ? std::pow(static_cast<double>(k), 0.8) : tokens >= 1024 ? std::pow(static_cast<double>(k), 0.5) : 1.0;
-    return 2e-4 * tokens / scale + 0.01 * (k - 1);
+    return (2e-4 * tokens / scale + 0.01 * (k - 1)) * (s.width == 2048 ? largest_times : 1.0);
   }
   [[nodiscard]] bool allows_degree(const request_shape&, int k) const { return k >= 1 && (max_degree <= 0 || k <= max_degree); }
   [[nodiscard]] double migration_seconds(const request_shape&, int, int, bool cross) const { return cross ? 0.004 : 0.002; }
@@ -99,6 +100,7 @@ struct observer {
   std::vector<unsigned char> arrived_since;  // by handle: arrived after lazy's last check
   std::uint64_t checks = 0, skips = 0, compared = 0, mismatches = 0, not_deferred = 0, untold_mismatches = 0;
   std::uint64_t set_aside = 0, reference_mismatches = 0;
+  tick largest_need = 0;  // of any request in any check
   double slo_sum = 0;
   std::uint64_t slo_count = 0;
   observer() { lazy.exact_limit = 3; }
@@ -126,6 +128,7 @@ struct observer {
           continue;
         }
         jobs.push_back({r.deadline(), h, w, r.spec.priority, static_cast<double>(r.spec.slo)});
+        largest_need = std::max(largest_need, w);
       }
     }
     std::sort(jobs.begin(), jobs.end(), [](const job& a, const job& b) { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; });
@@ -356,6 +359,45 @@ TEST_CASE("the admission check sets aside exactly what Moore-Hodgson over every 
     const auto reqs = busy_workload(seed, 200, seed % 2 ? 0.05 : 0.12);
     run(o, reqs, cluster{seed % 3 == 0 ? 8 : 4, 4, "toy"});
     CHECK(o.set_aside > 100);  // overloaded: windows overflow, several requests per check
+    CHECK(o.reference_mismatches == 0);
+  }
+}
+
+// The check's heap holds one word per job (class rank, need, handle) while every job fits one, and
+// whole jobs otherwise; these take it past both limits in the middle of a walk.
+TEST_CASE("the admission check sets aside what Moore-Hodgson does with more classes than it ranks", "[slo][slo-aware]") {
+  for (std::uint64_t seed = 21; seed <= 23; ++seed) {
+    INFO("seed " << seed);
+    observer o;
+    auto reqs = busy_workload(seed, 600, 0.05);
+    // 300 classes (past the 256 the check ranks), arriving out of rank order.
+    for (std::size_t i = 0; i < reqs.size(); ++i) reqs[i].priority = static_cast<int>((i * 7) % 300) - 150;
+    run(o, reqs, cluster{4, 4, "toy"});
+    CHECK(o.set_aside > 100);
+    CHECK(o.reference_mismatches == 0);
+  }
+}
+
+TEST_CASE("the admission check sets aside what Moore-Hodgson does with needs past what one word holds", "[slo][slo-aware]") {
+  // The largest shape takes 3e9 times longer (deadlines scaled alike): its needs are 3e16-2e17
+  // device-microseconds, beside needs of a few seconds in the same checks. All of the higher class:
+  // where they overflow a window, the lower class's small jobs already in the heap go first.
+  constexpr double times = 3e9;
+  for (std::uint64_t seed = 24; seed <= 26; ++seed) {
+    INFO("seed " << seed);
+    observer o;
+    auto reqs = busy_workload(seed, 200, 0.05);
+    for (auto& r : reqs) {
+      if (r.shape.width != 2048) continue;
+      if (r.slo != never) r.slo = static_cast<tick>(static_cast<double>(r.slo) * times);
+      r.priority = 1;
+    }
+    toy_cost cost;
+    cost.largest_times = times;
+    run(o, reqs, cluster{4, 4, "toy"}, {}, cost);
+    // 200 handles take 8 bits and two classes 1: a need of 2^55 or more does not fit a word.
+    CHECK(o.largest_need >= (tick{1} << 55));
+    CHECK(o.set_aside > 100);
     CHECK(o.reference_mismatches == 0);
   }
 }

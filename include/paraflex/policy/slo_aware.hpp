@@ -84,15 +84,18 @@
 // past them is its shape's hull (computed once per shape) walked on from there (as time passes a
 // need only moves towards faster points). Moore-Hodgson's heap is
 // built only when a window first overflows: O(R) when every window fits, O(R log R) at worst. A
-// job in it is one 128-bit key (class, need, handle); while its jobs share the upper word (one
-// class, needs below 2^32 device-microseconds) it holds the lower word alone: half the moves, one
-// comparison. Under overload most requests walked are set aside at every check: the one just
-// added goes without entering the heap when it is the first to go, else it takes the top's place
-// in one sift-down (200,000 requests at load 10 on 8 GPUs: the check's instructions down by a
-// quarter). The heap is 4-ary (sift_down): under overload a check pops about a hundred jobs, and
-// a pop then waits on half as many levels (burst file: 15.1-15.2 -> 14.3-14.5 CPU s; 8-ary lost
-// it again). First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check):
-// 39,500 instructions per check, from 67,000 with three-field heap jobs and a hull walk per need.
+// job in it is one 128-bit key (class, need, handle); while every job fits one word as (the class's
+// rank among the classes seen, need, handle), with the handle in as few bits as the largest one
+// needs, the heap holds those words: half the moves, one comparison. (Until session 43 only while
+// every job was of one class with a need below 2^32: the burst file's five classes kept its checks
+// on whole jobs; in words it takes a tenth less CPU time, docs/performance.md "One word per job".)
+// Under overload most requests walked are set aside at every check: the one just added goes
+// without entering the heap when it is the first to go, else it takes the top's place in one
+// sift-down (200,000 requests at load 10 on 8 GPUs: the check's instructions down by a quarter).
+// The heap is 4-ary (sift_down): under overload a check pops about a hundred jobs, and a pop then
+// waits on half as many levels (burst file: 15.1-15.2 -> 14.3-14.5 CPU s; 8-ary lost it again).
+// First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check): 39,500
+// instructions per check, from 67,000 with three-field heap jobs and a hull walk per need.
 // Exact regime: up to slo_admission::exact_limit (4096) such requests, the check runs at every
 // decision - every setup of docs/results.md stays there, with the same schedules as a check at every
 // decision. Above it, the check runs once every ceil(R / exact_limit) decisions: in between the
@@ -294,14 +297,21 @@ class slo_admission {
     entry* const fs = fresh_.data();
     const bool off = mode == admission_mode::off;
     // The heap of admitted jobs: the order they leave it in is fixed by set_aside_first, a total
-    // order, whatever the heap's layout. While its jobs share hi (one class, needs below 2^32
-    // device-microseconds: the usual case) it holds their lo alone, in narrow_ (half the moves, one
-    // comparison); a job of another hi moves it to heap_ (wide). A heap of lo with one hi is a heap
-    // of (hi, lo) too.
+    // order, whatever the heap's layout. While every job fits one word as (class rank, need, handle)
+    // - the class's rank among the classes so far, the handle in as many bits as the largest one
+    // needs, the need in the rest - the heap holds those words, in narrow_ (half the moves, one
+    // comparison); they compare as the jobs do. A job that does not fit (a need of 2^(need_bits) or
+    // more, or a class past the first max_ranked_classes) moves the heap to whole jobs in heap_ (wide).
     job* const heap = heap_.data();
     std::uint64_t* const narrow = narrow_.data();
-    bool wide = false;
-    std::uint64_t hi = 0;  // of every job in the heap while !wide
+    // Every handle is below tracked_.size().
+    const auto handle_bits = static_cast<unsigned>(std::bit_width(std::max<std::size_t>(tracked_.size(), 1)));
+    const auto class_bits = static_cast<unsigned>(std::bit_width(class_rank_.size() > 1 ? class_rank_.size() - 1 : 0));
+    const unsigned need_bits = 64 - handle_bits - class_bits;  // at least 64 - 33 - 8
+    const std::uint64_t handle_mask = (std::uint64_t{1} << handle_bits) - 1;
+    const std::uint64_t need_mask = (std::uint64_t{1} << need_bits) - 1;  // need_bits < 64: a handle takes a bit at least
+    const unsigned* const rank = class_rank_.data();
+    bool wide = too_many_classes_;
     // The heap is built only when a window first overflows (make_heap, then one push per job).
     bool heaped = false;
     std::size_t dead = 0, top = 0;  // dead: entries of ended requests passed; top: jobs in the heap
@@ -333,6 +343,12 @@ class slo_admission {
       }
     };
     const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
+    // A narrow key back as its job.
+    const auto unpack = [&](std::uint64_t key) {
+      const std::uint64_t w = key >> handle_bits & need_mask;
+      const std::uint64_t r = class_bits > 0 ? key >> (64 - class_bits) : 0;
+      return job{class_by_rank_[r] | w >> 32, w << 32 | (key & handle_mask)};
+    };
     // Whether this check can stand for later ones (clean_), and until when.
     bool clean = trust && !off;
     tick clean_until = std::numeric_limits<tick>::max();
@@ -418,11 +434,15 @@ class slo_admission {
       }
       if (off) continue;
       const job added = make_job(e.class_key, w, e.h);
-      if (top == 0) {
-        hi = added.hi, wide = false;
-      } else if (added.hi != hi && !wide) {
-        for (std::size_t k = 0; k < top; ++k) heap[k] = {hi, narrow[k]};
-        wide = true;
+      std::uint64_t key = 0;  // added's narrow key
+      if (!wide) {
+        const auto uw = static_cast<std::uint64_t>(w);
+        if ((uw & ~need_mask) == 0) {
+          key = (class_bits > 0 ? std::uint64_t{rank[e.cls]} << (64 - class_bits) : 0) | uw << handle_bits | e.h;
+        } else {
+          for (std::size_t k = 0; k < top; ++k) heap[k] = unpack(narrow[k]);
+          wide = true;
+        }
       }
       need += static_cast<double>(w);
       // A request alone in its window always fits: only competition sets one aside.
@@ -445,15 +465,15 @@ class slo_admission {
           heap[top] = added;
           if (heaped) sift_up(heap, top, added, set_aside_first);
         } else {
-          narrow[top] = added.lo;
-          if (heaped) sift_up(narrow, top, added.lo, lo_first);
+          narrow[top] = key;
+          if (heaped) sift_up(narrow, top, key, lo_first);
         }
         ++top;
         continue;
       }
       const double limit = std::max(room, static_cast<double>(w));
       if (wide) overflow(heap, added, set_aside_first, [](const job& j) { return j; }, limit);
-      else overflow(narrow, added.lo, lo_first, [hi](std::uint64_t lo) { return job{hi, lo}; }, limit);
+      else overflow(narrow, key, lo_first, unpack, limit);
     }
     clean_ = clean && clean_until >= now;
     clean_until_ = clean_until;
@@ -643,7 +663,7 @@ class slo_admission {
     tick w_cheap;         ///< (no degree fits: cheap_until = max, w_cheap = -1, unreachable)
     double slo;
     request_handle h;
-    std::uint32_t position;  ///< the request's position these were taken at (refresh() when it changes)
+    std::uint32_t cls;        ///< its class's index in class_rank_ (none past max_ranked_classes)
     std::uint64_t class_key;  ///< class_key_of(priority)
     // need_late(): the request...
     double steps;         ///< steps remaining
@@ -658,6 +678,7 @@ class slo_admission {
     // point (b) and the one before it (a), as the line the need lies on: steps x b's cost, plus
     // (budget - steps x b's time) x slope. It stays there while budget_above <= budget < budget_below.
     std::uint32_t point = 0;
+    std::uint32_t position;  ///< the request's position these were taken at (refresh() when it changes)
     double budget_above, budget_below;  ///< steps x b's time, -inf for the fastest; steps x a's time, +inf for point 0
     double steps_cost, steps_time, slope;  ///< steps x b's cost, steps x b's time, (a's cost - b's) / (a's time - b's)
   };
@@ -673,11 +694,32 @@ class slo_admission {
     e.h = h;
     e.slo = static_cast<double>(r.spec.slo);
     e.class_key = class_key_of(r.spec.priority);
+    e.cls = rank_class(e.class_key);
     refresh(v, e);
     pending_.push_back(e);  // merged into the order by the next check
     if (verdict_.size() <= h) verdict_.resize(static_cast<std::size_t>(h) + 1, 0);  // for begin()'s set_aside
     if (mark_.size() <= h) mark_.resize(static_cast<std::size_t>(h) + 1, 0);
     mark_[h] = 0;
+  }
+  // The index of a class in class_rank_, added on its first request (ranks found again then: classes
+  // are few). Past max_ranked_classes, none: every later check keeps whole jobs.
+  std::uint32_t rank_class(std::uint64_t class_key) {
+    std::uint32_t c = 0;
+    while (c < class_key_.size() && class_key_[c] != class_key) ++c;
+    if (c < class_key_.size()) return c;
+    if (c == max_ranked_classes) {
+      too_many_classes_ = true;
+      return c;
+    }
+    class_key_.push_back(class_key);
+    class_by_rank_ = class_key_;
+    std::sort(class_by_rank_.begin(), class_by_rank_.end());
+    class_rank_.resize(class_key_.size());
+    for (std::size_t k = 0; k < class_key_.size(); ++k) {
+      const auto at = std::lower_bound(class_by_rank_.begin(), class_by_rank_.end(), class_key_[k]);
+      class_rank_[k] = static_cast<unsigned>(at - class_by_rank_.begin());
+    }
+    return c;
   }
   static bool by_deadline(const entry& a, const entry& b) noexcept { return a.deadline != b.deadline ? a.deadline < b.deadline : a.h < b.h; }
   void refresh(const scheduler_view& v, entry& e) {
@@ -869,7 +911,12 @@ class slo_admission {
   std::vector<unsigned char> seen_;          // by handle: arrived (on_arrival) and not ended
   std::size_t known_ = 0;                    // how many of seen_ are set
   std::vector<job> heap_;              // begin()'s heap, sized for every request tracked (wide)
-  std::vector<std::uint64_t> narrow_;  // the same with job::lo alone (one hi)
+  std::vector<std::uint64_t> narrow_;  // the same as narrow keys (class rank, need, handle)
+  // Classes by first arrival (class_key_), their ranks in key order, and the keys by rank.
+  static constexpr std::size_t max_ranked_classes = 256;
+  std::vector<std::uint64_t> class_key_, class_by_rank_;
+  std::vector<unsigned> class_rank_;
+  bool too_many_classes_ = false;  // a class past max_ranked_classes arrived: whole jobs from then on
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<entry> by_deadline_;      // requests with a deadline, by (deadline, handle): unfinished ones and dead_ ended ones
   std::size_t dead_ = 0;                // entries of ended requests in by_deadline_, as of the last check
