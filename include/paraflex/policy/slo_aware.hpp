@@ -347,7 +347,7 @@ class slo_admission {
     const auto unpack = [&](std::uint64_t key) {
       const std::uint64_t w = key >> handle_bits & need_mask;
       const std::uint64_t r = class_bits > 0 ? key >> (64 - class_bits) : 0;
-      return job{class_by_rank_[r] | w >> 32, w << 32 | (key & handle_mask)};
+      return make_job(class_by_rank_[r], static_cast<tick>(w), static_cast<request_handle>(key & handle_mask));
     };
     // Whether this check can stand for later ones (clean_), and until when.
     bool clean = trust && !off;
