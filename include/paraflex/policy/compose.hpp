@@ -984,7 +984,7 @@ class composed_policy {
         if (static_cast<int>(sg.size()) == k && std::all_of(sg.begin(), sg.end(), fits)) {
           picked_.assign(sg.begin(), sg.end());  // its own devices: no migration
         } else {
-          held_.for_each([&](device_id d) {
+          held_.for_each([&, k = k](device_id d) {  // k copied: clang before 16 cannot capture a structured binding
             if (static_cast<int>(picked_.size()) < k && held_until_[d] >= end) picked_.push_back(d);
           });
         }

@@ -96,6 +96,12 @@
 // waits on half as many levels (burst file: 15.1-15.2 -> 14.3-14.5 CPU s; 8-ary lost it again).
 // First 1,500 rows of the 1M file on 1,024 GPUs (about 240 requests walked per check): 39,500
 // instructions per check, from 67,000 with three-field heap jobs and a hull walk per need.
+// Once a check can neither stand (below) nor fit, and its heap holds words, what is left of its
+// walk only decides verdicts: walk_lean() takes it on, the same steps without the bookkeeping for
+// standing checks, in a function of its own whose state stays in registers (inside begin() a
+// dozen values were reloaded from the stack at every entry, about 155 instructions per entry).
+// On the burst file of docs/performance.md (overloaded at nearly every check) a quarter less CPU
+// time, the same JSON ("A lean walk").
 // Exact regime: up to slo_admission::exact_limit (4096) such requests, the check runs at every
 // decision - every setup of docs/results.md stays there, with the same schedules as a check at every
 // decision. Above it, the check runs once every ceil(R / exact_limit) decisions: in between the
@@ -167,6 +173,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -310,38 +317,17 @@ class slo_admission {
     const unsigned need_bits = 64 - handle_bits - class_bits;  // at least 64 - 33 - 8
     const std::uint64_t handle_mask = (std::uint64_t{1} << handle_bits) - 1;
     const std::uint64_t need_mask = (std::uint64_t{1} << need_bits) - 1;  // need_bits < 64: a handle takes a bit at least
-    const unsigned* const rank = class_rank_.data();
+    const std::uint64_t* const rank_part = class_rank_part_.data();
     bool wide = too_many_classes_;
     // The heap is built only when a window first overflows (make_heap, then one push per job).
     bool heaped = false;
     std::size_t dead = 0, top = 0;  // dead: entries of ended requests passed; top: jobs in the heap
     double need = 0;
-    // The same removals as a push and pops, cheaper: under overload most requests walked are set
-    // aside at every check, one per request added once the windows are full.
-    // Sets a job aside: deferred, or rejected (strict) if it has not started.
+    // A job set aside is deferred, or rejected (strict) if it has not started (set_aside).
     const bool strict = mode == admission_mode::strict;
     const std::uint64_t deferred = pass_ << 2 | static_cast<std::uint64_t>(verdict::deferred);
-    const auto set_aside = [&](const job& out) {
-      const auto h = static_cast<request_handle>(out.lo);
-      need -= static_cast<double>(static_cast<tick>(out.hi << 32 | out.lo >> 32));
-      if (strict && v.request(h).first_start == never) set_verdict(h, verdict::reject), drops_.push_back(h);
-      else verdict_[h] = deferred;  // sized by track()
-    };
-    const auto overflow = [&](auto* h, const auto added, const auto before, const auto as_job, const double limit) {
-      if (!heaped) make_heap(h, top, before), heaped = true;
-      if (top == 0 || before(h[0], added)) {
-        set_aside(as_job(added));
-      } else {  // the top goes first and the new one takes its place: one sift-down
-        const auto out = h[0];
-        sift_down(h, top, added, before);
-        set_aside(as_job(out));
-      }
-      while (need > limit && top > 1) {  // the last one left is alone in its window: it fits
-        const auto out = h[0];
-        if (--top > 0) sift_down(h, top, h[top], before);
-        set_aside(as_job(out));
-      }
-    };
+    const set_aside_as aside{v, strict, deferred};
+    const auto job_of = [](const job& j) { return j; };
     const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
     // A narrow key back as its job.
     const auto unpack = [&](std::uint64_t key) {
@@ -372,32 +358,28 @@ class slo_admission {
       while (front_ < n && (mark_[es[front_].h] & ended) != 0) ++front_;
     }
     std::size_t i = trust ? front_ : 0, fi = 0;
+    // Once the check can neither stand nor fit, and keeps narrow keys, the rest of the walk only
+    // decides verdicts: walk_lean does that with nothing else to keep (it hands back a job that does
+    // not fit a narrow key).
+    const bool may_lean = trust && !lost && !off;
     for (;;) {
+      if (may_lean && !clean && !clean_h && !fitted && !wide) {
+        lean_walk c{v, now, long_above, long_limit, short_limit, least_share, need_mask, handle_bits, rank_part, narrow,
+                    es, n, fs, fn, may_stop, aside, i, fi, top, dead, need, heaped};
+        const bool done = walk_lean(c);
+        i = c.i, fi = c.fi, top = c.top, dead = c.dead, need = c.need, heaped = c.heaped;
+        if (done) break;
+      }
       entry* next = nullptr;
       if (fi < fn && (i == n || by_deadline(fs[fi], es[i]))) {
         next = fs + fi++;
       } else if (i < n) {
-        if (may_stop && !clean && i % 8 == 0) {
-          // Every window j from here: need + (bounds of entries i..j) <= least_share x (deadline_j - at),
-          // with room for the rounding of sums as large as every entry's bound and the clock. Fresh
-          // entries not walked yet (each after some es[j], j >= i) count in every such window.
-          // While the horizon is tried, at = the horizon and need = the needs there: every later window
-          // then fits up to the horizon too (needs grow with time up to their bounds, rooms shrink), so
-          // the check stands until then, as a whole walk that kept clean_h would say.
-          const tick at = clean_h ? horizon : now;
-          // Built here, not before the walk: a clean check never needs them. The bounds hold up to
-          // bound_until_ (bound_of).
-          if (!tail_valid_ || tail_share_ != least_share || at > bound_until_) tail_bounds(least_share, at);
-          const double so_far = clean_h ? need_h : need;
-          const double at_room = least_share * static_cast<double>(at);
-          const double later = fresh_most_[fi];
-          const double lhs = so_far - tail_most_[i] + at_room + later;
-          if (static_cast<double>(at) + 2 < std::min(tail_reach_[i], fresh_reach_[fi]) &&
-              lhs + 4 + 1e-9 * (so_far + tail_most_[n] + later + at_room + std::abs(tail_room_[i])) <= tail_room_[i]) {
-            ++tail_stops_;
-            horizon_stops_ += clean_h;
-            break;
-          }
+        // While the horizon is tried, at = the horizon and need = the needs there: every later window
+        // then fits up to the horizon too (needs grow with time up to their bounds, rooms shrink), so
+        // the check stands until then, as a whole walk that kept clean_h would say.
+        if (may_stop && !clean && i % 8 == 0 && stops_at(i, fi, clean_h ? horizon : now, clean_h ? need_h : need, least_share)) {
+          horizon_stops_ += clean_h;
+          break;
         }
         next = es + i++;
       } else {
@@ -429,16 +411,15 @@ class slo_admission {
       }
       if (w < 0) {  // too late even alone at the fastest degree
         clean = clean_h = fitted = false;
-        if (v.request(e.h).phase == request_phase::waiting) set_verdict(e.h, verdict::unreachable), drops_.push_back(e.h);
-        continue;   // running: dropped when its task ends
+        unreachable(v, e.h);
+        continue;
       }
       if (off) continue;
-      const job added = make_job(e.class_key, w, e.h);
-      std::uint64_t key = 0;  // added's narrow key
+      std::uint64_t key = 0;  // the job's narrow key
       if (!wide) {
         const auto uw = static_cast<std::uint64_t>(w);
         if ((uw & ~need_mask) == 0) {
-          key = (class_bits > 0 ? std::uint64_t{rank[e.cls]} << (64 - class_bits) : 0) | uw << handle_bits | e.h;
+          key = rank_part[e.cls] | uw << handle_bits | e.h;  // as in walk_lean
         } else {
           for (std::size_t k = 0; k < top; ++k) heap[k] = unpack(narrow[k]);
           wide = true;
@@ -447,7 +428,7 @@ class slo_admission {
       need += static_cast<double>(w);
       // A request alone in its window always fits: only competition sets one aside.
       const double share = e.slo > long_above ? long_limit : short_limit;
-      const double room = share * static_cast<double>(e.deadline - now);
+      const double room = share * static_cast<double>(e.deadline - now);  // as in walk_lean
       if (clean) {
         // The window fits until need reaches share x (deadline - t): a tick and a relative 1e-9
         // early, so that rounding can never make a skipped check disagree with a real one.
@@ -462,6 +443,7 @@ class slo_admission {
       if (!(need <= room)) clean_h = fitted = false;
       if (need <= room || need <= static_cast<double>(w)) {  // need <= limit below
         if (wide) {
+          const job added = make_job(e.class_key, w, e.h);
           heap[top] = added;
           if (heaped) sift_up(heap, top, added, set_aside_first);
         } else {
@@ -472,8 +454,9 @@ class slo_admission {
         continue;
       }
       const double limit = std::max(room, static_cast<double>(w));
-      if (wide) overflow(heap, added, set_aside_first, [](const job& j) { return j; }, limit);
-      else overflow(narrow, key, lo_first, unpack, limit);
+      if (!heaped) (wide ? make_heap(heap, top, set_aside_first) : make_heap(narrow, top, lo_first)), heaped = true;
+      if (wide) std::tie(need, top) = overflow(heap, make_job(e.class_key, w, e.h), set_aside_first, job_of, limit, need, top, aside);
+      else std::tie(need, top) = overflow(narrow, key, lo_first, unpack, limit, need, top, aside);
     }
     clean_ = clean && clean_until >= now;
     clean_until_ = clean_until;
@@ -683,6 +666,163 @@ class slo_admission {
     double steps_cost, steps_time, slope;  ///< steps x b's cost, steps x b's time, (a's cost - b's) / (a's time - b's)
   };
 
+  // What set_aside needs of the check.
+  struct set_aside_as {
+    const scheduler_view& v;
+    bool strict;              // admission_mode::strict
+    std::uint64_t deferred;   // verdict_'s word for deferred in this pass
+  };
+  // Sets h aside: deferred, or rejected (strict) if it has not started.
+  void set_aside(const set_aside_as& a, request_handle h) {
+    if (a.strict && a.v.request(h).first_start == never) set_verdict(h, verdict::reject), drops_.push_back(h);
+    else verdict_[h] = a.deferred;  // sized by track()
+  }
+  // A window overflowed as `added` (need already counted) joined the heap h[0..top): the same removals
+  // as a push and pops, cheaper (under overload most requests walked are set aside at every check,
+  // one per request added once the windows are full): added goes at once when it is first in line,
+  // else it takes the top's place in one sift-down; then the top goes while need > limit. Returns
+  // need and top after. as_job(x) is x as a job (a narrow key unpacked).
+  template <class T, class Before, class AsJob>
+  [[nodiscard, gnu::noinline]] std::pair<double, std::size_t> overflow(T* h, const T added, Before before, AsJob as_job, double limit, double need,
+                                                        std::size_t top, const set_aside_as& a) {
+    const auto out = [&](const T x) {
+      const job j = as_job(x);
+      set_aside(a, static_cast<request_handle>(j.lo));
+      need -= static_cast<double>(static_cast<tick>(j.hi << 32 | j.lo >> 32));
+    };
+    if (top == 0 || before(h[0], added)) {
+      out(added);
+    } else {
+      const T first = h[0];
+      sift_down(h, top, added, before);
+      out(first);
+    }
+    while (need > limit && top > 1) {  // the last one left is alone in its window: it fits
+      const T first = h[0];
+      if (--top > 0) sift_down(h, top, h[top], before);
+      out(first);
+    }
+    return {need, top};
+  }
+  // h cannot meet its deadline even alone at its fastest degree: dropped if waiting (a running one is
+  // dropped when its task ends).
+  void unreachable(const scheduler_view& v, request_handle h) {
+    if (v.request(h).phase == request_phase::waiting) set_verdict(h, verdict::unreachable), drops_.push_back(h);
+  }
+  // The tail stop (see "Deep queues" above), tried before es[i] with fresh_[fi] next: every window j
+  // from here fits, need + (bounds of entries i..j) <= share x (deadline_j - at), with room for the
+  // rounding of sums as large as every entry's bound and the clock, and no entry from here on can
+  // be unreachable by `at`. Fresh entries not walked yet (each after some es[j], j >= i) count in
+  // every such window.
+  [[nodiscard, gnu::noinline]] bool stops_at(std::size_t i, std::size_t fi, tick at, double need, double share) {
+    // Built here, not before the walk: a clean check never needs them. They hold up to bound_until_.
+    if (!tail_valid_ || tail_share_ != share || at > bound_until_) tail_bounds(share, at);
+    const std::size_t n = by_deadline_.size();
+    const double at_room = share * static_cast<double>(at);
+    const double later = fresh_most_[fi];
+    const double lhs = need - tail_most_[i] + at_room + later;
+    if (static_cast<double>(at) + 2 < std::min(tail_reach_[i], fresh_reach_[fi]) &&
+        lhs + 4 + 1e-9 * (need + tail_most_[n] + later + at_room + std::abs(tail_room_[i])) <= tail_room_[i]) {
+      ++tail_stops_;
+      return true;
+    }
+    return false;
+  }
+  // What walk_lean reads (fixed for the check) and carries on (i to heaped: in and out).
+  struct lean_walk {
+    const scheduler_view& v;
+    tick now;
+    double long_above, long_limit, short_limit, least_share;
+    std::uint64_t need_mask;
+    unsigned handle_bits;
+    const std::uint64_t* rank_part;
+    std::uint64_t* narrow;
+    entry* es;
+    std::size_t n;
+    entry* fs;
+    std::size_t fn;
+    bool may_stop;
+    set_aside_as aside;
+    std::size_t i, fi, top, dead;
+    double need;
+    bool heaped;
+  };
+  // begin()'s walk once only verdicts are left to decide (the check neither stands nor fits, keeps
+  // narrow keys, trusts the marks, no device lost): the same steps with nothing else kept, in a
+  // function of its own so that its state stays in registers (inside begin() it was reloaded from
+  // the stack at every entry). Returns true at the end of the walk (the list's end or the tail
+  // stop), false at a job that does not fit a narrow key, left for begin() to take (c.i and c.fi at it).
+  bool walk_lean(lean_walk& c) {
+    const tick now = c.now;
+    const double long_above = c.long_above, long_limit = c.long_limit, short_limit = c.short_limit;
+    const std::uint64_t need_mask = c.need_mask;
+    const unsigned handle_bits = c.handle_bits;
+    const std::uint64_t* const rank_part = c.rank_part;
+    std::uint64_t* const narrow = c.narrow;
+    entry* const es = c.es;
+    entry* const fs = c.fs;
+    const std::size_t n = c.n, fn = c.fn;
+    const unsigned char* const mark = mark_.data();
+    std::size_t i = c.i, fi = c.fi, top = c.top, dead = c.dead;
+    double need = c.need;
+    bool heaped = c.heaped, done = true;
+    const bool may_stop = c.may_stop;
+    const double least_share = c.least_share;
+    // The next fresh entry's key, kept at hand: it goes before es[i] when it comes first by (deadline, handle).
+    constexpr tick no_deadline = std::numeric_limits<tick>::max();
+    constexpr request_handle no_handle = std::numeric_limits<request_handle>::max();  // comes first before nothing
+    tick fresh_deadline = fi < fn ? fs[fi].deadline : no_deadline;
+    request_handle fresh_h = fi < fn ? fs[fi].h : no_handle;
+    const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
+    const auto job_of_key = [&](std::uint64_t key) { return make_job(0, static_cast<tick>(key >> handle_bits & need_mask), static_cast<request_handle>(key & ((std::uint64_t{1} << handle_bits) - 1))); };
+    for (;;) {
+      entry* e = es + i;
+      const bool fresh = i < n ? fresh_deadline < e->deadline || (fresh_deadline == e->deadline && fresh_h < e->h) : fi < fn;
+      if (fresh) {
+        e = fs + fi++;
+        fresh_deadline = fi < fn ? fs[fi].deadline : no_deadline;
+        fresh_h = fi < fn ? fs[fi].h : no_handle;
+      } else if (i < n) {
+        if (i % 8 == 0 && may_stop && stops_at(i, fi, now, need, least_share)) break;
+        ++i;
+      } else {
+        break;
+      }
+      const unsigned char m = mark[e->h];
+      if (m & ended) {
+        ++dead;
+        continue;
+      }
+      if (m != 0) refresh(c.v, *e);
+      const tick w = need_at(*e, now);
+      if (w < 0) {
+        unreachable(c.v, e->h);
+        continue;
+      }
+      const auto uw = static_cast<std::uint64_t>(w);
+      if ((uw & ~need_mask) != 0) {  // begin() takes it on with whole jobs
+        if (fresh) --fi;
+        else --i;
+        done = false;
+        break;
+      }
+      const std::uint64_t key = rank_part[e->cls] | uw << handle_bits | e->h;
+      need += static_cast<double>(w);
+      const double share = e->slo > long_above ? long_limit : short_limit;
+      const double room = share * static_cast<double>(e->deadline - now);
+      if (need <= room || need <= static_cast<double>(w)) {
+        narrow[top] = key;
+        if (heaped) sift_up(narrow, top, key, lo_first);
+        ++top;
+        continue;
+      }
+      if (!heaped) make_heap(narrow, top, lo_first), heaped = true;
+      std::tie(need, top) = overflow(narrow, key, lo_first, job_of_key, std::max(room, static_cast<double>(w)), need, top, c.aside);
+    }
+    c.i = i, c.fi = fi, c.top = top, c.dead = dead, c.need = need, c.heaped = heaped;
+    return done;
+  }
+
   // Inserts h into the deadline order once.
   void track(const scheduler_view& v, request_handle h) {
     if (tracked_.size() <= h) tracked_.resize(static_cast<std::size_t>(h) + 1, 0);
@@ -718,6 +858,12 @@ class slo_admission {
     for (std::size_t k = 0; k < class_key_.size(); ++k) {
       const auto at = std::lower_bound(class_by_rank_.begin(), class_by_rank_.end(), class_key_[k]);
       class_rank_[k] = static_cast<unsigned>(at - class_by_rank_.begin());
+    }
+    // The rank as it sits in a narrow key: above the need, in the top bit_width(classes - 1) bits.
+    const auto class_bits = static_cast<unsigned>(std::bit_width(class_rank_.size() - 1));
+    class_rank_part_.resize(class_rank_.size());
+    for (std::size_t k = 0; k < class_rank_.size(); ++k) {
+      class_rank_part_[k] = class_bits > 0 ? std::uint64_t{class_rank_[k]} << (64 - class_bits) : 0;
     }
     return c;
   }
@@ -916,6 +1062,7 @@ class slo_admission {
   static constexpr std::size_t max_ranked_classes = 256;
   std::vector<std::uint64_t> class_key_, class_by_rank_;
   std::vector<unsigned> class_rank_;
+  std::vector<std::uint64_t> class_rank_part_;  // class_rank_ shifted to its place in a narrow key
   bool too_many_classes_ = false;  // a class past max_ranked_classes arrived: whole jobs from then on
   std::vector<request_handle> drops_;  // unreachable or rejected in the last begin()
   std::vector<entry> by_deadline_;      // requests with a deadline, by (deadline, handle): unfinished ones and dead_ ended ones
