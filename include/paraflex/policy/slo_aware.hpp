@@ -454,9 +454,13 @@ class slo_admission {
         continue;
       }
       const double limit = std::max(room, static_cast<double>(w));
-      if (!heaped) (wide ? make_heap(heap, top, set_aside_first) : make_heap(narrow, top, lo_first)), heaped = true;
-      if (wide) std::tie(need, top) = overflow(heap, make_job(e.class_key, w, e.h), set_aside_first, job_of, limit, need, top, aside);
-      else std::tie(need, top) = overflow(narrow, key, lo_first, unpack, limit, need, top, aside);
+      if (wide) {
+        if (!heaped) make_heap(heap, top, set_aside_first), heaped = true;
+        std::tie(need, top) = overflow(heap, make_job(e.class_key, w, e.h), set_aside_first, job_of, limit, need, top, aside);
+      } else {
+        if (!heaped) make_heap(narrow, top, lo_first), heaped = true;
+        std::tie(need, top) = overflow(narrow, key, lo_first, unpack, limit, need, top, aside);
+      }
     }
     clean_ = clean && clean_until >= now;
     clean_until_ = clean_until;
@@ -774,7 +778,11 @@ class slo_admission {
     tick fresh_deadline = fi < fn ? fs[fi].deadline : no_deadline;
     request_handle fresh_h = fi < fn ? fs[fi].h : no_handle;
     const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
-    const auto job_of_key = [&](std::uint64_t key) { return make_job(0, static_cast<tick>(key >> handle_bits & need_mask), static_cast<request_handle>(key & ((std::uint64_t{1} << handle_bits) - 1))); };
+    // A word back as a job for overflow(), which reads only its need and handle (so no class here).
+    const std::uint64_t handle_mask = (std::uint64_t{1} << handle_bits) - 1;
+    const auto job_of_key = [&](std::uint64_t key) {
+      return make_job(0, static_cast<tick>(key >> handle_bits & need_mask), static_cast<request_handle>(key & handle_mask));
+    };
     for (;;) {
       entry* e = es + i;
       const bool fresh = i < n ? fresh_deadline < e->deadline || (fresh_deadline == e->deadline && fresh_h < e->h) : fi < fn;
