@@ -419,7 +419,7 @@ class slo_admission {
       if (!wide) {
         const auto uw = static_cast<std::uint64_t>(w);
         if ((uw & ~need_mask) == 0) {
-          key = rank_part[e.cls] | uw << handle_bits | e.h;  // as in walk_lean
+          key = narrow_key(rank_part, e.cls, uw, handle_bits, e.h);
         } else {
           for (std::size_t k = 0; k < top; ++k) heap[k] = unpack(narrow[k]);
           wide = true;
@@ -427,8 +427,8 @@ class slo_admission {
       }
       need += static_cast<double>(w);
       // A request alone in its window always fits: only competition sets one aside.
-      const double share = e.slo > long_above ? long_limit : short_limit;
-      const double room = share * static_cast<double>(e.deadline - now);  // as in walk_lean
+      const double share = share_of(e, long_above, long_limit, short_limit);
+      const double room = share * static_cast<double>(e.deadline - now);
       if (clean) {
         // The window fits until need reaches share x (deadline - t): a tick and a relative 1e-9
         // early, so that rounding can never make a skipped check disagree with a real one.
@@ -459,7 +459,7 @@ class slo_admission {
         std::tie(need, top) = overflow(heap, make_job(e.class_key, w, e.h), set_aside_first, job_of, limit, need, top, aside);
       } else {
         if (!heaped) make_heap(narrow, top, lo_first), heaped = true;
-        std::tie(need, top) = overflow(narrow, key, lo_first, unpack, limit, need, top, aside);
+        std::tie(need, top) = overflow(narrow, key, lo_first, narrow_need_and_handle{handle_bits, need_mask, handle_mask}, limit, need, top, aside);
       }
     }
     clean_ = clean && clean_until >= now;
@@ -566,6 +566,21 @@ class slo_admission {
     const auto uw = static_cast<std::uint64_t>(w);
     return {class_key | uw >> 32, uw << 32 | h};
   }
+  // A job as one word (begin() says when it fits): its class's rank as rank_part holds it, the need
+  // (uw, within the need bits), the handle in the low handle_bits.
+  static std::uint64_t narrow_key(const std::uint64_t* rank_part, std::uint32_t cls, std::uint64_t uw, unsigned handle_bits,
+                                  request_handle h) noexcept {
+    return rank_part[cls] | uw << handle_bits | h;
+  }
+  // A word back as a job for overflow(), which reads only its need and handle: no class, so no
+  // lookup (begin()'s unpack restores the class when the heap turns wide).
+  struct narrow_need_and_handle {
+    unsigned handle_bits;
+    std::uint64_t need_mask, handle_mask;
+    job operator()(std::uint64_t key) const noexcept {
+      return make_job(0, static_cast<tick>(key >> handle_bits & need_mask), static_cast<request_handle>(key & handle_mask));
+    }
+  };
 
   // Heap order: the top is set aside first - the lowest class, then the largest need, then the
   // later arrival (the largest handle). (An object, not a function: the heap algorithms inline it.)
@@ -669,6 +684,12 @@ class slo_admission {
     double budget_above, budget_below;  ///< steps x b's time, -inf for the fastest; steps x a's time, +inf for point 0
     double steps_cost, steps_time, slope;  ///< steps x b's cost, steps x b's time, (a's cost - b's) / (a's time - b's)
   };
+
+  // The share of its window's time a request's window may fill: long_limit for SLOs above the
+  // running mean (long_above), else short_limit.
+  static double share_of(const entry& e, double long_above, double long_limit, double short_limit) noexcept {
+    return e.slo > long_above ? long_limit : short_limit;
+  }
 
   // What set_aside needs of the check.
   struct set_aside_as {
@@ -779,11 +800,7 @@ class slo_admission {
     tick fresh_deadline = fi < fn ? fs[fi].deadline : no_deadline;
     request_handle fresh_h = fi < fn ? fs[fi].h : no_handle;
     const auto lo_first = [](std::uint64_t a, std::uint64_t b) noexcept { return a < b; };
-    // A word back as a job for overflow(), which reads only its need and handle (so no class here).
-    const std::uint64_t handle_mask = (std::uint64_t{1} << handle_bits) - 1;
-    const auto job_of_key = [&](std::uint64_t key) {
-      return make_job(0, static_cast<tick>(key >> handle_bits & need_mask), static_cast<request_handle>(key & handle_mask));
-    };
+    const narrow_need_and_handle job_of_key{handle_bits, need_mask, (std::uint64_t{1} << handle_bits) - 1};
     for (;;) {
       entry* e = es + i;
       const bool fresh = i < n ? fresh_deadline < e->deadline || (fresh_deadline == e->deadline && fresh_h < e->h) : fi < fn;
@@ -815,9 +832,9 @@ class slo_admission {
         done = false;
         break;
       }
-      const std::uint64_t key = rank_part[e->cls] | uw << handle_bits | e->h;
+      const std::uint64_t key = narrow_key(rank_part, e->cls, uw, handle_bits, e->h);
       need += static_cast<double>(w);
-      const double share = e->slo > long_above ? long_limit : short_limit;
+      const double share = share_of(*e, long_above, long_limit, short_limit);
       const double room = share * static_cast<double>(e->deadline - now);
       if (need <= room || need <= static_cast<double>(w)) {
         narrow[top] = key;
