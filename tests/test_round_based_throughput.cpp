@@ -791,6 +791,44 @@ TEST_CASE("round-based leaves mid-round arrivals to the next round unless admit 
   CHECK(b.requests[1].first_start == *to_ticks(0.1));
 }
 
+TEST_CASE("round-based's round length counts each request at the degree it plans or runs at, not the one it is filed at",
+          "[policy][round-based]") {
+  // Rounds of two reference steps, the reference being the median step time of the active requests
+  // (the lower one of an even count). X has 3 steps of 2.0 s on 1 GPU (its cheapest degree, which
+  // it is filed at) or 1.2 s on 2; its deadline of 3.7 s needs 2 GPUs for every step. C has one step
+  // of 1.5 s, without a deadline. Counted at 2.0 s instead of 1.2, X would make the median 1.5 s.
+  toy_cost cost{{{512, {0, 2.0, 1.2}}, {1024, {0, 1.5}}, {256, {0, 0.25}}, {768, {0, 0.27}}, {2048, {0, 1.6}}}};
+  const round_based_options o{.round_steps = 2, .scale_up = false};
+  round_based_policy policy(o);
+  simulated_executor ex(7);
+  scheduler sched(cluster{8, 8, "toy"}, policy, ex, cost);
+  sched.submit(make_request("X", 0, 512, 3, 3.7));
+  sched.submit(make_request("C", 0, 1024, 1));
+  SECTION("a waiting request at the degree the round plans for it") {
+    sched.turn_to(0);
+    CHECK(policy.rounds() == 1);
+    CHECK(policy.round_end() == *to_ticks(2.4));
+  }
+  SECTION("a running request at the degree it runs at") {
+    // B (0.25 s) and D (0.27 s) make the first round 0.54 s long and end within it; X and C run past
+    // its end. E (1.6 s, no deadline) arrives within it and waits for the next: its median is C's
+    // 1.5 s of {1.2, 1.5, 1.6} (1.6 s with X at 2.0).
+    sched.submit(make_request("B", 0, 256, 1));
+    sched.submit(make_request("D", 0, 768, 1));
+    sched.submit(make_request("E", 0.3, 2048, 1));
+    sched.turn_to(0);
+    CHECK(policy.round_end() == *to_ticks(0.54));
+    while (policy.rounds() < 2 && sched.next_wakeup() != never) sched.turn_to(sched.next_wakeup());
+    REQUIRE(policy.rounds() == 2);
+    CHECK(policy.round_start() == *to_ticks(0.54));
+    CHECK(sched.state().requests[0].phase == request_phase::running);
+    CHECK(sched.state().requests[0].run_group.size() == 2);
+    CHECK(sched.state().requests[2].ended());
+    CHECK(sched.state().requests[3].ended());
+    CHECK(policy.round_end() == *to_ticks(0.54 + 3.0));
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // throughput-first.
 

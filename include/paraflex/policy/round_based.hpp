@@ -678,13 +678,27 @@ class round_based_policy {
     using namespace round_based_detail;
     cands_.clear();
     samples_.clear();
+    looked_or_running_.clear();
     collect_waiting(v, false, look);
     for (request_handle h : collected_) cands_.push_back(make_candidate(v, h, now, v.request(h).position));
+    // The reference step's samples: a running request at its degree and a request looked at at its
+    // Step-A degree, each in place of the static sample it is filed with. Where the two are equal
+    // the tally already counts it, so neither is listed: most requests looked at (late, best effort)
+    // plan at their static degree.
     for (request_handle h : v.running()) {
       const auto& r = v.request(h);
-      if (!r.run_group.empty()) samples_.push_back(v.step_time(h, static_cast<int>(r.run_group.size())));
+      const bool filed = h < filed_.size() && filed_[h].kind != file_kind::none;
+      const tick at_degree = r.run_group.empty() ? 0 : v.step_time(h, static_cast<int>(r.run_group.size()));
+      if (filed && !r.run_group.empty() && at_degree == filed_[h].sample) continue;
+      if (filed) looked_or_running_.push_back(filed_[h].sample);
+      if (!r.run_group.empty()) samples_.push_back(at_degree);
     }
-    for (const auto& c : cands_) samples_.push_back(v.step_time(c.h, c.degree));
+    for (const auto& c : cands_) {
+      const tick at_degree = v.step_time(c.h, c.degree);
+      if (at_degree == filed_[c.h].sample) continue;
+      samples_.push_back(at_degree);
+      looked_or_running_.push_back(filed_[c.h].sample);
+    }
     const tick reference = reference_step(v);
     const tick tau = opt_.round > 0 ? opt_.round : reference * opt_.round_steps;
     const tick window = tau;  // devices that free during the round are the round's capacity too
@@ -973,12 +987,19 @@ class round_based_policy {
   candidate make_candidate(const scheduler_view& v, request_handle h, tick start, std::uint32_t pos) {
     const auto& r = v.request(h);
     const auto& costs = v.costs(h);
-    const auto& hull = hulls_.get(v, h, calls_);
     candidate c;
     c.h = h;
     c.start = start;
     c.pos = pos;
     c.deadline = r.has_deadline() ? r.deadline() : never;
+    // A deadline already passed: no allocation meets it, since no time is negative (the runtime's
+    // tables refuse one). Such requests were 40% of the candidates on a deep-queue file.
+    if (c.deadline < start) {
+      c.late = true;
+      c.degree = costs.allowed_degrees.front();
+      return c;
+    }
+    const auto& hull = hulls_.get(v, h, calls_);
     if (c.deadline == never) {
       c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();  // best effort, most efficient
       return c;
@@ -1078,9 +1099,7 @@ class round_based_policy {
     for (request_handle h : v.running()) file(v, h);
   }
   // collected_ <- the waiting requests a round looks at (without those pending or assigned in this
-  // call, with `exclude_planned`), in handle order; looked_or_running_ <- (without `exclude_planned`)
-  // the static samples of those and of the running requests (the reference step counts those at
-  // their degree instead).
+  // call, with `exclude_planned`), in handle order.
   // Every request of the band, and of each file at most the first `look` (<= collect_cap(v)) in its
   // order: last_looked_ and more_ say which was the last one looked at in each and whether the file
   // had more within the cap. Any other gets its static degree (make_candidate), so whether it is
@@ -1095,16 +1114,6 @@ class round_based_policy {
       set_file(v, h, file_kind::expired);
     }
     collected_.clear();
-    looked_or_running_.clear();
-    const auto looked_at = [&](request_handle h) {
-      collected_.push_back(h);
-      if (!exclude_planned) looked_or_running_.push_back(filed_[h].sample);  // admit() needs no samples
-    };
-    if (!exclude_planned) {
-      for (request_handle h : v.running()) {
-        if (h < filed_.size() && filed_[h].kind != file_kind::none) looked_or_running_.push_back(filed_[h].sample);  // sampled at its degree
-      }
-    }
     const std::size_t cap = collect_cap(v);
     const tick tau_max = opt_.round > 0 ? opt_.round : longest_step_ * opt_.round_steps;
     const tick band_end = add_sat(now, tau_max);  // a latest start before it: at stake in this round
@@ -1113,7 +1122,7 @@ class round_based_policy {
     const auto look_once = [&](request_handle h) {
       if (collected_stamp_[h] == collect_stamp_) return;
       collected_stamp_[h] = collect_stamp_;
-      if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) looked_at(h);
+      if (!(exclude_planned && (is_pending(h) || assigned_now(h)))) collected_.push_back(h);
     };
     for (auto it = by_latest_start_.begin(); it != by_latest_start_.end() && (*it).key < band_end; ++it) {
       if (v.request((*it).h).phase == request_phase::waiting) look_once((*it).h);
@@ -1139,12 +1148,13 @@ class round_based_policy {
     look_at_prefix(0, expired_.begin(), expired_.end(), [](auto it) { return *it; });
     look_at_prefix(1, no_deadline_.begin(), no_deadline_.end(), [](auto it) { return *it; });
     look_at_prefix(2, by_deadline_.begin(), by_deadline_.end(), [](auto it) { return (*it).h; });
-    if (exclude_planned) return;  // admit() needs no samples
+    if (exclude_planned) return;  // admit() takes them in the order found
     round_based_detail::radix_sort(collected_, sort_scratch_);
   }
   // The reference step: the round_quantile of the step times of every active request - running ones
   // at their degree, the waiting ones looked at at their Step-A degree (samples_), the others at
-  // their static one (static_samples_ without looked_or_running_).
+  // their static one (static_samples_ without looked_or_running_; plan_round lists only the samples
+  // that differ from the static ones).
   [[nodiscard]] tick reference_step(const scheduler_view&) {
     const auto total = static_cast<std::int64_t>(samples_.size()) + static_samples_.total() - static_cast<std::int64_t>(looked_or_running_.size());
     if (total <= 0) return ticks_per_second;
@@ -1201,7 +1211,7 @@ class round_based_policy {
   };
   std::vector<filing> filed_;                                  // by handle
   round_based_detail::step_time_tally static_samples_;  // filed requests' static_sample()s
-  std::vector<tick> looked_or_running_;                 // ... of those looked at and running (collect_waiting)
+  std::vector<tick> looked_or_running_;                 // ... of those looked at and running, where resampled (plan_round)
   tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
   std::size_t lost_seen_ = 0;
   // Scratch, kept between calls for their capacity.
