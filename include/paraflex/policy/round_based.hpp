@@ -999,9 +999,13 @@ class round_based_policy {
       c.degree = costs.allowed_degrees.front();
       return c;
     }
+    if (c.deadline == never && h < filed_.size() && filed_[h].kind == file_kind::no_deadline) {
+      c.degree = filed_[h].degree;  // best effort, most efficient: as filed (the files are in sync with the hulls)
+      return c;
+    }
     const auto& hull = hulls_.get(v, h, calls_);
     if (c.deadline == never) {
-      c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();  // best effort, most efficient
+      c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();
       return c;
     }
     const mixed_allocation a = cheapest_allocation(costs, hull, r.trajectory->steps_remaining(pos), pos == 0,
@@ -1032,15 +1036,15 @@ class round_based_policy {
     return std::max<std::size_t>(256, 4 * static_cast<std::size_t>(v.device_count()));
   }
   enum class file_kind : unsigned char { none, by_deadline, expired, no_deadline };
-  // A request's step-time sample when the round does not look at it: Step A with all the time in
-  // the world (the cheapest efficient degree) for a deadline not at stake, the smallest allowed
-  // degree when late, the most efficient one without a deadline (make_candidate's answers).
-  [[nodiscard]] tick static_sample(const scheduler_view& v, request_handle h, file_kind k) {
+  // The degree a request's step time is sampled at while the round does not look at it: Step A with
+  // all the time in the world (the cheapest efficient degree) for a deadline not at stake, the
+  // smallest allowed degree when late, the most efficient one without a deadline (make_candidate's
+  // answers); 0 when no degree is allowed (sample 0).
+  [[nodiscard]] int static_degree(const scheduler_view& v, request_handle h, file_kind k) {
     const auto& c = v.costs(h);
     if (c.allowed_degrees.empty()) return 0;
     const auto& hull = hulls_.get(v, h, calls_);
-    const int degree = k == file_kind::expired || hull.empty() ? c.allowed_degrees.front() : hull.front();
-    return c.step_time(degree);
+    return k == file_kind::expired || hull.empty() ? c.allowed_degrees.front() : hull.front();
   }
   void file(const scheduler_view& v, request_handle h) {
     const auto& r = v.request(h);
@@ -1061,11 +1065,12 @@ class round_based_policy {
     return add_sat(c.encode[kk] + c.decode[kk], static_cast<tick>(steps_of(v, h)) * c.step[kk]);
   }
   void set_file(const scheduler_view& v, request_handle h, file_kind k) {
-    if (h >= filed_.size()) filed_.resize(static_cast<std::size_t>(h) + 1, {file_kind::none, 0});
+    if (h >= filed_.size()) filed_.resize(static_cast<std::size_t>(h) + 1);
     auto& f = filed_[h];
     if (f.kind != file_kind::none) static_samples_.add(f.sample, -1);
     f.kind = k;
-    f.sample = k == file_kind::none ? 0 : static_sample(v, h, k);
+    f.degree = k == file_kind::none ? 0 : static_degree(v, h, k);
+    f.sample = f.degree == 0 ? 0 : v.costs(h).step_time(f.degree);
     if (k != file_kind::none) {
       static_samples_.add(f.sample, 1);
       // The longest a round can be (see collect_waiting).
@@ -1080,7 +1085,7 @@ class round_based_policy {
     no_deadline_.erase(h);
     if (h < filed_.size() && filed_[h].kind != file_kind::none) {
       static_samples_.add(filed_[h].sample, -1);
-      filed_[h] = {file_kind::none, 0};
+      filed_[h] = {};
     }
   }
   [[nodiscard]] bool files_in_sync(const scheduler_view& v) const {
@@ -1093,7 +1098,7 @@ class round_based_policy {
     expired_.clear();
     no_deadline_.clear();
     static_samples_.clear();
-    for (auto& f : filed_) f = {file_kind::none, 0};
+    for (auto& f : filed_) f = {};
     lost_seen_ = v.lost_devices().count();
     for (request_handle h : v.waiting()) file(v, h);
     for (request_handle h : v.running()) file(v, h);
@@ -1206,11 +1211,12 @@ class round_based_policy {
   std::array<bool, 3> more_{};
   handle_set expired_, no_deadline_;
   struct filing {
-    file_kind kind;
-    tick sample;  // static_sample() when filed
+    file_kind kind = file_kind::none;
+    int degree = 0;  // static_degree() when filed
+    tick sample = 0;  // its step time
   };
   std::vector<filing> filed_;                                  // by handle
-  round_based_detail::step_time_tally static_samples_;  // filed requests' static_sample()s
+  round_based_detail::step_time_tally static_samples_;  // filed requests' samples (filing::sample)
   std::vector<tick> looked_or_running_;                 // ... of those looked at and running, where resampled (plan_round)
   tick longest_step_ = 0;    // longest step at any allowed degree, over every request filed
   std::size_t lost_seen_ = 0;
