@@ -999,15 +999,13 @@ class round_based_policy {
       c.degree = costs.allowed_degrees.front();
       return c;
     }
-    if (c.deadline == never && h < filed_.size() && filed_[h].kind == file_kind::no_deadline) {
-      c.degree = filed_[h].degree;  // best effort, most efficient: as filed (the files are in sync with the hulls)
+    if (c.deadline == never) {
+      // Best effort, the most efficient degree: as filed (the files are in sync with the hulls).
+      const bool filed = h < filed_.size() && filed_[h].kind == file_kind::no_deadline;
+      c.degree = filed ? filed_[h].degree : static_degree(v, h, file_kind::no_deadline);
       return c;
     }
     const auto& hull = hulls_.get(v, h, calls_);
-    if (c.deadline == never) {
-      c.degree = hull.empty() ? costs.allowed_degrees.front() : hull.front();
-      return c;
-    }
     const mixed_allocation a = cheapest_allocation(costs, hull, r.trajectory->steps_remaining(pos), pos == 0,
                                                    c.deadline - start);
     if (a.feasible) {
